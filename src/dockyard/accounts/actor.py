@@ -1,0 +1,71 @@
+"""Who a request runs as, and what it may do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dockyard.errors import Forbidden
+from dockyard.sdk.models import Role, Scope
+
+# What each role may ever do; a token's scopes can only narrow this.
+ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
+    Role.OWNER: frozenset(Scope),
+    Role.TEMPLATE_ADMIN: frozenset(Scope) - {Scope.USER_ADMIN, Scope.AUDIT_READ},
+    Role.MEMBER: frozenset(Scope) - {Scope.USER_ADMIN, Scope.AUDIT_READ, Scope.TEMPLATE_WRITE},
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: str
+    username: str
+    role: Role
+    organization_id: str
+    scopes: frozenset[Scope]
+    allow_list: frozenset[str] = frozenset()
+    token_id: str | None = None
+    ip: str = ""
+    _granted: frozenset[Scope] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        token = frozenset(Scope) if Scope.ALL in self.scopes else self.scopes
+        object.__setattr__(self, "_granted", token & ROLE_SCOPES[self.role])
+
+    def can(self, scope: Scope) -> bool:
+        return scope in self._granted
+
+    def require(self, scope: Scope) -> None:
+        if scope in self._granted:
+            return
+        if scope in ROLE_SCOPES[self.role]:
+            raise Forbidden(f"This token lacks the scope {scope.value}.", detail="Create a token with that scope.")
+        raise Forbidden(f"Your role ({self.role.value}) does not allow {scope.value}.")
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == Role.OWNER
+
+    def allows(self, *keys: str) -> bool:
+        """Whether the allow-list (if any) names this resource by one of its keys (id or name)."""
+        return not self.allow_list or any(k in self.allow_list for k in keys)
+
+    def require_allowed(self, kind: str, *keys: str) -> None:
+        if not self.allows(*keys):
+            raise Forbidden(f"This token is not allowed to use {kind} {keys[-1]!r}.")
+
+    def with_ip(self, ip: str) -> Actor:
+        return Actor(
+            user_id=self.user_id,
+            username=self.username,
+            role=self.role,
+            organization_id=self.organization_id,
+            scopes=self.scopes,
+            allow_list=self.allow_list,
+            token_id=self.token_id,
+            ip=ip,
+        )
+
+
+SYSTEM = Actor(
+    user_id="", username="system", role=Role.OWNER, organization_id="", scopes=frozenset({Scope.ALL})
+)

@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): routers per resource, auth dependencies, the error model and metrics."""

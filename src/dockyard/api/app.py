@@ -1,0 +1,62 @@
+"""The application factory: `create_app(settings)` gives a complete, migrated Dockyard server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from dockyard import __version__, logs
+from dockyard.accounts import bootstrap
+from dockyard.api import errors
+from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware
+from dockyard.api.routes import audit, health, templates, users
+from dockyard.config import Settings
+from dockyard.store.db import make_engine, make_sessionmaker
+from dockyard.store.migrate import migrate
+from dockyard.templates.archive import MAX_ARCHIVE_BYTES
+
+log = logs.get(__name__)
+
+# Multipart framing adds a little to a 10 MB archive; the archive reader enforces the exact limit.
+BODY_LIMIT = MAX_ARCHIVE_BYTES + 1024 * 1024
+
+
+def prepare_database(settings: Settings, engine: Engine) -> None:
+    """Migrate, then run first-start setup. Runs before the server accepts requests."""
+    before, after = migrate(engine)
+    if before != after:
+        log.info("database migrated", before=before, after=after)
+    with make_sessionmaker(engine)() as db:
+        bootstrap.first_start(db, settings.data_dir, builtin_templates=settings.builtin_templates)
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+    engine = engine or make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Dockyard",
+        version=__version__,
+        description="Self-hosted cloud development environments.",
+        openapi_url="/api/v2/openapi.json",
+        docs_url="/api/v2/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = make_sessionmaker(engine)
+    prepare_database(settings, engine)
+    errors.install(app)
+    for router in (health.router, users.router, templates.router, audit.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT)
+    app.add_middleware(ObserveMiddleware, access_log=settings.access_log)
+    return app

@@ -1,0 +1,118 @@
+"""Request dependencies: the database session, the actor, scopes, and path objects loaded once.
+
+Every route declares exactly one of `scoped(Scope.X)` or `PUBLIC`; `tests/api/test_route_scopes.py` walks
+the route table and fails on a route with neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from functools import cache
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from dockyard.accounts import tokens, users
+from dockyard.accounts.actor import Actor
+from dockyard.errors import Unauthorized
+from dockyard.sdk.models import Scope
+from dockyard.store.models import Template, User
+from dockyard.templates import service as templates
+
+SESSION_COOKIE = "dockyard_session"
+
+
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    session: Session = request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+
+
+def client_ip(request: Request) -> str:
+    trusted: int = request.app.state.settings.trusted_proxies
+    if trusted:
+        forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",") if p.strip()]
+        if len(forwarded) >= trusted:
+            return forwarded[-trusted]
+    return request.client.host if request.client else ""
+
+
+def bearer_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("Malformed Authorization header.", detail="Use `Authorization: Bearer <token>`.")
+        return value.strip()
+    return request.headers.get("dockyard-session-token") or request.cookies.get(SESSION_COOKIE)
+
+
+def _authenticate(request: Request, key: str) -> Actor:
+    with request.app.state.sessions() as db:
+        return tokens.authenticate(db, key)
+
+
+async def current_actor(request: Request) -> Actor:
+    key = bearer_key(request)
+    if not key:
+        raise Unauthorized("You are not logged in.", detail="Send `Authorization: Bearer <token>`, or run `dockyard login`.")
+    token_id, secret = tokens.lookup(key)
+    actor = tokens.cache.get(token_id, secret)
+    if actor is None:
+        # The database lookup blocks, so it runs off the event loop; a cache hit never gets here.
+        actor = await run_in_threadpool(_authenticate, request, key)
+    request.state.actor = actor
+    return actor.with_ip(client_ip(request))
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+@cache
+def _require(scope: Scope) -> Callable[..., Any]:
+    async def dependency(actor: CurrentActor) -> Actor:
+        actor.require(scope)
+        return actor
+
+    dependency.dockyard_scope = scope  # type: ignore[attr-defined]
+    return dependency
+
+
+def scoped(scope: Scope) -> Any:
+    """`actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]`: authenticated and holding that scope."""
+    return Depends(_require(scope))
+
+
+def _public() -> None:
+    """Marks a route that needs no authentication (health, metrics, login)."""
+
+
+_public.dockyard_public = True  # type: ignore[attr-defined]
+PUBLIC = Depends(_public)
+
+
+def _load_template(
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)],
+    template: Annotated[str, Path(description="Template id or name.", max_length=64)],
+) -> Template:
+    return templates.get(db, actor, template)
+
+
+def _load_user(
+    db: DbSession,
+    actor: CurrentActor,
+    user: Annotated[str, Path(description="User name, id, or `me`.", max_length=64)],
+) -> User:
+    return users.get(db, actor, user)
+
+
+TemplateParam = Annotated[Template, Depends(_load_template)]
+UserParam = Annotated[User, Depends(_load_user)]

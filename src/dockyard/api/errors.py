@@ -1,0 +1,89 @@
+"""One place that renders every error as `{"message", "detail", "validations"}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dockyard import logs
+from dockyard.errors import DockyardError, Validation
+from dockyard.sdk.models import ErrorResponse, ValidationDetail
+
+log = logs.get(__name__)
+
+_HTTP_MESSAGES = {
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "Request body too large.",
+}
+
+
+def error_response(
+    status: int, message: str, detail: str = "", validations: list[Validation] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(
+        message=message,
+        detail=detail,
+        validations=[
+            ValidationDetail(field=v.field, detail=v.detail, file=v.file, line=v.line) for v in validations or []
+        ],
+    )
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or str(loc[0] if loc else "body")
+
+
+async def _dockyard_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DockyardError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return error_response(exc.status_code, exc.message, exc.detail, exc.validations, headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            context = error.get("ctx", {}).get("error", "")
+            return error_response(400, "Malformed JSON in the request body.", str(context))
+    validations = []
+    for error in errors:
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field"
+        elif error.get("type") == "missing":
+            message = "is required"
+        validations.append(Validation(_field(tuple(error.get("loc", ()))), message))
+    return error_response(
+        422, "Invalid request.", "; ".join(str(v) for v in validations), validations
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else _HTTP_MESSAGES.get(exc.status_code, "")
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"No route for {request.method} {request.url.path}."
+    return error_response(exc.status_code, message or "Request failed.", headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", path=request.url.path, method=request.method, exc_info=exc)
+    return error_response(500, "Internal server error.", "The server logged the details.")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DockyardError, _dockyard_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

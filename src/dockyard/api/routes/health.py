@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from dockyard import __version__
+from dockyard.api.deps import PUBLIC, DbSession
+from dockyard.sdk.models import BuildInfo, Health
+
+router = APIRouter()
+
+
+@router.get("/healthz", dependencies=[PUBLIC], tags=["health"])
+def healthz(db: DbSession, response: Response) -> Health:
+    try:
+        db.execute(text("SELECT 1"))
+        database = "ok"
+    except SQLAlchemyError:
+        database = "unreachable"
+        response.status_code = 503
+    return Health(status="ok" if database == "ok" else "degraded", version=__version__, database=database)
+
+
+@router.get("/metrics", dependencies=[PUBLIC], tags=["health"], response_class=Response)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v2/buildinfo", dependencies=[PUBLIC], tags=["health"])
+def buildinfo(request: Request) -> BuildInfo:
+    return BuildInfo(version=__version__)
+
+
+

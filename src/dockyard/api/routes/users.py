@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from dockyard.accounts import tokens, users
+from dockyard.accounts.actor import Actor
+from dockyard.api.deps import PUBLIC, SESSION_COOKIE, DbSession, UserParam, client_ip, scoped
+from dockyard.errors import Forbidden
+from dockyard.sdk import models as wire
+from dockyard.sdk.models import Scope
+
+router = APIRouter(prefix="/api/v2/users", tags=["users"])
+
+
+@router.post("/login", dependencies=[PUBLIC])
+def login(body: wire.LoginRequest, db: DbSession, request: Request, response: Response) -> wire.LoginResponse:
+    user, key, token = users.login(db, body, ip=client_ip(request))
+    response.set_cookie(
+        SESSION_COOKIE, key, httponly=True, samesite="lax", secure=request.url.scheme == "https",
+        max_age=int(users.SESSION_LIFETIME.total_seconds()),
+    )
+    return wire.LoginResponse(token=key, expires_at=token.expires_at, user=users.to_wire(user))
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)], response: Response) -> None:
+    """Ends the current session: revokes the token this request used if it came from a password login."""
+    if actor.token_id:
+        user = users.get(db, actor, "me")
+        token = tokens.get(db, user, actor.token_id)
+        if token.login_type == "password":
+            tokens.revoke(db, actor, token)
+    response.delete_cookie(SESSION_COOKIE)
+
+
+@router.get("")
+def list_users(
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.USER_READ)],
+    q: Annotated[str | None, Query(max_length=64, description="Substring of name or email.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> wire.UserList:
+    rows, count = users.list_users(db, actor, search=q, limit=limit, offset=offset)
+    return wire.UserList(users=[users.to_wire(u) for u in rows], count=count)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_user(
+    body: wire.CreateUserRequest, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_ADMIN)]
+) -> wire.User:
+    return users.to_wire(users.create(db, actor, body))
+
+
+@router.get("/{user}")
+def get_user(user: UserParam, actor: Annotated[Actor, scoped(Scope.USER_READ)]) -> wire.User:
+    return users.to_wire(user)
+
+
+@router.patch("/{user}")
+def update_user(
+    body: wire.UpdateUserRequest, user: UserParam, db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.USER_WRITE)],
+) -> wire.User:
+    if user.id != actor.user_id:
+        actor.require(Scope.USER_ADMIN)
+    return users.to_wire(users.update(db, actor, user, body))
+
+
+@router.get("/{user}/tokens")
+def list_tokens(user: UserParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]) -> list[wire.ApiToken]:
+    return [tokens.to_wire(t) for t in tokens.list_tokens(db, user)]
+
+
+@router.post("/{user}/tokens", status_code=status.HTTP_201_CREATED)
+def create_token(
+    body: wire.CreateTokenRequest, user: UserParam, db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.TOKEN_WRITE)],
+) -> wire.CreatedToken:
+    key, token = tokens.create(db, actor, user, body)
+    return wire.CreatedToken(**tokens.to_wire(token).model_dump(), key=key)
+
+
+@router.get("/{user}/tokens/{token}")
+def get_token(
+    user: UserParam, token: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]
+) -> wire.ApiToken:
+    return tokens.to_wire(tokens.get(db, user, token))
+
+
+@router.delete("/{user}/tokens/{token}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_token(
+    user: UserParam, token: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.TOKEN_WRITE)]
+) -> None:
+    if user.id != actor.user_id and not actor.can(Scope.USER_ADMIN):
+        raise Forbidden("Only an owner can revoke another user's tokens.")
+    tokens.revoke(db, actor, tokens.get(db, user, token))

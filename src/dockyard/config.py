@@ -1,0 +1,32 @@
+"""Server settings. Every option is also an environment variable `DOCKYARD_<NAME>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "dockyard"
+
+
+@dataclass
+class Settings:
+    listen: str = "127.0.0.1:3000"
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    access_log: bool = True
+    log_format: str = "auto"  # auto | json | console
+    # Load the built-in templates on first start; tests turn it off to start from an empty catalogue.
+    builtin_templates: bool = True
+    # Whether to trust X-Forwarded-For from this many proxies when recording client addresses.
+    trusted_proxies: int = 0
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'dockyard.db'}"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)

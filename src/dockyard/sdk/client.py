@@ -1,0 +1,250 @@
+"""The Python client for the Dockyard REST API, used by the CLI, the tests and users.
+
+    from dockyard.sdk import Client
+    client = Client("http://127.0.0.1:3000", token="dy_...")
+    for template in client.list_templates():
+        print(template.name)
+
+One method per endpoint; every non-2xx reply raises `ApiError` carrying the server's message and validations.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from dockyard import __version__
+from dockyard.sdk import models as m
+from dockyard.sdk.errors import ApiError, ConnectionFailed
+
+T = TypeVar("T")
+
+# Files a template folder should never upload: VCS data and editor/OS litter.
+_SKIP = {".git", ".hg", ".svn", "__pycache__", ".DS_Store", ".venv", "node_modules"}
+
+
+def pack_template(folder: Path) -> bytes:
+    """A template folder as a tar.gz, paths relative to the folder; symlinks are kept as links."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if any(part in _SKIP for part in relative.parts):
+                continue
+            if path.is_symlink() or path.is_file():
+                tar.add(path, arcname=relative.as_posix(), recursive=False)
+    return buffer.getvalue()
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+class Client:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        headers = {"User-Agent": f"dockyard-sdk/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if http is None:
+            http = httpx.Client(base_url=self.url, timeout=timeout)
+        http.headers.update(headers)
+        self.http = http
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ----------------------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"Cannot reach Dockyard at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    @staticmethod
+    def _error(response: httpx.Response) -> ApiError:
+        try:
+            body = m.ErrorResponse.model_validate_json(response.content)
+        except ValueError:
+            body = m.ErrorResponse(message=f"HTTP {response.status_code}", detail=response.text[:500])
+        return ApiError(
+            response.status_code,
+            body.message,
+            detail=body.detail,
+            validations=body.validations,
+            method=response.request.method,
+            url=str(response.request.url),
+        )
+
+    def _get(self, path: str, model: type[T], params: Mapping[str, Any] | None = None) -> T:
+        response = self.request("GET", path, params={k: v for k, v in (params or {}).items() if v is not None})
+        return TypeAdapter(model).validate_json(response.content)
+
+    def _send(self, method: str, path: str, model: type[T], body: BaseModel | None = None, **kwargs: Any) -> T:
+        if body is not None:
+            kwargs["content"] = body.model_dump_json(exclude_unset=True)
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        response = self.request(method, path, **kwargs)
+        return TypeAdapter(model).validate_json(response.content)
+
+    # --- server ------------------------------------------------------------------------------------------------
+
+    def health(self) -> m.Health:
+        return self._get("/healthz", m.Health)
+
+    def buildinfo(self) -> m.BuildInfo:
+        return self._get("/api/v2/buildinfo", m.BuildInfo)
+
+    # --- users -------------------------------------------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> m.LoginResponse:
+        result = self._send("POST", "/api/v2/users/login", m.LoginResponse,
+                            m.LoginRequest(username=username, password=password))
+        self.token = result.token
+        self.http.headers["Authorization"] = f"Bearer {result.token}"
+        self.http.cookies.clear()
+        return result
+
+    def logout(self) -> None:
+        self.request("POST", "/api/v2/users/logout")
+
+    def me(self) -> m.User:
+        return self.get_user("me")
+
+    def get_user(self, user: str) -> m.User:
+        return self._get(f"/api/v2/users/{_segment(user)}", m.User)
+
+    def list_users(self, *, q: str | None = None, limit: int = 100, offset: int = 0) -> m.UserList:
+        return self._get("/api/v2/users", m.UserList, {"q": q, "limit": limit, "offset": offset})
+
+    def create_user(self, request: m.CreateUserRequest) -> m.User:
+        return self._send("POST", "/api/v2/users", m.User, request)
+
+    def update_user(self, user: str, request: m.UpdateUserRequest) -> m.User:
+        return self._send("PATCH", f"/api/v2/users/{_segment(user)}", m.User, request)
+
+    # --- tokens ------------------------------------------------------------------------------------------------
+
+    def list_tokens(self, user: str = "me") -> list[m.ApiToken]:
+        return self._get(f"/api/v2/users/{_segment(user)}/tokens", list[m.ApiToken])
+
+    def create_token(self, request: m.CreateTokenRequest, user: str = "me") -> m.CreatedToken:
+        return self._send("POST", f"/api/v2/users/{_segment(user)}/tokens", m.CreatedToken, request)
+
+    def get_token(self, token: str, user: str = "me") -> m.ApiToken:
+        return self._get(f"/api/v2/users/{_segment(user)}/tokens/{_segment(token)}", m.ApiToken)
+
+    def revoke_token(self, token: str, user: str = "me") -> None:
+        self.request("DELETE", f"/api/v2/users/{_segment(user)}/tokens/{_segment(token)}")
+
+    # --- templates ---------------------------------------------------------------------------------------------
+
+    def list_templates(self) -> list[m.Template]:
+        return self._get("/api/v2/templates", list[m.Template])
+
+    def get_template(self, template: str) -> m.Template:
+        return self._get(f"/api/v2/templates/{_segment(template)}", m.Template)
+
+    def create_template(
+        self, source: Path | bytes, *, name: str | None = None, message: str = ""
+    ) -> m.Template:
+        """Create a template from a folder (packed here) or from tar/tar.gz bytes."""
+        data = pack_template(source) if isinstance(source, Path) else source
+        params = {"message": message, **({"name": name} if name else {})}
+        return self._send("POST", "/api/v2/templates", m.Template, content=data, params=params,
+                          headers={"Content-Type": "application/gzip"})
+
+    def create_template_version(
+        self, template: str, source: Path | bytes, *, message: str = "", activate: bool = True
+    ) -> m.TemplateVersion:
+        data = pack_template(source) if isinstance(source, Path) else source
+        return self._send(
+            "POST", f"/api/v2/templates/{_segment(template)}/versions", m.TemplateVersion, content=data,
+            params={"message": message, "activate": str(activate).lower()},
+            headers={"Content-Type": "application/gzip"},
+        )
+
+    def update_template(self, template: str, request: m.UpdateTemplateRequest) -> m.Template:
+        return self._send("PATCH", f"/api/v2/templates/{_segment(template)}", m.Template, request)
+
+    def delete_template(self, template: str) -> None:
+        self.request("DELETE", f"/api/v2/templates/{_segment(template)}")
+
+    def list_template_versions(self, template: str) -> list[m.TemplateVersion]:
+        return self._get(f"/api/v2/templates/{_segment(template)}/versions", list[m.TemplateVersion])
+
+    def get_template_version(self, template: str, version: str) -> m.TemplateVersion:
+        return self._get(
+            f"/api/v2/templates/{_segment(template)}/versions/{_segment(version)}", m.TemplateVersion
+        )
+
+    def list_template_files(self, template: str, version: str) -> list[m.TemplateFile]:
+        return self._get(
+            f"/api/v2/templates/{_segment(template)}/versions/{_segment(version)}/files", list[m.TemplateFile]
+        )
+
+    def get_template_file(self, template: str, version: str, path: str) -> bytes:
+        return self.request(
+            "GET",
+            f"/api/v2/templates/{_segment(template)}/versions/{_segment(version)}/files/{quote(path)}",
+        ).content
+
+    def get_template_archive(self, template: str, version: str) -> bytes:
+        return self.request(
+            "GET", f"/api/v2/templates/{_segment(template)}/versions/{_segment(version)}/archive"
+        ).content
+
+    def check_parameters(
+        self, template: str, parameters: Mapping[str, Any], *, version: str | None = None
+    ) -> m.ParameterCheckResponse:
+        return self._send(
+            "POST", f"/api/v2/templates/{_segment(template)}/parameters/check", m.ParameterCheckResponse,
+            m.ParameterCheckRequest(parameters=dict(parameters)),
+            params={"version": version} if version else {},
+        )
+
+    # --- audit -------------------------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        *,
+        user: str | None = None,
+        action: str | None = None,
+        resource_type: str | None = None,
+        resource: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> m.AuditLogList:
+        return self._get("/api/v2/audit", m.AuditLogList, {
+            "user": user, "action": action, "resource_type": resource_type, "resource": resource,
+            "since": since.isoformat() if since else None, "until": until.isoformat() if until else None,
+            "limit": limit, "offset": offset,
+        })

@@ -1,0 +1,279 @@
+"""The `dockyard.yaml` template manifest schema.
+
+It lives in the SDK so that `dockyard templates push` can check a manifest before uploading it and so that the
+server, the CLI and users read one definition. YAML loading with line numbers and Jinja2 rendering are the
+server's business (`dockyard.templates`).
+
+Validation runs in two modes. A manifest as written may hold `{{ parameters.x }}` in any string, so by default
+the value checks skip strings that contain a template expression; after rendering, the same model is validated
+with the context ``{"rendered": True}``, where every value is checked.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from dockyard.sdk.names import Name, ParameterName
+from dockyard.units import parse_duration, parse_size
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _templated(value: Any, info: ValidationInfo) -> bool:
+    rendered = bool(info.context and info.context.get("rendered"))
+    return not rendered and isinstance(value, str) and "{{" in value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ParameterType(StrEnum):
+    STRING = "string"
+    NUMBER = "number"
+    BOOL = "bool"
+    LIST_STRING = "list(string)"
+
+
+class ParameterOption(_Strict):
+    name: str = Field(description="Label shown in the dashboard.")
+    value: str | int | float | bool = Field(description="The value the parameter takes when this option is chosen.")
+    description: str = ""
+
+
+class ParameterValidation(_Strict):
+    regex: str | None = Field(None, description="The value must match this regular expression (strings).")
+    min: float | None = Field(None, description="Smallest allowed value (numbers).")
+    max: float | None = Field(None, description="Largest allowed value (numbers).")
+    error: str | None = Field(
+        None, description="Message shown instead of the default; may use {value}, {min}, {max}."
+    )
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> ParameterValidation:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+
+class ParameterSpec(_Strict):
+    """A typed input that a template version declares and a workspace supplies."""
+
+    name: ParameterName
+    display_name: str = ""
+    description: str = ""
+    type: ParameterType = ParameterType.STRING
+    default: str | int | float | bool | list[str] | None = None
+    required: bool | None = Field(None, description="Defaults to true when there is no default.")
+    options: list[ParameterOption] = Field(default_factory=list)
+    validation: ParameterValidation | None = None
+    mutable: bool = Field(False, description="Whether the value may change after the workspace is created.")
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _plain_options(cls, value: Any) -> Any:
+        # `options: [small, large]` is the common case; expand it to {name, value} pairs.
+        if isinstance(value, list):
+            return [o if isinstance(o, dict) else {"name": str(o), "value": o} for o in value]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParameterSpec:
+        if self.validation is not None:
+            if self.validation.regex is not None and self.type != ParameterType.STRING:
+                raise ValueError("validation.regex applies only to string parameters")
+            ranged = self.validation.min is not None or self.validation.max is not None
+            if ranged and self.type != ParameterType.NUMBER:
+                raise ValueError("validation.min/max apply only to number parameters")
+        if self.options and self.type in (ParameterType.BOOL, ParameterType.LIST_STRING):
+            raise ValueError(f"options are not supported for {self.type} parameters")
+        return self
+
+    @property
+    def is_required(self) -> bool:
+        return self.required if self.required is not None else self.default is None
+
+
+class Resources(_Strict):
+    cpu: float | str = Field(2, description="CPU cores (fractions allowed).")
+    memory: str | int = Field("4Gi", description="Memory limit, e.g. 4Gi.")
+    gpu: int | str = Field(0, description="Number of GPUs.")
+    disk: str | int | None = Field(None, description="Home volume size hint, e.g. 10Gi.")
+    pids: int = Field(4096, ge=64, le=1_000_000, description="Process limit.")
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: float | str, info: ValidationInfo) -> float | str:
+        if _templated(value, info):
+            return value
+        try:
+            cpu = float(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a number of CPUs") from exc
+        if not 0 < cpu <= 1024:
+            raise ValueError(f"{cpu:g} CPUs is outside 0-1024")
+        return cpu
+
+    @field_validator("memory", "disk")
+    @classmethod
+    def _size(cls, value: str | int | None, info: ValidationInfo) -> str | int | None:
+        if value is None or _templated(value, info):
+            return value
+        if parse_size(value) <= 0:
+            raise ValueError("must be above zero")
+        return value
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, value: int | str, info: ValidationInfo) -> int | str:
+        if _templated(value, info):
+            return value
+        try:
+            gpu = int(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a number of GPUs") from exc
+        if gpu < 0:
+            raise ValueError("cannot be negative")
+        return gpu
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_size(self.memory)
+
+
+class BuildSpec(_Strict):
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    args: dict[str, str] = Field(default_factory=dict)
+
+
+class AppShare(StrEnum):
+    OWNER = "owner"
+    AUTHENTICATED = "authenticated"
+    PUBLIC = "public"
+
+
+class AppHealthcheck(_Strict):
+    path: str = "/"
+    interval: str = "5s"
+    threshold: int = Field(6, ge=1)
+
+
+class App(_Strict):
+    slug: Name
+    display_name: str = ""
+    port: int = Field(ge=1, le=65535)
+    path: str = "/"
+    protocol: Literal["http", "https"] = "http"
+    command: str | None = Field(None, description="Started by the agent after the startup script.")
+    share: AppShare = AppShare.OWNER
+    subdomain: bool = False
+    healthcheck: AppHealthcheck | None = None
+
+
+class OnTtl(StrEnum):
+    STOP = "stop"
+    DELETE = "delete"
+
+
+class Lifetime(_Strict):
+    ttl: str | None = Field(None, description="Time until the workspace is stopped or deleted, e.g. 8h.")
+    on_ttl: OnTtl = OnTtl.STOP
+    idle_timeout: str | None = Field(None, description="Stop after this long without connections, e.g. 30m.")
+
+    @field_validator("ttl", "idle_timeout")
+    @classmethod
+    def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or _templated(value, info):
+            return value
+        if parse_duration(str(value)).total_seconds() <= 0:
+            raise ValueError("must be above zero")
+        return str(value)
+
+
+class Egress(StrEnum):
+    NONE = "none"
+    ALL = "all"
+    ALLOWLIST = "allowlist"
+
+
+class Network(_Strict):
+    egress: Egress = Egress.ALL
+    allow: list[str] = Field(default_factory=list, description="Hosts or CIDRs reachable with egress allowlist.")
+
+    @model_validator(mode="after")
+    def _allow_only_with_allowlist(self) -> Network:
+        if self.allow and self.egress != Egress.ALLOWLIST:
+            raise ValueError("allow is only used with egress: allowlist")
+        if self.egress == Egress.ALLOWLIST and not self.allow:
+            raise ValueError("egress: allowlist needs at least one entry in allow")
+        return self
+
+
+class TemplateManifest(_Strict):
+    """The parsed `dockyard.yaml` of one template version."""
+
+    name: Name
+    display_name: str = ""
+    description: str = ""
+    icon: str = ""
+    parameters: list[ParameterSpec] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    image: str | None = Field(None, description="An image to run, e.g. dockyard/base:bookworm.")
+    build: BuildSpec | None = Field(None, description="Build a Dockerfile from the template's files.")
+    devcontainer: str | None = Field(None, description="Path of a devcontainer.json among the template's files.")
+    user: str = Field("dev", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    sudo: bool = Field(False, description="Let the workspace user use sudo (turns off no-new-privileges).")
+    env: dict[str, str] = Field(default_factory=dict)
+    startup_script: str = ""
+    startup_timeout: str = "10m"
+    shutdown_script: str = ""
+    apps: list[App] = Field(default_factory=list)
+    lifetime: Lifetime = Field(default_factory=Lifetime)
+    network: Network = Field(default_factory=Network)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return value
+
+    @field_validator("startup_timeout")
+    @classmethod
+    def _timeout(cls, value: str, info: ValidationInfo) -> str:
+        if not _templated(value, info) and parse_duration(value).total_seconds() <= 0:
+            raise ValueError("must be above zero")
+        return value
+
+    @model_validator(mode="after")
+    def _one_image_source(self) -> TemplateManifest:
+        sources = [s for s in ("image", "build", "devcontainer") if getattr(self, s) is not None]
+        if len(sources) != 1:
+            raise ValueError(
+                "give exactly one of image, build or devcontainer"
+                + (f" (found {', '.join(sources)})" if sources else "")
+            )
+        names = [p.name for p in self.parameters]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate parameter names: {', '.join(duplicates)}")
+        slugs = [a.slug for a in self.apps]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError("app slugs must be unique")
+        return self

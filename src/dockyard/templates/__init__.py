@@ -1,0 +1,1 @@
+"""Templates: manifest loading, typed parameters, rendering, archives and the template service."""

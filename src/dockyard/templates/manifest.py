@@ -1,0 +1,82 @@
+"""Reading `dockyard.yaml` from a template's files into a checked `TemplateManifest`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from dockyard.errors import Validation, ValidationFailed
+from dockyard.sdk.manifest import TemplateManifest
+from dockyard.templates import parameters, render, yamlload
+from dockyard.templates.archive import MANIFEST, TemplateFiles
+from dockyard.templates.errors import pydantic_validations
+
+
+def _locate(problems: list[Validation], node: Any) -> list[Validation]:
+    located = []
+    for problem in problems:
+        path: list[str | int] = [int(p) if p.isdigit() else p for p in problem.field.split(".")]
+        located.append(
+            Validation(problem.field, problem.detail, file=MANIFEST, line=yamlload.line_of(node, path))
+        )
+    return located
+
+
+def parse(text: str) -> TemplateManifest:
+    """Parse and check a manifest as written (template expressions allowed), with file and line in errors."""
+    data, node = yamlload.load(text, filename=MANIFEST)
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            f"{MANIFEST} must be a mapping of fields.",
+            [Validation("(root)", "expected a mapping such as `name: my-template`", file=MANIFEST, line=1)],
+        )
+    try:
+        manifest = TemplateManifest.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(f"{MANIFEST} is invalid.", _locate(pydantic_validations(exc), node)) from exc
+    problems = parameters.defaults_problems(manifest.parameters)
+    if problems:
+        raise ValidationFailed(f"{MANIFEST} is invalid.", _locate(problems, node))
+    # Rendering with the defaults catches Jinja syntax errors and misspelt parameter names at push time.
+    defaults = {p.name: p.default for p in manifest.parameters if p.default is not None}
+    missing = {p.name: _placeholder(p.type) for p in manifest.parameters if p.default is None}
+    try:
+        render.render(manifest, {**missing, **defaults})
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"{MANIFEST} is invalid.", _locate(exc.validations, node)) from exc
+    return manifest
+
+
+def _placeholder(kind: str) -> Any:
+    return {"number": 1, "bool": False, "list(string)": []}.get(kind, "x")
+
+
+def load(files: TemplateFiles) -> TemplateManifest:
+    """The manifest of a template's files, checked against the files it names."""
+    try:
+        text = files.text(MANIFEST)
+    except KeyError:
+        raise ValidationFailed(
+            f"The template has no {MANIFEST}.",
+            [Validation("archive", f"{MANIFEST} is missing at the top of the template", file=MANIFEST)],
+        ) from None
+    except UnicodeDecodeError:
+        raise ValidationFailed(
+            f"{MANIFEST} is not UTF-8 text.", [Validation("(root)", "not UTF-8", file=MANIFEST)]
+        ) from None
+    manifest = parse(text)
+    named: list[tuple[str, str]] = []
+    if manifest.build is not None:
+        prefix = "" if manifest.build.context in (".", "") else manifest.build.context.rstrip("/") + "/"
+        named.append(("build.dockerfile", prefix + manifest.build.dockerfile))
+    if manifest.devcontainer is not None:
+        named.append(("devcontainer", manifest.devcontainer))
+    missing = [(field, path) for field, path in named if path not in files.files]
+    if missing:
+        data, node = yamlload.load(text, filename=MANIFEST)
+        raise ValidationFailed(
+            f"{MANIFEST} names files the template does not contain.",
+            _locate([Validation(field, f"file {path!r} is not in the template") for field, path in missing], node),
+        )
+    return manifest

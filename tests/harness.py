@@ -1,0 +1,116 @@
+"""The in-process test harness: a full Dockyard server per test, reached through the SDK.
+
+    def test_something(h: Harness) -> None:
+        alice = h.user("alice")
+        template = h.template(name="py")
+        ...
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from dockyard.api.app import create_app
+from dockyard.config import Settings
+from dockyard.sdk import Client
+from dockyard.sdk import models as m
+
+BASE_MANIFEST: dict[str, Any] = {
+    "name": "tmpl",
+    "description": "a test template",
+    "image": "dockyard/base:bookworm",
+    "parameters": [
+        {"name": "branch", "type": "string", "default": "main"},
+        {"name": "ttl_hours", "type": "number", "default": 4, "validation": {"min": 1, "max": 24}},
+    ],
+    "startup_script": "echo {{ parameters.branch | quote }}",
+    "lifetime": {"ttl": "{{ parameters.ttl_hours }}h"},
+}
+
+
+def tar_gz(files: dict[str, str | bytes], *, links: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for path, target in (links or {}).items():
+            info = tarfile.TarInfo(path)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def manifest_yaml(**overrides: Any) -> str:
+    manifest = {**BASE_MANIFEST, **overrides}
+    return yaml.safe_dump({k: v for k, v in manifest.items() if v is not None}, sort_keys=False)
+
+
+@dataclass
+class Harness:
+    app: FastAPI
+    settings: Settings
+    data_dir: Path
+    admin: Client
+    _clients: list[Client] = field(default_factory=list)
+
+    def client(self, token: str | None = None) -> Client:
+        client = Client("http://testserver", token, http=TestClient(self.app, base_url="http://testserver"))
+        self._clients.append(client)
+        return client
+
+    def user(
+        self,
+        username: str,
+        *,
+        role: m.Role = m.Role.MEMBER,
+        scopes: list[m.Scope] | None = None,
+        allow_list: list[str] | None = None,
+        password: str = "correct-horse-battery",
+    ) -> Client:
+        """Create a user (if new) and return a client holding a fresh token for it."""
+        try:
+            self.admin.get_user(username)
+        except Exception:  # noqa: BLE001 - any lookup failure means "create it"
+            self.admin.create_user(
+                m.CreateUserRequest(username=username, email=f"{username}@example.com", password=password, role=role)
+            )
+        created = self.admin.create_token(
+            m.CreateTokenRequest(
+                name=f"t{len(self._clients)}", scopes=scopes or [m.Scope.ALL], allow_list=allow_list or []
+            ),
+            user=username,
+        )
+        return self.client(created.key)
+
+    def template(self, files: dict[str, str | bytes] | None = None, **manifest: Any) -> m.Template:
+        files = dict(files or {})
+        files.setdefault("dockyard.yaml", manifest_yaml(**manifest))
+        return self.admin.create_template(tar_gz(files))
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self.admin.close()
+
+
+def make_harness(tmp_path: Path, database_url: str, *, builtin_templates: bool = False) -> Harness:
+    data_dir = tmp_path / "data"
+    settings = Settings(
+        data_dir=data_dir, database_url=database_url, access_log=False, builtin_templates=builtin_templates
+    )
+    app = create_app(settings)
+    token = (data_dir / "admin-token").read_text().strip()
+    admin = Client("http://testserver", token, http=TestClient(app, base_url="http://testserver"))
+    return Harness(app=app, settings=settings, data_dir=data_dir, admin=admin)
