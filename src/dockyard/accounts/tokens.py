@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dockyard.accounts.actor import Actor
+from dockyard.accounts.actor import ROLE_SCOPES, Actor
 from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized, Validation
 from dockyard.sdk import models as wire
 from dockyard.store import audit
@@ -92,8 +92,11 @@ def issue(
 
 def create(db: Session, actor: Actor, user: User, request: wire.CreateTokenRequest) -> tuple[str, ApiToken]:
     # A token can never grant more than the one that made it: no escalation by minting.
+    # Scopes the creator's role never has are harmless (authentication intersects with the role), so only
+    # those the role allows but this token lacks count as escalation.
     wanted = set(wire.Scope) if wire.Scope.ALL in request.scopes else set(request.scopes)
-    missing = sorted(s.value for s in wanted - {wire.Scope.ALL} if not actor.can(s))
+    possible = ROLE_SCOPES[actor.role] - {wire.Scope.ALL}
+    missing = sorted(s.value for s in wanted & possible if not actor.can(s))
     if user.id != actor.user_id and not actor.can(wire.Scope.USER_ADMIN):
         raise Forbidden("Only an owner can create tokens for another user.")
     if missing and user.id == actor.user_id:

@@ -20,6 +20,8 @@ from dockyard.templates.archive import MAX_ARCHIVE_BYTES
 
 log = logs.get(__name__)
 
+ROUTERS = (health.router, users.router, templates.router, audit.router)
+
 # Multipart framing adds a little to a 10 MB archive; the archive reader enforces the exact limit.
 BODY_LIMIT = MAX_ARCHIVE_BYTES + 1024 * 1024
 
@@ -55,7 +57,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.sessions = make_sessionmaker(engine)
     prepare_database(settings, engine)
     errors.install(app)
-    for router in (health.router, users.router, templates.router, audit.router):
+    for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)

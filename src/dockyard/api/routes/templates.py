@@ -53,11 +53,13 @@ async def read_upload(request: Request) -> TemplateFiles:
             form = await request.form(max_files=MAX_FILES, max_fields=100, max_part_size=MAX_ARCHIVE_BYTES)
         except MultiPartException as exc:
             raise BadRequest("Malformed multipart upload.", detail=exc.message) from exc
-        async with form:
+        try:
             parts = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
             if len(parts) == 1 and parts[0][0] == "archive":
                 return archive.read_tar(await parts[0][1].read())
             uploads = [(value.filename or key, await value.read()) for key, value in parts]
+        finally:
+            await form.close()
         if not uploads:
             raise BadRequest("The multipart upload holds no files.",
                              detail="Send a part named `archive` or one part per template file.")
