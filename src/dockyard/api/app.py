@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -14,11 +15,26 @@ from dockyard.api import errors
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware
 from dockyard.api.routes import audit, health, templates, users
 from dockyard.config import Settings
+from dockyard.sdk.models import ErrorResponse
 from dockyard.store.db import make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES
 
 log = logs.get(__name__)
+
+# Every route may answer with the error model; declaring it keeps the OpenAPI document truthful for clients.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": description}
+    for code, description in (
+        (400, "Malformed request"),
+        (401, "Not authenticated"),
+        (403, "Not allowed"),
+        (404, "Not found"),
+        (409, "Conflict"),
+        (413, "Request body too large"),
+        (422, "Validation failed"),
+    )
+}
 
 ROUTERS = (health.router, users.router, templates.router, audit.router)
 
@@ -58,7 +74,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     prepare_database(settings, engine)
     errors.install(app)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)
     return app

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +13,10 @@ from dockyard import logs
 from dockyard.api.errors import error_response
 
 log = logs.get("dockyard.access")
+
+# Unique across processes (random prefix) and cheap per request (a counter, not a uuid from os.urandom).
+_REQUEST_PREFIX = os.urandom(4).hex()
+_request_numbers = itertools.count(1)
 
 REQUESTS = Counter("dockyard_http_requests_total", "HTTP requests served", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -34,7 +39,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex[:16]
+        request_id = f"{_REQUEST_PREFIX}-{next(_request_numbers)}"
         status = 500
 
         async def send_wrapper(message: Message) -> None:
@@ -69,7 +74,11 @@ class ObserveMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over `limit` bytes before they are read into memory (413)."""
+    """Refuses request bodies over `limit` bytes before they are read into memory (413).
+
+    Starlette's RequestBodyLimitMiddleware (FastAPI's `max_body_size`) answers in plain text, outside the
+    JSON error model every client of this API relies on, so Dockyard keeps this small one.
+    """
 
     def __init__(self, app: ASGIApp, *, limit: int) -> None:
         self.app = app

@@ -34,18 +34,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+def make_engine(url: str, *, pool_size: int = 40) -> Engine:
+    """`pool_size` matches the request thread pool (40) so busy periods reuse connections, not open new ones."""
     url = normalize_url(url)
     if is_sqlite(url):
         if ":memory:" in url or make_url(url).database in (None, ""):
             engine = create_engine(url, poolclass=NullPool)
         else:
             engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, connect_args={"check_same_thread": False}
+                url, pool_size=pool_size, max_overflow=10, connect_args={"check_same_thread": False}
             )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

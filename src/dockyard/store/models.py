@@ -112,8 +112,9 @@ class Template(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    # Loaded only on purpose: listing templates reads versions from the service's cache instead.
     active_version: Mapped[TemplateVersion | None] = relationship(
-        foreign_keys=[active_version_id], post_update=True
+        foreign_keys=[active_version_id], post_update=True, lazy="select"
     )
 
 

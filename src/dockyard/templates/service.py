@@ -46,8 +46,18 @@ def version_to_wire(version: TemplateVersion) -> wire.TemplateVersion:
     return result
 
 
-def to_wire(template: Template, *, with_version: bool = True) -> wire.Template:
-    active = template.active_version
+def active_version_wire(db: Session, template: Template) -> wire.TemplateVersion | None:
+    """The active version's wire form, from the cache when possible: it skips loading the version's JSON."""
+    if template.active_version_id is None:
+        return None
+    cached = _version_cache.get(template.active_version_id)
+    if cached is not None:
+        return cached
+    version = db.get(TemplateVersion, template.active_version_id)
+    return version_to_wire(version) if version is not None else None
+
+
+def to_wire(db: Session, template: Template) -> wire.Template:
     return wire.Template(
         id=template.id,
         name=template.name,
@@ -55,7 +65,7 @@ def to_wire(template: Template, *, with_version: bool = True) -> wire.Template:
         description=template.description,
         icon=template.icon,
         active_version_id=template.active_version_id,
-        active_version=version_to_wire(active) if with_version and active is not None else None,
+        active_version=active_version_wire(db, template),
         created_at=template.created_at,
         updated_at=template.updated_at,
         created_by=template.created_by,
@@ -77,7 +87,9 @@ def get(db: Session, actor: Actor, ref: str) -> Template:
 
 def list_templates(db: Session, actor: Actor) -> list[Template]:
     rows = db.scalars(
-        select(Template).where(Template.organization_id == actor.organization_id).order_by(Template.name)
+        select(Template)
+        .where(Template.organization_id == actor.organization_id)
+        .order_by(Template.name)
     ).all()
     return [t for t in rows if actor.allows(t.id, t.name)]
 

@@ -36,7 +36,7 @@ def search_audit(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> wire.AuditLogList:
     rows, count = audit.search(db, user=user, action=action, resource_type=resource_type, resource=resource,
                                since=_utc("since", since), until=_utc("until", until), limit=limit, offset=offset)

@@ -77,7 +77,7 @@ async def read_upload(request: Request) -> TemplateFiles:
 
 @router.get("")
 def list_templates(db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]) -> list[wire.Template]:
-    return [service.to_wire(t) for t in service.list_templates(db, actor)]
+    return [service.to_wire(db, t) for t in service.list_templates(db, actor)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY)
@@ -93,14 +93,16 @@ async def create_template(
     files = await read_upload(request)
 
     def work() -> wire.Template:
-        return service.to_wire(service.create(db, actor, files, name=name, message=message))
+        return service.to_wire(db, service.create(db, actor, files, name=name, message=message))
 
     return await run_in_threadpool(work)
 
 
 @router.get("/{template}")
-def get_template(template: TemplateParam, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]) -> wire.Template:
-    return service.to_wire(template)
+def get_template(
+    template: TemplateParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
+) -> wire.Template:
+    return service.to_wire(db, template)
 
 
 @router.patch("/{template}")
@@ -108,7 +110,7 @@ def update_template(
     body: wire.UpdateTemplateRequest, template: TemplateParam, db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TEMPLATE_WRITE)],
 ) -> wire.Template:
-    return service.to_wire(service.update(db, actor, template, body))
+    return service.to_wire(db, service.update(db, actor, template, body))
 
 
 @router.delete("/{template}", status_code=status.HTTP_204_NO_CONTENT)

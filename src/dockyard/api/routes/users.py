@@ -41,7 +41,7 @@ def list_users(
     actor: Annotated[Actor, scoped(Scope.USER_READ)],
     q: Annotated[str | None, Query(max_length=64, description="Substring of name or email.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> wire.UserList:
     rows, count = users.list_users(db, actor, search=q, limit=limit, offset=offset)
     return wire.UserList(users=[users.to_wire(u) for u in rows], count=count)
