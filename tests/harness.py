@@ -20,8 +20,10 @@ from fastapi.testclient import TestClient
 
 from dockyard.api.app import create_app
 from dockyard.config import Settings
-from dockyard.sdk import Client
+from dockyard.runtimes.base import Runtime
+from dockyard.sdk import ApiError, Client
 from dockyard.sdk import models as m
+from tests.fakes import FakeRuntime
 
 BASE_MANIFEST: dict[str, Any] = {
     "name": "tmpl",
@@ -63,6 +65,8 @@ class Harness:
     settings: Settings
     data_dir: Path
     admin: Client
+    runtime: Runtime
+    lifespan: TestClient
     _clients: list[Client] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> Client:
@@ -99,18 +103,49 @@ class Harness:
         files.setdefault("dockyard.yaml", manifest_yaml(**manifest))
         return self.admin.create_template(tar_gz(files))
 
+    def workspace(self, template: str = "tmpl", name: str | None = None, **parameters: Any) -> m.Workspace:
+        """Create a workspace (pushing a default template first if needed) and wait for its build."""
+        try:
+            self.admin.get_template(template)
+        except ApiError:
+            self.template(name=template)
+        created = self.admin.create_workspace(
+            m.CreateWorkspaceRequest(template=template, name=name, parameters=parameters)
+        )
+        return self.await_build(created.id)
+
+    def await_build(self, workspace: str, *, client: Client | None = None, timeout: float = 30) -> m.Workspace:
+        """Block until the workspace's latest build is no longer pending or running."""
+        return (client or self.admin).get_workspace(workspace, wait="done", timeout=timeout)
+
     def close(self) -> None:
         for client in self._clients:
             client.close()
         self.admin.close()
+        self.lifespan.__exit__(None, None, None)
 
 
-def make_harness(tmp_path: Path, database_url: str, *, builtin_templates: bool = False) -> Harness:
+def make_harness(
+    tmp_path: Path,
+    database_url: str,
+    *,
+    builtin_templates: bool = False,
+    runtime: Runtime | None = None,
+    workers: int = 2,
+    reconcile_interval: float = 3600,
+) -> Harness:
+    """A server on `database_url` with a fake runtime unless one is given; the lifecycle loop is slow by
+    default so tests drive it with `h.app.state.background.tick()`."""
     data_dir = tmp_path / "data"
     settings = Settings(
-        data_dir=data_dir, database_url=database_url, access_log=False, builtin_templates=builtin_templates
+        data_dir=data_dir, database_url=database_url, access_log=False, builtin_templates=builtin_templates,
+        provisioner_workers=workers, reconcile_interval=reconcile_interval,
     )
-    app = create_app(settings)
+    runtime = runtime or FakeRuntime()
+    app = create_app(settings, runtime=runtime)
+    # Entering the client runs the app's lifespan: provisioner workers and lifecycle loops start.
+    lifespan = TestClient(app, base_url="http://testserver")
+    lifespan.__enter__()
     token = (data_dir / "admin-token").read_text().strip()
     admin = Client("http://testserver", token, http=TestClient(app, base_url="http://testserver"))
-    return Harness(app=app, settings=settings, data_dir=data_dir, admin=admin)
+    return Harness(app=app, settings=settings, data_dir=data_dir, admin=admin, runtime=runtime, lifespan=lifespan)

@@ -21,6 +21,12 @@ class Settings:
     builtin_templates: bool = True
     # Whether to trust X-Forwarded-For from this many proxies when recording client addresses.
     trusted_proxies: int = 0
+    # Where workspaces run: "docker" (the engine at DOCKER_HOST or the default socket).
+    runtime: str = "docker"
+    # Provisioner workers inside the server; 0 when builds run in separate `dockyard provisioner` processes.
+    provisioner_workers: int = 4
+    # Seconds between reconciliation passes (drift, stale builds, TTL deadlines).
+    reconcile_interval: float = 5.0
 
     @property
     def resolved_database_url(self) -> str:

@@ -118,7 +118,8 @@ def test_token_lifecycle(h: Harness) -> None:
         ({"name": "x", "lifetime": "400d"}, "lifetime", "must be at most 366d"),
         ({"name": "x", "scopes": ["root"]}, "scopes.0", "Input should be 'all', 'user:read', 'user:write', "
          "'user:admin', 'template:read', 'template:use', 'template:write', 'workspace:read', 'workspace:create', "
-         "'workspace:operate', 'workspace:delete', 'workspace:connect', 'audit:read' or 'token:write'"),
+         "'workspace:operate', 'workspace:delete', 'workspace:connect', 'audit:read', 'token:write' or "
+         "'deployment:admin'"),
         ({"name": "x", "scopes": []}, "scopes", "List should have at least 1 item after validation, not 0"),
         ({"name": "NO"}, "name",
          "'NO' is not a valid name: use 1-32 characters from a-z, 0-9 and '-', not starting or ending with '-'"),

@@ -10,8 +10,9 @@ from dockyard.sdk.models import Role, Scope
 # What each role may ever do; a token's scopes can only narrow this.
 ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
     Role.OWNER: frozenset(Scope),
-    Role.TEMPLATE_ADMIN: frozenset(Scope) - {Scope.USER_ADMIN, Scope.AUDIT_READ},
-    Role.MEMBER: frozenset(Scope) - {Scope.USER_ADMIN, Scope.AUDIT_READ, Scope.TEMPLATE_WRITE},
+    Role.TEMPLATE_ADMIN: frozenset(Scope) - {Scope.USER_ADMIN, Scope.AUDIT_READ, Scope.DEPLOYMENT_ADMIN},
+    Role.MEMBER: frozenset(Scope)
+    - {Scope.USER_ADMIN, Scope.AUDIT_READ, Scope.DEPLOYMENT_ADMIN, Scope.TEMPLATE_WRITE},
 }
 
 

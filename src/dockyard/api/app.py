@@ -13,8 +13,11 @@ from dockyard import __version__, logs
 from dockyard.accounts import bootstrap
 from dockyard.api import errors
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware
-from dockyard.api.routes import audit, health, templates, users
+from dockyard.api.routes import audit, doctor, health, templates, users, workspaces
 from dockyard.config import Settings
+from dockyard.lifecycle.runner import Background
+from dockyard.runtimes.base import Runtime
+from dockyard.runtimes.factory import make_runtime
 from dockyard.sdk.models import ErrorResponse
 from dockyard.store.db import make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
@@ -36,7 +39,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     )
 }
 
-ROUTERS = (health.router, users.router, templates.router, audit.router)
+ROUTERS = (health.router, users.router, templates.router, workspaces.router, audit.router, doctor.router)
 
 # Multipart framing adds a little to a 10 MB archive; the archive reader enforces the exact limit.
 BODY_LIMIT = MAX_ARCHIVE_BYTES + 1024 * 1024
@@ -51,13 +54,23 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
         bootstrap.first_start(db, settings.data_dir, builtin_templates=settings.builtin_templates)
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: Settings, *, engine: Engine | None = None, runtime: Runtime | None = None) -> FastAPI:
     engine = engine or make_engine(settings.resolved_database_url)
+    runtime = runtime or make_runtime(settings.runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        background = Background(
+            app.state.sessions, runtime, workers=settings.provisioner_workers,
+            reconcile_interval=settings.reconcile_interval,
+        )
+        background.start()
+        app.state.background = background
+        try:
+            yield
+        finally:
+            background.stop()
+            engine.dispose()
 
     app = FastAPI(
         title="Dockyard",
@@ -71,6 +84,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
+    app.state.runtime = runtime
     prepare_database(settings, engine)
     errors.install(app)
     for router in ROUTERS:

@@ -16,9 +16,11 @@ from starlette.concurrency import run_in_threadpool
 
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
-from dockyard.errors import Unauthorized
+from dockyard.errors import NotFound, Unauthorized
+from dockyard.provisioner import workspaces
+from dockyard.runtimes.base import Runtime
 from dockyard.sdk.models import Scope
-from dockyard.store.models import Template, User
+from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
 from dockyard.templates import service as templates
 
 SESSION_COOKIE = "dockyard_session"
@@ -114,5 +116,35 @@ def _load_user(
     return users.get(db, actor, user)
 
 
+def _load_workspace(
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
+    workspace: Annotated[str, Path(description="Workspace id, your workspace's name, or owner/name.",
+                                   max_length=80)],
+) -> Workspace:
+    return workspaces.get(db, actor, workspace)
+
+
+def _load_build(
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
+    build: Annotated[str, Path(description="Build id.", max_length=64)],
+) -> tuple[Workspace, WorkspaceBuild]:
+    row = db.get(WorkspaceBuild, build)
+    if row is None:
+        raise NotFound(f"Build {build!r} not found.")
+    try:
+        return workspaces.get(db, actor, row.workspace_id), row
+    except NotFound:
+        raise NotFound(f"Build {build!r} not found.") from None
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
 TemplateParam = Annotated[Template, Depends(_load_template)]
+WorkspaceParam = Annotated[Workspace, Depends(_load_workspace)]
+BuildParam = Annotated[tuple[Workspace, WorkspaceBuild], Depends(_load_build)]
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
 UserParam = Annotated[User, Depends(_load_user)]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import ServerSentEvent, connect_sse
 from pydantic import BaseModel, TypeAdapter
 
 from dockyard import __version__
@@ -228,6 +229,101 @@ class Client:
             m.ParameterCheckRequest(parameters=dict(parameters)),
             params={"version": version} if version else {},
         )
+
+    # --- workspaces --------------------------------------------------------------------------------------------
+
+    def create_workspace(self, request: m.CreateWorkspaceRequest) -> m.Workspace:
+        return self._send("POST", "/api/v2/workspaces", m.Workspace,
+                          content=request.model_dump_json(exclude_unset=True, by_alias=False),
+                          headers={"Content-Type": "application/json"})
+
+    def list_workspaces(
+        self,
+        *,
+        owner: str | None = None,
+        template: str | None = None,
+        status: m.WorkspaceStatus | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> m.WorkspaceList:
+        return self._get("/api/v2/workspaces", m.WorkspaceList, {
+            "owner": owner, "template": template, "status": status.value if status else None, "name": name,
+            "limit": limit, "offset": offset,
+        })
+
+    def get_workspace(self, workspace: str, *, wait: str | None = None, timeout: float = 120) -> m.Workspace:
+        """A workspace by id, name or owner/name; `wait="done"` blocks until no build is in progress."""
+        if "/" in workspace:
+            owner, _, name = workspace.partition("/")
+            workspace = self.get_user_workspace(owner, name).id
+        params: dict[str, Any] = {"wait": wait, "timeout": timeout} if wait else {}
+        response = self.request("GET", f"/api/v2/workspaces/{_segment(workspace)}", params=params,
+                                timeout=timeout + 10 if wait else httpx.USE_CLIENT_DEFAULT)
+        return m.Workspace.model_validate_json(response.content)
+
+    def get_user_workspace(self, user: str, name: str) -> m.Workspace:
+        return self._get(f"/api/v2/users/{_segment(user)}/workspace/{_segment(name)}", m.Workspace)
+
+    def update_workspace(self, workspace: str, request: m.UpdateWorkspaceRequest) -> m.Workspace:
+        return self._send("PATCH", f"/api/v2/workspaces/{_segment(workspace)}", m.Workspace, request)
+
+    def create_build(self, workspace: str, request: m.CreateBuildRequest) -> m.WorkspaceBuild:
+        return self._send("POST", f"/api/v2/workspaces/{_segment(workspace)}/builds", m.WorkspaceBuild, request)
+
+    def start_workspace(self, workspace: str) -> m.WorkspaceBuild:
+        return self.create_build(workspace, m.CreateBuildRequest(transition=m.Transition.START))
+
+    def stop_workspace(self, workspace: str) -> m.WorkspaceBuild:
+        return self.create_build(workspace, m.CreateBuildRequest(transition=m.Transition.STOP))
+
+    def delete_workspace(self, workspace: str) -> m.WorkspaceBuild:
+        return self._send("DELETE", f"/api/v2/workspaces/{_segment(workspace)}", m.WorkspaceBuild)
+
+    def list_builds(self, workspace: str) -> list[m.WorkspaceBuild]:
+        return self._get(f"/api/v2/workspaces/{_segment(workspace)}/builds", list[m.WorkspaceBuild])
+
+    def get_build(self, build: str) -> m.WorkspaceBuild:
+        return self._get(f"/api/v2/workspacebuilds/{_segment(build)}", m.WorkspaceBuild)
+
+    def cancel_build(self, build: str) -> m.WorkspaceBuild:
+        return self._send("POST", f"/api/v2/workspacebuilds/{_segment(build)}/cancel", m.WorkspaceBuild)
+
+    def build_logs(self, build: str, *, after: int = 0) -> list[m.BuildLogLine]:
+        return self._get(f"/api/v2/workspacebuilds/{_segment(build)}/logs", list[m.BuildLogLine], {"after": after})
+
+    def follow_build_logs(self, build: str, *, after: int = 0) -> Iterator[m.BuildLogLine]:
+        """Yield log lines as they are written until the build ends."""
+        path = f"/api/v2/workspacebuilds/{_segment(build)}/logs"
+        for event in self._events(path, {"follow": "true", "after": after}):
+            if event.event == "log":
+                yield m.BuildLogLine.model_validate_json(event.data)
+            elif event.event == "end":
+                return
+
+    def watch_workspace(self, workspace: str) -> Iterator[m.Workspace]:
+        """Yield the workspace each time its status or build changes (until it is deleted)."""
+        for event in self._events(f"/api/v2/workspaces/{_segment(workspace)}/watch", {}):
+            if event.event == "workspace":
+                yield m.Workspace.model_validate_json(event.data)
+
+    def _events(self, path: str, params: Mapping[str, Any]) -> Iterator[ServerSentEvent]:
+        try:
+            with connect_sse(self.http, "GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    raise self._error(source.response)
+                yield from source.iter_sse()
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"Cannot reach Dockyard at {self.url}: {exc}") from exc
+
+    # --- deployment ----------------------------------------------------------------------------------------------
+
+    def doctor(self) -> m.DoctorReport:
+        return self._get("/api/v2/doctor", m.DoctorReport)
+
+    def prune(self) -> m.DoctorReport:
+        return self._send("POST", "/api/v2/doctor/prune", m.DoctorReport)
 
     # --- audit -------------------------------------------------------------------------------------------------
 

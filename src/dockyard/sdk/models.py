@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dockyard.sdk.manifest import ParameterSpec, TemplateManifest
 from dockyard.sdk.names import Name
@@ -34,6 +34,7 @@ class Scope(StrEnum):
     WORKSPACE_CONNECT = "workspace:connect"
     AUDIT_READ = "audit:read"
     TOKEN_WRITE = "token:write"
+    DEPLOYMENT_ADMIN = "deployment:admin"
 
 
 class Role(StrEnum):
@@ -249,3 +250,203 @@ class AuditLog(BaseModel):
 class AuditLogList(BaseModel):
     audit_logs: list[AuditLog]
     count: int
+
+
+# --- workspaces ----------------------------------------------------------------------------------------------
+
+
+class Transition(StrEnum):
+    START = "start"
+    STOP = "stop"
+    DELETE = "delete"
+
+
+class BuildStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELING = "canceling"
+    CANCELED = "canceled"
+
+
+class BuildReason(StrEnum):
+    INITIATOR = "initiator"
+    TTL = "ttl"
+    IDLE = "idle"
+    AUTOSTART = "autostart"
+    RECONCILE = "reconcile"
+
+
+class WorkspaceStatus(StrEnum):
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    FAILED = "failed"
+    CANCELING = "canceling"
+    CANCELED = "canceled"
+
+
+class ParameterValueItem(BaseModel):
+    """Coder's `rich_parameter_values` entry."""
+
+    name: str
+    value: Any
+
+
+def _ttl_seconds(value: str | int | float) -> int:
+    seconds = int(value) if isinstance(value, int | float) else int(parse_duration(value).total_seconds())
+    if seconds < 60:
+        raise ValueError("must be at least 1m")
+    if seconds > 366 * 86400:
+        raise ValueError("must be at most 366d")
+    return seconds
+
+
+class CreateWorkspaceRequest(Request):
+    """Creates a workspace and its first `start` build.
+
+    Accepts Dockyard's shape (`template`, `parameters`, `ttl: "4h"`), the `template_id` + `rich_parameters`
+    shape, and Coder's field names (`template_version_id`, `rich_parameter_values`, `ttl_ms`).
+    """
+
+    template: str | None = Field(
+        None, validation_alias=AliasChoices("template", "template_id"), max_length=64,
+        description="Template id or name (also accepted as `template_id`).",
+    )
+    template_version_id: str | None = Field(None, max_length=64, description="A specific version to use.")
+    name: Name | None = Field(None, description="Workspace name; generated when missing.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=AliasChoices("parameters", "rich_parameters"),
+        description="Parameter values by name (also accepted as `rich_parameters`).",
+    )
+    rich_parameter_values: list[ParameterValueItem] = Field(default_factory=list, description="Coder's form.")
+    ttl: str | None = Field(None, description="Time until the template's on_ttl action, e.g. 4h.")
+    ttl_ms: int | None = Field(None, ge=0, description="Coder's form of `ttl`, in milliseconds.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is not None:
+            _ttl_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _template_named(self) -> CreateWorkspaceRequest:
+        if self.template is None and self.template_version_id is None:
+            raise ValueError("give template (id or name) or template_version_id")
+        if self.ttl is not None and self.ttl_ms is not None:
+            raise ValueError("give ttl or ttl_ms, not both")
+        if self.ttl_ms is not None:
+            _ttl_seconds(self.ttl_ms // 1000)
+        return self
+
+    def all_parameters(self) -> dict[str, Any]:
+        return {**{item.name: item.value for item in self.rich_parameter_values}, **self.parameters}
+
+    def ttl_seconds(self) -> int | None:
+        if self.ttl is not None:
+            return _ttl_seconds(self.ttl)
+        if self.ttl_ms is not None:
+            return self.ttl_ms // 1000
+        return None
+
+
+class WorkspaceBuild(BaseModel):
+    id: str
+    workspace_id: str
+    workspace_name: str
+    number: int
+    transition: Transition
+    status: BuildStatus
+    reason: BuildReason
+    initiator: str | None
+    template_version_id: str
+    template_version_name: str
+    error: str
+    timings: dict[str, float] = Field(description="Seconds spent per phase (queue, image, network, container).")
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class BuildLogLine(BaseModel):
+    id: int
+    time: datetime
+    stage: str
+    output: str
+
+
+class WorkspaceResources(BaseModel):
+    cpu: float
+    memory_bytes: int
+    disk: str | None
+    gpu: int
+
+
+class Workspace(BaseModel):
+    id: str
+    name: str
+    owner_id: str
+    owner_name: str
+    template_id: str
+    template_name: str
+    template_version_id: str
+    template_version_name: str
+    outdated: bool = Field(description="A newer template version is active.")
+    parameters: dict[str, Any]
+    status: WorkspaceStatus
+    status_reason: str = Field("", description="Why the workspace is in this status, e.g. a failure.")
+    latest_build: WorkspaceBuild
+    ttl_ms: int | None
+    deadline: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+
+
+class WorkspaceList(BaseModel):
+    workspaces: list[Workspace]
+    count: int
+
+
+class CreateBuildRequest(Request):
+    transition: Transition
+    template_version_id: str | None = Field(
+        None, max_length=64, description="For start: the version to move to (`active` for the newest)."
+    )
+
+
+class UpdateWorkspaceRequest(Request):
+    parameters: dict[str, Any] | None = Field(None, description="New values for mutable parameters.")
+    template_version_id: str | None = Field(
+        None, max_length=64, description="Move to this version (`active` for the newest) on the next start."
+    )
+    ttl: str | None = Field(None, description="New TTL, applied from the next start; `0` removes it.")
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is not None and value != "0":
+            _ttl_seconds(value)
+        return value
+
+
+class OrphanedResource(BaseModel):
+    kind: str
+    name: str
+    workspace_id: str
+
+
+class DoctorReport(BaseModel):
+    runtime: str
+    runtime_ok: bool
+    runtime_error: str = ""
+    orphans: list[OrphanedResource]
+    drifted: list[str] = Field(description="Names of workspaces whose runtime state disagrees with Dockyard.")

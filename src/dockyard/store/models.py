@@ -165,6 +165,52 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_used_at: Mapped[datetime | None]
+    # What the reconciler last saw in the runtime when it disagrees with the latest build (e.g. "oom_killed").
+    drift_state: Mapped[str | None] = mapped_column(String(32))
+    drift_reason: Mapped[str | None] = mapped_column(Text)
+    drift_at: Mapped[datetime | None]
+
+    owner: Mapped[User] = relationship(lazy="joined")
+    template: Mapped[Template] = relationship(lazy="joined")
+
+
+class WorkspaceBuild(Base):
+    """One attempt to apply a transition; it is also the provisioner's job."""
+
+    __tablename__ = "workspace_builds"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "number"),
+        Index("ix_workspace_builds_queue", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    transition: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(String(16), default="initiator")
+    initiator_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    template_version_id: Mapped[str] = mapped_column(ForeignKey("template_versions.id"))
+    parameters: Mapped[dict[str, Any]]
+    error: Mapped[str] = mapped_column(Text, default="")
+    timings: Mapped[dict[str, Any]]
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+
+class BuildLog(Base):
+    __tablename__ = "build_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("workspace_builds.id", ondelete="CASCADE"), index=True)
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+    stage: Mapped[str] = mapped_column(String(32))
+    output: Mapped[str] = mapped_column(Text)
 
 
 class AuditLog(Base):

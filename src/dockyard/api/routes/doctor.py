@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session
+
+from dockyard.accounts.actor import Actor
+from dockyard.api.deps import DbSession, RuntimeDep, scoped
+from dockyard.lifecycle import reconcile
+from dockyard.runtimes.base import Runtime, RuntimeFailure
+from dockyard.sdk import models as wire
+from dockyard.sdk.models import Scope
+from dockyard.store import audit
+
+router = APIRouter(prefix="/api/v2/doctor", tags=["doctor"])
+
+
+def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
+    try:
+        runtime.ping()
+        orphans = reconcile.orphans(db, runtime)
+        drifted = reconcile.observe_drift(db, runtime)
+    except RuntimeFailure as exc:
+        return wire.DoctorReport(runtime=runtime.name, runtime_ok=False, runtime_error=exc.message, orphans=[],
+                                 drifted=[])
+    return wire.DoctorReport(
+        runtime=runtime.name,
+        runtime_ok=True,
+        orphans=[wire.OrphanedResource(kind=o.kind, name=o.name, workspace_id=o.workspace_id) for o in orphans],
+        drifted=drifted,
+    )
+
+
+@router.get("")
+def doctor(
+    db: DbSession, runtime: RuntimeDep, actor: Annotated[Actor, scoped(Scope.DEPLOYMENT_ADMIN)]
+) -> wire.DoctorReport:
+    """Checks the runtime and lists drifted workspaces and orphaned resources (labelled, but no workspace)."""
+    return _report(db, runtime)
+
+
+@router.post("/prune")
+def prune(
+    db: DbSession, runtime: RuntimeDep, actor: Annotated[Actor, scoped(Scope.DEPLOYMENT_ADMIN)]
+) -> wire.DoctorReport:
+    """Removes orphaned resources, then reports what is left."""
+    for resource in reconcile.orphans(db, runtime):
+        runtime.remove_resource(resource)
+        audit.record(db, actor, "runtime.prune", resource_type=resource.kind, resource_id=resource.workspace_id,
+                     resource_name=resource.name)
+    db.commit()
+    return _report(db, runtime)

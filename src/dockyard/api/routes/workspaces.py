@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.sse import EventSourceResponse, format_sse_event
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from dockyard.accounts.actor import Actor
+from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
+from dockyard.errors import Validation, ValidationFailed
+from dockyard.provisioner import builds, logs, workspaces
+from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES
+from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
+from dockyard.sdk import models as wire
+from dockyard.sdk.models import Scope
+from dockyard.store.models import Workspace, WorkspaceBuild
+
+router = APIRouter(tags=["workspaces"])
+
+POLL_SECONDS = 0.25
+SSE_RESPONSES = {200: {"content": {"text/event-stream": {}, "application/json": {}}}}
+
+
+def _capacity(runtime: Runtime) -> HostCapacity | None:
+    try:
+        return runtime.capacity()
+    except RuntimeFailure:
+        # With the engine down the build will fail and say so; creation itself need not be refused.
+        return None
+
+
+@router.post("/api/v2/workspaces", status_code=status.HTTP_201_CREATED)
+def create_workspace(
+    body: wire.CreateWorkspaceRequest, db: DbSession, runtime: RuntimeDep,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_CREATE)],
+) -> wire.Workspace:
+    loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime))
+    return workspaces.to_wire(db, loaded)
+
+
+@router.get("/api/v2/workspaces")
+def list_workspaces(
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
+    owner: Annotated[str | None, Query(max_length=64, description="Owner name or id; `me` for yours.")] = None,
+    template: Annotated[str | None, Query(max_length=64, description="Template name or id.")] = None,
+    status: wire.WorkspaceStatus | None = None,
+    name: Annotated[str | None, Query(max_length=32, description="Substring of the workspace name.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> wire.WorkspaceList:
+    rows, count = workspaces.search(db, actor, owner=owner, template=template, status=status, name=name,
+                                    limit=limit, offset=offset)
+    return wire.WorkspaceList(workspaces=[workspaces.to_wire(db, r) for r in rows], count=count)
+
+
+@router.get("/api/v2/workspaces/{workspace}")
+async def get_workspace(
+    request: Request,
+    workspace: WorkspaceParam,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
+    wait: Annotated[
+        str | None,
+        Query(pattern="^(running|done)$",
+              description="`running`: block until the workspace runs (or its build fails); `done`: until no "
+                          "build is in progress."),
+    ] = None,
+    timeout: Annotated[float, Query(gt=0, le=600, description="Seconds to wait at most.")] = 120,
+) -> wire.Workspace:
+    sessions = request.app.state.sessions
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        current = await run_in_threadpool(_load_wire, sessions, workspace.id)
+        settled = current.latest_build.status not in ACTIVE_BUILD_STATUSES
+        if wait is None or settled or asyncio.get_running_loop().time() >= deadline:
+            return current
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def _load_wire(sessions: sessionmaker[Session], workspace_id: str) -> wire.Workspace:
+    with sessions() as db:
+        row = db.get(Workspace, workspace_id)
+        assert row is not None
+        return workspaces.to_wire(db, workspaces.load(db, row))
+
+
+@router.get("/api/v2/users/{user}/workspace/{name}")
+def get_workspace_by_owner(
+    user: UserParam, name: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
+) -> wire.Workspace:
+    workspace = workspaces.get_by_owner(db, actor, user, name)
+    return workspaces.to_wire(db, workspaces.load(db, workspace))
+
+
+@router.patch("/api/v2/workspaces/{workspace}")
+def update_workspace(
+    body: wire.UpdateWorkspaceRequest, workspace: WorkspaceParam, db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
+) -> wire.Workspace:
+    return workspaces.to_wire(db, workspaces.update(db, actor, workspace, body))
+
+
+@router.post("/api/v2/workspaces/{workspace}/builds", status_code=status.HTTP_201_CREATED)
+def create_build(
+    body: wire.CreateBuildRequest, workspace: WorkspaceParam, db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
+) -> wire.WorkspaceBuild:
+    if body.transition == wire.Transition.DELETE:
+        actor.require(Scope.WORKSPACE_DELETE)
+    version_id = None
+    if body.template_version_id is not None:
+        if body.transition != wire.Transition.START:
+            raise ValidationFailed("Invalid build.", [Validation("template_version_id", "only a start can change it")])
+        update = wire.UpdateWorkspaceRequest(template_version_id=body.template_version_id)
+        workspaces.update(db, actor, workspace, update)
+        version_id = workspace.template_version_id
+    build = builds.create_build(db, workspace, body.transition, actor=actor, template_version_id=version_id)
+    return workspaces.build_to_wire(db, workspace, build)
+
+
+@router.delete("/api/v2/workspaces/{workspace}", status_code=status.HTTP_202_ACCEPTED)
+def delete_workspace(
+    workspace: WorkspaceParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_DELETE)]
+) -> wire.WorkspaceBuild:
+    """Queue a `delete` build; the workspace is gone once it succeeds."""
+    build = builds.create_build(db, workspace, wire.Transition.DELETE, actor=actor)
+    return workspaces.build_to_wire(db, workspace, build)
+
+
+@router.get("/api/v2/workspaces/{workspace}/builds")
+def list_builds(
+    workspace: WorkspaceParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
+) -> list[wire.WorkspaceBuild]:
+    rows = db.scalars(select(WorkspaceBuild).where(WorkspaceBuild.workspace_id == workspace.id)
+                      .order_by(WorkspaceBuild.number.desc()))
+    return [workspaces.build_to_wire(db, workspace, b) for b in rows]
+
+
+@router.get("/api/v2/workspaces/{workspace}/watch", responses=SSE_RESPONSES, response_model=None)
+async def watch_workspace(
+    request: Request, workspace: WorkspaceParam, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
+) -> EventSourceResponse:
+    """Server-sent events: the workspace as JSON (`event: workspace`) each time its status or build changes."""
+    sessions = request.app.state.sessions
+
+    async def events() -> AsyncIterator[bytes]:
+        last = None
+        while not await request.is_disconnected():
+            current = await run_in_threadpool(_load_wire, sessions, workspace.id)
+            key = (current.status, current.latest_build.id, current.latest_build.status, current.status_reason)
+            if key != last:
+                last = key
+                yield format_sse_event(data_str=current.model_dump_json(), event="workspace")
+            if current.status == wire.WorkspaceStatus.DELETED:
+                return
+            await asyncio.sleep(POLL_SECONDS)
+
+    return EventSourceResponse(events())
+
+
+@router.get("/api/v2/workspacebuilds/{build}")
+def get_build(
+    build: BuildParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
+) -> wire.WorkspaceBuild:
+    return workspaces.build_to_wire(db, *build)
+
+
+@router.post("/api/v2/workspacebuilds/{build}/cancel")
+def cancel_build(
+    build: BuildParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)]
+) -> wire.WorkspaceBuild:
+    workspace, row = build
+    return workspaces.build_to_wire(db, workspace, builds.cancel(db, actor, row, workspace))
+
+
+@router.get("/api/v2/workspacebuilds/{build}/logs", responses=SSE_RESPONSES, response_model=None)
+async def build_logs(
+    request: Request,
+    build: BuildParam,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
+    follow: Annotated[bool, Query(description="Stream new lines as server-sent events until the build ends.")]
+    = False,
+    after: Annotated[int, Query(ge=0, le=2**62, description="Only lines with a larger id.")] = 0,
+) -> Response:
+    """The build's log lines as JSON, or with `follow=true` as server-sent events (`event: log`, then `end`)."""
+    sessions = request.app.state.sessions
+    build_id = build[1].id
+
+    def read(after_id: int) -> tuple[list[wire.BuildLogLine], str]:
+        with sessions() as db:
+            lines = [wire.BuildLogLine(id=r.id, time=r.time, stage=r.stage, output=r.output)
+                     for r in logs.read(db, build_id, after=after_id)]
+            return lines, db.get(WorkspaceBuild, build_id).status
+
+    if not follow:
+        lines, _ = await run_in_threadpool(read, after)
+        return Response(
+            b"[" + b",".join(line.model_dump_json().encode() for line in lines) + b"]",
+            media_type="application/json",
+        )
+
+    async def events() -> AsyncIterator[bytes]:
+        cursor = after
+        while not await request.is_disconnected():
+            lines, state = await run_in_threadpool(read, cursor)
+            for line in lines:
+                cursor = line.id
+                yield format_sse_event(data_str=line.model_dump_json(), event="log", id=str(line.id))
+            if state not in ACTIVE_BUILD_STATUSES and not lines:
+                yield format_sse_event(data_str=f'"{state}"', event="end")
+                return
+            await asyncio.sleep(POLL_SECONDS)
+
+    return EventSourceResponse(events())

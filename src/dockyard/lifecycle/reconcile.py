@@ -1,0 +1,118 @@
+"""Keeping Dockyard's view and the runtime's in step.
+
+- builds left running by a worker that died are resumed (runtime calls are idempotent) or failed;
+- a workspace whose container was removed, exited or OOM-killed behind Dockyard's back shows it;
+- resources with Dockyard's labels but no live workspace are reported (and pruned on request).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dockyard import logs as logging
+from dockyard.provisioner import logs, queue
+from dockyard.provisioner.worker import stale_after
+from dockyard.runtimes.base import ContainerState, ManagedResource, Observation, Runtime
+from dockyard.sdk.models import BuildStatus, Transition
+from dockyard.store.models import Workspace, WorkspaceBuild
+from dockyard.store.types import utcnow
+
+log = logging.get(__name__)
+MAX_ATTEMPTS = 3
+
+_DRIFT_REASONS = {
+    ContainerState.MISSING: "the container was removed outside Dockyard",
+    ContainerState.OOM_KILLED: "the container was killed for running out of memory",
+    ContainerState.STOPPED: "the container was stopped outside Dockyard",
+}
+
+
+def drift_reason(observation: Observation) -> str | None:
+    if observation.state == ContainerState.RUNNING:
+        return None
+    if observation.state == ContainerState.EXITED:
+        return f"the container exited with code {observation.exit_code}" + (
+            f": {observation.detail}" if observation.detail else ""
+        )
+    return _DRIFT_REASONS[observation.state]
+
+
+def recover_stale_builds(db: Session) -> int:
+    """Requeue builds whose worker stopped sending heartbeats; fail them after MAX_ATTEMPTS."""
+    cutoff = utcnow() - stale_after()
+    stale = db.scalars(
+        select(WorkspaceBuild).where(
+            WorkspaceBuild.status.in_([BuildStatus.RUNNING, BuildStatus.CANCELING]),
+            WorkspaceBuild.heartbeat_at < cutoff,
+        )
+    ).all()
+    for build in stale:
+        if build.cancel_requested:
+            build.status, build.error = BuildStatus.CANCELED, "canceled (its worker stopped)"
+            build.completed_at = utcnow()
+        elif build.attempts >= MAX_ATTEMPTS:
+            build.status = BuildStatus.FAILED
+            build.error = f"the provisioner stopped responding {build.attempts} times; giving up"
+            build.completed_at = utcnow()
+        else:
+            build.status, build.worker = BuildStatus.PENDING, None
+        log.warning("recovered stale build", build=build.id, now=build.status, attempts=build.attempts)
+    db.commit()
+    if stale:
+        queue.wakeup.notify()
+    return len(stale)
+
+
+def _running_workspaces(db: Session) -> list[Workspace]:
+    newest = (
+        select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
+        .group_by(WorkspaceBuild.workspace_id)
+        .subquery()
+    )
+    return list(
+        db.scalars(
+            select(Workspace)
+            .join(newest, newest.c.workspace_id == Workspace.id)
+            .join(WorkspaceBuild, (WorkspaceBuild.workspace_id == Workspace.id)
+                  & (WorkspaceBuild.number == newest.c.number))
+            .where(
+                Workspace.deleted.is_(False),
+                WorkspaceBuild.transition == Transition.START,
+                WorkspaceBuild.status == BuildStatus.SUCCEEDED,
+            )
+        )
+    )
+
+
+def observe_drift(db: Session, runtime: Runtime) -> list[str]:
+    """Record what the runtime says about workspaces Dockyard believes are running; returns drifted names."""
+    observations = runtime.observe_all()
+    drifted = []
+    now = utcnow()
+    for workspace in _running_workspaces(db):
+        observation = observations.get(workspace.id) or Observation(workspace.id, ContainerState.MISSING)
+        reason = drift_reason(observation)
+        if reason is None:
+            if workspace.drift_state is not None:
+                workspace.drift_state = workspace.drift_reason = workspace.drift_at = None
+            continue
+        drifted.append(workspace.name)
+        if workspace.drift_state != observation.state.value:
+            workspace.drift_state = observation.state.value
+            workspace.drift_reason = reason
+            workspace.drift_at = now
+            build = db.scalar(select(WorkspaceBuild).where(WorkspaceBuild.workspace_id == workspace.id)
+                              .order_by(WorkspaceBuild.number.desc()).limit(1))
+            log.warning("workspace drifted", workspace=workspace.name, state=observation.state.value, reason=reason)
+            if build is not None:
+                db.commit()
+                logs.append_with(db, build.id, "reconcile", reason)
+    db.commit()
+    return drifted
+
+
+def orphans(db: Session, runtime: Runtime) -> list[ManagedResource]:
+    live = set(db.scalars(select(Workspace.id).where(Workspace.deleted.is_(False))))
+    # A workspace being deleted still owns its resources until the delete build finishes.
+    return [r for r in runtime.managed_resources() if r.workspace_id not in live]

@@ -1,0 +1,74 @@
+"""Hosts the background work of a control-plane process: provisioner workers and the lifecycle loops."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from dockyard import logs as logging
+from dockyard.lifecycle import reconcile, ttl
+from dockyard.provisioner import queue
+from dockyard.provisioner.worker import Worker
+from dockyard.runtimes.base import Runtime, RuntimeFailure
+
+log = logging.get(__name__)
+
+
+class Background:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        runtime: Runtime,
+        *,
+        workers: int,
+        reconcile_interval: float = 5.0,
+        lifecycle: bool = True,
+    ) -> None:
+        self.sessions = sessions
+        self.runtime = runtime
+        self.workers = workers
+        self.reconcile_interval = reconcile_interval
+        self.lifecycle = lifecycle
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self.workers):
+            worker = Worker(self.sessions, self.runtime, name=f"worker-{index}")
+            self._spawn(f"provisioner-{index}", lambda w=worker: w.run(self.stop_event))  # type: ignore[misc]
+        if self.lifecycle:
+            self._spawn("lifecycle", self._loop)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        queue.wakeup.notify()
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def tick(self) -> None:
+        """One pass of every lifecycle loop (the loop calls this; tests call it directly)."""
+        with self.sessions() as db:
+            reconcile.recover_stale_builds(db)
+        with self.sessions() as db:
+            ttl.enforce_deadlines(db)
+        with self.sessions() as db:
+            try:
+                reconcile.observe_drift(db, self.runtime)
+            except RuntimeFailure as exc:
+                # The engine being down is reported by builds and by `doctor`; it is no reason to stop looping.
+                log.warning("runtime unavailable for reconciliation", error=exc.message)
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("lifecycle pass failed")
+            self.stop_event.wait(self.reconcile_interval)

@@ -1,0 +1,64 @@
+"""Waking workers when a build is queued, and claiming jobs so that no two workers run the same build."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dockyard.sdk.models import BuildStatus
+from dockyard.store.models import WorkspaceBuild
+from dockyard.store.types import utcnow
+
+
+class Wakeup:
+    """In-process signal from the API to the workers; other processes fall back to polling."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._generation = 0
+
+    def notify(self) -> None:
+        with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+
+    def wait(self, timeout: float, seen: int) -> int:
+        with self._condition:
+            if self._generation == seen:
+                self._condition.wait(timeout)
+            return self._generation
+
+
+wakeup = Wakeup()
+
+
+def claim(db: Session, worker: str) -> WorkspaceBuild | None:
+    """Take the oldest pending build, or None. Commits the claim."""
+    query = (
+        select(WorkspaceBuild.id)
+        .where(WorkspaceBuild.status == BuildStatus.PENDING)
+        .order_by(WorkspaceBuild.created_at)
+        .limit(1)
+    )
+    if db.get_bind().dialect.name == "postgresql":
+        # SKIP LOCKED so two workers never start the same build, and neither waits for the other.
+        query = query.with_for_update(skip_locked=True)
+    build_id = db.scalar(query)
+    if build_id is None:
+        db.rollback()
+        return None
+    now = utcnow()
+    # The status condition makes the claim safe on SQLite too, where there is no row locking: only one
+    # worker's UPDATE can still see the build as pending.
+    claimed = db.execute(
+        update(WorkspaceBuild)
+        .where(WorkspaceBuild.id == build_id, WorkspaceBuild.status == BuildStatus.PENDING)
+        .values(status=BuildStatus.RUNNING, worker=worker, started_at=now, heartbeat_at=now,
+                attempts=WorkspaceBuild.attempts + 1)
+    ).rowcount
+    db.commit()
+    if claimed != 1:
+        return None
+    return db.get(WorkspaceBuild, build_id)

@@ -1,0 +1,213 @@
+"""Provisioner workers: claim a queued build, turn it into runtime calls, record logs, timings and outcome."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from dockyard import logs as logging
+from dockyard.errors import DockyardError
+from dockyard.provisioner import logs, queue
+from dockyard.provisioner.workspaces import render_for
+from dockyard.runtimes.base import Canceled, ImageSpec, Runtime, WorkspaceSpec
+from dockyard.sdk.models import BuildStatus, Transition
+from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
+from dockyard.store.types import utcnow
+from dockyard.templates import service as templates
+from dockyard.units import parse_size
+
+log = logging.get(__name__)
+
+HEARTBEAT_INTERVAL = 5.0
+
+
+class BuildContext:
+    """What a running build can do: log a line, check for cancellation, time a phase."""
+
+    def __init__(self, sessions: sessionmaker[Session], build_id: str) -> None:
+        self.sessions = sessions
+        self.build_id = build_id
+        self.stage = "queue"
+        self.timings: dict[str, float] = {}
+
+    def log(self, line: str) -> None:
+        logs.append(self.sessions, self.build_id, self.stage, line)
+
+    def checkpoint(self) -> None:
+        with self.sessions() as db:
+            build = db.get(WorkspaceBuild, self.build_id)
+            if build is not None and build.cancel_requested:
+                raise Canceled("The build was canceled.")
+
+    def phase(self, name: str, work: Callable[[], object]) -> object:
+        self.checkpoint()
+        self.stage = name
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            self.timings[name] = round(time.perf_counter() - started, 4)
+
+
+class Worker:
+    def __init__(self, sessions: sessionmaker[Session], runtime: Runtime, *, name: str | None = None) -> None:
+        self.sessions = sessions
+        self.runtime = runtime
+        self.name = name or f"{socket.gethostname()}:{threading.get_ident()}"
+        self._current: str | None = None
+
+    # --- loop ------------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, *, poll_interval: float = 1.0) -> None:
+        seen = 0
+        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True, name=f"{self.name}-hb")
+        heartbeat.start()
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("provisioner loop failed", worker=self.name)
+                worked = False
+            if not worked:
+                seen = queue.wakeup.wait(poll_interval, seen)
+
+    def run_once(self) -> bool:
+        with self.sessions() as db:
+            build = queue.claim(db, self.name)
+            if build is None:
+                return False
+            build_id = build.id
+        self._current = build_id
+        try:
+            self.execute(build_id)
+        finally:
+            self._current = None
+        return True
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        # A heartbeat lets the reconciler tell a slow build from one whose worker died.
+        while not stop.wait(HEARTBEAT_INTERVAL):
+            current = self._current
+            if current is None:
+                continue
+            try:
+                with self.sessions() as db:
+                    db.execute(update(WorkspaceBuild).where(WorkspaceBuild.id == current)
+                               .values(heartbeat_at=utcnow()))
+                    db.commit()
+            except Exception:
+                log.exception("heartbeat failed", build=current)
+
+    # --- one build -------------------------------------------------------------------------------------------
+
+    def execute(self, build_id: str) -> None:
+        ctx = BuildContext(self.sessions, build_id)
+        with self.sessions() as db:
+            build = db.get(WorkspaceBuild, build_id)
+            assert build is not None and build.started_at is not None
+            ctx.timings["queue"] = round((build.started_at - build.created_at).total_seconds(), 4)
+            transition = Transition(build.transition)
+        status, error = BuildStatus.SUCCEEDED, ""
+        try:
+            if transition == Transition.START:
+                self._start(ctx)
+            elif transition == Transition.STOP:
+                ctx.phase("stop", lambda: self.runtime.stop(self._workspace_id(build_id), ctx.log))
+            else:
+                ctx.phase("delete", lambda: self.runtime.delete(self._workspace_id(build_id), ctx.log))
+        except Canceled as exc:
+            status, error = BuildStatus.CANCELED, exc.message
+        except DockyardError as exc:
+            status, error = BuildStatus.FAILED, exc.message + (f" ({exc.detail})" if exc.detail else "")
+        except Exception as exc:
+            log.exception("build crashed", build=build_id)
+            status, error = BuildStatus.FAILED, f"internal error: {exc.__class__.__name__}: {exc}"
+            ctx.stage = "error"
+            ctx.log(traceback.format_exc(limit=5))
+        if error:
+            ctx.stage = "error" if status == BuildStatus.FAILED else "cancel"
+            ctx.log(error)
+        self._finish(build_id, transition, status, error, ctx.timings)
+
+    def _workspace_id(self, build_id: str) -> str:
+        with self.sessions() as db:
+            build = db.get(WorkspaceBuild, build_id)
+            assert build is not None
+            return build.workspace_id
+
+    def _start(self, ctx: BuildContext) -> None:
+        with self.sessions() as db:
+            build = db.get(WorkspaceBuild, ctx.build_id)
+            assert build is not None
+            workspace = db.get(Workspace, build.workspace_id)
+            version = db.get(TemplateVersion, build.template_version_id)
+            assert workspace is not None and version is not None
+            owner = db.get(User, workspace.owner_id)
+            assert owner is not None
+            manifest = templates.version_to_wire(version).manifest
+            ctx.stage = "render"
+            rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
+            archive = b""
+            if rendered.build is not None:
+                stored = db.get(TemplateArchive, version.content_hash)
+                archive = stored.data if stored is not None else b""
+            image_spec = ImageSpec(
+                template=workspace.template.name,
+                content_hash=version.content_hash,
+                image=rendered.image,
+                dockerfile=rendered.build.dockerfile if rendered.build else None,
+                context=rendered.build.context if rendered.build else ".",
+                build_args=rendered.build.args if rendered.build else {},
+                archive=archive,
+            )
+            names = (workspace.id, workspace.name, owner.username, owner.id, workspace.template.name, build.id)
+        image = ctx.phase("image", lambda: self.runtime.ensure_image(image_spec, ctx.log))
+        assert isinstance(image, str)
+        env = {
+            **rendered.env,
+            "DOCKYARD_WORKSPACE_NAME": names[1],
+            "DOCKYARD_WORKSPACE_OWNER": names[2],
+        }
+        spec = WorkspaceSpec(
+            workspace_id=names[0], name=names[1], owner=names[2], owner_id=names[3], template=names[4],
+            build_id=names[5], image=image, user=rendered.user, cpu=float(rendered.resources.cpu),
+            memory_bytes=parse_size(rendered.resources.memory), pids=rendered.resources.pids,
+            gpu=int(rendered.resources.gpu), sudo=rendered.sudo, egress=rendered.network.egress.value, env=env,
+        )
+        observation = ctx.phase("container", lambda: self.runtime.start(spec, ctx.log))
+        ctx.stage = "container"
+        ctx.log(f"workspace {names[1]} is running" + (f" at {observation.address}"
+                                                        if getattr(observation, "address", None) else ""))
+
+    def _finish(
+        self, build_id: str, transition: Transition, status: BuildStatus, error: str, timings: dict[str, float]
+    ) -> None:
+        with self.sessions() as db:
+            build = db.get(WorkspaceBuild, build_id)
+            assert build is not None
+            now = utcnow()
+            build.status = status
+            build.error = error
+            build.completed_at = now
+            if build.started_at is not None:
+                timings["total"] = round((now - build.created_at).total_seconds(), 4)
+            build.timings = timings
+            if transition == Transition.DELETE and status == BuildStatus.SUCCEEDED:
+                workspace = db.get(Workspace, build.workspace_id)
+                if workspace is not None:
+                    workspace.deleted = True
+                    workspace.deadline = None
+            db.commit()
+        log.info("build finished", build=build_id, transition=transition.value, status=status.value,
+                 seconds=timings.get("total"))
+
+
+def stale_after() -> timedelta:
+    return timedelta(seconds=HEARTBEAT_INTERVAL * 12)

@@ -1,0 +1,1 @@
+"""Where workspaces run: the `Runtime` interface and its implementations (Docker today)."""

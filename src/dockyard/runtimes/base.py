@@ -1,0 +1,147 @@
+"""The runtime interface the provisioner drives.
+
+Every call is idempotent: a retried or resumed build converges on the wanted state instead of failing on
+"already exists" or "not found". Runtimes raise only the errors below, never their client library's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from dockyard.errors import DockyardError
+
+# Receives one line of build output at a time (image build, pull progress, runtime steps).
+LogSink = Callable[[str], None]
+
+
+class RuntimeFailure(DockyardError):
+    """Base of runtime failures; the message is shown to users in the build log."""
+
+    status_code = 503
+
+
+class RuntimeUnavailable(RuntimeFailure):
+    """The engine cannot be reached (e.g. dockerd is not running)."""
+
+
+class ImageNotFound(RuntimeFailure):
+    status_code = 422
+
+
+class ImageBuildFailed(RuntimeFailure):
+    status_code = 422
+
+
+class ContainerConflict(RuntimeFailure):
+    status_code = 409
+
+
+class Canceled(RuntimeFailure):
+    """Raised by a runtime step when the build was canceled while it ran."""
+
+    status_code = 409
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What image a workspace runs: a named image, or a Dockerfile among the template's files."""
+
+    template: str
+    content_hash: str
+    image: str | None = None
+    dockerfile: str | None = None
+    context: str = "."
+    build_args: dict[str, str] = field(default_factory=dict)
+    # tar.gz of the template's files; the build context for `dockerfile`.
+    archive: bytes = b""
+
+
+@dataclass(frozen=True)
+class WorkspaceSpec:
+    """Everything a runtime needs to create one workspace's container, network and home volume."""
+
+    workspace_id: str
+    name: str
+    owner: str
+    owner_id: str
+    template: str
+    build_id: str
+    image: str
+    user: str = "dev"
+    uid: int = 1000
+    cpu: float = 2.0
+    memory_bytes: int = 4 * 2**30
+    pids: int = 4096
+    gpu: int = 0
+    sudo: bool = False
+    egress: str = "all"  # none | all | allowlist
+    env: dict[str, str] = field(default_factory=dict)
+    # Command run as the workspace user once the container is set up; the agent in later versions.
+    command: list[str] = field(default_factory=lambda: ["sleep", "infinity"])
+    # Files the runtime places in the container (path -> content), e.g. the agent script.
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+class ContainerState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # exited after a stop Dockyard asked for, or created and never started
+    EXITED = "exited"  # exited on its own
+    OOM_KILLED = "oom_killed"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Observation:
+    workspace_id: str
+    state: ContainerState
+    exit_code: int | None = None
+    detail: str = ""
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class ManagedResource:
+    """A container, volume or network that carries Dockyard's labels."""
+
+    kind: str  # container | volume | network
+    name: str
+    workspace_id: str
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    cpus: float
+    memory_bytes: int
+
+
+class Runtime(Protocol):
+    name: str
+
+    def ping(self) -> None:
+        """Raise RuntimeUnavailable unless the engine answers."""
+
+    def capacity(self) -> HostCapacity: ...
+
+    def ensure_image(self, spec: ImageSpec, log: LogSink) -> str:
+        """Return a local image reference for the spec, pulling or building it if needed (cached by hash)."""
+
+    def start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
+        """Create or reuse network, home volume and container, and start it."""
+
+    def stop(self, workspace_id: str, log: LogSink) -> None:
+        """Stop the container, keeping it and the home volume."""
+
+    def delete(self, workspace_id: str, log: LogSink) -> None:
+        """Remove the container, the home volume and the network."""
+
+    def observe(self, workspace_id: str) -> Observation: ...
+
+    def observe_all(self) -> dict[str, Observation]:
+        """Observations for every workspace container the runtime holds, by workspace id."""
+
+    def managed_resources(self) -> list[ManagedResource]: ...
+
+    def remove_resource(self, resource: ManagedResource) -> None: ...

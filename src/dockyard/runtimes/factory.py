@@ -1,0 +1,14 @@
+"""Choosing a runtime by name (`--runtime`)."""
+
+from __future__ import annotations
+
+from dockyard.errors import BadRequest
+from dockyard.runtimes.base import Runtime
+
+
+def make_runtime(name: str) -> Runtime:
+    if name == "docker":
+        from dockyard.runtimes.docker.runtime import DockerRuntime
+
+        return DockerRuntime()
+    raise BadRequest(f"Unknown runtime {name!r}.", detail="Available: docker.")

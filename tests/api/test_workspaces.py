@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dockyard.sdk import ApiError
+from dockyard.sdk import models as m
+from tests.fakes import FakeRuntime
+from tests.harness import Harness, manifest_yaml, tar_gz
+
+
+def _error(call: Callable[[], Any]) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        call()
+    return info.value
+
+
+def _fake(h: Harness) -> FakeRuntime:
+    assert isinstance(h.runtime, FakeRuntime)
+    return h.runtime
+
+
+def test_create_returns_at_once_then_runs(h: Harness) -> None:
+    h.template(name="tmpl")
+    created = h.admin.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="ws1"))
+    assert created.status in (m.WorkspaceStatus.PENDING, m.WorkspaceStatus.STARTING, m.WorkspaceStatus.RUNNING)
+    assert created.latest_build.number == 1
+    done = h.await_build(created.id)
+    assert (done.status, done.latest_build.status) == (m.WorkspaceStatus.RUNNING, m.BuildStatus.SUCCEEDED)
+    assert set(done.latest_build.timings) >= {"queue", "image", "container", "total"}
+    assert done.parameters == {"branch": "main", "ttl_hours": 4}
+    assert done.ttl_ms == 4 * 3600 * 1000 and done.deadline is not None
+    spec = _fake(h).specs[done.id]
+    assert (spec.name, spec.owner, spec.image, spec.cpu) == ("ws1", "admin", "dockyard/base:bookworm", 2.0)
+    lines = [line.output for line in h.admin.build_logs(done.latest_build.id)]
+    assert lines[-1] == "workspace ws1 is running at 10.0.0.2"
+    assert [a.action for a in h.admin.audit(resource="ws1").audit_logs] == ["workspace.create"]
+
+
+def test_both_request_shapes_from_design(h: Harness) -> None:
+    from dockyard.templates import builtin
+
+    h.admin.create_template(tar_gz({"dockyard.yaml": (builtin.ROOT / "ai-agent-sandbox" / "dockyard.yaml").read_text()}))
+    first = h.admin.http.post("/api/v2/workspaces", json={
+        "template_id": "ai-agent-sandbox", "name": "agent-task-4821",
+        "rich_parameters": {"repo": "https://git.example/r.git", "branch": "main", "ttl_hours": "4"}})
+    assert first.status_code == 201, first.text
+    assert first.json()["name"] == "agent-task-4821"
+    assert first.json()["ttl_ms"] == 4 * 3600 * 1000
+    second = h.admin.http.post("/api/v2/workspaces", json={
+        "template": "ai-agent-sandbox", "ttl": "4h",
+        "parameters": {"repo": "https://git.example/r.git", "task": "fix the bug", "agent": "claude-code"}})
+    assert second.status_code == 201, second.text
+    body = second.json()
+    assert body["name"].startswith("ai-agent-sandbox-")
+    assert body["parameters"]["agent"] == "claude-code"
+    version = h.admin.get_template("ai-agent-sandbox").active_version_id
+    coder = h.admin.http.post("/api/v2/workspaces", json={
+        "template_version_id": version, "name": "coder-shape",
+        "rich_parameter_values": [{"name": "task", "value": "x"}], "ttl_ms": 3_600_000})
+    assert coder.status_code == 201, coder.text
+    assert coder.json()["ttl_ms"] == 3_600_000
+
+
+def test_create_validation_errors(h: Harness) -> None:
+    h.template(name="tmpl")
+    error = _error(lambda: h.admin.create_workspace(m.CreateWorkspaceRequest(template="nope")))
+    assert (error.status_code, error.message) == (404, "Template 'nope' not found.")
+    error = _error(lambda: h.admin.create_workspace(
+        m.CreateWorkspaceRequest(template="tmpl", template_version_id="v9")))
+    assert (error.status_code, error.message) == (404, "Version 'v9' of template 'tmpl' not found.")
+    error = _error(lambda: h.admin.create_workspace(
+        m.CreateWorkspaceRequest(template="tmpl", parameters={"ttl_hours": 30, "colour": 1})))
+    assert error.status_code == 422
+    assert [(v.field, v.detail) for v in error.validations] == [
+        ("colour", "is not a parameter of template 'tmpl' (known: branch, ttl_hours)"),
+        ("ttl_hours", "30 is above the maximum 24"),
+    ]
+    response = h.admin.http.post("/api/v2/workspaces", json={"name": "x"})
+    assert response.status_code == 422
+    assert response.json()["validations"][0]["detail"] == "give template (id or name) or template_version_id"
+    response = h.admin.http.post("/api/v2/workspaces", json={"template": "tmpl", "name": "Bad_Name"})
+    assert response.status_code == 422 and response.json()["validations"][0]["field"] == "name"
+    assert h.admin.list_workspaces().count == 0
+
+
+def test_duplicate_name_is_409(h: Harness) -> None:
+    h.workspace(name="ws1")
+    error = _error(lambda: h.admin.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="ws1")))
+    assert (error.status_code, error.message) == (409, "You already have a workspace named 'ws1'.")
+    assert h.admin.list_workspaces().count == 1
+
+
+def test_more_than_the_host_has_is_422(h: Harness) -> None:
+    h.template(name="big", resources={"cpu": 64, "memory": "1Ti"})
+    error = _error(lambda: h.admin.create_workspace(m.CreateWorkspaceRequest(template="big")))
+    assert error.status_code == 422
+    assert [(v.field, v.detail) for v in error.validations] == [
+        ("resources.cpu", "64 CPUs is more than the host has (8)"),
+        ("resources.memory", "1024.0 GiB is more than the host has (32.0 GiB)"),
+    ]
+
+
+def test_stop_start_delete_and_invalid_transitions(h: Harness) -> None:
+    ws = h.workspace(name="ws1")
+    error = _error(lambda: h.admin.start_workspace("ws1"))
+    assert (error.status_code, error.message) == (409, "Workspace 'ws1' is already running.")
+    h.admin.stop_workspace("ws1")
+    assert h.await_build("ws1").status == m.WorkspaceStatus.STOPPED
+    assert h.await_build("ws1").deadline is None
+    assert _error(lambda: h.admin.stop_workspace("ws1")).status_code == 409
+    h.admin.start_workspace("ws1")
+    assert h.await_build("ws1").status == m.WorkspaceStatus.RUNNING
+    build = h.admin.delete_workspace("ws1")
+    assert build.transition == m.Transition.DELETE
+    deleted = h.await_build(ws.id)
+    assert deleted.status == m.WorkspaceStatus.DELETED
+    error = _error(lambda: h.admin.create_build(ws.id, m.CreateBuildRequest(transition=m.Transition.START)))
+    assert (error.status_code, error.message) == (409, "Workspace 'ws1' is deleted.")
+    assert _error(lambda: h.admin.get_workspace("ws1")).status_code == 404
+    assert [b.transition for b in h.admin.list_builds(ws.id)] == ["delete", "start", "stop", "start"]
+    assert ws.id not in _fake(h).containers
+    # The name is free again.
+    assert h.workspace(name="ws1").status == m.WorkspaceStatus.RUNNING
+
+
+def test_second_transition_while_one_runs_is_409_and_cancel(h: Harness) -> None:
+    h.template(name="tmpl")
+    fake = _fake(h)
+    fake.gate.clear()
+    try:
+        created = h.admin.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="ws1"))
+        error = _error(lambda: h.admin.stop_workspace("ws1"))
+        assert error.status_code == 409
+        assert error.message.startswith("Workspace 'ws1' has a build in progress (#1 start, ")
+        cancel = h.admin.cancel_build(created.latest_build.id)
+        assert cancel.status in (m.BuildStatus.CANCELED, m.BuildStatus.CANCELING)
+    finally:
+        fake.gate.set()
+    final = h.await_build("ws1")
+    assert final.latest_build.status in (m.BuildStatus.CANCELED, m.BuildStatus.SUCCEEDED)
+    if final.latest_build.status == m.BuildStatus.CANCELED:
+        assert final.status == m.WorkspaceStatus.CANCELED
+
+
+def test_runtime_down_fails_build_with_engine_message_then_recovers(h: Harness) -> None:
+    h.template(name="tmpl")
+    fake = _fake(h)
+    fake.down = True
+    failed = h.await_build(h.admin.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="ws1")).id)
+    assert failed.status == m.WorkspaceStatus.FAILED
+    assert failed.status_reason == "Fake engine unreachable at fake://: connection refused"
+    assert h.admin.health().status == "ok"
+    fake.down = False
+    h.admin.start_workspace("ws1")
+    assert h.await_build("ws1").status == m.WorkspaceStatus.RUNNING
+
+
+def test_missing_image_fails_with_log(h: Harness) -> None:
+    h.template(name="noimg", image="registry.example/none:1")
+    ws = h.await_build(h.admin.create_workspace(m.CreateWorkspaceRequest(template="noimg")).id)
+    assert ws.status == m.WorkspaceStatus.FAILED
+    assert "registry.example/none:1 is not available locally" in ws.status_reason
+    assert "registry.example/none:1 is not available locally" in h.admin.build_logs(ws.latest_build.id)[-1].output
+
+
+def test_drift_is_reported_and_cleared(h: Harness) -> None:
+    ws = h.workspace(name="ws1")
+    fake = _fake(h)
+    fake.containers.pop(ws.id)
+    h.app.state.background.tick()
+    drifted = h.admin.get_workspace("ws1")
+    assert (drifted.status, drifted.status_reason) == (m.WorkspaceStatus.FAILED,
+                                                        "the container was removed outside Dockyard")
+    h.admin.start_workspace("ws1")
+    assert h.await_build("ws1").status == m.WorkspaceStatus.RUNNING
+    from dockyard.runtimes.base import ContainerState
+
+    fake.containers[ws.id] = ContainerState.OOM_KILLED
+    h.app.state.background.tick()
+    assert h.admin.get_workspace("ws1").status_reason == "the container was killed for running out of memory"
+
+
+def test_ttl_deletes_agent_sandboxes(h: Harness) -> None:
+    h.template(name="sandbox", lifetime={"ttl": "1h", "on_ttl": "delete"})
+    ws = h.await_build(h.admin.create_workspace(m.CreateWorkspaceRequest(template="sandbox", name="s1")).id)
+    from datetime import UTC, datetime, timedelta
+
+    from dockyard.store.models import Workspace
+
+    with h.app.state.sessions() as db:
+        row = db.get(Workspace, ws.id)
+        row.deadline = datetime.now(UTC) - timedelta(seconds=1)
+        db.commit()
+    h.app.state.background.tick()
+    done = h.await_build(ws.id)
+    assert (done.status, done.latest_build.reason) == (m.WorkspaceStatus.DELETED, m.BuildReason.TTL)
+
+
+def test_update_parameters_and_version(h: Harness) -> None:
+    params = [{"name": "size", "type": "string", "default": "s", "mutable": True},
+              {"name": "region", "type": "string", "default": "eu"}]
+    h.template(name="tmpl", parameters=params, startup_script="true", lifetime={})
+    h.workspace(name="ws1")
+    error = _error(lambda: h.admin.update_workspace("ws1", m.UpdateWorkspaceRequest(parameters={"region": "us"})))
+    assert (error.status_code, error.validations[0].detail) == (422, "is immutable and cannot be changed")
+    h.admin.create_template_version("tmpl", tar_gz({"dockyard.yaml": manifest_yaml(
+        name="tmpl", description="v2", parameters=params, startup_script="true", lifetime={})}))
+    assert h.admin.get_workspace("ws1").outdated is True
+    updated = h.admin.update_workspace("ws1", m.UpdateWorkspaceRequest(parameters={"size": "l"},
+                                                                       template_version_id="active"))
+    assert (updated.parameters["size"], updated.template_version_name) == ("l", "v2")
+    h.admin.stop_workspace("ws1")
+    h.await_build("ws1")
+    h.admin.start_workspace("ws1")
+    ws = h.await_build("ws1")
+    assert (ws.latest_build.template_version_name, ws.outdated) == ("v2", False)
+
+
+def test_visibility_and_scopes(h: Harness) -> None:
+    h.template(name="tmpl")
+    alice = h.user("alice")
+    bob = h.user("bob")
+    mine = alice.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="ws1"))
+    h.await_build(mine.id)
+    assert _error(lambda: bob.get_workspace(mine.id)).status_code == 404
+    assert _error(lambda: bob.stop_workspace(mine.id)).status_code == 404
+    assert bob.list_workspaces().count == 0
+    assert h.admin.get_workspace("alice/ws1").id == mine.id
+    assert h.admin.get_user_workspace("alice", "ws1").id == mine.id
+    reader = h.user("alice", scopes=[m.Scope.WORKSPACE_READ])
+    assert reader.get_workspace("ws1").id == mine.id
+    error = _error(lambda: reader.stop_workspace("ws1"))
+    assert (error.status_code, error.message) == (403, "This token lacks the scope workspace:operate.")
+    operator = h.user("alice", scopes=[m.Scope.WORKSPACE_READ, m.Scope.WORKSPACE_OPERATE])
+    error = _error(lambda: operator.delete_workspace("ws1"))
+    assert (error.status_code, error.message) == (403, "This token lacks the scope workspace:delete.")
+    limited = h.user("alice", allow_list=["other"])
+    assert _error(lambda: limited.get_workspace("ws1")).status_code == 404
+
+
+def test_list_filters(h: Harness) -> None:
+    h.workspace(name="a1")
+    h.workspace(name="b1")
+    h.admin.stop_workspace("b1")
+    h.await_build("b1")
+    assert [w.name for w in h.admin.list_workspaces(status=m.WorkspaceStatus.STOPPED).workspaces] == ["b1"]
+    assert [w.name for w in h.admin.list_workspaces(name="a").workspaces] == ["a1"]
+    assert h.admin.list_workspaces(template="tmpl", owner="admin").count == 2
+    page = h.admin.list_workspaces(limit=1)
+    assert (len(page.workspaces), page.count) == (1, 2)
+
+
+def test_logs_follow_and_watch(h: Harness) -> None:
+    ws = h.workspace(name="ws1")
+    lines = list(h.admin.follow_build_logs(ws.latest_build.id))
+    assert lines[-1].output == "workspace ws1 is running at 10.0.0.2"
+    h.admin.stop_workspace("ws1")
+    seen = []
+    for event in h.admin.watch_workspace("ws1"):
+        seen.append(event.status)
+        if event.status == m.WorkspaceStatus.STOPPED:
+            break
+    assert seen[-1] == m.WorkspaceStatus.STOPPED
+
+
+def test_doctor_reports_and_prunes_orphans(h: Harness) -> None:
+    h.workspace(name="ws1")
+    fake = _fake(h)
+    fake.volumes.add("ghost")
+    report = h.admin.doctor()
+    assert report.runtime_ok
+    assert [(o.kind, o.workspace_id) for o in report.orphans] == [("volume", "ghost")]
+    assert h.admin.prune().orphans == []
+    assert "ghost" not in fake.volumes
+    member = h.user("alice")
+    assert _error(member.doctor).status_code == 403

@@ -1,0 +1,116 @@
+"""A runtime that keeps workspaces in memory, for tests that are about Dockyard rather than Docker.
+
+It implements the same interface as the Docker runtime (as httpx's MockTransport does for transports), and
+lets a test fail or slow down any step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from dockyard.runtimes.base import (
+    ContainerState,
+    HostCapacity,
+    ImageNotFound,
+    ImageSpec,
+    LogSink,
+    ManagedResource,
+    Observation,
+    RuntimeUnavailable,
+    WorkspaceSpec,
+)
+
+
+@dataclass
+class FakeRuntime:
+    name: str = "fake"
+    images: set[str] = field(default_factory=lambda: {"dockyard/base:bookworm"})
+    containers: dict[str, ContainerState] = field(default_factory=dict)
+    specs: dict[str, WorkspaceSpec] = field(default_factory=dict)
+    volumes: set[str] = field(default_factory=set)
+    networks: set[str] = field(default_factory=set)
+    down: bool = False
+    delay: float = 0.0
+    fail_start: str | None = None
+    cpus: float = 8
+    memory_bytes: int = 32 * 2**30
+    calls: list[str] = field(default_factory=list)
+    gate: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    def _enter(self, call: str, *, gated: bool = True) -> None:
+        self.calls.append(call)
+        if self.down:
+            raise RuntimeUnavailable("Fake engine unreachable at fake://: connection refused")
+        if gated:
+            # Tests hold builds mid-flight by clearing the gate.
+            self.gate.wait(30)
+            if self.delay:
+                time.sleep(self.delay)
+
+    def ping(self) -> None:
+        self._enter("ping", gated=False)
+
+    def capacity(self) -> HostCapacity:
+        self._enter("capacity", gated=False)
+        return HostCapacity(self.cpus, self.memory_bytes)
+
+    def ensure_image(self, spec: ImageSpec, log: LogSink) -> str:
+        self._enter("ensure_image")
+        if spec.dockerfile:
+            log("Step 1/1 : FROM dockyard/base:bookworm")
+            return f"dockyard/template-{spec.template}:{spec.content_hash[:16]}"
+        assert spec.image is not None
+        if spec.image not in self.images:
+            raise ImageNotFound(f"image {spec.image} is not available locally and could not be pulled")
+        return spec.image
+
+    def start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
+        self._enter("start")
+        if self.fail_start:
+            log(self.fail_start)
+            raise RuntimeUnavailable(self.fail_start)
+        self.networks.add(spec.workspace_id)
+        self.volumes.add(spec.workspace_id)
+        self.containers[spec.workspace_id] = ContainerState.RUNNING
+        self.specs[spec.workspace_id] = spec
+        log(f"started container dockyard-ws-{spec.workspace_id}")
+        return Observation(spec.workspace_id, ContainerState.RUNNING, address="10.0.0.2")
+
+    def stop(self, workspace_id: str, log: LogSink) -> None:
+        self._enter("stop")
+        if workspace_id in self.containers:
+            self.containers[workspace_id] = ContainerState.STOPPED
+
+    def delete(self, workspace_id: str, log: LogSink) -> None:
+        self._enter("delete")
+        self.containers.pop(workspace_id, None)
+        self.volumes.discard(workspace_id)
+        self.networks.discard(workspace_id)
+
+    def observe(self, workspace_id: str) -> Observation:
+        return Observation(workspace_id, self.containers.get(workspace_id, ContainerState.MISSING))
+
+    def observe_all(self) -> dict[str, Observation]:
+        if self.down:
+            raise RuntimeUnavailable("Fake engine unreachable at fake://: connection refused")
+        return {w: Observation(w, s) for w, s in self.containers.items()}
+
+    def managed_resources(self) -> list[ManagedResource]:
+        return (
+            [ManagedResource("container", f"dockyard-ws-{w}", w) for w in self.containers]
+            + [ManagedResource("volume", f"dockyard-home-{w}", w) for w in self.volumes]
+            + [ManagedResource("network", f"dockyard-ws-{w}", w) for w in self.networks]
+        )
+
+    def remove_resource(self, resource: ManagedResource) -> None:
+        if resource.kind == "container":
+            self.containers.pop(resource.workspace_id, None)
+        elif resource.kind == "volume":
+            self.volumes.discard(resource.workspace_id)
+        else:
+            self.networks.discard(resource.workspace_id)
