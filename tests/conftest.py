@@ -15,6 +15,8 @@ from dockyard.templates import service
 from tests import pg
 from tests.harness import Harness, make_harness
 
+pytest_plugins = ["tests.docker_fixtures"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -23,6 +23,9 @@ class Settings:
     trusted_proxies: int = 0
     # Where workspaces run: "docker" (the engine at DOCKER_HOST or the default socket).
     runtime: str = "docker"
+    # Docker hands out ~30 bridge networks from its default pools; workspaces get /28s from this range instead.
+    # Empty leaves it to Docker's pools.
+    workspace_subnets: str = "10.213.0.0/16"
     # Provisioner workers inside the server; 0 when builds run in separate `dockyard provisioner` processes.
     provisioner_workers: int = 4
     # Seconds between reconciliation passes (drift, stale builds, TTL deadlines).

@@ -56,7 +56,7 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
 
 def create_app(settings: Settings, *, engine: Engine | None = None, runtime: Runtime | None = None) -> FastAPI:
     engine = engine or make_engine(settings.resolved_database_url)
-    runtime = runtime or make_runtime(settings.runtime)
+    runtime = runtime or make_runtime(settings.runtime, workspace_subnets=settings.workspace_subnets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -36,9 +36,15 @@ class BuildContext:
         self.build_id = build_id
         self.stage = "queue"
         self.timings: dict[str, float] = {}
+        self._checked = time.monotonic()
 
     def log(self, line: str) -> None:
         logs.append(self.sessions, self.build_id, self.stage, line)
+        # Runtime calls cannot be interrupted, but they log as they go: a cancel takes effect at the next
+        # line (checked at most once a second), which stops long image builds and pulls.
+        if time.monotonic() - self._checked > 1.0:
+            self._checked = time.monotonic()
+            self.checkpoint()
 
     def checkpoint(self) -> None:
         with self.sessions() as db:

@@ -1,0 +1,181 @@
+"""The setup step a workspace container runs as root before it becomes the workspace user.
+
+The script and the spec's files travel into the created container with `put_archive` (no host bind mounts),
+under `/.dockyard/`, which only root can read. On every start the script makes sure the user exists, that the
+home volume belongs to it, sets up sudo if asked, puts the files in place, prints `READY`, and then replaces
+itself with the workspace command run as the user (`setpriv`, or `runuser` where there is no setpriv).
+
+Exit codes: 3 means the image cannot host a workspace (no useradd, no setpriv/runuser, no sudo when asked),
+4 means another setup failure. Both print one line starting with `ERROR`.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import shlex
+import tarfile
+
+from dockyard.runtimes.base import WorkspaceSpec
+
+STAGING = "/.dockyard"
+SCRIPT = f"{STAGING}/setup.sh"
+READY = "dockyard-setup: ready"
+ERROR = "dockyard-setup: error:"
+EXIT_UNUSABLE_IMAGE = 3
+EXIT_SETUP_FAILED = 4
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+_TEMPLATE = r"""# Dockyard workspace setup: runs as root under docker-init, then execs the workspace command
+# as the workspace user.
+set -u
+user=__USER__
+uid=__UID__
+home=__HOME__
+sudo=__SUDO__
+
+unusable() { echo "__ERROR__ $*" >&2; exit __UNUSABLE__; }
+failed() { echo "__ERROR__ $*" >&2; exit __FAILED__; }
+
+if command -v setpriv >/dev/null 2>&1; then
+    drop=setpriv
+elif command -v runuser >/dev/null 2>&1; then
+    drop=runuser
+else
+    unusable "the image has neither setpriv nor runuser (util-linux), needed to run as user $user"
+fi
+as_user() {
+    if [ "$drop" = setpriv ]; then
+        setpriv --reuid="$uid" --regid="$gid" --init-groups -- "$@"
+    else
+        runuser -u "$user" -- "$@"
+    fi
+}
+
+if ! id -u "$user" >/dev/null 2>&1; then
+    command -v useradd >/dev/null 2>&1 \
+        || unusable "the image has no useradd (package passwd), needed to create user $user"
+    shell=/bin/sh
+    [ -x /bin/bash ] && shell=/bin/bash
+    # -o: another name may hold the uid already (ubuntu images have "ubuntu" as 1000); the uid is what counts.
+    if grep -q "^$user:" /etc/group 2>/dev/null; then
+        useradd -o -u "$uid" -g "$user" -M -d "$home" -s "$shell" "$user" || failed "useradd $user failed"
+    else
+        useradd -o -u "$uid" -U -M -d "$home" -s "$shell" "$user" || failed "useradd $user failed"
+    fi
+fi
+actual=$(id -u "$user")
+[ "$actual" = "$uid" ] || failed "user $user exists in the image with uid $actual, the template asks for $uid"
+gid=$(id -g "$user")
+shell=$(grep "^$user:" /etc/passwd | cut -d: -f7)
+[ -n "$shell" ] || shell=/bin/sh
+
+# The home volume's top folder is root's when the volume is new and the image had no such home to copy in.
+# Only the top is changed: everything below was written by the user (or copied from the image as theirs).
+if [ "$(stat -c %u "$home")" != "$uid" ]; then
+    chown "$uid:$gid" "$home" || failed "cannot hand $home to $user"
+    if [ ! -e "$home/.profile" ] && [ -d /etc/skel ]; then
+        as_user cp -R /etc/skel/. "$home/" 2>/dev/null || true
+    fi
+fi
+
+if [ "$sudo" = 1 ]; then
+    command -v sudo >/dev/null 2>&1 || unusable "the template asks for sudo but the image has no sudo"
+    mkdir -p /etc/sudoers.d
+    printf '%s ALL=(ALL:ALL) NOPASSWD: ALL\n' "$user" > /etc/sudoers.d/dockyard-workspace \
+        && chmod 0440 /etc/sudoers.d/dockyard-workspace || failed "cannot write the sudoers drop-in"
+else
+    rm -f /etc/sudoers.d/dockyard-workspace
+fi
+
+# Files under the home are written by the user, never by root: the user controls that tree (a symlink there
+# must not let a root write land in /etc). Files elsewhere are root's, readable by everyone.
+place_root() {
+    mkdir -p "$(dirname "$2")" && cp "$1" "$2" && chmod "$3" "$2" || failed "cannot write $2"
+}
+place_user() {
+    as_user mkdir -p "$(dirname "$2")" && as_user sh -c 'cat > "$1" && chmod "$2" "$1"' sh "$2" "$3" < "$1" \
+        || failed "cannot write $2 as $user"
+}
+__FILES__
+export HOME="$home" USER="$user" LOGNAME="$user" SHELL="$shell"
+cd "$home" || failed "cannot enter $home"
+echo "__READY__"
+if [ "$drop" = setpriv ]; then
+    exec setpriv --reuid="$uid" --regid="$gid" --init-groups -- __COMMAND__
+fi
+exec runuser -u "$user" -- __COMMAND__
+"""
+
+
+def _q(value: str) -> str:
+    return shlex.quote(value)
+
+
+def home_of(spec: WorkspaceSpec) -> str:
+    return f"/home/{spec.user}"
+
+
+def file_destination(spec: WorkspaceSpec, path: str) -> str:
+    """Absolute path of a spec file; a relative path is relative to the user's home."""
+    if "\0" in path or "\n" in path:
+        raise ValueError(f"file path {path!r} has a NUL or newline")
+    full = posixpath.normpath(path if path.startswith("/") else posixpath.join(home_of(spec), path))
+    if ".." in path.split("/") or full == "/":
+        raise ValueError(f"file path {path!r} is not a plain path")
+    return full
+
+
+def script(spec: WorkspaceSpec) -> str:
+    if not _USER.match(spec.user):
+        raise ValueError(f"user name {spec.user!r} is not a valid Linux user name")
+    if spec.uid <= 0:
+        # A root workload would keep the container's capabilities; sudo is the way to root.
+        raise ValueError(f"the workspace user must not be root (uid {spec.uid}); use sudo instead")
+    home = home_of(spec)
+    lines = []
+    for index, path in enumerate(sorted(spec.files)):
+        dest = file_destination(spec, path)
+        mode = "0755" if spec.files[path].startswith(b"#!") else "0644"
+        place = "place_user" if dest.startswith(home + "/") else "place_root"
+        lines.append(f"{place} {STAGING}/files/{index} {_q(dest)} {mode}")
+    if not spec.command:
+        raise ValueError("the workspace command is empty")
+    replacements = {
+        "__USER__": _q(spec.user),
+        "__UID__": str(int(spec.uid)),
+        "__HOME__": _q(home),
+        "__SUDO__": "1" if spec.sudo else "0",
+        "__ERROR__": ERROR,
+        "__READY__": READY,
+        "__UNUSABLE__": str(EXIT_UNUSABLE_IMAGE),
+        "__FAILED__": str(EXIT_SETUP_FAILED),
+        "__FILES__": "\n".join(lines),
+        "__COMMAND__": " ".join(_q(arg) for arg in spec.command),
+    }
+    # One pass, so a placeholder-like string inside a file path or the command is left alone.
+    return re.sub(r"__[A-Z]+__", lambda m: replacements.get(m.group(0), m.group(0)), _TEMPLATE)
+
+
+def archive(spec: WorkspaceSpec) -> bytes:
+    """The tar `put_archive` unpacks at `/`: the setup script and the spec's files, readable by root only."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+
+        def add(name: str, mode: int, data: bytes | None = None) -> None:
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+        add(STAGING.lstrip("/"), 0o700)
+        add(f"{STAGING.lstrip('/')}/files", 0o700)
+        add(SCRIPT.lstrip("/"), 0o700, script(spec).encode())
+        for index, path in enumerate(sorted(spec.files)):
+            add(f"{STAGING.lstrip('/')}/files/{index}", 0o600, spec.files[path])
+    return buffer.getvalue()

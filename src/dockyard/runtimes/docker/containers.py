@@ -1,0 +1,117 @@
+"""What a workspace container is made from: its create arguments, capabilities and configuration hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import docker.types
+
+from dockyard.runtimes.base import ImageBuildFailed, RuntimeFailure, WorkspaceSpec
+from dockyard.runtimes.docker import bootstrap, naming
+
+# Bumped whenever the way a container is made changes, so existing containers are recreated once.
+CONFIG_VERSION = "1"
+
+# The setup step, as root, needs: CHOWN (hand the home volume to the user), DAC_OVERRIDE and FOWNER
+# (useradd and file writes under root-owned paths whatever their modes), SETUID and SETGID (setpriv/runuser
+# becoming the user). KILL lets docker-init, which stays root, forward SIGTERM to the workload's other uid.
+# The workload runs as a non-root uid and so holds none of these (CapEff 0), and no-new-privileges keeps
+# setuid binaries from handing them back.
+BASE_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"]
+# With sudo the user becomes root in the container, bounded by the set above plus AUDIT_WRITE (sudo works
+# without it but prints "unable to send audit message" on every call) and FSETID (root, e.g. dpkg, keeps the
+# setuid/setgid bits of files it writes). SETPCAP is left out: nothing in a workspace needs to change
+# capability sets. no-new-privileges has to be off, or sudo's setuid bit does nothing.
+SUDO_CAPS = ["AUDIT_WRITE", "FSETID"]
+
+
+def create_args(
+    spec: WorkspaceSpec, *, network: str, volume: str, image_id: str, nano_cpus: int, config_hash: str
+) -> dict[str, Any]:
+    """Keyword arguments of `containers.create` for the workspace's container."""
+    labels = {
+        **naming.object_labels(spec.workspace_id),
+        naming.LABEL_OWNER: spec.owner,
+        naming.LABEL_TEMPLATE: spec.template,
+        naming.LABEL_BUILD: spec.build_id,
+        naming.LABEL_CONFIG: config_hash,
+    }
+    device_requests = (
+        [docker.types.DeviceRequest(count=spec.gpu, capabilities=[["gpu"]])] if spec.gpu > 0 else None
+    )
+    return {
+        "image": image_id,
+        "name": naming.container_name(spec.workspace_id),
+        "hostname": spec.name[:63],
+        # The setup script must run as root whatever USER and ENTRYPOINT the image declares; giving an
+        # entrypoint also keeps the image's CMD from being appended to it.
+        "entrypoint": ["/bin/sh", bootstrap.SCRIPT],
+        "command": [],
+        "user": "0:0",
+        "working_dir": "/",
+        "environment": dict(spec.env),
+        "labels": labels,
+        "network": network,
+        "mounts": [docker.types.Mount(target=bootstrap.home_of(spec), source=volume, type="volume")],
+        "init": True,
+        "nano_cpus": nano_cpus,
+        "mem_limit": spec.memory_bytes,
+        "memswap_limit": spec.memory_bytes,
+        "pids_limit": spec.pids,
+        "cap_drop": ["ALL"],
+        "cap_add": BASE_CAPS + (SUDO_CAPS if spec.sudo else []),
+        "security_opt": [] if spec.sudo else ["no-new-privileges"],
+        "privileged": False,
+        "stop_signal": "SIGTERM",
+        "device_requests": device_requests,
+        # No restart policy: the reconciler decides what an exited workspace becomes.
+        "log_config": docker.types.LogConfig(type="local", config={"max-size": "10m", "max-file": "3"}),
+    }
+
+
+def config_hash(spec: WorkspaceSpec, image_id: str, nano_cpus: int) -> str:
+    """A hash of everything the container is made from.
+
+    Not the build id, owner or template name: those are labels only, and a new build of an unchanged workspace
+    must find its stopped container again.
+    """
+    config = {
+        "version": CONFIG_VERSION,
+        "image": image_id,
+        "name": spec.name,
+        "user": spec.user,
+        "uid": spec.uid,
+        "nano_cpus": nano_cpus,
+        "memory": spec.memory_bytes,
+        "pids": spec.pids,
+        "gpu": spec.gpu,
+        "sudo": spec.sudo,
+        "egress": spec.egress,
+        "env": sorted(spec.env.items()),
+        "command": spec.command,
+        "files": sorted((path, hashlib.sha256(data).hexdigest()) for path, data in spec.files.items()),
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def setup_failure(spec: WorkspaceSpec, exit_code: int | None, output: str) -> RuntimeFailure:
+    """The error for a container that exited before its setup step printed READY."""
+    if exit_code == 127 and "exec /bin/sh failed" in output:
+        # docker-init (tini) could not start the setup script at all.
+        return ImageBuildFailed(
+            f"Image {spec.image} cannot run a workspace: it has no /bin/sh for the setup step.",
+            detail=output[-4000:],
+        )
+    errors = [
+        line.split(bootstrap.ERROR, 1)[1].strip() for line in output.splitlines() if bootstrap.ERROR in line
+    ]
+    tail = output[-4000:]
+    if exit_code == bootstrap.EXIT_UNUSABLE_IMAGE and errors:
+        return ImageBuildFailed(f"Image {spec.image} cannot run a workspace: {errors[-1]}.", detail=tail)
+    if errors:
+        return RuntimeFailure(f"The workspace setup step failed: {errors[-1]}.", detail=tail)
+    return RuntimeFailure(
+        f"The workspace container exited with code {exit_code} during its setup step.", detail=tail
+    )

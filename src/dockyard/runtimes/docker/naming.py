@@ -1,0 +1,58 @@
+"""Names and labels of the Docker objects that make up one workspace."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from dockyard.runtimes.base import ImageSpec
+
+LABEL_MANAGED = "dockyard.managed"
+LABEL_WORKSPACE = "dockyard.workspace.id"
+LABEL_OWNER = "dockyard.workspace.owner"
+LABEL_TEMPLATE = "dockyard.template"
+LABEL_BUILD = "dockyard.build"
+LABEL_CONFIG = "dockyard.config-hash"
+
+# Docker's own rule for container names; volume and network names accept the same characters.
+_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,99}$")
+_REPO_PART = re.compile(r"[^a-z0-9._-]+")
+
+
+def _checked(workspace_id: str) -> str:
+    if not _ID.match(workspace_id):
+        raise ValueError(f"workspace id {workspace_id!r} cannot be used in a Docker object name")
+    return workspace_id
+
+
+def container_name(workspace_id: str) -> str:
+    return f"dockyard-ws-{_checked(workspace_id)}"
+
+
+def network_name(workspace_id: str) -> str:
+    return f"dockyard-ws-{_checked(workspace_id)}"
+
+
+def volume_name(workspace_id: str) -> str:
+    return f"dockyard-home-{_checked(workspace_id)}"
+
+
+def object_labels(workspace_id: str) -> dict[str, str]:
+    """Labels on every network and volume (and container) Dockyard creates for a workspace."""
+    return {LABEL_MANAGED: "true", LABEL_WORKSPACE: workspace_id}
+
+
+def template_image_tag(spec: ImageSpec) -> str:
+    """`dockyard/template-<template>:<hash>` for a Dockerfile build.
+
+    The hash covers the template's content hash and also the Dockerfile path, the context and the build args:
+    build args may be rendered from workspace parameters, so two builds of one template version can differ.
+    """
+    recipe = json.dumps(
+        [spec.content_hash, spec.dockerfile, spec.context, sorted(spec.build_args.items())],
+        separators=(",", ":"),
+    )
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    repo = _REPO_PART.sub("-", spec.template.lower()).strip("-._") or "template"
+    return f"dockyard/template-{repo}:{digest}"

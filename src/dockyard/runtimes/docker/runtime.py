@@ -1,0 +1,443 @@
+"""`DockerRuntime`: workspaces as Docker containers, one network and one home volume each.
+
+Per workspace `w`:
+- network `dockyard-ws-w` (bridge; internal unless egress is "all"),
+- volume `dockyard-home-w` at /home/<user>,
+- container `dockyard-ws-w`: docker-init as PID 1, then the setup script of `bootstrap.py` as root, then the
+  workspace command as the user, with every capability dropped but those the setup step needs.
+
+The container carries a hash of everything it was created from (`dockyard.config-hash`). A start finds a
+container with the same hash and starts it again, which keeps its state outside the home volume (a fast
+resume); a different hash means the container is removed and created afresh.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import docker.utils
+
+from dockyard.runtimes.base import (
+    ContainerConflict,
+    ContainerState,
+    HostCapacity,
+    ImageSpec,
+    LogSink,
+    ManagedResource,
+    Observation,
+    RuntimeFailure,
+    WorkspaceSpec,
+)
+from dockyard.runtimes.docker import bootstrap, builds, containers, naming, states
+from dockyard.runtimes.docker.errors import explanation, translate
+from dockyard.runtimes.docker.subnets import SubnetPool
+
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"
+# A stop is SIGTERM (docker-init forwards it to the workload), then SIGKILL after the timeout.
+STOP_TIMEOUT = 5
+
+
+def engine_url() -> str:
+    """The engine's address: DOCKER_HOST, or the default unix socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+
+
+class DockerRuntime:
+    """The `Runtime` protocol over the Docker Engine API.
+
+    The client is made on first use, so a server can start while dockerd is down; every call until the engine
+    answers raises RuntimeUnavailable, and the first call after it answers connects.
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 60,
+        build_timeout: float = 3600,
+        ready_timeout: float = 60,
+        stop_timeout: int = STOP_TIMEOUT,
+        max_pool_size: int = 32,
+        pull: bool = True,
+        subnet_pool: str | None = None,
+        subnet_prefix: int = 28,
+    ) -> None:
+        self.base_url = base_url or engine_url()
+        self._explicit_url = base_url is not None
+        self.timeout = timeout
+        self.build_timeout = build_timeout
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.max_pool_size = max_pool_size
+        self.pull = pull
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        self._capacity: HostCapacity | None = None
+        self._build_locks: dict[str, threading.Lock] = {}
+        # Docker's default address pools hold ~30 bridge networks, one per workspace here; a pool of small
+        # subnets (a /16 cut into /28s holds 4096) is how a host runs hundreds of workspaces.
+        self.subnets = SubnetPool(subnet_pool, subnet_prefix) if subnet_pool else None
+
+    # -- connection -------------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                params: dict[str, Any] = {} if self._explicit_url else docker.utils.kwargs_from_env()
+                params["base_url"] = self.base_url
+                with translate(self.base_url):
+                    self._client = docker.DockerClient(
+                        **params, timeout=self.timeout, max_pool_size=self.max_pool_size
+                    )
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def ping(self) -> None:
+        with translate(self.base_url):
+            self.client.ping()
+
+    def capacity(self) -> HostCapacity:
+        if self._capacity is None:
+            with translate(self.base_url):
+                info = self.client.info()
+            self._capacity = HostCapacity(cpus=float(info["NCPU"]), memory_bytes=int(info["MemTotal"]))
+        return self._capacity
+
+    # -- images -----------------------------------------------------------------------------------------
+
+    def ensure_image(self, spec: ImageSpec, log: LogSink) -> str:
+        with translate(self.base_url):
+            if spec.dockerfile:
+                tag = naming.template_image_tag(spec)
+                with self._build_lock(tag):
+                    return builds.build(self.client, spec, tag, log, timeout=self.build_timeout)
+            if spec.image:
+                return builds.local_or_pull(self.client, spec.image, log, pull=self.pull)
+        raise ValueError(f"image spec for template {spec.template!r} names neither an image nor a Dockerfile")
+
+    def _build_lock(self, tag: str) -> threading.Lock:
+        # Two builds of one tag in this process would do the same work twice; the second waits and finds it.
+        with self._lock:
+            return self._build_locks.setdefault(tag, threading.Lock())
+
+    # -- workspaces -------------------------------------------------------------------------------------
+
+    def start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
+        with translate(self.base_url):
+            return self._start(spec, log)
+
+    def _start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
+        name = naming.container_name(spec.workspace_id)
+        image_id = self._image_id(spec.image)
+        nano_cpus = self._nano_cpus(spec, log)
+        config_hash = containers.config_hash(spec, image_id, nano_cpus)
+        container = self._get_container(name)
+        if container is not None:
+            state = container.attrs["State"]["Status"]
+            changed = container.labels.get(naming.LABEL_CONFIG) != config_hash
+            if changed or state in ("dead", "removing"):
+                log(
+                    f"Removing container {name}: "
+                    + ("its configuration changed" if changed else f"it is {state}")
+                )
+                container.remove(force=True, v=True)
+                container = None
+        network, network_id = self._ensure_network(spec, log)
+        attached = states.network_id(container.attrs, network) if container is not None else None
+        if container is not None and attached not in (None, network_id):
+            # Its network was removed while it was stopped; the engine cannot start it on the new one. (A
+            # container that never ran has no network id yet and joins by name.)
+            log(f"Removing container {name}: its network was replaced")
+            container.remove(force=True, v=True)
+            container = None
+        volume = naming.volume_name(spec.workspace_id)
+        self.client.volumes.create(volume, labels=naming.object_labels(spec.workspace_id))
+        if container is None:
+            container = self._create_container(spec, network, volume, image_id, nano_cpus, config_hash, log)
+        state = container.attrs["State"]["Status"]
+        if state == "paused":
+            container.unpause()
+        elif state != "running":
+            self._start_and_wait(container, spec, log)
+        else:
+            log(f"Container {name} is already running")
+        return self._observe(spec.workspace_id)
+
+    def _image_id(self, image: str) -> str:
+        try:
+            return str(self.client.images.get(image).id)
+        except docker.errors.ImageNotFound as exc:
+            raise builds.missing(
+                image, "the engine does not have it (ensure_image pulls or builds it)"
+            ) from exc
+
+    def _nano_cpus(self, spec: WorkspaceSpec, log: LogSink) -> int:
+        # The engine refuses a CPU limit above the host's count; cap it there rather than fail the start.
+        cpus = min(spec.cpu, self.capacity().cpus)
+        if cpus < spec.cpu:
+            log(f"The template asks for {spec.cpu:g} CPUs; this host has {cpus:g}, so the limit is {cpus:g}")
+        return int(cpus * 1e9)
+
+    def _get_container(self, name: str) -> Any:
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def _ensure_network(self, spec: WorkspaceSpec, log: LogSink) -> tuple[str, str]:
+        """Return the workspace network's name and id, creating it if needed."""
+        name = naming.network_name(spec.workspace_id)
+        # "allowlist" is internal for now: enforcing a list of hosts needs a filtering proxy or firewall rules
+        # per network, which is future work; until then such a workspace gets no egress at all.
+        internal = spec.egress != "all"
+        existing = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+        for network in existing:
+            if bool(network.attrs.get("Internal")) == internal:
+                return name, str(network.id)
+            log(f"Recreating network {name}: egress changed to {spec.egress}")
+            self._remove_network(network)
+        log(f"Creating network {name} ({'internal' if internal else 'with egress'})")
+
+        created: list[str] = []
+
+        def create(subnet: str | None) -> None:
+            ipam = (
+                docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+                if subnet
+                else None
+            )
+            network = self.client.networks.create(
+                name,
+                driver="bridge",
+                internal=internal,
+                check_duplicate=True,
+                labels=naming.object_labels(spec.workspace_id),
+                ipam=ipam,
+            )
+            created.append(str(network.id))
+
+        try:
+            if self.subnets is None:
+                create(None)
+            else:
+                self.subnets.create_in_pool(self.client, spec.workspace_id, create)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # another start of this workspace made it first; use that one
+                return name, str(self.client.networks.get(name).id)
+            if "non-overlapping" in explanation(exc):
+                raise RuntimeFailure(
+                    "The Docker engine has no address pool left for another workspace network (its default "
+                    "pools hold about 30 networks). Give the runtime a subnet pool, or set "
+                    "default-address-pools in the engine's daemon.json.",
+                    detail=explanation(exc),
+                ) from exc
+            raise
+        return name, created[0]
+
+    def _create_container(
+        self,
+        spec: WorkspaceSpec,
+        network: str,
+        volume: str,
+        image_id: str,
+        nano_cpus: int,
+        config_hash: str,
+        log: LogSink,
+    ) -> Any:
+        name = naming.container_name(spec.workspace_id)
+        log(f"Creating container {name} from {spec.image}")
+        container = self.client.containers.create(
+            **containers.create_args(
+                spec,
+                network=network,
+                volume=volume,
+                image_id=image_id,
+                nano_cpus=nano_cpus,
+                config_hash=config_hash,
+            )
+        )
+        container.put_archive("/", bootstrap.archive(spec))
+        return container
+
+    def _start_and_wait(self, container: Any, spec: WorkspaceSpec, log: LogSink) -> None:
+        """Start the container and return once its setup step has handed over to the workload."""
+        finished_at = states.timestamp(container.attrs["State"].get("FinishedAt"))
+        log(f"Starting container {container.name}")
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            # The engine's own refusals ("OCI runtime create failed: …") are the workspace's problem to show.
+            if not exc.is_client_error():
+                raise
+            raise RuntimeFailure(f"Starting container {container.name} failed: {explanation(exc)}") from exc
+        # Logs of earlier runs stay; only lines after the previous run ended belong to this start.
+        since = finished_at if finished_at else None
+        deadline = time.monotonic() + self.ready_timeout
+        delay = 0.02
+        while True:
+            output = container.logs(since=since).decode("utf-8", "replace") if since else _all_logs(container)
+            if bootstrap.READY in output:
+                return
+            container.reload()
+            state = container.attrs["State"]
+            if state["Status"] != "running":
+                raise containers.setup_failure(spec, state.get("ExitCode"), output)
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(
+                    f"The setup step of {container.name} did not finish within {self.ready_timeout:g} s.",
+                    detail=output[-4000:],
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def stop(self, workspace_id: str, log: LogSink) -> None:
+        with translate(self.base_url):
+            name = naming.container_name(workspace_id)
+            container = self._get_container(name)
+            if container is None:
+                log(f"Container {name} does not exist; nothing to stop")
+                return
+            if container.attrs["State"]["Status"] not in ("running", "paused", "restarting"):
+                log(f"Container {name} is not running")
+                return
+            log(f"Stopping container {name}")
+            try:
+                container.stop(timeout=self.stop_timeout)
+            except docker.errors.NotFound:
+                log(f"Container {name} went away while stopping")
+
+    def delete(self, workspace_id: str, log: LogSink) -> None:
+        with translate(self.base_url):
+            name = naming.container_name(workspace_id)
+            container = self._get_container(name)
+            if container is not None:
+                log(f"Removing container {name}")
+                self._remove_container(container)
+            volume = naming.volume_name(workspace_id)
+            try:
+                self.client.volumes.get(volume).remove(force=True)
+                log(f"Removed volume {volume}")
+            except docker.errors.NotFound:
+                pass
+            network_name = naming.network_name(workspace_id)
+            for network in self.client.networks.list(names=[network_name]):
+                if network.name == network_name:
+                    self._remove_network(network)
+                    log(f"Removed network {network_name}")
+
+    def _remove_container(self, container: Any) -> None:
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # "removal already in progress": another delete got there first.
+            if exc.status_code != 409:
+                raise
+
+    def _remove_network(self, network: Any) -> None:
+        try:
+            network.remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "active endpoints" in explanation(exc):
+                raise ContainerConflict(
+                    f"Network {network.name} is still in use by a container.", detail=explanation(exc)
+                ) from exc
+            raise
+
+    # -- observing --------------------------------------------------------------------------------------
+
+    def observe(self, workspace_id: str) -> Observation:
+        with translate(self.base_url):
+            return self._observe(workspace_id)
+
+    def _observe(self, workspace_id: str) -> Observation:
+        try:
+            attrs = self.client.api.inspect_container(naming.container_name(workspace_id))
+        except docker.errors.NotFound:
+            return Observation(workspace_id, ContainerState.MISSING, detail="no container")
+        return states.from_inspect(workspace_id, attrs)
+
+    def observe_all(self) -> dict[str, Observation]:
+        """Observations from one list call.
+
+        The list shows neither the OOM flag nor the exit code's meaning, so a container that exited with a
+        code other than 143 (a normal stop) is inspected as well; running and stopped ones never are.
+        """
+        with translate(self.base_url):
+            summaries = self.client.api.containers(all=True, filters={"label": naming.LABEL_WORKSPACE})
+            result: dict[str, Observation] = {}
+            for summary in summaries:
+                workspace_id = summary["Labels"][naming.LABEL_WORKSPACE]
+                state = summary.get("State", "")
+                match = states.EXITED_STATUS.match(summary.get("Status", ""))
+                if state == "exited" and not (match and int(match.group(1)) == 143):
+                    try:
+                        attrs = self.client.api.inspect_container(summary["Id"])
+                    except docker.errors.NotFound:
+                        continue
+                    result[workspace_id] = states.from_inspect(workspace_id, attrs)
+                    continue
+                networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+                address = states.network_address(networks, naming.network_name(workspace_id))
+                result[workspace_id] = states.from_state(
+                    workspace_id, state, 143 if match else None, False, "", address
+                )
+            return result
+
+    def managed_resources(self) -> list[ManagedResource]:
+        selector = {"label": f"{naming.LABEL_MANAGED}=true"}
+        with translate(self.base_url):
+            resources = [
+                ManagedResource("container", c["Names"][0].lstrip("/"), _workspace_of(c.get("Labels")))
+                for c in self.client.api.containers(all=True, filters=selector)
+            ]
+            volumes = self.client.api.volumes(filters=selector).get("Volumes") or []
+            resources += [
+                ManagedResource("volume", v["Name"], _workspace_of(v.get("Labels"))) for v in volumes
+            ]
+            resources += [
+                ManagedResource("network", n["Name"], _workspace_of(n.get("Labels")))
+                for n in self.client.api.networks(filters=selector)
+            ]
+        return resources
+
+    def remove_resource(self, resource: ManagedResource) -> None:
+        with translate(self.base_url):
+            try:
+                if resource.kind == "container":
+                    self._remove_container(self.client.containers.get(resource.name))
+                elif resource.kind == "volume":
+                    self.client.volumes.get(resource.name).remove(force=True)
+                elif resource.kind == "network":
+                    for network in self.client.networks.list(names=[resource.name]):
+                        if network.name == resource.name:
+                            self._remove_network(network)
+                else:
+                    raise ValueError(f"unknown resource kind {resource.kind!r}")
+            except docker.errors.NotFound:
+                pass
+
+
+def _workspace_of(labels: dict[str, str] | None) -> str:
+    return (labels or {}).get(naming.LABEL_WORKSPACE, "")
+
+
+def _all_logs(container: Any) -> str:
+    return bytes(container.logs()).decode("utf-8", "replace")
