@@ -22,6 +22,8 @@ def _markers(dependant: Any) -> set[str]:
             found.add(str(call.dockyard_scope))
         if getattr(call, "dockyard_public", False):
             found.add("public")
+        if getattr(call, "dockyard_authenticated", False):
+            found.add("authenticated")
         found |= _markers(dep)
     return found
 

@@ -92,6 +92,15 @@ def scoped(scope: Scope) -> Any:
     return Depends(_require(scope))
 
 
+async def _authenticated(actor: CurrentActor) -> Actor:
+    """Any valid token, whatever its scopes (for `GET /users/me`, which clients use to check a token)."""
+    return actor
+
+
+_authenticated.dockyard_authenticated = True  # type: ignore[attr-defined]
+AUTHENTICATED = Depends(_authenticated)
+
+
 def _public() -> None:
     """Marks a route that needs no authentication (health, metrics, login)."""
 

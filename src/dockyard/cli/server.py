@@ -40,6 +40,26 @@ def server(
     log_format: Annotated[
         str, typer.Option("--log-format", envvar="DOCKYARD_LOG_FORMAT", help="auto, json or console.")
     ] = "auto",
+    runtime: Annotated[
+        str, typer.Option("--runtime", envvar="DOCKYARD_RUNTIME", help="Where workspaces run: docker.")
+    ] = "docker",
+    workspace_subnets: Annotated[
+        str,
+        typer.Option(
+            "--workspace-subnets",
+            envvar="DOCKYARD_WORKSPACE_SUBNETS",
+            help="Address range cut into one small subnet per workspace network ('' for Docker's own pools).",
+        ),
+    ] = "10.213.0.0/16",
+    provisioner_workers: Annotated[
+        int,
+        typer.Option(
+            "--provisioner-workers",
+            envvar="DOCKYARD_PROVISIONER_WORKERS",
+            min=0,
+            help="Build workers inside the server (0 when `dockyard provisioner` processes run them).",
+        ),
+    ] = 4,
     trusted_proxies: Annotated[
         int,
         typer.Option(
@@ -63,6 +83,9 @@ def server(
         access_log=access_log,
         log_format=log_format,
         trusted_proxies=trusted_proxies,
+        runtime=runtime,
+        provisioner_workers=provisioner_workers,
+        workspace_subnets=workspace_subnets,
     )
     try:
         host, port = settings.host_port
@@ -98,3 +121,56 @@ def migrate_command(data_dir: DataDir = default_data_dir(), database_url: Databa
         f"database at {after}" + (f" (was {before or 'empty'})" if before != after else " (up to date)"),
         err=True,
     )
+
+
+def provisioner(
+    data_dir: DataDir = default_data_dir(),
+    database_url: DatabaseUrl = None,
+    runtime: Annotated[
+        str, typer.Option("--runtime", envvar="DOCKYARD_RUNTIME", help="Where workspaces run: docker.")
+    ] = "docker",
+    workspace_subnets: Annotated[
+        str,
+        typer.Option("--workspace-subnets", envvar="DOCKYARD_WORKSPACE_SUBNETS", help="As for the server."),
+    ] = "10.213.0.0/16",
+    workers: Annotated[
+        int,
+        typer.Option("--workers", envvar="DOCKYARD_PROVISIONER_WORKERS", min=1, help="Concurrent builds."),
+    ] = 4,
+    log_format: Annotated[
+        str, typer.Option("--log-format", envvar="DOCKYARD_LOG_FORMAT", help="auto, json or console.")
+    ] = "auto",
+) -> None:
+    """Run provisioner workers alone, against the same database as the server."""
+    import signal
+    import threading
+
+    from dockyard import logs
+    from dockyard.lifecycle.runner import Background
+    from dockyard.runtimes.factory import make_runtime
+    from dockyard.store.db import make_engine, make_sessionmaker
+    from dockyard.store.migrate import current_revision, head_revision
+
+    logs.configure(log_format)
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    engine = make_engine(settings.resolved_database_url)
+    if current_revision(engine) != head_revision():
+        typer.echo(
+            "error: the database is not migrated; start the server or run `dockyard db migrate`", err=True
+        )
+        raise typer.Exit(1)
+    # The server runs the lifecycle loops; extra provisioner processes only take builds off the queue.
+    background = Background(
+        make_sessionmaker(engine),
+        make_runtime(runtime, workspace_subnets=workspace_subnets),
+        workers=workers,
+        lifecycle=False,
+    )
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    background.start()
+    logs.get("dockyard.provisioner").info("provisioner started", workers=workers, runtime=runtime)
+    stopped.wait()
+    background.stop()
+    engine.dispose()

@@ -136,7 +136,7 @@ class Client:
         self.request("POST", "/api/v2/users/logout")
 
     def me(self) -> m.User:
-        return self.get_user("me")
+        return self._get("/api/v2/users/me", m.User)
 
     def get_user(self, user: str) -> m.User:
         return self._get(f"/api/v2/users/{_segment(user)}", m.User)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
-from dockyard.api.deps import PUBLIC, SESSION_COOKIE, DbSession, UserParam, client_ip, scoped
+from dockyard.api.deps import AUTHENTICATED, PUBLIC, SESSION_COOKIE, DbSession, UserParam, client_ip, scoped
 from dockyard.errors import Forbidden
 from dockyard.sdk import models as wire
 from dockyard.sdk.models import Scope
@@ -52,6 +52,12 @@ def create_user(
     body: wire.CreateUserRequest, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_ADMIN)]
 ) -> wire.User:
     return users.to_wire(users.create(db, actor, body))
+
+
+@router.get("/me")
+def get_me(db: DbSession, actor: Annotated[Actor, AUTHENTICATED]) -> wire.User:
+    """The user the token belongs to; any valid token may ask, whatever its scopes."""
+    return users.to_wire(users.get(db, actor, "me"))
 
 
 @router.get("/{user}")

@@ -1,0 +1,126 @@
+"""Where the CLI keeps its credentials, and how it builds the SDK client that uses them.
+
+Credentials live in `$XDG_CONFIG_HOME/dockyard/config.json` (default `~/.config/dockyard/`). `DOCKYARD_URL`
+and `DOCKYARD_TOKEN` override the stored values, so CI and agents need no file at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard.cli.errors import CliError, not_logged_in
+from dockyard.sdk import Client, ConnectionFailed
+
+ENV_URL = "DOCKYARD_URL"
+ENV_TOKEN = "DOCKYARD_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+
+
+@dataclass(frozen=True)
+class Credentials:
+    url: str
+    token: str
+
+
+def _default_client(url: str, token: str | None) -> Client:
+    return Client(url, token)
+
+
+# Tests replace this to reach an in-process server: every request the CLI makes goes through its client.
+client_factory: Callable[[str, str | None], Client] = _default_client
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says to ignore a relative value: it would depend on the current directory.
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+    return root / "dockyard"
+
+
+def config_path() -> Path:
+    return config_dir() / "config.json"
+
+
+def normalize_url(url: str) -> str:
+    return url.strip().rstrip("/")
+
+
+def load() -> Credentials | None:
+    """The stored credentials, or None when there are none."""
+    path = config_path()
+    try:
+        data = json.loads(path.read_text())
+        return Credentials(url=normalize_url(str(data["url"])), token=str(data["token"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(
+            f"cannot read {path}: {exc}", hint="run `dockyard login URL` to write it again"
+        ) from exc
+
+
+def save(credentials: Credentials) -> Path:
+    directory = config_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir's mode is masked by the umask and skipped for an existing folder; this one holds secrets.
+    directory.chmod(0o700)
+    path = config_path()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    # Created 0600 from the start (a chmod after writing leaves a window); O_EXCL refuses a planted symlink.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": credentials.url, "token": credentials.token}, handle, indent=2)
+        handle.write("\n")
+    # Renamed into place so that a crash never leaves a half-written file behind.
+    os.replace(temporary, path)
+    return path
+
+
+def remove() -> bool:
+    try:
+        config_path().unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def credentials() -> Credentials:
+    """The credentials to use: the environment's, else the stored ones; `CliError` when there are none."""
+    stored = load()
+    url = normalize_url(os.environ.get(ENV_URL, "")) or (stored.url if stored else "")
+    token = os.environ.get(ENV_TOKEN, "").strip()
+    # A stored token is only ever sent to the server it was issued by, never to a URL from the environment.
+    if not token and stored is not None and stored.url == url:
+        token = stored.token
+    if not url or not token:
+        raise not_logged_in()
+    return Credentials(url=url, token=token)
+
+
+@contextmanager
+def connect(url: str, token: str | None) -> Iterator[Client]:
+    """A client for `url`; an unreachable server becomes a `CliError` naming the URL."""
+    client = client_factory(url, token)
+    try:
+        yield client
+    except ConnectionFailed as exc:
+        raise CliError(
+            f"cannot reach Dockyard at {url}",
+            detail=str(exc.__cause__ or exc),
+            hint="check the URL and that the server is running",
+        ) from exc
+    finally:
+        client.close()
+
+
+@contextmanager
+def session() -> Iterator[Client]:
+    """A client logged in with the current credentials."""
+    current = credentials()
+    with connect(current.url, current.token) as client:
+        yield client

@@ -1,0 +1,209 @@
+"""`dockyard templates push | list | show | versions`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dockyard.cli import config, manifest, output
+from dockyard.cli.output import Column, OutputFormat, OutputOption
+from dockyard.sdk import ApiError, Client
+from dockyard.sdk import models as m
+from dockyard.sdk.manifest import ParameterSpec, TemplateManifest
+
+app = typer.Typer(help="Push and inspect templates.", no_args_is_help=True)
+
+TemplateArg = Annotated[str, typer.Argument(metavar="NAME", help="Template name or id.")]
+
+
+@app.command("push")
+def push(
+    folder: Annotated[
+        Path, typer.Argument(metavar="DIR", exists=True, file_okay=False, help="The template folder.")
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Template name; default: the manifest's name.")
+    ] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="What changed in this version.")] = "",
+    activate: Annotated[
+        bool, typer.Option("--activate/--no-activate", help="Make the pushed version the active one.")
+    ] = True,
+    output_format: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Create a template from a folder, or push the folder as the template's next version."""
+    parsed = manifest.check(folder)
+    template_name = name or parsed.name
+    with config.session() as client:
+        existing = _find(client, template_name)
+        if existing is None:
+            if not activate:
+                output.warning("--no-activate is ignored for a new template: its first version is active")
+            version = _create(client, folder, name=name, message=message)
+            output.message(f"Created template {template_name} ({version.name})")
+        else:
+            known = {v.id: v for v in client.list_template_versions(existing.id)}
+            version = client.create_template_version(existing.id, folder, message=message, activate=activate)
+            output.message(_push_summary(existing, version, known=known, activate=activate))
+    if output_format is OutputFormat.JSON:
+        output.print_json(version)
+
+
+def _find(client: Client, template: str) -> m.Template | None:
+    try:
+        return client.get_template(template)
+    except ApiError as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+
+
+def _create(client: Client, folder: Path, *, name: str | None, message: str) -> m.TemplateVersion:
+    created = client.create_template(folder, name=name, message=message)
+    if created.active_version is not None:
+        return created.active_version
+    return client.list_template_versions(created.id)[0]
+
+
+def _push_summary(
+    template: m.Template, version: m.TemplateVersion, *, known: dict[str, m.TemplateVersion], activate: bool
+) -> str:
+    # The server answers identical content with the version that already holds it, so "new" means "unknown".
+    active = template.active_version.name if template.active_version else "none"
+    if version.id not in known:
+        if activate:
+            return f"Pushed {template.name} {version.name}; it is now the active version"
+        return f"Pushed {template.name} {version.name}; the active version is still {active}"
+    if version.id == template.active_version_id:
+        return f"Template {template.name} unchanged, already {version.name}"
+    if activate:
+        return f"{template.name}: content matches {version.name}, which is now the active version"
+    return f"{template.name}: content matches {version.name}; the active version is still {active}"
+
+
+@app.command("list")
+def list_templates(output_format: OutputOption = OutputFormat.TABLE) -> None:
+    """List the templates you can see."""
+    with config.session() as client:
+        templates = client.list_templates()
+    columns: list[Column[m.Template]] = [
+        Column("NAME", lambda t: t.name),
+        Column("ACTIVE", lambda t: t.active_version.name if t.active_version else "-"),
+        Column("DESCRIPTION", lambda t: t.description),
+        Column("UPDATED", lambda t: output.when(t.updated_at)),
+    ]
+    output.emit(
+        templates,
+        output_format,
+        columns=columns,
+        rows=templates,
+        empty="No templates yet; create one with `dockyard templates push DIR`.",
+    )
+
+
+@app.command("show")
+def show(template: TemplateArg, output_format: OutputOption = OutputFormat.TABLE) -> None:
+    """Show a template, its active version and that version's parameters."""
+    with config.session() as client:
+        found = client.get_template(template)
+    if output_format is OutputFormat.JSON:
+        output.print_json(found)
+        return
+    version = found.active_version
+    pairs = [("NAME", found.name), ("ID", found.id)]
+    if found.display_name:
+        pairs.append(("DISPLAY NAME", found.display_name))
+    pairs += [
+        ("DESCRIPTION", found.description),
+        ("ACTIVE VERSION", f"{version.name} ({version.content_hash[:12]})" if version else "none"),
+        ("UPDATED", output.when(found.updated_at)),
+    ]
+    if version is not None:
+        pairs += [("SOURCE", _source(version.manifest)), ("RESOURCES", _resources(version.manifest))]
+    output.print_rich(output.fields(pairs))
+    if version is not None:
+        typer.echo()
+        if version.parameters:
+            output.print_rich(output.table(_PARAMETER_COLUMNS, version.parameters))
+        else:
+            typer.echo("No parameters.")
+
+
+def _source(parsed: TemplateManifest) -> str:
+    if parsed.image is not None:
+        return f"image {parsed.image}"
+    if parsed.build is not None:
+        return f"build {parsed.build.dockerfile}"
+    return f"devcontainer {parsed.devcontainer}"
+
+
+def _resources(parsed: TemplateManifest) -> str:
+    r = parsed.resources
+    text = f"{_value(r.cpu)} CPU, {r.memory} memory"
+    if r.gpu not in (0, "0"):
+        text += f", {r.gpu} GPU"
+    if r.disk is not None:
+        text += f", {r.disk} disk"
+    return text
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(_value(v) for v in value)
+    if value == "":
+        return '""'
+    return str(value)
+
+
+def _default(spec: ParameterSpec) -> str:
+    if spec.default is None:
+        return "(required)" if spec.is_required else ""
+    return _value(spec.default)
+
+
+def _rules(spec: ParameterSpec) -> str:
+    rules = []
+    if spec.options:
+        rules.append("one of: " + ", ".join(_value(o.value) for o in spec.options))
+    check = spec.validation
+    if check is not None:
+        limits = [
+            f"{label} {value:g}"
+            for label, value in (("min", check.min), ("max", check.max))
+            if value is not None
+        ]
+        if limits:
+            rules.append(", ".join(limits))
+        if check.regex is not None:
+            rules.append(f"regex {check.regex}")
+    return "; ".join(rules)
+
+
+_PARAMETER_COLUMNS: list[Column[ParameterSpec]] = [
+    Column("PARAMETER", lambda p: p.name),
+    Column("TYPE", lambda p: p.type.value),
+    Column("DEFAULT", _default),
+    Column("DESCRIPTION", lambda p: p.description),
+    Column("OPTIONS/VALIDATION", _rules),
+]
+
+
+@app.command("versions")
+def versions(template: TemplateArg, output_format: OutputOption = OutputFormat.TABLE) -> None:
+    """List a template's versions, newest first."""
+    with config.session() as client:
+        found = client.get_template(template)
+        listed = client.list_template_versions(found.id)
+    columns: list[Column[m.TemplateVersion]] = [
+        Column("VERSION", lambda v: v.name),
+        Column("ACTIVE", lambda v: "yes" if v.id == found.active_version_id else ""),
+        Column("HASH", lambda v: v.content_hash[:12]),
+        Column("CREATED", lambda v: output.when(v.created_at)),
+        Column("MESSAGE", lambda v: v.message),
+    ]
+    output.emit(listed, output_format, columns=columns, rows=listed)
