@@ -1,0 +1,199 @@
+"""Provisioning benchmark: Dockyard workspaces on Docker against bare `docker run` of the same image.
+
+    .venv/bin/python bench/provision.py            # the full run (a few minutes)
+    .venv/bin/python bench/provision.py --quick    # 5 sequential, 10 parallel, 3 stop/start
+
+Needs a running Docker engine and the base image (`dockyard images build-base`). Measured in one run:
+- baseline: `docker run -d IMAGE sleep infinity` followed by `docker exec ID true`, sequential and in parallel;
+- 20 sequential creates of the `base` template until the workspace is `running` (p50, p95, ratio to baseline);
+- 50 workspaces created at once until all run (wall time, ratio to 50 parallel bare runs, server peak RSS);
+- stop and start of one workspace (p50 of each).
+Targets (issue 3): p50 <= 1.0 s and ratio <= 2.5; parallel ratio <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from dockyard.sdk import Client
+from dockyard.sdk import models as m
+
+IMAGE = "dockyard/base:bookworm"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def bare_run() -> tuple[float, str]:
+    """One baseline workspace: run the image detached, then exec a command in it."""
+    started = time.perf_counter()
+    container = docker("run", "-d", "--label", "dockyard.bench=baseline", IMAGE, "sleep", "infinity")
+    docker("exec", container, "true")
+    return time.perf_counter() - started, container
+
+
+def remove_baseline() -> None:
+    ids = docker("ps", "-aq", "--filter", "label=dockyard.bench=baseline").split()
+    if ids:
+        docker("rm", "-f", *ids)
+
+
+def rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def server(workers: int) -> Iterator[tuple[Client, int]]:
+    data_dir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
+    port = free_port()
+    log = (data_dir / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(ROOT / ".venv/bin/dockyard"), "server", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
+         "--no-access-log", "--provisioner-workers", str(workers), "--workspace-subnets", "10.215.0.0/16"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not (data_dir / "admin-token").exists() or not _healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"server did not start; see {data_dir / 'server.log'}")
+            time.sleep(0.2)
+        client = Client(url, (data_dir / "admin-token").read_text().strip(), timeout=300)
+        yield client, process.pid
+        client.close()
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return Client(url).health().status == "ok"
+    except Exception:  # noqa: BLE001 - not up yet, whatever the reason
+        return False
+
+
+def until_settled(client: Client, workspace_id: str) -> m.Workspace:
+    workspace = client.get_workspace(workspace_id, wait="done", timeout=300)
+    if workspace.status not in (m.WorkspaceStatus.RUNNING, m.WorkspaceStatus.STOPPED, m.WorkspaceStatus.DELETED):
+        raise SystemExit(f"workspace {workspace.name} ended {workspace.status}: {workspace.status_reason}")
+    return workspace
+
+
+def create_and_wait(client: Client, name: str) -> float:
+    started = time.perf_counter()
+    created = client.create_workspace(m.CreateWorkspaceRequest(template="base", name=name))
+    until_settled(client, created.id)
+    return time.perf_counter() - started
+
+
+def timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def delete_all(client: Client) -> None:
+    listed = client.list_workspaces(limit=1000).workspaces
+    with ThreadPoolExecutor(8) as pool:
+        builds = list(pool.map(lambda w: client.delete_workspace(w.id), listed))
+        list(pool.map(lambda b: until_settled(client, b.workspace_id), builds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args()
+    sequential, parallel, cycles = (5, 10, 3) if args.quick else (20, 50, 10)
+    docker("image", "inspect", IMAGE)  # fails clearly when the base image is missing
+
+    remove_baseline()
+    bare_run()  # warm the engine's caches the same way for both sides
+    remove_baseline()
+    base_times = [bare_run()[0] for _ in range(sequential)]
+    remove_baseline()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(lambda _: bare_run(), range(parallel)))
+    base_parallel = time.perf_counter() - started
+    remove_baseline()
+
+    missed = []
+    with server(workers=max(8, os.cpu_count() or 2)) as (client, pid):
+        until_settled(client, client.create_workspace(m.CreateWorkspaceRequest(template="base", name="warmup")).id)
+        delete_all(client)
+
+        dockyard_times = [create_and_wait(client, f"seq-{i}") for i in range(sequential)]
+        delete_all(client)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda i: create_and_wait(client, f"par-{i}"), range(parallel)))
+        dockyard_parallel = time.perf_counter() - started
+        peak = rss_peak_mb(pid)
+        delete_all(client)
+
+        ws = client.create_workspace(m.CreateWorkspaceRequest(template="base", name="cycle"))
+        until_settled(client, ws.id)
+        stops, starts = [], []
+        for _ in range(cycles):
+            stops.append(timed(lambda: until_settled(client, client.stop_workspace(ws.id).workspace_id)))
+            starts.append(timed(lambda: until_settled(client, client.start_workspace(ws.id).workspace_id)))
+        delete_all(client)
+
+    base_p50 = statistics.median(base_times)
+    p50, p95 = statistics.median(dockyard_times), percentile(dockyard_times, 0.95)
+    ratio = p50 / base_p50
+    parallel_ratio = dockyard_parallel / base_parallel
+    print(f"baseline docker run -d + exec true: p50 {base_p50:.3f} s, p95 {percentile(base_times, 0.95):.3f} s "
+          f"({sequential} sequential); {parallel} parallel {base_parallel:.2f} s")
+    print(f"create until running ({sequential} sequential): p50 {p50:.3f} s, p95 {p95:.3f} s, "
+          f"ratio to baseline {ratio:.2f} (target p50 <= 1.0 s, ratio <= 2.5)")
+    print(f"{parallel} created at once: all running in {dockyard_parallel:.2f} s, ratio to {parallel} bare runs "
+          f"{parallel_ratio:.2f} (target <= 1.5); server peak RSS {peak:.0f} MB")
+    print(f"stop: p50 {statistics.median(stops):.3f} s; start: p50 {statistics.median(starts):.3f} s "
+          f"({cycles} cycles)")
+    if p50 > 1.0 or ratio > 2.5:
+        missed.append("sequential")
+    if parallel_ratio > 1.5:
+        missed.append("parallel")
+    print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    if args.check and missed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Set up this machine for Dockyard's tests and run every check: the README's second command, and what CI runs.
+#
+#   bash scripts/test.sh                  # everything (about 5 minutes on 2 cores)
+#   bash scripts/test.sh --fast           # leave out tests marked `slow` (the API fuzzer)
+#   bash scripts/test.sh -- -x -k tokens  # arguments after `--` go to both pytest runs
+#
+# Setup, skipped when already satisfied so that a second run starts at once:
+#   apt-get: postgresql (tests/pg.py starts a throwaway cluster with initdb/pg_ctl as the postgres user; the
+#   Debian package's own cluster does not need to run), openssh-client, git, python3, python3-venv, curl;
+#   uv (pip, into a small tools venv) when it is not on PATH; `uv sync --frozen` into .venv/.
+# Checks, all run even when one fails: lock file current, ruff check, ruff format --check, mypy, pytest on
+# SQLite (the whole suite), pytest on PostgreSQL (the database-facing folders, without `sqlite_only` tests).
+# Exits non-zero when any of them fails.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+VENV=${UV_PROJECT_ENVIRONMENT:-$REPO/.venv}
+FAST=0
+PYTEST_ARGS=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --fast) FAST=1 ;;
+        --) shift; PYTEST_ARGS=("$@"); break ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: unknown option $1 (pytest arguments go after --)" >&2; exit 2 ;;
+    esac
+    shift
+done
+# The folders whose tests reach the database; the CLI tests talk to the API through the SDK only.
+POSTGRES_PATHS=(tests/api tests/store tests/accounts tests/templates)
+
+if [[ -t 1 ]]; then bold=$'\033[1m' red=$'\033[31m' green=$'\033[32m' plain=$'\033[0m'; else bold="" red="" green="" plain=""; fi
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
+note() { printf '    %s\n' "$*"; }
+die() {
+    printf '%serror:%s %s\n' "$red" "$plain" "$*" >&2
+    exit 1
+}
+now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+STARTED=$(now)
+
+# --- setup ------------------------------------------------------------------------------------------------------
+step "System packages"
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+packages=(postgresql openssh-client git python3 python3-venv curl ca-certificates)
+if command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
+    missing=()
+    for pkg in "${packages[@]}"; do installed "$pkg" || missing+=("$pkg"); done
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        [[ $EUID -eq 0 ]] || die "missing packages: ${missing[*]}; run as root, or install them first"
+        note "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        note "already installed: ${packages[*]}"
+    fi
+else
+    note "no apt-get here; expecting PostgreSQL's initdb, ssh and git to be installed already"
+fi
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null ||
+    die "PostgreSQL's initdb is missing (apt-get install postgresql)"
+[[ $EUID -ne 0 ]] || id postgres >/dev/null 2>&1 || die "the postgres user is missing (it comes with the postgresql package)"
+
+step "uv"
+python=""
+for candidate in python3 python3.13 python3.12 python3.11; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        python=$(command -v "$candidate")
+        break
+    fi
+done
+[[ -n $python ]] || die "Dockyard needs Python 3.11 or newer; python3 is $(python3 -V 2>&1)"
+if [[ $EUID -eq 0 ]]; then TOOLS=/opt/dockyard-tools; else TOOLS=$HOME/.local/share/dockyard-tools; fi
+if command -v uv >/dev/null && uv --version >/dev/null 2>&1; then
+    UV=$(command -v uv)
+elif [[ -x $TOOLS/bin/uv ]]; then
+    UV=$TOOLS/bin/uv
+else
+    # A venv of its own: Debian's Python is "externally managed" and refuses a plain `pip install`.
+    note "installing uv with pip into $TOOLS"
+    "$python" -m venv "$TOOLS"
+    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check uv
+    UV=$TOOLS/bin/uv
+fi
+note "$("$UV" --version) at $UV"
+
+step "Dependencies (uv sync --frozen)"
+"$UV" sync --frozen --quiet
+note "$("$VENV/bin/python" -V), $("$VENV/bin/pytest" --version 2>&1 | head -n 1)"
+
+# --- checks -----------------------------------------------------------------------------------------------------
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+RESULTS=()
+FAILED=0
+
+# run_check NAME COMMAND...: runs it with its output shown and kept, and records "status, time, last line".
+run_check() {
+    local name=$1 start status summary log
+    shift
+    log=$WORK/check-${#RESULTS[@]}.log
+    step "$name"
+    printf '    $ %s\n' "$*"
+    start=$(now)
+    if "$@" 2>&1 | tee "$log"; then status=0; else status=${PIPESTATUS[0]}; fi
+    # pytest's closing line ("12 passed, 1 skipped in 3.2s") or the tool's last words.
+    summary=$(grep -E '^=*.*\b(passed|failed|errors?|no tests ran)\b.* in [0-9.]+s' "$log" | tail -n 1 | tr -d '=' || true)
+    [[ -n $summary ]] || summary=$(grep -v '^\s*$' "$log" | tail -n 1 || true)
+    if [[ $status -eq 5 && $name == *PostgreSQL* ]]; then
+        # pytest's "no tests collected": nothing here touches the database yet, which is not a failure.
+        status=0
+    fi
+    if [[ $status -ne 0 ]]; then FAILED=$((FAILED + 1)); fi
+    RESULTS+=("$status|$(elapsed "$start")|$name|${summary:0:90}")
+}
+
+markers=()
+[[ $FAST -eq 1 ]] && markers=(-m "not slow")
+postgres_markers=(-m "not sqlite_only")
+[[ $FAST -eq 1 ]] && postgres_markers=(-m "not sqlite_only and not slow")
+
+run_check "uv.lock matches pyproject.toml" "$UV" lock --check
+run_check "ruff check" "$VENV/bin/ruff" check --output-format concise .
+run_check "ruff format --check" "$VENV/bin/ruff" format --check .
+run_check "mypy" "$VENV/bin/mypy"
+run_check "pytest on SQLite" "$VENV/bin/pytest" -q "${markers[@]}" "${PYTEST_ARGS[@]}"
+run_check "pytest on PostgreSQL" "$VENV/bin/pytest" -q --db postgres "${postgres_markers[@]}" \
+    "${POSTGRES_PATHS[@]}" "${PYTEST_ARGS[@]}"
+
+# --- summary ----------------------------------------------------------------------------------------------------
+step "Summary ($(elapsed "$STARTED") s)"
+for result in "${RESULTS[@]}"; do
+    IFS='|' read -r status seconds name summary <<<"$result"
+    if [[ $status -eq 0 ]]; then mark="${green}ok  ${plain}"; else mark="${red}FAIL${plain}"; fi
+    printf '  %s  %-32s %7s s   %s\n' "$mark" "$name" "$seconds" "$summary"
+done
+passed=$((${#RESULTS[@]} - FAILED))
+echo
+echo "checks: $passed passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
