@@ -1,9 +1,9 @@
 """The in-process test harness: a full Dockyard server per test, reached through the SDK.
 
-    def test_something(h: Harness) -> None:
-        alice = h.user("alice")
-        template = h.template(name="py")
-        ...
+def test_something(h: Harness) -> None:
+    alice = h.user("alice")
+    template = h.template(name="py")
+    ...
 """
 
 from __future__ import annotations
@@ -81,14 +81,16 @@ class Harness:
         role: m.Role = m.Role.MEMBER,
         scopes: list[m.Scope] | None = None,
         allow_list: list[str] | None = None,
-        password: str = "correct-horse-battery",
+        password: str = "correct-horse-battery",  # noqa: S107 - a test user's password
     ) -> Client:
         """Create a user (if new) and return a client holding a fresh token for it."""
         try:
             self.admin.get_user(username)
         except Exception:  # noqa: BLE001 - any lookup failure means "create it"
             self.admin.create_user(
-                m.CreateUserRequest(username=username, email=f"{username}@example.com", password=password, role=role)
+                m.CreateUserRequest(
+                    username=username, email=f"{username}@example.com", password=password, role=role
+                )
             )
         created = self.admin.create_token(
             m.CreateTokenRequest(
@@ -114,7 +116,9 @@ class Harness:
         )
         return self.await_build(created.id)
 
-    def await_build(self, workspace: str, *, client: Client | None = None, timeout: float = 30) -> m.Workspace:
+    def await_build(
+        self, workspace: str, *, client: Client | None = None, timeout: float = 30
+    ) -> m.Workspace:
         """Block until the workspace's latest build is no longer pending or running."""
         return (client or self.admin).get_workspace(workspace, wait="done", timeout=timeout)
 
@@ -138,8 +142,12 @@ def make_harness(
     default so tests drive it with `h.app.state.background.tick()`."""
     data_dir = tmp_path / "data"
     settings = Settings(
-        data_dir=data_dir, database_url=database_url, access_log=False, builtin_templates=builtin_templates,
-        provisioner_workers=workers, reconcile_interval=reconcile_interval,
+        data_dir=data_dir,
+        database_url=database_url,
+        access_log=False,
+        builtin_templates=builtin_templates,
+        provisioner_workers=workers,
+        reconcile_interval=reconcile_interval,
     )
     runtime = runtime or FakeRuntime()
     app = create_app(settings, runtime=runtime)
@@ -148,4 +156,6 @@ def make_harness(
     lifespan.__enter__()
     token = (data_dir / "admin-token").read_text().strip()
     admin = Client("http://testserver", token, http=TestClient(app, base_url="http://testserver"))
-    return Harness(app=app, settings=settings, data_dir=data_dir, admin=admin, runtime=runtime, lifespan=lifespan)
+    return Harness(
+        app=app, settings=settings, data_dir=data_dir, admin=admin, runtime=runtime, lifespan=lifespan
+    )

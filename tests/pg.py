@@ -46,16 +46,33 @@ def cluster() -> Iterator[str]:
         shutil.chown(data, "postgres")
     port = _free_port()
     subprocess.run(
-        _as_postgres([_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                      "--locale=C.UTF-8"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [
+                _bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
     # Durability settings off: a test cluster lives for one run, and fsync dominates its run time.
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -k {root} -c fsync=off " \
-              "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -k {root} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    )
     subprocess.run(
-        _as_postgres([_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
+        ),
+        check=True,
+        capture_output=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -66,6 +83,9 @@ def cluster() -> Iterator[str]:
             time.sleep(0.1)
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       check=False, capture_output=True)
+        subprocess.run(
+            _as_postgres([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)

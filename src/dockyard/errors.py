@@ -19,14 +19,18 @@ class Validation:
     line: int | None = None
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.file and self.line else f"{self.file}: " if self.file else ""
+        where = (
+            f"{self.file}:{self.line}: " if self.file and self.line else f"{self.file}: " if self.file else ""
+        )
         return f"{where}{self.field}: {self.detail}"
 
 
 class DockyardError(Exception):
     status_code = 500
 
-    def __init__(self, message: str, *, detail: str = "", validations: list[Validation] | None = None) -> None:
+    def __init__(
+        self, message: str, *, detail: str = "", validations: list[Validation] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail

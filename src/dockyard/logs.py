@@ -47,4 +47,5 @@ def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
 
 
 def get(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -40,12 +40,14 @@ def test_push_creates_template_with_version_1(h: Harness) -> None:
 def test_versions_are_content_addressed_and_immutable(h: Harness) -> None:
     h.template(name="py")
     same = tar_gz({"dockyard.yaml": manifest_yaml(name="py")})
-    response = h.admin.http.post("/api/v2/templates/py/versions", content=same,
-                                 headers={"Content-Type": "application/gzip"})
+    response = h.admin.http.post(
+        "/api/v2/templates/py/versions", content=same, headers={"Content-Type": "application/gzip"}
+    )
     assert response.status_code == 200
     assert response.json()["number"] == 1
-    v2 = h.admin.create_template_version("py", tar_gz({"dockyard.yaml": manifest_yaml(name="py", description="2")}),
-                                         message="second")
+    v2 = h.admin.create_template_version(
+        "py", tar_gz({"dockyard.yaml": manifest_yaml(name="py", description="2")}), message="second"
+    )
     assert (v2.number, v2.message) == (2, "second")
     assert h.admin.get_template("py").active_version_id == v2.id
     assert [v.number for v in h.admin.list_template_versions("py")] == [2, 1]
@@ -54,13 +56,15 @@ def test_versions_are_content_addressed_and_immutable(h: Harness) -> None:
         assert h.admin.get_template_version("py", ref).id == v2.id
     # Roll back to v1 by name.
     rolled = h.admin.update_template("py", m.UpdateTemplateRequest(active_version_id="v1"))
-    assert rolled.active_version is not None and rolled.active_version.number == 1
+    assert rolled.active_version is not None
+    assert rolled.active_version.number == 1
 
 
 def test_push_without_activate_keeps_active_version(h: Harness) -> None:
     first = h.template(name="py")
-    h.admin.create_template_version("py", tar_gz({"dockyard.yaml": manifest_yaml(name="py", icon="x")}),
-                                    activate=False)
+    h.admin.create_template_version(
+        "py", tar_gz({"dockyard.yaml": manifest_yaml(name="py", icon="x")}), activate=False
+    )
     assert h.admin.get_template("py").active_version_id == first.active_version_id
 
 
@@ -76,8 +80,9 @@ def test_files_and_archive_round_trip(h: Harness) -> None:
 
 
 def test_archive_with_single_top_folder_is_accepted(h: Harness) -> None:
-    template = h.admin.create_template(tar_gz({"mytemplate/dockyard.yaml": manifest_yaml(name="nested"),
-                                               "mytemplate/a.sh": "x"}))
+    template = h.admin.create_template(
+        tar_gz({"mytemplate/dockyard.yaml": manifest_yaml(name="nested"), "mytemplate/a.sh": "x"})
+    )
     assert template.active_version is not None
     assert [f.path for f in template.active_version.files] == ["a.sh", "dockyard.yaml"]
 
@@ -85,13 +90,19 @@ def test_archive_with_single_top_folder_is_accepted(h: Harness) -> None:
 def test_multipart_upload_of_files(h: Harness) -> None:
     response = h.admin.http.post(
         "/api/v2/templates",
-        files=[("files", ("dockyard.yaml", manifest_yaml(name="multi").encode())),
-               ("files", ("scripts/run.sh", b"echo\n"))],
+        files=[
+            ("files", ("dockyard.yaml", manifest_yaml(name="multi").encode())),
+            ("files", ("scripts/run.sh", b"echo\n")),
+        ],
     )
     assert response.status_code == 201, response.text
-    assert [f["path"] for f in response.json()["active_version"]["files"]] == ["dockyard.yaml", "scripts/run.sh"]
+    assert [f["path"] for f in response.json()["active_version"]["files"]] == [
+        "dockyard.yaml",
+        "scripts/run.sh",
+    ]
     response = h.admin.http.post(
-        "/api/v2/templates", files=[("archive", ("t.tgz", tar_gz({"dockyard.yaml": manifest_yaml(name="arch")})))]
+        "/api/v2/templates",
+        files=[("archive", ("t.tgz", tar_gz({"dockyard.yaml": manifest_yaml(name="arch")})))],
     )
     assert response.status_code == 201, response.text
 
@@ -106,7 +117,9 @@ def test_duplicate_template_name_is_409(h: Harness) -> None:
 def test_unknown_template_is_404_naming_it(h: Harness) -> None:
     error = _error(lambda: h.admin.get_template("ghost"))
     assert (error.status_code, error.message) == (404, "Template 'ghost' not found.")
-    error = _error(lambda: h.admin.create_template_version("ghost", tar_gz({"dockyard.yaml": manifest_yaml()})))
+    error = _error(
+        lambda: h.admin.create_template_version("ghost", tar_gz({"dockyard.yaml": manifest_yaml()}))
+    )
     assert (error.status_code, error.message) == (404, "Template 'ghost' not found.")
     h.template(name="py")
     error = _error(lambda: h.admin.get_template_version("py", "v9"))
@@ -125,7 +138,8 @@ def test_yaml_syntax_error_names_file_and_line(h: Harness) -> None:
     assert error.message == "dockyard.yaml is not valid YAML."
     [problem] = error.validations
     assert (problem.file, problem.field) == ("dockyard.yaml", "(yaml)")
-    assert problem.line is not None and problem.line >= 4
+    assert problem.line is not None
+    assert problem.line >= 4
 
 
 def test_schema_errors_name_field_and_line(h: Harness) -> None:
@@ -150,7 +164,9 @@ def test_schema_errors_name_field_and_line(h: Harness) -> None:
         ("resources.memory", 5, "'lots' is not a size (use e.g. 512Mi, 4Gi, 10G)"),
     ]
     # Once the shape is right, the default is checked against its own rule.
-    error = _upload_error(h, tar_gz({"dockyard.yaml": text.replace("lots", "4Gi").replace("colour: blue\n", "")}))
+    error = _upload_error(
+        h, tar_gz({"dockyard.yaml": text.replace("lots", "4Gi").replace("colour: blue\n", "")})
+    )
     assert [(v.field, v.line, v.detail) for v in error.validations] == [
         ("parameters.0.default", 9, "ttl: 99 is above the maximum 24")
     ]
@@ -162,13 +178,16 @@ def test_template_expression_errors_are_caught_at_push(h: Harness) -> None:
     assert error.status_code == 422
     [problem] = error.validations
     assert (problem.field, problem.detail) == (
-        "startup_script", "template error: 'dict object' has no attribute 'brnach'"
+        "startup_script",
+        "template error: 'dict object' has no attribute 'brnach'",
     )
     assert problem.line == text.splitlines().index("startup_script: echo {{ parameters.brnach }}") + 1
 
 
 def test_named_files_must_exist(h: Harness) -> None:
-    error = _upload_error(h, tar_gz({"dockyard.yaml": manifest_yaml(image=None, build={"dockerfile": "Dockerfile"})}))
+    error = _upload_error(
+        h, tar_gz({"dockyard.yaml": manifest_yaml(image=None, build={"dockerfile": "Dockerfile"})})
+    )
     assert [(v.field, v.detail) for v in error.validations] == [
         ("build.dockerfile", "file 'Dockerfile' is not in the template")
     ]
@@ -210,7 +229,9 @@ def test_internal_symlink_is_kept(h: Harness) -> None:
 
 def test_oversized_archive_is_refused_before_reading(h: Harness) -> None:
     big = os.urandom(12 * 1024 * 1024)
-    response = h.admin.http.post("/api/v2/templates", content=big, headers={"Content-Type": "application/gzip"})
+    response = h.admin.http.post(
+        "/api/v2/templates", content=big, headers={"Content-Type": "application/gzip"}
+    )
     assert response.status_code == 413
     assert response.json()["message"] == "Request body is larger than 11 MB."
     # A small archive that expands past the limit is refused while reading, not after.
@@ -223,7 +244,9 @@ def test_oversized_archive_is_refused_before_reading(h: Harness) -> None:
 def test_garbage_upload_is_400(h: Harness) -> None:
     error = _upload_error(h, b"this is not a tarball")
     assert (error.status_code, error.message) == (400, "The upload is not a tar or tar.gz archive.")
-    response = h.admin.http.post("/api/v2/templates", content=b"{}", headers={"Content-Type": "application/json"})
+    response = h.admin.http.post(
+        "/api/v2/templates", content=b"{}", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["message"] == "Unsupported content type 'application/json'."
 
@@ -250,7 +273,9 @@ def test_update_and_patch_validation(h: Harness) -> None:
     response = h.admin.http.patch("/api/v2/templates/py", json={"colour": "blue"})
     assert response.status_code == 422
     assert response.json()["validations"] == [{"field": "colour", "detail": "unknown field"}]
-    response = h.admin.http.patch("/api/v2/templates/py", content=b"{not json", headers={"Content-Type": "application/json"})
+    response = h.admin.http.patch(
+        "/api/v2/templates/py", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["message"] == "Malformed JSON in the request body."
     assert h.admin.get_template("py").description == "new"
@@ -260,9 +285,18 @@ def test_delete_refused_while_workspaces_use_it(h: Harness) -> None:
     template = h.template(name="py")
     with h.app.state.sessions() as db:
         row = db.get(Template, template.id)
-        assert row is not None and row.active_version_id is not None
-        db.add(Workspace(organization_id=row.organization_id, owner_id=h.admin.me().id, template_id=row.id,
-                         template_version_id=row.active_version_id, name="ws", parameters={}))
+        assert row is not None
+        assert row.active_version_id is not None
+        db.add(
+            Workspace(
+                organization_id=row.organization_id,
+                owner_id=h.admin.me().id,
+                template_id=row.id,
+                template_version_id=row.active_version_id,
+                name="ws",
+                parameters={},
+            )
+        )
         db.commit()
     error = _error(lambda: h.admin.delete_template("py"))
     assert (error.status_code, error.message) == (409, "Template 'py' is used by 1 workspace.")
@@ -273,19 +307,32 @@ def test_delete_template(h: Harness) -> None:
     h.template(name="py")
     h.admin.delete_template("py")
     assert _names(h) == []
-    assert [a.action for a in h.admin.audit(resource="py").audit_logs] == ["template.delete", "template.create"]
+    assert [a.action for a in h.admin.audit(resource="py").audit_logs] == [
+        "template.delete",
+        "template.create",
+    ]
 
 
 def test_parameter_check_shapes_from_design(h: Harness) -> None:
     h2 = h  # built-in template loaded explicitly for this test
     from dockyard.templates import builtin
 
-    h2.admin.create_template(tar_gz({"dockyard.yaml": (builtin.ROOT / "ai-agent-sandbox" / "dockyard.yaml").read_text()}))
-    first = h.admin.check_parameters("ai-agent-sandbox", {"repo": "https://example.com/r.git", "branch": "dev",
-                                                          "ttl_hours": "4"})
-    assert first.parameters == {"repo": "https://example.com/r.git", "branch": "dev", "task": "", "agent": "none",
-                                "ttl_hours": 4}
-    second = h.admin.check_parameters("ai-agent-sandbox", {"repo": "r", "task": "fix it", "agent": "claude-code"})
+    h2.admin.create_template(
+        tar_gz({"dockyard.yaml": (builtin.ROOT / "ai-agent-sandbox" / "dockyard.yaml").read_text()})
+    )
+    first = h.admin.check_parameters(
+        "ai-agent-sandbox", {"repo": "https://example.com/r.git", "branch": "dev", "ttl_hours": "4"}
+    )
+    assert first.parameters == {
+        "repo": "https://example.com/r.git",
+        "branch": "dev",
+        "task": "",
+        "agent": "none",
+        "ttl_hours": 4,
+    }
+    second = h.admin.check_parameters(
+        "ai-agent-sandbox", {"repo": "r", "task": "fix it", "agent": "claude-code"}
+    )
     assert second.parameters["agent"] == "claude-code"
     error = _error(lambda: h.admin.check_parameters("ai-agent-sandbox", {"ttl_hours": 30, "branch": "a b"}))
     assert error.status_code == 422

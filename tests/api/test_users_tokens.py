@@ -18,8 +18,11 @@ def _error(call: Callable[[], Any]) -> ApiError:
 
 
 def test_create_and_list_users(h: Harness) -> None:
-    user = h.admin.create_user(m.CreateUserRequest(username="alice", email="alice@example.com",
-                                                   password="long-enough", role=m.Role.TEMPLATE_ADMIN))
+    user = h.admin.create_user(
+        m.CreateUserRequest(
+            username="alice", email="alice@example.com", password="long-enough", role=m.Role.TEMPLATE_ADMIN
+        )
+    )
     assert (user.username, user.role, user.status) == ("alice", m.Role.TEMPLATE_ADMIN, m.UserStatus.ACTIVE)
     listed = h.admin.list_users()
     assert (listed.count, [u.username for u in listed.users]) == (2, ["admin", "alice"])
@@ -33,13 +36,22 @@ def test_create_and_list_users(h: Harness) -> None:
 @pytest.mark.parametrize(
     ("body", "field", "detail"),
     [
-        ({"username": "Bad Name", "email": "a@b.c"}, "username",
-         "'Bad Name' is not a valid name: use 1-32 characters from a-z, 0-9 and '-', not starting or ending with '-'"),
+        (
+            {"username": "Bad Name", "email": "a@b.c"},
+            "username",
+            "'Bad Name' is not a valid name: use 1-32 characters from a-z, 0-9 and '-', not starting or ending with '-'",
+        ),
         ({"username": "ok", "email": "nope"}, "email", "String should match pattern '^[^@\\s]+@[^@\\s]+$'"),
-        ({"username": "ok", "email": "a@b.c", "password": "short"}, "password",
-         "String should have at least 8 characters"),
-        ({"username": "ok", "email": "a@b.c", "role": "god"}, "role",
-         "Input should be 'owner', 'template-admin' or 'member'"),
+        (
+            {"username": "ok", "email": "a@b.c", "password": "short"},
+            "password",
+            "String should have at least 8 characters",
+        ),
+        (
+            {"username": "ok", "email": "a@b.c", "role": "god"},
+            "role",
+            "Input should be 'owner', 'template-admin' or 'member'",
+        ),
         ({"username": "ok", "email": "a@b.c", "admin": True}, "admin", "unknown field"),
         ({"email": "a@b.c"}, "username", "is required"),
         ({"username": 5, "email": "a@b.c"}, "username", "Input should be a valid string"),
@@ -54,9 +66,13 @@ def test_user_validation(h: Harness, body: dict[str, Any], field: str, detail: s
 
 def test_duplicate_user_is_409(h: Harness) -> None:
     h.admin.create_user(m.CreateUserRequest(username="alice", email="alice@example.com"))
-    error = _error(lambda: h.admin.create_user(m.CreateUserRequest(username="alice", email="other@example.com")))
+    error = _error(
+        lambda: h.admin.create_user(m.CreateUserRequest(username="alice", email="other@example.com"))
+    )
     assert (error.status_code, error.message) == (409, "A user with this username already exists.")
-    error = _error(lambda: h.admin.create_user(m.CreateUserRequest(username="al2", email="ALICE@example.com")))
+    error = _error(
+        lambda: h.admin.create_user(m.CreateUserRequest(username="al2", email="ALICE@example.com"))
+    )
     assert (error.status_code, error.validations[0].field) == (409, "email")
     assert h.admin.list_users().count == 2
 
@@ -91,8 +107,14 @@ def test_user_updates(h: Harness) -> None:
 
 def test_token_lifecycle(h: Harness) -> None:
     before = datetime.now(UTC)
-    created = h.admin.create_token(m.CreateTokenRequest(
-        name="agent", lifetime="4h", scopes=[m.Scope.WORKSPACE_CREATE, m.Scope.TEMPLATE_USE], allow_list=["py"]))
+    created = h.admin.create_token(
+        m.CreateTokenRequest(
+            name="agent",
+            lifetime="4h",
+            scopes=[m.Scope.WORKSPACE_CREATE, m.Scope.TEMPLATE_USE],
+            allow_list=["py"],
+        )
+    )
     assert created.key.startswith(f"dy_{created.id}_")
     assert created.scopes == [m.Scope.TEMPLATE_USE, m.Scope.WORKSPACE_CREATE]
     assert created.allow_list == ["py"]
@@ -112,17 +134,27 @@ def test_token_lifecycle(h: Harness) -> None:
 @pytest.mark.parametrize(
     ("body", "field", "detail"),
     [
-        ({"name": "x", "lifetime": "forever"}, "lifetime",
-         "'forever' is not a duration (use e.g. 90s, 30m, 4h, 1h30m, 2d)"),
+        (
+            {"name": "x", "lifetime": "forever"},
+            "lifetime",
+            "'forever' is not a duration (use e.g. 90s, 30m, 4h, 1h30m, 2d)",
+        ),
         ({"name": "x", "lifetime": "10s"}, "lifetime", "must be at least 1m"),
         ({"name": "x", "lifetime": "400d"}, "lifetime", "must be at most 366d"),
-        ({"name": "x", "scopes": ["root"]}, "scopes.0", "Input should be 'all', 'user:read', 'user:write', "
-         "'user:admin', 'template:read', 'template:use', 'template:write', 'workspace:read', 'workspace:create', "
-         "'workspace:operate', 'workspace:delete', 'workspace:connect', 'audit:read', 'token:write' or "
-         "'deployment:admin'"),
+        (
+            {"name": "x", "scopes": ["root"]},
+            "scopes.0",
+            "Input should be 'all', 'user:read', 'user:write', "
+            "'user:admin', 'template:read', 'template:use', 'template:write', 'workspace:read', 'workspace:create', "
+            "'workspace:operate', 'workspace:delete', 'workspace:connect', 'audit:read', 'token:write' or "
+            "'deployment:admin'",
+        ),
         ({"name": "x", "scopes": []}, "scopes", "List should have at least 1 item after validation, not 0"),
-        ({"name": "NO"}, "name",
-         "'NO' is not a valid name: use 1-32 characters from a-z, 0-9 and '-', not starting or ending with '-'"),
+        (
+            {"name": "NO"},
+            "name",
+            "'NO' is not a valid name: use 1-32 characters from a-z, 0-9 and '-', not starting or ending with '-'",
+        ),
     ],
 )
 def test_token_validation(h: Harness, body: dict[str, Any], field: str, detail: str) -> None:
@@ -166,7 +198,11 @@ def test_audit_is_owner_only_and_filterable(h: Harness) -> None:
     assert template_actions == ["template.update", "template.create"]
     entry = h.admin.audit(action="template.update").audit_logs[0]
     assert (entry.username, entry.resource_type, entry.resource_name, entry.detail) == (
-        "admin", "template", "py", {"description": "x"})
+        "admin",
+        "template",
+        "py",
+        {"description": "x"},
+    )
     assert entry.ip == "testclient"
     assert h.admin.audit(since=datetime.now(UTC) + timedelta(hours=1)).count == 0
     assert h.admin.audit(user="alice").count == 0
@@ -174,3 +210,29 @@ def test_audit_is_owner_only_and_filterable(h: Harness) -> None:
     assert (len(page.audit_logs), page.count) == (1, everything.count)
     response = h.admin.http.get("/api/v2/audit", params={"since": "0001-01-01T00:00:00+14:00"})
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/api/v2/users/login", {"username": "a\u0000b", "password": "x"}, "username"),
+        ("PATCH", "/api/v2/users/me", {"email": "a\u0000@b.c"}, "email"),
+        ("POST", "/api/v2/users/me/tokens", {"name": "ok", "allow_list": ["a\u0000"]}, "allow_list.0"),
+    ],
+)
+def test_nul_characters_in_bodies_are_refused(
+    h: Harness, method: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    response = h.admin.http.request(method, path, json=body)
+    assert response.status_code == 422
+    assert response.json()["validations"] == [{"field": field, "detail": "NUL characters are not allowed"}]
+
+
+@pytest.mark.parametrize(
+    ("path", "where"),
+    [("/api/v2/users/a%00b", "path"), ("/api/v2/audit?action=x%00", "query"), ("/api/v2/templates/%00", "path")],
+)
+def test_nul_characters_in_urls_are_refused(h: Harness, path: str, where: str) -> None:
+    response = h.admin.http.get(path)
+    assert response.status_code == 400
+    assert response.json()["message"] == f"NUL characters are not allowed in the request {where}."

@@ -25,13 +25,18 @@ def _fake(h: Harness) -> FakeRuntime:
 def test_create_returns_at_once_then_runs(h: Harness) -> None:
     h.template(name="tmpl")
     created = h.admin.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="ws1"))
-    assert created.status in (m.WorkspaceStatus.PENDING, m.WorkspaceStatus.STARTING, m.WorkspaceStatus.RUNNING)
+    assert created.status in (
+        m.WorkspaceStatus.PENDING,
+        m.WorkspaceStatus.STARTING,
+        m.WorkspaceStatus.RUNNING,
+    )
     assert created.latest_build.number == 1
     done = h.await_build(created.id)
     assert (done.status, done.latest_build.status) == (m.WorkspaceStatus.RUNNING, m.BuildStatus.SUCCEEDED)
     assert set(done.latest_build.timings) >= {"queue", "image", "container", "total"}
     assert done.parameters == {"branch": "main", "ttl_hours": 4}
-    assert done.ttl_ms == 4 * 3600 * 1000 and done.deadline is not None
+    assert done.ttl_ms == 4 * 3600 * 1000
+    assert done.deadline is not None
     spec = _fake(h).specs[done.id]
     assert (spec.name, spec.owner, spec.image, spec.cpu) == ("ws1", "admin", "dockyard/base:bookworm", 2.0)
     lines = [line.output for line in h.admin.build_logs(done.latest_build.id)]
@@ -42,24 +47,46 @@ def test_create_returns_at_once_then_runs(h: Harness) -> None:
 def test_both_request_shapes_from_design(h: Harness) -> None:
     from dockyard.templates import builtin
 
-    h.admin.create_template(tar_gz({"dockyard.yaml": (builtin.ROOT / "ai-agent-sandbox" / "dockyard.yaml").read_text()}))
-    first = h.admin.http.post("/api/v2/workspaces", json={
-        "template_id": "ai-agent-sandbox", "name": "agent-task-4821",
-        "rich_parameters": {"repo": "https://git.example/r.git", "branch": "main", "ttl_hours": "4"}})
+    h.admin.create_template(
+        tar_gz({"dockyard.yaml": (builtin.ROOT / "ai-agent-sandbox" / "dockyard.yaml").read_text()})
+    )
+    first = h.admin.http.post(
+        "/api/v2/workspaces",
+        json={
+            "template_id": "ai-agent-sandbox",
+            "name": "agent-task-4821",
+            "rich_parameters": {"repo": "https://git.example/r.git", "branch": "main", "ttl_hours": "4"},
+        },
+    )
     assert first.status_code == 201, first.text
     assert first.json()["name"] == "agent-task-4821"
     assert first.json()["ttl_ms"] == 4 * 3600 * 1000
-    second = h.admin.http.post("/api/v2/workspaces", json={
-        "template": "ai-agent-sandbox", "ttl": "4h",
-        "parameters": {"repo": "https://git.example/r.git", "task": "fix the bug", "agent": "claude-code"}})
+    second = h.admin.http.post(
+        "/api/v2/workspaces",
+        json={
+            "template": "ai-agent-sandbox",
+            "ttl": "4h",
+            "parameters": {
+                "repo": "https://git.example/r.git",
+                "task": "fix the bug",
+                "agent": "claude-code",
+            },
+        },
+    )
     assert second.status_code == 201, second.text
     body = second.json()
     assert body["name"].startswith("ai-agent-sandbox-")
     assert body["parameters"]["agent"] == "claude-code"
     version = h.admin.get_template("ai-agent-sandbox").active_version_id
-    coder = h.admin.http.post("/api/v2/workspaces", json={
-        "template_version_id": version, "name": "coder-shape",
-        "rich_parameter_values": [{"name": "task", "value": "x"}], "ttl_ms": 3_600_000})
+    coder = h.admin.http.post(
+        "/api/v2/workspaces",
+        json={
+            "template_version_id": version,
+            "name": "coder-shape",
+            "rich_parameter_values": [{"name": "task", "value": "x"}],
+            "ttl_ms": 3_600_000,
+        },
+    )
     assert coder.status_code == 201, coder.text
     assert coder.json()["ttl_ms"] == 3_600_000
 
@@ -68,11 +95,15 @@ def test_create_validation_errors(h: Harness) -> None:
     h.template(name="tmpl")
     error = _error(lambda: h.admin.create_workspace(m.CreateWorkspaceRequest(template="nope")))
     assert (error.status_code, error.message) == (404, "Template 'nope' not found.")
-    error = _error(lambda: h.admin.create_workspace(
-        m.CreateWorkspaceRequest(template="tmpl", template_version_id="v9")))
+    error = _error(
+        lambda: h.admin.create_workspace(m.CreateWorkspaceRequest(template="tmpl", template_version_id="v9"))
+    )
     assert (error.status_code, error.message) == (404, "Version 'v9' of template 'tmpl' not found.")
-    error = _error(lambda: h.admin.create_workspace(
-        m.CreateWorkspaceRequest(template="tmpl", parameters={"ttl_hours": 30, "colour": 1})))
+    error = _error(
+        lambda: h.admin.create_workspace(
+            m.CreateWorkspaceRequest(template="tmpl", parameters={"ttl_hours": 30, "colour": 1})
+        )
+    )
     assert error.status_code == 422
     assert [(v.field, v.detail) for v in error.validations] == [
         ("colour", "is not a parameter of template 'tmpl' (known: branch, ttl_hours)"),
@@ -82,7 +113,8 @@ def test_create_validation_errors(h: Harness) -> None:
     assert response.status_code == 422
     assert response.json()["validations"][0]["detail"] == "give template (id or name) or template_version_id"
     response = h.admin.http.post("/api/v2/workspaces", json={"template": "tmpl", "name": "Bad_Name"})
-    assert response.status_code == 422 and response.json()["validations"][0]["field"] == "name"
+    assert response.status_code == 422
+    assert response.json()["validations"][0]["field"] == "name"
     assert h.admin.list_workspaces().count == 0
 
 
@@ -163,7 +195,10 @@ def test_missing_image_fails_with_log(h: Harness) -> None:
     ws = h.await_build(h.admin.create_workspace(m.CreateWorkspaceRequest(template="noimg")).id)
     assert ws.status == m.WorkspaceStatus.FAILED
     assert "registry.example/none:1 is not available locally" in ws.status_reason
-    assert "registry.example/none:1 is not available locally" in h.admin.build_logs(ws.latest_build.id)[-1].output
+    assert (
+        "registry.example/none:1 is not available locally"
+        in h.admin.build_logs(ws.latest_build.id)[-1].output
+    )
 
 
 def test_drift_is_reported_and_cleared(h: Harness) -> None:
@@ -172,8 +207,10 @@ def test_drift_is_reported_and_cleared(h: Harness) -> None:
     fake.containers.pop(ws.id)
     h.app.state.background.tick()
     drifted = h.admin.get_workspace("ws1")
-    assert (drifted.status, drifted.status_reason) == (m.WorkspaceStatus.FAILED,
-                                                        "the container was removed outside Dockyard")
+    assert (drifted.status, drifted.status_reason) == (
+        m.WorkspaceStatus.FAILED,
+        "the container was removed outside Dockyard",
+    )
     h.admin.start_workspace("ws1")
     assert h.await_build("ws1").status == m.WorkspaceStatus.RUNNING
     from dockyard.runtimes.base import ContainerState
@@ -200,17 +237,30 @@ def test_ttl_deletes_agent_sandboxes(h: Harness) -> None:
 
 
 def test_update_parameters_and_version(h: Harness) -> None:
-    params = [{"name": "size", "type": "string", "default": "s", "mutable": True},
-              {"name": "region", "type": "string", "default": "eu"}]
+    params = [
+        {"name": "size", "type": "string", "default": "s", "mutable": True},
+        {"name": "region", "type": "string", "default": "eu"},
+    ]
     h.template(name="tmpl", parameters=params, startup_script="true", lifetime={})
     h.workspace(name="ws1")
-    error = _error(lambda: h.admin.update_workspace("ws1", m.UpdateWorkspaceRequest(parameters={"region": "us"})))
+    error = _error(
+        lambda: h.admin.update_workspace("ws1", m.UpdateWorkspaceRequest(parameters={"region": "us"}))
+    )
     assert (error.status_code, error.validations[0].detail) == (422, "is immutable and cannot be changed")
-    h.admin.create_template_version("tmpl", tar_gz({"dockyard.yaml": manifest_yaml(
-        name="tmpl", description="v2", parameters=params, startup_script="true", lifetime={})}))
+    h.admin.create_template_version(
+        "tmpl",
+        tar_gz(
+            {
+                "dockyard.yaml": manifest_yaml(
+                    name="tmpl", description="v2", parameters=params, startup_script="true", lifetime={}
+                )
+            }
+        ),
+    )
     assert h.admin.get_workspace("ws1").outdated is True
-    updated = h.admin.update_workspace("ws1", m.UpdateWorkspaceRequest(parameters={"size": "l"},
-                                                                       template_version_id="active"))
+    updated = h.admin.update_workspace(
+        "ws1", m.UpdateWorkspaceRequest(parameters={"size": "l"}, template_version_id="active")
+    )
     assert (updated.parameters["size"], updated.template_version_name) == ("l", "v2")
     h.admin.stop_workspace("ws1")
     h.await_build("ws1")

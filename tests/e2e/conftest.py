@@ -47,10 +47,14 @@ def dh(
 def _labelled_workspaces() -> set[str]:
     client = docker.from_env()
     try:
-        found = {c.labels["dockyard.workspace.id"] for c in client.containers.list(
-            all=True, filters={"label": "dockyard.workspace.id"})}
-        found |= {v.attrs["Labels"]["dockyard.workspace.id"] for v in client.volumes.list(
-            filters={"label": "dockyard.workspace.id"})}
+        found = {
+            c.labels["dockyard.workspace.id"]
+            for c in client.containers.list(all=True, filters={"label": "dockyard.workspace.id"})
+        }
+        found |= {
+            v.attrs["Labels"]["dockyard.workspace.id"]
+            for v in client.volumes.list(filters={"label": "dockyard.workspace.id"})
+        }
         return found
     finally:
         client.close()

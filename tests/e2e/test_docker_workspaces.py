@@ -33,15 +33,21 @@ def _labelled(client: docker.DockerClient, workspace_id: str) -> list[str]:
     )
 
 
-def test_lifecycle_keeps_home_and_delete_removes_everything(dh: Harness, docker_client: docker.DockerClient) -> None:
+def test_lifecycle_keeps_home_and_delete_removes_everything(
+    dh: Harness, docker_client: docker.DockerClient
+) -> None:
     dh.admin.create_template(tar_gz({"dockyard.yaml": MANIFEST}))
     ws = dh.await_build(dh.admin.create_workspace(m.CreateWorkspaceRequest(template="dev", name="ws1")).id)
     assert ws.status == m.WorkspaceStatus.RUNNING, ws.status_reason
     assert _exec(docker_client, ws, "echo kept > ~/notes.txt && hostname && id -u") == (0, "ws1\n1000\n")
     # The limits the template asked for, read back from inside.
-    code, limits = _exec(docker_client, ws, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
-                         "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us "
-                         "/sys/fs/cgroup/pids/pids.max")
+    code, limits = _exec(
+        docker_client,
+        ws,
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us "
+        "/sys/fs/cgroup/pids/pids.max",
+    )
     assert (code, limits.split()) == (0, [str(512 * 2**20), "150000", "100000", "300"])
 
     dh.admin.stop_workspace("ws1")
@@ -64,8 +70,10 @@ def test_workspaces_cannot_reach_each_other(dh: Harness, docker_client: docker.D
     container_b = docker_client.containers.get(container_name(b.id))
     container_b.exec_run(["python3", "-m", "http.server", "8080"], user="dev", detach=True)
     address_b = next(iter(container_b.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
-    probe = ("python3 -c \"import socket,sys; s=socket.socket(); s.settimeout(2); "
-             "sys.exit(s.connect_ex((sys.argv[1], 8080)))\" ")
+    probe = (
+        'python3 -c "import socket,sys; s=socket.socket(); s.settimeout(2); '
+        'sys.exit(s.connect_ex((sys.argv[1], 8080)))" '
+    )
     for _ in range(20):
         if _exec(docker_client, b, probe + "127.0.0.1")[0] == 0:
             break
@@ -79,7 +87,9 @@ def test_failed_image_build_leaves_failed_workspace_with_docker_output(dh: Harne
         "Dockerfile": "FROM dockyard/base:bookworm\nRUN echo building-step-output && exit 3\n",
     }
     dh.admin.create_template(tar_gz(files))
-    ws = dh.await_build(dh.admin.create_workspace(m.CreateWorkspaceRequest(template="broken")).id, timeout=120)
+    ws = dh.await_build(
+        dh.admin.create_workspace(m.CreateWorkspaceRequest(template="broken")).id, timeout=120
+    )
     assert ws.status == m.WorkspaceStatus.FAILED
     logs = [line.output for line in dh.admin.build_logs(ws.latest_build.id)]
     assert any("building-step-output" in line for line in logs)
@@ -90,12 +100,17 @@ def test_engine_outage_fails_builds_then_recovers(dh: Harness, engine_link: Path
     dh.admin.create_template(tar_gz({"dockyard.yaml": MANIFEST}))
     engine_link.unlink()
     try:
-        ws = dh.await_build(dh.admin.create_workspace(m.CreateWorkspaceRequest(template="dev", name="ws1")).id)
+        ws = dh.await_build(
+            dh.admin.create_workspace(m.CreateWorkspaceRequest(template="dev", name="ws1")).id
+        )
         assert ws.status == m.WorkspaceStatus.FAILED
         assert ws.status_reason.startswith(f"Docker engine unreachable at unix://{engine_link}")
         assert dh.admin.health().status == "ok"
         report = dh.admin.doctor()
-        assert (report.runtime_ok, report.runtime_error.startswith("Docker engine unreachable")) == (False, True)
+        assert (report.runtime_ok, report.runtime_error.startswith("Docker engine unreachable")) == (
+            False,
+            True,
+        )
     finally:
         engine_link.symlink_to("/var/run/docker.sock")
     dh.admin.start_workspace("ws1")
@@ -108,6 +123,9 @@ def test_container_removed_behind_dockyards_back(dh: Harness, docker_client: doc
     docker_client.containers.get(container_name(ws.id)).remove(force=True)
     dh.app.state.background.tick()
     seen = dh.admin.get_workspace("ws1")
-    assert (seen.status, seen.status_reason) == (m.WorkspaceStatus.FAILED, "the container was removed outside Dockyard")
+    assert (seen.status, seen.status_reason) == (
+        m.WorkspaceStatus.FAILED,
+        "the container was removed outside Dockyard",
+    )
     dh.admin.start_workspace("ws1")
     assert dh.await_build("ws1").status == m.WorkspaceStatus.RUNNING

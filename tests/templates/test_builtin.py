@@ -14,10 +14,13 @@ def test_builtin_templates_parse(name: str) -> None:
 
 def test_agent_sandbox_accepts_both_request_shapes_from_design() -> None:
     schema = manifest.load(archive.from_directory(builtin.ROOT / "ai-agent-sandbox")).parameters
-    first, problems = parameters.validate(schema, {"repo": "https://git.example/r.git", "branch": "main",
-                                                   "ttl_hours": "4"})
+    first, problems = parameters.validate(
+        schema, {"repo": "https://git.example/r.git", "branch": "main", "ttl_hours": "4"}
+    )
     assert problems == []
     assert first["ttl_hours"] == 4
-    second, problems = parameters.validate(schema, {"repo": "r", "task": "Fix the flaky test", "agent": "claude-code"})
+    second, problems = parameters.validate(
+        schema, {"repo": "r", "task": "Fix the flaky test", "agent": "claude-code"}
+    )
     assert problems == []
     assert (second["agent"], second["branch"]) == ("claude-code", "main")

@@ -16,8 +16,12 @@ SCHEMA = [
         {"name": "gpu", "type": "bool", "default": False, "mutable": True},
         {"name": "tags", "type": "list(string)", "default": []},
         {"name": "size", "type": "string", "options": ["small", "large"]},
-        {"name": "branch", "type": "string", "default": "main",
-         "validation": {"regex": "^[a-z]+$", "error": "branch {value} must be lowercase"}},
+        {
+            "name": "branch",
+            "type": "string",
+            "default": "main",
+            "validation": {"regex": "^[a-z]+$", "error": "branch {value} must be lowercase"},
+        },
     ]
 ]
 
@@ -43,13 +47,15 @@ def test_number_coercion(given: dict[str, Any], expected: float) -> None:
 
 
 def test_all_problems_reported_together() -> None:
-    values, problems = validate(
+    _values, problems = validate(
         SCHEMA,
         {"ttl_hours": 30, "gpu": "maybe", "tags": "[1]", "size": "medium", "branch": "Main", "colour": "red"},
         template_name="t",
     )
     assert problems == [
-        Validation("colour", "is not a parameter of template 't' (known: branch, gpu, repo, size, tags, ttl_hours)"),
+        Validation(
+            "colour", "is not a parameter of template 't' (known: branch, gpu, repo, size, tags, ttl_hours)"
+        ),
         Validation("ttl_hours", "30 is above the maximum 24"),
         Validation("gpu", "'maybe' is not true or false"),
         Validation("tags", "expected a list of strings"),
@@ -60,7 +66,10 @@ def test_all_problems_reported_together() -> None:
 
 def test_required_and_types() -> None:
     _, problems = validate(SCHEMA, {"ttl_hours": True})
-    assert problems == [Validation("ttl_hours", "expected a number, got a boolean"), Validation("size", "is required")]
+    assert problems == [
+        Validation("ttl_hours", "expected a number, got a boolean"),
+        Validation("size", "is required"),
+    ]
     _, problems = validate(SCHEMA, {"size": "small", "ttl_hours": "nan"})
     assert problems == [Validation("ttl_hours", "nan is not a number")]
     _, problems = validate(SCHEMA, {"size": "small", "ttl_hours": 0})

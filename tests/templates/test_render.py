@@ -18,8 +18,11 @@ def test_renders_every_string_with_typed_parameters() -> None:
         lifetime={"ttl": "{{ parameters.ttl }}h"},
         env={"WS": "{{ workspace.name }}"},
     )
-    out = render(manifest, {"cpu": 2, "mem": 8, "repo": "a b; rm -rf /", "ttl": 4},
-                 workspace={"name": "ws1", "id": "x", "owner": "alice"})
+    out = render(
+        manifest,
+        {"cpu": 2, "mem": 8, "repo": "a b; rm -rf /", "ttl": 4},
+        workspace={"name": "ws1", "id": "x", "owner": "alice"},
+    )
     assert out.resources.cpu == 2.0
     assert out.resources.memory_bytes == 8 * 2**30
     assert out.startup_script == "git clone 'a b; rm -rf /'"

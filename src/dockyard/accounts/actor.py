@@ -39,7 +39,9 @@ class Actor:
         if scope in self._granted:
             return
         if scope in ROLE_SCOPES[self.role]:
-            raise Forbidden(f"This token lacks the scope {scope.value}.", detail="Create a token with that scope.")
+            raise Forbidden(
+                f"This token lacks the scope {scope.value}.", detail="Create a token with that scope."
+            )
         raise Forbidden(f"Your role ({self.role.value}) does not allow {scope.value}.")
 
     @property

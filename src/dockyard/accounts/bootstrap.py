@@ -37,21 +37,32 @@ def first_start(db: Session, data_dir: Path, *, builtin_templates: bool) -> User
     admin = users.create(
         db,
         None,
-        wire.CreateUserRequest(username="admin", email="admin@dockyard.local", password=password,
-                               role=wire.Role.OWNER),
+        wire.CreateUserRequest(
+            username="admin", email="admin@dockyard.local", password=password, role=wire.Role.OWNER
+        ),
     )
-    key, _ = tokens.issue(db, admin, name="admin", lifetime=ADMIN_TOKEN_LIFETIME, scopes=[wire.Scope.ALL],
-                          allow_list=[])
+    key, _ = tokens.issue(
+        db, admin, name="admin", lifetime=ADMIN_TOKEN_LIFETIME, scopes=[wire.Scope.ALL], allow_list=[]
+    )
     db.commit()
     token_path = data_dir / "admin-token"
     _write_secret(token_path, key)
     _write_secret(data_dir / "admin-password", password)
-    log.info("first start: created owner 'admin'", token_file=str(token_path),
-             password_file=str(data_dir / "admin-password"))
+    log.info(
+        "first start: created owner 'admin'",
+        token_file=str(token_path),
+        password_file=str(data_dir / "admin-password"),
+    )
     if builtin_templates:
         from dockyard.templates import builtin
 
-        actor = Actor(user_id=admin.id, username=admin.username, role=wire.Role.OWNER,
-                      organization_id=admin.organization_id, scopes=frozenset({wire.Scope.ALL}), ip="")
+        actor = Actor(
+            user_id=admin.id,
+            username=admin.username,
+            role=wire.Role.OWNER,
+            organization_id=admin.organization_id,
+            scopes=frozenset({wire.Scope.ALL}),
+            ip="",
+        )
         builtin.install(db, actor)
     return admin

@@ -44,7 +44,13 @@ def _hash(secret: str) -> bytes:
 
 def split(key: str) -> tuple[str, str] | None:
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
+    if (
+        len(parts) != 3
+        or parts[0] != PREFIX
+        or not parts[1].isascii()
+        or not parts[1].isalnum()
+        or not parts[2]
+    ):
         return None
     return parts[1], parts[2]
 
@@ -122,9 +128,21 @@ def create(db: Session, actor: Actor, user: User, request: wire.CreateTokenReque
         scopes=list(request.scopes),
         allow_list=request.allow_list,
     )
-    audit.record(db, actor, "token.create", resource_type="token", resource_id=token.id, resource_name=token.name,
-                 status_code=201, detail={"user": user.username, "scopes": token.scopes,
-                                          "allow_list": token.allow_list, "expires_at": token.expires_at.isoformat()})
+    audit.record(
+        db,
+        actor,
+        "token.create",
+        resource_type="token",
+        resource_id=token.id,
+        resource_name=token.name,
+        status_code=201,
+        detail={
+            "user": user.username,
+            "scopes": token.scopes,
+            "allow_list": token.allow_list,
+            "expires_at": token.expires_at.isoformat(),
+        },
+    )
     try:
         db.commit()
     except IntegrityError as exc:
@@ -147,7 +165,9 @@ def get(db: Session, user: User, ref: str) -> ApiToken:
 
 
 def revoke(db: Session, actor: Actor, token: ApiToken) -> None:
-    audit.record(db, actor, "token.revoke", resource_type="token", resource_id=token.id, resource_name=token.name)
+    audit.record(
+        db, actor, "token.revoke", resource_type="token", resource_id=token.id, resource_name=token.name
+    )
     db.delete(token)
     db.commit()
     cache.forget(token.id)

@@ -15,7 +15,6 @@ from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized, Validat
 from dockyard.sdk import models as wire
 from dockyard.store import audit
 from dockyard.store.models import ApiToken, Organization, User
-from dockyard.store.types import utcnow
 
 SESSION_LIFETIME = timedelta(hours=24)
 
@@ -51,7 +50,9 @@ def get(db: Session, actor: Actor, ref: str) -> User:
     return user
 
 
-def list_users(db: Session, actor: Actor, *, search: str | None, limit: int, offset: int) -> tuple[list[User], int]:
+def list_users(
+    db: Session, actor: Actor, *, search: str | None, limit: int, offset: int
+) -> tuple[list[User], int]:
     query = select(User)
     if not actor.is_owner:
         query = query.where(User.id == actor.user_id)
@@ -66,7 +67,9 @@ def list_users(db: Session, actor: Actor, *, search: str | None, limit: int, off
 def create(db: Session, actor: Actor | None, request: wire.CreateUserRequest) -> User:
     """Create a user. `actor` is None only for the first owner, made at first start."""
     taken = db.scalar(
-        select(User).where(or_(User.username == request.username, func.lower(User.email) == request.email.lower()))
+        select(User).where(
+            or_(User.username == request.username, func.lower(User.email) == request.email.lower())
+        )
     )
     if taken is not None:
         field = "username" if taken.username == request.username else "email"
@@ -89,8 +92,16 @@ def create(db: Session, actor: Actor | None, request: wire.CreateUserRequest) ->
         db.rollback()
         raise Conflict(f"User {request.username!r} already exists.") from exc
     if actor is not None:
-        audit.record(db, actor, "user.create", resource_type="user", resource_id=user.id,
-                     resource_name=user.username, status_code=201, detail={"role": user.role})
+        audit.record(
+            db,
+            actor,
+            "user.create",
+            resource_type="user",
+            resource_id=user.id,
+            resource_name=user.username,
+            status_code=201,
+            detail={"role": user.role},
+        )
     db.commit()
     return user
 
@@ -106,10 +117,14 @@ def update(db: Session, actor: Actor, user: User, request: wire.UpdateUserReques
     ):
         raise Conflict("You cannot demote or suspend yourself.", detail="Ask another owner to do it.")
     if request.email is not None and request.email != user.email:
-        other = db.scalar(select(User).where(func.lower(User.email) == request.email.lower(), User.id != user.id))
+        other = db.scalar(
+            select(User).where(func.lower(User.email) == request.email.lower(), User.id != user.id)
+        )
         if other is not None:
-            raise Conflict("A user with this email already exists.",
-                           validations=[Validation("email", f"{request.email!r} is taken")])
+            raise Conflict(
+                "A user with this email already exists.",
+                validations=[Validation("email", f"{request.email!r} is taken")],
+            )
         user.email = request.email
         changes["email"] = request.email
     if request.role is not None and request.role.value != user.role:
@@ -120,10 +135,17 @@ def update(db: Session, actor: Actor, user: User, request: wire.UpdateUserReques
         changes["status"] = request.status.value
     if request.password is not None:
         user.password_hash = hash_password(request.password)
-        changes["password"] = "changed"
+        changes["password"] = "changed"  # noqa: S105 - an audit note, not a secret
     if changes:
-        audit.record(db, actor, "user.update", resource_type="user", resource_id=user.id,
-                     resource_name=user.username, detail=changes)
+        audit.record(
+            db,
+            actor,
+            "user.update",
+            resource_type="user",
+            resource_id=user.id,
+            resource_name=user.username,
+            detail=changes,
+        )
         db.commit()
         tokens.cache.forget_user(user.id)
     return user
@@ -135,19 +157,46 @@ def login(db: Session, request: wire.LoginRequest, *, ip: str) -> tuple[User, st
     ok = verify_password(user.password_hash if user else None, request.password)
     if user is None or not ok or user.status != wire.UserStatus.ACTIVE:
         if user is not None:
-            fake = Actor(user_id=user.id, username=user.username, role=wire.Role(user.role),
-                         organization_id=user.organization_id, scopes=frozenset(), ip=ip)
-            audit.record(db, fake, "user.login", resource_type="user", resource_id=user.id,
-                         resource_name=user.username, status_code=401)
+            fake = Actor(
+                user_id=user.id,
+                username=user.username,
+                role=wire.Role(user.role),
+                organization_id=user.organization_id,
+                scopes=frozenset(),
+                ip=ip,
+            )
+            audit.record(
+                db,
+                fake,
+                "user.login",
+                resource_type="user",
+                resource_id=user.id,
+                resource_name=user.username,
+                status_code=401,
+            )
             db.commit()
         raise Unauthorized("Incorrect username or password.")
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(request.password)
-    actor = Actor(user_id=user.id, username=user.username, role=wire.Role(user.role),
-                  organization_id=user.organization_id, scopes=frozenset({wire.Scope.ALL}), ip=ip)
-    key, token = tokens.issue(db, user, name=f"session-{tokens.random_suffix()}", lifetime=SESSION_LIFETIME,
-                              scopes=[wire.Scope.ALL], allow_list=[], login_type="password")
-    audit.record(db, actor, "user.login", resource_type="user", resource_id=user.id, resource_name=user.username)
+    actor = Actor(
+        user_id=user.id,
+        username=user.username,
+        role=wire.Role(user.role),
+        organization_id=user.organization_id,
+        scopes=frozenset({wire.Scope.ALL}),
+        ip=ip,
+    )
+    key, token = tokens.issue(
+        db,
+        user,
+        name=f"session-{tokens.random_suffix()}",
+        lifetime=SESSION_LIFETIME,
+        scopes=[wire.Scope.ALL],
+        allow_list=[],
+        login_type="password",
+    )
+    audit.record(
+        db, actor, "user.login", resource_type="user", resource_id=user.id, resource_name=user.username
+    )
     db.commit()
     return user, key, token
-

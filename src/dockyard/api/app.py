@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from dockyard import __version__, logs
 from dockyard.accounts import bootstrap
 from dockyard.api import errors
-from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware
+from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
 from dockyard.api.routes import audit, doctor, health, templates, users, workspaces
 from dockyard.config import Settings
 from dockyard.lifecycle.runner import Background
@@ -54,14 +54,18 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
         bootstrap.first_start(db, settings.data_dir, builtin_templates=settings.builtin_templates)
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None, runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, runtime: Runtime | None = None
+) -> FastAPI:
     engine = engine or make_engine(settings.resolved_database_url)
     runtime = runtime or make_runtime(settings.runtime, workspace_subnets=settings.workspace_subnets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background = Background(
-            app.state.sessions, runtime, workers=settings.provisioner_workers,
+            app.state.sessions,
+            runtime,
+            workers=settings.provisioner_workers,
             reconcile_interval=settings.reconcile_interval,
         )
         background.start()
@@ -90,5 +94,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None, runtime: Run
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT)
+    app.add_middleware(RejectNulMiddleware)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)
     return app

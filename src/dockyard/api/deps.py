@@ -51,7 +51,9 @@ def bearer_key(request: Request) -> str | None:
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
-            raise Unauthorized("Malformed Authorization header.", detail="Use `Authorization: Bearer <token>`.")
+            raise Unauthorized(
+                "Malformed Authorization header.", detail="Use `Authorization: Bearer <token>`."
+            )
         return value.strip()
     return request.headers.get("dockyard-session-token") or request.cookies.get(SESSION_COOKIE)
 
@@ -64,7 +66,9 @@ def _authenticate(request: Request, key: str) -> Actor:
 async def current_actor(request: Request) -> Actor:
     key = bearer_key(request)
     if not key:
-        raise Unauthorized("You are not logged in.", detail="Send `Authorization: Bearer <token>`, or run `dockyard login`.")
+        raise Unauthorized(
+            "You are not logged in.", detail="Send `Authorization: Bearer <token>`, or run `dockyard login`."
+        )
     token_id, secret = tokens.lookup(key)
     actor = tokens.cache.get(token_id, secret)
     if actor is None:
@@ -128,8 +132,9 @@ def _load_user(
 def _load_workspace(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
-    workspace: Annotated[str, Path(description="Workspace id, your workspace's name, or owner/name.",
-                                   max_length=80)],
+    workspace: Annotated[
+        str, Path(description="Workspace id, your workspace's name, or owner/name.", max_length=80)
+    ],
 ) -> Workspace:
     return workspaces.get(db, actor, workspace)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,14 +24,18 @@ _HTTP_MESSAGES = {
 
 
 def error_response(
-    status: int, message: str, detail: str = "", validations: list[Validation] | None = None,
-    headers: dict[str, str] | None = None,
+    status: int,
+    message: str,
+    detail: str = "",
+    validations: list[Validation] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(
         message=message,
         detail=detail,
         validations=[
-            ValidationDetail(field=v.field, detail=v.detail, file=v.file, line=v.line) for v in validations or []
+            ValidationDetail(field=v.field, detail=v.detail, file=v.file, line=v.line)
+            for v in validations or []
         ],
     )
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
@@ -59,19 +64,22 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     validations = []
     for error in errors:
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = tuple(error.get("loc", ()))
         if error.get("type") == "extra_forbidden":
             message = "unknown field"
         elif error.get("type") == "missing":
             message = "is required"
-        validations.append(Validation(_field(tuple(error.get("loc", ()))), message))
-    return error_response(
-        422, "Invalid request.", "; ".join(str(v) for v in validations), validations
-    )
+        elif error.get("type") == "nul_character":
+            loc = (*loc, *str(error.get("ctx", {}).get("field", "")).split("."))
+        validations.append(Validation(_field(loc), message))
+    return error_response(422, "Invalid request.", "; ".join(str(v) for v in validations), validations)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    message = exc.detail if isinstance(exc.detail, str) and exc.detail else _HTTP_MESSAGES.get(exc.status_code, "")
+    message = (
+        exc.detail if isinstance(exc.detail, str) and exc.detail else _HTTP_MESSAGES.get(exc.status_code, "")
+    )
     if exc.status_code == 404 and message == "Not Found":
         message = f"No route for {request.method} {request.url.path}."
     return error_response(exc.status_code, message or "Request failed.", headers=exc.headers)

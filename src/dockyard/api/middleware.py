@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard import logs
 from dockyard.api.errors import error_response
+from dockyard.errors import Validation
 
 log = logs.get("dockyard.access")
 
@@ -73,6 +74,28 @@ class ObserveMiddleware:
                 )
 
 
+class RejectNulMiddleware:
+    """400 for a NUL byte in the path or query string, before it can reach a query (PostgreSQL refuses them)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            raw = scope.get("raw_path") or scope["path"].encode()
+            query = scope.get("query_string", b"")
+            if b"%00" in raw or b"\x00" in raw or b"%00" in query or b"\x00" in query:
+                where = "path" if b"%00" in raw or b"\x00" in raw else "query"
+                response = error_response(
+                    400,
+                    f"NUL characters are not allowed in the request {where}.",
+                    validations=[Validation(where, "contains %00")],
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """Refuses request bodies over `limit` bytes before they are read into memory (413).
 
@@ -98,7 +121,8 @@ class BodyLimitMiddleware:
                     response = error_response(
                         413 if declared > self.limit else 400,
                         f"Request body is larger than {self.limit // 2**20} MB."
-                        if declared > self.limit else "Invalid Content-Length header.",
+                        if declared > self.limit
+                        else "Invalid Content-Length header.",
                     )
                     await response(scope, receive, send)
                     return

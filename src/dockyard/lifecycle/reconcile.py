@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard import logs as logging
-from dockyard.provisioner import logs, queue
+from dockyard.provisioner import events, logs, queue
 from dockyard.provisioner.worker import stale_after
 from dockyard.runtimes.base import ContainerState, ManagedResource, Observation, Runtime
 from dockyard.sdk.models import BuildStatus, Transition
@@ -74,8 +74,10 @@ def _running_workspaces(db: Session) -> list[Workspace]:
         db.scalars(
             select(Workspace)
             .join(newest, newest.c.workspace_id == Workspace.id)
-            .join(WorkspaceBuild, (WorkspaceBuild.workspace_id == Workspace.id)
-                  & (WorkspaceBuild.number == newest.c.number))
+            .join(
+                WorkspaceBuild,
+                (WorkspaceBuild.workspace_id == Workspace.id) & (WorkspaceBuild.number == newest.c.number),
+            )
             .where(
                 Workspace.deleted.is_(False),
                 WorkspaceBuild.transition == Transition.START,
@@ -102,12 +104,19 @@ def observe_drift(db: Session, runtime: Runtime) -> list[str]:
             workspace.drift_state = observation.state.value
             workspace.drift_reason = reason
             workspace.drift_at = now
-            build = db.scalar(select(WorkspaceBuild).where(WorkspaceBuild.workspace_id == workspace.id)
-                              .order_by(WorkspaceBuild.number.desc()).limit(1))
-            log.warning("workspace drifted", workspace=workspace.name, state=observation.state.value, reason=reason)
+            build = db.scalar(
+                select(WorkspaceBuild)
+                .where(WorkspaceBuild.workspace_id == workspace.id)
+                .order_by(WorkspaceBuild.number.desc())
+                .limit(1)
+            )
+            log.warning(
+                "workspace drifted", workspace=workspace.name, state=observation.state.value, reason=reason
+            )
             if build is not None:
                 db.commit()
                 logs.append_with(db, build.id, "reconcile", reason)
+            events.changed(workspace.id)
     db.commit()
     return drifted
 

@@ -20,8 +20,9 @@ log = logging.get(__name__)
 def enforce_deadlines(db: Session) -> list[str]:
     """Queue stop/delete builds for workspaces past their deadline; returns their names."""
     due = db.scalars(
-        select(Workspace).where(Workspace.deleted.is_(False), Workspace.deadline.is_not(None),
-                                Workspace.deadline <= utcnow())
+        select(Workspace).where(
+            Workspace.deleted.is_(False), Workspace.deadline.is_not(None), Workspace.deadline <= utcnow()
+        )
     ).all()
     acted = []
     for workspace in due:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound
-from dockyard.provisioner import queue
+from dockyard.provisioner import events, queue
 from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES, derive
 from dockyard.sdk.models import BuildReason, BuildStatus, Transition, WorkspaceStatus
 from dockyard.store import audit
@@ -86,17 +86,27 @@ def create_build(
         workspace.template_version_id = template_version_id
         workspace.parameters = parameters
         workspace.drift_state = workspace.drift_reason = None
-        workspace.deadline = utcnow() + timedelta(seconds=workspace.ttl_seconds) if workspace.ttl_seconds else None
+        workspace.deadline = (
+            utcnow() + timedelta(seconds=workspace.ttl_seconds) if workspace.ttl_seconds else None
+        )
     else:
         workspace.deadline = None
     workspace.updated_at = utcnow()
     if actor is not None:
-        audit.record(db, actor, f"workspace.{transition.value}", resource_type="workspace",
-                     resource_id=workspace.id, resource_name=workspace.name, status_code=201,
-                     detail={"build": build.number, "reason": reason.value})
+        audit.record(
+            db,
+            actor,
+            f"workspace.{transition.value}",
+            resource_type="workspace",
+            resource_id=workspace.id,
+            resource_name=workspace.name,
+            status_code=201,
+            detail={"build": build.number, "reason": reason.value},
+        )
     if commit:
         db.commit()
         queue.wakeup.notify()
+        events.changed(workspace.id)
     return build
 
 
@@ -110,8 +120,18 @@ def cancel(db: Session, actor: Actor, build: WorkspaceBuild, workspace: Workspac
         build.status = BuildStatus.CANCELING
         build.cancel_requested = True
     else:
-        raise Conflict(f"Build #{build.number} is {build.status}; only pending or running builds can be canceled.")
-    audit.record(db, actor, "workspace.build.cancel", resource_type="workspace", resource_id=workspace.id,
-                 resource_name=workspace.name, detail={"build": build.number})
+        raise Conflict(
+            f"Build #{build.number} is {build.status}; only pending or running builds can be canceled."
+        )
+    audit.record(
+        db,
+        actor,
+        "workspace.build.cancel",
+        resource_type="workspace",
+        resource_id=workspace.id,
+        resource_name=workspace.name,
+        detail={"build": build.number},
+    )
     db.commit()
+    events.changed(workspace.id)
     return build

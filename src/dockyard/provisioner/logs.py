@@ -29,6 +29,9 @@ def append_with(db: Session, build_id: str, stage: str, output: str) -> None:
 def read(db: Session, build_id: str, *, after: int = 0, limit: int = 5000) -> list[BuildLog]:
     return list(
         db.scalars(
-            select(BuildLog).where(BuildLog.build_id == build_id, BuildLog.id > after).order_by(BuildLog.id).limit(limit)
+            select(BuildLog)
+            .where(BuildLog.build_id == build_id, BuildLog.id > after)
+            .order_by(BuildLog.id)
+            .limit(limit)
         )
     )

@@ -52,11 +52,16 @@ def claim(db: Session, worker: str) -> WorkspaceBuild | None:
     now = utcnow()
     # The status condition makes the claim safe on SQLite too, where there is no row locking: only one
     # worker's UPDATE can still see the build as pending.
-    claimed = db.execute(
+    claimed = db.execute(  # type: ignore[attr-defined]
         update(WorkspaceBuild)
         .where(WorkspaceBuild.id == build_id, WorkspaceBuild.status == BuildStatus.PENDING)
-        .values(status=BuildStatus.RUNNING, worker=worker, started_at=now, heartbeat_at=now,
-                attempts=WorkspaceBuild.attempts + 1)
+        .values(
+            status=BuildStatus.RUNNING,
+            worker=worker,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=WorkspaceBuild.attempts + 1,
+        )
     ).rowcount
     db.commit()
     if claimed != 1:

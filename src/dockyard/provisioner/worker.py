@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.errors import DockyardError
-from dockyard.provisioner import logs, queue
+from dockyard.provisioner import events, logs, queue
 from dockyard.provisioner.workspaces import render_for
-from dockyard.runtimes.base import Canceled, ImageSpec, Runtime, WorkspaceSpec
+from dockyard.runtimes.base import Canceled, ImageSpec, Observation, Runtime, WorkspaceSpec
 from dockyard.sdk.models import BuildStatus, Transition
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
@@ -73,7 +73,9 @@ class Worker:
 
     def run(self, stop: threading.Event, *, poll_interval: float = 1.0) -> None:
         seen = 0
-        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True, name=f"{self.name}-hb")
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(stop,), daemon=True, name=f"{self.name}-hb"
+        )
         heartbeat.start()
         while not stop.is_set():
             try:
@@ -105,8 +107,11 @@ class Worker:
                 continue
             try:
                 with self.sessions() as db:
-                    db.execute(update(WorkspaceBuild).where(WorkspaceBuild.id == current)
-                               .values(heartbeat_at=utcnow()))
+                    db.execute(
+                        update(WorkspaceBuild)
+                        .where(WorkspaceBuild.id == current)
+                        .values(heartbeat_at=utcnow())
+                    )
                     db.commit()
             except Exception:
                 log.exception("heartbeat failed", build=current)
@@ -117,7 +122,8 @@ class Worker:
         ctx = BuildContext(self.sessions, build_id)
         with self.sessions() as db:
             build = db.get(WorkspaceBuild, build_id)
-            assert build is not None and build.started_at is not None
+            assert build is not None
+            assert build.started_at is not None
             ctx.timings["queue"] = round((build.started_at - build.created_at).total_seconds(), 4)
             transition = Transition(build.transition)
         status, error = BuildStatus.SUCCEEDED, ""
@@ -154,7 +160,8 @@ class Worker:
             assert build is not None
             workspace = db.get(Workspace, build.workspace_id)
             version = db.get(TemplateVersion, build.template_version_id)
-            assert workspace is not None and version is not None
+            assert workspace is not None
+            assert version is not None
             owner = db.get(User, workspace.owner_id)
             assert owner is not None
             manifest = templates.version_to_wire(version).manifest
@@ -173,7 +180,14 @@ class Worker:
                 build_args=rendered.build.args if rendered.build else {},
                 archive=archive,
             )
-            names = (workspace.id, workspace.name, owner.username, owner.id, workspace.template.name, build.id)
+            names = (
+                workspace.id,
+                workspace.name,
+                owner.username,
+                owner.id,
+                workspace.template.name,
+                build.id,
+            )
         image = ctx.phase("image", lambda: self.runtime.ensure_image(image_spec, ctx.log))
         assert isinstance(image, str)
         env = {
@@ -182,18 +196,35 @@ class Worker:
             "DOCKYARD_WORKSPACE_OWNER": names[2],
         }
         spec = WorkspaceSpec(
-            workspace_id=names[0], name=names[1], owner=names[2], owner_id=names[3], template=names[4],
-            build_id=names[5], image=image, user=rendered.user, cpu=float(rendered.resources.cpu),
-            memory_bytes=parse_size(rendered.resources.memory), pids=rendered.resources.pids,
-            gpu=int(rendered.resources.gpu), sudo=rendered.sudo, egress=rendered.network.egress.value, env=env,
+            workspace_id=names[0],
+            name=names[1],
+            owner=names[2],
+            owner_id=names[3],
+            template=names[4],
+            build_id=names[5],
+            image=image,
+            user=rendered.user,
+            cpu=float(rendered.resources.cpu),
+            memory_bytes=parse_size(rendered.resources.memory),
+            pids=rendered.resources.pids,
+            gpu=int(rendered.resources.gpu),
+            sudo=rendered.sudo,
+            egress=rendered.network.egress.value,
+            env=env,
         )
         observation = ctx.phase("container", lambda: self.runtime.start(spec, ctx.log))
+        assert isinstance(observation, Observation)
         ctx.stage = "container"
-        ctx.log(f"workspace {names[1]} is running" + (f" at {observation.address}"
-                                                        if getattr(observation, "address", None) else ""))
+        where = f" at {observation.address}" if observation.address else ""
+        ctx.log(f"workspace {names[1]} is running{where}")
 
     def _finish(
-        self, build_id: str, transition: Transition, status: BuildStatus, error: str, timings: dict[str, float]
+        self,
+        build_id: str,
+        transition: Transition,
+        status: BuildStatus,
+        error: str,
+        timings: dict[str, float],
     ) -> None:
         with self.sessions() as db:
             build = db.get(WorkspaceBuild, build_id)
@@ -211,8 +242,15 @@ class Worker:
                     workspace.deleted = True
                     workspace.deadline = None
             db.commit()
-        log.info("build finished", build=build_id, transition=transition.value, status=status.value,
-                 seconds=timings.get("total"))
+            workspace_id = build.workspace_id
+        events.changed(workspace_id)
+        log.info(
+            "build finished",
+            build=build_id,
+            transition=transition.value,
+            status=status.value,
+            seconds=timings.get("total"),
+        )
 
 
 def stale_after() -> timedelta:

@@ -58,7 +58,9 @@ def get(db: Session, actor: Actor, ref: str) -> Workspace:
 
 def get_by_owner(db: Session, actor: Actor, owner: User, name: str) -> Workspace:
     found = db.scalar(
-        select(Workspace).where(Workspace.owner_id == owner.id, Workspace.name == name, Workspace.deleted.is_(False))
+        select(Workspace).where(
+            Workspace.owner_id == owner.id, Workspace.name == name, Workspace.deleted.is_(False)
+        )
     )
     if found is None or not _visible(actor, found):
         raise NotFound(f"Workspace {owner.username}/{name} not found.")
@@ -98,7 +100,9 @@ def search(
         query = query.where(Workspace.owner_id == actor.user_id)
     if owner:
         owner_id = actor.user_id if owner == "me" else owner
-        query = query.join(User, User.id == Workspace.owner_id).where(or_(User.username == owner, User.id == owner_id))
+        query = query.join(User, User.id == Workspace.owner_id).where(
+            or_(User.username == owner, User.id == owner_id)
+        )
     if template:
         query = query.join(Template, Template.id == Workspace.template_id).where(
             or_(Template.name == template, Template.id == template)
@@ -170,13 +174,17 @@ def _check_resources(rendered: TemplateManifest, capacity: HostCapacity | None) 
     problems = []
     cpu = float(rendered.resources.cpu)
     if cpu > capacity.cpus:
-        problems.append(Validation("resources.cpu", f"{cpu:g} CPUs is more than the host has ({capacity.cpus:g})"))
+        problems.append(
+            Validation("resources.cpu", f"{cpu:g} CPUs is more than the host has ({capacity.cpus:g})")
+        )
     memory = rendered.resources.memory_bytes
     if memory > capacity.memory_bytes:
-        problems.append(Validation(
-            "resources.memory",
-            f"{memory / 2**30:.1f} GiB is more than the host has ({capacity.memory_bytes / 2**30:.1f} GiB)",
-        ))
+        problems.append(
+            Validation(
+                "resources.memory",
+                f"{memory / 2**30:.1f} GiB is more than the host has ({capacity.memory_bytes / 2**30:.1f} GiB)",
+            )
+        )
     return problems
 
 
@@ -191,7 +199,9 @@ def render_for(
     )
 
 
-def _resolve_template(db: Session, actor: Actor, request: wire.CreateWorkspaceRequest) -> tuple[Template, TemplateVersion]:
+def _resolve_template(
+    db: Session, actor: Actor, request: wire.CreateWorkspaceRequest
+) -> tuple[Template, TemplateVersion]:
     if request.template is not None:
         template = templates.get(db, actor, request.template)
         if request.template_version_id is None:
@@ -203,9 +213,10 @@ def _resolve_template(db: Session, actor: Actor, request: wire.CreateWorkspaceRe
     version = db.get(TemplateVersion, request.template_version_id)
     if version is None:
         raise NotFound(f"Template version {request.template_version_id!r} not found.")
-    template = db.get(Template, version.template_id)
-    if template is None or template.organization_id != actor.organization_id:
+    owning = db.get(Template, version.template_id)
+    if owning is None or owning.organization_id != actor.organization_id:
         raise NotFound(f"Template version {request.template_version_id!r} not found.")
+    template = owning
     actor.require_allowed("template", template.id, template.name)
     return template, version
 
@@ -220,17 +231,28 @@ def create(
     assert owner is not None
     name = request.name or _generated_name(template)
     if request.name is not None and db.scalar(
-        select(Workspace.id).where(Workspace.owner_id == owner.id, Workspace.name == name, Workspace.deleted.is_(False))
+        select(Workspace.id).where(
+            Workspace.owner_id == owner.id, Workspace.name == name, Workspace.deleted.is_(False)
+        )
     ):
-        raise Conflict(f"You already have a workspace named {name!r}.",
-                       validations=[Validation("name", f"{name!r} is taken")])
+        raise Conflict(
+            f"You already have a workspace named {name!r}.",
+            validations=[Validation("name", f"{name!r} is taken")],
+        )
     manifest = templates.version_to_wire(version).manifest
-    values, problems = parameter_rules.validate(manifest.parameters, request.all_parameters(),
-                                                template_name=template.name)
+    values, problems = parameter_rules.validate(
+        manifest.parameters, request.all_parameters(), template_name=template.name
+    )
     if problems:
         raise ValidationFailed("Invalid parameters.", problems)
-    workspace = Workspace(organization_id=actor.organization_id, owner_id=owner.id, template_id=template.id,
-                          template_version_id=version.id, name=name, parameters=values)
+    workspace = Workspace(
+        organization_id=actor.organization_id,
+        owner_id=owner.id,
+        template_id=template.id,
+        template_version_id=version.id,
+        name=name,
+        parameters=values,
+    )
     rendered = render_for(manifest, values, workspace=workspace, owner=owner)
     problems = _check_resources(rendered, capacity)
     if problems:
@@ -244,11 +266,25 @@ def create(
     db.add(workspace)
     try:
         db.flush()
-        build = builds.create_build(db, workspace, wire.Transition.START, actor=None, template_version_id=version.id,
-                                    parameters=values, commit=False)
-        audit.record(db, actor, "workspace.create", resource_type="workspace", resource_id=workspace.id,
-                     resource_name=workspace.name, status_code=201,
-                     detail={"template": template.name, "version": version.number})
+        build = builds.create_build(
+            db,
+            workspace,
+            wire.Transition.START,
+            actor=None,
+            template_version_id=version.id,
+            parameters=values,
+            commit=False,
+        )
+        audit.record(
+            db,
+            actor,
+            "workspace.create",
+            resource_type="workspace",
+            resource_id=workspace.id,
+            resource_name=workspace.name,
+            status_code=201,
+            detail={"template": template.name, "version": version.number},
+        )
         db.commit()
     except IntegrityError as exc:
         db.rollback()
@@ -279,8 +315,9 @@ def update(db: Session, actor: Actor, workspace: Workspace, request: wire.Update
     assert version is not None
     manifest = templates.version_to_wire(version).manifest
     given = request.parameters or {}
-    values, problems = parameter_rules.validate(manifest.parameters, given, previous=workspace.parameters,
-                                                template_name=template.name)
+    values, problems = parameter_rules.validate(
+        manifest.parameters, given, previous=workspace.parameters, template_name=template.name
+    )
     if problems:
         raise ValidationFailed("Invalid parameters.", problems)
     if values != workspace.parameters:
@@ -288,13 +325,22 @@ def update(db: Session, actor: Actor, workspace: Workspace, request: wire.Update
     if version_id != workspace.template_version_id:
         changes["template_version"] = version.number
     if request.ttl is not None:
-        workspace.ttl_seconds = None if request.ttl == "0" else int(parse_duration(request.ttl).total_seconds())
+        workspace.ttl_seconds = (
+            None if request.ttl == "0" else int(parse_duration(request.ttl).total_seconds())
+        )
         changes["ttl"] = request.ttl
     if changes:
         # Parameters and version live on the workspace until a start build snapshots them.
         workspace.parameters = values
         workspace.template_version_id = version_id
-        audit.record(db, actor, "workspace.update", resource_type="workspace", resource_id=workspace.id,
-                     resource_name=workspace.name, detail=changes)
+        audit.record(
+            db,
+            actor,
+            "workspace.update",
+            resource_type="workspace",
+            resource_id=workspace.id,
+            resource_name=workspace.name,
+            detail=changes,
+        )
         db.commit()
     return Loaded(workspace, current)

@@ -104,10 +104,14 @@ class Client:
         )
 
     def _get(self, path: str, model: type[T], params: Mapping[str, Any] | None = None) -> T:
-        response = self.request("GET", path, params={k: v for k, v in (params or {}).items() if v is not None})
+        response = self.request(
+            "GET", path, params={k: v for k, v in (params or {}).items() if v is not None}
+        )
         return TypeAdapter(model).validate_json(response.content)
 
-    def _send(self, method: str, path: str, model: type[T], body: BaseModel | None = None, **kwargs: Any) -> T:
+    def _send(
+        self, method: str, path: str, model: type[T], body: BaseModel | None = None, **kwargs: Any
+    ) -> T:
         if body is not None:
             kwargs["content"] = body.model_dump_json(exclude_unset=True)
             kwargs["headers"] = {"Content-Type": "application/json"}
@@ -125,8 +129,12 @@ class Client:
     # --- users -------------------------------------------------------------------------------------------------
 
     def login(self, username: str, password: str) -> m.LoginResponse:
-        result = self._send("POST", "/api/v2/users/login", m.LoginResponse,
-                            m.LoginRequest(username=username, password=password))
+        result = self._send(
+            "POST",
+            "/api/v2/users/login",
+            m.LoginResponse,
+            m.LoginRequest(username=username, password=password),
+        )
         self.token = result.token
         self.http.headers["Authorization"] = f"Bearer {result.token}"
         self.http.cookies.clear()
@@ -178,15 +186,24 @@ class Client:
         """Create a template from a folder (packed here) or from tar/tar.gz bytes."""
         data = pack_template(source) if isinstance(source, Path) else source
         params = {"message": message, **({"name": name} if name else {})}
-        return self._send("POST", "/api/v2/templates", m.Template, content=data, params=params,
-                          headers={"Content-Type": "application/gzip"})
+        return self._send(
+            "POST",
+            "/api/v2/templates",
+            m.Template,
+            content=data,
+            params=params,
+            headers={"Content-Type": "application/gzip"},
+        )
 
     def create_template_version(
         self, template: str, source: Path | bytes, *, message: str = "", activate: bool = True
     ) -> m.TemplateVersion:
         data = pack_template(source) if isinstance(source, Path) else source
         return self._send(
-            "POST", f"/api/v2/templates/{_segment(template)}/versions", m.TemplateVersion, content=data,
+            "POST",
+            f"/api/v2/templates/{_segment(template)}/versions",
+            m.TemplateVersion,
+            content=data,
             params={"message": message, "activate": str(activate).lower()},
             headers={"Content-Type": "application/gzip"},
         )
@@ -225,7 +242,9 @@ class Client:
         self, template: str, parameters: Mapping[str, Any], *, version: str | None = None
     ) -> m.ParameterCheckResponse:
         return self._send(
-            "POST", f"/api/v2/templates/{_segment(template)}/parameters/check", m.ParameterCheckResponse,
+            "POST",
+            f"/api/v2/templates/{_segment(template)}/parameters/check",
+            m.ParameterCheckResponse,
             m.ParameterCheckRequest(parameters=dict(parameters)),
             params={"version": version} if version else {},
         )
@@ -233,9 +252,13 @@ class Client:
     # --- workspaces --------------------------------------------------------------------------------------------
 
     def create_workspace(self, request: m.CreateWorkspaceRequest) -> m.Workspace:
-        return self._send("POST", "/api/v2/workspaces", m.Workspace,
-                          content=request.model_dump_json(exclude_unset=True, by_alias=False),
-                          headers={"Content-Type": "application/json"})
+        return self._send(
+            "POST",
+            "/api/v2/workspaces",
+            m.Workspace,
+            content=request.model_dump_json(exclude_unset=True, by_alias=False),
+            headers={"Content-Type": "application/json"},
+        )
 
     def list_workspaces(
         self,
@@ -247,10 +270,18 @@ class Client:
         limit: int = 100,
         offset: int = 0,
     ) -> m.WorkspaceList:
-        return self._get("/api/v2/workspaces", m.WorkspaceList, {
-            "owner": owner, "template": template, "status": status.value if status else None, "name": name,
-            "limit": limit, "offset": offset,
-        })
+        return self._get(
+            "/api/v2/workspaces",
+            m.WorkspaceList,
+            {
+                "owner": owner,
+                "template": template,
+                "status": status.value if status else None,
+                "name": name,
+                "limit": limit,
+                "offset": offset,
+            },
+        )
 
     def get_workspace(self, workspace: str, *, wait: str | None = None, timeout: float = 120) -> m.Workspace:
         """A workspace by id, name or owner/name; `wait="done"` blocks until no build is in progress."""
@@ -258,8 +289,12 @@ class Client:
             owner, _, name = workspace.partition("/")
             workspace = self.get_user_workspace(owner, name).id
         params: dict[str, Any] = {"wait": wait, "timeout": timeout} if wait else {}
-        response = self.request("GET", f"/api/v2/workspaces/{_segment(workspace)}", params=params,
-                                timeout=timeout + 10 if wait else httpx.USE_CLIENT_DEFAULT)
+        response = self.request(
+            "GET",
+            f"/api/v2/workspaces/{_segment(workspace)}",
+            params=params,
+            timeout=timeout + 10 if wait else httpx.USE_CLIENT_DEFAULT,
+        )
         return m.Workspace.model_validate_json(response.content)
 
     def get_user_workspace(self, user: str, name: str) -> m.Workspace:
@@ -269,7 +304,9 @@ class Client:
         return self._send("PATCH", f"/api/v2/workspaces/{_segment(workspace)}", m.Workspace, request)
 
     def create_build(self, workspace: str, request: m.CreateBuildRequest) -> m.WorkspaceBuild:
-        return self._send("POST", f"/api/v2/workspaces/{_segment(workspace)}/builds", m.WorkspaceBuild, request)
+        return self._send(
+            "POST", f"/api/v2/workspaces/{_segment(workspace)}/builds", m.WorkspaceBuild, request
+        )
 
     def start_workspace(self, workspace: str) -> m.WorkspaceBuild:
         return self.create_build(workspace, m.CreateBuildRequest(transition=m.Transition.START))
@@ -290,7 +327,9 @@ class Client:
         return self._send("POST", f"/api/v2/workspacebuilds/{_segment(build)}/cancel", m.WorkspaceBuild)
 
     def build_logs(self, build: str, *, after: int = 0) -> list[m.BuildLogLine]:
-        return self._get(f"/api/v2/workspacebuilds/{_segment(build)}/logs", list[m.BuildLogLine], {"after": after})
+        return self._get(
+            f"/api/v2/workspacebuilds/{_segment(build)}/logs", list[m.BuildLogLine], {"after": after}
+        )
 
     def follow_build_logs(self, build: str, *, after: int = 0) -> Iterator[m.BuildLogLine]:
         """Yield log lines as they are written until the build ends."""
@@ -309,7 +348,9 @@ class Client:
 
     def _events(self, path: str, params: Mapping[str, Any]) -> Iterator[ServerSentEvent]:
         try:
-            with connect_sse(self.http, "GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as source:
+            with connect_sse(
+                self.http, "GET", path, params=params, timeout=httpx.Timeout(30, read=None)
+            ) as source:
                 if source.response.status_code >= 400:
                     source.response.read()
                     raise self._error(source.response)
@@ -339,8 +380,17 @@ class Client:
         limit: int = 100,
         offset: int = 0,
     ) -> m.AuditLogList:
-        return self._get("/api/v2/audit", m.AuditLogList, {
-            "user": user, "action": action, "resource_type": resource_type, "resource": resource,
-            "since": since.isoformat() if since else None, "until": until.isoformat() if until else None,
-            "limit": limit, "offset": offset,
-        })
+        return self._get(
+            "/api/v2/audit",
+            m.AuditLogList,
+            {
+                "user": user,
+                "action": action,
+                "resource_type": resource_type,
+                "resource": resource,
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+                "limit": limit,
+                "offset": offset,
+            },
+        )

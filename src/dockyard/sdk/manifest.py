@@ -41,7 +41,9 @@ class ParameterType(StrEnum):
 
 class ParameterOption(_Strict):
     name: str = Field(description="Label shown in the dashboard.")
-    value: str | int | float | bool = Field(description="The value the parameter takes when this option is chosen.")
+    value: str | int | float | bool = Field(
+        description="The value the parameter takes when this option is chosen."
+    )
     description: str = ""
 
 
@@ -213,7 +215,9 @@ class Egress(StrEnum):
 
 class Network(_Strict):
     egress: Egress = Egress.ALL
-    allow: list[str] = Field(default_factory=list, description="Hosts or CIDRs reachable with egress allowlist.")
+    allow: list[str] = Field(
+        default_factory=list, description="Hosts or CIDRs reachable with egress allowlist."
+    )
 
     @model_validator(mode="after")
     def _allow_only_with_allowlist(self) -> Network:
@@ -235,7 +239,9 @@ class TemplateManifest(_Strict):
     resources: Resources = Field(default_factory=Resources)
     image: str | None = Field(None, description="An image to run, e.g. dockyard/base:bookworm.")
     build: BuildSpec | None = Field(None, description="Build a Dockerfile from the template's files.")
-    devcontainer: str | None = Field(None, description="Path of a devcontainer.json among the template's files.")
+    devcontainer: str | None = Field(
+        None, description="Path of a devcontainer.json among the template's files."
+    )
     user: str = Field("dev", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     sudo: bool = Field(False, description="Let the workspace user use sudo (turns off no-new-privileges).")
     env: dict[str, str] = Field(default_factory=dict)

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from dockyard.sdk.manifest import ParameterSpec, TemplateManifest
 from dockyard.sdk.names import Name
@@ -33,7 +34,7 @@ class Scope(StrEnum):
     WORKSPACE_DELETE = "workspace:delete"
     WORKSPACE_CONNECT = "workspace:connect"
     AUDIT_READ = "audit:read"
-    TOKEN_WRITE = "token:write"
+    TOKEN_WRITE = "token:write"  # noqa: S105 - a scope name
     DEPLOYMENT_ADMIN = "deployment:admin"
 
 
@@ -48,10 +49,39 @@ class UserStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _nul_path(key, path) or _nul_path(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}.{index}")
+            if found is not None:
+                return found
+    return None
+
+
 class Request(BaseModel):
-    """Request bodies reject unknown fields so that a typo is an error, not a silently ignored option."""
+    """Request bodies reject unknown fields so that a typo is an error, not a silently ignored option.
+
+    They also refuse NUL characters anywhere: PostgreSQL cannot store them, and no name, path or parameter
+    needs one.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Request:
+        path = _nul_path(self.model_dump(), "")
+        if path is not None:
+            raise PydanticCustomError("nul_character", "NUL characters are not allowed", {"field": path})
+        return self
 
 
 class ValidationDetail(BaseModel):
@@ -315,13 +345,16 @@ class CreateWorkspaceRequest(Request):
     """
 
     template: str | None = Field(
-        None, validation_alias=AliasChoices("template", "template_id"), max_length=64,
+        None,
+        validation_alias=AliasChoices("template", "template_id"),
+        max_length=64,
         description="Template id or name (also accepted as `template_id`).",
     )
     template_version_id: str | None = Field(None, max_length=64, description="A specific version to use.")
     name: Name | None = Field(None, description="Workspace name; generated when missing.")
     parameters: dict[str, Any] = Field(
-        default_factory=dict, validation_alias=AliasChoices("parameters", "rich_parameters"),
+        default_factory=dict,
+        validation_alias=AliasChoices("parameters", "rich_parameters"),
         description="Parameter values by name (also accepted as `rich_parameters`).",
     )
     rich_parameter_values: list[ParameterValueItem] = Field(default_factory=list, description="Coder's form.")
@@ -370,7 +403,9 @@ class WorkspaceBuild(BaseModel):
     template_version_id: str
     template_version_name: str
     error: str
-    timings: dict[str, float] = Field(description="Seconds spent per phase (queue, image, network, container).")
+    timings: dict[str, float] = Field(
+        description="Seconds spent per phase (queue, image, network, container)."
+    )
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None

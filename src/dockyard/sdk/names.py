@@ -22,7 +22,9 @@ def check_name(value: str) -> str:
 
 def check_parameter_name(value: str) -> str:
     if not PARAMETER_NAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid parameter name: use a-z, 0-9 and '_', starting with a letter")
+        raise ValueError(
+            f"{value!r} is not a valid parameter name: use a-z, 0-9 and '_', starting with a letter"
+        )
     return value
 
 

@@ -67,7 +67,10 @@ class TemplateFiles:
     def to_tar_gz(self) -> bytes:
         """A deterministic archive: same files, same bytes (sorted, zero times and owners)."""
         buffer = io.BytesIO()
-        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        with (
+            gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w") as tar,
+        ):
             for path in sorted(self.files):
                 item = self.files[path]
                 info = tarfile.TarInfo(path)
@@ -84,7 +87,9 @@ class TemplateFiles:
 
 
 def _bad(path: str, problem: str) -> ValidationFailed:
-    return ValidationFailed("The template archive is not acceptable.", [Validation("archive", problem, file=path)])
+    return ValidationFailed(
+        "The template archive is not acceptable.", [Validation("archive", problem, file=path)]
+    )
 
 
 def clean_path(name: str) -> str:
@@ -186,7 +191,9 @@ def from_directory(root: Path) -> TemplateFiles:
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root).as_posix()
         if path.is_symlink():
-            _add(files, TemplateFile(relative, 0o777, link=_check_link(relative, str(path.readlink()))), total)
+            _add(
+                files, TemplateFile(relative, 0o777, link=_check_link(relative, str(path.readlink()))), total
+            )
         elif path.is_file():
             mode = 0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644
             _add(files, TemplateFile(relative, mode, path.read_bytes()), total)

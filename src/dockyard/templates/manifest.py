@@ -74,9 +74,11 @@ def load(files: TemplateFiles) -> TemplateManifest:
         named.append(("devcontainer", manifest.devcontainer))
     missing = [(field, path) for field, path in named if path not in files.files]
     if missing:
-        data, node = yamlload.load(text, filename=MANIFEST)
+        _data, node = yamlload.load(text, filename=MANIFEST)
         raise ValidationFailed(
             f"{MANIFEST} names files the template does not contain.",
-            _locate([Validation(field, f"file {path!r} is not in the template") for field, path in missing], node),
+            _locate(
+                [Validation(field, f"file {path!r} is not in the template") for field, path in missing], node
+            ),
         )
     return manifest

@@ -78,10 +78,19 @@ def check_value(spec: ParameterSpec, raw: Any) -> tuple[ParameterValue | None, s
         return None, _custom(spec, value, f"{value!r} is not one of the options ({choices})")
     if rule is not None and isinstance(value, int | float) and not isinstance(value, bool):
         if rule.min is not None and value < rule.min:
-            return None, _custom(spec, value, f"{_number_text(value)} is below the minimum {_number_text(rule.min)}")
+            return None, _custom(
+                spec, value, f"{_number_text(value)} is below the minimum {_number_text(rule.min)}"
+            )
         if rule.max is not None and value > rule.max:
-            return None, _custom(spec, value, f"{_number_text(value)} is above the maximum {_number_text(rule.max)}")
-    if rule is not None and rule.regex is not None and isinstance(value, str) and not re.search(rule.regex, value):
+            return None, _custom(
+                spec, value, f"{_number_text(value)} is above the maximum {_number_text(rule.max)}"
+            )
+    if (
+        rule is not None
+        and rule.regex is not None
+        and isinstance(value, str)
+        and not re.search(rule.regex, value)
+    ):
         return None, _custom(spec, value, f"{value!r} does not match {rule.regex}")
     return value, None
 
@@ -107,10 +116,10 @@ def validate(
             problems.append(Validation(name, f"is not a parameter{where}{hint}"))
     for spec in schema:
         if spec.name in values and values[spec.name] is not None:
-            if previous is not None and spec.name in previous and not spec.mutable:
-                if check_value(spec, values[spec.name])[0] != previous[spec.name]:
-                    problems.append(Validation(spec.name, "is immutable and cannot be changed"))
-                    continue
+            changed = previous is not None and spec.name in previous and not spec.mutable
+            if changed and check_value(spec, values[spec.name])[0] != (previous or {})[spec.name]:
+                problems.append(Validation(spec.name, "is immutable and cannot be changed"))
+                continue
             value, problem = check_value(spec, values[spec.name])
             if problem is not None:
                 problems.append(Validation(spec.name, problem))

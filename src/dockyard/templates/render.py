@@ -35,7 +35,10 @@ def _render_value(value: Any, context: dict[str, Any], path: str, problems: list
             problems.append(Validation(path, f"template error: {exc.message or exc}"))
             return value
     if isinstance(value, dict):
-        return {k: _render_value(v, context, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()}
+        return {
+            k: _render_value(v, context, f"{path}.{k}" if path else str(k), problems)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_render_value(v, context, f"{path}.{i}", problems) for i, v in enumerate(value)]
     return value

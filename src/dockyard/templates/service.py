@@ -87,9 +87,7 @@ def get(db: Session, actor: Actor, ref: str) -> Template:
 
 def list_templates(db: Session, actor: Actor) -> list[Template]:
     rows = db.scalars(
-        select(Template)
-        .where(Template.organization_id == actor.organization_id)
-        .order_by(Template.name)
+        select(Template).where(Template.organization_id == actor.organization_id).order_by(Template.name)
     ).all()
     return [t for t in rows if actor.allows(t.id, t.name)]
 
@@ -130,11 +128,18 @@ def _store_files(db: Session, files: TemplateFiles) -> str:
 
 
 def _new_version(
-    db: Session, actor: Actor, template: Template, files: TemplateFiles, parsed: TemplateManifest, message: str
+    db: Session,
+    actor: Actor,
+    template: Template,
+    files: TemplateFiles,
+    parsed: TemplateManifest,
+    message: str,
 ) -> TemplateVersion:
     content_hash = _store_files(db, files)
-    number = (db.scalar(select(func.max(TemplateVersion.number)).where(
-        TemplateVersion.template_id == template.id)) or 0) + 1
+    number = (
+        db.scalar(select(func.max(TemplateVersion.number)).where(TemplateVersion.template_id == template.id))
+        or 0
+    ) + 1
     version = TemplateVersion(
         template_id=template.id,
         number=number,
@@ -154,11 +159,14 @@ def create(
 ) -> Template:
     parsed = manifest.load(files)
     name = name or parsed.name
-    if db.scalar(select(Template.id).where(Template.organization_id == actor.organization_id,
-                                           Template.name == name)):
-        raise Conflict(f"A template named {name!r} already exists.",
-                       detail=f"Push a new version with `dockyard templates push` or POST /templates/{name}/versions.",
-                       validations=[Validation("name", f"{name!r} is taken")])
+    if db.scalar(
+        select(Template.id).where(Template.organization_id == actor.organization_id, Template.name == name)
+    ):
+        raise Conflict(
+            f"A template named {name!r} already exists.",
+            detail=f"Push a new version with `dockyard templates push` or POST /templates/{name}/versions.",
+            validations=[Validation("name", f"{name!r} is taken")],
+        )
     template = Template(
         organization_id=actor.organization_id,
         name=name,
@@ -172,9 +180,16 @@ def create(
         db.flush()
         version = _new_version(db, actor, template, files, parsed, message)
         template.active_version = version
-        audit.record(db, actor, "template.create", resource_type="template", resource_id=template.id,
-                     resource_name=template.name, status_code=201,
-                     detail={"version": version.number, "content_hash": version.content_hash})
+        audit.record(
+            db,
+            actor,
+            "template.create",
+            resource_type="template",
+            resource_id=template.id,
+            resource_name=template.name,
+            status_code=201,
+            detail={"version": version.number, "content_hash": version.content_hash},
+        )
         db.commit()
     except IntegrityError as exc:
         db.rollback()
@@ -183,13 +198,22 @@ def create(
 
 
 def create_version(
-    db: Session, actor: Actor, template: Template, files: TemplateFiles, *, message: str = "", activate: bool = True
+    db: Session,
+    actor: Actor,
+    template: Template,
+    files: TemplateFiles,
+    *,
+    message: str = "",
+    activate: bool = True,
 ) -> tuple[TemplateVersion, bool]:
     """Push files as a new version. Identical content returns the existing version (created=False)."""
     parsed = manifest.load(files)
     content_hash = files.content_hash
-    version = db.scalar(select(TemplateVersion).where(TemplateVersion.template_id == template.id,
-                                                      TemplateVersion.content_hash == content_hash))
+    version = db.scalar(
+        select(TemplateVersion).where(
+            TemplateVersion.template_id == template.id, TemplateVersion.content_hash == content_hash
+        )
+    )
     created = version is None
     if version is None:
         try:
@@ -200,13 +224,26 @@ def create_version(
     if activate and template.active_version_id != version.id:
         template.active_version = version
         if not created:
-            audit.record(db, actor, "template.activate", resource_type="template", resource_id=template.id,
-                         resource_name=template.name, detail={"version": version.number})
+            audit.record(
+                db,
+                actor,
+                "template.activate",
+                resource_type="template",
+                resource_id=template.id,
+                resource_name=template.name,
+                detail={"version": version.number},
+            )
     if created:
-        audit.record(db, actor, "template.version.create", resource_type="template", resource_id=template.id,
-                     resource_name=template.name, status_code=201,
-                     detail={"version": version.number, "content_hash": version.content_hash,
-                             "activated": activate})
+        audit.record(
+            db,
+            actor,
+            "template.version.create",
+            resource_type="template",
+            resource_id=template.id,
+            resource_name=template.name,
+            status_code=201,
+            detail={"version": version.number, "content_hash": version.content_hash, "activated": activate},
+        )
     db.commit()
     return version, created
 
@@ -227,16 +264,26 @@ def update(db: Session, actor: Actor, template: Template, request: wire.UpdateTe
             template.active_version = version
             changes["active_version"] = version.number
     if changes:
-        audit.record(db, actor, "template.update", resource_type="template", resource_id=template.id,
-                     resource_name=template.name, detail=changes)
+        audit.record(
+            db,
+            actor,
+            "template.update",
+            resource_type="template",
+            resource_id=template.id,
+            resource_name=template.name,
+            detail=changes,
+        )
         db.commit()
     return template
 
 
 def delete(db: Session, actor: Actor, template: Template) -> None:
-    in_use = db.scalar(
-        select(func.count()).where(Workspace.template_id == template.id, Workspace.deleted.is_(False))
-    ) or 0
+    in_use = (
+        db.scalar(
+            select(func.count()).where(Workspace.template_id == template.id, Workspace.deleted.is_(False))
+        )
+        or 0
+    )
     if in_use:
         raise Conflict(
             f"Template {template.name!r} is used by {in_use} workspace{'s' if in_use != 1 else ''}.",
@@ -248,8 +295,14 @@ def delete(db: Session, actor: Actor, template: Template) -> None:
             f"Template {template.name!r} still has deleted workspaces on record.",
             detail="Their history keeps the template; it cannot be removed.",
         )
-    audit.record(db, actor, "template.delete", resource_type="template", resource_id=template.id,
-                 resource_name=template.name)
+    audit.record(
+        db,
+        actor,
+        "template.delete",
+        resource_type="template",
+        resource_id=template.id,
+        resource_name=template.name,
+    )
     template.active_version_id = None
     db.flush()
     db.delete(template)

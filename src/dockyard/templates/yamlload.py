@@ -15,11 +15,12 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise yaml.constructor.ConstructorError(
                 None, None, "YAML aliases (*name) are not allowed in a template manifest", mark
             )
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        node: yaml.Node | None = super().compose_node(parent, index)
+        return node
 
 
 def load(text: str, *, filename: str) -> tuple[Any, yaml.Node | None]:
@@ -37,7 +38,9 @@ def load(text: str, *, filename: str) -> tuple[Any, yaml.Node | None]:
             [Validation("(yaml)", problem, file=filename, line=line)],
         ) from exc
     except yaml.YAMLError as exc:
-        raise ValidationFailed(f"{filename} is not valid YAML.", [Validation("(yaml)", str(exc), file=filename)]) from exc
+        raise ValidationFailed(
+            f"{filename} is not valid YAML.", [Validation("(yaml)", str(exc), file=filename)]
+        ) from exc
     finally:
         loader.dispose()
     return data, node

@@ -30,7 +30,9 @@ def search_audit(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.AUDIT_READ)],
     user: Annotated[str | None, Query(max_length=64, description="User name or id.")] = None,
-    action: Annotated[str | None, Query(max_length=64, description="e.g. template.create, or template. for all.")] = None,
+    action: Annotated[
+        str | None, Query(max_length=64, description="e.g. template.create, or template. for all.")
+    ] = None,
     resource_type: Annotated[str | None, Query(max_length=32)] = None,
     resource: Annotated[str | None, Query(max_length=64, description="Resource id or name.")] = None,
     since: datetime | None = None,
@@ -38,13 +40,32 @@ def search_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> wire.AuditLogList:
-    rows, count = audit.search(db, user=user, action=action, resource_type=resource_type, resource=resource,
-                               since=_utc("since", since), until=_utc("until", until), limit=limit, offset=offset)
+    rows, count = audit.search(
+        db,
+        user=user,
+        action=action,
+        resource_type=resource_type,
+        resource=resource,
+        since=_utc("since", since),
+        until=_utc("until", until),
+        limit=limit,
+        offset=offset,
+    )
     return wire.AuditLogList(
         audit_logs=[
-            wire.AuditLog(id=r.id, time=r.time, user_id=r.user_id, username=r.username, action=r.action,
-                          resource_type=r.resource_type, resource_id=r.resource_id,
-                          resource_name=r.resource_name, ip=r.ip, status_code=r.status_code, detail=r.detail)
+            wire.AuditLog(
+                id=r.id,
+                time=r.time,
+                user_id=r.user_id,
+                username=r.username,
+                action=r.action,
+                resource_type=r.resource_type,
+                resource_id=r.resource_id,
+                resource_name=r.resource_name,
+                ip=r.ip,
+                status_code=r.status_code,
+                detail=r.detail,
+            )
             for r in rows
         ],
         count=count,

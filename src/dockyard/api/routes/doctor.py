@@ -22,12 +22,15 @@ def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
         orphans = reconcile.orphans(db, runtime)
         drifted = reconcile.observe_drift(db, runtime)
     except RuntimeFailure as exc:
-        return wire.DoctorReport(runtime=runtime.name, runtime_ok=False, runtime_error=exc.message, orphans=[],
-                                 drifted=[])
+        return wire.DoctorReport(
+            runtime=runtime.name, runtime_ok=False, runtime_error=exc.message, orphans=[], drifted=[]
+        )
     return wire.DoctorReport(
         runtime=runtime.name,
         runtime_ok=True,
-        orphans=[wire.OrphanedResource(kind=o.kind, name=o.name, workspace_id=o.workspace_id) for o in orphans],
+        orphans=[
+            wire.OrphanedResource(kind=o.kind, name=o.name, workspace_id=o.workspace_id) for o in orphans
+        ],
         drifted=drifted,
     )
 
@@ -47,7 +50,13 @@ def prune(
     """Removes orphaned resources, then reports what is left."""
     for resource in reconcile.orphans(db, runtime):
         runtime.remove_resource(resource)
-        audit.record(db, actor, "runtime.prune", resource_type=resource.kind, resource_id=resource.workspace_id,
-                     resource_name=resource.name)
+        audit.record(
+            db,
+            actor,
+            "runtime.prune",
+            resource_type=resource.kind,
+            resource_id=resource.workspace_id,
+            resource_name=resource.name,
+        )
     db.commit()
     return _report(db, runtime)

@@ -31,6 +31,3 @@ def metrics() -> Response:
 @router.get("/api/v2/buildinfo", dependencies=[PUBLIC], tags=["health"])
 def buildinfo(request: Request) -> BuildInfo:
     return BuildInfo(version=__version__)
-
-
-

@@ -19,8 +19,13 @@ from dockyard.templates.archive import MAX_ARCHIVE_BYTES, MAX_FILES, TemplateFil
 
 router = APIRouter(prefix="/api/v2/templates", tags=["templates"])
 
-_TAR_TYPES = {"application/gzip", "application/x-gzip", "application/x-tar", "application/octet-stream",
-              "application/x-compressed-tar"}
+_TAR_TYPES = {
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/octet-stream",
+    "application/x-compressed-tar",
+}
 
 # Uploads are not JSON, so their request body is described here for the OpenAPI document.
 UPLOAD_BODY: dict[str, Any] = {
@@ -61,8 +66,10 @@ async def read_upload(request: Request) -> TemplateFiles:
         finally:
             await form.close()
         if not uploads:
-            raise BadRequest("The multipart upload holds no files.",
-                             detail="Send a part named `archive` or one part per template file.")
+            raise BadRequest(
+                "The multipart upload holds no files.",
+                detail="Send a part named `archive` or one part per template file.",
+            )
         return archive.from_uploads(uploads)
     if content_type in _TAR_TYPES or not content_type:
         body = await request.body()
@@ -76,7 +83,9 @@ async def read_upload(request: Request) -> TemplateFiles:
 
 
 @router.get("")
-def list_templates(db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]) -> list[wire.Template]:
+def list_templates(
+    db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
+) -> list[wire.Template]:
     return [service.to_wire(db, t) for t in service.list_templates(db, actor)]
 
 
@@ -86,7 +95,8 @@ async def create_template(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TEMPLATE_WRITE)],
     name: Annotated[
-        str | None, Query(description="Overrides the manifest's name.", pattern=NAME_RE.pattern, max_length=32)
+        str | None,
+        Query(description="Overrides the manifest's name.", pattern=NAME_RE.pattern, max_length=32),
     ] = None,
     message: Annotated[str, Query(max_length=1024)] = "",
 ) -> wire.Template:
@@ -107,7 +117,9 @@ def get_template(
 
 @router.patch("/{template}")
 def update_template(
-    body: wire.UpdateTemplateRequest, template: TemplateParam, db: DbSession,
+    body: wire.UpdateTemplateRequest,
+    template: TemplateParam,
+    db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TEMPLATE_WRITE)],
 ) -> wire.Template:
     return service.to_wire(db, service.update(db, actor, template, body))
@@ -141,7 +153,9 @@ async def create_version(
     files = await read_upload(request)
 
     def work() -> wire.TemplateVersion:
-        version, created = service.create_version(db, actor, template, files, message=message, activate=activate)
+        version, created = service.create_version(
+            db, actor, template, files, message=message, activate=activate
+        )
         if not created:
             response.status_code = status.HTTP_200_OK
         return service.version_to_wire(version)
@@ -163,10 +177,16 @@ def list_files(
     return service.version_to_wire(service.get_version(db, template, version)).files
 
 
-@router.get("/{template}/versions/{version}/files/{path:path}", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+@router.get(
+    "/{template}/versions/{version}/files/{path:path}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
 def get_file(
-    template: TemplateParam, version: str, path: str, db: DbSession,
+    template: TemplateParam,
+    version: str,
+    path: str,
+    db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)],
 ) -> Response:
     files = service.files_of(db, service.get_version(db, template, version))
@@ -179,8 +199,11 @@ def get_file(
     return Response(item.data, media_type=media_type)
 
 
-@router.get("/{template}/versions/{version}/archive", response_class=Response,
-            responses={200: {"content": {"application/gzip": {}}}})
+@router.get(
+    "/{template}/versions/{version}/archive",
+    response_class=Response,
+    responses={200: {"content": {"application/gzip": {}}}},
+)
 def get_archive(
     template: TemplateParam, version: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
 ) -> Response:
@@ -194,10 +217,13 @@ def get_archive(
 
 @router.post("/{template}/parameters/check")
 def check_parameters(
-    body: wire.ParameterCheckRequest, template: TemplateParam, db: DbSession,
+    body: wire.ParameterCheckRequest,
+    template: TemplateParam,
+    db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TEMPLATE_USE)],
-    version: Annotated[str | None, Query(description="Version to check against; the active one by default.",
-                                         max_length=64)] = None,
+    version: Annotated[
+        str | None, Query(description="Version to check against; the active one by default.", max_length=64)
+    ] = None,
 ) -> wire.ParameterCheckResponse:
     """Validate parameter values the way workspace creation will, returning the values with defaults filled."""
     if version is not None:

@@ -18,7 +18,11 @@ router = APIRouter(prefix="/api/v2/users", tags=["users"])
 def login(body: wire.LoginRequest, db: DbSession, request: Request, response: Response) -> wire.LoginResponse:
     user, key, token = users.login(db, body, ip=client_ip(request))
     response.set_cookie(
-        SESSION_COOKIE, key, httponly=True, samesite="lax", secure=request.url.scheme == "https",
+        SESSION_COOKIE,
+        key,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
         max_age=int(users.SESSION_LIFETIME.total_seconds()),
     )
     return wire.LoginResponse(token=key, expires_at=token.expires_at, user=users.to_wire(user))
@@ -67,7 +71,9 @@ def get_user(user: UserParam, actor: Annotated[Actor, scoped(Scope.USER_READ)]) 
 
 @router.patch("/{user}")
 def update_user(
-    body: wire.UpdateUserRequest, user: UserParam, db: DbSession,
+    body: wire.UpdateUserRequest,
+    user: UserParam,
+    db: DbSession,
     actor: Annotated[Actor, scoped(Scope.USER_WRITE)],
 ) -> wire.User:
     if user.id != actor.user_id:
@@ -76,13 +82,17 @@ def update_user(
 
 
 @router.get("/{user}/tokens")
-def list_tokens(user: UserParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]) -> list[wire.ApiToken]:
+def list_tokens(
+    user: UserParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]
+) -> list[wire.ApiToken]:
     return [tokens.to_wire(t) for t in tokens.list_tokens(db, user)]
 
 
 @router.post("/{user}/tokens", status_code=status.HTTP_201_CREATED)
 def create_token(
-    body: wire.CreateTokenRequest, user: UserParam, db: DbSession,
+    body: wire.CreateTokenRequest,
+    user: UserParam,
+    db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TOKEN_WRITE)],
 ) -> wire.CreatedToken:
     key, token = tokens.create(db, actor, user, body)

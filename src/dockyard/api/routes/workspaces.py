@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, format_sse_event
@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.provisioner import builds, logs, workspaces
+from dockyard.provisioner import builds, events, logs, workspaces
 from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.sdk import models as wire
@@ -22,8 +22,11 @@ from dockyard.store.models import Workspace, WorkspaceBuild
 
 router = APIRouter(tags=["workspaces"])
 
-POLL_SECONDS = 0.25
-SSE_RESPONSES = {200: {"content": {"text/event-stream": {}, "application/json": {}}}}
+# Fallback poll for changes made by other processes; changes in this process wake waiters at once.
+POLL_SECONDS = 0.5
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}, "application/json": {}}}
+}
 
 
 def _capacity(runtime: Runtime) -> HostCapacity | None:
@@ -36,7 +39,9 @@ def _capacity(runtime: Runtime) -> HostCapacity | None:
 
 @router.post("/api/v2/workspaces", status_code=status.HTTP_201_CREATED)
 def create_workspace(
-    body: wire.CreateWorkspaceRequest, db: DbSession, runtime: RuntimeDep,
+    body: wire.CreateWorkspaceRequest,
+    db: DbSession,
+    runtime: RuntimeDep,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_CREATE)],
 ) -> wire.Workspace:
     loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime))
@@ -47,15 +52,18 @@ def create_workspace(
 def list_workspaces(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
-    owner: Annotated[str | None, Query(max_length=64, description="Owner name or id; `me` for yours.")] = None,
+    owner: Annotated[
+        str | None, Query(max_length=64, description="Owner name or id; `me` for yours.")
+    ] = None,
     template: Annotated[str | None, Query(max_length=64, description="Template name or id.")] = None,
     status: wire.WorkspaceStatus | None = None,
     name: Annotated[str | None, Query(max_length=32, description="Substring of the workspace name.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> wire.WorkspaceList:
-    rows, count = workspaces.search(db, actor, owner=owner, template=template, status=status, name=name,
-                                    limit=limit, offset=offset)
+    rows, count = workspaces.search(
+        db, actor, owner=owner, template=template, status=status, name=name, limit=limit, offset=offset
+    )
     return wire.WorkspaceList(workspaces=[workspaces.to_wire(db, r) for r in rows], count=count)
 
 
@@ -66,9 +74,11 @@ async def get_workspace(
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
     wait: Annotated[
         str | None,
-        Query(pattern="^(running|done)$",
-              description="`running`: block until the workspace runs (or its build fails); `done`: until no "
-                          "build is in progress."),
+        Query(
+            pattern="^(running|done)$",
+            description="`running`: block until the workspace runs (or its build fails); `done`: until no "
+            "build is in progress.",
+        ),
     ] = None,
     timeout: Annotated[float, Query(gt=0, le=600, description="Seconds to wait at most.")] = 120,
 ) -> wire.Workspace:
@@ -77,9 +87,10 @@ async def get_workspace(
     while True:
         current = await run_in_threadpool(_load_wire, sessions, workspace.id)
         settled = current.latest_build.status not in ACTIVE_BUILD_STATUSES
-        if wait is None or settled or asyncio.get_running_loop().time() >= deadline:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if wait is None or settled or remaining <= 0:
             return current
-        await asyncio.sleep(POLL_SECONDS)
+        await events.wait_for_change(workspace.id, min(POLL_SECONDS, remaining))
 
 
 def _load_wire(sessions: sessionmaker[Session], workspace_id: str) -> wire.Workspace:
@@ -99,7 +110,9 @@ def get_workspace_by_owner(
 
 @router.patch("/api/v2/workspaces/{workspace}")
 def update_workspace(
-    body: wire.UpdateWorkspaceRequest, workspace: WorkspaceParam, db: DbSession,
+    body: wire.UpdateWorkspaceRequest,
+    workspace: WorkspaceParam,
+    db: DbSession,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
 ) -> wire.Workspace:
     return workspaces.to_wire(db, workspaces.update(db, actor, workspace, body))
@@ -107,7 +120,9 @@ def update_workspace(
 
 @router.post("/api/v2/workspaces/{workspace}/builds", status_code=status.HTTP_201_CREATED)
 def create_build(
-    body: wire.CreateBuildRequest, workspace: WorkspaceParam, db: DbSession,
+    body: wire.CreateBuildRequest,
+    workspace: WorkspaceParam,
+    db: DbSession,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
 ) -> wire.WorkspaceBuild:
     if body.transition == wire.Transition.DELETE:
@@ -115,7 +130,9 @@ def create_build(
     version_id = None
     if body.template_version_id is not None:
         if body.transition != wire.Transition.START:
-            raise ValidationFailed("Invalid build.", [Validation("template_version_id", "only a start can change it")])
+            raise ValidationFailed(
+                "Invalid build.", [Validation("template_version_id", "only a start can change it")]
+            )
         update = wire.UpdateWorkspaceRequest(template_version_id=body.template_version_id)
         workspaces.update(db, actor, workspace, update)
         version_id = workspace.template_version_id
@@ -136,8 +153,11 @@ def delete_workspace(
 def list_builds(
     workspace: WorkspaceParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
 ) -> list[wire.WorkspaceBuild]:
-    rows = db.scalars(select(WorkspaceBuild).where(WorkspaceBuild.workspace_id == workspace.id)
-                      .order_by(WorkspaceBuild.number.desc()))
+    rows = db.scalars(
+        select(WorkspaceBuild)
+        .where(WorkspaceBuild.workspace_id == workspace.id)
+        .order_by(WorkspaceBuild.number.desc())
+    )
     return [workspaces.build_to_wire(db, workspace, b) for b in rows]
 
 
@@ -148,19 +168,24 @@ async def watch_workspace(
     """Server-sent events: the workspace as JSON (`event: workspace`) each time its status or build changes."""
     sessions = request.app.state.sessions
 
-    async def events() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncIterator[bytes]:
         last = None
         while not await request.is_disconnected():
             current = await run_in_threadpool(_load_wire, sessions, workspace.id)
-            key = (current.status, current.latest_build.id, current.latest_build.status, current.status_reason)
+            key = (
+                current.status,
+                current.latest_build.id,
+                current.latest_build.status,
+                current.status_reason,
+            )
             if key != last:
                 last = key
                 yield format_sse_event(data_str=current.model_dump_json(), event="workspace")
             if current.status == wire.WorkspaceStatus.DELETED:
                 return
-            await asyncio.sleep(POLL_SECONDS)
+            await events.wait_for_change(workspace.id, POLL_SECONDS)
 
-    return EventSourceResponse(events())
+    return EventSourceResponse(stream())
 
 
 @router.get("/api/v2/workspacebuilds/{build}")
@@ -183,8 +208,9 @@ async def build_logs(
     request: Request,
     build: BuildParam,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
-    follow: Annotated[bool, Query(description="Stream new lines as server-sent events until the build ends.")]
-    = False,
+    follow: Annotated[
+        bool, Query(description="Stream new lines as server-sent events until the build ends.")
+    ] = False,
     after: Annotated[int, Query(ge=0, le=2**62, description="Only lines with a larger id.")] = 0,
 ) -> Response:
     """The build's log lines as JSON, or with `follow=true` as server-sent events (`event: log`, then `end`)."""
@@ -193,8 +219,10 @@ async def build_logs(
 
     def read(after_id: int) -> tuple[list[wire.BuildLogLine], str]:
         with sessions() as db:
-            lines = [wire.BuildLogLine(id=r.id, time=r.time, stage=r.stage, output=r.output)
-                     for r in logs.read(db, build_id, after=after_id)]
+            lines = [
+                wire.BuildLogLine(id=r.id, time=r.time, stage=r.stage, output=r.output)
+                for r in logs.read(db, build_id, after=after_id)
+            ]
             return lines, db.get(WorkspaceBuild, build_id).status
 
     if not follow:
@@ -204,7 +232,7 @@ async def build_logs(
             media_type="application/json",
         )
 
-    async def events() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncIterator[bytes]:
         cursor = after
         while not await request.is_disconnected():
             lines, state = await run_in_threadpool(read, cursor)
@@ -216,4 +244,4 @@ async def build_logs(
                 return
             await asyncio.sleep(POLL_SECONDS)
 
-    return EventSourceResponse(events())
+    return EventSourceResponse(stream())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
 import docker
@@ -284,25 +283,36 @@ class DockerRuntime:
             if not exc.is_client_error():
                 raise
             raise RuntimeFailure(f"Starting container {container.name} failed: {explanation(exc)}") from exc
-        # Logs of earlier runs stay; only lines after the previous run ended belong to this start.
+        # Logs of earlier runs stay; only lines after the previous run ended belong to this start. Following
+        # the log stream sees the ready line the moment it is written; polling would add its interval to
+        # every start and load the engine with requests when many workspaces start at once.
         since = finished_at if finished_at else None
-        deadline = time.monotonic() + self.ready_timeout
-        delay = 0.02
-        while True:
-            output = container.logs(since=since).decode("utf-8", "replace") if since else _all_logs(container)
-            if bootstrap.READY in output:
-                return
-            container.reload()
-            state = container.attrs["State"]
-            if state["Status"] != "running":
-                raise containers.setup_failure(spec, state.get("ExitCode"), output)
-            if time.monotonic() > deadline:
-                raise RuntimeFailure(
-                    f"The setup step of {container.name} did not finish within {self.ready_timeout:g} s.",
-                    detail=output[-4000:],
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        stream = (
+            container.logs(stream=True, follow=True, since=since)
+            if since
+            else container.logs(stream=True, follow=True)
+        )
+        timer = threading.Timer(self.ready_timeout, stream.close)
+        timer.start()
+        output = ""
+        try:
+            for chunk in stream:
+                output += chunk.decode("utf-8", "replace")
+                if bootstrap.READY in output:
+                    return
+        except (OSError, ValueError):
+            pass  # the timer closed the stream
+        finally:
+            timer.cancel()
+            stream.close()
+        container.reload()
+        state = container.attrs["State"]
+        if state["Status"] != "running":
+            raise containers.setup_failure(spec, state.get("ExitCode"), output)
+        raise RuntimeFailure(
+            f"The setup step of {container.name} did not finish within {self.ready_timeout:g} s.",
+            detail=output[-4000:],
+        )
 
     def stop(self, workspace_id: str, log: LogSink) -> None:
         with translate(self.base_url):
