@@ -171,6 +171,12 @@ else
     case ":$PATH:" in *":$BIN_DIR:"*) ;; *) warn "$BIN_DIR is not on your PATH" ;; esac
 fi
 
+# --- Docker engine and base image --------------------------------------------------------------------------------
+# shellcheck source=lib/docker.sh
+source "$REPO/scripts/lib/docker.sh"
+ensure_docker_engine
+ensure_base_image
+
 # --- PostgreSQL (optional) --------------------------------------------------------------------------------------
 setup_postgres() {
     local line version cluster pgport status password
