@@ -230,7 +230,11 @@ def test_nul_characters_in_bodies_are_refused(
 
 @pytest.mark.parametrize(
     ("path", "where"),
-    [("/api/v2/users/a%00b", "path"), ("/api/v2/audit?action=x%00", "query"), ("/api/v2/templates/%00", "path")],
+    [
+        ("/api/v2/users/a%00b", "path"),
+        ("/api/v2/audit?action=x%00", "query"),
+        ("/api/v2/templates/%00", "path"),
+    ],
 )
 def test_nul_characters_in_urls_are_refused(h: Harness, path: str, where: str) -> None:
     response = h.admin.http.get(path)

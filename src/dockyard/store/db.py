@@ -46,7 +46,9 @@ def make_engine(url: str, *, pool_size: int = 40) -> Engine:
             )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping: it costs every request a round trip. A connection broken by a database restart fails one
+    # request and is then discarded by the pool (pool_recycle also retires connections after an hour).
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=3600)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
