@@ -7,12 +7,12 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from dockyard.cli import auth, output, server, templates, tokens, users
+from dockyard.cli import auth, doctor, images, output, server, templates, tokens, users, workspaces
 from dockyard.cli.errors import CliError
 from dockyard.sdk import ApiError
 
 # Server-side commands keep Typer's own handling: an operator whose server fails to start needs the traceback.
-_SERVER_COMMANDS = {"server", "db", "provisioner"}
+_SERVER_COMMANDS = {"server", "db", "provisioner", "images"}
 
 
 class DockyardGroup(TyperGroup):
@@ -67,12 +67,26 @@ def _root(
 app.command("login")(auth.login)
 app.command("logout")(auth.logout)
 app.command("whoami")(auth.whoami)
+_WORKSPACES = "Workspaces"
+app.command("create", rich_help_panel=_WORKSPACES)(workspaces.create)
+app.command("list", rich_help_panel=_WORKSPACES)(workspaces.list_workspaces)
+app.command("show", rich_help_panel=_WORKSPACES)(workspaces.show)
+app.command("start", rich_help_panel=_WORKSPACES)(workspaces.start)
+app.command("stop", rich_help_panel=_WORKSPACES)(workspaces.stop)
+app.command("restart", rich_help_panel=_WORKSPACES)(workspaces.restart)
+app.command("update", rich_help_panel=_WORKSPACES)(workspaces.update)
+app.command("delete", rich_help_panel=_WORKSPACES)(workspaces.delete)
+app.command("logs", rich_help_panel=_WORKSPACES)(workspaces.logs)
+app.command("builds", rich_help_panel=_WORKSPACES)(workspaces.builds)
+app.command("cancel", rich_help_panel=_WORKSPACES)(workspaces.cancel)
 app.add_typer(templates.app, name="templates")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(users.app, name="users")
 app.command("server")(server.server)
 app.add_typer(server.db_app, name="db")
 app.command("provisioner")(server.provisioner)
+app.command("doctor")(doctor.doctor)
+app.add_typer(images.app, name="images")
 
 
 def main() -> None:

@@ -82,7 +82,7 @@ async def get_workspace(
     ] = None,
     timeout: Annotated[float, Query(gt=0, le=600, description="Seconds to wait at most.")] = 120,
 ) -> wire.Workspace:
-    sessions = request.app.state.sessions
+    sessions = request.app.state.read_sessions
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         current = await run_in_threadpool(_load_wire, sessions, workspace.id)
@@ -166,7 +166,7 @@ async def watch_workspace(
     request: Request, workspace: WorkspaceParam, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
 ) -> EventSourceResponse:
     """Server-sent events: the workspace as JSON (`event: workspace`) each time its status or build changes."""
-    sessions = request.app.state.sessions
+    sessions = request.app.state.read_sessions
 
     async def stream() -> AsyncIterator[bytes]:
         last = None
@@ -214,7 +214,7 @@ async def build_logs(
     after: Annotated[int, Query(ge=0, le=2**62, description="Only lines with a larger id.")] = 0,
 ) -> Response:
     """The build's log lines as JSON, or with `follow=true` as server-sent events (`event: log`, then `end`)."""
-    sessions = request.app.state.sessions
+    sessions = request.app.state.read_sessions
     build_id = build[1].id
 
     def read(after_id: int) -> tuple[list[wire.BuildLogLine], str]:
