@@ -77,9 +77,21 @@ def server(workers: int) -> Iterator[tuple[Client, int]]:
     port = free_port()
     log = (data_dir / "server.log").open("w")
     process = subprocess.Popen(
-        [str(ROOT / ".venv/bin/dockyard"), "server", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
-         "--no-access-log", "--provisioner-workers", str(workers), "--workspace-subnets", "10.215.0.0/16"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(ROOT / ".venv/bin/dockyard"),
+            "server",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(data_dir),
+            "--no-access-log",
+            "--provisioner-workers",
+            str(workers),
+            "--workspace-subnets",
+            "10.215.0.0/16",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -107,7 +119,11 @@ def _healthy(url: str) -> bool:
 
 def until_settled(client: Client, workspace_id: str) -> m.Workspace:
     workspace = client.get_workspace(workspace_id, wait="done", timeout=300)
-    if workspace.status not in (m.WorkspaceStatus.RUNNING, m.WorkspaceStatus.STOPPED, m.WorkspaceStatus.DELETED):
+    if workspace.status not in (
+        m.WorkspaceStatus.RUNNING,
+        m.WorkspaceStatus.STOPPED,
+        m.WorkspaceStatus.DELETED,
+    ):
         raise SystemExit(f"workspace {workspace.name} ended {workspace.status}: {workspace.status_reason}")
     return workspace
 
@@ -133,7 +149,9 @@ def delete_all(client: Client) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
@@ -153,7 +171,9 @@ def main() -> None:
 
     missed = []
     with server(workers=max(8, os.cpu_count() or 2)) as (client, pid):
-        until_settled(client, client.create_workspace(m.CreateWorkspaceRequest(template="base", name="warmup")).id)
+        until_settled(
+            client, client.create_workspace(m.CreateWorkspaceRequest(template="base", name="warmup")).id
+        )
         delete_all(client)
 
         dockyard_times = [create_and_wait(client, f"seq-{i}") for i in range(sequential)]
@@ -178,14 +198,22 @@ def main() -> None:
     p50, p95 = statistics.median(dockyard_times), percentile(dockyard_times, 0.95)
     ratio = p50 / base_p50
     parallel_ratio = dockyard_parallel / base_parallel
-    print(f"baseline docker run -d + exec true: p50 {base_p50:.3f} s, p95 {percentile(base_times, 0.95):.3f} s "
-          f"({sequential} sequential); {parallel} parallel {base_parallel:.2f} s")
-    print(f"create until running ({sequential} sequential): p50 {p50:.3f} s, p95 {p95:.3f} s, "
-          f"ratio to baseline {ratio:.2f} (target p50 <= 1.0 s, ratio <= 2.5)")
-    print(f"{parallel} created at once: all running in {dockyard_parallel:.2f} s, ratio to {parallel} bare runs "
-          f"{parallel_ratio:.2f} (target <= 1.5); server peak RSS {peak:.0f} MB")
-    print(f"stop: p50 {statistics.median(stops):.3f} s; start: p50 {statistics.median(starts):.3f} s "
-          f"({cycles} cycles)")
+    print(
+        f"baseline docker run -d + exec true: p50 {base_p50:.3f} s, p95 {percentile(base_times, 0.95):.3f} s "
+        f"({sequential} sequential); {parallel} parallel {base_parallel:.2f} s"
+    )
+    print(
+        f"create until running ({sequential} sequential): p50 {p50:.3f} s, p95 {p95:.3f} s, "
+        f"ratio to baseline {ratio:.2f} (target p50 <= 1.0 s, ratio <= 2.5)"
+    )
+    print(
+        f"{parallel} created at once: all running in {dockyard_parallel:.2f} s, ratio to {parallel} bare runs "
+        f"{parallel_ratio:.2f} (target <= 1.5); server peak RSS {peak:.0f} MB"
+    )
+    print(
+        f"stop: p50 {statistics.median(stops):.3f} s; start: p50 {statistics.median(starts):.3f} s "
+        f"({cycles} cycles)"
+    )
     if p50 > 1.0 or ratio > 2.5:
         missed.append("sequential")
     if parallel_ratio > 1.5:

@@ -70,6 +70,7 @@ def _fresh_caches() -> Iterator[None]:
     # Process-wide caches must not carry one test's tokens or versions into another.
     tokens.cache.clear()
     service._version_cache.clear()
+    service.catalog.invalidate()
     yield
     tokens.cache.clear()
 

@@ -29,7 +29,9 @@ SESSION_COOKIE = "dockyard_session"
 async def get_db(request: Request) -> AsyncIterator[Session]:
     # Reads run without a transaction: on PostgreSQL that saves the BEGIN and ROLLBACK round trips around
     # every GET, and a single SELECT is consistent on its own. Writes get a real transaction.
-    factory = request.app.state.read_sessions if request.method in ("GET", "HEAD") else request.app.state.sessions
+    factory = (
+        request.app.state.read_sessions if request.method in ("GET", "HEAD") else request.app.state.sessions
+    )
     session: Session = factory()
     try:
         yield session

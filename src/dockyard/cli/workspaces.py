@@ -62,9 +62,6 @@ ParamFileOption = Annotated[
         "--param-file", dir_okay=False, help="A YAML file of parameter values; --param values override it."
     ),
 ]
-VersionOption = Annotated[
-    str | None, typer.Option("--version", help="Template version: a name (v3), an id, or `active`.")
-]
 
 
 # --- create ----------------------------------------------------------------------------------------------------
@@ -73,14 +70,16 @@ VersionOption = Annotated[
 def create(
     template: Annotated[str, typer.Option("--template", "-t", help="Template name or id.")],
     name: Annotated[
-        str | None, typer.Argument(metavar="[NAME]", help="Workspace name; generated when left out.")
+        str | None, typer.Argument(metavar="NAME", help="Workspace name; generated when left out.")
     ] = None,
     params: ParamOption = None,
     param_file: ParamFileOption = None,
     ttl: Annotated[
         str | None, typer.Option("--ttl", help="Time until the template's TTL action, e.g. 4h.")
     ] = None,
-    version: VersionOption = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Template version (v3 or an id); default: the active one.")
+    ] = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = "30m",
     output_format: OutputOption = OutputFormat.TABLE,
@@ -434,7 +433,9 @@ def update(
     workspace: WorkspaceArg,
     params: ParamOption = None,
     param_file: ParamFileOption = None,
-    version: VersionOption = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Move to this template version (v3, an id, or `active`).")
+    ] = None,
     ttl: Annotated[
         str | None, typer.Option("--ttl", help="New TTL from the next start, e.g. 4h; 0 removes it.")
     ] = None,
@@ -581,7 +582,7 @@ def _print_details(workspace: m.Workspace) -> None:
     details = [
         ("LATEST BUILD", f"#{build.number} {build.transition.value} {build.status.value}"),
         ("VERSION", build.template_version_name),
-        ("REASON", _initiated(build)),
+        ("INITIATOR", _initiated(build)),
         ("CREATED", output.when(build.created_at)),
         ("TIMINGS", timings_text(build) or "-"),
     ]
@@ -711,7 +712,10 @@ def _build_duration(build: m.WorkspaceBuild) -> str:
 
 
 def _initiated(build: m.WorkspaceBuild) -> str:
-    return f"{build.reason.value}, by {build.initiator}" if build.initiator else build.reason.value
+    if build.initiator:
+        return build.initiator
+    # Builds the lifecycle loops start (TTL, idle, autostart) have a reason and no user.
+    return "-" if build.reason is m.BuildReason.INITIATOR else f"{build.reason.value} (automatic)"
 
 
 def _template_text(workspace: m.Workspace) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -85,11 +86,48 @@ def get(db: Session, actor: Actor, ref: str) -> Template:
     return template
 
 
-def list_templates(db: Session, actor: Actor) -> list[Template]:
-    rows = db.scalars(
-        select(Template).where(Template.organization_id == actor.organization_id).order_by(Template.name)
-    ).all()
-    return [t for t in rows if actor.allows(t.id, t.name)]
+class Catalog:
+    """Each organization's template list in wire form, the hottest read of dashboards and orchestrators.
+
+    Writes through this process clear it at once; a change made by another replica shows here within
+    `ttl` seconds. Single templates (`GET /templates/{t}`) are always read from the database.
+    """
+
+    def __init__(self, ttl: float = 2.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, int, list[wire.Template]]] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, organization_id: str) -> list[wire.Template] | None:
+        entry = self._entries.get(organization_id)
+        if entry is None or entry[0] < time.monotonic() or entry[1] != self._generation:
+            return None
+        return entry[2]
+
+    def load(self, db: Session, actor: Actor) -> list[wire.Template]:
+        generation = self._generation
+        rows = db.scalars(
+            select(Template).where(Template.organization_id == actor.organization_id).order_by(Template.name)
+        ).all()
+        listed = [to_wire(db, t) for t in rows]
+        with self._lock:
+            # A write that landed while this was loading makes the result stale: keep it out of the cache.
+            if generation == self._generation:
+                self._entries[actor.organization_id] = (time.monotonic() + self.ttl, generation, listed)
+        return listed
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
+
+catalog = Catalog()
+
+
+def visible(actor: Actor, listed: list[wire.Template]) -> list[wire.Template]:
+    return [t for t in listed if actor.allows(t.id, t.name)]
 
 
 def versions(db: Session, template: Template) -> list[TemplateVersion]:
@@ -194,6 +232,7 @@ def create(
     except IntegrityError as exc:
         db.rollback()
         raise Conflict(f"A template named {name!r} already exists.") from exc
+    catalog.invalidate()
     return template
 
 
@@ -245,6 +284,7 @@ def create_version(
             detail={"version": version.number, "content_hash": version.content_hash, "activated": activate},
         )
     db.commit()
+    catalog.invalidate()
     return version, created
 
 
@@ -274,6 +314,7 @@ def update(db: Session, actor: Actor, template: Template, request: wire.UpdateTe
             detail=changes,
         )
         db.commit()
+        catalog.invalidate()
     return template
 
 
@@ -307,6 +348,7 @@ def delete(db: Session, actor: Actor, template: Template) -> None:
     db.flush()
     db.delete(template)
     db.commit()
+    catalog.invalidate()
 
 
 def files_of(db: Session, version: TemplateVersion) -> TemplateFiles:

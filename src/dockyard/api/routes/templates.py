@@ -4,6 +4,7 @@ import mimetypes
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
@@ -18,6 +19,7 @@ from dockyard.templates import archive, parameters, service
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES, MAX_FILES, TemplateFiles
 
 router = APIRouter(prefix="/api/v2/templates", tags=["templates"])
+_TEMPLATE_LIST = TypeAdapter(list[wire.Template])
 
 _TAR_TYPES = {
     "application/gzip",
@@ -82,11 +84,17 @@ async def read_upload(request: Request) -> TemplateFiles:
     )
 
 
-@router.get("")
-def list_templates(
-    db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
-) -> list[wire.Template]:
-    return [service.to_wire(db, t) for t in service.list_templates(db, actor)]
+@router.get("", response_model=list[wire.Template])
+async def list_templates(request: Request, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]) -> Response:
+    listed = service.catalog.get(actor.organization_id)
+    if listed is None:
+
+        def load() -> list[wire.Template]:
+            with request.app.state.read_sessions() as db:
+                return service.catalog.load(db, actor)
+
+        listed = await run_in_threadpool(load)
+    return Response(_TEMPLATE_LIST.dump_json(service.visible(actor, listed)), media_type="application/json")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY)
