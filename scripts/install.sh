@@ -9,7 +9,10 @@
 #   3. `uv sync --frozen` installs Dockyard and its locked dependencies into .venv/;
 #   4. links /usr/local/bin/dockyard to .venv/bin/dockyard;
 #   5. starts `dockyard server` in the background, unless a server it started earlier is still healthy;
-#   6. logs the CLI in with the admin token and prints how to use it.
+#   6. logs the CLI in with the admin token;
+#   7. creates the workspace `dev` from the built-in `base` template (or starts it) and prints how to use it.
+# Before 5 it makes sure a Docker engine answers (installing docker.io and starting dockerd if needed) and that
+# the base image dockyard/base:bookworm exists (built from Debian's packages with mmdebstrap).
 #
 # Environment: DOCKYARD_DATA_DIR (default /var/lib/dockyard), DOCKYARD_LISTEN (default 127.0.0.1:3000),
 # DOCKYARD_DATABASE_URL (default: SQLite in the data dir, or the database --postgres set up earlier).
@@ -172,7 +175,7 @@ else
 fi
 
 # --- Docker engine and base image --------------------------------------------------------------------------------
-# shellcheck source=lib/docker.sh
+# shellcheck source=scripts/lib/docker.sh
 source "$REPO/scripts/lib/docker.sh"
 ensure_docker_engine
 ensure_base_image
@@ -317,6 +320,27 @@ else
     warn "this build of the CLI has no \`dockyard login\` yet; skipped (log in later with the command below)"
 fi
 
+# --- 7. a workspace -----------------------------------------------------------------------------------------------
+step "Workspace dev (template base)"
+workspace_json() { "$DOCKYARD" show dev -o json 2>/dev/null; }
+field() { "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+if current=$(workspace_json); then
+    state=$(field status <<<"$current")
+    case $state in
+        running) note "already running" ;;
+        stopped | failed | canceled)
+            note "it is $state; starting it"
+            "$DOCKYARD" start dev
+            ;;
+        *) note "it is $state" ;;
+    esac
+else
+    "$DOCKYARD" create dev --template base
+fi
+current=$(workspace_json) || die "workspace dev was not created; see \`dockyard logs dev\`"
+WORKSPACE_ID=$(field id <<<"$current")
+WORKSPACE_STATUS=$(field status <<<"$current")
+
 trap - ERR
 again="bash $REPO/scripts/install.sh"
 [[ $LISTEN != 127.0.0.1:3000 ]] && again+=" --listen $LISTEN"
@@ -330,8 +354,13 @@ Dockyard is running at $URL   (pid $(<"$PID_FILE"), log $LOG_FILE)
   Admin password   $PASSWORD_FILE
   Admin API token  $TOKEN_FILE
 
+  Workspace dev    $WORKSPACE_STATUS   (dockyard show dev)
+
 Try:
-  dockyard whoami
+  docker exec -it -u dev -w /home/dev dockyard-ws-$WORKSPACE_ID bash    # a shell in the workspace
+  dockyard list
+  dockyard stop dev && dockyard start dev     # the home directory is kept
+  dockyard create agent-1 --template ai-agent-sandbox --param task="fix the flaky test" --ttl 2h
   dockyard templates list
   curl -H "Authorization: Bearer \$(cat $TOKEN_FILE)" $URL/api/v2/templates
 

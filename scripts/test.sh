@@ -93,7 +93,7 @@ step "Dependencies (uv sync --frozen)"
 note "$("$VENV/bin/python" -V), $("$VENV/bin/pytest" --version 2>&1 | head -n 1)"
 
 # The Docker tests (tests/runtimes, tests/e2e) run against a real engine and the base image.
-# shellcheck source=lib/docker.sh
+# shellcheck source=scripts/lib/docker.sh
 source "$REPO/scripts/lib/docker.sh"
 ensure_docker_engine
 ensure_base_image

@@ -34,6 +34,7 @@ def test_create_returns_at_once_then_runs(h: Harness) -> None:
     done = h.await_build(created.id)
     assert (done.status, done.latest_build.status) == (m.WorkspaceStatus.RUNNING, m.BuildStatus.SUCCEEDED)
     assert set(done.latest_build.timings) >= {"queue", "image", "container", "total"}
+    assert done.latest_build.initiator == "admin"
     assert done.parameters == {"branch": "main", "ttl_hours": 4}
     assert done.ttl_ms == 4 * 3600 * 1000
     assert done.deadline is not None
@@ -323,7 +324,9 @@ def test_doctor_reports_and_prunes_orphans(h: Harness) -> None:
     report = h.admin.doctor()
     assert report.runtime_ok
     assert [(o.kind, o.workspace_id) for o in report.orphans] == [("volume", "ghost")]
-    assert h.admin.prune().orphans == []
+    pruned = h.admin.prune()
+    assert pruned.orphans == []
+    assert [(r.kind, r.name) for r in pruned.removed] == [("volume", "dockyard-home-ghost")]
     assert "ghost" not in fake.volumes
     member = h.user("alice")
     assert _error(member.doctor).status_code == 403

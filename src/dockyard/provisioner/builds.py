@@ -59,6 +59,7 @@ def create_build(
     *,
     actor: Actor | None,
     reason: BuildReason = BuildReason.INITIATOR,
+    record_audit: bool = True,
     template_version_id: str | None = None,
     parameters: dict[str, Any] | None = None,
     commit: bool = True,
@@ -92,7 +93,7 @@ def create_build(
     else:
         workspace.deadline = None
     workspace.updated_at = utcnow()
-    if actor is not None:
+    if actor is not None and record_audit:
         audit.record(
             db,
             actor,

@@ -204,7 +204,7 @@ def _resolve_template(
 ) -> tuple[Template, TemplateVersion]:
     if request.template is not None:
         template = templates.get(db, actor, request.template)
-        if request.template_version_id is None:
+        if request.template_version_id in (None, "active"):
             if template.active_version is None:
                 raise Conflict(f"Template {template.name!r} has no active version.")
             return template, template.active_version
@@ -270,10 +270,11 @@ def create(
             db,
             workspace,
             wire.Transition.START,
-            actor=None,
+            actor=actor,
             template_version_id=version.id,
             parameters=values,
             commit=False,
+            record_audit=False,
         )
         audit.record(
             db,

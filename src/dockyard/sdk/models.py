@@ -485,3 +485,6 @@ class DoctorReport(BaseModel):
     runtime_error: str = ""
     orphans: list[OrphanedResource]
     drifted: list[str] = Field(description="Names of workspaces whose runtime state disagrees with Dockyard.")
+    removed: list[OrphanedResource] = Field(
+        default_factory=list, description="What a prune removed (empty for a plain check)."
+    )

@@ -47,9 +47,13 @@ def doctor(
 def prune(
     db: DbSession, runtime: RuntimeDep, actor: Annotated[Actor, scoped(Scope.DEPLOYMENT_ADMIN)]
 ) -> wire.DoctorReport:
-    """Removes orphaned resources, then reports what is left."""
+    """Removes orphaned resources, then reports what is left and what was removed."""
+    removed = []
     for resource in reconcile.orphans(db, runtime):
         runtime.remove_resource(resource)
+        removed.append(
+            wire.OrphanedResource(kind=resource.kind, name=resource.name, workspace_id=resource.workspace_id)
+        )
         audit.record(
             db,
             actor,
@@ -59,4 +63,6 @@ def prune(
             resource_name=resource.name,
         )
     db.commit()
-    return _report(db, runtime)
+    report = _report(db, runtime)
+    report.removed = removed
+    return report
