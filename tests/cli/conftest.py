@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog
 from typer import rich_utils
 from typer.testing import CliRunner, Result
 
@@ -50,6 +53,16 @@ class Cli:
     def client(self, url: str, token: str | None) -> Client:
         self.connections.append((url, token))
         return self.h.client(token)
+
+
+@pytest.fixture(autouse=True)
+def _server_log_off_the_cli_output() -> Iterator[None]:
+    # The in-process server logs (e.g. "build finished") from its workers while a command runs; unconfigured,
+    # structlog prints to whatever sys.stdout is then, which is the CliRunner's capture of the CLI's stdout.
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -26,13 +26,9 @@ def doctor(
 ) -> None:
     """Check the runtime, and list drifted workspaces and orphaned resources."""
     with config.session() as client:
-        report = client.doctor()
+        report = client.prune() if prune else client.doctor()
         if prune and report.runtime_ok:
-            # The prune answers with what is left, so what went is the difference from the report before it.
-            left = client.prune()
-            kept = {(o.kind, o.name) for o in left.orphans}
-            removed = [o for o in report.orphans if (o.kind, o.name) not in kept]
-            report = left
+            removed = report.removed
             output.message(f"Removed {_count(removed)}" + "".join(f"\n  {o.kind} {o.name}" for o in removed))
     if output_format is OutputFormat.JSON:
         output.print_json(report)

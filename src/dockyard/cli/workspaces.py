@@ -7,37 +7,21 @@ resolved to, so that all of them act on the same workspace.
 
 from __future__ import annotations
 
-import queue
 import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.text import Text
 
-from dockyard.cli import config, output
+from dockyard.cli import config, output, progress, render
 from dockyard.cli.errors import CliError, build_request
-from dockyard.cli.output import Column, OutputFormat, OutputOption
-from dockyard.sdk import ApiError, Client, ConnectionFailed
+from dockyard.cli.output import OutputFormat, OutputOption
+from dockyard.sdk import Client
 from dockyard.sdk import models as m
-from dockyard.units import format_duration, parse_duration
+from dockyard.units import parse_duration
 
-_ACTIVE = frozenset({m.BuildStatus.PENDING, m.BuildStatus.RUNNING, m.BuildStatus.CANCELING})
-_POLL_SECONDS = 0.5
-# Once the build has ended the server closes the log stream within a poll; this only bounds a stuck one.
-_LOG_GRACE_SECONDS = 5.0
-_LOG_TAIL = 20
-_LOG_WINDOW = 10
 _PAGE = 500
 
 WorkspaceArg = Annotated[
@@ -103,14 +87,14 @@ def create(
             f"(build #{build.number})"
         )
         if wait:
-            final = _wait(client, created, build, ref=created.name, timeout=limit)
+            final = progress.wait(client, created, build, ref=created.name, timeout=limit)
         else:
             final = created
             output.message(f"Follow its progress with `dockyard logs {created.name} --follow`")
     if output_format is OutputFormat.JSON:
         output.print_json(final)
     else:
-        _print_details(final)
+        render.print_details(final)
 
 
 def _parameters(pairs: Sequence[str] | None, file: Path | None) -> dict[str, Any]:
@@ -146,172 +130,6 @@ def _parameter_file(path: Path) -> dict[str, Any]:
     return dict(data)
 
 
-# --- waiting for a build ---------------------------------------------------------------------------------------
-
-
-class _Progress:
-    """What --wait shows on stderr: status changes, and the build's log lines as they stream.
-
-    On a terminal the newest log lines scroll under a spinner and vanish when the build ends (a failure prints
-    its tail for good); elsewhere (CI, a pipe) every line is printed, since nothing can be taken back there.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.status: m.WorkspaceStatus | None = None
-        self.shown = 0  # id of the last log line printed for good
-        self.started = time.monotonic()
-        self.window: deque[str] = deque(maxlen=_LOG_WINDOW)
-        self.spinner = Spinner("dots")
-        console = Console(stderr=True, highlight=False)
-        self.live = (
-            Live(console=console, transient=True, get_renderable=self._render, refresh_per_second=8)
-            if console.is_terminal
-            else None
-        )
-
-    def __enter__(self) -> _Progress:
-        if self.live is not None:
-            self.live.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.live is not None:
-            self.live.stop()
-
-    def _render(self) -> RenderableType:
-        elapsed = format_duration(timedelta(seconds=int(time.monotonic() - self.started)))
-        state = self.status.value if self.status else "waiting"
-        self.spinner.update(text=Text(f"{self.name} is {state} ({elapsed})"))
-        lines = [Text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in self.window]
-        return Group(*lines, self.spinner)
-
-    def say(self, text: str) -> None:
-        if self.live is not None:
-            self.live.console.print(Text(text), soft_wrap=True)
-        else:
-            output.message(text)
-
-    def change(self, status: m.WorkspaceStatus) -> None:
-        if status is not self.status:
-            self.status = status
-            self.say(f"{self.name}: {status.value}")
-
-    def log(self, line: m.BuildLogLine) -> None:
-        if self.live is not None:
-            self.window.append(log_text(line))
-        else:
-            output.message(log_text(line))
-            self.shown = line.id
-
-
-_LogItem = m.BuildLogLine | ApiError | ConnectionFailed | None
-
-
-def _follow(credentials: config.Credentials, build_id: str, sink: queue.Queue[_LogItem]) -> None:
-    """Stream a build's log into `sink`; None marks the end of the stream.
-
-    Runs in a thread with a client of its own: when waiting is given up the stream is left to end with the build
-    (or with the process), after the command has closed its own client.
-    """
-    client = config.client_factory(credentials.url, credentials.token)
-    try:
-        for line in client.follow_build_logs(build_id):
-            sink.put(line)
-    except (ApiError, ConnectionFailed) as exc:
-        sink.put(exc)
-    finally:
-        client.close()
-        sink.put(None)
-
-
-def _drain(lines: queue.Queue[_LogItem], progress: _Progress, *, seconds: float) -> None:
-    """Show the log lines that arrive within `seconds` (those already queued when it is 0)."""
-    until = time.monotonic() + seconds
-    while True:
-        try:
-            item = lines.get(timeout=max(0.0, until - time.monotonic()))
-        except queue.Empty:
-            return
-        if isinstance(item, m.BuildLogLine):
-            progress.log(item)
-        elif item is not None:
-            progress.say(f"warning: cannot follow the build log: {item}")
-
-
-def _wait(
-    client: Client, workspace: m.Workspace, build: m.WorkspaceBuild, *, ref: str, timeout: float
-) -> m.Workspace:
-    """Show `build`'s progress until it ends and return the workspace then.
-
-    A failed or canceled build, or a timeout, is a `CliError` (exit 1). Ctrl-C stops waiting (exit 130) but
-    leaves the build running: it belongs to the server, not to this process.
-    """
-    lines: queue.Queue[_LogItem] = queue.Queue()
-    follower = threading.Thread(
-        target=_follow,
-        args=(config.credentials(), build.id, lines),
-        name=f"dockyard-build-logs-{build.id}",
-        daemon=True,
-    )
-    progress = _Progress(workspace.name)
-    deadline = time.monotonic() + timeout
-    try:
-        follower.start()
-        with progress:
-            while True:
-                current = client.get_workspace(workspace.id)
-                latest = current.latest_build
-                if latest.id != build.id or latest.status not in _ACTIVE:
-                    break
-                progress.change(current.status)
-                if time.monotonic() >= deadline:
-                    raise CliError(
-                        f"timed out after {format_duration(timedelta(seconds=timeout))} waiting for "
-                        f"{workspace.name} (still {current.status.value})",
-                        hint=_follow_hint(build, ref),
-                    )
-                _drain(lines, progress, seconds=_POLL_SECONDS)
-            follower.join(_LOG_GRACE_SECONDS)
-            _drain(lines, progress, seconds=0)
-    except KeyboardInterrupt:
-        output.message(f"Stopped waiting; {_follow_hint(build, ref)}.")
-        raise typer.Exit(130) from None
-    finished = latest if latest.id == build.id else client.get_build(build.id)
-    if finished.status is not m.BuildStatus.SUCCEEDED:
-        _print_tail(client, finished, after=progress.shown)
-        verb = "was canceled" if finished.status is m.BuildStatus.CANCELED else "failed"
-        raise CliError(
-            f"build #{finished.number} ({finished.transition.value}) of {workspace.name} {verb}",
-            detail=current.status_reason or finished.error,
-            hint=f"see its whole log with `dockyard logs {ref} --build {finished.number}`",
-        )
-    took = finished.timings.get("total")
-    output.message(
-        f"Workspace {workspace.name} is {current.status.value}"
-        + (f" (build #{finished.number} took {seconds_text(took)})" if took is not None else "")
-    )
-    return current
-
-
-def _follow_hint(build: m.WorkspaceBuild, ref: str) -> str:
-    return (
-        f"build #{build.number} goes on: follow it with `dockyard logs {ref} --follow`, "
-        f"or cancel it with `dockyard cancel {ref}`"
-    )
-
-
-def _print_tail(client: Client, build: m.WorkspaceBuild, *, after: int) -> None:
-    """The end of a failed build's log, but none of the lines already on screen."""
-    tail = [line for line in client.build_logs(build.id)[-_LOG_TAIL:] if line.id > after]
-    if tail:
-        output.message(f"Last lines of build #{build.number}'s log:")
-        for line in tail:
-            output.message(log_text(line))
-
-
 def _duration(text: str, option: str) -> float:
     try:
         seconds = parse_duration(text).total_seconds()
@@ -341,7 +159,7 @@ def _apply(
 ) -> m.Workspace:
     build = _queue(client, workspace, transition, ref=ref)
     if wait:
-        return _wait(client, workspace, build, ref=ref, timeout=timeout)
+        return progress.wait(client, workspace, build, ref=ref, timeout=timeout)
     output.message(f"Follow its progress with `dockyard logs {ref} --follow`")
     return client.get_workspace(workspace.id)
 
@@ -462,7 +280,9 @@ def update(
         found = client.get_workspace(workspace)
         if request.model_fields_set:
             found = client.update_workspace(found.id, request)
-            output.message(f"Updated {workspace}: {_changes(found, parameters, version=version, ttl=ttl)}")
+            output.message(
+                f"Updated {workspace}: {render.changes_text(found, parameters, version=version, ttl=ttl)}"
+            )
         if restart_now:
             found = _restart(client, found, ref=workspace, wait=wait, timeout=limit)
         elif found.status is m.WorkspaceStatus.STOPPED:
@@ -474,20 +294,6 @@ def update(
             )
     if output_format is OutputFormat.JSON:
         output.print_json(found)
-
-
-def _changes(
-    workspace: m.Workspace, parameters: dict[str, Any] | None, *, version: str | None, ttl: str | None
-) -> str:
-    changes = [
-        f"{key}={value_text(workspace.parameters.get(key, value))}"
-        for key, value in (parameters or {}).items()
-    ]
-    if version is not None:
-        changes.append(f"template version {workspace.template_version_name}")
-    if ttl is not None:
-        changes.append("no TTL" if ttl == "0" else f"TTL {ttl}")
-    return ", ".join(changes)
 
 
 # --- list, show ------------------------------------------------------------------------------------------------
@@ -517,22 +323,11 @@ def list_workspaces(
             found += page.workspaces
             if not page.workspaces or len(found) >= page.count:
                 break
-    columns: list[Column[m.Workspace]] = [Column("NAME", lambda w: w.name)]
-    if everyone:
-        columns.append(Column("OWNER", lambda w: w.owner_name))
-    columns += [
-        Column("TEMPLATE", _template_text),
-        Column("STATUS", lambda w: w.status.value),
-        Column(
-            "LAST BUILD", lambda w: f"{w.latest_build.transition.value}, {_ago(w.latest_build.created_at)}"
-        ),
-        Column("TTL", _ttl_text),
-    ]
     filtered = status is not None or template is not None
     output.emit(
         m.WorkspaceList(workspaces=found, count=len(found)),
         output_format,
-        columns=columns,
+        columns=render.workspace_columns(everyone=everyone),
         rows=found,
         empty="No workspaces match."
         if filtered
@@ -547,63 +342,10 @@ def show(workspace: WorkspaceArg, output_format: OutputOption = OutputFormat.TAB
     if output_format is OutputFormat.JSON:
         output.print_json(found)
     else:
-        _print_details(found)
-
-
-def _print_details(workspace: m.Workspace) -> None:
-    pairs = [
-        ("NAME", workspace.name),
-        ("ID", workspace.id),
-        ("OWNER", workspace.owner_name),
-        ("TEMPLATE", _template_text(workspace)),
-        ("STATUS", workspace.status.value),
-    ]
-    if workspace.status_reason:
-        pairs.append(("REASON", workspace.status_reason))
-    pairs += [
-        ("TTL", _ttl_text(workspace)),
-        ("DEADLINE", output.when(workspace.deadline, never="none")),
-        ("CREATED", output.when(workspace.created_at)),
-        ("LAST USED", output.when(workspace.last_used_at)),
-    ]
-    output.print_rich(output.fields(pairs))
-    typer.echo()
-    if workspace.parameters:
-        rows = list(workspace.parameters.items())
-        parameter_columns: list[Column[tuple[str, Any]]] = [
-            Column("PARAMETER", lambda p: p[0]),
-            Column("VALUE", lambda p: value_text(p[1])),
-        ]
-        output.print_rich(output.table(parameter_columns, rows))
-    else:
-        typer.echo("No parameters.")
-    typer.echo()
-    build = workspace.latest_build
-    details = [
-        ("LATEST BUILD", f"#{build.number} {build.transition.value} {build.status.value}"),
-        ("VERSION", build.template_version_name),
-        ("INITIATOR", _initiated(build)),
-        ("CREATED", output.when(build.created_at)),
-        ("TIMINGS", timings_text(build) or "-"),
-    ]
-    if build.error:
-        details.append(("ERROR", build.error))
-    output.print_rich(output.fields(details))
+        render.print_details(found)
 
 
 # --- builds, logs, cancel --------------------------------------------------------------------------------------
-
-_BUILD_COLUMNS: list[Column[m.WorkspaceBuild]] = [
-    Column("BUILD", lambda b: f"#{b.number}"),
-    Column("TRANSITION", lambda b: b.transition.value),
-    Column("STATUS", lambda b: b.status.value),
-    Column("REASON", lambda b: b.reason.value),
-    Column("INITIATOR", lambda b: b.initiator or "-"),
-    Column("VERSION", lambda b: b.template_version_name),
-    Column("CREATED", lambda b: output.when(b.created_at)),
-    Column("DURATION", lambda b: _build_duration(b)),
-    Column("ERROR", lambda b: b.error),
-]
 
 
 def builds(workspace: WorkspaceArg, output_format: OutputOption = OutputFormat.TABLE) -> None:
@@ -611,7 +353,7 @@ def builds(workspace: WorkspaceArg, output_format: OutputOption = OutputFormat.T
     with config.session() as client:
         found = client.get_workspace(workspace)
         listed = client.list_builds(found.id)
-    output.emit(listed, output_format, columns=_BUILD_COLUMNS, rows=listed)
+    output.emit(listed, output_format, columns=render.BUILD_COLUMNS, rows=listed)
 
 
 def logs(
@@ -630,12 +372,12 @@ def logs(
         if not follow:
             lines = client.build_logs(build.id)
             for line in lines:
-                typer.echo(log_text(line))
+                typer.echo(render.log_text(line))
             if not lines:
                 output.message(f"Build #{build.number} has no log lines yet.")
             return
         for line in client.follow_build_logs(build.id):
-            typer.echo(log_text(line))
+            typer.echo(render.log_text(line))
         ended = client.get_build(build.id)
     output.message(
         f"Build #{ended.number} ({ended.transition.value}) {ended.status.value}"
@@ -657,7 +399,7 @@ def cancel(workspace: WorkspaceArg) -> None:
     with config.session() as client:
         found = client.get_workspace(workspace)
         build = found.latest_build
-        if build.status not in _ACTIVE:
+        if build.status not in progress.ACTIVE:
             raise CliError(
                 f"{workspace} has no build in progress",
                 detail=f"its latest build, #{build.number} ({build.transition.value}), {build.status.value}",
@@ -669,82 +411,3 @@ def cancel(workspace: WorkspaceArg) -> None:
         output.message(
             f"Canceling build #{canceled.number} ({canceled.transition.value}); it stops at its next step"
         )
-
-
-# --- formatting ------------------------------------------------------------------------------------------------
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def log_text(line: m.BuildLogLine) -> str:
-    # UTC, like every time the CLI prints, so that a log reads the same wherever it is looked at.
-    return f"{_utc(line.time):%H:%M:%S} {line.stage:<9} | {line.output}"
-
-
-def value_text(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return ", ".join(value_text(v) for v in value)
-    return str(value)
-
-
-def seconds_text(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    return format_duration(timedelta(seconds=round(seconds)))
-
-
-def timings_text(build: m.WorkspaceBuild) -> str:
-    return ", ".join(f"{phase} {seconds_text(value)}" for phase, value in build.timings.items())
-
-
-def _build_duration(build: m.WorkspaceBuild) -> str:
-    if "total" in build.timings:
-        return seconds_text(build.timings["total"])
-    if build.started_at is not None and build.completed_at is not None:
-        return seconds_text((build.completed_at - build.started_at).total_seconds())
-    return "-"
-
-
-def _initiated(build: m.WorkspaceBuild) -> str:
-    if build.initiator:
-        return build.initiator
-    # Builds the lifecycle loops start (TTL, idle, autostart) have a reason and no user.
-    return "-" if build.reason is m.BuildReason.INITIATOR else f"{build.reason.value} (automatic)"
-
-
-def _template_text(workspace: m.Workspace) -> str:
-    text = f"{workspace.template_name} {workspace.template_version_name}"
-    return f"{text} (outdated)" if workspace.outdated else text
-
-
-def _span(delta: timedelta) -> str:
-    """A coarse span, such as 5m, 3h20m or 2d4h: lists are read at a glance."""
-    minutes = int(delta.total_seconds()) // 60
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days}d{hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    return f"{minutes}m"
-
-
-def _ago(moment: datetime) -> str:
-    delta = datetime.now(UTC) - _utc(moment)
-    return "just now" if delta < timedelta(minutes=1) else f"{_span(delta)} ago"
-
-
-def _ttl_text(workspace: m.Workspace) -> str:
-    if workspace.ttl_ms is None:
-        return "-"
-    text = format_duration(timedelta(milliseconds=workspace.ttl_ms))
-    if workspace.deadline is None:
-        return text
-    left = _utc(workspace.deadline) - datetime.now(UTC)
-    return f"{text} ({_span(left)} left)" if left > timedelta(0) else f"{text} (due)"

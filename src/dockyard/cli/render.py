@@ -1,0 +1,180 @@
+"""How the workspace commands write things as text: log lines, parameter values, durations, and a workspace's
+details.
+
+Every time is shown in UTC, so that output reads the same wherever it is looked at.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+
+from dockyard.cli import output
+from dockyard.cli.output import Column
+from dockyard.sdk import models as m
+from dockyard.units import format_duration
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def log_text(line: m.BuildLogLine) -> str:
+    # UTC, like every time the CLI prints, so that a log reads the same wherever it is looked at.
+    return f"{_utc(line.time):%H:%M:%S} {line.stage:<9} | {line.output}"
+
+
+def value_text(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(value_text(v) for v in value)
+    return str(value)
+
+
+def seconds_text(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    return format_duration(timedelta(seconds=round(seconds)))
+
+
+def timings_text(build: m.WorkspaceBuild) -> str:
+    return ", ".join(f"{phase} {seconds_text(value)}" for phase, value in build.timings.items())
+
+
+def _build_duration(build: m.WorkspaceBuild) -> str:
+    if "total" in build.timings:
+        return seconds_text(build.timings["total"])
+    if build.started_at is not None and build.completed_at is not None:
+        return seconds_text((build.completed_at - build.started_at).total_seconds())
+    return "-"
+
+
+def _initiated(build: m.WorkspaceBuild) -> str:
+    if build.initiator:
+        return build.initiator
+    # Builds the lifecycle loops start (TTL, idle, autostart) have a reason and no user.
+    return "-" if build.reason is m.BuildReason.INITIATOR else f"{build.reason.value} (automatic)"
+
+
+def _template_text(workspace: m.Workspace) -> str:
+    text = f"{workspace.template_name} {workspace.template_version_name}"
+    return f"{text} (outdated)" if workspace.outdated else text
+
+
+def _span(delta: timedelta) -> str:
+    """A coarse span, such as 5m, 3h20m or 2d4h: lists are read at a glance."""
+    minutes = int(delta.total_seconds()) // 60
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m"
+
+
+def _ago(moment: datetime) -> str:
+    delta = datetime.now(UTC) - _utc(moment)
+    return "just now" if delta < timedelta(minutes=1) else f"{_span(delta)} ago"
+
+
+def _ttl_text(workspace: m.Workspace) -> str:
+    if workspace.ttl_ms is None:
+        return "-"
+    text = format_duration(timedelta(milliseconds=workspace.ttl_ms))
+    if workspace.deadline is None:
+        return text
+    left = _utc(workspace.deadline) - datetime.now(UTC)
+    return f"{text} ({_span(left)} left)" if left > timedelta(0) else f"{text} (due)"
+
+
+def print_details(workspace: m.Workspace) -> None:
+    """What `show` (and `create`, once done) prints: the workspace, its parameters and its latest build."""
+    pairs = [
+        ("NAME", workspace.name),
+        ("ID", workspace.id),
+        ("OWNER", workspace.owner_name),
+        ("TEMPLATE", _template_text(workspace)),
+        ("STATUS", workspace.status.value),
+    ]
+    if workspace.status_reason:
+        pairs.append(("REASON", workspace.status_reason))
+    pairs += [
+        ("TTL", _ttl_text(workspace)),
+        ("DEADLINE", output.when(workspace.deadline, never="none")),
+        ("CREATED", output.when(workspace.created_at)),
+        ("LAST USED", output.when(workspace.last_used_at)),
+    ]
+    output.print_rich(output.fields(pairs))
+    typer.echo()
+    if workspace.parameters:
+        rows = list(workspace.parameters.items())
+        parameter_columns: list[Column[tuple[str, Any]]] = [
+            Column("PARAMETER", lambda p: p[0]),
+            Column("VALUE", lambda p: value_text(p[1])),
+        ]
+        output.print_rich(output.table(parameter_columns, rows))
+    else:
+        typer.echo("No parameters.")
+    typer.echo()
+    build = workspace.latest_build
+    details = [
+        ("LATEST BUILD", f"#{build.number} {build.transition.value} {build.status.value}"),
+        ("VERSION", build.template_version_name),
+        ("INITIATOR", _initiated(build)),
+        ("CREATED", output.when(build.created_at)),
+        ("TIMINGS", timings_text(build) or "-"),
+    ]
+    if build.error:
+        details.append(("ERROR", build.error))
+    output.print_rich(output.fields(details))
+
+
+def changes_text(
+    workspace: m.Workspace, parameters: dict[str, Any] | None, *, version: str | None, ttl: str | None
+) -> str:
+    """What `update` changed, e.g. `branch=main, TTL 4h`, with the values as the server stored them."""
+    changes = [
+        f"{key}={value_text(workspace.parameters.get(key, value))}"
+        for key, value in (parameters or {}).items()
+    ]
+    if version is not None:
+        changes.append(f"template version {workspace.template_version_name}")
+    if ttl is not None:
+        changes.append("no TTL" if ttl == "0" else f"TTL {ttl}")
+    return ", ".join(changes)
+
+
+def workspace_columns(*, everyone: bool) -> list[Column[m.Workspace]]:
+    """The `list` table; OWNER only when it lists everyone's workspaces."""
+    columns: list[Column[m.Workspace]] = [Column("NAME", lambda w: w.name)]
+    if everyone:
+        columns.append(Column("OWNER", lambda w: w.owner_name))
+    columns += [
+        Column("TEMPLATE", _template_text),
+        Column("STATUS", lambda w: w.status.value),
+        Column(
+            "LAST BUILD",
+            lambda w: f"{w.latest_build.transition.value}, {_ago(w.latest_build.created_at)}",
+        ),
+        Column("TTL", _ttl_text),
+    ]
+    return columns
+
+
+BUILD_COLUMNS: list[Column[m.WorkspaceBuild]] = [
+    Column("BUILD", lambda b: f"#{b.number}"),
+    Column("TRANSITION", lambda b: b.transition.value),
+    Column("STATUS", lambda b: b.status.value),
+    Column("REASON", lambda b: b.reason.value),
+    Column("INITIATOR", lambda b: b.initiator or "-"),
+    Column("VERSION", lambda b: b.template_version_name),
+    Column("CREATED", lambda b: output.when(b.created_at)),
+    Column("DURATION", lambda b: _build_duration(b)),
+    Column("ERROR", lambda b: b.error),
+]
