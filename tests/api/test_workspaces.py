@@ -330,3 +330,70 @@ def test_doctor_reports_and_prunes_orphans(h: Harness) -> None:
     assert "ghost" not in fake.volumes
     member = h.user("alice")
     assert _error(member.doctor).status_code == 403
+
+
+def test_build_left_running_by_a_dead_worker_is_resumed(h: Harness) -> None:
+    """A build whose worker stopped heartbeating goes back on the queue and finishes."""
+    from datetime import UTC, datetime, timedelta
+
+    from dockyard.store.models import WorkspaceBuild
+
+    ws = h.workspace(name="ws1")
+    h.admin.stop_workspace("ws1")
+    h.await_build("ws1")
+    with h.app.state.sessions() as db:
+        # What a crashed server leaves behind: a claimed start whose worker no longer reports.
+        build = WorkspaceBuild(
+            workspace_id=ws.id,
+            number=3,
+            transition="start",
+            status="running",
+            template_version_id=ws.template_version_id,
+            parameters=ws.parameters,
+            timings={},
+            attempts=1,
+            worker="gone",
+            started_at=datetime.now(UTC) - timedelta(minutes=5),
+            heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
+        )
+        db.add(build)
+        db.commit()
+    assert h.admin.get_workspace("ws1").status == m.WorkspaceStatus.STARTING
+    h.app.state.background.tick()
+    resumed = h.await_build("ws1")
+    assert (resumed.latest_build.number, resumed.status) == (3, m.WorkspaceStatus.RUNNING)
+    with h.app.state.sessions() as db:
+        row = db.get(WorkspaceBuild, resumed.latest_build.id)
+        assert row is not None
+        assert row.attempts == 2
+
+
+def test_build_that_keeps_losing_its_worker_fails(h: Harness) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from dockyard.store.models import WorkspaceBuild
+
+    ws = h.workspace(name="ws1")
+    h.admin.stop_workspace("ws1")
+    h.await_build("ws1")
+    with h.app.state.sessions() as db:
+        db.add(
+            WorkspaceBuild(
+                workspace_id=ws.id,
+                number=3,
+                transition="start",
+                status="running",
+                template_version_id=ws.template_version_id,
+                parameters={},
+                timings={},
+                attempts=3,
+                heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
+            )
+        )
+        db.commit()
+    h.app.state.background.tick()
+    failed = h.admin.get_workspace("ws1")
+    assert (failed.status, failed.status_reason) == (
+        m.WorkspaceStatus.FAILED,
+        "the provisioner stopped responding 3 times; giving up",
+    )

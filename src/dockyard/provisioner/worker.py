@@ -214,6 +214,7 @@ class Worker:
         )
         observation = ctx.phase("container", lambda: self.runtime.start(spec, ctx.log))
         assert isinstance(observation, Observation)
+        ctx.timings.update({f"container.{step}": seconds for step, seconds in observation.timings.items()})
         ctx.stage = "container"
         where = f" at {observation.address}" if observation.address else ""
         ctx.log(f"workspace {names[1]} is running{where}")

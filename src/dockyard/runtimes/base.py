@@ -100,6 +100,8 @@ class Observation:
     exit_code: int | None = None
     detail: str = ""
     address: str | None = None
+    # Seconds per step of the start that produced this observation (e.g. network, volume, container).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

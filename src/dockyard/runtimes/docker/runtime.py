@@ -13,8 +13,10 @@ resume); a different hash means the container is removed and created afresh.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import time
 from typing import Any
 
 import docker
@@ -140,6 +142,15 @@ class DockerRuntime:
             return self._start(spec, log)
 
     def _start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
+        timings: dict[str, float] = {}
+        mark = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            timings[step] = round(timings.get(step, 0.0) + now - mark, 4)
+            mark = now
+
         name = naming.container_name(spec.workspace_id)
         image_id = self._image_id(spec.image)
         nano_cpus = self._nano_cpus(spec, log)
@@ -155,7 +166,9 @@ class DockerRuntime:
                 )
                 container.remove(force=True, v=True)
                 container = None
+        lap("inspect")
         network, network_id = self._ensure_network(spec, log)
+        lap("network")
         attached = states.network_id(container.attrs, network) if container is not None else None
         if container is not None and attached not in (None, network_id):
             # Its network was removed while it was stopped; the engine cannot start it on the new one. (A
@@ -165,8 +178,10 @@ class DockerRuntime:
             container = None
         volume = naming.volume_name(spec.workspace_id)
         self.client.volumes.create(volume, labels=naming.object_labels(spec.workspace_id))
+        lap("volume")
         if container is None:
             container = self._create_container(spec, network, volume, image_id, nano_cpus, config_hash, log)
+            lap("create")
         state = container.attrs["State"]["Status"]
         if state == "paused":
             container.unpause()
@@ -174,7 +189,9 @@ class DockerRuntime:
             self._start_and_wait(container, spec, log)
         else:
             log(f"Container {name} is already running")
-        return self._observe(spec.workspace_id)
+        lap("start")
+        observation = self._observe(spec.workspace_id)
+        return dataclasses.replace(observation, timings=timings)
 
     def _image_id(self, image: str) -> str:
         try:

@@ -1,0 +1,83 @@
+"""The real processes: `dockyard server` with no workers of its own, and a separate `dockyard provisioner`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.runtimes.docker import DockerRuntime
+from dockyard.sdk import Client
+from dockyard.sdk import models as m
+
+DOCKYARD = str(Path(sys.executable).parent / "dockyard")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def processes(tmp_path: Path, database_url: str, engine: DockerRuntime, base_image: str) -> Iterator[Client]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DOCKYARD_DATABASE_URL": database_url,
+        "DOCKYARD_DATA_DIR": str(tmp_path),
+        "DOCKYARD_WORKSPACE_SUBNETS": "10.217.0.0/16",
+    }
+    server = subprocess.Popen(
+        [DOCKYARD, "server", "--listen", f"127.0.0.1:{port}", "--provisioner-workers", "0"],
+        env=env,
+        stdout=(tmp_path / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    provisioner = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "admin-token").exists() or not _healthy(port):
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        provisioner = subprocess.Popen(
+            [DOCKYARD, "provisioner", "--workers", "2"],
+            env=env,
+            stdout=(tmp_path / "provisioner.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        client = Client(f"http://127.0.0.1:{port}", (tmp_path / "admin-token").read_text().strip())
+        yield client
+        for workspace in client.list_workspaces().workspaces:
+            client.delete_workspace(workspace.id)
+            client.get_workspace(workspace.id, wait="done", timeout=60)
+        client.close()
+    finally:
+        for process in (provisioner, server):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with Client(f"http://127.0.0.1:{port}") as client:
+            return client.health().status == "ok"
+    except Exception:  # noqa: BLE001 - not listening yet
+        return False
+
+
+def test_separate_provisioner_process_runs_the_builds(processes: Client, tmp_path: Path) -> None:
+    created = processes.create_workspace(m.CreateWorkspaceRequest(template="base", name="dev"))
+    ws = processes.get_workspace(created.id, wait="done", timeout=120)
+    assert ws.status == m.WorkspaceStatus.RUNNING, ws.status_reason
+    assert "provisioner started" in (tmp_path / "provisioner.log").read_text()
+    processes.stop_workspace(ws.id)
+    assert processes.get_workspace(ws.id, wait="done", timeout=60).status == m.WorkspaceStatus.STOPPED
