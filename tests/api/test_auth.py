@@ -187,3 +187,25 @@ def test_login_failure_is_401_and_audited(h: Harness) -> None:
     assert (error.status_code, error.message) == (401, "Incorrect username or password.")
     logs = h.admin.audit(action="user.login").audit_logs
     assert [(a.username, a.status_code) for a in logs] == [("admin", 401)]
+
+
+def test_revocation_by_another_replica_takes_effect_after_one_refresh(h: Harness) -> None:
+    """A stale cache entry answers once while it is refreshed; the refresh finds the token gone."""
+    import dataclasses
+    import time
+
+    created = h.admin.create_token(m.CreateTokenRequest(name="ci", lifetime="1h"))
+    ci = h.client(created.key)
+    assert ci.me().username == "admin"
+    with h.app.state.sessions() as db:
+        # What another replica's revocation looks like from here: the row is gone, the cache still has it.
+        row = db.get(ApiToken, created.id)
+        db.delete(row)
+        db.commit()
+    entry = tokens.cache._entries[created.id]
+    tokens.cache._entries[created.id] = dataclasses.replace(entry, fresh_until=time.monotonic() - 1)
+    assert ci.me().username == "admin"  # served stale, refresh started
+    deadline = time.monotonic() + 5
+    while created.id in tokens.cache._entries and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _error(ci.me).status_code == 401

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import secrets
 import string
 import threading
@@ -184,29 +185,42 @@ class _Entry:
 class TokenCache:
     """Recently authenticated tokens, so that a hot token costs no database round trip.
 
-    Revocation and user changes made through this process evict at once. Another replica sees them after at
-    most `ttl` seconds, which bounds how long a revoked token can keep working there.
+    An entry is fresh for about `ttl` seconds; after that it may still answer for up to `grace` seconds while
+    one refresh from the database runs in the background (the caller asks for it: see `stale`), so a busy
+    token never makes requests wait on the database. Revocation and user changes made through this process
+    evict at once; another replica sees them within `ttl + grace` seconds.
     """
 
-    def __init__(self, ttl: float = 10.0, max_entries: int = 50_000) -> None:
+    def __init__(self, ttl: float = 10.0, grace: float = 20.0, max_entries: int = 50_000) -> None:
         self.ttl = ttl
+        self.grace = grace
         self.max_entries = max_entries
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
 
     def get(self, token_id: str, secret: str) -> Actor | None:
+        """The actor of a fresh entry, or None."""
+        found = self.lookup(token_id, secret)
+        return found[0] if found is not None and not found[1] else None
+
+    def lookup(self, token_id: str, secret: str) -> tuple[Actor, bool] | None:
+        """(actor, stale) for an entry within its grace period, or None."""
         entry = self._entries.get(token_id)
-        if entry is None or entry.fresh_until < time.monotonic():
+        now = time.monotonic()
+        if entry is None or entry.fresh_until + self.grace < now:
             return None
         if entry.expires_at <= utcnow() or not hmac.compare_digest(entry.hashed_secret, _hash(secret)):
             return None
-        return entry.actor
+        return entry.actor, entry.fresh_until < now
 
     def put(self, token_id: str, hashed_secret: bytes, actor: Actor, expires_at: datetime) -> None:
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
-            self._entries[token_id] = _Entry(hashed_secret, actor, expires_at, time.monotonic() + self.ttl)
+            # Jitter spreads the refreshes: tokens cached together (say after a restart) would otherwise all
+            # go back to the database in the same instant.
+            fresh = self.ttl * (0.5 + random.random() / 2)
+            self._entries[token_id] = _Entry(hashed_secret, actor, expires_at, time.monotonic() + fresh)
 
     def forget(self, token_id: str) -> None:
         with self._lock:

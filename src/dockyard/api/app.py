@@ -90,6 +90,7 @@ def create_app(
     app.state.sessions = make_sessionmaker(engine)
     app.state.read_sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
     app.state.runtime = runtime
+    app.state.auth_inflight = {}
     prepare_database(settings, engine)
     errors.install(app)
     for router in ROUTERS:

@@ -6,6 +6,7 @@ the route table and fails on a route with neither.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from functools import cache
 from typing import Annotated, Any
@@ -69,6 +70,32 @@ def _authenticate(request: Request, key: str) -> Actor:
         return tokens.authenticate(db, key)
 
 
+async def _authenticate_once(request: Request, key: str) -> Actor:
+    """Look a key up off the event loop, once: when a busy token's cache entry lapses, every request in flight
+    with it would otherwise hit the database together; they share the one lookup instead."""
+    inflight: dict[str, asyncio.Future[Actor]] = request.app.state.auth_inflight
+    lookup = inflight.get(key)
+    if lookup is None:
+        lookup = asyncio.ensure_future(run_in_threadpool(_authenticate, request, key))
+        inflight[key] = lookup
+        lookup.add_done_callback(lambda _: inflight.pop(key, None))
+    # shield: one caller going away must not cancel the lookup the others wait for.
+    return await asyncio.shield(lookup)
+
+
+def _refresh_in_background(request: Request, key: str, token_id: str) -> None:
+    if key in request.app.state.auth_inflight:
+        return
+    refresh = asyncio.ensure_future(_authenticate_once(request, key))
+
+    def done(task: asyncio.Future[Actor]) -> None:
+        # A token revoked or expired elsewhere: drop it so the next request is refused.
+        if not task.cancelled() and task.exception() is not None:
+            tokens.cache.forget(token_id)
+
+    refresh.add_done_callback(done)
+
+
 async def current_actor(request: Request) -> Actor:
     key = bearer_key(request)
     if not key:
@@ -76,10 +103,13 @@ async def current_actor(request: Request) -> Actor:
             "You are not logged in.", detail="Send `Authorization: Bearer <token>`, or run `dockyard login`."
         )
     token_id, secret = tokens.lookup(key)
-    actor = tokens.cache.get(token_id, secret)
-    if actor is None:
-        # The database lookup blocks, so it runs off the event loop; a cache hit never gets here.
-        actor = await run_in_threadpool(_authenticate, request, key)
+    cached = tokens.cache.lookup(token_id, secret)
+    if cached is None:
+        actor = await _authenticate_once(request, key)
+    else:
+        actor, stale = cached
+        if stale:
+            _refresh_in_background(request, key, token_id)
     request.state.actor = actor
     return actor.with_ip(client_ip(request))
 

@@ -100,10 +100,16 @@ class Catalog:
         self._lock = threading.Lock()
 
     def get(self, organization_id: str) -> list[wire.Template] | None:
+        found = self.peek(organization_id)
+        return found[0] if found is not None and not found[1] else None
+
+    def peek(self, organization_id: str) -> tuple[list[wire.Template], bool] | None:
+        """(list, stale) unless a write in this process cleared it; stale lists are at most `ttl` old twice
+        over and are served while one refresh runs, so a busy dashboard never waits on the database."""
         entry = self._entries.get(organization_id)
-        if entry is None or entry[0] < time.monotonic() or entry[1] != self._generation:
+        if entry is None or entry[1] != self._generation or entry[0] + self.ttl < time.monotonic():
             return None
-        return entry[2]
+        return entry[2], entry[0] < time.monotonic()
 
     def load(self, db: Session, actor: Actor) -> list[wire.Template]:
         generation = self._generation

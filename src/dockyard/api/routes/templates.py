@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import mimetypes
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -20,6 +22,19 @@ from dockyard.templates.archive import MAX_ARCHIVE_BYTES, MAX_FILES, TemplateFil
 
 router = APIRouter(prefix="/api/v2/templates", tags=["templates"])
 _TEMPLATE_LIST = TypeAdapter(list[wire.Template])
+
+
+async def _refresh(lock: asyncio.Lock, load: Callable[[], list[wire.Template]]) -> None:
+    async with lock:
+        await run_in_threadpool(load)
+
+
+def _catalog_lock(request: Request) -> asyncio.Lock:
+    lock: asyncio.Lock | None = getattr(request.app.state, "catalog_lock", None)
+    if lock is None:
+        lock = request.app.state.catalog_lock = asyncio.Lock()
+    return lock
+
 
 _TAR_TYPES = {
     "application/gzip",
@@ -86,14 +101,22 @@ async def read_upload(request: Request) -> TemplateFiles:
 
 @router.get("", response_model=list[wire.Template])
 async def list_templates(request: Request, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]) -> Response:
-    listed = service.catalog.get(actor.organization_id)
-    if listed is None:
+    def load() -> list[wire.Template]:
+        with request.app.state.read_sessions() as db:
+            return service.catalog.load(db, actor)
 
-        def load() -> list[wire.Template]:
-            with request.app.state.read_sessions() as db:
-                return service.catalog.load(db, actor)
-
-        listed = await run_in_threadpool(load)
+    found = service.catalog.peek(actor.organization_id)
+    if found is not None:
+        listed, stale = found
+        lock = _catalog_lock(request)
+        if stale and not lock.locked():
+            request.app.state.catalog_refresh = asyncio.ensure_future(_refresh(lock, load))
+    else:
+        # One load at a time: when the cached list is gone under load, every request in flight would
+        # otherwise query the database at the same moment; they wait for the one load instead.
+        async with _catalog_lock(request):
+            cached = service.catalog.get(actor.organization_id)
+            listed = cached if cached is not None else await run_in_threadpool(load)
     return Response(_TEMPLATE_LIST.dump_json(service.visible(actor, listed)), media_type="application/json")
 
 
