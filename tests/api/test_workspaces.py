@@ -397,3 +397,24 @@ def test_build_that_keeps_losing_its_worker_fails(h: Harness) -> None:
         m.WorkspaceStatus.FAILED,
         "the provisioner stopped responding 3 times; giving up",
     )
+
+
+def test_waiting_clients_do_not_hold_database_connections(h: Harness) -> None:
+    """More long polls than the pool has connections, while builds still get theirs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h.template(name="tmpl")
+    fake = _fake(h)
+    fake.gate.clear()
+    created = [
+        h.admin.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name=f"w{i}")) for i in range(3)
+    ]
+    pool_size = h.app.state.engine.pool.size() + h.app.state.engine.pool._max_overflow
+    with ThreadPoolExecutor(pool_size + 5) as waiters:
+        futures = [waiters.submit(h.await_build, created[i % 3].id) for i in range(pool_size + 5)]
+        import time
+
+        time.sleep(1)
+        fake.gate.set()
+        results = [f.result(timeout=60) for f in futures]
+    assert {r.status for r in results} == {m.WorkspaceStatus.RUNNING}

@@ -70,6 +70,7 @@ def list_workspaces(
 @router.get("/api/v2/workspaces/{workspace}")
 async def get_workspace(
     request: Request,
+    db: DbSession,
     workspace: WorkspaceParam,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
     wait: Annotated[
@@ -82,6 +83,9 @@ async def get_workspace(
     ] = None,
     timeout: Annotated[float, Query(gt=0, le=600, description="Seconds to wait at most.")] = 120,
 ) -> wire.Workspace:
+    # Long polls must not hold a pooled connection while they wait: 50 waiting clients would starve the
+    # provisioner workers. Each poll takes a connection for one read and gives it back.
+    db.close()
     sessions = request.app.state.read_sessions
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -163,9 +167,13 @@ def list_builds(
 
 @router.get("/api/v2/workspaces/{workspace}/watch", responses=SSE_RESPONSES, response_model=None)
 async def watch_workspace(
-    request: Request, workspace: WorkspaceParam, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
+    request: Request,
+    db: DbSession,
+    workspace: WorkspaceParam,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
 ) -> EventSourceResponse:
     """Server-sent events: the workspace as JSON (`event: workspace`) each time its status or build changes."""
+    db.close()  # the stream reads with short-lived sessions of its own
     sessions = request.app.state.read_sessions
 
     async def stream() -> AsyncIterator[bytes]:
@@ -206,6 +214,7 @@ def cancel_build(
 @router.get("/api/v2/workspacebuilds/{build}/logs", responses=SSE_RESPONSES, response_model=None)
 async def build_logs(
     request: Request,
+    db: DbSession,
     build: BuildParam,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
     follow: Annotated[
@@ -214,6 +223,7 @@ async def build_logs(
     after: Annotated[int, Query(ge=0, le=2**62, description="Only lines with a larger id.")] = 0,
 ) -> Response:
     """The build's log lines as JSON, or with `follow=true` as server-sent events (`event: log`, then `end`)."""
+    db.close()  # each read below takes a connection briefly; a follow can last as long as a build
     sessions = request.app.state.read_sessions
     build_id = build[1].id
 
