@@ -42,11 +42,9 @@ LISTEN=${DOCKYARD_LISTEN:-127.0.0.1:3000}
 if [[ $EUID -eq 0 ]]; then
     DEFAULT_DATA_DIR=/var/lib/dockyard
     BIN_DIR=/usr/local/bin
-    TOOLS=/opt/dockyard-tools
 else
     DEFAULT_DATA_DIR=$HOME/.local/share/dockyard
     BIN_DIR=$HOME/.local/bin
-    TOOLS=$HOME/.local/share/dockyard-tools
 fi
 DATA_DIR=${DOCKYARD_DATA_DIR:-$DEFAULT_DATA_DIR}
 
@@ -129,29 +127,12 @@ else
     note "no apt-get here; using the python3, git and curl already installed"
 fi
 
-python=""
-for candidate in python3 python3.13 python3.12 python3.11; do
-    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-        python=$(command -v "$candidate")
-        break
-    fi
-done
-[[ -n $python ]] || die "Dockyard needs Python 3.11 or newer; python3 is $(python3 -V 2>&1). Debian 12 and Ubuntu 24.04 have it."
+# shellcheck source=scripts/lib/uv.sh
+source "$REPO/scripts/lib/uv.sh"
+find_python
 
 # --- 2. uv ------------------------------------------------------------------------------------------------------
-step "uv"
-if command -v uv >/dev/null && uv --version >/dev/null 2>&1; then
-    UV=$(command -v uv)
-elif [[ -x $TOOLS/bin/uv ]]; then
-    UV=$TOOLS/bin/uv
-else
-    # A venv of its own: Debian's Python is "externally managed" and refuses a plain `pip install`.
-    note "installing uv with pip into $TOOLS"
-    "$python" -m venv "$TOOLS"
-    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check uv
-    UV=$TOOLS/bin/uv
-fi
-note "$("$UV" --version) at $UV"
+ensure_uv
 
 # --- 3. Dockyard into .venv -------------------------------------------------------------------------------------
 step "Dockyard into $VENV"

@@ -65,28 +65,10 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/
     die "PostgreSQL's initdb is missing (apt-get install postgresql)"
 [[ $EUID -ne 0 ]] || id postgres >/dev/null 2>&1 || die "the postgres user is missing (it comes with the postgresql package)"
 
-step "uv"
-python=""
-for candidate in python3 python3.13 python3.12 python3.11; do
-    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-        python=$(command -v "$candidate")
-        break
-    fi
-done
-[[ -n $python ]] || die "Dockyard needs Python 3.11 or newer; python3 is $(python3 -V 2>&1)"
-if [[ $EUID -eq 0 ]]; then TOOLS=/opt/dockyard-tools; else TOOLS=$HOME/.local/share/dockyard-tools; fi
-if command -v uv >/dev/null && uv --version >/dev/null 2>&1; then
-    UV=$(command -v uv)
-elif [[ -x $TOOLS/bin/uv ]]; then
-    UV=$TOOLS/bin/uv
-else
-    # A venv of its own: Debian's Python is "externally managed" and refuses a plain `pip install`.
-    note "installing uv with pip into $TOOLS"
-    "$python" -m venv "$TOOLS"
-    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check uv
-    UV=$TOOLS/bin/uv
-fi
-note "$("$UV" --version) at $UV"
+# shellcheck source=scripts/lib/uv.sh
+source "$REPO/scripts/lib/uv.sh"
+find_python
+ensure_uv
 
 step "Dependencies (uv sync --frozen)"
 "$UV" sync --frozen --quiet

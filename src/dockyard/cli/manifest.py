@@ -6,13 +6,13 @@ are the server's to check, so the two cannot disagree about them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from dockyard.cli.errors import CliError, validations_of
+from dockyard.errors import ValidationFailed
+from dockyard.sdk import yamlload
 from dockyard.sdk.manifest import TemplateManifest
 from dockyard.sdk.models import ValidationDetail
 
@@ -30,19 +30,14 @@ def check(folder: Path) -> TemplateManifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = " ".join(p for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
+        # The SDK's loader refuses YAML aliases, so a hostile manifest cannot blow up memory here either.
+        data, root = yamlload.load(text, filename=MANIFEST)
+    except ValidationFailed as exc:
         raise CliError(
-            f"{MANIFEST} is not valid YAML.",
+            exc.message,
             validations=[
-                ValidationDetail(
-                    field="(yaml)",
-                    detail=problem or str(exc),
-                    file=MANIFEST,
-                    line=mark.line + 1 if mark else None,
-                )
+                ValidationDetail(field=v.field, detail=v.detail, file=v.file, line=v.line)
+                for v in exc.validations
             ],
         ) from exc
     if not isinstance(data, dict):
@@ -60,9 +55,10 @@ def check(folder: Path) -> TemplateManifest:
     try:
         return TemplateManifest.model_validate(data)
     except ValidationError as exc:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
         located = [
-            problem.model_copy(update={"file": MANIFEST, "line": _line_of(root, _path(problem.field))})
+            problem.model_copy(
+                update={"file": MANIFEST, "line": yamlload.line_of(root, _path(problem.field))}
+            )
             for problem in validations_of(exc)
         ]
         raise CliError(f"{MANIFEST} is invalid.", validations=located) from exc
@@ -72,24 +68,3 @@ def _path(field: str) -> list[str | int]:
     if field == "(root)":
         return []
     return [int(part) if part.isdigit() else part for part in field.split(".")]
-
-
-def _line_of(node: yaml.Node | None, path: Sequence[str | int]) -> int | None:
-    """The 1-based line of the deepest node along `path` that exists."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in path:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                    child, line = value, key.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            child = node.value[part]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line

@@ -7,8 +7,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from dockyard.errors import Validation, ValidationFailed
+from dockyard.sdk import yamlload
 from dockyard.sdk.manifest import TemplateManifest
-from dockyard.templates import parameters, render, yamlload
+from dockyard.templates import parameters, render
 from dockyard.templates.archive import MANIFEST, TemplateFiles
 from dockyard.templates.errors import pydantic_validations
 
