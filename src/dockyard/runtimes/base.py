@@ -101,7 +101,7 @@ class Observation:
     detail: str = ""
     address: str | None = None
     # Seconds per step of the start that produced this observation (e.g. network, volume, container).
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
