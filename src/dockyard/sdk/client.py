@@ -363,8 +363,9 @@ class Client:
     def doctor(self) -> m.DoctorReport:
         return self._get("/api/v2/doctor", m.DoctorReport)
 
-    def prune(self) -> m.DoctorReport:
-        return self._send("POST", "/api/v2/doctor/prune", m.DoctorReport)
+    def prune(self, *, timeout: float = 600) -> m.DoctorReport:
+        """Remove orphaned resources; each is a runtime call, so hundreds can take minutes."""
+        return self._send("POST", "/api/v2/doctor/prune", m.DoctorReport, timeout=timeout)
 
     # --- audit -------------------------------------------------------------------------------------------------
 

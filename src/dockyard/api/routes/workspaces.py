@@ -23,7 +23,7 @@ from dockyard.store.models import Workspace, WorkspaceBuild
 router = APIRouter(tags=["workspaces"])
 
 # Fallback poll for changes made by other processes; changes in this process wake waiters at once.
-POLL_SECONDS = 0.5
+POLL_SECONDS = 2.0
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}, "application/json": {}}}
 }
