@@ -91,6 +91,7 @@ def create_app(
     app.state.read_sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
     app.state.runtime = runtime
     app.state.auth_inflight = {}
+    app.state.background_tasks = set()
     prepare_database(settings, engine)
     errors.install(app)
     for router in ROUTERS:

@@ -87,8 +87,13 @@ def _refresh_in_background(request: Request, key: str, token_id: str) -> None:
     if key in request.app.state.auth_inflight:
         return
     refresh = asyncio.ensure_future(_authenticate_once(request, key))
+    # The event loop keeps only weak references to tasks: without this one the refresh could be collected
+    # before it finishes, and a revoked token would keep being served from the cache.
+    pending: set[asyncio.Future[Actor]] = request.app.state.background_tasks
+    pending.add(refresh)
 
     def done(task: asyncio.Future[Actor]) -> None:
+        pending.discard(task)
         # A token revoked or expired elsewhere: drop it so the next request is refused.
         if not task.cancelled() and task.exception() is not None:
             tokens.cache.forget(token_id)
