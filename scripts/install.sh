@@ -103,23 +103,13 @@ trap 'on_error $LINENO' ERR
 [[ $LISTEN == *:* && $PORT =~ ^[0-9]+$ ]] || die "--listen must be HOST:PORT, got '$LISTEN'"
 
 # --- 1. system packages -----------------------------------------------------------------------------------------
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-
+# shellcheck source=scripts/lib/packages.sh
+source "$REPO/scripts/lib/packages.sh"
 packages=(python3 python3-venv git curl ca-certificates)
 [[ $WITH_POSTGRES -eq 1 ]] && packages+=(postgresql)
 step "System packages"
-if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
-    missing=()
-    for pkg in "${packages[@]}"; do installed "$pkg" || missing+=("$pkg"); done
-    if [[ ${#missing[@]} -gt 0 ]]; then
-        [[ $EUID -eq 0 ]] || die "missing packages: ${missing[*]}; run this script as root, or install them first"
-        note "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null
-        apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        note "already installed: ${packages[*]}"
-    fi
+if has_apt; then
+    install_missing "${packages[@]}"
 else
     for cmd in python3 git curl; do
         command -v "$cmd" >/dev/null || die "$cmd is missing and this is not a Debian/Ubuntu system: install it first"

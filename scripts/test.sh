@@ -44,20 +44,10 @@ STARTED=$(now)
 
 # --- setup ------------------------------------------------------------------------------------------------------
 step "System packages"
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-packages=(postgresql openssh-client git python3 python3-venv curl ca-certificates)
-if command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
-    missing=()
-    for pkg in "${packages[@]}"; do installed "$pkg" || missing+=("$pkg"); done
-    if [[ ${#missing[@]} -gt 0 ]]; then
-        [[ $EUID -eq 0 ]] || die "missing packages: ${missing[*]}; run as root, or install them first"
-        note "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null
-        apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        note "already installed: ${packages[*]}"
-    fi
+# shellcheck source=scripts/lib/packages.sh
+source "$REPO/scripts/lib/packages.sh"
+if has_apt; then
+    install_missing postgresql openssh-client git python3 python3-venv curl ca-certificates
 else
     note "no apt-get here; expecting PostgreSQL's initdb, ssh and git to be installed already"
 fi
@@ -79,6 +69,8 @@ note "$("$VENV/bin/python" -V), $("$VENV/bin/pytest" --version 2>&1 | head -n 1)
 source "$REPO/scripts/lib/docker.sh"
 ensure_docker_engine
 ensure_base_image
+# The engine is up now: a Docker test that cannot reach it must fail, not skip.
+export DOCKYARD_REQUIRE_DOCKER=1
 
 # --- checks -----------------------------------------------------------------------------------------------------
 WORK=$(mktemp -d)

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Docker engine and base image setup shared by scripts/install.sh and scripts/test.sh.
-# Expects the caller's `step`, `note` and `die` functions, and $VENV (the project's virtualenv).
+# Expects the caller's `step`, `note` and `die` functions, $VENV (the project's virtualenv), and
+# scripts/lib/packages.sh sourced.
 
 docker_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
@@ -14,10 +15,7 @@ ensure_docker_engine() {
     fi
     if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
         [[ $EUID -eq 0 ]] || die "no Docker engine answers and dockerd is not installed; run as root to install docker.io"
-        note "installing docker.io"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null
-        apt-get install -y -q --no-install-recommends docker.io >/dev/null
+        install_missing docker.io
     fi
     [[ $EUID -eq 0 ]] || die "no Docker engine answers; start dockerd (it needs root)"
     note "starting dockerd (log /var/log/dockerd.log)"
@@ -43,12 +41,7 @@ ensure_base_image() {
     fi
     if ! command -v mmdebstrap >/dev/null; then
         [[ $EUID -eq 0 ]] || die "mmdebstrap is missing; run as root to install it"
-        note "installing mmdebstrap"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends mmdebstrap >/dev/null 2>&1 || {
-            apt-get update -q >/dev/null
-            apt-get install -y -q --no-install-recommends mmdebstrap >/dev/null
-        }
+        install_missing mmdebstrap
     fi
     note "building it from Debian's packages (about a minute the first time)"
     "$VENV/bin/dockyard" images build-base

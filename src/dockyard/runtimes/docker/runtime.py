@@ -13,6 +13,7 @@ resume); a different hash means the container is removed and created afresh.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -312,13 +313,14 @@ class DockerRuntime:
         timer = threading.Timer(self.ready_timeout, stream.close)
         timer.start()
         output = ""
+        # When the timer closes the stream the read fails with OSError/ValueError; either way the stream has
+        # ended without the ready line, and the container's state below says whether setup failed or hung.
         try:
-            for chunk in stream:
-                output += chunk.decode("utf-8", "replace")
-                if bootstrap.READY in output:
-                    return
-        except (OSError, ValueError):
-            pass  # the timer closed the stream
+            with contextlib.suppress(OSError, ValueError):
+                for chunk in stream:
+                    output += chunk.decode("utf-8", "replace")
+                    if bootstrap.READY in output:
+                        return
         finally:
             timer.cancel()
             stream.close()
