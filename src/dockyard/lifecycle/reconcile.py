@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -64,7 +66,8 @@ def recover_stale_builds(db: Session) -> int:
     return len(stale)
 
 
-def _running_workspaces(db: Session) -> list[Workspace]:
+def _running_workspaces(db: Session, *, finished_before: datetime) -> list[Workspace]:
+    """Workspaces whose latest build is a start that succeeded before `finished_before`."""
     newest = (
         select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
         .group_by(WorkspaceBuild.workspace_id)
@@ -82,6 +85,7 @@ def _running_workspaces(db: Session) -> list[Workspace]:
                 Workspace.deleted.is_(False),
                 WorkspaceBuild.transition == Transition.START,
                 WorkspaceBuild.status == BuildStatus.SUCCEEDED,
+                WorkspaceBuild.completed_at < finished_before,
             )
         )
     )
@@ -89,10 +93,12 @@ def _running_workspaces(db: Session) -> list[Workspace]:
 
 def observe_drift(db: Session, runtime: Runtime) -> list[str]:
     """Record what the runtime says about workspaces Dockyard believes are running; returns drifted names."""
+    # Only starts that finished before the snapshot was taken can be judged by it: a build finishing while
+    # the runtime is being listed would otherwise be reported as drifted (for one pass) by a stale picture.
+    now = utcnow()
     observations = runtime.observe_all()
     drifted = []
-    now = utcnow()
-    for workspace in _running_workspaces(db):
+    for workspace in _running_workspaces(db, finished_before=now):
         observation = observations.get(workspace.id) or Observation(workspace.id, ContainerState.MISSING)
         reason = drift_reason(observation)
         if reason is None:
