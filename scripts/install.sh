@@ -105,7 +105,8 @@ trap 'on_error $LINENO' ERR
 # --- 1. system packages -----------------------------------------------------------------------------------------
 # shellcheck source=scripts/lib/packages.sh
 source "$REPO/scripts/lib/packages.sh"
-packages=(python3 python3-venv git curl ca-certificates)
+# openssh-client: `dockyard ssh` runs OpenSSH through the gateway.
+packages=(python3 python3-venv git curl ca-certificates openssh-client)
 [[ $WITH_POSTGRES -eq 1 ]] && packages+=(postgresql)
 step "System packages"
 if has_apt; then

@@ -29,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 # The folders whose tests reach the database; the CLI tests talk to the API through the SDK only.
-POSTGRES_PATHS=(tests/api tests/store tests/accounts tests/templates tests/e2e)
+POSTGRES_PATHS=(tests/api tests/store tests/accounts tests/templates tests/gateway tests/e2e)
 
 if [[ -t 1 ]]; then bold=$'\033[1m' red=$'\033[31m' green=$'\033[32m' plain=$'\033[0m'; else bold="" red="" green="" plain=""; fi
 step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
@@ -47,7 +47,8 @@ step "System packages"
 # shellcheck source=scripts/lib/packages.sh
 source "$REPO/scripts/lib/packages.sh"
 if has_apt; then
-    install_missing postgresql openssh-client git python3 python3-venv curl ca-certificates
+    # The OpenSSH client, sftp-server and rsync are the real clients of the SSH gateway tests.
+    install_missing postgresql openssh-client openssh-sftp-server rsync git python3 python3-venv curl ca-certificates
 else
     note "no apt-get here; expecting PostgreSQL's initdb, ssh and git to be installed already"
 fi

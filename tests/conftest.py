@@ -13,9 +13,10 @@ from dockyard.store.db import make_engine, normalize_url
 from dockyard.store.migrate import migrate
 from dockyard.templates import service
 from tests import pg
+from tests.fakes import FakeRuntime
 from tests.harness import Harness, make_harness
 
-pytest_plugins = ["tests.docker_fixtures"]
+pytest_plugins = ["tests.docker_fixtures", "tests.live"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,6 +79,15 @@ def _fresh_caches() -> Iterator[None]:
 @pytest.fixture
 def h(tmp_path: Path, database_url: str) -> Iterator[Harness]:
     harness = make_harness(tmp_path, database_url)
+    yield harness
+    harness.close()
+    harness.app.state.engine.dispose()
+
+
+@pytest.fixture
+def ah(tmp_path: Path, database_url: str) -> Iterator[Harness]:
+    """A harness whose workspaces run the real agent as local processes, so commands reach a shell."""
+    harness = make_harness(tmp_path, database_url, runtime=FakeRuntime(agents=True))
     yield harness
     harness.close()
     harness.app.state.engine.dispose()

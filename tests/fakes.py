@@ -1,11 +1,18 @@
 """A runtime that keeps workspaces in memory, for tests that are about Dockyard rather than Docker.
 
 It implements the same interface as the Docker runtime (as httpx's MockTransport does for transports), and
-lets a test fail or slow down any step.
+lets a test fail or slow down any step. With `agents=True` a "started workspace" is the real agent running
+as a local process (its home a temporary folder), so the exec, files and terminal paths can be tested
+end to end without Docker; the Docker tests cover the same paths in containers.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +45,9 @@ class FakeRuntime:
     memory_bytes: int = 32 * 2**30
     calls: list[str] = field(default_factory=list)
     gate: threading.Event = field(default_factory=threading.Event)
+    agents: bool = False
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    homes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -78,16 +88,51 @@ class FakeRuntime:
         self.volumes.add(spec.workspace_id)
         self.containers[spec.workspace_id] = ContainerState.RUNNING
         self.specs[spec.workspace_id] = spec
+        if self.agents:
+            self._run_agent(spec)
         log(f"started container dockyard-ws-{spec.workspace_id}")
         return Observation(spec.workspace_id, ContainerState.RUNNING, address="10.0.0.2")
 
+    def _run_agent(self, spec: WorkspaceSpec) -> None:
+        self._end_agent(spec.workspace_id)
+        # Paths in the spec are as the container sees them; map them back through the bind mounts.
+        mounts = {m.target: m.source for m in spec.mounts}
+        home = self.homes.setdefault(spec.workspace_id, tempfile.mkdtemp(prefix="dy-home-"))
+        env = {
+            **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG")},
+            **spec.env,
+            "HOME": home,
+            "DOCKYARD_AGENT_SOCKET": _mapped(spec.env["DOCKYARD_AGENT_SOCKET"], mounts),
+        }
+        script = _mapped(spec.command[-1], mounts)
+        self.processes[spec.workspace_id] = subprocess.Popen([sys.executable, script], env=env, cwd=home)
+
+    def _end_agent(self, workspace_id: str) -> None:
+        process = self.processes.pop(workspace_id, None)
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def close(self) -> None:
+        for workspace_id in list(self.processes):
+            self._end_agent(workspace_id)
+        for home in self.homes.values():
+            shutil.rmtree(home, ignore_errors=True)
+
     def stop(self, workspace_id: str, log: LogSink) -> None:
         self._enter("stop")
+        self._end_agent(workspace_id)
         if workspace_id in self.containers:
             self.containers[workspace_id] = ContainerState.STOPPED
 
     def delete(self, workspace_id: str, log: LogSink) -> None:
         self._enter("delete")
+        self._end_agent(workspace_id)
+        shutil.rmtree(self.homes.pop(workspace_id, ""), ignore_errors=True)
         self.containers.pop(workspace_id, None)
         self.volumes.discard(workspace_id)
         self.networks.discard(workspace_id)
@@ -114,3 +159,10 @@ class FakeRuntime:
             self.volumes.discard(resource.workspace_id)
         else:
             self.networks.discard(resource.workspace_id)
+
+
+def _mapped(path: str, mounts: dict[str, str]) -> str:
+    for target, source in mounts.items():
+        if path.startswith(target + "/"):
+            return source + path[len(target) :]
+    return path

@@ -8,8 +8,10 @@ def test_something(h: Harness) -> None:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,9 +72,13 @@ class Harness:
     _clients: list[Client] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> Client:
-        client = Client("http://testserver", token, http=TestClient(self.app, base_url="http://testserver"))
+        client = Client("http://testserver", token, http=self.http())
         self._clients.append(client)
         return client
+
+    def http(self) -> TestClient:
+        """A test client whose requests run on the server's event loop (see `_on_loop_of`)."""
+        return _on_loop_of(self.app, self.lifespan)
 
     def user(
         self,
@@ -127,6 +133,18 @@ class Harness:
             client.close()
         self.admin.close()
         self.lifespan.__exit__(None, None, None)
+        if isinstance(self.runtime, FakeRuntime):
+            self.runtime.close()
+        self.data_dir.unlink(missing_ok=True)
+
+
+def _on_loop_of(app: FastAPI, lifespan: TestClient) -> TestClient:
+    """A TestClient that runs requests on the event loop the lifespan started, as uvicorn runs everything on
+    one loop. A fresh TestClient would run each request on a loop of its own, and objects bound to the
+    server's loop (agent connections) would be unusable from there."""
+    client = TestClient(app, base_url="http://testserver")
+    client.portal = lifespan.portal
+    return client
 
 
 def make_harness(
@@ -140,7 +158,13 @@ def make_harness(
 ) -> Harness:
     """A server on `database_url` with a fake runtime unless one is given; the lifecycle loop is slow by
     default so tests drive it with `h.app.state.background.tick()`."""
-    data_dir = tmp_path / "data"
+    # The agent socket inside the data dir must fit the kernel's 108-byte limit for unix socket paths, which
+    # pytest's tmp_path can exceed: a short link (the same for the same tmp_path, so a restarted harness
+    # finds its data again) stands for it.
+    data_dir = Path(tempfile.gettempdir()) / f"dy-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]}"
+    (tmp_path / "data").mkdir(exist_ok=True)
+    if not data_dir.is_symlink():
+        data_dir.symlink_to(tmp_path / "data")
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -148,6 +172,9 @@ def make_harness(
         builtin_templates=builtin_templates,
         provisioner_workers=workers,
         reconcile_interval=reconcile_interval,
+        # No SSH listener: tests run side by side and next to a real server on the default port. The
+        # gateway still serves `/ssh` WebSockets.
+        ssh_listen="",
     )
     runtime = runtime or FakeRuntime()
     app = create_app(settings, runtime=runtime)
@@ -155,7 +182,7 @@ def make_harness(
     lifespan = TestClient(app, base_url="http://testserver")
     lifespan.__enter__()
     token = (data_dir / "admin-token").read_text().strip()
-    admin = Client("http://testserver", token, http=TestClient(app, base_url="http://testserver"))
+    admin = Client("http://testserver", token, http=_on_loop_of(app, lifespan))
     return Harness(
         app=app, settings=settings, data_dir=data_dir, admin=admin, runtime=runtime, lifespan=lifespan
     )

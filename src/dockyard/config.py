@@ -30,6 +30,17 @@ class Settings:
     provisioner_workers: int = 4
     # Seconds between reconciliation passes (drift, stale builds, TTL deadlines).
     reconcile_interval: float = 5.0
+    # The SSH gateway's address; empty turns the listener off (`dockyard ssh --stdio` still works).
+    ssh_listen: str = "127.0.0.1:2222"
+    # The host name clients use for the SSH gateway (config-ssh, certificates); default: the listen host.
+    ssh_hostname: str = ""
+    # Seconds between agent pings; an agent silent for two of them is dropped.
+    agent_heartbeat: float = 15.0
+
+    @property
+    def agent_dir(self) -> Path:
+        """Mounted into every workspace: the agent script and the socket it dials."""
+        return self.data_dir / "agent"
 
     @property
     def resolved_database_url(self) -> str:

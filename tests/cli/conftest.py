@@ -66,6 +66,12 @@ def _server_log_off_the_cli_output() -> Iterator[None]:
 
 
 @pytest.fixture
+def h(ah: Harness) -> Harness:
+    """The CLI's server runs real agents: `create` and `ssh` wait for them, and commands reach a shell."""
+    return ah
+
+
+@pytest.fixture
 def cli(h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     home = tmp_path / "config"
     # A fixed width, no colour and no inherited settings, so that output is the same on every machine.

@@ -33,7 +33,8 @@ def test_login_with_token_stores_credentials_0600(cli: Cli) -> None:
     assert json.loads(cli.config_file.read_text()) == {"url": URL, "token": cli.admin_token}
     assert stat.S_IMODE(cli.config_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(cli.config_file.parent.stat().st_mode) == 0o700
-    assert [p.name for p in cli.config_file.parent.iterdir()] == ["config.json"]
+    # Login also fetched an SSH certificate (and made the key pair it certifies).
+    assert sorted(p.name for p in cli.config_file.parent.iterdir()) == ["config.json", "ssh"]
 
 
 def test_login_tightens_an_existing_config_folder(cli: Cli) -> None:

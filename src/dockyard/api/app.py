@@ -13,8 +13,9 @@ from dockyard import __version__, logs
 from dockyard.accounts import bootstrap
 from dockyard.api import errors
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
-from dockyard.api.routes import audit, doctor, health, templates, users, workspaces
+from dockyard.api.routes import audit, connect, doctor, health, ssh, templates, users, workspaces
 from dockyard.config import Settings
+from dockyard.gateway.server import Gateway
 from dockyard.lifecycle.runner import Background
 from dockyard.runtimes.base import Runtime
 from dockyard.runtimes.factory import make_runtime
@@ -22,6 +23,7 @@ from dockyard.sdk.models import ErrorResponse
 from dockyard.store.db import make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES
+from dockyard.tunnel.hub import AgentHub, install_agent
 
 log = logs.get(__name__)
 
@@ -39,7 +41,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     )
 }
 
-ROUTERS = (health.router, users.router, templates.router, workspaces.router, audit.router, doctor.router)
+ROUTERS = (
+    health.router,
+    users.router,
+    templates.router,
+    workspaces.router,
+    connect.router,
+    ssh.router,
+    audit.router,
+    doctor.router,
+)
 
 # Multipart framing adds a little to a 10 MB archive; the archive reader enforces the exact limit.
 BODY_LIMIT = MAX_ARCHIVE_BYTES + 1024 * 1024
@@ -62,17 +73,29 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_agent(settings.agent_dir)
+        hub = AgentHub(
+            app.state.sessions, settings.agent_dir / "agent.sock", heartbeat=settings.agent_heartbeat
+        )
+        await hub.start()
+        app.state.hub = hub
+        gateway = Gateway(app.state.sessions, hub, settings)
+        await gateway.start()
+        app.state.gateway = gateway
         background = Background(
             app.state.sessions,
             runtime,
             workers=settings.provisioner_workers,
             reconcile_interval=settings.reconcile_interval,
+            agent_dir=settings.agent_dir,
         )
         background.start()
         app.state.background = background
         try:
             yield
         finally:
+            await gateway.close()
+            await hub.close()
             background.stop()
             engine.dispose()
 
@@ -96,7 +119,7 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
-    app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT)
+    app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT, streamed=("/files",))
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)
     return app

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Callable
 from functools import cache
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
@@ -23,16 +24,17 @@ from dockyard.runtimes.base import Runtime
 from dockyard.sdk.models import Scope
 from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
 from dockyard.templates import service as templates
+from dockyard.tunnel.hub import AgentHub
 
 SESSION_COOKIE = "dockyard_session"
 
 
-async def get_db(request: Request) -> AsyncIterator[Session]:
+async def get_db(request: HTTPConnection) -> AsyncIterator[Session]:
     # Reads run without a transaction: on PostgreSQL that saves the BEGIN and ROLLBACK round trips around
-    # every GET, and a single SELECT is consistent on its own. Writes get a real transaction.
-    factory = (
-        request.app.state.read_sessions if request.method in ("GET", "HEAD") else request.app.state.sessions
-    )
+    # every GET, and a single SELECT is consistent on its own. Writes get a real transaction. WebSocket
+    # handshakes are GETs too.
+    method = request.scope.get("method", "GET")
+    factory = request.app.state.read_sessions if method in ("GET", "HEAD") else request.app.state.sessions
     session: Session = factory()
     try:
         yield session
@@ -43,7 +45,7 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
 DbSession = Annotated[Session, Depends(get_db)]
 
 
-def client_ip(request: Request) -> str:
+def client_ip(request: HTTPConnection) -> str:
     trusted: int = request.app.state.settings.trusted_proxies
     if trusted:
         forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",") if p.strip()]
@@ -52,7 +54,7 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def bearer_key(request: Request) -> str | None:
+def bearer_key(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
@@ -64,13 +66,13 @@ def bearer_key(request: Request) -> str | None:
     return request.headers.get("dockyard-session-token") or request.cookies.get(SESSION_COOKIE)
 
 
-def _authenticate(request: Request, key: str) -> Actor:
+def _authenticate(request: HTTPConnection, key: str) -> Actor:
     # One primary-key read, and at most once a minute an advisory last-used write: no transaction needed.
     with request.app.state.read_sessions() as db:
         return tokens.authenticate(db, key)
 
 
-async def _authenticate_once(request: Request, key: str) -> Actor:
+async def _authenticate_once(request: HTTPConnection, key: str) -> Actor:
     """Look a key up off the event loop, once: when a busy token's cache entry lapses, every request in flight
     with it would otherwise hit the database together; they share the one lookup instead."""
     inflight: dict[str, asyncio.Future[Actor]] = request.app.state.auth_inflight
@@ -83,7 +85,7 @@ async def _authenticate_once(request: Request, key: str) -> Actor:
     return await asyncio.shield(lookup)
 
 
-def _refresh_in_background(request: Request, key: str, token_id: str) -> None:
+def _refresh_in_background(request: HTTPConnection, key: str, token_id: str) -> None:
     if key in request.app.state.auth_inflight:
         return
     refresh = asyncio.ensure_future(_authenticate_once(request, key))
@@ -101,7 +103,7 @@ def _refresh_in_background(request: Request, key: str, token_id: str) -> None:
     refresh.add_done_callback(done)
 
 
-async def current_actor(request: Request) -> Actor:
+async def current_actor(request: HTTPConnection) -> Actor:
     key = bearer_key(request)
     if not key:
         raise Unauthorized(
@@ -194,7 +196,11 @@ def _load_build(
         raise NotFound(f"Build {build!r} not found.") from None
 
 
-def runtime(request: Request) -> Runtime:
+def hub(request: HTTPConnection) -> AgentHub:
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+def runtime(request: HTTPConnection) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
@@ -202,4 +208,5 @@ TemplateParam = Annotated[Template, Depends(_load_template)]
 WorkspaceParam = Annotated[Workspace, Depends(_load_workspace)]
 BuildParam = Annotated[tuple[Workspace, WorkspaceBuild], Depends(_load_build)]
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
+HubDep = Annotated[AgentHub, Depends(hub)]
 UserParam = Annotated[User, Depends(_load_user)]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.websockets import WebSocketState
 
 from dockyard import logs
 from dockyard.errors import DockyardError, Validation
@@ -55,7 +57,7 @@ async def _dockyard_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    assert isinstance(exc, RequestValidationError | WebSocketRequestValidationError)
     errors = exc.errors()
     for error in errors:
         if error.get("type") == "json_invalid":
@@ -90,8 +92,33 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "Internal server error.", "The server logged the details.")
 
 
+# WebSocket close codes for errors after the handshake: 4000 + the HTTP status the error would have had.
+WS_CLOSE_BASE = 4000
+
+
+def _for_websockets(
+    handler: Callable[[Any, Exception], Awaitable[JSONResponse]],
+) -> Any:
+    """Errors in a WebSocket route answer the handshake with the same JSON error as HTTP routes (a denial
+    response), or, once the socket is accepted, close it with 4000 + status and the message as reason."""
+
+    async def handle(connection: Any, exc: Exception) -> JSONResponse | None:
+        if not isinstance(connection, WebSocket):
+            return await handler(connection, exc)
+        response = await handler(connection, exc)
+        if connection.application_state == WebSocketState.CONNECTING:
+            await connection.send_denial_response(response)
+        elif connection.application_state == WebSocketState.CONNECTED:
+            message = json.loads(bytes(response.body)).get("message", "")
+            await connection.close(WS_CLOSE_BASE + response.status_code, message[:120])
+        return None
+
+    return handle
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(DockyardError, _dockyard_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(DockyardError, _for_websockets(_dockyard_error))
+    app.add_exception_handler(RequestValidationError, _for_websockets(_validation_error))
+    app.add_exception_handler(WebSocketRequestValidationError, _for_websockets(_validation_error))
+    app.add_exception_handler(StarletteHTTPException, _for_websockets(_http_error))
+    app.add_exception_handler(Exception, _for_websockets(_unexpected))

@@ -103,12 +103,14 @@ class BodyLimitMiddleware:
     JSON error model every client of this API relies on, so Dockyard keeps this small one.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, streamed: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        # Path suffixes whose routes stream the body onward and enforce their own limit (file uploads).
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.streamed and scope["path"].endswith(self.streamed)):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from dockyard.cli import config, output
+from dockyard.cli import config, output, sshkeys
 from dockyard.cli.errors import CliError
 from dockyard.cli.output import Column, OutputFormat, OutputOption
-from dockyard.sdk import ApiError, Client
+from dockyard.sdk import ApiError, Client, ConnectionFailed
 from dockyard.sdk import models as m
 
 # `--token -` keeps the token out of the shell history and the process list.
@@ -41,12 +41,15 @@ def login(
             password = typer.prompt("Password", hide_input=True, err=True)
             token = _password_login(client, username, password)
         user = _me(client)
+        problem = _ssh_certificate(client)
     path = config.save(config.Credentials(url=url, token=token))
     if previous is not None and previous.url == url and previous.token != token:
         # Otherwise every login would leave the last session valid on the server until it expires. Only on
         # the same server: another one may be down, and login should not wait for it.
         _end_session(previous)
     output.message(f"Logged in to {url} as {user.username}")
+    if problem:
+        output.warning(problem)
     if os.environ.get(config.ENV_TOKEN) or os.environ.get(config.ENV_URL):
         output.warning(f"{config.ENV_URL}/{config.ENV_TOKEN} in the environment override {path}")
 
@@ -64,6 +67,22 @@ def _password_login(client: Client, username: str, password: str) -> str:
         if exc.status_code != 401:
             raise
         raise CliError(exc.message, detail=exc.detail) from exc
+
+
+def _ssh_certificate(client: Client) -> str:
+    """Get the CLI's SSH certificate, so that `ssh` and editors connect at once; a problem is only a warning."""
+    try:
+        sshkeys.ensure_certificate(client)
+    except ApiError as exc:
+        # 404: a server without SSH support; 403: a token scoped to other things. Neither needs SSH here.
+        if exc.status_code in (403, 404):
+            return ""
+        return f"no SSH certificate: {exc.message}; `dockyard ssh-cert` tries again"
+    except ConnectionFailed as exc:
+        return f"no SSH certificate: {exc}; `dockyard ssh-cert` tries again"
+    except (CliError, OSError, ValueError) as exc:
+        return f"no SSH certificate: {getattr(exc, 'message', exc)}; `dockyard ssh-cert` tries again"
+    return ""
 
 
 def _stored_quietly() -> config.Credentials | None:

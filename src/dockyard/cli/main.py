@@ -7,7 +7,19 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from dockyard.cli import auth, doctor, images, output, server, templates, tokens, users, workspaces
+from dockyard.cli import (
+    auth,
+    connect,
+    doctor,
+    images,
+    output,
+    server,
+    sshkeys,
+    templates,
+    tokens,
+    users,
+    workspaces,
+)
 from dockyard.cli.errors import CliError
 from dockyard.sdk import ApiError
 
@@ -79,6 +91,13 @@ app.command("delete", rich_help_panel=_WORKSPACES)(workspaces.delete)
 app.command("logs", rich_help_panel=_WORKSPACES)(workspaces.logs)
 app.command("builds", rich_help_panel=_WORKSPACES)(workspaces.builds)
 app.command("cancel", rich_help_panel=_WORKSPACES)(workspaces.cancel)
+_CONNECT = "Connecting"
+app.command("exec", rich_help_panel=_CONNECT)(connect.exec_command)
+app.command("ssh", rich_help_panel=_CONNECT)(connect.ssh)
+app.command("port-forward", rich_help_panel=_CONNECT)(connect.port_forward)
+app.command("config-ssh", rich_help_panel=_CONNECT)(sshkeys.config_ssh)
+app.command("ssh-cert", rich_help_panel=_CONNECT)(sshkeys.ssh_cert)
+app.add_typer(sshkeys.app, name="ssh-keys", rich_help_panel=_CONNECT)
 app.add_typer(templates.app, name="templates")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(users.app, name="users")

@@ -68,6 +68,22 @@ def server(
             help="Number of reverse proxies whose X-Forwarded-For to trust.",
         ),
     ] = 0,
+    ssh_listen: Annotated[
+        str,
+        typer.Option(
+            "--ssh-listen",
+            envvar="DOCKYARD_SSH_LISTEN",
+            help="HOST:PORT for the SSH gateway ('' to turn it off; `dockyard ssh --stdio` still works).",
+        ),
+    ] = "127.0.0.1:2222",
+    ssh_hostname: Annotated[
+        str,
+        typer.Option(
+            "--ssh-hostname",
+            envvar="DOCKYARD_SSH_HOSTNAME",
+            help="Host name clients reach the SSH gateway by (default: the --ssh-listen host).",
+        ),
+    ] = "",
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
@@ -86,6 +102,8 @@ def server(
         runtime=runtime,
         provisioner_workers=provisioner_workers,
         workspace_subnets=workspace_subnets,
+        ssh_listen=ssh_listen,
+        ssh_hostname=ssh_hostname,
     )
     try:
         host, port = settings.host_port
@@ -165,6 +183,7 @@ def provisioner(
         make_runtime(runtime, workspace_subnets=workspace_subnets),
         workers=workers,
         lifecycle=False,
+        agent_dir=settings.agent_dir,
     )
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,7 @@ resolved to, so that all of them act on the same workspace.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from dockyard.cli import config, output, progress, render
+from dockyard.cli import config, connect, output, progress, render
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard.sdk import Client
@@ -68,8 +69,9 @@ def create(
     timeout: TimeoutOption = "30m",
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Create a workspace from a template and (by default) wait until it runs."""
+    """Create a workspace from a template and (by default) wait until it runs and its agent is ready."""
     limit = _duration(timeout, "--timeout")
+    started = time.monotonic()
     request = build_request(
         m.CreateWorkspaceRequest,
         names={"name": "NAME", "template": "--template", "template_version_id": "--version", "ttl": "--ttl"},
@@ -88,6 +90,15 @@ def create(
         )
         if wait:
             final = progress.wait(client, created, build, ref=created.name, timeout=limit)
+            # The build ends when the container runs; the workspace is usable once its agent has connected
+            # and run the startup script.
+            final = connect.wait_ready(
+                client,
+                final,
+                ref=created.name,
+                timeout=max(1.0, limit - (time.monotonic() - started)),
+                strict=True,
+            )
         else:
             final = created
             output.message(f"Follow its progress with `dockyard logs {created.name} --follow`")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +26,9 @@ class Background:
         workers: int,
         reconcile_interval: float = 5.0,
         lifecycle: bool = True,
+        agent_dir: Path | None = None,
     ) -> None:
+        self.agent_dir = agent_dir
         self.sessions = sessions
         self.runtime = runtime
         self.workers = workers
@@ -36,7 +39,7 @@ class Background:
 
     def start(self) -> None:
         for index in range(self.workers):
-            worker = Worker(self.sessions, self.runtime, name=f"worker-{index}")
+            worker = Worker(self.sessions, self.runtime, name=f"worker-{index}", agent_dir=self.agent_dir)
             self._spawn(f"provisioner-{index}", lambda w=worker: w.run(self.stop_event))  # type: ignore[misc]
         if self.lifecycle:
             self._spawn("lifecycle", self._loop)

@@ -8,6 +8,8 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,16 +18,20 @@ from dockyard import logs as logging
 from dockyard.errors import DockyardError
 from dockyard.provisioner import events, logs, queue
 from dockyard.provisioner.workspaces import render_for
-from dockyard.runtimes.base import Canceled, ImageSpec, Observation, Runtime, WorkspaceSpec
+from dockyard.runtimes.base import BindMount, Canceled, ImageSpec, Observation, Runtime, WorkspaceSpec
 from dockyard.sdk.models import BuildStatus, Transition
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import service as templates
+from dockyard.tunnel import state as agent_state
+from dockyard.tunnel import tokens as tunnel_tokens
 from dockyard.units import parse_size
 
 log = logging.get(__name__)
 
 HEARTBEAT_INTERVAL = 5.0
+# Where the agent's folder appears inside every workspace (docs/AGENT_PROTOCOL.md).
+AGENT_MOUNT = "/run/dockyard"
 
 
 class BuildContext:
@@ -63,9 +69,18 @@ class BuildContext:
 
 
 class Worker:
-    def __init__(self, sessions: sessionmaker[Session], runtime: Runtime, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        runtime: Runtime,
+        *,
+        name: str | None = None,
+        agent_dir: Path | None = None,
+    ) -> None:
         self.sessions = sessions
         self.runtime = runtime
+        # None only where no agent can run (unit tests with a fake runtime): the workspace then just sleeps.
+        self.agent_dir = agent_dir
         self.name = name or f"{socket.gethostname()}:{threading.get_ident()}"
         self._current: str | None = None
 
@@ -180,6 +195,8 @@ class Worker:
                 build_args=rendered.build.args if rendered.build else {},
                 archive=archive,
             )
+            agent_token = tunnel_tokens.issue(tunnel_tokens.load_key(db), workspace.id)
+            agent_state.reset(db, workspace.id, build.id)
             names = (
                 workspace.id,
                 workspace.name,
@@ -195,6 +212,14 @@ class Worker:
             "DOCKYARD_WORKSPACE_NAME": names[1],
             "DOCKYARD_WORKSPACE_OWNER": names[2],
         }
+        agent: dict[str, Any] = {}
+        if self.agent_dir is not None:
+            env["DOCKYARD_AGENT_SOCKET"] = f"{AGENT_MOUNT}/agent.sock"
+            env["DOCKYARD_AGENT_TOKEN"] = agent_token
+            agent = {
+                "command": ["python3", f"{AGENT_MOUNT}/agent.py"],
+                "mounts": (BindMount(str(self.agent_dir), AGENT_MOUNT),),
+            }
         spec = WorkspaceSpec(
             workspace_id=names[0],
             name=names[1],
@@ -211,6 +236,7 @@ class Worker:
             sudo=rendered.sudo,
             egress=rendered.network.egress.value,
             env=env,
+            **agent,
         )
         observation = ctx.phase("container", lambda: self.runtime.start(spec, ctx.log))
         assert isinstance(observation, Observation)

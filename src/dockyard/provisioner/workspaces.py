@@ -18,10 +18,11 @@ from dockyard.runtimes.base import HostCapacity
 from dockyard.sdk import models as wire
 from dockyard.sdk.manifest import TemplateManifest
 from dockyard.store import audit
-from dockyard.store.models import Template, TemplateVersion, User, Workspace, WorkspaceBuild
+from dockyard.store.models import Template, TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.templates import parameters as parameter_rules
 from dockyard.templates import render
 from dockyard.templates import service as templates
+from dockyard.tunnel import state as agent_state
 from dockyard.units import parse_duration
 
 
@@ -161,6 +162,7 @@ def to_wire(db: Session, loaded: Loaded) -> wire.Workspace:
         created_at=workspace.created_at,
         updated_at=workspace.updated_at,
         last_used_at=workspace.last_used_at,
+        agent=agent_state.to_wire(db.get(WorkspaceAgent, workspace.id)),
     )
 
 

@@ -60,6 +60,13 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class BindMount:
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
 class WorkspaceSpec:
     """Everything a runtime needs to create one workspace's container, network and home volume."""
 
@@ -81,8 +88,10 @@ class WorkspaceSpec:
     env: dict[str, str] = field(default_factory=dict)
     # Command run as the workspace user once the container is set up; the agent in later versions.
     command: list[str] = field(default_factory=lambda: ["sleep", "infinity"])
-    # Files the runtime places in the container (path -> content), e.g. the agent script.
+    # Files the runtime places in the container (path -> content).
     files: dict[str, bytes] = field(default_factory=dict)
+    # Host folders bind-mounted into the container: the agent's folder (script and control-plane socket).
+    mounts: tuple[BindMount, ...] = ()
 
 
 class ContainerState(StrEnum):

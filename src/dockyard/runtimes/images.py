@@ -38,10 +38,13 @@ PACKAGES = [
     "bash",
     "util-linux",
     "iproute2",
+    # rsync over ssh runs `rsync --server` in the workspace.
+    "rsync",
 ]
 # The workspace user the templates default to (WorkspaceSpec.user / uid). Made in the image, not only at
 # container start, so that its home skeleton (.bashrc, .profile) is copied into a fresh home volume.
 CUSTOMIZE_HOOKS = ['chroot "$1" useradd --create-home --uid 1000 --user-group --shell /bin/bash dev']
+ROOTFS_LABEL = "dockyard.rootfs"
 CHANGES = [
     'CMD ["/bin/bash"]',
     "ENV LANG=C.UTF-8",
@@ -55,17 +58,18 @@ def default_cache_dir() -> Path:
     return Path(base) / "dockyard"
 
 
-def _rootfs_key() -> str:
+def _rootfs_key(packages: list[str]) -> str:
     # The cached tarball is named after everything that shapes it, so a changed package list never reuses it.
-    recipe = json.dumps({"suite": SUITE, "packages": PACKAGES, "hooks": CUSTOMIZE_HOOKS}, sort_keys=True)
+    recipe = json.dumps({"suite": SUITE, "packages": packages, "hooks": CUSTOMIZE_HOOKS}, sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
-def build_rootfs(*, log: LogSink, cache_dir: Path | None = None) -> Path:
+def build_rootfs(*, log: LogSink, cache_dir: Path | None = None, packages: list[str] | None = None) -> Path:
     """Return the cached root filesystem tarball, running mmdebstrap first if there is none."""
+    packages = packages or PACKAGES
     folder = cache_dir or default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"rootfs-{SUITE}-{_rootfs_key()}.tar"
+    target = folder / f"rootfs-{SUITE}-{_rootfs_key(packages)}.tar"
     if target.exists():
         log(f"Using the cached root filesystem {target}")
         return target
@@ -76,7 +80,7 @@ def build_rootfs(*, log: LogSink, cache_dir: Path | None = None) -> Path:
     command = [
         "mmdebstrap",
         "--variant=apt",
-        "--include=" + ",".join(PACKAGES),
+        "--include=" + ",".join(packages),
         *(f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS),
         SUITE,
         str(partial),
@@ -120,11 +124,15 @@ def build_base_image(
     force: bool = False,
     cache_dir: Path | None = None,
     base_url: str | None = None,
+    extra_packages: tuple[str, ...] = (),
 ) -> None:
-    """Make sure the engine has `tag`; import it from a (cached) mmdebstrap tarball if not, or if `force`.
+    """Make sure the engine has `tag` built from this package list; import it from a (cached) mmdebstrap
+    tarball if not, or if `force`. An image from another package list (an older Dockyard) is rebuilt.
 
     `force` re-imports the image but still reuses the cached tarball; delete that to fetch newer packages.
     """
+    packages = [*PACKAGES, *extra_packages]
+    key = _rootfs_key(packages)
     url = base_url or engine_url()
     with translate(url):
         client = docker.DockerClient(base_url=url, timeout=600)
@@ -132,20 +140,25 @@ def build_base_image(
         if not force:
             with translate(url):
                 try:
-                    client.images.get(tag)
+                    existing = client.images.get(tag)
                 except docker.errors.ImageNotFound:
                     pass
                 else:
-                    log(f"Image {tag} already exists")
-                    return
-        rootfs = build_rootfs(log=log, cache_dir=cache_dir)
+                    if (existing.labels or {}).get(ROOTFS_LABEL) == key:
+                        log(f"Image {tag} already exists")
+                        return
+                    log(f"Image {tag} was built from another package list; rebuilding it")
+        rootfs = build_rootfs(log=log, cache_dir=cache_dir, packages=packages)
         repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
         log(f"Importing {rootfs.name} as {tag}")
         with translate(url):
             try:
                 # The import answers with JSON progress lines once the upload is read; log them as they come.
                 output = client.api.import_image_from_file(
-                    str(rootfs), repository=repository, tag=version, changes=CHANGES
+                    str(rootfs),
+                    repository=repository,
+                    tag=version,
+                    changes=[*CHANGES, f"LABEL {ROOTFS_LABEL}={key}"],
                 )
             except requests.exceptions.ReadTimeout as exc:
                 raise ImageBuildFailed(f"importing {tag} timed out") from exc

@@ -11,6 +11,7 @@ One method per endpoint; every non-2xx reply raises `ApiError` carrying the serv
 from __future__ import annotations
 
 import io
+import ssl
 import tarfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -24,6 +25,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from dockyard import __version__
 from dockyard.sdk import models as m
+from dockyard.sdk import streams
 from dockyard.sdk.errors import ApiError, ConnectionFailed
 
 T = TypeVar("T")
@@ -57,16 +59,26 @@ class Client:
         *,
         timeout: float = 30.0,
         http: httpx.Client | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.verify = verify
+        self._ssl_context: ssl.SSLContext | None = None
         headers = {"User-Agent": f"dockyard-sdk/{__version__}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if http is None:
-            http = httpx.Client(base_url=self.url, timeout=timeout)
+            http = httpx.Client(base_url=self.url, timeout=timeout, verify=self.ssl_context)
         http.headers.update(headers)
         self.http = http
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """One TLS setup for REST and WebSockets alike (httpx's defaults: certifi, SSL_CERT_FILE)."""
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context(verify=self.verify)
+        return self._ssl_context
 
     def close(self) -> None:
         self.http.close()
@@ -284,7 +296,12 @@ class Client:
         )
 
     def get_workspace(self, workspace: str, *, wait: str | None = None, timeout: float = 120) -> m.Workspace:
-        """A workspace by id, name or owner/name; `wait="done"` blocks until no build is in progress."""
+        """A workspace by id, name or owner/name.
+
+        `wait="done"` blocks until no build is in progress; `"running"` until it runs (or its build failed);
+        `"ready"` until it runs and its agent finished the startup script (ready, start_error or start_timeout).
+        A wait that times out returns the workspace as it is then.
+        """
         if "/" in workspace:
             owner, _, name = workspace.partition("/")
             workspace = self.get_user_workspace(owner, name).id
@@ -357,6 +374,113 @@ class Client:
                 yield from source.iter_sse()
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"Cannot reach Dockyard at {self.url}: {exc}") from exc
+
+    # --- connecting: exec, files, streams ----------------------------------------------------------------------
+
+    def exec(self, workspace: str, request: m.ExecRequest) -> m.ExecResult:
+        """Run a command to its end and return its output (kept up to `request.max_output_bytes` each)."""
+        return self._send(
+            "POST",
+            f"/api/v2/workspaces/{_segment(workspace)}/exec",
+            m.ExecResult,
+            request,
+            # The server kills the command at request.timeout; the reply may follow a little later.
+            timeout=request.timeout + 30,
+        )
+
+    def read_file(self, workspace: str, path: str) -> bytes:
+        return self.request(
+            "GET", f"/api/v2/workspaces/{_segment(workspace)}/files", params={"path": path}
+        ).content
+
+    def write_file(self, workspace: str, path: str, data: bytes, *, mode: int | None = None) -> m.FileWritten:
+        """Write a file (replacing it whole); `mode` is the permission bits, e.g. 0o755."""
+        params = {"path": path, **({"mode": f"{mode:04o}"} if mode is not None else {})}
+        return self._send(
+            "PUT",
+            f"/api/v2/workspaces/{_segment(workspace)}/files",
+            m.FileWritten,
+            content=data,
+            params=params,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def delete_file(self, workspace: str, path: str, *, recursive: bool = False) -> None:
+        params = {"path": path, **({"recursive": "true"} if recursive else {})}
+        self.request("DELETE", f"/api/v2/workspaces/{_segment(workspace)}/files", params=params)
+
+    def list_files(self, workspace: str, path: str) -> m.FileList:
+        return self._get(f"/api/v2/workspaces/{_segment(workspace)}/files/list", m.FileList, {"path": path})
+
+    def open_websocket(self, path: str, params: Mapping[str, Any] | None = None) -> streams.Socket:
+        """A WebSocket to `path` on this server with this client's token and TLS settings."""
+        headers = {"User-Agent": str(self.http.headers.get("User-Agent", f"dockyard-sdk/{__version__}"))}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return streams.open_websocket(
+            self.url,
+            path,
+            params,
+            headers=headers,
+            ssl_context=self.ssl_context if self.url.startswith("https://") else None,
+        )
+
+    def exec_stream(
+        self, workspace: str, request: m.ExecRequest, *, pty: streams.PtySize | None = None
+    ) -> streams.ExecStream:
+        """Start a command and stream its stdin, stdout and stderr; see `streams.ExecStream`."""
+        socket = self.open_websocket(f"/api/v2/workspaces/{_segment(workspace)}/exec/stream")
+        try:
+            return streams.start_exec(socket, request, pty=pty)
+        except BaseException:
+            socket.close()
+            raise
+
+    def pty(
+        self,
+        workspace: str,
+        *,
+        reconnect: str | None = None,
+        width: int = 80,
+        height: int = 24,
+        command: str | None = None,
+    ) -> streams.Pty:
+        """Attach to a terminal: a new one, or the one `reconnect` names (which still runs after a drop)."""
+        reconnect = reconnect or streams.new_reconnect_id()
+        socket = self.open_websocket(
+            f"/api/v2/workspaces/{_segment(workspace)}/pty",
+            {"reconnect": reconnect, "width": width, "height": height, "command": command},
+        )
+        return streams.Pty(socket, reconnect)
+
+    def dial(self, workspace: str, port: int, *, host: str | None = None) -> streams.ByteStream:
+        """A TCP connection to `port` inside the workspace (on its loopback unless `host` is given)."""
+        return streams.ByteStream(
+            self.open_websocket(
+                f"/api/v2/workspaces/{_segment(workspace)}/dial", {"port": port, "host": host}
+            )
+        )
+
+    def ssh_tunnel(self, workspace: str) -> streams.ByteStream:
+        """The raw SSH protocol to the gateway, for the workspace: what an SSH client's ProxyCommand carries."""
+        return streams.ByteStream(self.open_websocket(f"/api/v2/workspaces/{_segment(workspace)}/ssh"))
+
+    # --- SSH keys and certificates ---------------------------------------------------------------------------
+
+    def list_ssh_keys(self, user: str = "me") -> list[m.SshKey]:
+        return self._get(f"/api/v2/users/{_segment(user)}/sshkeys", list[m.SshKey])
+
+    def add_ssh_key(self, user: str, request: m.CreateSshKeyRequest) -> m.SshKey:
+        return self._send("POST", f"/api/v2/users/{_segment(user)}/sshkeys", m.SshKey, request)
+
+    def remove_ssh_key(self, user: str, key_id: str) -> None:
+        self.request("DELETE", f"/api/v2/users/{_segment(user)}/sshkeys/{_segment(key_id)}")
+
+    def create_ssh_certificate(self, user: str, request: m.SshCertificateRequest) -> m.SshCertificate:
+        return self._send("POST", f"/api/v2/users/{_segment(user)}/sshcert", m.SshCertificate, request)
+
+    def ssh_gateway(self) -> m.SshGateway:
+        return self._get("/api/v2/deployment/ssh", m.SshGateway)
 
     # --- deployment ----------------------------------------------------------------------------------------------
 

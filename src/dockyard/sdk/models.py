@@ -425,6 +425,51 @@ class WorkspaceResources(BaseModel):
     gpu: int
 
 
+class AgentConnection(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class AgentLifecycle(StrEnum):
+    CREATED = "created"
+    STARTING = "starting"
+    READY = "ready"
+    START_ERROR = "start_error"
+    START_TIMEOUT = "start_timeout"
+    SHUTTING_DOWN = "shutting_down"
+    OFF = "off"
+
+
+class ListeningPort(BaseModel):
+    port: int
+    address: str = ""
+    family: str = "ipv4"
+
+
+class AgentStats(BaseModel):
+    cpu_cores: float | None = Field(None, description="CPU cores in use, averaged since the last report.")
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    disk_used_bytes: int | None = Field(None, description="Of the file system holding the home folder.")
+    disk_total_bytes: int | None = None
+
+
+class WorkspaceAgent(BaseModel):
+    status: AgentConnection
+    lifecycle: AgentLifecycle
+    version: str = ""
+    exit_code: int | None = Field(None, description="Exit code of the startup script when it failed.")
+    first_connected_at: datetime | None = None
+    last_connected_at: datetime | None = None
+    disconnected_at: datetime | None = None
+    last_seen_at: datetime | None = None
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    stats: AgentStats | None = None
+    ports: list[ListeningPort] = Field(default_factory=list)
+
+
 class Workspace(BaseModel):
     id: str
     name: str
@@ -444,6 +489,9 @@ class Workspace(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_used_at: datetime | None
+    agent: WorkspaceAgent | None = Field(
+        None, description="The agent inside the workspace; none before its first start."
+    )
 
 
 class WorkspaceList(BaseModel):
@@ -488,3 +536,116 @@ class DoctorReport(BaseModel):
     removed: list[OrphanedResource] = Field(
         default_factory=list, description="What a prune removed (empty for a plain check)."
     )
+
+
+# --- connecting: exec, files, SSH -------------------------------------------------------------------------------
+
+MAX_EXEC_OUTPUT = 16 * 2**20
+
+
+class ExecRequest(Request):
+    command: list[str] | str = Field(description="argv (run as is) or a shell string (run with `sh -c`).")
+    cwd: str | None = Field(None, max_length=4096, description="Working folder; the home folder by default.")
+    env: dict[str, str] = Field(default_factory=dict, description="Added to the workspace environment.")
+    stdin: str | None = Field(None, description="Text fed to the command's standard input.")
+    timeout: float = Field(60, gt=0, le=3600, description="Seconds before the command is killed.")
+    max_output_bytes: int = Field(
+        2**20, ge=1, le=MAX_EXEC_OUTPUT, description="Kept of stdout and of stderr each; the rest is dropped."
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        if isinstance(value, list) and (not value or not value[0]):
+            raise ValueError("must name a program")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key or "=" in key:
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return value
+
+
+class PtyRequest(Request):
+    width: int = Field(80, ge=1, le=1000)
+    height: int = Field(24, ge=1, le=1000)
+    term: str = Field("xterm-256color", max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
+
+
+class ExecStreamRequest(ExecRequest):
+    """The first message on the exec WebSocket; `stdin` and `max_output_bytes` do not apply there."""
+
+    pty: PtyRequest | None = Field(None, description="Run the command on a terminal of this size.")
+    timeout: float | None = Field(  # type: ignore[assignment]
+        None, gt=0, le=7 * 86400, description="Seconds before the command is killed; none by default."
+    )
+
+
+class ExecResult(BaseModel):
+    exit_code: int | None = Field(description="None when the command was killed on timeout.")
+    signal: str | None = Field(None, description="The signal that ended the command, e.g. KILL.")
+    stdout: str
+    stderr: str
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    timed_out: bool = False
+    duration_ms: float
+
+
+class FileEntry(BaseModel):
+    name: str
+    type: str = Field(description="file, dir, symlink or other.")
+    size: int
+    mode: int
+    mtime: float
+
+
+class FileList(BaseModel):
+    path: str
+    entries: list[FileEntry]
+
+
+class FileWritten(BaseModel):
+    path: str
+    size: int
+
+
+class SshKey(BaseModel):
+    id: str
+    name: str
+    fingerprint: str = Field(description="SHA256 fingerprint, as `ssh-keygen -l` prints it.")
+    public_key: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class CreateSshKeyRequest(Request):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    public_key: str = Field(min_length=16, max_length=16384, description="One OpenSSH public key line.")
+
+
+class SshCertificateRequest(Request):
+    public_key: str = Field(min_length=16, max_length=16384, description="The public key to certify.")
+    valid_for: str = Field("16h", description="How long the certificate is valid, e.g. 16h (at most 7d).")
+
+
+class SshCertificate(BaseModel):
+    certificate: str = Field(description="OpenSSH user certificate (`…-cert.pub` content).")
+    principals: list[str]
+    valid_before: datetime
+    ca_public_key: str
+
+
+class SshGateway(BaseModel):
+    """What a client needs to reach the SSH gateway and trust it without a prompt."""
+
+    host: str
+    port: int
+    host_key_alias: str = Field(description="The name the gateway's host certificate is issued to.")
+    ca_public_key: str
+    known_hosts: str = Field(description="A known_hosts line that pins the CA for `host_key_alias`.")

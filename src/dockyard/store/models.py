@@ -228,3 +228,55 @@ class AuditLog(Base):
     ip: Mapped[str] = mapped_column(String(64), default="")
     status_code: Mapped[int] = mapped_column(Integer, default=200)
     detail: Mapped[dict[str, Any]]
+
+
+class WorkspaceAgent(Base):
+    """What the control plane knows of the agent inside a workspace; one row per workspace, reset each start."""
+
+    __tablename__ = "workspace_agents"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The build whose container this agent runs in; a start build resets the row.
+    build_id: Mapped[str | None] = mapped_column(String(36))
+    connection: Mapped[str] = mapped_column(String(16), default="connecting")
+    lifecycle: Mapped[str] = mapped_column(String(16), default="created")
+    version: Mapped[str] = mapped_column(String(32), default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    first_connected_at: Mapped[datetime | None]
+    last_connected_at: Mapped[datetime | None]
+    disconnected_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    ready_at: Mapped[datetime | None]
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ports: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SshKey(Base):
+    """A user's registered SSH public key; the gateway authenticates with it."""
+
+    __tablename__ = "ssh_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # "<algorithm> <base64>" without the comment; SHA256 fingerprints are unique across users.
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+
+class DeploymentKey(Base):
+    """Secrets the deployment generates once and every replica shares: the SSH CA, host and agent-token keys."""
+
+    __tablename__ = "deployment_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

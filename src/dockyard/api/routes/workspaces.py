@@ -19,6 +19,7 @@ from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.sdk import models as wire
 from dockyard.sdk.models import Scope
 from dockyard.store.models import Workspace, WorkspaceBuild
+from dockyard.tunnel import state as agent_state
 
 router = APIRouter(tags=["workspaces"])
 
@@ -76,9 +77,9 @@ async def get_workspace(
     wait: Annotated[
         str | None,
         Query(
-            pattern="^(running|done)$",
+            pattern="^(running|done|ready)$",
             description="`running`: block until the workspace runs (or its build fails); `done`: until no "
-            "build is in progress.",
+            "build is in progress; `ready`: until it runs and its agent finished the startup script.",
         ),
     ] = None,
     timeout: Annotated[float, Query(gt=0, le=600, description="Seconds to wait at most.")] = 120,
@@ -91,6 +92,8 @@ async def get_workspace(
     while True:
         current = await run_in_threadpool(_load_wire, sessions, workspace.id)
         settled = current.latest_build.status not in ACTIVE_BUILD_STATUSES
+        if wait == "ready" and settled and current.status == wire.WorkspaceStatus.RUNNING:
+            settled = current.agent is not None and current.agent.lifecycle in agent_state.SETTLED
         remaining = deadline - asyncio.get_running_loop().time()
         if wait is None or settled or remaining <= 0:
             return current

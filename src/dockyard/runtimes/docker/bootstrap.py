@@ -99,6 +99,7 @@ place_user() {
         || failed "cannot write $2 as $user"
 }
 __FILES__
+__REQUIRE__
 export HOME="$home" USER="$user" LOGNAME="$user" SHELL="$shell"
 cd "$home" || failed "cannot enter $home"
 echo "__READY__"
@@ -127,6 +128,16 @@ def file_destination(spec: WorkspaceSpec, path: str) -> str:
     return full
 
 
+def _require(program: str) -> str:
+    """A check that the workspace command can run in this image, failing the build with a plain reason."""
+    if program == "python3":
+        return (
+            "python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null "
+            '|| unusable "the image has no python3 3.9 or newer, which the Dockyard agent runs on"'
+        )
+    return f'command -v {_q(program)} >/dev/null 2>&1 || unusable "the image has no {_q(program)}"'
+
+
 def script(spec: WorkspaceSpec) -> str:
     if not _USER.match(spec.user):
         raise ValueError(f"user name {spec.user!r} is not a valid Linux user name")
@@ -153,6 +164,7 @@ def script(spec: WorkspaceSpec) -> str:
         "__FAILED__": str(EXIT_SETUP_FAILED),
         "__FILES__": "\n".join(lines),
         "__COMMAND__": " ".join(_q(arg) for arg in spec.command),
+        "__REQUIRE__": _require(spec.command[0]),
     }
     # One pass, so a placeholder-like string inside a file path or the command is left alone.
     return re.sub(r"__[A-Z]+__", lambda m: replacements.get(m.group(0), m.group(0)), _TEMPLATE)

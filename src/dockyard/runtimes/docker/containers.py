@@ -54,7 +54,13 @@ def create_args(
         "environment": dict(spec.env),
         "labels": labels,
         "network": network,
-        "mounts": [docker.types.Mount(target=bootstrap.home_of(spec), source=volume, type="volume")],
+        "mounts": [
+            docker.types.Mount(target=bootstrap.home_of(spec), source=volume, type="volume"),
+            *(
+                docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                for m in spec.mounts
+            ),
+        ],
         "init": True,
         "nano_cpus": nano_cpus,
         "mem_limit": spec.memory_bytes,
@@ -91,6 +97,7 @@ def config_hash(spec: WorkspaceSpec, image_id: str, nano_cpus: int) -> str:
         "egress": spec.egress,
         "env": sorted(spec.env.items()),
         "command": spec.command,
+        "mounts": [[m.source, m.target, m.read_only] for m in spec.mounts],
         "files": sorted((path, hashlib.sha256(data).hexdigest()) for path, data in spec.files.items()),
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]

@@ -1,0 +1,1719 @@
+"""The Dockyard workspace agent (protocol 1, see docs/AGENT_PROTOCOL.md).
+
+This one file is copied into every workspace and run there as the workspace user with the image's own
+`python3` (3.9 or newer), so it uses the standard library only and imports nothing from `dockyard`. It never
+listens: it dials the control plane's unix socket, keeps one control connection open (re-dialing forever), and
+dials one more connection per stream the control plane asks for (exec, reconnecting terminals, port dials and
+file transfers).
+
+Everything runs on one asyncio loop. A PTY master and a child's pipes are read with non-blocking callbacks, and
+output is paused while a peer is slow, so one busy stream cannot stall the others nor grow without bound.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__" and "ssl" not in sys.modules:
+    # The agent never speaks TLS, and asyncio's optional `ssl` import loads OpenSSL: about 4 MB of resident
+    # memory in every workspace. Without it asyncio simply has no TLS support, a case it is built for.
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import pty
+import pwd
+import random
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import termios
+import time
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+VERSION = "0.1.0"
+PROTOCOL = 1
+
+# Frame types.
+JSON = 1
+STDIN = 2
+STDOUT = 3
+STDERR = 4
+EOF = 5
+
+_HEADER = struct.Struct(">BI")
+MAX_FRAME = 1 << 20
+CHUNK = 256 * 1024
+# Outbound bytes a connection may hold before the sender waits for the peer to read.
+HIGH_WATER = 1 << 20
+# Inbound buffer of a stream connection; a frame (≤ 1 MiB) must fit without pausing the transport.
+READ_LIMIT = 4 << 20
+
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 2.0
+HELLO_TIMEOUT = 30.0
+DIAL_TIMEOUT = 10.0
+SHUTDOWN_SCRIPT_TIMEOUT = 10.0
+FLUSH_TIMEOUT = 1.0
+# How long a finished stream waits for the peer to close after our half-close.
+LINGER = 2.0
+# After a process exits, how long its output may stay silent before we stop waiting for it: a background
+# child can hold the pipe or the PTY open forever.
+EXIT_GRACE = 0.2
+LOG_INTERVAL = 0.2
+LOG_LINE_MAX = 4096
+# Characters per log message; even fully escaped (6 bytes per character) this stays under MAX_FRAME.
+LOG_BATCH_CHARS = 128 * 1024
+LOG_BATCH_LINES = 1000
+OUTBOX_LINES = 1000
+SCROLLBACK = 64 * 1024
+PTY_IDLE_TIMEOUT = 300.0
+PTY_HANGUP_GRACE = 2.0
+UNLIMITED_MEMORY = 1 << 60
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def log(message: str) -> None:
+    text = "".join(f"dockyard-agent: {line}\n" for line in message.rstrip("\n").split("\n"))
+    # Nobody may be reading stderr (or it is closed); that must not break the agent.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+def spawn_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    # The loop keeps only weak references to tasks; a fire-and-forget task needs a strong one.
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_task_done)
+    return task
+
+
+def _task_done(task: asyncio.Task[Any]) -> None:
+    _tasks.discard(task)
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:
+        log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # asyncio's default handler goes through `logging`; keep every line of ours under one prefix.
+    text = str(context.get("message", "unexpected error in the event loop"))
+    exc = context.get("exception")
+    if isinstance(exc, BaseException):
+        text += "\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log(text)
+
+
+def encode_json(obj: Any) -> bytes:
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        # A file name that is not UTF-8 decodes to lone surrogates; ASCII escapes keep it round-trippable.
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode_json(payload: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# --- connections -------------------------------------------------------------------------------------------
+
+
+class Conn:
+    """One connection to the control plane's socket, carrying frames (or raw bytes after a `dial`)."""
+
+    __slots__ = ("closed", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        # Completes when the transport is gone, even while nobody is reading (e.g. stdin is blocked).
+        self.closed: asyncio.Task[None] = spawn_task(_wait_closed(writer))
+
+    async def recv(self) -> tuple[int, bytes] | None:
+        """The next frame, or None once the peer is gone or broke the framing."""
+        try:
+            kind, length = _HEADER.unpack(await self.reader.readexactly(_HEADER.size))
+            if length > MAX_FRAME:
+                log(f"dropping a connection that sent a {length}-byte frame")
+                self.close()
+                return None
+            payload = await self.reader.readexactly(length) if length else b""
+        except (asyncio.IncompleteReadError, OSError):
+            return None
+        return kind, payload
+
+    def closing(self) -> bool:
+        return self.writer.is_closing()
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        # Writing to a closed transport only makes asyncio log warnings; the data has nowhere to go.
+        if not self.writer.is_closing():
+            self.writer.write(_HEADER.pack(kind, len(payload)) + payload)
+
+    def send_json(self, obj: dict[str, Any]) -> None:
+        payload = encode_json(obj)
+        if len(payload) > MAX_FRAME:
+            log(f"not sending a {obj.get('type')} message of {len(payload)} bytes: over the frame limit")
+            return
+        self.send(JSON, payload)
+
+    def buffered(self) -> int:
+        return self.writer.transport.get_write_buffer_size()
+
+    async def drain(self) -> None:
+        if self.buffered() > HIGH_WATER:
+            with contextlib.suppress(OSError):
+                await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def finish(self, linger: float = LINGER) -> None:
+        """Close after our last frame without losing it.
+
+        Closing a unix socket with unread input resets the peer, which may then never read our last frame (an
+        exit, an error): so half-close, and discard what the peer still sends until it closes too.
+        """
+        if self.writer.is_closing():
+            return
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            await asyncio.wait_for(self._discard(), linger)
+        self.writer.close()
+
+    async def _discard(self) -> None:
+        while await self.reader.read(CHUNK):
+            pass
+
+
+async def _wait_closed(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def dial(path: str) -> Conn:
+    reader, writer = await asyncio.open_unix_connection(path, limit=READ_LIMIT)
+    return Conn(reader, writer)
+
+
+class Pausable:
+    """A source of output that can stop reading while its consumer catches up."""
+
+    paused = False
+
+    def pause(self) -> None:
+        raise NotImplementedError
+
+    def resume(self) -> None:
+        raise NotImplementedError
+
+
+def forward(conn: Conn, kind: int, data: bytes, source: Pausable) -> None:
+    conn.send(kind, data)
+    if not source.paused and conn.buffered() > HIGH_WATER:
+        source.pause()
+        spawn_task(_resume_when_drained(conn, source))
+
+
+async def _resume_when_drained(conn: Conn, source: Pausable) -> None:
+    try:
+        await conn.drain()
+    finally:
+        source.resume()
+
+
+class Activity:
+    """When output last flowed, and whether a reader is paused behind a slow peer (which is not silence)."""
+
+    __slots__ = ("busy", "last")
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.busy = 0
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+async def settle(waiters: list[asyncio.Future[Any]], activity: Activity, idle: float = EXIT_GRACE) -> None:
+    """Wait for the waiters while output keeps flowing; give up once it has been silent for `idle`."""
+    pending = {waiter for waiter in waiters if not waiter.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=idle)
+        if pending and not activity.busy and time.monotonic() - activity.last >= idle:
+            return
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+
+
+def home_dir() -> str:
+    candidates = [os.environ.get("HOME", "")]
+    with contextlib.suppress(KeyError):
+        candidates.append(pwd.getpwuid(os.getuid()).pw_dir)
+    for candidate in candidates:
+        if candidate and os.path.isdir(candidate):
+            return candidate
+    return "/"
+
+
+def login_shell() -> str:
+    shell = ""
+    with contextlib.suppress(KeyError):
+        shell = pwd.getpwuid(os.getuid()).pw_shell
+    if not shell or os.path.basename(shell) in ("nologin", "false") or not os.access(shell, os.X_OK):
+        shell = os.environ.get("SHELL", "")
+    if not shell or not os.access(shell, os.X_OK):
+        shell = "/bin/bash" if os.access("/bin/bash", os.X_OK) else "/bin/sh"
+    return shell
+
+
+def child_env(extra: Any = None, term: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # The agent token authenticates this agent; the user's programs and their logs have no use for it.
+    env.pop("DOCKYARD_AGENT_TOKEN", None)
+    if isinstance(extra, dict):
+        for key, value in extra.items():
+            if value is None:
+                env.pop(str(key), None)
+            else:
+                env[str(key)] = str(value)
+    if term:
+        env["TERM"] = term
+    return env
+
+
+def killpg(pid: int, sig: int) -> None:
+    # The child is a session (and group) leader, so its pid names the group even after it was reaped.
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name[3:]
+    except ValueError:
+        return str(number)
+
+
+def exit_status(returncode: int) -> tuple[int, str | None]:
+    """Shell-style exit code (128 + N for signal N) and the signal's name without `SIG`."""
+    if returncode < 0:
+        return 128 - returncode, signal_name(-returncode)
+    return returncode, None
+
+
+def spawn_failure(exc: BaseException, argv0: str, cwd: str) -> tuple[int, str]:
+    """Exit code and message for a program that could not be started, as a shell would put it."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        if exc.filename == cwd and exc.filename != argv0:
+            return 1, f"{cwd}: {reason}\n"
+        if exc.errno == errno.ENOENT:
+            if "/" in argv0 and os.path.exists(argv0):
+                # The file is there, its interpreter (#! line) is not.
+                return 126, f"{argv0}: bad interpreter: {reason}\n"
+            return 127, f"{argv0}: command not found\n"
+        return 126, f"{argv0}: {reason}\n"
+    return 126, f"{argv0}: {exc}\n"
+
+
+def _take_controlling_tty() -> None:
+    # Runs in the child after setsid(): make the PTY (already on fd 0) the new session's terminal.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Child(asyncio.SubprocessProtocol, Pausable):
+    """A spawned process in its own session: its exit, its output and its process group.
+
+    asyncio's own `Process.wait()` also waits for the pipes to close (3.11+), which a background child can
+    hold forever; this protocol reports the exit and the end of output separately.
+    """
+
+    def __init__(self, on_output: Callable[[int, bytes], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self.on_output = on_output
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.pid = 0
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.outputs_done: asyncio.Future[None] = loop.create_future()
+        self.activity = Activity()
+        self.term: Pty | None = None
+        self._open_outputs: set[int] = set()
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    # asyncio.SubprocessProtocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
+        self.pid = transport.get_pid()
+        _live_children.add(self)
+        self._open_outputs = {fd for fd in (1, 2) if transport.get_pipe_transport(fd) is not None}
+        if not self._open_outputs:
+            self.outputs_done.set_result(None)
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.activity.touch()
+        if self.on_output is not None and isinstance(data, bytes):
+            self.on_output(fd, data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 0:
+            self._release_writer()
+            return
+        self._open_outputs.discard(fd)
+        if not self._open_outputs and not self.outputs_done.done():
+            self.outputs_done.set_result(None)
+
+    def process_exited(self) -> None:
+        returncode = self.transport.get_returncode() if self.transport is not None else None
+        if not self.exited.done():
+            self.exited.set_result(returncode if returncode is not None else 255)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._release_writer()
+
+    def _release_writer(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    # output flow control (Pausable)
+
+    def _output_pipes(self) -> list[asyncio.ReadTransport]:
+        if self.transport is None:
+            return []
+        pipes = (self.transport.get_pipe_transport(fd) for fd in (1, 2))
+        return [pipe for pipe in pipes if isinstance(pipe, asyncio.ReadTransport)]
+
+    def pause(self) -> None:
+        if self.paused:
+            return
+        self.paused = True
+        if self.term is not None:
+            self.term.pause()
+            return
+        self.activity.busy += 1
+        for pipe in self._output_pipes():
+            pipe.pause_reading()
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        if self.term is not None:
+            self.term.resume()
+            return
+        self.activity.busy -= 1
+        self.activity.touch()
+        for pipe in self._output_pipes():
+            if not pipe.is_closing():
+                pipe.resume_reading()
+
+    # input
+
+    @property
+    def output_done(self) -> asyncio.Future[None]:
+        return self.term.eof if self.term is not None else self.outputs_done
+
+    async def write(self, data: bytes) -> None:
+        if self.term is not None:
+            await self.term.write(data)
+            return
+        pipe = self.transport.get_pipe_transport(0) if self.transport is not None else None
+        if not isinstance(pipe, asyncio.WriteTransport) or pipe.is_closing():
+            return
+        pipe.write(data)
+        if self._write_paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    async def write_eof(self) -> None:
+        if self.term is not None:
+            # With a terminal there is no EOF, only the character that means it in canonical mode.
+            await self.term.write(b"\x04")
+            return
+        pipe = self.transport.get_pipe_transport(0) if self.transport is not None else None
+        if isinstance(pipe, asyncio.WriteTransport) and not pipe.is_closing():
+            pipe.close()
+
+    def resize(self, width: int, height: int) -> None:
+        if self.term is not None and self.term.resize(width, height):
+            killpg(self.pid, signal.SIGWINCH)
+
+    def signal(self, sig: int) -> None:
+        killpg(self.pid, sig)
+
+    def close(self) -> None:
+        _live_children.discard(self)
+        if self.term is not None:
+            self.term.close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+# Every spawned process whose transport is still open, so that exiting closes them while the loop still runs.
+_live_children: set[Child] = set()
+
+
+async def spawn(
+    child: Child,
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    stdin: int = subprocess.PIPE,
+    stdout: int = subprocess.PIPE,
+    stderr: int = subprocess.PIPE,
+    **popen: Any,
+) -> Child:
+    loop = asyncio.get_running_loop()
+    await loop.subprocess_exec(
+        lambda: child,
+        *argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        **popen,
+    )
+    return child
+
+
+class Pty(Pausable):
+    """The master side of a pseudo-terminal, read and written without ever blocking the loop."""
+
+    def __init__(self, fd: int, on_data: Callable[[bytes], None], activity: Activity) -> None:
+        self.fd = fd
+        self.on_data = on_data
+        self.activity = activity
+        self._loop = asyncio.get_running_loop()
+        self.eof: asyncio.Future[None] = self._loop.create_future()
+        self._out = bytearray()
+        self._drained: asyncio.Future[None] | None = None
+        os.set_blocking(fd, False)
+        self._loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            # EIO: every process holding the terminal has closed it.
+            data = b""
+        if not data:
+            self._loop.remove_reader(self.fd)
+            if not self.eof.done():
+                self.eof.set_result(None)
+            return
+        self.activity.touch()
+        self.on_data(data)
+
+    def pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.activity.busy += 1
+            if self.fd >= 0 and not self.eof.done():
+                self._loop.remove_reader(self.fd)
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.activity.busy -= 1
+            self.activity.touch()
+            if self.fd >= 0 and not self.eof.done():
+                self._loop.add_reader(self.fd, self._readable)
+
+    async def write(self, data: bytes) -> None:
+        if self.fd < 0:
+            return
+        if not self._out:
+            try:
+                written = os.write(self.fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                return
+            if written == len(data):
+                return
+            data = data[written:]
+            self._loop.add_writer(self.fd, self._writable)
+        self._out += data
+        if len(self._out) > HIGH_WATER:
+            self._drained = self._loop.create_future()
+            await self._drained
+
+    def _writable(self) -> None:
+        try:
+            written = os.write(self.fd, self._out)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self._out)
+        del self._out[:written]
+        if not self._out:
+            self._loop.remove_writer(self.fd)
+        if len(self._out) <= HIGH_WATER:
+            self._release_writer()
+
+    def _release_writer(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    def resize(self, width: int, height: int) -> bool:
+        if self.fd < 0 or not (0 < width < 65536 and 0 < height < 65536):
+            return False
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self._loop.remove_reader(self.fd)
+        self._loop.remove_writer(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        self._out.clear()
+        self._release_writer()
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+
+async def spawn_pty(
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    width: int,
+    height: int,
+    on_data: Callable[[bytes], None],
+) -> Child:
+    master, slave = pty.openpty()
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        child = Child()
+        await spawn(
+            child,
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            preexec_fn=_take_controlling_tty,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        # Only the child may hold the slave, so that reading the master ends (EIO) when the child is gone.
+        os.close(slave)
+    child.term = Pty(master, on_data, child.activity)
+    return child
+
+
+async def pump_input(conn: Conn, child: Child) -> None:
+    """Apply what the client sends to the process until the connection ends."""
+    while True:
+        frame = await conn.recv()
+        if frame is None:
+            return
+        kind, payload = frame
+        if kind == STDIN:
+            await child.write(payload)
+        elif kind == EOF:
+            await child.write_eof()
+        elif kind == JSON:
+            message = decode_json(payload) or {}
+            action = message.get("type")
+            if action == "resize":
+                width, height = message.get("width"), message.get("height")
+                if isinstance(width, int) and isinstance(height, int):
+                    child.resize(width, height)
+            elif action == "signal":
+                number = getattr(
+                    signal, "SIG" + str(message.get("signal", "")).upper().removeprefix("SIG"), None
+                )
+                if isinstance(number, signal.Signals):
+                    child.signal(number)
+            elif action == "kill":
+                child.signal(signal.SIGKILL)
+
+
+async def run_attached(conn: Conn, child: Child) -> None:
+    """Serve a process to one connection: input in, exit frame out; a vanished client kills the group."""
+    pump = spawn_task(pump_input(conn, child))
+    try:
+        await asyncio.wait({pump, child.exited, conn.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if not child.exited.done():
+            child.signal(signal.SIGKILL)
+            await child.exited
+            return
+        await settle([child.output_done], child.activity)
+        code, name = exit_status(child.exited.result())
+        conn.send_json({"type": "exit", "exit_code": code, "signal": name})
+    finally:
+        pump.cancel()
+        # The pump must be off the reader before anyone else (Conn.finish) reads it.
+        await asyncio.wait({pump})
+
+
+# --- logs --------------------------------------------------------------------------------------------------
+
+
+def _char_boundary(raw: bytes | bytearray, cut: int) -> int:
+    # Step back over UTF-8 continuation bytes so a split never cuts a character in two.
+    for candidate in range(cut, max(cut - 3, 1) - 1, -1):
+        if raw[candidate] & 0xC0 != 0x80:
+            return candidate
+    return cut
+
+
+class LineSplitter:
+    """Turns a byte stream into log lines: no trailing newline, none longer than LOG_LINE_MAX bytes."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            self._line(buffer[start:end])
+            start = end + 1
+        del buffer[:start]
+        while len(buffer) > LOG_LINE_MAX:
+            cut = _char_boundary(buffer, LOG_LINE_MAX)
+            self.emit(buffer[:cut].decode("utf-8", "replace"))
+            del buffer[:cut]
+
+    def close(self) -> None:
+        if self.buffer:
+            self._line(self.buffer)
+            self.buffer = bytearray()
+
+    def _line(self, raw: bytes | bytearray) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        while len(raw) > LOG_LINE_MAX:
+            cut = _char_boundary(raw, LOG_LINE_MAX)
+            self.emit(raw[:cut].decode("utf-8", "replace"))
+            raw = raw[cut:]
+        self.emit(raw.decode("utf-8", "replace"))
+
+
+class LogBatcher:
+    """Collects one source's lines into `log` messages, at most one per LOG_INTERVAL unless it grows large."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None], source: str) -> None:
+        self.send = send
+        self.source = source
+        self.lines: list[str] = []
+        self.chars = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        self.chars += len(line)
+        if self.chars >= LOG_BATCH_CHARS or len(self.lines) >= LOG_BATCH_LINES:
+            self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(LOG_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.lines:
+            lines, self.lines, self.chars = self.lines, [], 0
+            self.send({"type": "log", "source": self.source, "lines": lines})
+
+
+# --- stats -------------------------------------------------------------------------------------------------
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _stat_field(text: str | None, key: str) -> int | None:
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return None
+
+
+def cpu_usage_ns(cgroup: str = "/sys/fs/cgroup", proc: str = "/proc") -> int | None:
+    """CPU time used by the workspace so far, in nanoseconds, or None when nothing tells."""
+    usage = _stat_field(_read(os.path.join(cgroup, "cpu.stat")), "usage_usec")
+    if usage is not None:
+        return usage * 1000
+    for folder in ("cpuacct", "cpu,cpuacct", "cpuacct,cpu"):
+        usage = _read_int(os.path.join(cgroup, folder, "cpuacct.usage"))
+        if usage is not None:
+            return usage
+    return _processes_cpu_ns(proc)
+
+
+def _processes_cpu_ns(proc: str) -> int | None:
+    # Without a cgroup file, add up the processes we can see (our PID namespace in a container). Exited
+    # processes drop out of the sum, which CpuMeter clamps rather than reporting negative use.
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return None
+    ticks = 0
+    seen = False
+    for name in names:
+        if not name.isdigit():
+            continue
+        text = _read(os.path.join(proc, name, "stat"))
+        if text is None:
+            continue
+        fields = text.rpartition(")")[2].split()
+        if len(fields) > 12:
+            with contextlib.suppress(ValueError):
+                ticks += int(fields[11]) + int(fields[12])
+                seen = True
+    if not seen:
+        return None
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores in use, averaged since the previous sample."""
+
+    def __init__(self, cgroup: str = "/sys/fs/cgroup", proc: str = "/proc") -> None:
+        self.cgroup = cgroup
+        self.proc = proc
+        self.last: tuple[int, float] | None = None
+
+    def sample(self) -> float:
+        usage = cpu_usage_ns(self.cgroup, self.proc)
+        now = time.monotonic()
+        if usage is None:
+            return 0.0
+        last, self.last = self.last, (usage, now)
+        if last is None or now <= last[1]:
+            return 0.0
+        return round(max(0, usage - last[0]) / 1e9 / (now - last[1]), 3)
+
+
+def memory(cgroup: str = "/sys/fs/cgroup") -> tuple[int, int | None]:
+    """Memory in use without reclaimable page cache, and the limit (None when there is none)."""
+    current = _read_int(os.path.join(cgroup, "memory.current"))
+    if current is not None:
+        inactive = _stat_field(_read(os.path.join(cgroup, "memory.stat")), "inactive_file") or 0
+        limit = _read_int(os.path.join(cgroup, "memory.max"))
+    else:
+        folder = os.path.join(cgroup, "memory")
+        current = _read_int(os.path.join(folder, "memory.usage_in_bytes"))
+        if current is None:
+            return 0, None
+        inactive = _stat_field(_read(os.path.join(folder, "memory.stat")), "total_inactive_file") or 0
+        limit = _read_int(os.path.join(folder, "memory.limit_in_bytes"))
+    if limit is not None and (limit <= 0 or limit >= UNLIMITED_MEMORY):
+        limit = None
+    return max(0, current - inactive), limit
+
+
+def disk(path: str) -> tuple[int, int]:
+    """Bytes used and total on the file system holding `path`."""
+    try:
+        vfs = os.statvfs(path)
+    except OSError:
+        return 0, 0
+    return (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize, vfs.f_blocks * vfs.f_frsize
+
+
+def _address(hex_address: str, family: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if family == "ipv4":
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    # The kernel prints an IPv6 address as four host-order (little-endian) 32-bit words.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def listening_ports(proc: str = "/proc") -> list[dict[str, Any]]:
+    found: set[tuple[int, str, str]] = set()
+    for name, family in (("tcp", "ipv4"), ("tcp6", "ipv6")):
+        text = _read(os.path.join(proc, "net", name))
+        for line in (text or "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "0A":
+                continue
+            hex_address, _, hex_port = fields[1].partition(":")
+            try:
+                found.add((int(hex_port, 16), family, _address(hex_address, family)))
+            except ValueError:
+                log(f"unreadable line in {name}: {line.strip()}")
+    return [{"port": port, "address": address, "family": family} for port, family, address in sorted(found)]
+
+
+# --- reconnecting terminals --------------------------------------------------------------------------------
+
+
+class PtySession:
+    """A terminal that outlives its connections: one attached at a time, the last 64 KiB replayed on attach."""
+
+    def __init__(self, agent: Agent, key: str) -> None:
+        self.agent = agent
+        self.key = key
+        self.child: Child | None = None
+        self.conn: Conn | None = None
+        self.scrollback = bytearray()
+        self.expiry: asyncio.TimerHandle | None = None
+
+    async def start(self, argv: list[str], *, cwd: str, env: dict[str, str], width: int, height: int) -> None:
+        self.child = await spawn_pty(argv, cwd=cwd, env=env, width=width, height=height, on_data=self._output)
+        self.agent.children.add(self.child)
+        spawn_task(self._watch(self.child))
+
+    def _output(self, data: bytes) -> None:
+        scrollback = self.scrollback
+        scrollback += data
+        if len(scrollback) > SCROLLBACK:
+            del scrollback[: len(scrollback) - SCROLLBACK]
+        if self.conn is not None and self.child is not None:
+            forward(self.conn, STDOUT, data, self.child)
+
+    async def attach(self, conn: Conn, width: Any, height: Any) -> None:
+        child = self.child
+        assert child is not None
+        previous, self.conn = self.conn, conn
+        if previous is not None:
+            # One viewer at a time: the newest takes over (a reconnect after a network change, typically).
+            previous.close()
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if isinstance(width, int) and isinstance(height, int):
+            child.resize(width, height)
+        if self.scrollback:
+            conn.send(STDOUT, bytes(self.scrollback))
+        try:
+            await pump_input(conn, child)
+        finally:
+            if self.conn is conn:
+                self.conn = None
+                # Nobody to slow down for: keep the terminal flowing into the scrollback.
+                child.resume()
+                if not child.exited.done():
+                    self.expiry = asyncio.get_running_loop().call_later(PTY_IDLE_TIMEOUT, self._expire)
+
+    def _expire(self) -> None:
+        self.expiry = None
+        child = self.child
+        if child is not None and not child.exited.done():
+            log(f"terminal {self.key}: nobody attached for {PTY_IDLE_TIMEOUT:.0f} s, hanging up")
+            child.signal(signal.SIGHUP)
+            asyncio.get_running_loop().call_later(PTY_HANGUP_GRACE, self._kill_if_alive, child)
+
+    @staticmethod
+    def _kill_if_alive(child: Child) -> None:
+        if not child.exited.done():
+            child.signal(signal.SIGKILL)
+
+    async def _watch(self, child: Child) -> None:
+        try:
+            await child.exited
+            await settle([child.output_done], child.activity)
+        finally:
+            if self.agent.ptys.get(self.key) is self:
+                del self.agent.ptys[self.key]
+            self.agent.children.discard(child)
+            if self.expiry is not None:
+                self.expiry.cancel()
+                self.expiry = None
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                code, name = exit_status(child.exited.result()) if child.exited.done() else (255, None)
+                conn.send_json({"type": "exit", "exit_code": code, "signal": name})
+                # Half-close and let the attach loop read on until the client hangs up (see Conn.finish).
+                with contextlib.suppress(OSError):
+                    if conn.writer.can_write_eof():
+                        conn.writer.write_eof()
+                asyncio.get_running_loop().call_later(LINGER, conn.close)
+            child.close()
+
+
+# --- the agent ---------------------------------------------------------------------------------------------
+
+Handler = Callable[[Conn, dict[str, Any]], Awaitable[None]]
+
+
+def _number(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _size(value: Any, default: int) -> int:
+    """A terminal dimension: what the kernel's winsize (unsigned short) can hold."""
+    return min(max(int(_number(value, default)), 1), 65535)
+
+
+def _error(message: str, code: str = "EINVAL") -> dict[str, Any]:
+    return {"type": "error", "error": message, "code": code}
+
+
+def file_error(exc: OSError, path: str) -> dict[str, Any]:
+    code = errno.errorcode.get(exc.errno or 0, "EIO")
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    return _error(f"{reason}: {path}", code)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def _oserror(number: int, path: str) -> OSError:
+    return OSError(number, os.strerror(number), path)
+
+
+class Agent:
+    def __init__(self, socket_path: str, token: str) -> None:
+        self.socket_path = socket_path
+        self.token = token
+        self.home = home_dir()
+        self.control: Conn | None = None
+        self.welcome: dict[str, Any] = {}
+        self.state: str | None = None
+        self.state_exit_code: int | None = None
+        self.outbox: deque[dict[str, Any]] = deque()
+        self.outbox_lines = 0
+        self.batchers: dict[str, LogBatcher] = {}
+        self.children: set[Child] = set()
+        self.scripts: set[Child] = set()
+        self.ptys: dict[str, PtySession] = {}
+        self.started = False
+        self.startup: asyncio.Task[None] | None = None
+        self.shutting_down = False
+        umask = os.umask(0o022)
+        os.umask(umask)
+        self.umask = umask
+        self.handlers: dict[str, Handler] = {
+            "exec": self._exec,
+            "pty": self._pty,
+            "dial": self._dial,
+            "file_read": self._file_read,
+            "file_write": self._file_write,
+            "file_delete": self._file_delete,
+            "file_list": self._file_list,
+            "file_stat": self._file_stat,
+        }
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_loop_error)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        control = spawn_task(self._control_loop())
+        await stop.wait()
+        await self._shutdown()
+        control.cancel()
+        if self.control is not None:
+            self.control.close()
+        for child in list(_live_children):
+            child.close()
+        # Let the transports' close callbacks run before asyncio.run() closes the loop.
+        await asyncio.sleep(0)
+        return 0
+
+    # messages to the control plane
+
+    def send(self, message: dict[str, Any]) -> None:
+        control = self.control
+        if control is not None and not control.closing():
+            control.send_json(message)
+        elif message["type"] in ("log", "lifecycle"):
+            self._buffer(message)
+
+    def _buffer(self, message: dict[str, Any]) -> None:
+        self.outbox.append(message)
+        if message["type"] != "log":
+            return
+        self.outbox_lines += len(message["lines"])
+        # Keep the newest lines; lifecycle messages are few and always kept.
+        while self.outbox_lines > OUTBOX_LINES:
+            index, oldest = next((i, m) for i, m in enumerate(self.outbox) if m["type"] == "log")
+            drop = min(self.outbox_lines - OUTBOX_LINES, len(oldest["lines"]))
+            del oldest["lines"][:drop]
+            self.outbox_lines -= drop
+            if not oldest["lines"]:
+                del self.outbox[index]
+
+    def batcher(self, source: str) -> LogBatcher:
+        batcher = self.batchers.get(source)
+        if batcher is None:
+            batcher = self.batchers[source] = LogBatcher(self.send, source)
+        return batcher
+
+    def warn(self, message: str) -> None:
+        """Log to stderr and, as the `agent` source, to the control plane."""
+        log(message)
+        batcher = self.batcher("agent")
+        for line in message.rstrip("\n").split("\n"):
+            batcher.add(line[:LOG_LINE_MAX])
+
+    def set_state(self, state: str, exit_code: int | None = None) -> None:
+        # A state change goes after the lines that led to it.
+        for batcher in self.batchers.values():
+            batcher.flush()
+        self.state, self.state_exit_code = state, exit_code
+        self.send({"type": "lifecycle", "state": state, "exit_code": exit_code})
+
+    # the control connection
+
+    async def _control_loop(self) -> None:
+        delay = BACKOFF_MIN
+        last_problem = ("", 0.0)
+        while True:
+            try:
+                outcome, problem = await self._control_session()
+            except Exception:  # noqa: BLE001 - the outermost loop: a bug in one session must not end re-dialing
+                outcome, problem = "lost", "control connection failed:\n" + traceback.format_exc()
+            if outcome == "welcomed":
+                delay = BACKOFF_MIN
+            if problem and (problem != last_problem[0] or time.monotonic() - last_problem[1] > 60):
+                log(problem)
+                last_problem = (problem, time.monotonic())
+            if outcome == "rejected":
+                # A bad token stays bad until someone fixes it; no point in hammering the control plane.
+                await asyncio.sleep(random.uniform(5.0, 10.0))
+                continue
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _control_session(self) -> tuple[str, str]:
+        """One control connection: hello, then serve it until it ends. Returns the outcome and what to log."""
+        try:
+            conn = await dial(self.socket_path)
+        except OSError as exc:
+            return "unreachable", f"cannot reach the control plane at {self.socket_path}: {exc}"
+        try:
+            conn.send_json(self._hello())
+            try:
+                frame = await asyncio.wait_for(conn.recv(), HELLO_TIMEOUT)
+            except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError before Python 3.11
+                return "lost", f"no welcome within {HELLO_TIMEOUT:.0f} s"
+            message = decode_json(frame[1]) if frame is not None and frame[0] == JSON else None
+            if message is None:
+                return "lost", "the control plane closed the connection before a welcome"
+            if message.get("type") == "reject":
+                return "rejected", f"the control plane rejected this agent: {message.get('error')}"
+            if message.get("type") != "welcome":
+                return "lost", f"expected a welcome, got {message.get('type')!r}"
+            self._welcomed(conn, message)
+            return "welcomed", await self._serve_control(conn)
+        finally:
+            if self.control is conn:
+                self.control = None
+            conn.close()
+
+    def _hello(self) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "token": self.token,
+            "version": VERSION,
+            "protocol": PROTOCOL,
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "os": sys.platform,
+            "arch": os.uname().machine,
+            "python": "{}.{}.{}".format(*sys.version_info[:3]),
+        }
+
+    def _welcomed(self, conn: Conn, welcome: dict[str, Any]) -> None:
+        self.welcome = welcome
+        self.control = conn
+        # The server may have restarted and forgotten us: tell it where we are before the backlog.
+        if self.state is not None and not any(m["type"] == "lifecycle" for m in self.outbox):
+            conn.send_json({"type": "lifecycle", "state": self.state, "exit_code": self.state_exit_code})
+        while self.outbox:
+            conn.send_json(self.outbox.popleft())
+        self.outbox_lines = 0
+        if not self.started and not self.shutting_down:
+            self.started = True
+            self.startup = spawn_task(self._startup(welcome))
+            spawn_task(self._stats_loop())
+
+    async def _serve_control(self, conn: Conn) -> str:
+        heartbeat = _number(self.welcome.get("heartbeat"), 15.0)
+        silence = 3 * heartbeat if heartbeat > 0 else None
+        while True:
+            try:
+                frame = await asyncio.wait_for(conn.recv(), silence)
+            except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError before Python 3.11
+                return f"nothing from the control plane for {silence:.1f} s; re-dialing"
+            if frame is None:
+                return "the control connection closed; re-dialing"
+            if frame[0] != JSON:
+                continue
+            message = decode_json(frame[1]) or {}
+            kind = message.get("type")
+            if kind == "ping":
+                conn.send_json({"type": "pong"})
+            elif kind == "open":
+                stream = message.get("stream")
+                if isinstance(stream, str):
+                    spawn_task(self._stream(stream, message))
+
+    # lifecycle
+
+    async def _startup(self, welcome: dict[str, Any]) -> None:
+        script = welcome.get("startup_script")
+        self.set_state("starting")
+        if not isinstance(script, str) or not script.strip():
+            self.set_state("ready")
+            return
+        code = await self._run_script("startup_script", script, _number(welcome.get("startup_timeout"), 0))
+        if self.shutting_down:
+            return
+        if code is None:
+            self.set_state("start_timeout")
+        elif code == 0:
+            self.set_state("ready", 0)
+        else:
+            self.set_state("start_error", code)
+
+    async def _run_script(self, source: str, script: str, timeout: float) -> int | None:
+        """Run a script with `bash -l` (or `sh`) in the home folder, its output as log lines.
+
+        Returns the exit code, or None when it outlived `timeout` (> 0) and was killed.
+        """
+        import shutil
+        import tempfile
+
+        batcher = self.batcher(source)
+        lines = LineSplitter(batcher.add)
+        folder = tempfile.mkdtemp(prefix="dockyard-")
+        path = os.path.join(folder, source)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+        with os.fdopen(fd, "w") as file:
+            file.write(script)
+        bash = shutil.which("bash")
+        argv = [bash, "-l", path] if bash else ["sh", path]
+        child = Child(lambda _fd, data: self._script_output(child, lines, data))
+        try:
+            try:
+                await spawn(
+                    child,
+                    argv,
+                    cwd=self.home,
+                    env=child_env(),
+                    stdin=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                )
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                self.warn(f"cannot run the {source.replace('_', ' ')}: {exc}")
+                return 127
+            self.scripts.add(child)
+            if self.shutting_down and source == "startup_script":
+                # SIGTERM arrived while the script was being started.
+                child.signal(signal.SIGKILL)
+            done, _ = await asyncio.wait({child.exited}, timeout=timeout if timeout > 0 else None)
+            if not done:
+                child.signal(signal.SIGKILL)
+                await child.exited
+            await settle([child.outputs_done], child.activity)
+
+            def finished(_: object) -> None:
+                lines.close()
+                child.close()
+
+            # A background process may keep the output open: keep forwarding it, close once it ends.
+            child.outputs_done.add_done_callback(finished)
+            if child.outputs_done.done():
+                lines.close()
+            batcher.flush()
+            return exit_status(child.exited.result())[0] if done else None
+        finally:
+            self.scripts.discard(child)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                os.rmdir(folder)
+
+    def _script_output(self, child: Child, lines: LineSplitter, data: bytes) -> None:
+        lines.feed(data)
+        control = self.control
+        if control is not None and not child.paused and control.buffered() > HIGH_WATER:
+            child.pause()
+            spawn_task(_resume_when_drained(control, child))
+
+    async def _stats_loop(self) -> None:
+        cpu = CpuMeter()
+        cpu.sample()
+        while True:
+            interval = _number(self.welcome.get("stats_interval"), 15.0)
+            await asyncio.sleep(interval if interval > 0 else 15.0)
+            if interval <= 0 or self.control is None:
+                continue
+            used, limit = memory()
+            disk_used, disk_total = disk(self.home)
+            self.send(
+                {
+                    "type": "stats",
+                    "cpu_cores": cpu.sample(),
+                    "memory_bytes": used,
+                    "memory_limit_bytes": limit,
+                    "disk_used_bytes": disk_used,
+                    "disk_total_bytes": disk_total,
+                    "ports": listening_ports(),
+                }
+            )
+
+    async def _shutdown(self) -> None:
+        self.shutting_down = True
+        log("shutting down")
+        self.set_state("shutting_down")
+        for child in list(self.scripts):
+            child.signal(signal.SIGKILL)
+        if self.startup is not None:
+            # Let it reap the killed script (and close its pipes) before the shutdown script starts.
+            await asyncio.wait({self.startup}, timeout=FLUSH_TIMEOUT)
+        script = self.welcome.get("shutdown_script")
+        code = None
+        if isinstance(script, str) and script.strip():
+            code = await self._run_script("shutdown_script", script, SHUTDOWN_SCRIPT_TIMEOUT)
+            if code is None:
+                self.warn(f"the shutdown script ran for {SHUTDOWN_SCRIPT_TIMEOUT:.0f} s and was killed")
+        self.set_state("off", code)
+        # The user's terminals and commands are going away with the workspace; let shells save history.
+        for child in list(self.children):
+            child.signal(signal.SIGHUP)
+        await self._flush(FLUSH_TIMEOUT)
+
+    async def _flush(self, budget: float) -> None:
+        for batcher in self.batchers.values():
+            batcher.flush()
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline:
+            control = self.control
+            if control is not None and not self.outbox and control.buffered() == 0:
+                return
+            await asyncio.sleep(0.01)
+
+    # streams
+
+    async def _stream(self, stream: str, message: dict[str, Any]) -> None:
+        kind = message.get("kind")
+        try:
+            conn = await dial(self.socket_path)
+        except OSError as exc:
+            self.warn(f"stream {stream}: cannot dial the control plane: {exc}")
+            return
+        try:
+            conn.send_json({"type": "attach", "stream": stream, "token": self.token})
+            handler = self.handlers.get(str(kind))
+            if handler is None:
+                conn.send_json(_error(f"unknown stream kind {kind!r}"))
+            else:
+                await handler(conn, message)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception:  # noqa: BLE001 - a bug in one stream must not take the agent and every other stream down
+            self.warn(f"stream {stream} ({kind}) failed:\n{traceback.format_exc()}")
+        await conn.finish()
+
+    def _cwd(self, value: Any) -> str:
+        return os.path.join(self.home, value) if isinstance(value, str) and value else self.home
+
+    async def _exec(self, conn: Conn, message: dict[str, Any]) -> None:
+        argv = message.get("argv")
+        shell = message.get("shell")
+        if isinstance(shell, str) and shell:
+            argv = ["sh", "-c", shell]
+        if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+            conn.send_json(_error("exec needs a non-empty argv (list of strings) or a shell command"))
+            return
+        cwd = self._cwd(message.get("cwd"))
+        options = message.get("pty")
+        try:
+            if isinstance(options, dict):
+                env = child_env(message.get("env"), str(options.get("term") or "xterm-256color"))
+                child = await spawn_pty(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    width=_size(options.get("width"), 80),
+                    height=_size(options.get("height"), 24),
+                    on_data=lambda data: forward(conn, STDOUT, data, child),
+                )
+            else:
+                child = Child(lambda fd, data: forward(conn, STDOUT if fd == 1 else STDERR, data, child))
+                await spawn(child, argv, cwd=cwd, env=child_env(message.get("env")))
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            code, text = spawn_failure(exc, argv[0], cwd)
+            conn.send(STDERR, text.encode())
+            conn.send_json({"type": "exit", "exit_code": code, "signal": None})
+            return
+        self.children.add(child)
+        try:
+            await run_attached(conn, child)
+        finally:
+            self.children.discard(child)
+            child.close()
+
+    async def _pty(self, conn: Conn, message: dict[str, Any]) -> None:
+        key = message.get("reconnect")
+        if not isinstance(key, str) or not key:
+            key = os.urandom(8).hex()
+        session = self.ptys.get(key)
+        if session is None:
+            command = message.get("command")
+            shell = login_shell()
+            argv = [shell, "-l", "-c", command] if isinstance(command, str) and command else [shell, "-l"]
+            session = PtySession(self, key)
+            try:
+                await session.start(
+                    argv,
+                    cwd=self._cwd(message.get("cwd")),
+                    env=child_env(message.get("env"), str(message.get("term") or "xterm-256color")),
+                    width=_size(message.get("width"), 80),
+                    height=_size(message.get("height"), 24),
+                )
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                code, text = spawn_failure(exc, argv[0], self._cwd(message.get("cwd")))
+                conn.send(STDOUT, text.encode())
+                conn.send_json({"type": "exit", "exit_code": code, "signal": None})
+                return
+            self.ptys[key] = session
+            await session.attach(conn, None, None)
+        else:
+            await session.attach(conn, message.get("width"), message.get("height"))
+
+    async def _dial(self, conn: Conn, message: dict[str, Any]) -> None:
+        host = message.get("host") or "127.0.0.1"
+        port = message.get("port")
+        if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
+            conn.send_json(_error("dial needs a host and an integer port"))
+            return
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=READ_LIMIT), DIAL_TIMEOUT
+            )
+        except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError before Python 3.11
+            conn.send_json({"type": "error", "error": "connection timed out"})
+            return
+        except (OSError, ValueError) as exc:
+            # ValueError: a host name IDNA cannot encode, or with a NUL byte.
+            errno_ = getattr(exc, "errno", None)
+            reason = os.strerror(errno_).lower() if errno_ and errno_ > 0 else str(exc)
+            conn.send_json({"type": "error", "error": reason})
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.send_json({"type": "ok"})
+        try:
+            tasks = {spawn_task(_copy(conn.reader, writer)), spawn_task(_copy(reader, conn.writer))}
+            while tasks:
+                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if not all(task.result() for task in done):
+                    for task in tasks:
+                        task.cancel()
+                    break
+        finally:
+            writer.close()
+
+    # files
+
+    def _path(self, message: dict[str, Any]) -> str | None:
+        path = message.get("path")
+        if not isinstance(path, str) or not path or "\0" in path:
+            return None
+        return os.path.join(self.home, path)
+
+    async def _file_read(self, conn: Conn, message: dict[str, Any]) -> None:
+        path = self._path(message)
+        if path is None:
+            conn.send_json(_error("file_read needs a path: a non-empty string without NUL bytes"))
+            return
+        try:
+            # O_NONBLOCK: opening a FIFO must not hang the agent waiting for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            conn.send_json(file_error(exc, path))
+            return
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise _oserror(errno.EISDIR, path)
+            if not stat.S_ISREG(info.st_mode):
+                raise _oserror(errno.EINVAL, path)
+            conn.send_json(
+                {
+                    "type": "ok",
+                    "size": info.st_size,
+                    "mode": stat.S_IMODE(info.st_mode),
+                    "mtime": info.st_mtime,
+                }
+            )
+            while not conn.closing():
+                data = os.read(fd, CHUNK)
+                if not data:
+                    conn.send(EOF)
+                    return
+                conn.send(STDOUT, data)
+                await conn.drain()
+                # Let other streams run between chunks of a large file.
+                await asyncio.sleep(0)
+        except OSError as exc:
+            conn.send_json(file_error(exc, path))
+        finally:
+            os.close(fd)
+
+    async def _file_write(self, conn: Conn, message: dict[str, Any]) -> None:
+        import tempfile
+
+        path = self._path(message)
+        mode = message.get("mode")
+        if path is None or not (mode is None or (isinstance(mode, int) and 0 <= mode <= 0o7777)):
+            conn.send_json(_error("file_write needs a path and a mode between 0 and 0o7777 (or null)"))
+            return
+        target = os.path.realpath(path) if os.path.islink(path) else path
+        folder, name = os.path.split(target)
+        try:
+            if message.get("mkdir"):
+                os.makedirs(folder, exist_ok=True)
+            if os.path.isdir(target):
+                raise _oserror(errno.EISDIR, path)
+            fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name[:200]}.", suffix=".dockyard")
+        except OSError as exc:
+            conn.send_json(file_error(exc, path))
+            return
+        size = 0
+        renamed = False
+        try:
+            while True:
+                frame = await conn.recv()
+                if frame is None:
+                    return
+                kind, payload = frame
+                if kind == EOF:
+                    break
+                if kind == STDIN:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    size += len(payload)
+            if mode is None:
+                try:
+                    mode = stat.S_IMODE(os.stat(target).st_mode)
+                except FileNotFoundError:
+                    mode = 0o666 & ~self.umask
+            os.fchmod(fd, mode)
+            os.close(fd)
+            fd = -1
+            os.replace(temporary, target)
+            renamed = True
+            conn.send_json({"type": "ok", "size": size})
+        except OSError as exc:
+            conn.send_json(file_error(exc, path))
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not renamed:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+
+    async def _file_delete(self, conn: Conn, message: dict[str, Any]) -> None:
+        import shutil
+
+        path = self._path(message)
+        if path is None:
+            conn.send_json(_error("file_delete needs a path: a non-empty string without NUL bytes"))
+            return
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                os.unlink(path)
+            elif message.get("recursive") is True:
+                # A big tree can take seconds; the other streams keep running meanwhile.
+                await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path)
+            else:
+                try:
+                    os.rmdir(path)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise _oserror(errno.EISDIR, path) from exc
+                    raise
+        except OSError as exc:
+            where = exc.filename if isinstance(exc.filename, str) and exc.filename != path else path
+            conn.send_json(file_error(exc, where))
+            return
+        conn.send_json({"type": "ok"})
+
+    async def _file_list(self, conn: Conn, message: dict[str, Any]) -> None:
+        path = self._path(message)
+        if path is None:
+            conn.send_json(_error("file_list needs a path: a non-empty string without NUL bytes"))
+            return
+        entries: list[dict[str, Any]] = []
+        try:
+            with os.scandir(path) as listing:
+                for entry in listing:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        # Gone between listing and stat: it is no longer an entry.
+                        continue
+                    entries.append(
+                        {
+                            "name": entry.name,
+                            "type": _kind(info.st_mode),
+                            "size": info.st_size,
+                            "mode": stat.S_IMODE(info.st_mode),
+                            "mtime": info.st_mtime,
+                        }
+                    )
+        except OSError as exc:
+            conn.send_json(file_error(exc, path))
+            return
+        entries.sort(key=lambda entry: str(entry["name"]))
+        reply: dict[str, Any] = {"type": "ok", "entries": entries}
+        size = len(encode_json(reply))
+        while size > MAX_FRAME:
+            # A folder with tens of thousands of entries does not fit in one frame: say so rather than fail.
+            keep = int(len(entries) * MAX_FRAME * 0.9 / size)
+            reply = {"type": "ok", "entries": entries[:keep], "truncated": True}
+            size = len(encode_json(reply))
+        conn.send_json(reply)
+
+    async def _file_stat(self, conn: Conn, message: dict[str, Any]) -> None:
+        path = self._path(message)
+        if path is None:
+            conn.send_json(_error("file_stat needs a path: a non-empty string without NUL bytes"))
+            return
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            conn.send_json(file_error(exc, path))
+            return
+        conn.send_json(
+            {
+                "type": "ok",
+                "kind": _kind(info.st_mode),
+                "size": info.st_size,
+                "mode": stat.S_IMODE(info.st_mode),
+                "mtime": info.st_mtime,
+            }
+        )
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Copy until EOF and pass the half-close on; False when either side failed."""
+    try:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                break
+            writer.write(data)
+            if writer.transport.get_write_buffer_size() > HIGH_WATER:
+                await writer.drain()
+        if writer.can_write_eof() and not writer.is_closing():
+            writer.write_eof()
+    except OSError:
+        return False
+    return True
+
+
+USAGE = (
+    "usage: agent.py [--socket PATH] [--token TOKEN] (default: $DOCKYARD_AGENT_SOCKET, $DOCKYARD_AGENT_TOKEN)"
+)
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    args = iter(argv)
+    for arg in args:
+        name, equals, value = arg.partition("=")
+        if name in ("-h", "--help"):
+            raise SystemExit(USAGE)
+        if name == "--version":
+            print(VERSION)
+            raise SystemExit(0)
+        if name not in ("--socket", "--token"):
+            raise SystemExit(f"unknown argument {arg!r}\n{USAGE}")
+        if not equals:
+            value = next(args, "")
+        options[name[2:]] = value
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    socket_path = options.get("socket") or os.environ.get("DOCKYARD_AGENT_SOCKET", "")
+    token = options.get("token") or os.environ.get("DOCKYARD_AGENT_TOKEN", "")
+    if not socket_path or not token:
+        log("no control plane: set DOCKYARD_AGENT_SOCKET and DOCKYARD_AGENT_TOKEN (or --socket and --token)")
+        return 2
+
+    async def run() -> int:
+        return await Agent(socket_path, token).run()
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

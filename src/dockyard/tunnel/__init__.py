@@ -1,0 +1,1 @@
+"""Pairing client streams (SSH, terminals, exec, files, port forwards) with streams from workspace agents."""

@@ -1,0 +1,183 @@
+"""What the hub records of agents in the database (the `workspace_agents` row) and its wire form."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from dockyard.provisioner import logs
+from dockyard.sdk import models as wire
+from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
+from dockyard.store.types import utcnow
+from dockyard.templates import service as templates
+from dockyard.units import parse_duration
+
+# A row that says "connected" but has not been refreshed for this long belongs to a server that died.
+STALE_AFTER = timedelta(seconds=90)
+# Activity is written at most this often per workspace: idle auto-stop needs minutes, not milliseconds.
+ACTIVITY_EVERY = timedelta(seconds=30)
+SETTLED = {wire.AgentLifecycle.READY, wire.AgentLifecycle.START_ERROR, wire.AgentLifecycle.START_TIMEOUT}
+
+
+def reset(db: Session, workspace_id: str, build_id: str) -> None:
+    """A start build is about to (re)start the container: the agent starts over."""
+    row = db.get(WorkspaceAgent, workspace_id)
+    if row is None:
+        row = WorkspaceAgent(workspace_id=workspace_id, stats={}, ports=[])
+        db.add(row)
+    row.build_id = build_id
+    row.connection = wire.AgentConnection.CONNECTING
+    row.lifecycle = wire.AgentLifecycle.CREATED
+    row.exit_code = None
+    row.started_at = None
+    row.ready_at = None
+    row.stats = {}
+    row.ports = []
+    db.commit()
+
+
+def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any] | None:
+    """The scripts an agent runs, from the workspace's latest start build; None for an unknown workspace."""
+    from dockyard.provisioner.workspaces import render_for
+
+    with sessions() as db:
+        workspace = db.get(Workspace, workspace_id)
+        if workspace is None or workspace.deleted:
+            return None
+        build = db.scalar(
+            select(WorkspaceBuild)
+            .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.transition == "start")
+            .order_by(WorkspaceBuild.number.desc())
+            .limit(1)
+        )
+        owner = db.get(User, workspace.owner_id)
+        if build is None or owner is None:
+            return None
+        version = db.get(TemplateVersion, build.template_version_id)
+        if version is None:
+            return None
+        manifest = templates.version_to_wire(version).manifest
+        rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
+        return {
+            "startup_script": rendered.startup_script,
+            "startup_timeout": parse_duration(rendered.startup_timeout).total_seconds(),
+            "shutdown_script": rendered.shutdown_script,
+        }
+
+
+def _row(db: Session, workspace_id: str) -> WorkspaceAgent:
+    row = db.get(WorkspaceAgent, workspace_id)
+    if row is None:
+        row = WorkspaceAgent(workspace_id=workspace_id, stats={}, ports=[])
+        db.add(row)
+    return row
+
+
+def connected(sessions: sessionmaker[Session], workspace_id: str, version: str) -> None:
+    with sessions() as db:
+        row = _row(db, workspace_id)
+        now = utcnow()
+        row.connection = wire.AgentConnection.CONNECTED
+        row.version = version
+        row.first_connected_at = row.first_connected_at or now
+        row.last_connected_at = now
+        row.last_seen_at = now
+        db.commit()
+
+
+def disconnected(sessions: sessionmaker[Session], workspace_id: str) -> None:
+    with sessions() as db:
+        row = db.get(WorkspaceAgent, workspace_id)
+        if row is not None:
+            row.connection = wire.AgentConnection.DISCONNECTED
+            row.disconnected_at = utcnow()
+            db.commit()
+
+
+def lifecycle(sessions: sessionmaker[Session], workspace_id: str, state: str, exit_code: int | None) -> None:
+    try:
+        value = wire.AgentLifecycle(state)
+    except ValueError:
+        return
+    with sessions() as db:
+        row = _row(db, workspace_id)
+        now = utcnow()
+        row.lifecycle = value
+        row.last_seen_at = now
+        if value == wire.AgentLifecycle.STARTING:
+            row.started_at = row.started_at or now
+        elif value in SETTLED:
+            row.ready_at = row.ready_at or now
+            row.exit_code = exit_code
+        db.commit()
+
+
+def append_log(sessions: sessionmaker[Session], workspace_id: str, source: str, lines: list[str]) -> None:
+    """Agent output goes into the log of the build that started the container, next to its other stages."""
+    with sessions() as db:
+        row = db.get(WorkspaceAgent, workspace_id)
+        build_id = row.build_id if row is not None else None
+    if build_id:
+        logs.append(sessions, build_id, source, "\n".join(lines))
+
+
+def stats(sessions: sessionmaker[Session], workspace_id: str, message: dict[str, Any]) -> None:
+    fields = wire.AgentStats.model_fields
+    values = {key: message.get(key) for key in fields if isinstance(message.get(key), int | float)}
+    ports = [
+        {"port": int(p["port"]), "address": str(p.get("address", "")), "family": str(p.get("family", "ipv4"))}
+        for p in message.get("ports") or []
+        if isinstance(p, dict) and isinstance(p.get("port"), int)
+    ]
+    with sessions() as db:
+        db.execute(
+            update(WorkspaceAgent)
+            .where(WorkspaceAgent.workspace_id == workspace_id)
+            .values(stats=values, ports=ports[:256], last_seen_at=utcnow())
+        )
+        db.commit()
+
+
+def touch(sessions: sessionmaker[Session], workspace_id: str) -> None:
+    """Record that someone used the workspace (SSH, terminal, exec, files, port forward)."""
+    now = utcnow()
+    with sessions() as db:
+        db.execute(
+            update(Workspace)
+            .where(
+                Workspace.id == workspace_id,
+                (Workspace.last_used_at.is_(None)) | (Workspace.last_used_at < now - ACTIVITY_EVERY),
+            )
+            # Activity is not an edit: updated_at keeps its value.
+            .values(last_used_at=now, updated_at=Workspace.updated_at)
+        )
+        db.commit()
+
+
+def to_wire(row: WorkspaceAgent | None) -> wire.WorkspaceAgent | None:
+    if row is None:
+        return None
+    status = wire.AgentConnection(row.connection)
+    if (
+        status == wire.AgentConnection.CONNECTED
+        and row.last_seen_at is not None
+        and utcnow() - row.last_seen_at > STALE_AFTER
+    ):
+        status = wire.AgentConnection.DISCONNECTED
+    return wire.WorkspaceAgent(
+        status=status,
+        lifecycle=wire.AgentLifecycle(row.lifecycle),
+        version=row.version,
+        exit_code=row.exit_code,
+        first_connected_at=row.first_connected_at,
+        last_connected_at=row.last_connected_at,
+        disconnected_at=row.disconnected_at,
+        last_seen_at=row.last_seen_at,
+        started_at=row.started_at,
+        ready_at=row.ready_at,
+        stats=wire.AgentStats(**row.stats) if row.stats else None,
+        ports=[wire.ListeningPort(**p) for p in row.ports],
+    )

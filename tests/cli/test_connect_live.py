@@ -1,0 +1,230 @@
+"""The connect commands as real processes against a real server and Docker workspaces: `dockyard exec`, OpenSSH
+(ssh, scp, rsync) through `config-ssh`'s entries and `ssh --stdio`, and `port-forward`.
+
+Each command runs as `dockyard` in a subprocess with a home and config folder of its own, as a user would run
+it; nothing here goes through the in-process harness.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dockyard.sdk import models as m
+from tests.live import DOCKYARD, LiveServer, free_port
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+
+
+@dataclass
+class User:
+    """A shell user of the CLI: its own HOME and config folder, logged in to the live server."""
+
+    live: LiveServer
+    home: Path
+    env: dict[str, str]
+    ssh_config: Path
+
+    def run(
+        self, *args: str, input: bytes | None = None, timeout: float = 120, check: bool = False
+    ) -> subprocess.CompletedProcess[bytes]:
+        result = subprocess.run(
+            list(args), input=input, env=self.env, capture_output=True, timeout=timeout, cwd=self.home
+        )
+        if check:
+            assert result.returncode == 0, (args, result.returncode, result.stderr.decode(errors="replace"))
+        return result
+
+    def dockyard(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        return self.run(DOCKYARD, *args, **kwargs)  # type: ignore[arg-type]
+
+    def ssh(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        return self.run("ssh", "-F", str(self.ssh_config), *args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def user(live: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> User:
+    home = tmp_path_factory.mktemp("home")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "LANG": "C.UTF-8",
+    }
+    shell = User(live, home, env, home / "ssh_config")
+    live.workspace("dev")
+    shell.dockyard("login", live.url, "--token", live.token, check=True)
+    shell.dockyard("config-ssh", "--ssh-config", str(shell.ssh_config), "--yes", check=True)
+    return shell
+
+
+# --- exec ------------------------------------------------------------------------------------------------------
+
+
+def test_exec_mirrors_the_exit_code_and_splits_the_streams(user: User) -> None:
+    result = user.dockyard("exec", "dev", "--", "echo out; echo err >&2; exit 7")
+    assert (result.returncode, result.stdout, result.stderr) == (7, b"out\n", b"err\n")
+    missing = user.dockyard("exec", "dev", "--", "no-such-program")
+    assert missing.returncode == 127
+    assert b"no-such-program" in missing.stderr
+    argv = user.dockyard("exec", "dev", "--", "printf", "%s|", "a b", "$HOME", check=True)
+    assert argv.stdout == b"a b|$HOME|"
+
+
+def test_exec_pipes_binary_stdin_both_ways(user: User) -> None:
+    data = os.urandom(3 * 2**20)
+    result = user.dockyard("exec", "dev", "--", "cat", input=data, check=True)
+    assert result.stdout == data
+    counted = user.dockyard("exec", "dev", "--", "wc -c", input=data, check=True)
+    assert counted.stdout.strip() == str(len(data)).encode()
+
+
+def test_exec_json(user: User) -> None:
+    result = user.dockyard("exec", "dev", "-o", "json", "--", "cat; exit 2", input=b"fed", check=True)
+    shown = m.ExecResult.model_validate_json(result.stdout)
+    assert (shown.exit_code, shown.stdout) == (2, "fed")
+
+
+def test_exec_unknown_workspace(user: User) -> None:
+    result = user.dockyard("exec", "nope", "--", "true")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        b"",
+        b"error: Workspace 'nope' not found.\n",
+    )
+
+
+# --- OpenSSH ---------------------------------------------------------------------------------------------------
+
+
+def test_config_ssh_entries_work_with_openssh(user: User) -> None:
+    assert "Host dockyard.dev\n" in user.ssh_config.read_text()
+    result = user.ssh("dockyard.dev", "echo hi; echo there >&2; exit 3")
+    assert (result.returncode, result.stdout, result.stderr) == (3, b"hi\n", b"there\n")
+    again = user.dockyard("config-ssh", "--ssh-config", str(user.ssh_config), "--yes", check=True)
+    assert again.stderr == f"No changes to {user.ssh_config}\n".encode()
+
+
+def test_ssh_stdin_and_a_terminal(user: User) -> None:
+    data = os.urandom(2**20)
+    piped = user.ssh("dockyard.dev", "sha256sum", input=data, check=True)
+    expected = subprocess.run(["sha256sum"], input=data, capture_output=True, check=True).stdout
+    assert piped.stdout.split()[0] == expected.split()[0]
+    tty = user.ssh("-tt", "dockyard.dev", "tty; exit 0", check=True)
+    assert tty.stdout.startswith(b"/dev/pts/")
+
+
+def test_scp_both_protocols(user: User) -> None:
+    local = user.home / "upload.bin"
+    local.write_bytes(os.urandom(5 * 2**20 + 3))
+    config = ["-F", str(user.ssh_config)]
+    for flags, name in (([], "sftp.bin"), (["-O"], "legacy.bin")):
+        user.run("scp", *config, *flags, str(local), f"dockyard.dev:{name}", check=True)
+        back = user.home / f"back-{name}"
+        user.run("scp", *config, *flags, f"dockyard.dev:{name}", str(back), check=True)
+        assert back.read_bytes() == local.read_bytes(), flags
+
+
+def test_rsync_over_ssh(user: User) -> None:
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync is not installed here (apt-get install -y rsync)")
+    source = user.home / "tree"
+    (source / "sub").mkdir(parents=True)
+    for index in range(50):
+        (source / "sub" / f"f{index}.txt").write_text(f"file {index}\n" * index)
+    (source / "big.bin").write_bytes(os.urandom(2**20))
+    ssh = f"ssh -F {user.ssh_config}"
+    user.run("rsync", "-a", "-e", ssh, f"{source}/", "dockyard.dev:tree/", check=True)
+    listed = user.dockyard("exec", "dev", "--", "cd tree && find . -type f -exec sha256sum {} +", check=True)
+    remote = {path: digest for digest, path in (line.split() for line in listed.stdout.decode().splitlines())}
+    local = {
+        f"./{path.relative_to(source)}": hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in source.rglob("*")
+        if path.is_file()
+    }
+    assert remote == local
+    # A second run finds nothing to send.
+    again = user.run("rsync", "-a", "--stats", "-e", ssh, f"{source}/", "dockyard.dev:tree/", check=True)
+    assert b"Number of regular files transferred: 0" in again.stdout
+
+
+def test_dockyard_ssh_runs_openssh(user: User) -> None:
+    result = user.dockyard("ssh", "dev", "--", "echo", "via", "dockyard", "ssh", check=True)
+    assert result.stdout == b"via dockyard ssh\n"
+
+
+def test_dockyard_ssh_on_a_terminal_gets_a_login_shell(user: User) -> None:
+    if shutil.which("script") is None:
+        pytest.skip("util-linux's `script` is needed for a terminal")
+    # `script` gives the command a terminal, so `dockyard ssh` asks OpenSSH for one (-tt).
+    result = user.run(
+        "script", "-qec", f"{DOCKYARD} ssh dev", "/dev/null", input=b"echo tty-$((6*7)); tty; exit 4\n"
+    )
+    assert result.returncode == 4
+    assert b"tty-42" in result.stdout
+    assert b"/dev/pts/" in result.stdout
+
+
+def test_ssh_stdio_errors_go_to_stderr_only(user: User) -> None:
+    result = user.dockyard("ssh", "--stdio", "nope", input=b"")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        b"",
+        b"error: Workspace 'nope' not found.\n",
+    )
+
+
+# --- port-forward ----------------------------------------------------------------------------------------------
+
+
+def test_port_forward_to_a_server_in_the_workspace(user: User) -> None:
+    remote = 8765
+    # setsid: the server must outlive the exec, whose process group ends with it.
+    user.dockyard(
+        "exec", "dev", "--",
+        f"mkdir -p www && echo hello-from-dev > www/index.html && cd www && "
+        f"setsid -f python3 -m http.server {remote} --bind 127.0.0.1 >/dev/null 2>&1",
+        check=True,
+    )  # fmt: skip
+    local = free_port()
+    process = subprocess.Popen(
+        [DOCKYARD, "port-forward", "dev", "--tcp", f"{local}:{remote}"],
+        env=user.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line == f"Forwarding 127.0.0.1:{local} -> dev:{remote}\n".encode()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{local}/index.html", timeout=10)
+                break
+            except httpx.HTTPError:
+                # The server in the workspace may still be starting.
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert (response.status_code, response.text) == (200, "hello-from-dev\n")
+
+        def fetch(_: int) -> str:
+            return httpx.get(f"http://127.0.0.1:{local}/index.html", timeout=30).text
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(fetch, range(24))) == ["hello-from-dev\n"] * 24
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert stderr.decode().endswith("Stopped forwarding.\n")
