@@ -310,6 +310,13 @@ else
     "$DOCKYARD" create dev --template base
 fi
 current=$(workspace_json) || die "workspace dev was not created; see \`dockyard logs dev\`"
+step "SSH into dev"
+# The same path a user takes: OpenSSH with the CLI's certificate, through `dockyard ssh --stdio`.
+if answer=$("$DOCKYARD" ssh dev -- echo ssh-ok 2>&1) && [[ $answer == *ssh-ok* ]]; then
+    note "\`dockyard ssh dev\` works"
+else
+    warn "\`dockyard ssh dev\` failed: $answer"
+fi
 WORKSPACE_ID=$(field id <<<"$current")
 WORKSPACE_STATUS=$(field status <<<"$current")
 
@@ -329,7 +336,10 @@ Dockyard is running at $URL   (pid $(<"$PID_FILE"), log $LOG_FILE)
   Workspace dev    $WORKSPACE_STATUS   (dockyard show dev)
 
 Try:
-  docker exec -it -u dev -w /home/dev dockyard-ws-$WORKSPACE_ID bash    # a shell in the workspace
+  dockyard ssh dev                            # a shell in the workspace, through the SSH gateway
+  dockyard exec dev -- uname -a               # a command over the API; its exit code is yours
+  dockyard config-ssh --yes && ssh dockyard.dev   # plain OpenSSH, VS Code Remote-SSH, JetBrains Gateway
+  dockyard port-forward dev --tcp 8080:8080   # a workspace port on localhost
   dockyard list
   dockyard stop dev && dockyard start dev     # the home directory is kept
   dockyard create agent-1 --template ai-agent-sandbox --param task="fix the flaky test" --ttl 2h

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from dockyard.cli import config, connect, sshkeys
+from dockyard.cli import config, connect, forward, sshconfig, sshkeys
 from dockyard.sdk import Client
 from dockyard.sdk import models as m
 from tests.cli.conftest import Cli, Golden
@@ -156,7 +156,7 @@ def ran(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """What `dockyard ssh` would have exec'd."""
     calls: list[list[str]] = []
     monkeypatch.setattr(connect, "_run_ssh", calls.append)
-    monkeypatch.setattr(sshkeys, "dockyard_command", lambda: "/usr/bin/dockyard")
+    monkeypatch.setattr(sshconfig, "dockyard_command", lambda: "/usr/bin/dockyard")
     return calls
 
 
@@ -272,10 +272,10 @@ def test_forwarder_carries_many_connections_at_once(h: Harness) -> None:
 
     threading.Thread(target=echo, daemon=True).start()
     port = int(server.getsockname()[1])
-    forwarder = connect._Forwarder(in_process(h.admin, h.lifespan), ws.id, "ws")
+    forwarder = forward._Forwarder(in_process(h.admin, h.lifespan), ws.id, "ws")
     pairs = [socket.socketpair() for _ in range(5)]
     threads = [
-        threading.Thread(target=forwarder.handle, args=(theirs, connect.PortSpec(1, port)), daemon=True)
+        threading.Thread(target=forwarder.handle, args=(theirs, forward.PortSpec(1, port)), daemon=True)
         for _, theirs in pairs
     ]
     for thread in threads:

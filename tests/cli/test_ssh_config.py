@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.cli.connect import PortSpec, parse_port_spec, parse_port_specs
-from dockyard.cli.sshkeys import BLOCK_END, BLOCK_START, SshConfigSettings, apply_block, render_block
+from dockyard.cli.forward import PortSpec, parse_port_spec, parse_port_specs
+from dockyard.cli.sshconfig import BLOCK_END, BLOCK_START, SshConfigSettings, apply_block, render_block
 from tests.cli.conftest import TESTDATA
 
 SETTINGS = SshConfigSettings(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.cli import sshkeys
+from dockyard.cli import sshconfig, sshkeys
 from dockyard.sdk import models as m
 from tests.cli.conftest import URL, Cli, Golden
 from tests.harness import Harness
@@ -31,7 +31,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "home"
     folder.mkdir()
     monkeypatch.setenv("HOME", str(folder))
-    monkeypatch.setattr(sshkeys, "dockyard_command", lambda: DOCKYARD)
+    monkeypatch.setattr(sshconfig, "dockyard_command", lambda: DOCKYARD)
     return folder
 
 

@@ -6,36 +6,27 @@ agent; `ssh` hands the terminal to OpenSSH, with this same program as its ProxyC
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import selectors
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
 from typing import Annotated
 
 import typer
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.text import Text
 
-from dockyard.cli import config, output, progress, sshkeys
+from dockyard.cli import config, output, progress, sshconfig, sshkeys
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard.cli.render import log_text, seconds_text
 from dockyard.sdk import ApiError, Client, ConnectionFailed
 from dockyard.sdk import models as m
-from dockyard.sdk.streams import CHUNK, STDOUT, ByteStream, Exited, Output, StreamClosed, splice
+from dockyard.sdk.streams import CHUNK, STDOUT, Exited, Output, StreamClosed, splice
 from dockyard.units import format_duration, parse_duration
 
 WorkspaceArg = Annotated[
@@ -73,39 +64,17 @@ def _target(client: Client, ref: str) -> str:
 # --- waiting for the agent -------------------------------------------------------------------------------------
 
 
-class _AgentProgress:
+class _AgentProgress(progress.LiveStatus):
     """The agent's state on stderr: a spinner with the newest startup-script lines on a terminal, every change
     and line printed elsewhere."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        # Before the base class: it renders the label once as it builds its display.
         self.state = ""
-        self.started = time.monotonic()
-        self.lines: list[str] = []
-        self.spinner = Spinner("dots")
-        console = Console(stderr=True, highlight=False)
-        self.live = (
-            Live(console=console, transient=True, get_renderable=self._render, refresh_per_second=8)
-            if console.is_terminal
-            else None
-        )
+        super().__init__(name)
 
-    def __enter__(self) -> _AgentProgress:
-        if self.live is not None:
-            self.live.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.live is not None:
-            self.live.stop()
-
-    def _render(self) -> RenderableType:
-        elapsed = format_duration(timedelta(seconds=int(time.monotonic() - self.started)))
-        self.spinner.update(text=Text(f"{self.name}: {self.state or _WAITING} ({elapsed})"))
-        window = [Text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in self.lines[-10:]]
-        return Group(*window, self.spinner)
+    def label(self) -> str:
+        return f"{self.name}: {self.state or _WAITING}"
 
     def change(self, state: str) -> None:
         if state != self.state:
@@ -115,7 +84,7 @@ class _AgentProgress:
 
     def log(self, line: m.BuildLogLine) -> None:
         if self.live is not None:
-            self.lines.append(log_text(line))
+            self.window.append(log_text(line))
         else:
             output.message(log_text(line))
 
@@ -363,7 +332,7 @@ def _stream(client: Client, target: str, request: m.ExecRequest, *, piped: bool)
 
 
 def proxy_command(target: str) -> str:
-    return f"{sshkeys.dockyard_command()} ssh --stdio {shlex.quote(target)}".replace("%", "%%")
+    return f"{sshconfig.dockyard_command()} ssh --stdio {shlex.quote(target)}".replace("%", "%%")
 
 
 def ssh_arguments(
@@ -374,9 +343,9 @@ def ssh_arguments(
         "ssh",
         "-o", f"ProxyCommand={proxy_command(target)}",
         "-o", f"HostKeyAlias={setup.gateway.host_key_alias}",
-        "-o", f"UserKnownHostsFile={sshkeys.ssh_path(files.known_hosts)}",
+        "-o", f"UserKnownHostsFile={sshconfig.ssh_path(files.known_hosts)}",
         "-o", "StrictHostKeyChecking=yes",
-        "-o", f"CertificateFile={sshkeys.ssh_path(files.certificate)}",
+        "-o", f"CertificateFile={sshconfig.ssh_path(files.certificate)}",
         "-i", str(files.private_key).replace("%", "%%"),
         "-o", "IdentitiesOnly=yes",
         "-l", user,
@@ -463,149 +432,3 @@ def _stdio(ref: str) -> None:
             ).start()
         with tunnel:
             splice(tunnel, lambda: os.read(0, CHUNK), _write_stdout)
-
-
-# --- port-forward ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PortSpec:
-    local: int
-    remote: int
-
-
-def parse_port_spec(text: str) -> PortSpec:
-    """`LOCAL:REMOTE`, or `PORT` for the same number on both sides."""
-    parts = text.split(":")
-    if len(parts) > 2 or not all(re.fullmatch(r"\d{1,5}", part) for part in parts):
-        raise ValueError(f"{text!r} is not LOCAL:REMOTE (e.g. 8080:80) or PORT")
-    numbers = [int(part) for part in parts]
-    for number in numbers:
-        if not 1 <= number <= 65535:
-            raise ValueError(f"{text!r}: port {number} is not between 1 and 65535")
-    return PortSpec(numbers[0], numbers[-1])
-
-
-def parse_port_specs(texts: Sequence[str]) -> list[PortSpec]:
-    specs = [parse_port_spec(text) for text in texts]
-    locals_ = [spec.local for spec in specs]
-    for port in sorted({p for p in locals_ if locals_.count(p) > 1}):
-        raise ValueError(f"local port {port} is given more than once")
-    return specs
-
-
-class _Forwarder:
-    """Accepted connections, each spliced with a `dial` stream of its own in a thread."""
-
-    def __init__(self, client: Client, target: str, name: str) -> None:
-        self.client = client
-        self.target = target
-        self.name = name
-        self.lock = threading.Lock()
-        self.active: set[socket.socket] = set()
-
-    def handle(self, connection: socket.socket, spec: PortSpec) -> None:
-        with self.lock:
-            self.active.add(connection)
-        try:
-            with self.client.dial(self.target, spec.remote) as stream:
-                self._splice(stream, connection)
-        except (ApiError, ConnectionFailed) as exc:
-            output.warning(
-                f"127.0.0.1:{spec.local} -> {self.name}:{spec.remote}: {getattr(exc, 'message', exc)}"
-            )
-        except OSError:
-            pass  # the local client went away
-        finally:
-            with self.lock:
-                self.active.discard(connection)
-            _close(connection)
-
-    @staticmethod
-    def _splice(stream: ByteStream, connection: socket.socket) -> None:
-        splice(stream, lambda: connection.recv(CHUNK), connection.sendall)
-
-    def close_all(self) -> None:
-        with self.lock:
-            for connection in self.active:
-                _close(connection)
-
-
-def _close(connection: socket.socket) -> None:
-    # shutdown first: it wakes a thread blocked in recv(), which close() alone does not.
-    with contextlib.suppress(OSError):
-        connection.shutdown(socket.SHUT_RDWR)
-    connection.close()
-
-
-def port_forward(
-    workspace: WorkspaceArg,
-    tcp: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tcp",
-            metavar="LOCAL:REMOTE",
-            help="Forward 127.0.0.1:LOCAL to port REMOTE in the workspace; repeat for more.",
-        ),
-    ] = None,
-) -> None:
-    """Forward local TCP ports to ports in a workspace until Ctrl-C."""
-    try:
-        if not tcp:
-            raise ValueError("give at least one --tcp LOCAL:REMOTE")
-        specs = parse_port_specs(tcp)
-    except ValueError as exc:
-        output.error(f"--tcp: {exc}")
-        raise typer.Exit(2) from None
-    with config.session() as client:
-        found = client.get_workspace(workspace)
-        if found.status is not m.WorkspaceStatus.RUNNING:
-            raise CliError(
-                f"{workspace} is {found.status.value}", hint=f"start it with `dockyard start {workspace}`"
-            )
-        listeners = _listen(specs)
-        forwarder = _Forwarder(client, found.id, workspace)
-        selector = selectors.DefaultSelector()
-        for listener, spec in listeners:
-            selector.register(listener, selectors.EVENT_READ, (listener, spec))
-            output.message(f"Forwarding 127.0.0.1:{spec.local} -> {workspace}:{spec.remote}")
-        try:
-            while True:
-                for key, _ in selector.select():
-                    ready, spec = key.data
-                    try:
-                        connection, _address = ready.accept()
-                    except OSError:
-                        continue
-                    # Accepted from a non-blocking listener; the copy threads want blocking reads.
-                    connection.setblocking(True)
-                    # Keystrokes and small requests go out at once instead of waiting to fill a segment.
-                    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    threading.Thread(
-                        target=forwarder.handle, args=(connection, spec), name="dockyard-forward", daemon=True
-                    ).start()
-        except KeyboardInterrupt:
-            # Ctrl-C is how a forward ends: a clean stop, exit 0.
-            output.message("Stopped forwarding.")
-        finally:
-            selector.close()
-            for listener, _spec in listeners:
-                listener.close()
-            forwarder.close_all()
-
-
-def _listen(specs: Sequence[PortSpec]) -> list[tuple[socket.socket, PortSpec]]:
-    listeners: list[tuple[socket.socket, PortSpec]] = []
-    try:
-        for spec in specs:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listeners.append((listener, spec))
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", spec.local))
-            listener.listen(128)
-            listener.setblocking(False)
-    except OSError as exc:
-        for listener, _spec in listeners:
-            listener.close()
-        raise CliError(f"cannot listen on 127.0.0.1:{listeners[-1][1].local}: {exc.strerror or exc}") from exc
-    return listeners

@@ -11,9 +11,11 @@ from dockyard.cli import (
     auth,
     connect,
     doctor,
+    forward,
     images,
     output,
     server,
+    sshconfig,
     sshkeys,
     templates,
     tokens,
@@ -24,7 +26,7 @@ from dockyard.cli.errors import CliError
 from dockyard.sdk import ApiError
 
 # Server-side commands keep Typer's own handling: an operator whose server fails to start needs the traceback.
-_SERVER_COMMANDS = {"server", "db", "provisioner", "images"}
+_SERVER_COMMANDS = {"server", "db", "provisioner", "images", "gateway"}
 
 
 class DockyardGroup(TyperGroup):
@@ -94,8 +96,8 @@ app.command("cancel", rich_help_panel=_WORKSPACES)(workspaces.cancel)
 _CONNECT = "Connecting"
 app.command("exec", rich_help_panel=_CONNECT)(connect.exec_command)
 app.command("ssh", rich_help_panel=_CONNECT)(connect.ssh)
-app.command("port-forward", rich_help_panel=_CONNECT)(connect.port_forward)
-app.command("config-ssh", rich_help_panel=_CONNECT)(sshkeys.config_ssh)
+app.command("port-forward", rich_help_panel=_CONNECT)(forward.port_forward)
+app.command("config-ssh", rich_help_panel=_CONNECT)(sshconfig.config_ssh)
 app.command("ssh-cert", rich_help_panel=_CONNECT)(sshkeys.ssh_cert)
 app.add_typer(sshkeys.app, name="ssh-keys", rich_help_panel=_CONNECT)
 app.add_typer(templates.app, name="templates")
@@ -104,6 +106,7 @@ app.add_typer(users.app, name="users")
 app.command("server")(server.server)
 app.add_typer(server.db_app, name="db")
 app.command("provisioner")(server.provisioner)
+app.command("gateway")(server.gateway)
 app.command("doctor")(doctor.doctor)
 app.add_typer(images.app, name="images")
 

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from datetime import timedelta
 from types import TracebackType
+from typing import Self
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -34,17 +35,12 @@ _LOG_TAIL = 20
 _LOG_WINDOW = 10
 
 
-class _Progress:
-    """What --wait shows on stderr: status changes, and the build's log lines as they stream.
-
-    On a terminal the newest log lines scroll under a spinner and vanish when the build ends (a failure prints
-    its tail for good); elsewhere (CI, a pipe) every line is printed, since nothing can be taken back there.
-    """
+class LiveStatus:
+    """A spinner with the newest log lines under it, redrawn on stderr while a terminal watches; elsewhere (CI,
+    a pipe) nothing is drawn and subclasses print each change for good instead."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.status: m.WorkspaceStatus | None = None
-        self.shown = 0  # id of the last log line printed for good
         self.started = time.monotonic()
         self.window: deque[str] = deque(maxlen=_LOG_WINDOW)
         self.spinner = Spinner("dots")
@@ -55,7 +51,7 @@ class _Progress:
             else None
         )
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self.live is not None:
             self.live.start()
         return self
@@ -66,12 +62,32 @@ class _Progress:
         if self.live is not None:
             self.live.stop()
 
+    def label(self) -> str:
+        """The text next to the spinner."""
+        raise NotImplementedError
+
     def _render(self) -> RenderableType:
         elapsed = format_duration(timedelta(seconds=int(time.monotonic() - self.started)))
-        state = self.status.value if self.status else "waiting"
-        self.spinner.update(text=Text(f"{self.name} is {state} ({elapsed})"))
+        self.spinner.update(text=Text(f"{self.label()} ({elapsed})"))
         lines = [Text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in self.window]
         return Group(*lines, self.spinner)
+
+
+class _Progress(LiveStatus):
+    """What --wait shows on stderr: status changes, and the build's log lines as they stream.
+
+    On a terminal the newest log lines scroll under a spinner and vanish when the build ends (a failure prints
+    its tail for good); elsewhere (CI, a pipe) every line is printed, since nothing can be taken back there.
+    """
+
+    def __init__(self, name: str) -> None:
+        # Before the base class: it renders the label once as it builds its display.
+        self.status: m.WorkspaceStatus | None = None
+        self.shown = 0  # id of the last log line printed for good
+        super().__init__(name)
+
+    def label(self) -> str:
+        return f"{self.name} is {self.status.value if self.status else 'waiting'}"
 
     def say(self, text: str) -> None:
         if self.live is not None:
