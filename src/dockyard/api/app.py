@@ -13,7 +13,17 @@ from dockyard import __version__, logs
 from dockyard.accounts import bootstrap
 from dockyard.api import errors
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
-from dockyard.api.routes import audit, connect, doctor, health, ssh, templates, users, workspaces
+from dockyard.api.routes import (
+    agentstreams,
+    audit,
+    connect,
+    doctor,
+    health,
+    ssh,
+    templates,
+    users,
+    workspaces,
+)
 from dockyard.config import Settings
 from dockyard.gateway.server import Gateway
 from dockyard.lifecycle.runner import Background
@@ -48,6 +58,7 @@ ROUTERS = (
     workspaces.router,
     connect.router,
     ssh.router,
+    agentstreams.router,
     audit.router,
     doctor.router,
 )

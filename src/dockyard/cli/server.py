@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dockyard.config import Settings, default_data_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="DOCKYARD_DATA_DIR", help="Where Dockyard keeps its state.")
@@ -193,3 +196,111 @@ def provisioner(
     stopped.wait()
     background.stop()
     engine.dispose()
+
+
+def gateway(
+    listen: Annotated[
+        str, typer.Option("--listen", envvar="DOCKYARD_SSH_LISTEN", help="HOST:PORT for the SSH gateway.")
+    ] = "127.0.0.1:2222",
+    url: Annotated[
+        str,
+        typer.Option("--url", envvar="DOCKYARD_URL", help="The Dockyard server that the agents connect to."),
+    ] = "http://127.0.0.1:3000",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            envvar="DOCKYARD_GATEWAY_TOKEN_FILE",
+            help="File holding an API token with deployment:admin (default: $DOCKYARD_GATEWAY_TOKEN).",
+        ),
+    ] = None,
+    data_dir: DataDir = default_data_dir(),
+    database_url: DatabaseUrl = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", envvar="DOCKYARD_LOG_FORMAT", help="auto, json or console.")
+    ] = "auto",
+) -> None:
+    """Run the SSH gateway alone, against the same database as the server and reaching agents through it."""
+    import asyncio
+    import os
+
+    from dockyard import logs
+    from dockyard.accounts import tokens
+    from dockyard.errors import DockyardError
+    from dockyard.gateway import ca
+    from dockyard.sdk import ApiError, Client
+    from dockyard.sdk.errors import ConnectionFailed
+    from dockyard.sdk.models import Scope
+    from dockyard.store.db import make_engine, make_sessionmaker
+    from dockyard.store.migrate import current_revision, head_revision
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(1)
+
+    logs.configure(log_format)
+    try:
+        ca.parse_listen(listen)
+    except ValueError:
+        raise typer.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen") from None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise fail(f"cannot read the token file: {exc}") from None
+    else:
+        token = os.environ.get("DOCKYARD_GATEWAY_TOKEN", "").strip()
+    if not token:
+        raise fail(
+            "the gateway needs an API token with deployment:admin (--token-file or DOCKYARD_GATEWAY_TOKEN)"
+        )
+    settings = Settings(
+        data_dir=data_dir, database_url=database_url, ssh_listen=listen, log_format=log_format
+    )
+    engine = make_engine(settings.resolved_database_url)
+    if current_revision(engine) != head_revision():
+        raise fail("the database is not migrated; start the server or run `dockyard db migrate`")
+    sessions = make_sessionmaker(engine)
+    try:
+        with Client(url, token) as client:
+            client.me()
+    except ConnectionFailed as exc:
+        raise fail(f"cannot reach the Dockyard server at {url}: {exc}") from None
+    except ApiError as exc:
+        raise fail(f"the server refused the gateway's token: {exc.message}") from None
+    try:
+        # The server just accepted the token; the database must know it too, or the two are not one deployment.
+        with sessions() as db:
+            tokens.authenticate(db, token).require(Scope.DEPLOYMENT_ADMIN)
+    except DockyardError as exc:
+        raise fail(f"the gateway's token cannot be used: {exc.message} {exc.detail}".strip()) from None
+    try:
+        asyncio.run(_serve_gateway(settings, sessions, url, token))
+    except OSError as exc:
+        raise fail(f"cannot listen on {listen}: {exc}") from None
+    finally:
+        engine.dispose()
+
+
+async def _serve_gateway(settings: Settings, sessions: sessionmaker[Session], url: str, token: str) -> None:
+    import asyncio
+    import signal
+
+    from dockyard import logs
+    from dockyard.gateway.server import Gateway
+    from dockyard.tunnel.remote import RemoteHub
+
+    hub = RemoteHub(sessions, url, token)
+    await hub.start()
+    gateway = Gateway(sessions, hub, settings)
+    try:
+        await gateway.start()
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopped.set)
+        logs.get("dockyard.gateway").info("ssh gateway started", address=settings.ssh_listen, server=url)
+        await stopped.wait()
+    finally:
+        await gateway.close()
+        await hub.close()

@@ -28,7 +28,6 @@ from dockyard.sdk import models as wire
 from dockyard.store.models import Workspace
 from dockyard.tunnel import connect, state
 from dockyard.tunnel.frames import FrameStream, ProtocolError
-from dockyard.tunnel.hub import AgentHub
 
 log = logs.get(__name__)
 
@@ -53,7 +52,7 @@ _STARTABLE = {wire.WorkspaceStatus.STOPPED, wire.WorkspaceStatus.CANCELED, wire.
 
 
 class Gateway:
-    def __init__(self, sessions: sessionmaker[Session], hub: AgentHub, settings: Settings) -> None:
+    def __init__(self, sessions: sessionmaker[Session], hub: connect.Hub, settings: Settings) -> None:
         self.sessions = sessions
         self.hub = hub
         self.settings = settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -13,11 +14,19 @@ from dockyard.provisioner.status import derive
 from dockyard.sdk import models as wire
 from dockyard.store.models import Workspace, WorkspaceAgent
 from dockyard.tunnel import state
-from dockyard.tunnel.hub import AgentHub
+from dockyard.tunnel.frames import FrameStream
 
 # How long a running workspace's agent may take to (re)connect before a request gives up.
 CONNECT_GRACE = 15.0
 _STARTABLE = {wire.WorkspaceStatus.STOPPED, wire.WorkspaceStatus.CANCELED, wire.WorkspaceStatus.FAILED}
+
+
+class Hub(Protocol):
+    """What clients need of agents: the server's own AgentHub, or a RemoteHub reaching them through it."""
+
+    def connected(self, workspace_id: str) -> bool: ...
+
+    async def open(self, workspace_id: str, kind: str, **params: Any) -> FrameStream: ...
 
 
 def _status(
@@ -43,7 +52,7 @@ def _start(sessions: sessionmaker[Session], actor: Actor, workspace_id: str) -> 
             db.rollback()
 
 
-async def require_running(sessions: sessionmaker[Session], hub: AgentHub, workspace_id: str) -> None:
+async def require_running(sessions: sessionmaker[Session], hub: Hub, workspace_id: str) -> None:
     """Refuse (409, naming the status) unless the workspace runs; then wait briefly for its agent."""
     name, status, _ = await asyncio.to_thread(_status, sessions, workspace_id)
     if status != wire.WorkspaceStatus.RUNNING:
@@ -56,7 +65,7 @@ async def require_running(sessions: sessionmaker[Session], hub: AgentHub, worksp
     await wait_connected(hub, workspace_id, CONNECT_GRACE)
 
 
-async def wait_connected(hub: AgentHub, workspace_id: str, timeout: float) -> None:
+async def wait_connected(hub: Hub, workspace_id: str, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not hub.connected(workspace_id):
@@ -71,7 +80,7 @@ async def wait_connected(hub: AgentHub, workspace_id: str, timeout: float) -> No
 
 async def ensure_ready(
     sessions: sessionmaker[Session],
-    hub: AgentHub,
+    hub: Hub,
     actor: Actor,
     workspace_id: str,
     *,

@@ -1,0 +1,118 @@
+"""Agent streams for an SSH gateway in another process (`dockyard gateway`, `tunnel/remote.py`).
+
+Agents connect to the server's unix socket, so only the server process can ask them for streams. This route
+opens one for a deployment admin's token and carries its bytes verbatim as binary WebSocket messages; the text
+message `{"type": "eof"}` stands, in either direction, for a half-close of the side that sent it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from dockyard.accounts.actor import Actor
+from dockyard.api.deps import DbSession, HubDep, WorkspaceParam, scoped
+from dockyard.errors import Validation, ValidationFailed
+from dockyard.sdk.models import Scope
+from dockyard.tunnel import bridge
+
+router = APIRouter(tags=["agent"])
+
+KINDS = frozenset({"exec", "pty", "dial", "file_read", "file_write", "file_delete", "file_list", "file_stat"})
+EOF_TEXT = '{"type":"eof"}'
+# Keys of the agent's `open` message that the hub sets itself.
+_RESERVED = frozenset({"type", "stream", "kind", "token"})
+
+
+def _params(kind: str, params: str) -> dict[str, Any]:
+    if kind not in KINDS:
+        raise ValidationFailed(
+            "Invalid request.", [Validation("kind", f"must be one of {', '.join(sorted(KINDS))}")]
+        )
+    try:
+        values = json.loads(params)
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or _RESERVED & values.keys():
+        raise ValidationFailed(
+            "Invalid request.",
+            [Validation("params", f"must be a JSON object without {', '.join(sorted(_RESERVED))}")],
+        )
+    return values
+
+
+@router.websocket("/api/v2/workspaces/{workspace}/agent/stream")
+async def agent_stream(
+    websocket: WebSocket,
+    # Before the workspace: a token without the scope learns nothing about which workspaces exist.
+    actor: Annotated[Actor, scoped(Scope.DEPLOYMENT_ADMIN)],
+    db: DbSession,
+    workspace: WorkspaceParam,
+    hub: HubDep,
+    kind: Annotated[str, Query(max_length=32, description="exec, pty, dial or file_*.")],
+    params: Annotated[
+        str, Query(max_length=65536, description="The `open` message's other fields, as a JSON object.")
+    ] = "{}",
+) -> None:
+    """A raw agent stream of `kind` (docs/AGENT_PROTOCOL.md), for the SSH gateway run as its own process. It
+    does not check that the workspace runs or mark it used: the gateway does both through the database."""
+    values = _params(kind, params)
+    workspace_id = workspace.id
+    # A stream can last hours; it must not hold a pooled database connection all that time.
+    db.close()
+    # Opened before the upgrade, so an agent that is not connected is refused with the usual JSON error.
+    stream = await hub.open(workspace_id, kind, **values)
+    try:
+        await websocket.accept()
+        ended = _Ended()
+        await bridge.run_until_first(
+            _client_to_agent(websocket, stream.writer, ended),
+            _agent_to_client(websocket, stream.reader, ended),
+        )
+    finally:
+        await stream.close()
+    # The client may have closed first.
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.close()
+
+
+class _Ended:
+    """Which directions have half-closed: the stream is over once both have."""
+
+    def __init__(self) -> None:
+        self.client = False
+        self.agent = False
+
+
+async def _client_to_agent(websocket: WebSocket, writer: asyncio.StreamWriter, ended: _Ended) -> None:
+    # Not bridge.raw_client_to_agent: that one stops reading after a half-close, so it would never see the
+    # client leave, and the agent's connection would outlive the WebSocket.
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message.get("bytes")
+        if data:
+            writer.write(data)
+            await writer.drain()
+        elif message.get("text") == EOF_TEXT and not ended.client:
+            ended.client = True
+            if writer.can_write_eof():
+                writer.write_eof()
+            if ended.agent:
+                return
+
+
+async def _agent_to_client(websocket: WebSocket, reader: asyncio.StreamReader, ended: _Ended) -> None:
+    await bridge.raw_agent_to_client(websocket, reader)
+    await websocket.send_text(EOF_TEXT)
+    ended.agent = True
+    if ended.client:
+        return
+    # The client may still send (a dial's workspace side finished first); it ends the stream when done.
+    await asyncio.Event().wait()
