@@ -201,7 +201,7 @@ def server(url: str, data_dir: Path, log: Path) -> Iterator[tuple[str, int]]:
     executable = Path(sys.executable).parent / "dockyard"
     command = [str(executable)] if executable.exists() else ["dockyard"]
     command += ["server", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), "--database-url", url,
-                "--no-access-log", "--log-format", "json"]  # fmt: skip
+                "--no-access-log", "--log-format", "json", "--ssh-listen", ""]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -85,6 +85,9 @@ def server(workers: int) -> Iterator[tuple[Client, int]]:
             "--data-dir",
             str(data_dir),
             "--no-access-log",
+            # No SSH listener: this benchmark does not use it, and a real server may hold the default port.
+            "--ssh-listen",
+            "",
             "--provisioner-workers",
             str(workers),
             "--workspace-subnets",

@@ -35,7 +35,16 @@ def processes(tmp_path: Path, database_url: str, engine: DockerRuntime, base_ima
         "DOCKYARD_WORKSPACE_SUBNETS": "10.217.0.0/16",
     }
     server = subprocess.Popen(
-        [DOCKYARD, "server", "--listen", f"127.0.0.1:{port}", "--provisioner-workers", "0"],
+        [
+            DOCKYARD,
+            "server",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--provisioner-workers",
+            "0",
+            "--ssh-listen",
+            "",
+        ],
         env=env,
         stdout=(tmp_path / "server.log").open("w"),
         stderr=subprocess.STDOUT,

@@ -104,9 +104,15 @@ class Gateway:
         )
         if self.settings.ssh_listen:
             host, port = ca.parse_listen(self.settings.ssh_listen)
-            self._acceptor = await asyncssh.listen(
-                host, port, options=self._options, server_factory=self._factory(None), reuse_address=True
-            )
+            try:
+                self._acceptor = await asyncssh.listen(
+                    host, port, options=self._options, server_factory=self._factory(None), reuse_address=True
+                )
+            except OSError as exc:
+                raise RuntimeError(
+                    f"the SSH gateway cannot listen on {self.settings.ssh_listen}: {exc.strerror or exc} "
+                    "(choose another address with --ssh-listen, or --ssh-listen '' to turn the listener off)"
+                ) from exc
             log.info("ssh gateway listening", address=self.settings.ssh_listen)
 
     def _load_authority(self) -> ca.Authority:
