@@ -91,7 +91,12 @@ def create_app(
         await hub.start()
         app.state.hub = hub
         gateway = Gateway(app.state.sessions, hub, settings)
-        await gateway.start()
+        try:
+            await gateway.start()
+        except BaseException:
+            # The SSH port may be taken: leave no agent socket behind for a server that never ran.
+            await hub.close()
+            raise
         app.state.gateway = gateway
         background = Background(
             app.state.sessions,
