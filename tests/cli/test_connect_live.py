@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -136,8 +135,6 @@ def test_scp_both_protocols(user: User) -> None:
 
 
 def test_rsync_over_ssh(user: User) -> None:
-    if shutil.which("rsync") is None:
-        pytest.skip("rsync is not installed here (apt-get install -y rsync)")
     source = user.home / "tree"
     (source / "sub").mkdir(parents=True)
     for index in range(50):
@@ -164,8 +161,6 @@ def test_dockyard_ssh_runs_openssh(user: User) -> None:
 
 
 def test_dockyard_ssh_on_a_terminal_gets_a_login_shell(user: User) -> None:
-    if shutil.which("script") is None:
-        pytest.skip("util-linux's `script` is needed for a terminal")
     # `script` gives the command a terminal, so `dockyard ssh` asks OpenSSH for one (-tt).
     result = user.run(
         "script", "-qec", f"{DOCKYARD} ssh dev", "/dev/null", input=b"echo tty-$((6*7)); tty; exit 4\n"

@@ -12,7 +12,6 @@ import dataclasses
 import os
 import pty
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -264,10 +263,7 @@ def test_pty_size_resize_and_interrupt(
         os.close(master)
 
 
-@pytest.mark.skipif(
-    not any(Path(p).exists() for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")),
-    reason="the local 'workspace' (this machine) has no sftp-server; test_live.py covers SFTP in the image",
-)
+# The local "workspace" is this machine: scripts/test.sh installs openssh-sftp-server and rsync for these.
 def test_scp_and_sftp(
     ah: Harness, alice: Client, alice_key: SshKeyFiles, ssh: OpenSsh, tmp_path: Path
 ) -> None:
@@ -369,7 +365,6 @@ def test_connecting_starts_a_stopped_workspace(
     assert alice.get_workspace(ws.id).status == m.WorkspaceStatus.RUNNING
 
 
-@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed on this machine")
 def test_rsync_over_ssh(
     ah: Harness, alice: Client, alice_key: SshKeyFiles, ssh: OpenSsh, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ if __name__ == "__main__" and "ssl" not in sys.modules:
     # memory in every workspace. Without it asyncio simply has no TLS support, a case it is built for.
     sys.modules["ssl"] = None  # type: ignore[assignment]
 
+import abc
 import asyncio
 import contextlib
 import errno
@@ -213,16 +214,16 @@ async def dial(path: str) -> Conn:
     return Conn(reader, writer)
 
 
-class Pausable:
+class Pausable(abc.ABC):
     """A source of output that can stop reading while its consumer catches up."""
 
     paused = False
 
-    def pause(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def pause(self) -> None: ...
 
-    def resume(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def resume(self) -> None: ...
 
 
 def forward(conn: Conn, kind: int, data: bytes, source: Pausable) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from datetime import timedelta
 from types import TracebackType
@@ -35,7 +36,7 @@ _LOG_TAIL = 20
 _LOG_WINDOW = 10
 
 
-class LiveStatus:
+class LiveStatus(ABC):
     """A spinner with the newest log lines under it, redrawn on stderr while a terminal watches; elsewhere (CI,
     a pipe) nothing is drawn and subclasses print each change for good instead."""
 
@@ -62,9 +63,9 @@ class LiveStatus:
         if self.live is not None:
             self.live.stop()
 
+    @abstractmethod
     def label(self) -> str:
         """The text next to the spinner."""
-        raise NotImplementedError
 
     def _render(self) -> RenderableType:
         elapsed = format_duration(timedelta(seconds=int(time.monotonic() - self.started)))

@@ -108,10 +108,10 @@ async def raw_client_to_agent(
         if data:
             writer.write(data)
             await writer.drain()
-        elif half_close and message.get("text") and _is_eof(message["text"]):
+        elif half_close and message.get("text") and _is_eof(message["text"]) and writer.can_write_eof():
+            # The answer may still come; this direction just has nothing more to say. Reading goes on, so the
+            # client leaving is still noticed and ends the stream.
             writer.write_eof()
-            # The answer may still come; this direction just has nothing more to say.
-            await asyncio.Event().wait()
 
 
 def _is_eof(text: str) -> bool:

@@ -90,8 +90,8 @@ class _Ended:
 
 
 async def _client_to_agent(websocket: WebSocket, writer: asyncio.StreamWriter, ended: _Ended) -> None:
-    # Not bridge.raw_client_to_agent: that one stops reading after a half-close, so it would never see the
-    # client leave, and the agent's connection would outlive the WebSocket.
+    # Not bridge.raw_client_to_agent: here the stream also ends once both directions have half-closed, which
+    # the gateway on the other side relies on to finish a channel without a full close.
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
