@@ -38,6 +38,7 @@ class FakeRuntime:
     specs: dict[str, WorkspaceSpec] = field(default_factory=dict)
     volumes: set[str] = field(default_factory=set)
     networks: set[str] = field(default_factory=set)
+    network_classes: dict[str, str] = field(default_factory=dict)
     down: bool = False
     delay: float = 0.0
     fail_start: str | None = None
@@ -136,6 +137,12 @@ class FakeRuntime:
         self.containers.pop(workspace_id, None)
         self.volumes.discard(workspace_id)
         self.networks.discard(workspace_id)
+        self.network_classes.pop(workspace_id, None)
+
+    def prepare_network(self, workspace_id: str, network_class: str, log: LogSink) -> None:
+        self._enter("prepare_network", gated=False)
+        self.networks.add(workspace_id)
+        self.network_classes[workspace_id] = network_class
 
     def observe(self, workspace_id: str) -> Observation:
         return Observation(workspace_id, self.containers.get(workspace_id, ContainerState.MISSING))

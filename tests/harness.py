@@ -155,6 +155,7 @@ def make_harness(
     runtime: Runtime | None = None,
     workers: int = 2,
     reconcile_interval: float = 3600,
+    warm_networks: dict[str, int] | None = None,
 ) -> Harness:
     """A server on `database_url` with a fake runtime unless one is given; the lifecycle loop is slow by
     default so tests drive it with `h.app.state.background.tick()`."""
@@ -175,6 +176,8 @@ def make_harness(
         # No SSH listener: tests run side by side and next to a real server on the default port. The
         # gateway still serves `/ssh` WebSockets.
         ssh_listen="",
+        # No warm networks unless a test asks: they would change which ids and networks workspaces get.
+        warm_networks=warm_networks or {},
     )
     runtime = runtime or FakeRuntime()
     app = create_app(settings, runtime=runtime)

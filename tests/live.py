@@ -104,6 +104,8 @@ def start_live_server(database_url: str | None = None, *, subnets: str = "10.218
         "DOCKYARD_DATA_DIR": str(data_dir),
         "DOCKYARD_WORKSPACE_SUBNETS": subnets,
         "DOCKYARD_LOG_FORMAT": "json",
+        # Networks made ahead of demand would outlive the test's workspaces on the shared engine.
+        "DOCKYARD_WARM_NETWORKS": "0",
     }
     if database_url:
         env["DOCKYARD_DATABASE_URL"] = database_url

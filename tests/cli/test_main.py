@@ -100,3 +100,11 @@ def test_server_commands_keep_their_tracebacks(cli: Cli, tmp_path: Path) -> None
     assert result.exception is not None
     assert not isinstance(result.exception, SystemExit)
     assert "error: unexpected" not in result.stderr
+
+
+def test_a_bad_warm_network_size_stops_the_server_naming_the_option(cli: Cli, tmp_path: Path) -> None:
+    result = cli("server", "--data-dir", str(tmp_path), "--warm-networks", "egress=2")
+
+    assert result.exit_code == 2
+    assert "--warm-networks" in result.stderr
+    assert "unknown network class 'egress'" in " ".join(result.stderr.split())

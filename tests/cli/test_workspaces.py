@@ -537,9 +537,10 @@ def test_doctor_reports_and_prunes_orphans(logged_in: Cli, h: Harness) -> None:
     pruned = logged_in.ok("doctor", "--prune", "-o", "json")
 
     assert report.stdout == (
-        "RUNTIME  fake: ok\n"
-        "DRIFTED  none\n"
-        "ORPHANS  1\n"
+        "RUNTIME        fake: ok\n"
+        "DRIFTED        none\n"
+        "ORPHANS        1\n"
+        "WARM NETWORKS  open 0, internal 0\n"
         "\n"
         "KIND    NAME                 WORKSPACE ID\n"
         "volume  dockyard-home-ghost  ghost\n"
@@ -556,7 +557,7 @@ def test_doctor_fails_when_the_runtime_is_down(logged_in: Cli, h: Harness) -> No
     _fake(h).down = True
     result = logged_in("doctor")
     assert result.exit_code == 1
-    assert result.stdout.splitlines()[0] == "RUNTIME  fake: unavailable"
+    assert result.stdout.splitlines()[0] == "RUNTIME        fake: unavailable"
     assert result.stderr == (
         "error: the fake runtime is unavailable\n  Fake engine unreachable at fake://: connection refused\n"
     )

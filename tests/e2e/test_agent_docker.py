@@ -135,16 +135,32 @@ def test_workspace_without_network_is_reachable_through_the_socket(live: LiveSer
     assert _sh(live, ws, "echo inside").stdout == "inside\n"
 
 
-def test_image_without_python_fails_the_build_saying_why(live: LiveServer) -> None:
-    dockerfile = "FROM dockyard/base:bookworm\nRUN rm -f /usr/bin/python3*\n"
-    manifest = manifest_yaml(
-        name="nopython", image=None, build={"dockerfile": "Dockerfile"}, startup_script=""
-    )
+@pytest.mark.parametrize(
+    ("name", "python"),
+    [
+        ("nopython", "RUN rm -f /usr/bin/python3*"),
+        # Told by the interpreter's file name, without running it.
+        (
+            "oldpython",
+            "RUN rm /usr/bin/python3 && printf '#!/bin/sh\\n' > /usr/local/bin/python3.8"
+            " && chmod +x /usr/local/bin/python3.8 && ln -s /usr/local/bin/python3.8 /usr/bin/python3",
+        ),
+        # A name that tells nothing: the interpreter is asked, and this one fails the question.
+        (
+            "oddpython",
+            "RUN rm /usr/bin/python3 && printf '#!/bin/sh\\nexit 1\\n' > /usr/bin/python3"
+            " && chmod +x /usr/bin/python3",
+        ),
+    ],
+)
+def test_image_without_python_fails_the_build_saying_why(live: LiveServer, name: str, python: str) -> None:
+    dockerfile = f"FROM dockyard/base:bookworm\n{python}\n"
+    manifest = manifest_yaml(name=name, image=None, build={"dockerfile": "Dockerfile"}, startup_script="")
     live.client.create_template(tar_gz({"dockyard.yaml": manifest, "Dockerfile": dockerfile}))
-    created = live.client.create_workspace(m.CreateWorkspaceRequest(template="nopython", name="nopy"))
+    created = live.client.create_workspace(m.CreateWorkspaceRequest(template=name, name=name))
     ws = live.client.get_workspace(created.id, wait="done", timeout=240)
     assert ws.status == m.WorkspaceStatus.FAILED
-    assert "python3" in ws.status_reason
+    assert "no python3 3.9 or newer" in ws.status_reason
 
 
 def test_stop_and_start_reconnects_and_keeps_home(live: LiveServer) -> None:

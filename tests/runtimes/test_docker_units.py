@@ -166,17 +166,23 @@ def test_the_setup_script_refuses_bad_input(change: dict[str, object], problem: 
         bootstrap.script(WorkspaceSpec(**{**SPEC.__dict__, **change}))
 
 
-def test_the_setup_archive_is_root_only() -> None:
+def test_the_files_archive_is_root_only() -> None:
     spec = WorkspaceSpec(**{**SPEC.__dict__, "files": {"a": b"secret"}})
-    with tarfile.open(fileobj=io.BytesIO(bootstrap.archive(spec))) as tar:
+    archive = bootstrap.archive(spec)
+    assert archive is not None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         modes = {m.name: (m.mode, m.uid) for m in tar.getmembers()}
 
     assert modes == {
         ".dockyard": (0o700, 0),
         ".dockyard/files": (0o700, 0),
-        ".dockyard/setup.sh": (0o700, 0),
         ".dockyard/files/0": (0o600, 0),
     }
+
+
+def test_without_files_nothing_is_copied_and_the_script_is_the_entrypoint() -> None:
+    assert bootstrap.archive(SPEC) is None
+    assert bootstrap.entrypoint(SPEC) == ["/bin/sh", "-c", bootstrap.script(SPEC), "dockyard-setup"]
 
 
 def test_a_build_context_folder_becomes_the_root() -> None:

@@ -104,6 +104,7 @@ def create_app(
             workers=settings.provisioner_workers,
             reconcile_interval=settings.reconcile_interval,
             agent_dir=settings.agent_dir,
+            warm_networks=settings.warm_networks,
         )
         background.start()
         app.state.background = background

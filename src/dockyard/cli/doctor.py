@@ -52,6 +52,7 @@ def _print(report: m.DoctorReport) -> None:
                 ("RUNTIME", runtime),
                 ("DRIFTED", ", ".join(report.drifted) or "none"),
                 ("ORPHANS", str(len(report.orphans)) if report.orphans else "none"),
+                ("WARM NETWORKS", ", ".join(f"{c} {n}" for c, n in report.warm_networks.items()) or "none"),
             ]
         )
     )

@@ -87,13 +87,26 @@ def server(
             help="Host name clients reach the SSH gateway by (default: the --ssh-listen host).",
         ),
     ] = "",
+    warm_networks: Annotated[
+        str,
+        typer.Option(
+            "--warm-networks",
+            envvar="DOCKYARD_WARM_NETWORKS",
+            help="Workspace networks made ahead of demand: N of each class, or open=N,internal=M (0: none).",
+        ),
+    ] = "4",
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
 
     from dockyard import logs
     from dockyard.api.app import create_app
+    from dockyard.lifecycle.warmpool import parse_sizes
 
+    try:
+        warm_sizes = parse_sizes(warm_networks)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--warm-networks") from None
     logs.configure(log_format)
     settings = Settings(
         listen=listen,
@@ -107,6 +120,7 @@ def server(
         workspace_subnets=workspace_subnets,
         ssh_listen=ssh_listen,
         ssh_hostname=ssh_hostname,
+        warm_networks=warm_sizes,
     )
     try:
         host, port = settings.host_port

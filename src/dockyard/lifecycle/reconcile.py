@@ -17,6 +17,7 @@ from dockyard.provisioner import events, logs, queue
 from dockyard.provisioner.worker import stale_after
 from dockyard.runtimes.base import ContainerState, ManagedResource, Observation, Runtime
 from dockyard.sdk.models import BuildStatus, Transition
+from dockyard.store import warmnetworks
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
 
@@ -129,5 +130,6 @@ def observe_drift(db: Session, runtime: Runtime) -> list[str]:
 
 def orphans(db: Session, runtime: Runtime) -> list[ManagedResource]:
     live = set(db.scalars(select(Workspace.id).where(Workspace.deleted.is_(False))))
+    live |= warmnetworks.ids(db)  # networks made ahead of their workspaces
     # A workspace being deleted still owns its resources until the delete build finishes.
     return [r for r in runtime.managed_resources() if r.workspace_id not in live]

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.lifecycle import reconcile, ttl
+from dockyard.lifecycle.warmpool import WarmPool
 from dockyard.provisioner import queue
 from dockyard.provisioner.worker import Worker
 from dockyard.runtimes.base import Runtime, RuntimeFailure
@@ -27,8 +28,10 @@ class Background:
         reconcile_interval: float = 5.0,
         lifecycle: bool = True,
         agent_dir: Path | None = None,
+        warm_networks: dict[str, int] | None = None,
     ) -> None:
         self.agent_dir = agent_dir
+        self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks) if warm_networks else None
         self.sessions = sessions
         self.runtime = runtime
         self.workers = workers
@@ -43,6 +46,10 @@ class Background:
             self._spawn(f"provisioner-{index}", lambda w=worker: w.run(self.stop_event))  # type: ignore[misc]
         if self.lifecycle:
             self._spawn("lifecycle", self._loop)
+            if self.warm_pool is not None:
+                pool = self.warm_pool
+                # Its own thread: making many networks takes seconds, which the reconciler should not wait for.
+                self._spawn("warm-networks", lambda: pool.run(self.stop_event, self.reconcile_interval))
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

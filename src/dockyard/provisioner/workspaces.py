@@ -14,10 +14,10 @@ from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
 from dockyard.provisioner import builds, queue
 from dockyard.provisioner.status import derive
-from dockyard.runtimes.base import HostCapacity
+from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.sdk import models as wire
 from dockyard.sdk.manifest import TemplateManifest
-from dockyard.store import audit
+from dockyard.store import audit, warmnetworks
 from dockyard.store.models import Template, TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.templates import parameters as parameter_rules
 from dockyard.templates import render
@@ -265,6 +265,10 @@ def create(
     workspace.ttl_seconds = ttl
     if rendered.lifetime.idle_timeout:
         workspace.idle_timeout_seconds = int(parse_duration(rendered.lifetime.idle_timeout).total_seconds())
+    # A warm network made for a future workspace id: taking the id takes the network (rolled back with us).
+    warm_id = warmnetworks.claim(db, network_class(rendered.network.egress.value))
+    if warm_id is not None:
+        workspace.id = warm_id
     db.add(workspace)
     try:
         db.flush()

@@ -128,6 +128,15 @@ class HostCapacity:
     memory_bytes: int
 
 
+def network_class(egress: str) -> str:
+    """Which workspaces can share a network made ahead of them: "open" has egress, "internal" has none.
+
+    An allowlist counts as internal until its hosts are enforced (a filtering proxy or firewall rules per
+    network); such a workspace gets no egress at all rather than all of it.
+    """
+    return "open" if egress == "all" else "internal"
+
+
 class Runtime(Protocol):
     name: str
 
@@ -147,6 +156,9 @@ class Runtime(Protocol):
 
     def delete(self, workspace_id: str, log: LogSink) -> None:
         """Remove the container, the home volume and the network."""
+
+    def prepare_network(self, workspace_id: str, network_class: str, log: LogSink) -> None:
+        """Make the network of a workspace that does not exist yet, so that its start finds it ready."""
 
     def observe(self, workspace_id: str) -> Observation: ...
 

@@ -536,6 +536,10 @@ class DoctorReport(BaseModel):
     removed: list[OrphanedResource] = Field(
         default_factory=list, description="What a prune removed (empty for a plain check)."
     )
+    warm_networks: dict[str, int] = Field(
+        default_factory=dict,
+        description="Workspace networks made ahead of demand and not yet claimed, by class (open, internal).",
+    )
 
 
 # --- connecting: exec, files, SSH -------------------------------------------------------------------------------

@@ -280,3 +280,19 @@ class DeploymentKey(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WarmNetwork(Base):
+    """A network made ahead of demand for the workspace that will carry this id.
+
+    Creating a bridge network is the one step of a start the engine serialises (about 0.1 s each), so a burst
+    of creates queues behind it. The network is named and labelled for `id` from the start; the create that
+    claims the row becomes the workspace with that id, so it still gets a network of its own.
+    """
+
+    __tablename__ = "warm_networks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # "internal" or "open": which workspaces can use it (see runtimes.base.network_class).
+    network_class: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -11,19 +11,25 @@ from dockyard.lifecycle import reconcile
 from dockyard.runtimes.base import Runtime, RuntimeFailure
 from dockyard.sdk import models as wire
 from dockyard.sdk.models import Scope
-from dockyard.store import audit
+from dockyard.store import audit, warmnetworks
 
 router = APIRouter(prefix="/api/v2/doctor", tags=["doctor"])
 
 
 def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
+    warm = warmnetworks.counts(db)
     try:
         runtime.ping()
         orphans = reconcile.orphans(db, runtime)
         drifted = reconcile.observe_drift(db, runtime)
     except RuntimeFailure as exc:
         return wire.DoctorReport(
-            runtime=runtime.name, runtime_ok=False, runtime_error=exc.message, orphans=[], drifted=[]
+            runtime=runtime.name,
+            runtime_ok=False,
+            runtime_error=exc.message,
+            orphans=[],
+            drifted=[],
+            warm_networks=warm,
         )
     return wire.DoctorReport(
         runtime=runtime.name,
@@ -32,6 +38,7 @@ def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
             wire.OrphanedResource(kind=o.kind, name=o.name, workspace_id=o.workspace_id) for o in orphans
         ],
         drifted=drifted,
+        warm_networks=warm,
     )
 
 

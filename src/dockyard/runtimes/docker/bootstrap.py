@@ -1,9 +1,13 @@
 """The setup step a workspace container runs as root before it becomes the workspace user.
 
-The script and the spec's files travel into the created container with `put_archive` (no host bind mounts),
-under `/.dockyard/`, which only root can read. On every start the script makes sure the user exists, that the
-home volume belongs to it, sets up sudo if asked, puts the files in place, prints `READY`, and then replaces
-itself with the workspace command run as the user (`setpriv`, or `runuser` where there is no setpriv).
+The script is the container's entrypoint (`/bin/sh -c SCRIPT`), so a container needs nothing copied into it
+before its first start: `put_archive` costs the engine a helper process per container, which shows when many
+workspaces start at once. The script holds nothing secret (user, uid, paths and the command), though anyone in
+the container can read it as PID 1's arguments. The spec's files, which may, travel with `put_archive` into
+`/.dockyard/`, which only root can read, and only when there are any. On every start the script makes sure the
+user exists, that the home volume belongs to it, sets up sudo if asked, puts the files in place, prints
+`READY`, and then replaces itself with the workspace command run as the user (`setpriv`, or `runuser` where
+there is no setpriv).
 
 Exit codes: 3 means the image cannot host a workspace (no useradd, no setpriv/runuser, no sudo when asked),
 4 means another setup failure. Both print one line starting with `ERROR`.
@@ -20,7 +24,8 @@ import tarfile
 from dockyard.runtimes.base import WorkspaceSpec
 
 STAGING = "/.dockyard"
-SCRIPT = f"{STAGING}/setup.sh"
+# $0 of the setup script: what `ps` shows for it while it runs.
+SCRIPT_NAME = "dockyard-setup"
 READY = "dockyard-setup: ready"
 ERROR = "dockyard-setup: error:"
 EXIT_UNUSABLE_IMAGE = 3
@@ -110,6 +115,17 @@ exec runuser -u "$user" -- __COMMAND__
 """
 
 
+# The interpreter's file name usually tells its version; starting Python only to ask costs tens of milliseconds
+# of CPU per start, which adds up when many workspaces start at once.
+_PYTHON_CHECK = """too_old() { unusable "the image has no python3 3.9 or newer, which the Dockyard agent runs on"; }
+python=$(command -v python3) || too_old
+case "$(readlink -f "$python" 2>/dev/null || echo "$python")" in
+    */python3.[0-8]) too_old ;;
+    */python3.9 | */python3.[1-9][0-9]) ;;
+    *) python3 -I -S -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || too_old ;;
+esac"""
+
+
 def _q(value: str) -> str:
     return shlex.quote(value)
 
@@ -131,10 +147,7 @@ def file_destination(spec: WorkspaceSpec, path: str) -> str:
 def _require(program: str) -> str:
     """A check that the workspace command can run in this image, failing the build with a plain reason."""
     if program == "python3":
-        return (
-            "python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null "
-            '|| unusable "the image has no python3 3.9 or newer, which the Dockyard agent runs on"'
-        )
+        return _PYTHON_CHECK
     return f'command -v {_q(program)} >/dev/null 2>&1 || unusable "the image has no {_q(program)}"'
 
 
@@ -170,8 +183,14 @@ def script(spec: WorkspaceSpec) -> str:
     return re.sub(r"__[A-Z]+__", lambda m: replacements.get(m.group(0), m.group(0)), _TEMPLATE)
 
 
-def archive(spec: WorkspaceSpec) -> bytes:
-    """The tar `put_archive` unpacks at `/`: the setup script and the spec's files, readable by root only."""
+def entrypoint(spec: WorkspaceSpec) -> list[str]:
+    return ["/bin/sh", "-c", script(spec), SCRIPT_NAME]
+
+
+def archive(spec: WorkspaceSpec) -> bytes | None:
+    """The tar `put_archive` unpacks at `/`: the spec's files, readable by root only; None without files."""
+    if not spec.files:
+        return None
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
 
@@ -187,7 +206,6 @@ def archive(spec: WorkspaceSpec) -> bytes:
 
         add(STAGING.lstrip("/"), 0o700)
         add(f"{STAGING.lstrip('/')}/files", 0o700)
-        add(SCRIPT.lstrip("/"), 0o700, script(spec).encode())
         for index, path in enumerate(sorted(spec.files)):
             add(f"{STAGING.lstrip('/')}/files/{index}", 0o600, spec.files[path])
     return buffer.getvalue()

@@ -12,7 +12,7 @@ from dockyard.runtimes.base import ImageBuildFailed, RuntimeFailure, WorkspaceSp
 from dockyard.runtimes.docker import bootstrap, naming
 
 # Bumped whenever the way a container is made changes, so existing containers are recreated once.
-CONFIG_VERSION = "1"
+CONFIG_VERSION = "2"
 
 # The setup step, as root, needs: CHOWN (hand the home volume to the user), DAC_OVERRIDE and FOWNER
 # (useradd and file writes under root-owned paths whatever their modes), SETUID and SETGID (setpriv/runuser
@@ -47,7 +47,7 @@ def create_args(
         "hostname": spec.name[:63],
         # The setup script must run as root whatever USER and ENTRYPOINT the image declares; giving an
         # entrypoint also keeps the image's CMD from being appended to it.
-        "entrypoint": ["/bin/sh", bootstrap.SCRIPT],
+        "entrypoint": bootstrap.entrypoint(spec),
         "command": [],
         "user": "0:0",
         "working_dir": "/",

@@ -35,6 +35,7 @@ from dockyard.runtimes.base import (
     Observation,
     RuntimeFailure,
     WorkspaceSpec,
+    network_class,
 )
 from dockyard.runtimes.docker import bootstrap, builds, containers, naming, states
 from dockyard.runtimes.docker.errors import explanation, translate
@@ -168,7 +169,8 @@ class DockerRuntime:
                 container.remove(force=True, v=True)
                 container = None
         lap("inspect")
-        network, network_id = self._ensure_network(spec, log)
+        internal = network_class(spec.egress) == "internal"
+        network, network_id = self._ensure_network(spec.workspace_id, internal=internal, log=log)
         lap("network")
         attached = states.network_id(container.attrs, network) if container is not None else None
         if container is not None and attached not in (None, network_id):
@@ -215,17 +217,18 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return None
 
-    def _ensure_network(self, spec: WorkspaceSpec, log: LogSink) -> tuple[str, str]:
+    def prepare_network(self, workspace_id: str, network_class: str, log: LogSink) -> None:
+        with translate(self.base_url):
+            self._ensure_network(workspace_id, internal=network_class == "internal", log=log)
+
+    def _ensure_network(self, workspace_id: str, *, internal: bool, log: LogSink) -> tuple[str, str]:
         """Return the workspace network's name and id, creating it if needed."""
-        name = naming.network_name(spec.workspace_id)
-        # "allowlist" is internal for now: enforcing a list of hosts needs a filtering proxy or firewall rules
-        # per network, which is future work; until then such a workspace gets no egress at all.
-        internal = spec.egress != "all"
+        name = naming.network_name(workspace_id)
         existing = [n for n in self.client.networks.list(names=[name]) if n.name == name]
         for network in existing:
             if bool(network.attrs.get("Internal")) == internal:
                 return name, str(network.id)
-            log(f"Recreating network {name}: egress changed to {spec.egress}")
+            log(f"Recreating network {name}: egress changed")
             self._remove_network(network)
         log(f"Creating network {name} ({'internal' if internal else 'with egress'})")
 
@@ -242,7 +245,7 @@ class DockerRuntime:
                 driver="bridge",
                 internal=internal,
                 check_duplicate=True,
-                labels=naming.object_labels(spec.workspace_id),
+                labels=naming.object_labels(workspace_id),
                 ipam=ipam,
             )
             created.append(str(network.id))
@@ -251,7 +254,7 @@ class DockerRuntime:
             if self.subnets is None:
                 create(None)
             else:
-                self.subnets.create_in_pool(self.client, spec.workspace_id, create)
+                self.subnets.create_in_pool(self.client, workspace_id, create)
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # another start of this workspace made it first; use that one
                 return name, str(self.client.networks.get(name).id)
@@ -287,7 +290,9 @@ class DockerRuntime:
                 config_hash=config_hash,
             )
         )
-        container.put_archive("/", bootstrap.archive(spec))
+        files = bootstrap.archive(spec)
+        if files is not None:
+            container.put_archive("/", files)
         return container
 
     def _start_and_wait(self, container: Any, spec: WorkspaceSpec, log: LogSink) -> None:
