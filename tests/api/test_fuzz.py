@@ -145,7 +145,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
     env["DOCKER_HOST"] = f"unix://{tmp_path / 'no-docker.sock'}"
     command = [
         *_dockyard_command(), "server", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
-        "--database-url", database_url, "--access-log", "--log-format", "json", "--ssh-listen", "",
+        "--database-url", database_url, "--access-log", "--log-format", "json", "--ssh-listen", "", "--warm-networks", "0",
     ]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -44,6 +44,9 @@ def processes(tmp_path: Path, database_url: str, engine: DockerRuntime, base_ima
             "0",
             "--ssh-listen",
             "",
+            # Networks made ahead of demand would outlive this test on the shared engine.
+            "--warm-networks",
+            "0",
         ],
         env=env,
         stdout=(tmp_path / "server.log").open("w"),
