@@ -25,6 +25,7 @@ from dockyard.store.types import utcnow
 from dockyard.templates import service as templates
 from dockyard.tunnel import state as agent_state
 from dockyard.tunnel import tokens as tunnel_tokens
+from dockyard.tunnel.hub import agent_command
 from dockyard.units import parse_size
 
 log = logging.get(__name__)
@@ -217,7 +218,7 @@ class Worker:
             env["DOCKYARD_AGENT_SOCKET"] = f"{AGENT_MOUNT}/agent.sock"
             env["DOCKYARD_AGENT_TOKEN"] = agent_token
             agent = {
-                "command": ["python3", f"{AGENT_MOUNT}/agent.py"],
+                "command": agent_command(f"{AGENT_MOUNT}/agent.py"),
                 "mounts": (BindMount(str(self.agent_dir), AGENT_MOUNT),),
             }
         spec = WorkspaceSpec(

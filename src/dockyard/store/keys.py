@@ -9,19 +9,28 @@ from sqlalchemy.orm import Session
 
 from dockyard.store.models import DeploymentKey
 
+# Keys never change once stored, and every agent connection and build reads one: they are kept per database.
+_known: dict[tuple[str, str], str] = {}
+
 
 def get_or_create(db: Session, name: str, generate: Callable[[], str]) -> str:
     """The key called `name`, generated and stored on first use; two replicas racing agree on one value."""
+    cache_key = (db.get_bind().url.render_as_string(hide_password=True), name)
+    known = _known.get(cache_key)
+    if known is not None:
+        return known
     existing = db.get(DeploymentKey, name)
     if existing is not None:
-        return existing.value
-    value = generate()
-    db.add(DeploymentKey(name=name, value=value))
-    try:
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        stored = db.get(DeploymentKey, name)
-        assert stored is not None
-        return stored.value
+        value = existing.value
+    else:
+        value = generate()
+        db.add(DeploymentKey(name=name, value=value))
+        try:
+            db.commit()
+        except IntegrityError:
+            db.rollback()
+            stored = db.get(DeploymentKey, name)
+            assert stored is not None
+            value = stored.value
+    _known[cache_key] = value
     return value
