@@ -15,7 +15,7 @@ _known: dict[tuple[str, str], str] = {}
 
 def get_or_create(db: Session, name: str, generate: Callable[[], str]) -> str:
     """The key called `name`, generated and stored on first use; two replicas racing agree on one value."""
-    cache_key = (db.get_bind().url.render_as_string(hide_password=True), name)
+    cache_key = (db.get_bind().engine.url.render_as_string(hide_password=True), name)
     known = _known.get(cache_key)
     if known is not None:
         return known
