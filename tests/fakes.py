@@ -104,6 +104,7 @@ class FakeRuntime:
             **spec.env,
             "HOME": home,
             "DOCKYARD_AGENT_SOCKET": _mapped(spec.env["DOCKYARD_AGENT_SOCKET"], mounts),
+            "DOCKYARD_AGENT_TOKEN_FILE": _mapped(spec.env["DOCKYARD_AGENT_TOKEN_FILE"], mounts),
         }
         script = _mapped(spec.command[-1], mounts)
         self.processes[spec.workspace_id] = subprocess.Popen([sys.executable, script], env=env, cwd=home)
@@ -169,7 +170,8 @@ class FakeRuntime:
 
 
 def _mapped(path: str, mounts: dict[str, str]) -> str:
-    for target, source in mounts.items():
+    # The deepest mount wins, as in a container (the link folder is mounted inside the agent's folder).
+    for target, source in sorted(mounts.items(), key=lambda mount: -len(mount[0])):
         if path.startswith(target + "/"):
             return source + path[len(target) :]
     return path

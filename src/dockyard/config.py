@@ -46,6 +46,11 @@ class Settings:
         return self.data_dir / "agent"
 
     @property
+    def agent_links_dir(self) -> Path:
+        """One private folder per workspace (its hub socket and agent token), each mounted into its workspace."""
+        return self.data_dir / "agents"
+
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'dockyard.db'}"
 

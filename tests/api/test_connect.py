@@ -271,6 +271,8 @@ def test_agent_token_is_not_an_api_token(ah: Harness) -> None:
     ws = _ready(ah)
     fake = ah.runtime
     assert isinstance(fake, FakeRuntime)
-    token = fake.specs[ws.id].env["DOCKYARD_AGENT_TOKEN"]
+    assert "DOCKYARD_AGENT_TOKEN" not in fake.specs[ws.id].env
+    token = (ah.settings.agent_links_dir / ws.id / "token").read_text().strip()
+    assert token.startswith("dya_")
     response = ah.admin.http.get("/api/v2/workspaces", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401

@@ -102,13 +102,11 @@ def test_a_forged_agent_token_is_rejected_from_inside_a_workspace(live: LiveServ
     attacker = live.workspace("other")
     # From inside `other`, speak the agent protocol on the mounted socket as if it were `dev`'s agent.
     probe = f"""
-import json, os, socket, struct
-s = socket.socket(socket.AF_UNIX); s.connect("/run/dockyard/agent.sock")
-# The agent keeps its token out of the commands it runs; the workspace user can still read it from the
-# agent's /proc entry (same uid), so take the real one and graft the victim's id onto its secret.
-agent = os.popen("pgrep -u dev -f /run/dockyard/agent.py").read().split()[0]  # not root's docker-init
-env = dict(v.split("=", 1) for v in open(f"/proc/{{agent}}/environ").read().split(chr(0)) if "=" in v)
-forged = "dya_{victim.id}_" + env["DOCKYARD_AGENT_TOKEN"].rsplit("_", 1)[1]
+import json, socket, struct
+# The workspace's own socket and token; graft the victim's id onto its own secret.
+s = socket.socket(socket.AF_UNIX); s.connect("/run/dockyard/link/hub.sock")
+own = open("/run/dockyard/link/token").read().strip()
+forged = "dya_{victim.id}_" + own.rsplit("_", 1)[1]
 body = json.dumps({{"type": "hello", "token": forged, "version": "x", "protocol": 1}}).encode()
 s.sendall(struct.pack(">BI", 1, len(body)) + body)
 kind, size = struct.unpack(">BI", s.recv(5)); print(json.loads(s.recv(size))["type"])

@@ -290,6 +290,7 @@ def child_env(extra: Any = None, term: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # The agent token authenticates this agent; the user's programs and their logs have no use for it.
     env.pop("DOCKYARD_AGENT_TOKEN", None)
+    env.pop("DOCKYARD_AGENT_TOKEN_FILE", None)
     if isinstance(extra, dict):
         for key, value in extra.items():
             if value is None:
@@ -1680,7 +1681,8 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> b
 
 
 USAGE = (
-    "usage: agent.py [--socket PATH] [--token TOKEN] (default: $DOCKYARD_AGENT_SOCKET, $DOCKYARD_AGENT_TOKEN)"
+    "usage: agent.py [--socket PATH] [--token-file PATH | --token TOKEN]\n"
+    "(default: $DOCKYARD_AGENT_SOCKET, $DOCKYARD_AGENT_TOKEN_FILE or $DOCKYARD_AGENT_TOKEN)"
 )
 
 
@@ -1694,7 +1696,7 @@ def parse_args(argv: list[str]) -> dict[str, str]:
         if name == "--version":
             print(VERSION)
             raise SystemExit(0)
-        if name not in ("--socket", "--token"):
+        if name not in ("--socket", "--token", "--token-file"):
             raise SystemExit(f"unknown argument {arg!r}\n{USAGE}")
         if not equals:
             value = next(args, "")
@@ -1702,12 +1704,28 @@ def parse_args(argv: list[str]) -> dict[str, str]:
     return options
 
 
+def read_token(path: str) -> str:
+    """The token from its file: the runtime keeps it out of the environment, which the engine shows to others."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read(4096).strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     socket_path = options.get("socket") or os.environ.get("DOCKYARD_AGENT_SOCKET", "")
-    token = options.get("token") or os.environ.get("DOCKYARD_AGENT_TOKEN", "")
+    token_file = options.get("token-file") or os.environ.get("DOCKYARD_AGENT_TOKEN_FILE", "")
+    token = options.get("token") or ("" if token_file else os.environ.get("DOCKYARD_AGENT_TOKEN", ""))
+    if token_file and not token:
+        try:
+            token = read_token(token_file)
+        except OSError as exc:
+            log(f"cannot read the agent token: {exc}")
+            return 2
     if not socket_path or not token:
-        log("no control plane: set DOCKYARD_AGENT_SOCKET and DOCKYARD_AGENT_TOKEN (or --socket and --token)")
+        log(
+            "no control plane: set DOCKYARD_AGENT_SOCKET and DOCKYARD_AGENT_TOKEN_FILE "
+            "(or --socket and --token-file)"
+        )
         return 2
 
     async def run() -> int:

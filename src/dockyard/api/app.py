@@ -33,7 +33,9 @@ from dockyard.sdk.models import ErrorResponse
 from dockyard.store.db import make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES
-from dockyard.tunnel.hub import AgentHub, install_agent
+from dockyard.tunnel.hub import AgentHub
+from dockyard.tunnel.install import install_agent
+from dockyard.tunnel.links import AgentLinks
 
 log = logs.get(__name__)
 
@@ -85,9 +87,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_agent(settings.agent_dir)
-        hub = AgentHub(
-            app.state.sessions, settings.agent_dir / "agent.sock", heartbeat=settings.agent_heartbeat
-        )
+        links = AgentLinks(settings.agent_links_dir)
+        hub = AgentHub(app.state.sessions, links, heartbeat=settings.agent_heartbeat)
         await hub.start()
         app.state.hub = hub
         gateway = Gateway(app.state.sessions, hub, settings)
@@ -104,6 +105,8 @@ def create_app(
             workers=settings.provisioner_workers,
             reconcile_interval=settings.reconcile_interval,
             agent_dir=settings.agent_dir,
+            agent_links=links,
+            data_dir=settings.data_dir,
             warm_networks=settings.warm_networks,
         )
         background.start()

@@ -185,6 +185,7 @@ def provisioner(
     from dockyard.runtimes.factory import make_runtime
     from dockyard.store.db import make_engine, make_sessionmaker
     from dockyard.store.migrate import current_revision, head_revision
+    from dockyard.tunnel.links import AgentLinks
 
     logs.configure(log_format)
     settings = Settings(data_dir=data_dir, database_url=database_url)
@@ -201,6 +202,8 @@ def provisioner(
         workers=workers,
         lifecycle=False,
         agent_dir=settings.agent_dir,
+        agent_links=AgentLinks(settings.agent_links_dir),
+        data_dir=settings.data_dir,
     )
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import signal
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from dockyard import logs as logging
 from dockyard.provisioner import events, logs, queue
+from dockyard.provisioner.instance import Instance
 from dockyard.provisioner.worker import stale_after
 from dockyard.runtimes.base import ContainerState, ManagedResource, Observation, Runtime
 from dockyard.sdk.models import BuildStatus, Transition
@@ -29,15 +31,30 @@ _DRIFT_REASONS = {
     ContainerState.OOM_KILLED: "the container was killed for running out of memory",
     ContainerState.STOPPED: "the container was stopped outside Dockyard",
 }
+# A stop sends SIGTERM; any other signal that ended the workload is what happened, not "stopped".
+_STOP_SIGNAL = signal.SIGTERM
+
+
+def killed_by(exit_code: int | None) -> str | None:
+    """The signal that ended a workload, from its exit code (128 + the number): 137 is "killed (SIGKILL)"."""
+    if exit_code is None or not 128 < exit_code < 128 + 65:
+        return None
+    try:
+        return f"killed ({signal.Signals(exit_code - 128).name})"
+    except ValueError:
+        return f"killed (signal {exit_code - 128})"
 
 
 def drift_reason(observation: Observation) -> str | None:
     if observation.state == ContainerState.RUNNING:
         return None
+    killed = killed_by(observation.exit_code)
     if observation.state == ContainerState.EXITED:
         return f"the container exited with code {observation.exit_code}" + (
-            f": {observation.detail}" if observation.detail else ""
+            f": {killed}" if killed else f": {observation.detail}" if observation.detail else ""
         )
+    if observation.state == ContainerState.STOPPED and killed and observation.exit_code != 128 + _STOP_SIGNAL:
+        return f"the container's workload was {killed}"
     return _DRIFT_REASONS[observation.state]
 
 
@@ -50,7 +67,26 @@ def recover_stale_builds(db: Session) -> int:
             WorkspaceBuild.heartbeat_at < cutoff,
         )
     ).all()
-    for build in stale:
+    return _requeue(db, list(stale), why="its worker stopped sending heartbeats")
+
+
+def recover_orphaned_builds(db: Session, instance: Instance) -> int:
+    """Requeue at once the builds of processes on this data dir that are certainly gone (provisioner/instance.py).
+
+    Run at start (a server restarted after a crash takes its builds back before any agent of theirs reports)
+    and on every reconciliation pass.
+    """
+    claimed = db.scalars(
+        select(WorkspaceBuild).where(
+            WorkspaceBuild.status.in_([BuildStatus.RUNNING, BuildStatus.CANCELING]),
+            WorkspaceBuild.worker.is_not(None),
+        )
+    ).all()
+    return _requeue(db, [b for b in claimed if instance.is_gone(b.worker)], why="its process ended")
+
+
+def _requeue(db: Session, builds: list[WorkspaceBuild], *, why: str) -> int:
+    for build in builds:
         if build.cancel_requested:
             build.status, build.error = BuildStatus.CANCELED, "canceled (its worker stopped)"
             build.completed_at = utcnow()
@@ -60,11 +96,13 @@ def recover_stale_builds(db: Session) -> int:
             build.completed_at = utcnow()
         else:
             build.status, build.worker = BuildStatus.PENDING, None
-        log.warning("recovered stale build", build=build.id, now=build.status, attempts=build.attempts)
+        log.warning("recovered build", build=build.id, why=why, now=build.status, attempts=build.attempts)
     db.commit()
-    if stale:
+    if builds:
         queue.wakeup.notify()
-    return len(stale)
+        for build in builds:
+            events.changed(build.workspace_id)
+    return len(builds)
 
 
 def _running_workspaces(db: Session, *, finished_before: datetime) -> list[Workspace]:

@@ -12,8 +12,10 @@ from dockyard import logs as logging
 from dockyard.lifecycle import reconcile, ttl
 from dockyard.lifecycle.warmpool import WarmPool
 from dockyard.provisioner import queue
+from dockyard.provisioner.instance import Instance
 from dockyard.provisioner.worker import Worker
 from dockyard.runtimes.base import Runtime, RuntimeFailure
+from dockyard.tunnel.links import AgentLinks
 
 log = logging.get(__name__)
 
@@ -28,9 +30,14 @@ class Background:
         reconcile_interval: float = 5.0,
         lifecycle: bool = True,
         agent_dir: Path | None = None,
+        agent_links: AgentLinks | None = None,
+        data_dir: Path | None = None,
         warm_networks: dict[str, int] | None = None,
     ) -> None:
         self.agent_dir = agent_dir
+        self.agent_links = agent_links
+        # Signs the builds this process claims, so a restart recovers them at once (provisioner/instance.py).
+        self.instance = Instance.acquire(data_dir) if data_dir is not None else None
         self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks) if warm_networks else None
         self.sessions = sessions
         self.runtime = runtime
@@ -41,8 +48,18 @@ class Background:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        if self.instance is not None:
+            with self.sessions() as db:
+                reconcile.recover_orphaned_builds(db, self.instance)
         for index in range(self.workers):
-            worker = Worker(self.sessions, self.runtime, name=f"worker-{index}", agent_dir=self.agent_dir)
+            name = f"worker-{index}"
+            worker = Worker(
+                self.sessions,
+                self.runtime,
+                name=self.instance.worker_name(name) if self.instance is not None else name,
+                agent_dir=self.agent_dir,
+                links=self.agent_links,
+            )
             self._spawn(f"provisioner-{index}", lambda w=worker: w.run(self.stop_event))  # type: ignore[misc]
         if self.lifecycle:
             self._spawn("lifecycle", self._loop)
@@ -61,11 +78,16 @@ class Background:
         queue.wakeup.notify()
         for thread in self.threads:
             thread.join(timeout)
+        if self.instance is not None:
+            self.instance.release()
 
     def tick(self) -> None:
         """One pass of every lifecycle loop (the loop calls this; tests call it directly)."""
         with self.sessions() as db:
             reconcile.recover_stale_builds(db)
+        if self.instance is not None:
+            with self.sessions() as db:
+                reconcile.recover_orphaned_builds(db, self.instance)
         with self.sessions() as db:
             ttl.enforce_deadlines(db)
         with self.sessions() as db:

@@ -23,9 +23,11 @@ from dockyard.sdk.models import BuildStatus, Transition
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import service as templates
+from dockyard.tunnel import links as agent_links
 from dockyard.tunnel import state as agent_state
 from dockyard.tunnel import tokens as tunnel_tokens
-from dockyard.tunnel.hub import agent_command
+from dockyard.tunnel.install import agent_command
+from dockyard.tunnel.links import AgentLinks
 from dockyard.units import parse_size
 
 log = logging.get(__name__)
@@ -77,11 +79,13 @@ class Worker:
         *,
         name: str | None = None,
         agent_dir: Path | None = None,
+        links: AgentLinks | None = None,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
         # None only where no agent can run (unit tests with a fake runtime): the workspace then just sleeps.
         self.agent_dir = agent_dir
+        self.links = links
         self.name = name or f"{socket.gethostname()}:{threading.get_ident()}"
         self._current: str | None = None
 
@@ -149,7 +153,7 @@ class Worker:
             elif transition == Transition.STOP:
                 ctx.phase("stop", lambda: self.runtime.stop(self._workspace_id(build_id), ctx.log))
             else:
-                ctx.phase("delete", lambda: self.runtime.delete(self._workspace_id(build_id), ctx.log))
+                ctx.phase("delete", lambda: self._delete(self._workspace_id(build_id), ctx))
         except Canceled as exc:
             status, error = BuildStatus.CANCELED, exc.message
         except DockyardError as exc:
@@ -169,6 +173,12 @@ class Worker:
             build = db.get(WorkspaceBuild, build_id)
             assert build is not None
             return build.workspace_id
+
+    def _delete(self, workspace_id: str, ctx: BuildContext) -> None:
+        self.runtime.delete(workspace_id, ctx.log)
+        # Only once the container is gone: its agent has no further use for the link.
+        if self.links is not None:
+            self.links.remove(workspace_id)
 
     def _start(self, ctx: BuildContext) -> None:
         with self.sessions() as db:
@@ -214,12 +224,17 @@ class Worker:
             "DOCKYARD_WORKSPACE_OWNER": names[2],
         }
         agent: dict[str, Any] = {}
-        if self.agent_dir is not None:
-            env["DOCKYARD_AGENT_SOCKET"] = f"{AGENT_MOUNT}/agent.sock"
-            env["DOCKYARD_AGENT_TOKEN"] = agent_token
+        if self.agent_dir is not None and self.links is not None:
+            # The token travels in a file of the workspace's private link, never in the container's
+            # environment, which `docker inspect` shows to anyone with access to the engine.
+            env["DOCKYARD_AGENT_SOCKET"] = f"{agent_links.MOUNT}/{agent_links.SOCKET_NAME}"
+            env["DOCKYARD_AGENT_TOKEN_FILE"] = f"{agent_links.MOUNT}/{agent_links.TOKEN_NAME}"
             agent = {
                 "command": agent_command(f"{AGENT_MOUNT}/agent.py"),
-                "mounts": (BindMount(str(self.agent_dir), AGENT_MOUNT),),
+                "mounts": (
+                    BindMount(str(self.agent_dir), AGENT_MOUNT),
+                    BindMount(str(self.links.folder(names[0])), agent_links.MOUNT),
+                ),
             }
         spec = WorkspaceSpec(
             workspace_id=names[0],
@@ -239,6 +254,8 @@ class Worker:
             env=env,
             **agent,
         )
+        if self.links is not None and agent:
+            self.links.prepare(spec.workspace_id, token=agent_token, uid=spec.uid)
         observation = ctx.phase("container", lambda: self.runtime.start(spec, ctx.log))
         assert isinstance(observation, Observation)
         ctx.timings.update({f"container.{step}": seconds for step, seconds in observation.timings.items()})

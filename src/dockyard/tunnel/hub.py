@@ -1,24 +1,22 @@
 """The control plane's end of the agent protocol (docs/AGENT_PROTOCOL.md).
 
-Agents dial the hub's unix socket. The first connection of an agent is its control connection: the hub keeps it,
-pings it, and records what the agent reports (lifecycle, startup-script output, stats). Every client that needs a
-stream calls `open`, which asks the agent over the control connection to dial a new connection for that stream.
+Agents dial the hub's socket in their workspace's private link folder (tunnel/links.py); the listener that
+accepted a connection is its origin, the workspace the transport proves it comes from, and the token it presents
+must name that same workspace. The first connection of an agent is its control connection: the hub keeps it,
+pings it, and records what the agent reports (lifecycle, startup-script output, stats). A live control
+connection is never displaced: a second hello for its workspace is refused unless the first one fails a ping.
+Every client that needs a stream calls `open`, which asks the agent over the control connection to dial a new
+connection for that stream, through the same private socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
 import json
-import os
-import py_compile
 import secrets
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,55 +26,25 @@ from dockyard.errors import Conflict
 from dockyard.provisioner import events
 from dockyard.tunnel import frames, state, tokens
 from dockyard.tunnel.frames import FrameStream, ProtocolError
+from dockyard.tunnel.links import AgentLinks, Origin
+from dockyard.tunnel.listeners import LinkSockets
 
 log = logging.get(__name__)
 
-# Unix socket paths are limited to 108 bytes by the kernel.
-MAX_SOCKET_PATH = 107
 HELLO_TIMEOUT = 10.0
+# How long a live control connection has to answer a ping before a newcomer from its workspace replaces it.
+PROBE_TIMEOUT = 2.0
+# Refusals are audited at most this often per workspace and reason, so a looping process cannot flood the log.
+AUDIT_EVERY = 10.0
 
 
-# How a workspace runs the agent (the folder is mounted read-only at /run/dockyard): as a module, so that Python
-# loads the bytecode compiled here instead of compiling 1,700 lines at every start (~9 ms of CPU, which adds up
-# when many workspaces start at once; a script named on the command line is never loaded from bytecode). `-I`
-# keeps the user's home (the working directory) and PYTHON* variables out of the agent's imports. The path stays
-# the last argument so that the process is still found as `.../agent.py`.
-LAUNCHER = (
-    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1).rpartition('/')[0]); "
-    "runpy.run_module('agent', run_name='__main__', alter_sys=True)"
-)
+class Refused(Exception):
+    """A connection the hub turns away; the message goes to the agent and the audit log."""
 
-
-def agent_command(path: str) -> list[str]:
-    return ["python3", "-I", "-c", LAUNCHER, path]
-
-
-def install_agent(agent_dir: Path) -> Path:
-    """Put this version's agent script where workspaces find it; running agents keep the copy they read.
-
-    Its bytecode goes next to it, for workspaces whose Python is this server's version; hash-checked, so a
-    stale or foreign file is ignored, and any other Python compiles the source as before.
-    """
-    agent_dir.mkdir(parents=True, exist_ok=True)
-    source = resources.files("dockyard.agent").joinpath("agent.py").read_bytes()
-    target = agent_dir / "agent.py"
-    if not target.exists() or target.read_bytes() != source:
-        staging = agent_dir / f".agent.py.{os.getpid()}"
-        staging.write_bytes(source)
-        staging.chmod(0o644)
-        staging.replace(target)
-    bytecode = Path(importlib.util.cache_from_source(str(target)))
-    staging = bytecode.with_name(f".{bytecode.name}.{os.getpid()}")
-    py_compile.compile(
-        str(target),
-        cfile=str(staging),
-        doraise=True,
-        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
-    )
-    bytecode.parent.chmod(0o755)
-    staging.chmod(0o644)
-    staging.replace(bytecode)
-    return target
+    def __init__(self, reason: str, *, claimed: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.claimed = claimed
 
 
 class AgentUnavailable(Conflict):
@@ -88,39 +56,62 @@ class AgentSession:
     workspace_id: str
     stream: FrameStream
     version: str
+    origin: Origin
     connected_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
+    # Frames received so far; a probe looks for this to move after its ping.
+    frames: int = 0
+    closed: bool = False
     lifecycle: str = "created"
+    welcome: dict[str, Any] = field(default_factory=dict)
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self.send_lock:
             await self.stream.send_json(message)
 
+    def heard(self) -> None:
+        self.frames += 1
+        self.last_seen = time.monotonic()
+
+    async def probe(self, timeout: float) -> bool:
+        """Whether the connection answers a ping within `timeout` (a half-open one never does)."""
+        before = self.frames
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self.send({"type": "ping"}), timeout)
+        except (TimeoutError, ConnectionError, OSError):
+            return False
+        while not self.closed and time.monotonic() < deadline:
+            if self.frames > before:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
 
 class AgentHub:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        socket_path: Path,
+        links: AgentLinks,
         *,
         heartbeat: float = 15.0,
         stats_interval: float = 15.0,
         open_timeout: float = 10.0,
+        probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
-        if len(str(socket_path)) > MAX_SOCKET_PATH:
-            raise ValueError(
-                f"the agent socket path {socket_path} is longer than {MAX_SOCKET_PATH} bytes; "
-                "choose a shorter --data-dir"
-            )
         self.sessions = sessions
-        self.socket_path = socket_path
+        self.links = links
         self.heartbeat = heartbeat
         self.stats_interval = stats_interval
         self.open_timeout = open_timeout
+        self.probe_timeout = probe_timeout
+        self.sockets = LinkSockets(links, self._accept)
         self._agents: dict[str, AgentSession] = {}
+        # One hello at a time per workspace, so two newcomers cannot both pass the liveness check.
+        self._admitting: dict[str, asyncio.Lock] = {}
         self._pending: dict[str, tuple[str, asyncio.Future[FrameStream]]] = {}
-        self._server: asyncio.AbstractServer | None = None
+        self._audited: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._key: bytes = b""
 
@@ -128,31 +119,27 @@ class AgentHub:
 
     async def start(self) -> None:
         self._key = await asyncio.to_thread(self._load_key)
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        # The folder is mounted into every workspace, where the agent runs as an unprivileged user.
-        os.chmod(self.socket_path.parent, 0o755)  # noqa: S103 - read by workspace users
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
-        # Any local user may connect; only a valid agent token gets anything back.
-        os.chmod(self.socket_path, 0o666)  # noqa: S103
+        # Links of workspaces deleted while no server ran (a delete build removes its own).
+        present = await asyncio.to_thread(self.links.workspace_ids)
+        live = await asyncio.to_thread(state.live_workspaces, self.sessions, present)
+        for workspace_id in present - live:
+            await asyncio.to_thread(self.links.remove, workspace_id)
+        await self.sockets.start()
+        self._spawn(self.sockets.run())
         self._spawn(self._ping_loop())
-        log.info("agent hub listening", socket=str(self.socket_path))
+        log.info("agent hub listening", links=str(self.links.root), workspaces=len(live))
 
     def _load_key(self) -> bytes:
         with self.sessions() as db:
             return tokens.load_key(db)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        await self.sockets.close()
         for session in list(self._agents.values()):
             await session.stream.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
@@ -192,66 +179,103 @@ class AgentHub:
 
     # --- connections from agents -----------------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         stream = FrameStream(reader, writer)
         try:
             first = await asyncio.wait_for(stream.read_json(), HELLO_TIMEOUT)
             kind = first.get("type")
             if kind == "hello":
-                await self._control(stream, first)
+                await self._control(origin, stream, first)
             elif kind == "attach":
-                await self._attach(stream, first)
+                await self._attach(origin, stream, first)
             else:
                 raise ProtocolError(f"unexpected first message {kind!r}")
+        except Refused as exc:
+            log.warning(
+                "agent connection refused",
+                origin=origin.describe(),
+                reason=exc.reason,
+                claimed=exc.claimed,
+            )
+            await self._audit_refusal(origin, exc)
+            await stream.send_json({"type": "reject", "error": exc.reason})
+            await stream.close()
         except (TimeoutError, EOFError, ConnectionError, ProtocolError, ValueError) as exc:
-            log.info("agent connection refused or ended", error=str(exc) or exc.__class__.__name__)
+            log.info(
+                "agent connection ended", origin=origin.describe(), error=str(exc) or exc.__class__.__name__
+            )
             await stream.close()
 
-    def _workspace_of(self, message: dict[str, Any]) -> str | None:
-        token = message.get("token")
-        return tokens.verify(self._key, token) if isinstance(token, str) else None
+    async def _audit_refusal(self, origin: Origin, refusal: Refused) -> None:
+        key = (origin.workspace_id, refusal.reason)
+        now = time.monotonic()
+        if now - self._audited.get(key, -AUDIT_EVERY) < AUDIT_EVERY:
+            return
+        self._audited[key] = now
+        if len(self._audited) > 4096:
+            self._audited = {k: t for k, t in self._audited.items() if now - t < AUDIT_EVERY}
+        await asyncio.to_thread(state.refused, self.sessions, origin, refusal.reason, claimed=refusal.claimed)
 
-    async def _attach(self, stream: FrameStream, message: dict[str, Any]) -> None:
+    def _authenticate(self, origin: Origin, message: dict[str, Any]) -> str:
+        """The workspace a connection may act for: its origin's, and only if its token names that one too."""
+        token = message.get("token")
+        claimed = tokens.verify(self._key, token) if isinstance(token, str) else None
+        if claimed is None:
+            raise Refused("unknown or revoked agent token")
+        if claimed != origin.workspace_id:
+            # A token is not enough: it must come from where its workspace's agent lives.
+            raise Refused("this agent token belongs to another workspace", claimed=claimed)
+        return claimed
+
+    async def _attach(self, origin: Origin, stream: FrameStream, message: dict[str, Any]) -> None:
+        workspace_id = self._authenticate(origin, message)
         stream_id = str(message.get("stream", ""))
         pending = self._pending.get(stream_id)
-        workspace_id = self._workspace_of(message)
         # A stream id is only good for the agent it was sent to: another workspace's agent cannot take it.
         if pending is None or workspace_id != pending[0] or pending[1].done():
             raise ProtocolError("attach to an unknown stream")
         pending[1].set_result(stream)
 
-    async def _control(self, stream: FrameStream, hello: dict[str, Any]) -> None:
-        workspace_id = self._workspace_of(hello)
-        welcome = (
-            await asyncio.to_thread(state.welcome, self.sessions, workspace_id) if workspace_id else None
-        )
-        if workspace_id is None or welcome is None:
-            await stream.send_json({"type": "reject", "error": "unknown or revoked agent token"})
-            await stream.close()
-            return
-        version = str(hello.get("version", ""))[:32]
-        session = AgentSession(workspace_id, stream, version)
-        previous = self._agents.get(workspace_id)
-        self._agents[workspace_id] = session
-        if previous is not None:
-            # A re-dial that beat the old connection's timeout: the newest connection is the live one.
-            await previous.stream.close()
-        await session.send(
-            {
-                "type": "welcome",
-                "workspace_id": workspace_id,
-                **welcome,
-                "heartbeat": self.heartbeat,
-                "stats_interval": self.stats_interval,
-            }
-        )
-        await asyncio.to_thread(state.connected, self.sessions, workspace_id, version)
-        events.changed(workspace_id)
-        log.info("agent connected", workspace=workspace_id, version=version)
+    async def _admit(self, origin: Origin, stream: FrameStream, hello: dict[str, Any]) -> AgentSession:
+        workspace_id = self._authenticate(origin, hello)
+        welcome = await asyncio.to_thread(state.welcome, self.sessions, workspace_id)
+        if welcome is None:
+            raise Refused("unknown or revoked agent token")
+        lock = self._admitting.setdefault(workspace_id, asyncio.Lock())
+        async with lock:
+            previous = self._agents.get(workspace_id)
+            if previous is not None:
+                if await previous.probe(self.probe_timeout):
+                    raise Refused(
+                        "another agent is already connected for this workspace", claimed=workspace_id
+                    )
+                # A restarted agent whose old connection is dead or half-open: the newcomer takes over.
+                log.info("replacing an unresponsive agent connection", workspace=workspace_id)
+                await previous.stream.close()
+            session = AgentSession(workspace_id, stream, str(hello.get("version", ""))[:32], origin)
+            self._agents[workspace_id] = session
+        session.welcome = {
+            "type": "welcome",
+            "workspace_id": workspace_id,
+            **welcome,
+            "heartbeat": self.heartbeat,
+            "stats_interval": self.stats_interval,
+        }
+        return session
+
+    async def _control(self, origin: Origin, stream: FrameStream, hello: dict[str, Any]) -> None:
+        session = await self._admit(origin, stream, hello)
+        workspace_id, version = session.workspace_id, session.version
         try:
+            await session.send(session.welcome)
+            await asyncio.to_thread(state.connected, self.sessions, workspace_id, version)
+            events.changed(workspace_id)
+            log.info("agent connected", workspace=workspace_id, version=version, origin=origin.describe())
             while True:
                 kind, payload = await stream.read()
-                session.last_seen = time.monotonic()
+                session.heard()
                 if kind == frames.JSON:
                     await self._report(session, json.loads(payload))
         except (EOFError, ConnectionError):
@@ -259,6 +283,7 @@ class AgentHub:
         except (ProtocolError, ValueError) as exc:
             log.warning("agent sent a bad message", workspace=workspace_id, error=str(exc))
         finally:
+            session.closed = True
             await stream.close()
             if self._agents.get(workspace_id) is session:
                 del self._agents[workspace_id]

@@ -8,23 +8,36 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from dockyard.accounts.actor import Actor
 from dockyard.provisioner import logs
 from dockyard.sdk import models as wire
+from dockyard.store import audit
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import service as templates
+from dockyard.tunnel.links import Origin
 from dockyard.units import parse_duration
 
 # A row that says "connected" but has not been refreshed for this long belongs to a server that died.
 STALE_AFTER = timedelta(seconds=90)
 # Activity is written at most this often per workspace: idle auto-stop needs minutes, not milliseconds.
 ACTIVITY_EVERY = timedelta(seconds=30)
+# Who audit rows about agent connections name: whatever connected, not a user.
+AGENT_ACTOR = Actor(
+    user_id="", username="agent", role=wire.Role.MEMBER, organization_id="", scopes=frozenset()
+)
 SETTLED = {wire.AgentLifecycle.READY, wire.AgentLifecycle.START_ERROR, wire.AgentLifecycle.START_TIMEOUT}
 
 
 def reset(db: Session, workspace_id: str, build_id: str) -> None:
-    """A start build is about to (re)start the container: the agent starts over."""
+    """A start build is about to (re)start the container: the agent starts over.
+
+    Not when the build is being retried (its worker died): the container this build started may be running
+    already, and its agent, connected and reporting, will not say again what it said before.
+    """
     row = db.get(WorkspaceAgent, workspace_id)
+    if row is not None and row.build_id == build_id:
+        return
     if row is None:
         row = WorkspaceAgent(workspace_id=workspace_id, stats={}, ports=[])
         db.add(row)
@@ -66,6 +79,35 @@ def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any
             "startup_timeout": parse_duration(rendered.startup_timeout).total_seconds(),
             "shutdown_script": rendered.shutdown_script,
         }
+
+
+def live_workspaces(sessions: sessionmaker[Session], workspace_ids: set[str]) -> set[str]:
+    """Those of `workspace_ids` that exist and are not deleted."""
+    if not workspace_ids:
+        return set()
+    with sessions() as db:
+        return set(
+            db.scalars(
+                select(Workspace.id).where(Workspace.id.in_(workspace_ids), Workspace.deleted.is_(False))
+            )
+        )
+
+
+def refused(sessions: sessionmaker[Session], origin: Origin, reason: str, *, claimed: str | None) -> None:
+    """An audit row for a connection the hub turned away: a security event in the workspace it came from."""
+    with sessions() as db:
+        workspace = db.get(Workspace, origin.workspace_id)
+        audit.record(
+            db,
+            AGENT_ACTOR,
+            "agent.refused",
+            resource_type="workspace",
+            resource_id=origin.workspace_id,
+            resource_name=workspace.name if workspace is not None else "",
+            status_code=403,
+            detail={"reason": reason, "transport": origin.transport, "claimed_workspace": claimed},
+        )
+        db.commit()
 
 
 def _row(db: Session, workspace_id: str) -> WorkspaceAgent:
