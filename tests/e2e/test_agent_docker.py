@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 
 import pytest
@@ -176,3 +177,29 @@ def test_stop_and_start_reconnects_and_keeps_home(live: LiveServer) -> None:
     assert ready.agent is not None
     assert ready.agent.lifecycle == m.AgentLifecycle.READY
     assert live.client.read_file(ws.id, "kept.txt") == b"still here"
+
+
+def test_websocket_clients_that_vanish_are_not_errors(live: LiveServer) -> None:
+    ws = live.workspace("dev")
+    base = live.url.replace("http://", "ws://") + f"/api/v2/workspaces/{ws.id}"
+    headers = {"Authorization": f"Bearer {live.token}"}
+    logged = len(live.log().splitlines())
+
+    def vanish(path: str, *first: str | bytes, read: bool = True) -> None:
+        with ws_connect(base + path, additional_headers=headers) as conn:
+            for message in first:
+                conn.send(message)
+            if read:
+                conn.recv(timeout=10)
+            # Gone without a close frame, while output is still flowing (a laptop lid, a killed client).
+            conn.socket.shutdown(socket.SHUT_RDWR)
+
+    vanish("/exec/stream", json.dumps({"command": "yes"}))
+    vanish("/pty?reconnect=vanish", b"yes\n")
+    vanish("/exec/stream", read=False)
+    vanish("/exec/stream", json.dumps({"command": "sleep 30", "timeout": 1}), read=False)
+    time.sleep(3)
+    assert _sh(live, ws, "echo still").stdout == "still\n"
+    events = [json.loads(line) for line in live.log().splitlines()[logged:] if line.startswith("{")]
+    problems = [e for e in events if e.get("level") in ("error", "critical", "warning")]
+    assert problems == [], problems

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, WebSocket, status
+from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
@@ -68,7 +68,11 @@ async def exec_stream(
     await _ready(websocket, db, workspace.id, hub)
     await websocket.accept()
     try:
-        start = wire.ExecStreamRequest.model_validate_json(await websocket.receive_text())
+        first = await websocket.receive_text()
+    except WebSocketDisconnect:
+        return  # the client left before asking for anything: nothing to do, nothing went wrong
+    try:
+        start = wire.ExecStreamRequest.model_validate_json(first)
     except (ValidationError, ValueError) as exc:
         raise ValidationFailed(
             "Invalid exec request.",
@@ -93,17 +97,18 @@ async def exec_stream(
         )
     except TimeoutError:
         await stream.send_json({"type": "kill"})
-        await websocket.send_text(
-            json.dumps({"type": "exit", "exit_code": None, "signal": "KILL", "timed_out": True})
-        )
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await websocket.send_text(
+                json.dumps({"type": "exit", "exit_code": None, "signal": "KILL", "timed_out": True})
+            )
     finally:
         await stream.close()
     await _close(websocket)
 
 
 async def _close(websocket: WebSocket, code: int = 1000) -> None:
-    # The client may have closed first.
-    with contextlib.suppress(RuntimeError):
+    # The client may have closed first, or gone away without a close: a disconnect is how sessions end.
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await websocket.close(code)
 
 
