@@ -257,8 +257,11 @@ class AgentEnv:
         # Set by a test that makes the agent fail on purpose, so the fixture accepts tracebacks in its stderr.
         self.expect_errors = False
 
-    async def start(self, *, token: str = TOKEN, wrapper: str | None = None, **welcome: Any) -> FakePlane:
-        """Start the plane and the agent; `wrapper` is Python code run instead, with the agent's path as argv[1]."""
+    async def start(
+        self, *, token: str = TOKEN, token_file: str | None = None, wrapper: str | None = None, **welcome: Any
+    ) -> FakePlane:
+        """Start the plane and the agent; `wrapper` is Python code run instead, with the agent's path as argv[1].
+        With `token_file` the agent reads its token from that file (as in a workspace) instead of `--token`."""
         self.plane = FakePlane(os.path.join(self.socket_dir, "agent.sock"), welcome=welcome)
         await self.plane.start()
         env = {**os.environ, "HOME": str(self.home), "DOCKYARD_WORKSPACE_NAME": "dev"}
@@ -270,8 +273,7 @@ class AgentEnv:
                 str(AGENT),
                 "--socket",
                 self.plane.path,
-                "--token",
-                token,
+                *(["--token-file", token_file] if token_file else ["--token", token]),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,

@@ -6,6 +6,7 @@ import asyncio
 import platform
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,34 @@ async def test_unreachable_control_plane_is_retried(agent: AgentEnv) -> None:
     assert "cannot reach the control plane" in agent.stderr()
     assert agent.process is not None
     assert agent.process.returncode is None
+
+
+async def test_the_token_can_come_from_a_file_kept_out_of_child_processes(
+    agent: AgentEnv, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    plane = await agent.start(token_file=str(token_file))
+    control = await plane.control()
+    await control.wait_state("ready")
+    assert control.hello["token"] == TOKEN
+    # Streams attach with it too, and programs the agent runs see neither the token nor where it is.
+    stream = await control.open("exec", argv=["env"])
+    output = await stream.collect()
+    assert b"DOCKYARD_WORKSPACE_NAME=dev" in output.stdout
+    assert b"DOCKYARD_AGENT_TOKEN" not in output.stdout
+    assert TOKEN.encode() not in output.stdout
+
+
+async def test_an_unreadable_token_file_stops_the_agent_with_a_reason(
+    agent: AgentEnv, tmp_path: Path
+) -> None:
+    plane = await agent.start(token_file=str(tmp_path / "missing"))
+    assert agent.process is not None
+    assert await asyncio.wait_for(agent.process.wait(), 10) == 2
+    assert plane.hellos == []
+    assert agent.stderr() == (
+        f"dockyard-agent: cannot read the agent token: [Errno 2] No such file or directory: "
+        f"'{tmp_path / 'missing'}'\n"
+    )
