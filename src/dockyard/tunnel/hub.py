@@ -108,8 +108,9 @@ class AgentHub:
         self.probe_timeout = probe_timeout
         self.sockets = LinkSockets(links, self._accept)
         self._agents: dict[str, AgentSession] = {}
-        # One hello at a time per workspace, so two newcomers cannot both pass the liveness check.
-        self._admitting: dict[str, asyncio.Lock] = {}
+        # Per workspace: one hello at a time, so two newcomers cannot both pass the liveness check, and the
+        # connection state written in the order the connections came and went.
+        self._locks: dict[str, asyncio.Lock] = {}
         self._pending: dict[str, tuple[str, asyncio.Future[FrameStream]]] = {}
         self._audited: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -218,6 +219,9 @@ class AgentHub:
             self._audited = {k: t for k, t in self._audited.items() if now - t < AUDIT_EVERY}
         await asyncio.to_thread(state.refused, self.sessions, origin, refusal.reason, claimed=refusal.claimed)
 
+    def _lock(self, workspace_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(workspace_id, asyncio.Lock())
+
     def _authenticate(self, origin: Origin, message: dict[str, Any]) -> str:
         """The workspace a connection may act for: its origin's, and only if its token names that one too."""
         token = message.get("token")
@@ -243,8 +247,7 @@ class AgentHub:
         welcome = await asyncio.to_thread(state.welcome, self.sessions, workspace_id)
         if welcome is None:
             raise Refused("unknown or revoked agent token")
-        lock = self._admitting.setdefault(workspace_id, asyncio.Lock())
-        async with lock:
+        async with self._lock(workspace_id):
             previous = self._agents.get(workspace_id)
             if previous is not None:
                 if await previous.probe(self.probe_timeout):
@@ -256,6 +259,11 @@ class AgentHub:
                 await previous.stream.close()
             session = AgentSession(workspace_id, stream, str(hello.get("version", ""))[:32], origin)
             self._agents[workspace_id] = session
+            try:
+                await asyncio.to_thread(state.connected, self.sessions, workspace_id, session.version)
+            except BaseException:
+                del self._agents[workspace_id]
+                raise
         session.welcome = {
             "type": "welcome",
             "workspace_id": workspace_id,
@@ -270,7 +278,6 @@ class AgentHub:
         workspace_id, version = session.workspace_id, session.version
         try:
             await session.send(session.welcome)
-            await asyncio.to_thread(state.connected, self.sessions, workspace_id, version)
             events.changed(workspace_id)
             log.info("agent connected", workspace=workspace_id, version=version, origin=origin.describe())
             while True:
@@ -285,11 +292,12 @@ class AgentHub:
         finally:
             session.closed = True
             await stream.close()
-            if self._agents.get(workspace_id) is session:
-                del self._agents[workspace_id]
-                await asyncio.to_thread(state.disconnected, self.sessions, workspace_id)
-                events.changed(workspace_id)
-                log.info("agent disconnected", workspace=workspace_id)
+            async with self._lock(workspace_id):
+                if self._agents.get(workspace_id) is session:
+                    del self._agents[workspace_id]
+                    await asyncio.to_thread(state.disconnected, self.sessions, workspace_id)
+                    events.changed(workspace_id)
+                    log.info("agent disconnected", workspace=workspace_id)
 
     async def _report(self, session: AgentSession, message: dict[str, Any]) -> None:
         kind = message.get("type")
