@@ -99,6 +99,16 @@ def test_empty_apps_and_plain_egress_are_fine(h: Harness) -> None:
             "line 2: b is not shell-quoted; write {{ b | quote }}",
         ),
         (
+            'echo "{{ parameters.branch | quote }}"',
+            "line 1: parameters.branch is inside double quotes, where `| quote` does not protect it; "
+            "write it as a bare word",
+        ),
+        (
+            "cat > notes <<EOF\nbranch: {{ parameters.branch | quote }}\nEOF",
+            "line 2: parameters.branch is inside a here-document, where `| quote` does not protect it; "
+            "write it as a bare word",
+        ),
+        (
             "echo {{ parameters.branch | quote | upper }}",
             "line 1: an expression is not shell-quoted; end it with `| quote`",
         ),
@@ -118,8 +128,9 @@ def test_a_parameter_written_unquoted_into_a_script_is_refused(h: Harness, scrip
 def test_quoted_and_dockyard_checked_values_are_accepted_in_scripts(h: Harness) -> None:
     script = (
         "echo {{ parameters.branch | quote }} {{ parameters.branch | shquote }} {{ parameters.ttl_hours | int }}\n"
-        "echo {{ workspace.name }} {{ owner.username }} {{ 'literal' }}\n"
-        "{% if parameters.branch %}true{% endif %}\n"
+        "echo {{ workspace.name }} \"{{ owner.username }}\" {{ 'literal' }}\n"
+        "{% if parameters.branch %}x=$(printf '%s' {{ parameters.branch | quote }}){% endif %}\n"
+        "cat <<'EOF' > notes\nplain text\nEOF\ngit checkout -- {{ parameters.branch | quote }}  # a comment\n"
     )
     template = h.template(name="py", startup_script=script, shutdown_script="echo {{ workspace.id }}")
     assert template.active_version is not None

@@ -10,24 +10,19 @@ import functools
 import shlex
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, nodes
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import ValidationError
 
 from dockyard.errors import Validation, ValidationFailed
 from dockyard.sdk.manifest import TemplateManifest
+from dockyard.templates import scriptlint
 from dockyard.templates.errors import pydantic_validations
 
 _env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 # `{{ parameters.repo | quote }}` puts a value into a shell script as one word, whatever it contains.
 _env.filters["quote"] = lambda value: shlex.quote(str(value))
 _env.filters["shquote"] = _env.filters["quote"]
-
-# Filters whose output is one harmless shell word whatever their input.
-_SHELL_SAFE_FILTERS = {"quote", "shquote", "int", "float"}
-# Values Dockyard itself checked (names and ids); everything else may come from whoever creates the workspace,
-# or from a loop or `set` over such values.
-_TRUSTED = {"workspace.name", "workspace.id", "workspace.owner", "owner.username"}
 
 
 # Every create and every agent connection renders its template again; compiling the same strings each time was
@@ -90,41 +85,6 @@ def render(
         ) from exc
 
 
-def _spelled(node: nodes.Node) -> str:
-    if isinstance(node, nodes.Name):
-        return node.name
-    if isinstance(node, nodes.Getattr):
-        return f"{_spelled(node.node)}.{node.attr}"
-    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-        return f"{_spelled(node.node)}[{node.arg.value!r}]"
-    return "an expression"
-
-
 def unquoted(source: str) -> list[str]:
-    """Problems with `{{ … }}` outputs in a shell script that could put a parameter's text into it unquoted.
-
-    A value written bare, or even inside double quotes, becomes code when it holds `$(…)`, a backtick or a
-    quote; `| quote` makes it one literal word. Syntax errors are reported by rendering, not here.
-    """
-    if "{{" not in source:
-        return []
-    try:
-        tree = _env.parse(source)
-    except TemplateError:
-        return []
-    problems = []
-    for output in tree.find_all(nodes.Output):
-        for node in output.nodes:
-            if isinstance(node, nodes.TemplateData):
-                continue
-            if isinstance(node, nodes.Filter) and node.name in _SHELL_SAFE_FILTERS:
-                continue
-            spelled = _spelled(node)
-            if spelled in _TRUSTED or isinstance(node, nodes.Const):
-                continue
-            problems.append(
-                f"line {node.lineno}: {spelled} is not shell-quoted; write {{{{ {spelled} | quote }}}}"
-                if spelled != "an expression"
-                else f"line {node.lineno}: an expression is not shell-quoted; end it with `| quote`"
-            )
-    return problems
+    """Problems with `{{ … }}` in a shell script that could let a parameter's text become code."""
+    return scriptlint.problems(_env, source)
