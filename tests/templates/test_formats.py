@@ -17,6 +17,8 @@ from dockyard.templates.formats import git_ref, git_url
         ("https://github.com/org/backend.git", "https://github.com/org/backend.git"),
         ("http://127.0.0.1:9/$(touch${IFS}/tmp/pwned)", "http://127.0.0.1:9/$(touch${IFS}/tmp/pwned)"),
         ("ssh://git@github.com/org/backend.git", "ssh://git@github.com/org/backend.git"),
+        ("https://user:token@git.example:8443/org/app", "https://user:token@git.example:8443/org/app"),
+        ("ssh://git@[::1]:2222/org/app", "ssh://git@[::1]:2222/org/app"),
         ("git@github.com:org/backend.git", "git@github.com:org/backend.git"),
         ("file:///srv/git/app.git", "file:///srv/git/app.git"),
         ("/srv/git/app.git", "/srv/git/app.git"),
@@ -45,6 +47,8 @@ def test_git_urls_accepted(value: str, normalized: str) -> None:
         ("ftp://host/x", "ftp:// is not a git transport Dockyard allows (use https, http, ssh, git, file)"),
         ("ssh://-oProxyCommand=x/repo", "'-oProxyCommand=x' is not a host name"),
         ("git@host:-x", "the path '-x' starts with '-'"),
+        ("ssh://-oProxyCommand=x@host/repo", "'-oProxyCommand=x@host' is not a host name"),
+        ("-user@host:repo", "starts with '-' and would be read as an option"),
     ],
 )
 def test_git_urls_refused(value: str, problem: str) -> None:

@@ -15,12 +15,14 @@ from dockyard.sdk.manifest import ParameterFormat
 # Transports git runs without asking; `ext::`, `fd::` and other remote helpers (`<name>::<address>`) are not.
 _SCHEMES = ("https", "http", "ssh", "git", "file")
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
-# user@host:path, as ssh and git write it; the host may not start with `-` (it would reach ssh as an option).
+# user@host:path, as ssh and git write it; neither user nor host may start with `-` (ssh would read an option).
 _SCP = re.compile(
     r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<path>.+)$"
 )
+# A URL's authority: neither its user nor its host may start with `-` (ssh would read either as an option).
 _HOST = re.compile(
-    r"^(?:[A-Za-z0-9._~%!$&'()*+,;=-]+@)?(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$"
+    r"^(?:[A-Za-z0-9._~%!$&'()*+,;=][A-Za-z0-9._~%!$&'()*+,;=:-]*@)?"
+    r"(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$"
 )
 # A host written without a scheme: it must look like a domain name (a dot) or be localhost.
 _BARE_HOST = re.compile(
