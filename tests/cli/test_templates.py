@@ -282,7 +282,7 @@ def test_show_table(logged_in: Cli, h: Harness) -> None:
             {"name": "gpu", "type": "bool", "default": False},
             {"name": "note", "type": "string", "default": ""},
         ],
-        startup_script="echo {{ parameters.branch }}",
+        startup_script="echo {{ parameters.branch | quote }}",
         lifetime={"ttl": "{{ parameters.ttl_hours }}h"},
     )
     assert template.active_version is not None

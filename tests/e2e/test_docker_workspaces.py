@@ -104,7 +104,8 @@ def test_engine_outage_fails_builds_then_recovers(dh: Harness, engine_link: Path
             dh.admin.create_workspace(m.CreateWorkspaceRequest(template="dev", name="ws1")).id
         )
         assert ws.status == m.WorkspaceStatus.FAILED
-        assert ws.status_reason.startswith(f"Docker engine unreachable at unix://{engine_link}")
+        # The socket path is the server's business: the user sees its last part (docs/SECURITY.md).
+        assert ws.status_reason.startswith("Docker engine unreachable at unix://…/docker.sock")
         assert dh.admin.health().status == "ok"
         report = dh.admin.doctor()
         assert (report.runtime_ok, report.runtime_error.startswith("Docker engine unreachable")) == (

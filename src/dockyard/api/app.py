@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from dockyard import __version__, logs
 from dockyard.accounts import bootstrap
 from dockyard.api import errors
+from dockyard.api.bodies import JsonBodyMiddleware
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
 from dockyard.api.routes import (
     agentstreams,
@@ -139,6 +140,8 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
+    # Innermost: bodies are already within the size limit when a JSON body's content type is fixed.
+    app.add_middleware(JsonBodyMiddleware, streamed=("/files",))
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT, streamed=("/files",))
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from dockyard.cli.errors import CliError, validations_of
 from dockyard.errors import ValidationFailed
 from dockyard.sdk import yamlload
-from dockyard.sdk.manifest import TemplateManifest
+from dockyard.sdk.manifest import TemplateManifest, unsupported
 from dockyard.sdk.models import ValidationDetail
 
 MANIFEST = "dockyard.yaml"
@@ -53,7 +53,7 @@ def check(folder: Path) -> TemplateManifest:
             ],
         )
     try:
-        return TemplateManifest.model_validate(data)
+        parsed = TemplateManifest.model_validate(data)
     except ValidationError as exc:
         located = [
             problem.model_copy(
@@ -62,6 +62,13 @@ def check(folder: Path) -> TemplateManifest:
             for problem in validations_of(exc)
         ]
         raise CliError(f"{MANIFEST} is invalid.", validations=located) from exc
+    refused = [
+        ValidationDetail(field=field, detail=detail, file=MANIFEST, line=yamlload.line_of(root, _path(field)))
+        for field, detail in unsupported(parsed)
+    ]
+    if refused:
+        raise CliError(f"{MANIFEST} uses what Dockyard does not support yet.", validations=refused)
+    return parsed
 
 
 def _path(field: str) -> list[str | int]:

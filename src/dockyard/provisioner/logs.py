@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -9,6 +11,22 @@ from dockyard.store.models import BuildLog
 from dockyard.store.types import utcnow
 
 MAX_LINE = 4000
+# What a failed build tells its user: one line, short enough to read in `dockyard show`.
+MAX_REASON = 500
+
+# An absolute path of two or more parts on the server (or in a URL's path): data dir, socket, package files.
+_SERVER_PATH = re.compile(r"(?<![\w.~-])/(?:[\w.@+-]+/)+([\w.@+-]*)")
+
+
+def public_reason(text: str) -> str:
+    """A failure's reason as a build log and the API may show it: one line, with no server paths.
+
+    Errors that reach users name what went wrong; where on the server it happened is for the server log,
+    which keeps the full text under the build id.
+    """
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    line = _SERVER_PATH.sub(lambda m: "…/" + m.group(1) if m.group(1) else "…", first)
+    return line if len(line) <= MAX_REASON else line[: MAX_REASON - 1] + "…"
 
 
 def append(sessions: sessionmaker[Session], build_id: str, stage: str, output: str) -> None:

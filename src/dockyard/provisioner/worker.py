@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +32,15 @@ from dockyard.units import parse_size
 log = logging.get(__name__)
 
 HEARTBEAT_INTERVAL = 5.0
+# How a build's stage reads in "internal error while …".
+_DOING = {
+    "queue": "preparing the build",
+    "render": "rendering the template",
+    "image": "preparing the image",
+    "container": "starting the container",
+    "stop": "stopping the workspace",
+    "delete": "deleting the workspace",
+}
 # Where the agent's folder appears inside every workspace (docs/AGENT_PROTOCOL.md).
 AGENT_MOUNT = "/run/dockyard"
 
@@ -155,14 +163,20 @@ class Worker:
             else:
                 ctx.phase("delete", lambda: self._delete(self._workspace_id(build_id), ctx))
         except Canceled as exc:
-            status, error = BuildStatus.CANCELED, exc.message
+            status, error = BuildStatus.CANCELED, logs.public_reason(exc.message)
         except DockyardError as exc:
-            status, error = BuildStatus.FAILED, exc.message + (f" ({exc.detail})" if exc.detail else "")
+            full = exc.message + (f" ({exc.detail})" if exc.detail else "")
+            log.warning("build failed", build=build_id, stage=ctx.stage, error=full)
+            status, error = BuildStatus.FAILED, logs.public_reason(full)
         except Exception as exc:
-            log.exception("build crashed", build=build_id)
-            status, error = BuildStatus.FAILED, f"internal error: {exc.__class__.__name__}: {exc}"
-            ctx.stage = "error"
-            ctx.log(traceback.format_exc(limit=5))
+            # A bug, not the user's doing: the traceback (with server paths) goes to the server log under the
+            # build id; the user gets one line that says where it stopped and where to look.
+            log.exception("build crashed", build=build_id, stage=ctx.stage)
+            status, error = (
+                BuildStatus.FAILED,
+                f"internal error while {_DOING.get(ctx.stage, ctx.stage)} ({exc.__class__.__name__}); "
+                f"the server log has the details under build {build_id}",
+            )
         if error:
             ctx.stage = "error" if status == BuildStatus.FAILED else "cancel"
             ctx.log(error)

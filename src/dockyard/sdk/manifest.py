@@ -12,6 +12,8 @@ with the context ``{"rendered": True}``, where every value is checked.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -37,6 +39,13 @@ class ParameterType(StrEnum):
     NUMBER = "number"
     BOOL = "bool"
     LIST_STRING = "list(string)"
+
+
+class ParameterFormat(StrEnum):
+    """What a string parameter holds, checked (and normalized) beyond its type."""
+
+    GIT_URL = "git-url"
+    GIT_REF = "git-ref"
 
 
 class ParameterOption(_Strict):
@@ -83,6 +92,11 @@ class ParameterSpec(_Strict):
     required: bool | None = Field(None, description="Defaults to true when there is no default.")
     options: list[ParameterOption] = Field(default_factory=list)
     validation: ParameterValidation | None = None
+    format: ParameterFormat | None = Field(
+        None,
+        description="For strings: `git-url` (a URL, host/path or local path; `github.com/org/repo` becomes "
+        "https://github.com/org/repo) or `git-ref` (a branch or tag name). Neither may start with `-`.",
+    )
     mutable: bool = Field(False, description="Whether the value may change after the workspace is created.")
 
     @field_validator("options", mode="before")
@@ -103,6 +117,8 @@ class ParameterSpec(_Strict):
                 raise ValueError("validation.min/max apply only to number parameters")
         if self.options and self.type in (ParameterType.BOOL, ParameterType.LIST_STRING):
             raise ValueError(f"options are not supported for {self.type} parameters")
+        if self.format is not None and self.type != ParameterType.STRING:
+            raise ValueError("format applies only to string parameters")
         return self
 
     @property
@@ -283,3 +299,40 @@ class TemplateManifest(_Strict):
         if len(set(slugs)) != len(slugs):
             raise ValueError("app slugs must be unique")
         return self
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A manifest field the schema knows but Dockyard does not act on yet."""
+
+    field: str
+    used: Callable[[TemplateManifest], bool]
+    hint: str
+
+
+# The one list of fields that are refused at push because nothing would act on them: a template that asks for
+# an allow-list or an idle timeout must not silently get something else. The schema keeps them (so errors
+# point at the field and stored versions still load); lift an entry when its feature lands.
+NOT_SUPPORTED: tuple[Unsupported, ...] = (
+    Unsupported(
+        "devcontainer",
+        lambda m: m.devcontainer is not None,
+        "build the image with `build: {dockerfile: ...}` or name an `image`",
+    ),
+    Unsupported("apps", lambda m: bool(m.apps), "reach ports with `dockyard port-forward` or SSH `-L`"),
+    Unsupported(
+        "lifetime.idle_timeout",
+        lambda m: m.lifetime.idle_timeout is not None,
+        "nothing stops idle workspaces yet; use `lifetime.ttl`",
+    ),
+    Unsupported(
+        "network.egress",
+        lambda m: m.network.egress == Egress.ALLOWLIST,
+        "`allowlist` (with `allow` hosts) is not enforced yet; use `none` or `all`",
+    ),
+)
+
+
+def unsupported(manifest: TemplateManifest) -> list[tuple[str, str]]:
+    """(field, message) for every field the manifest uses that Dockyard does not implement yet."""
+    return [(u.field, f"not supported yet: {u.hint}") for u in NOT_SUPPORTED if u.used(manifest)]

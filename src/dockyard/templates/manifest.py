@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from dockyard.errors import Validation, ValidationFailed
 from dockyard.sdk import yamlload
-from dockyard.sdk.manifest import TemplateManifest
+from dockyard.sdk.manifest import TemplateManifest, unsupported
 from dockyard.templates import parameters, render
 from dockyard.templates.archive import MANIFEST, TemplateFiles
 from dockyard.templates.errors import pydantic_validations
@@ -46,7 +46,30 @@ def parse(text: str) -> TemplateManifest:
         render.render(manifest, {**missing, **defaults})
     except ValidationFailed as exc:
         raise ValidationFailed(f"{MANIFEST} is invalid.", _locate(exc.validations, node)) from exc
+    problems = [Validation(field, detail) for field, detail in unsupported(manifest)]
+    if problems:
+        raise ValidationFailed(
+            f"{MANIFEST} uses what Dockyard does not support yet.", _locate(problems, node)
+        )
+    problems = [
+        Validation(field, problem)
+        for field, script in _scripts(manifest)
+        for problem in render.unquoted(script)
+    ]
+    if problems:
+        raise ValidationFailed(
+            f"{MANIFEST} puts parameter values into a script unquoted.", _locate(problems, node)
+        )
     return manifest
+
+
+def _scripts(manifest: TemplateManifest) -> list[tuple[str, str]]:
+    """The fields that a shell runs, by field path."""
+    return [
+        ("startup_script", manifest.startup_script),
+        ("shutdown_script", manifest.shutdown_script),
+        *((f"apps.{i}.command", app.command) for i, app in enumerate(manifest.apps) if app.command),
+    ]
 
 
 def _placeholder(kind: str) -> Any:

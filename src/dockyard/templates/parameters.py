@@ -10,6 +10,7 @@ from typing import Any
 
 from dockyard.errors import Validation
 from dockyard.sdk.manifest import ParameterSpec, ParameterType
+from dockyard.templates import formats
 
 ParameterValue = str | int | float | bool | list[str]
 
@@ -72,6 +73,11 @@ def check_value(spec: ParameterSpec, raw: Any) -> tuple[ParameterValue | None, s
         value = _coerce(spec, raw)
     except ValueError as exc:
         return None, str(exc)
+    if spec.format is not None and isinstance(value, str):
+        try:
+            value = formats.check(spec.format, value)
+        except ValueError as exc:
+            return None, _custom(spec, value, str(exc))
     rule = spec.validation
     if spec.options and value not in [option.value for option in spec.options]:
         choices = ", ".join(repr(o.value) for o in spec.options)

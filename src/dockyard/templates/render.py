@@ -16,11 +16,13 @@ from pydantic import ValidationError
 
 from dockyard.errors import Validation, ValidationFailed
 from dockyard.sdk.manifest import TemplateManifest
+from dockyard.templates import scriptlint
 from dockyard.templates.errors import pydantic_validations
 
 _env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 # `{{ parameters.repo | quote }}` puts a value into a shell script as one word, whatever it contains.
 _env.filters["quote"] = lambda value: shlex.quote(str(value))
+_env.filters["shquote"] = _env.filters["quote"]
 
 
 # Every create and every agent connection renders its template again; compiling the same strings each time was
@@ -81,3 +83,8 @@ def render(
             "The rendered template is invalid.",
             [Validation(v.field, f"after rendering: {v.detail}") for v in pydantic_validations(exc)],
         ) from exc
+
+
+def unquoted(source: str) -> list[str]:
+    """Problems with `{{ … }}` in a shell script that could let a parameter's text become code."""
+    return scriptlint.problems(_env, source)

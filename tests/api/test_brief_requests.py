@@ -1,0 +1,199 @@
+"""The product brief's requests as written: `curl -d '{…}'` with no JSON content type, `github.com/org/repo`,
+`ttl_hours` as a string. The curl tests run the real `curl` binary against a server listening on a real port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from dockyard.sdk import models as m
+from tests.harness import Harness, make_harness
+from tests.live import free_port
+
+README = Path(__file__).parents[2] / "README.md"
+
+# The brief's request, exactly as DESIGN.md ("Contracts") prints it.
+BRIEF_CURL = """curl -X POST $DOCKYARD_URL/api/v2/workspaces \\
+-H "Authorization: Bearer $AGENT_TOKEN" \\
+-d '{
+"template_id": "ai-agent-sandbox",
+"name": "agent-task-4821",
+"rich_parameters": {
+"repo": "github.com/org/backend",
+"branch": "feature/auth-refactor",
+"ttl_hours": "4"
+}
+}'"""
+
+BRIEF_BODY = json.loads(BRIEF_CURL.split("-d '", 1)[1].rstrip("'"))
+
+
+@pytest.fixture
+def bh(tmp_path: Path, database_url: str) -> Iterator[Harness]:
+    harness = make_harness(tmp_path, database_url, builtin_templates=True)
+    yield harness
+    harness.close()
+    harness.app.state.engine.dispose()
+
+
+@pytest.fixture
+def served(bh: Harness) -> Iterator[str]:
+    """The harness's app on a real loopback port (its lifespan already runs in the harness)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(bh.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _curl(command: str, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    # -sS and -w only report what came back; the request is the command's own.
+    done = subprocess.run(
+        ["bash", "-c", command + " -sS -w '\\n%{http_code}'"],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    body, _, status = done.stdout.rpartition("\n")
+    return int(status), json.loads(body)
+
+
+def _token(h: Harness) -> str:
+    assert h.admin.token is not None
+    return str(h.admin.token)
+
+
+def test_the_brief_s_curl_creates_the_workspace(bh: Harness, served: str) -> None:
+    status, body = _curl(BRIEF_CURL, {"DOCKYARD_URL": served, "AGENT_TOKEN": _token(bh)})
+
+    assert status == 201, body
+    ws = bh.admin.get_workspace(body["id"], wait="done", timeout=30)
+    assert (ws.name, ws.template_name, ws.status) == (
+        "agent-task-4821",
+        "ai-agent-sandbox",
+        m.WorkspaceStatus.RUNNING,
+    )
+    assert ws.parameters == {
+        "repo": "https://github.com/org/backend",
+        "branch": "feature/auth-refactor",
+        "task": "",
+        "agent": "none",
+        "ttl_hours": 4,
+    }
+    assert ws.deadline is not None
+    assert abs((ws.deadline - ws.created_at).total_seconds() - 4 * 3600) < 120
+
+
+def test_the_readme_s_curl_examples_work_as_printed(bh: Harness, served: str) -> None:
+    text = README.read_text()
+    create = re.search(
+        r"^curl [^\n]*-d '\{.*?\}' \\\n\s+http://127\.0\.0\.1:3000/api/v2/workspaces$", text, re.M | re.S
+    )
+    assert create is not None, "the README's create example moved"
+    wait = re.search(r'^curl [^\n]*"http://127\.0\.0\.1:3000/api/v2/workspaces/\$ID\?wait=done"$', text, re.M)
+    assert wait is not None, "the README's wait example moved"
+    env = {"TOKEN": _token(bh)}
+
+    status, created = _curl(create.group(0).replace("http://127.0.0.1:3000", served), env)
+    assert status == 201, created
+    status, done = _curl(wait.group(0).replace("http://127.0.0.1:3000", served), {**env, "ID": created["id"]})
+
+    assert status == 200, done
+    assert (done["status"], done["template_name"], done["parameters"]["agent"]) == (
+        "running",
+        "ai-agent-sandbox",
+        "claude-code",
+    )
+    assert done["parameters"]["task"] == "fix the flaky test"
+
+
+def _post(h: Harness, body: str, headers: dict[str, str]) -> Any:
+    return h.http().post("/api/v2/workspaces", content=body, headers=headers)
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+def test_a_json_body_with_a_bearer_token_needs_no_json_content_type(
+    bh: Harness, content_type: str | None
+) -> None:
+    headers = {"Authorization": f"Bearer {_token(bh)}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    second = {"template": "ai-agent-sandbox", "ttl": "4h", "parameters": {"repo": "/srv/app", "task": "t"}}
+
+    first = _post(bh, json.dumps(BRIEF_BODY), headers)
+    other = _post(bh, json.dumps(second), headers)
+
+    assert (first.status_code, other.status_code) == (201, 201), (first.text, other.text)
+    assert first.json()["parameters"]["repo"] == "https://github.com/org/backend"
+    assert other.json()["parameters"]["repo"] == "/srv/app"
+
+
+def test_field_errors_still_name_the_field_without_a_content_type(bh: Harness) -> None:
+    body = {
+        **BRIEF_BODY,
+        "rich_parameters": {**BRIEF_BODY["rich_parameters"], "ttl_hours": "40", "repo": "-x"},
+    }
+    response = _post(bh, json.dumps(body), {"Authorization": f"Bearer {_token(bh)}"})
+
+    assert response.status_code == 422
+    assert response.json()["validations"] == [
+        {"field": "repo", "detail": "'-x' starts with '-' and would be read as an option, not a repository"},
+        {"field": "ttl_hours", "detail": "40 is above the maximum 24"},
+    ]
+    assert bh.admin.list_workspaces().workspaces == []
+
+
+def test_a_cookie_session_still_needs_a_json_content_type(bh: Harness) -> None:
+    # A page on another origin can post a form with the user's cookie; it cannot set a JSON content type
+    # without CORS, nor an Authorization header, so relabelling is for bearer requests only.
+    login = bh.http().post("/api/v2/users/login", json={"username": "admin", "password": _admin_password(bh)})
+    assert login.status_code == 200, login.text
+    client = bh.http()
+    client.cookies.set("dockyard_session", login.cookies["dockyard_session"])
+
+    refused = client.post(
+        "/api/v2/workspaces",
+        content=json.dumps(BRIEF_BODY),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert refused.status_code == 422
+    assert refused.json()["validations"][0]["field"] == "body"
+    assert bh.admin.list_workspaces().workspaces == []
+    accepted = client.post("/api/v2/workspaces", json=BRIEF_BODY)
+    assert accepted.status_code == 201, accepted.text
+
+
+def _admin_password(h: Harness) -> str:
+    return (h.data_dir / "admin-password").read_text().strip()
+
+
+def test_a_real_form_body_is_left_alone(bh: Harness) -> None:
+    response = _post(
+        bh,
+        "template=ai-agent-sandbox&name=x",
+        {"Authorization": f"Bearer {_token(bh)}", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 422
+    assert response.json()["validations"][0]["field"] == "body"
+    assert bh.admin.list_workspaces().workspaces == []

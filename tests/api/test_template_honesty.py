@@ -1,0 +1,178 @@
+"""A template gets what it asks for or is refused at push: no field accepted and then ignored, no parameter
+value that can become code in its scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dockyard.sdk import ApiError
+from dockyard.sdk import models as m
+from dockyard.sdk.manifest import NOT_SUPPORTED
+from tests.harness import Harness, manifest_yaml, tar_gz
+
+UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [
+    (
+        {"image": None, "devcontainer": ".devcontainer/devcontainer.json"},
+        "devcontainer",
+        "not supported yet: build the image with `build: {dockerfile: ...}` or name an `image`",
+    ),
+    (
+        {"apps": [{"slug": "code-server", "port": 13337, "share": "owner"}]},
+        "apps",
+        "not supported yet: reach ports with `dockyard port-forward` or SSH `-L`",
+    ),
+    (
+        {"lifetime": {"ttl": "{{ parameters.ttl_hours }}h", "idle_timeout": "30m"}},
+        "lifetime.idle_timeout",
+        "not supported yet: nothing stops idle workspaces yet; use `lifetime.ttl`",
+    ),
+    (
+        {"network": {"egress": "allowlist", "allow": ["github.com", "10.1.0.0/16"]}},
+        "network.egress",
+        "not supported yet: `allowlist` (with `allow` hosts) is not enforced yet; use `none` or `all`",
+    ),
+]
+
+
+def _refused(h: Harness, text: str, files: dict[str, str] | None = None) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        h.admin.create_template(tar_gz({"dockyard.yaml": text, **(files or {})}))
+    # Nothing was made: no template, no audit entry.
+    assert h.admin.list_templates() == []
+    assert h.admin.audit(action="template.create").audit_logs == []
+    return info.value
+
+
+def test_every_unsupported_field_is_covered_here() -> None:
+    assert sorted(u.field for u in NOT_SUPPORTED) == sorted(field for _, field, _ in UNSUPPORTED)
+
+
+@pytest.mark.parametrize(("overrides", "field", "detail"), UNSUPPORTED, ids=[u[1] for u in UNSUPPORTED])
+def test_an_unsupported_field_is_refused_at_push_naming_it(
+    h: Harness, overrides: dict[str, Any], field: str, detail: str
+) -> None:
+    text = manifest_yaml(**overrides)
+    files = {".devcontainer/devcontainer.json": "{}"} if field == "devcontainer" else None
+    error = _refused(h, text, files)
+    assert error.status_code == 422
+    assert error.message == "dockyard.yaml uses what Dockyard does not support yet."
+    assert [(v.field, v.detail, v.file) for v in error.validations] == [(field, detail, "dockyard.yaml")]
+    leaf = field.split(".")[-1]
+    assert error.validations[0].line == next(
+        n for n, line in enumerate(text.splitlines(), 1) if line.lstrip(" -").startswith(f"{leaf}:")
+    )
+
+
+def test_a_new_version_with_an_unsupported_field_leaves_the_template_as_it_was(h: Harness) -> None:
+    template = h.template(name="py")
+    with pytest.raises(ApiError) as info:
+        h.admin.create_template_version(
+            "py", tar_gz({"dockyard.yaml": manifest_yaml(name="py", apps=[{"slug": "web", "port": 8080}])})
+        )
+    assert info.value.status_code == 422
+    assert [v.field for v in info.value.validations] == ["apps"]
+    assert [v.number for v in h.admin.list_template_versions("py")] == [1]
+    assert h.admin.get_template("py").active_version_id == template.active_version_id
+
+
+def test_empty_apps_and_plain_egress_are_fine(h: Harness) -> None:
+    template = h.template(name="py", apps=[], network={"egress": "none"}, lifetime={"ttl": "1h"})
+    assert template.active_version is not None
+    assert template.active_version.manifest.network.egress.value == "none"
+
+
+@pytest.mark.parametrize(
+    ("script", "detail"),
+    [
+        (
+            "git clone {{ parameters.branch }}",
+            "line 1: parameters.branch is not shell-quoted; write {{ parameters.branch | quote }}",
+        ),
+        (
+            'echo "{{ parameters.branch }}"',
+            "line 1: parameters.branch is not shell-quoted; write {{ parameters.branch | quote }}",
+        ),
+        (
+            "set -e\n{% for b in [parameters.branch] %}echo {{ b }}{% endfor %}",
+            "line 2: b is not shell-quoted; write {{ b | quote }}",
+        ),
+        (
+            'echo "{{ parameters.branch | quote }}"',
+            "line 1: parameters.branch is inside double quotes, where `| quote` does not protect it; "
+            "write it as a bare word",
+        ),
+        (
+            "cat > notes <<EOF\nbranch: {{ parameters.branch | quote }}\nEOF",
+            "line 2: parameters.branch is inside a here-document, where `| quote` does not protect it; "
+            "write it as a bare word",
+        ),
+        (
+            "echo {{ parameters.branch | quote | upper }}",
+            "line 1: an expression is not shell-quoted; end it with `| quote`",
+        ),
+        (
+            "echo {{ owner.email }}",
+            "line 1: owner.email is not shell-quoted; write {{ owner.email | quote }}",
+        ),
+    ],
+)
+def test_a_parameter_written_unquoted_into_a_script_is_refused(h: Harness, script: str, detail: str) -> None:
+    error = _refused(h, manifest_yaml(startup_script=script))
+    assert error.status_code == 422
+    assert error.message == "dockyard.yaml puts parameter values into a script unquoted."
+    assert [(v.field, v.detail) for v in error.validations] == [("startup_script", detail)]
+
+
+def test_quoted_and_dockyard_checked_values_are_accepted_in_scripts(h: Harness) -> None:
+    script = (
+        "echo {{ parameters.branch | quote }} {{ parameters.branch | shquote }} {{ parameters.ttl_hours | int }}\n"
+        "echo {{ workspace.name }} \"{{ owner.username }}\" {{ 'literal' }}\n"
+        "{% if parameters.branch %}x=$(printf '%s' {{ parameters.branch | quote }}){% endif %}\n"
+        "cat <<'EOF' > notes\nplain text\nEOF\ngit checkout -- {{ parameters.branch | quote }}  # a comment\n"
+    )
+    template = h.template(name="py", startup_script=script, shutdown_script="echo {{ workspace.id }}")
+    assert template.active_version is not None
+
+
+def test_a_git_url_parameter_refuses_options_and_normalizes_the_brief_s_form(h: Harness) -> None:
+    h.template(
+        name="py",
+        parameters=[
+            {"name": "repo", "type": "string", "format": "git-url", "default": ""},
+            {"name": "branch", "type": "string", "format": "git-ref", "default": "main"},
+        ],
+        startup_script="git clone --branch {{ parameters.branch | quote }} -- {{ parameters.repo | quote }}",
+        lifetime={},
+    )
+    with pytest.raises(ApiError) as info:
+        h.admin.create_workspace(
+            m.CreateWorkspaceRequest(
+                template="py",
+                name="evil",
+                parameters={"repo": "--upload-pack=touch /tmp/pwned", "branch": "-b"},
+            )
+        )
+    assert info.value.status_code == 422
+    assert [(v.field, v.detail) for v in info.value.validations] == [
+        (
+            "repo",
+            "'--upload-pack=touch /tmp/pwned' starts with '-' and would be read as an option, not a repository",
+        ),
+        ("branch", "'-b' starts with '-' and would be read as an option, not a branch"),
+    ]
+    assert h.admin.list_workspaces().workspaces == []
+    created = h.admin.create_workspace(
+        m.CreateWorkspaceRequest(template="py", name="ok", parameters={"repo": "github.com/org/backend"})
+    )
+    assert created.parameters["repo"] == "https://github.com/org/backend"
+
+
+def test_format_needs_a_string_parameter(h: Harness) -> None:
+    error = _refused(
+        h, manifest_yaml(parameters=[{"name": "n", "type": "number", "default": 1, "format": "git-url"}])
+    )
+    assert [(v.field, v.detail) for v in error.validations] == [
+        ("parameters.0", "format applies only to string parameters")
+    ]
