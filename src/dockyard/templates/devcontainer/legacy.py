@@ -1,0 +1,62 @@
+"""Legacy top-level properties, moved where the specification has them now, as the reference CLI moves them.
+
+`extensions`, `settings` and `devPort` were VS Code's and now live under `customizations.vscode`
+(https://github.com/microsoft/dev-container-spec/issues/1). The reference CLI keeps `dockerFile` and
+`context` in its output and reads them as `build.dockerfile` and `build.context`; the typed model does the same
+(`model.build_source`), so the printed configuration still matches the reference's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.errors import Validation
+
+LEGACY_VSCODE = ("extensions", "settings", "devPort")
+
+
+def _truthy(value: Any) -> bool:
+    # JavaScript truthiness, which the reference's checks use: an empty list or object counts, "" and 0 do not.
+    return (
+        value is not None
+        and value is not False
+        and value != ""
+        and not (isinstance(value, int | float) and not isinstance(value, bool) and value == 0)
+    )
+
+
+def migrate(config: dict[str, Any]) -> tuple[dict[str, Any], list[Validation]]:
+    """Return the configuration with legacy properties moved, and any that cannot be moved.
+
+    The input is not changed. Property order follows the reference: `customizations` keeps its place when the
+    file has one, or is added last.
+    """
+    if not (_truthy(config.get("extensions")) or _truthy(config.get("settings")) or "devPort" in config):
+        return config, []
+    customizations = config.get("customizations", {})
+    vscode = customizations.get("vscode", {}) if isinstance(customizations, dict) else None
+    if not isinstance(customizations, dict) or not isinstance(vscode, dict):
+        where = "customizations" if not isinstance(customizations, dict) else "customizations.vscode"
+        return config, [Validation(where, "must be an object to take the legacy extensions/settings/devPort")]
+    copy = dict(config)
+    vscode = dict(vscode)
+    problems: list[Validation] = []
+    if _truthy(copy.get("extensions")):
+        existing = vscode.get("extensions", [])
+        if not isinstance(existing, list) or not isinstance(copy["extensions"], list):
+            problems.append(Validation("extensions", "must be a list of extension ids"))
+        else:
+            vscode["extensions"] = [*existing, *copy["extensions"]]
+            del copy["extensions"]
+    if _truthy(copy.get("settings")):
+        existing = vscode.get("settings", {})
+        if not isinstance(existing, dict) or not isinstance(copy["settings"], dict):
+            problems.append(Validation("settings", "must be an object of VS Code settings"))
+        else:
+            # Settings already under customizations win, as in the reference.
+            vscode["settings"] = {**copy["settings"], **existing}
+            del copy["settings"]
+    if "devPort" in copy and "devPort" not in vscode:
+        vscode["devPort"] = copy.pop("devPort")
+    copy["customizations"] = {**customizations, "vscode": vscode}
+    return copy, problems
