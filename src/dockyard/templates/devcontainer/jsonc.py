@@ -126,7 +126,10 @@ class _Parser:
         try:
             return _scanstring(self.text, index + 1, True)
         except JSONDecodeError as exc:
-            raise self.error(exc.msg.lower(), exc.pos) from None
+            message = exc.msg.lower().removesuffix(" at").removesuffix(" starting")
+            if message == "invalid control character":
+                message = "a control character (such as a line break) in a string must be escaped, e.g. \\n"
+            raise self.error(message, exc.pos) from None
 
     def object(self, index: int, path: Path, depth: int) -> tuple[dict[str, Any], int]:
         if depth > MAX_DEPTH:
