@@ -39,7 +39,9 @@ def test_several_named_configurations_need_a_name(tmp_path: Path) -> None:
     assert named_configurations(str(tmp_path)) == ["node", "python"]
     with pytest.raises(ValidationFailed) as caught:
         find(str(tmp_path))
-    assert [(v.field, v.detail) for v in caught.value.validations] == [("name", "choose one of: node, python")]
+    assert [(v.field, v.detail) for v in caught.value.validations] == [
+        ("name", "choose one of: node, python")
+    ]
     assert find(str(tmp_path), name="node").path == str(node)
 
 
@@ -53,7 +55,10 @@ def test_an_unknown_name_lists_the_known_ones(tmp_path: Path) -> None:
     write(tmp_path / ".devcontainer" / "go" / "devcontainer.json")
     with pytest.raises(NotFound) as caught:
         find(str(tmp_path), name="rust")
-    assert caught.value.message == f"Dev container config ({tmp_path}/.devcontainer/rust/devcontainer.json) not found."
+    assert (
+        caught.value.message
+        == f"Dev container config ({tmp_path}/.devcontainer/rust/devcontainer.json) not found."
+    )
     assert caught.value.detail == "configurations here: go"
 
 
@@ -67,7 +72,7 @@ def test_names_cannot_leave_the_devcontainer_folder(tmp_path: Path, name: str) -
 def test_nothing_found_names_the_default_location(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match=r"\(.*/\.devcontainer/devcontainer\.json\) not found"):
         find(str(tmp_path))
-    with pytest.raises(NotFound, match="Workspace folder .* not found"):
+    with pytest.raises(NotFound, match=r"Workspace folder .* not found"):
         find(str(tmp_path / "missing"))
 
 

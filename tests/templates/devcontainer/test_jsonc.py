@@ -39,7 +39,7 @@ def test_trailing_comma_followed_by_a_comment() -> None:
         ("[,]", 1, 2, "expected a value, found ','"),
         ('{,"a": 1}', 1, 2, "expected a property name in double quotes, found ','"),
         ('{"a": 1,,}', 1, 9, "expected a property name in double quotes, found ','"),
-        ("{'a': 1}", 1, 2, "expected a property name in double quotes, found \"'\""),
+        ("{'a': 1}", 1, 2, 'expected a property name in double quotes, found "\'"'),
         ('{"a": 1} /* never closed', 1, 10, "unterminated block comment"),
         ('{"a": tru}', 1, 7, "expected a value, found 't'"),
         ('{"a": "line\nbreak"}', 1, 12, "a control character (such as a line break) in a string must be"),

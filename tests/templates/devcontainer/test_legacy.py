@@ -19,7 +19,10 @@ def test_extensions_settings_and_dev_port_move_under_customizations_vscode() -> 
 
 def test_existing_customizations_keep_their_place_and_win_on_settings() -> None:
     config = {
-        "customizations": {"vscode": {"extensions": ["first"], "settings": {"s": "new", "t": 1}}, "other": {}},
+        "customizations": {
+            "vscode": {"extensions": ["first"], "settings": {"s": "new", "t": 1}},
+            "other": {},
+        },
         "extensions": ["second"],
         "settings": {"s": "old", "u": 2},
         "image": "x",
@@ -62,4 +65,6 @@ def test_legacy_values_of_the_wrong_shape_are_reported() -> None:
 def test_docker_file_and_context_read_as_build() -> None:
     # The reference keeps `dockerFile` in its output and builds from it; the typed model says what it means.
     config = {"dockerFile": "Dockerfile", "context": "..", "build": {"args": {"A": "1"}, "target": "dev"}}
-    assert build_source(config) == DockerfileSource(dockerfile="Dockerfile", context="..", args={"A": "1"}, target="dev")
+    assert build_source(config) == DockerfileSource(
+        dockerfile="Dockerfile", context="..", args={"A": "1"}, target="dev"
+    )

@@ -122,8 +122,12 @@ def test_case_matches_the_reference(case: str, corpus: tuple[Path, Path]) -> Non
     ours = _fields(result.reference_output())
     theirs = _fields(expected)
     allowed = EXPECTED_DIFFERENCES.get(case, {})
-    differing = {f for f in ours.keys() | theirs.keys() if ours.get(f, "<absent>") != theirs.get(f, "<absent>")}
-    assert differing == set(allowed), {f: (ours.get(f, "<absent>"), theirs.get(f, "<absent>")) for f in differing}
+    differing = {
+        f for f in ours.keys() | theirs.keys() if ours.get(f, "<absent>") != theirs.get(f, "<absent>")
+    }
+    assert differing == set(allowed), {
+        f: (ours.get(f, "<absent>"), theirs.get(f, "<absent>")) for f in differing
+    }
     if not allowed:
         # Byte for byte, property order included (the reference prints JavaScript's order).
         assert result.reference_json() == expected_text

@@ -71,9 +71,13 @@ def test_folders_unknown_without_a_workspace_stay_as_written() -> None:
 
 def test_container_folder_may_use_local_variables() -> None:
     context = SubstitutionContext(
-        env={}, local_workspace_folder="/src/app", container_workspace_folder="/work/${localWorkspaceFolderBasename}"
+        env={},
+        local_workspace_folder="/src/app",
+        container_workspace_folder="/work/${localWorkspaceFolderBasename}",
     )
-    assert resolve("${containerWorkspaceFolder}|${containerWorkspaceFolderBasename}", context) == "/work/app|app"
+    assert (
+        resolve("${containerWorkspaceFolder}|${containerWorkspaceFolderBasename}", context) == "/work/app|app"
+    )
 
 
 def test_unknown_variables_are_kept_and_reported_with_their_path() -> None:
@@ -105,7 +109,11 @@ def test_a_variable_without_a_name_is_refused(text: str) -> None:
 
 def test_container_env_resolves_inside_the_container() -> None:
     value = {"P": "${containerEnv:PATH}", "M": "${containerEnv:MISSING:def}", "L": "${localEnv:X}"}
-    assert substitute_container_env({"PATH": "/bin"}, value) == {"P": "/bin", "M": "def", "L": "${localEnv:X}"}
+    assert substitute_container_env({"PATH": "/bin"}, value) == {
+        "P": "/bin",
+        "M": "def",
+        "L": "${localEnv:X}",
+    }
 
 
 def test_devcontainer_id_is_the_reference_ones() -> None:

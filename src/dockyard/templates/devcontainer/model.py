@@ -328,7 +328,7 @@ def source_problems(config: Mapping[str, Any]) -> list[Problem]:
     if source is None:
         return [((), 'needs one of "image", "build.dockerfile" (or "dockerFile") or "dockerComposeFile"')]
     if isinstance(source, ComposeSource) and "service" not in config:
-        return [(("service",), "is required with dockerComposeFile")]
+        return [(("dockerComposeFile",), 'needs "service", the Compose service to use as the dev container')]
     return []
 
 
