@@ -39,7 +39,6 @@ def resolve(value: Any, context: SubstitutionContext = CONTEXT) -> Any:
         ("${localEnv:MISSING:a:b}", "a"),
         ("${localEnv:EMPTY:unused}", ""),
         ("${localEnv:GREETING:unused}", "hello"),
-        ("${localHomeFolder}", "/home/me"),
         ("${localWorkspaceFolder}", "/home/me/src/project"),
         ("${localWorkspaceFolderBasename}", "project"),
         ("${containerWorkspaceFolder}", "/workspaces/project"),

@@ -289,7 +289,8 @@ CHECKS: dict[str, Check] = {
     "service": _STR,
     "runServices": _STR_LIST,
     "workspaceFolder": _STR,
-    "workspaceMount": _STR,
+    # null is the reference's way to say "no workspace mount" (it passes it through as such).
+    "workspaceMount": _nullable_str,
     "features": _map_of(_feature, "feature options"),
     "overrideFeatureInstallOrder": _STR_LIST,
     **{hook: _command for hook in LIFECYCLE_HOOKS},

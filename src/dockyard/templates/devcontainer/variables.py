@@ -2,8 +2,7 @@
 
 Three moments, as in the reference:
 - reading (`substitute`): `${localEnv:VAR}` / `${env:VAR}` (with an optional `:default`), `${localWorkspaceFolder}`,
-  `${localWorkspaceFolderBasename}`, `${containerWorkspaceFolder}`, `${containerWorkspaceFolderBasename}` and
-  `${localHomeFolder}`;
+  `${localWorkspaceFolderBasename}`, `${containerWorkspaceFolder}` and `${containerWorkspaceFolderBasename}`;
 - before the container exists (`substitute_devcontainer_id`): `${devcontainerId}`, from the container's id labels;
 - inside the container (`substitute_container_env`): `${containerEnv:VAR}`, from the container's environment.
 
@@ -32,7 +31,6 @@ LOCAL_VARIABLES = frozenset(
     {
         "env",
         "localEnv",
-        "localHomeFolder",
         "localWorkspaceFolder",
         "localWorkspaceFolderBasename",
         "containerWorkspaceFolder",
@@ -79,12 +77,6 @@ def substitute(context: SubstitutionContext, value: Any) -> tuple[Any, list[Unkn
     def local(match: str, name: str, args: list[str], path: Path, *, cwf: str | None) -> str:
         if name in ("env", "localEnv"):
             return _lookup(context.env, args, match, path)
-        if name == "localHomeFolder":
-            # The reference 0.89 inverts its own check and refuses `${localHomeFolder}` without arguments;
-            # this reads it as the error message says it was meant to be read.
-            if args:
-                raise VariableError(path, match, "localHomeFolder takes no arguments")
-            return context.env.get("HOME", "")
         if name == "localWorkspaceFolder":
             return context.local_workspace_folder if context.local_workspace_folder is not None else match
         if name == "localWorkspaceFolderBasename":
