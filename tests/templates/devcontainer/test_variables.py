@@ -129,3 +129,18 @@ def test_devcontainer_id_substitution() -> None:
     assert substitute_devcontainer_id(labels, {"m": "cache-${devcontainerId}"}) == {
         "m": f"cache-{devcontainer_id(labels)}"
     }
+
+
+def test_shell_expansions_in_commands_are_the_shells() -> None:
+    value = {
+        "postCreateCommand": "echo ${HOME} ${PATH:-/bin}",
+        "postStartCommand": {"a": "cd ${HOME}", "b": ["echo", "${HOME}"]},
+        "onCreateCommand": ["ls", "${nope}"],
+    }
+    resolved, unknown = substitute(CONTEXT, value)
+    assert resolved == value
+    # Lists run without a shell, so a `${...}` there reaches the program as written: that is reported.
+    assert unknown == [
+        Unknown(("postStartCommand", "b", 1), "${HOME}"),
+        Unknown(("onCreateCommand", 1), "${nope}"),
+    ]

@@ -60,6 +60,16 @@ class Document:
         return None
 
 
+def truthy(value: Any) -> bool:
+    """JavaScript's truthiness of a parsed value, which the reference's checks use: `[]` and `{}` count,
+    `""`, `0`, `false` and `null` do not."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int | float):
+        return value != 0
+    return bool(value != "")
+
+
 def line_at(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 

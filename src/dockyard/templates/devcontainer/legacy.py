@@ -11,18 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.errors import Validation
+from dockyard.templates.devcontainer.jsonc import truthy
 
 LEGACY_VSCODE = ("extensions", "settings", "devPort")
-
-
-def _truthy(value: Any) -> bool:
-    # JavaScript truthiness, which the reference's checks use: an empty list or object counts, "" and 0 do not.
-    return (
-        value is not None
-        and value is not False
-        and value != ""
-        and not (isinstance(value, int | float) and not isinstance(value, bool) and value == 0)
-    )
 
 
 def migrate(config: dict[str, Any]) -> tuple[dict[str, Any], list[Validation]]:
@@ -31,7 +22,7 @@ def migrate(config: dict[str, Any]) -> tuple[dict[str, Any], list[Validation]]:
     The input is not changed. Property order follows the reference: `customizations` keeps its place when the
     file has one, or is added last.
     """
-    if not (_truthy(config.get("extensions")) or _truthy(config.get("settings")) or "devPort" in config):
+    if not (truthy(config.get("extensions")) or truthy(config.get("settings")) or "devPort" in config):
         return config, []
     customizations = config.get("customizations", {})
     vscode = customizations.get("vscode", {}) if isinstance(customizations, dict) else None
@@ -41,14 +32,14 @@ def migrate(config: dict[str, Any]) -> tuple[dict[str, Any], list[Validation]]:
     copy = dict(config)
     vscode = dict(vscode)
     problems: list[Validation] = []
-    if _truthy(copy.get("extensions")):
+    if truthy(copy.get("extensions")):
         existing = vscode.get("extensions", [])
         if not isinstance(existing, list) or not isinstance(copy["extensions"], list):
             problems.append(Validation("extensions", "must be a list of extension ids"))
         else:
             vscode["extensions"] = [*existing, *copy["extensions"]]
             del copy["extensions"]
-    if _truthy(copy.get("settings")):
+    if truthy(copy.get("settings")):
         existing = vscode.get("settings", {})
         if not isinstance(existing, dict) or not isinstance(copy["settings"], dict):
             problems.append(Validation("settings", "must be an object of VS Code settings"))

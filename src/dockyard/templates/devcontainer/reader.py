@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.errors import NotFound, Validation, ValidationFailed
-from dockyard.templates.devcontainer import discovery, jsonc, legacy, model, variables, workspace
+from dockyard.templates.devcontainer import discovery, jsonc, legacy, model, schema, variables, workspace
 from dockyard.templates.devcontainer.discovery import ConfigLocation
 from dockyard.templates.devcontainer.jsonc import Path
 
@@ -126,7 +126,7 @@ def resolve(
         return Validation(_field(path), detail, file=shown_name, line=_line(document, raw, path))
 
     found = [located((p.field,), p.detail) for p in problems]
-    found += [located(path, detail) for path, detail in model.check(migrated)]
+    found += [located(path, detail) for path, detail in schema.check(migrated)]
     if strict:
         found += [located(path, detail) for path, detail in model.source_problems(migrated)]
     if found:

@@ -6,10 +6,10 @@ Three moments, as in the reference:
 - before the container exists (`substitute_devcontainer_id`): `${devcontainerId}`, from the container's id labels;
 - inside the container (`substitute_container_env`): `${containerEnv:VAR}`, from the container's environment.
 
-A variable none of these knows is left as written, as the reference leaves it; `substitute` reports each one
-(outside `customizations`, whose variables belong to the tools that read them, such as VS Code's
-`${workspaceFolder}`), so that a strict reader can refuse them. `$${name}` is the shell-style spelling of a
-literal and is not reported.
+A variable none of these knows is left as written, as the reference leaves it; `substitute` reports each one so
+that a strict reader can refuse them, except where another interpreter owns the text: `customizations` (VS Code's
+`${workspaceFolder}`) and lifecycle commands that run in a shell (`${HOME}` is the shell's). `$${name}` is the
+shell-style spelling of a literal and is not reported either.
 """
 
 from __future__ import annotations
@@ -40,6 +40,17 @@ LOCAL_VARIABLES = frozenset(
 CONTAINER_VARIABLES = frozenset({"containerEnv", "devcontainerId"})
 # Properties whose values other tools interpret; their `${...}` are theirs, not ours.
 _FOREIGN_ROOTS = frozenset({"customizations"})
+# Lifecycle hooks: their string forms run in a shell, for which `${NAME}` is a parameter expansion.
+_SHELL_HOOKS = frozenset(
+    {
+        "initializeCommand",
+        "onCreateCommand",
+        "updateContentCommand",
+        "postCreateCommand",
+        "postStartCommand",
+        "postAttachCommand",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ def substitute(context: SubstitutionContext, value: Any) -> tuple[Any, list[Unkn
         if name == "containerWorkspaceFolderBasename":
             return _basename(cwf) if cwf is not None else match
         if name not in CONTAINER_VARIABLES:
-            if not path or path[0] not in _FOREIGN_ROOTS:
+            if not _foreign(path):
                 unknown.append(Unknown(path, match))
         elif name == "containerEnv" and not args:
             raise VariableError(path, match, "no environment variable name is given")
@@ -171,6 +182,16 @@ def _walk(replace: Replace, value: Any, path: Path) -> Any:
     if isinstance(value, dict):
         return {key: _walk(replace, item, _child(path, key)) for key, item in value.items()}
     return value
+
+
+def _foreign(path: Path) -> bool:
+    """Whether a string at `path` belongs to another interpreter: a tool's customizations, or a shell command
+    (a hook's string form, or a string in its object form; the list form runs without a shell)."""
+    if not path:
+        return False
+    if path[0] in _FOREIGN_ROOTS:
+        return True
+    return path[0] in _SHELL_HOOKS and (len(path) == 1 or (len(path) == 2 and isinstance(path[1], str)))
 
 
 def _child(path: Path, key: PathPart) -> Path:

@@ -7,6 +7,8 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
+from dockyard.templates.devcontainer.jsonc import truthy
+
 
 def git_root(folder: str) -> str | None:
     """The closest folder at or above `folder` holding `.git` (a folder, or a file for worktrees).
@@ -35,13 +37,13 @@ def configuration(
     """
     if "dockerComposeFile" in config:
         folder = config.get("workspaceFolder")
-        return {"workspaceFolder": folder if _truthy(folder) else "/"}
+        return {"workspaceFolder": folder if truthy(folder) else "/"}
     folder = config.get("workspaceFolder")
     mount = config.get("workspaceMount")
-    if workspace_folder is not None and (not _truthy(folder) or "workspaceMount" not in config):
+    if workspace_folder is not None and (not truthy(folder) or "workspaceMount" not in config):
         host = (git_root(workspace_folder) if mount_git_root else None) or workspace_folder
         container = posixpath.normpath(posixpath.join("/workspaces", os.path.basename(host)))
-        if not _truthy(folder):
+        if not truthy(folder):
             relative = os.path.relpath(workspace_folder, host)
             folder = posixpath.normpath(posixpath.join(container, relative))
         if "workspaceMount" not in config:
@@ -57,7 +59,3 @@ def configuration(
 def _quoted(key: str, value: str) -> str:
     # Docker's --mount syntax is comma-separated, so a path with a comma is quoted, as the reference does.
     return f'"{key}={value}"' if "," in value else f"{key}={value}"
-
-
-def _truthy(value: Any) -> bool:
-    return value is not None and value is not False and value != "" and value != 0
