@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dockyard.errors import Validation
 from dockyard.templates.devcontainer.legacy import migrate
 from dockyard.templates.devcontainer.model import DockerfileSource, build_source
 
@@ -54,11 +53,14 @@ def test_nothing_to_migrate_returns_the_same_object() -> None:
 def test_legacy_values_of_the_wrong_shape_are_reported() -> None:
     _, problems = migrate({"extensions": "a.b", "settings": ["x"]})
     assert problems == [
-        Validation("extensions", "must be a list of extension ids"),
-        Validation("settings", "must be an object of VS Code settings"),
+        (("extensions",), "must be a list of extension ids"),
+        (("settings",), "must be an object of VS Code settings"),
     ]
     assert migrate({"extensions": ["a"], "customizations": "x"})[1] == [
-        Validation("customizations", "must be an object to take the legacy extensions/settings/devPort")
+        (("customizations",), "must be an object to take the legacy extensions/settings/devPort")
+    ]
+    assert migrate({"settings": {"a": 1}, "customizations": {"vscode": []}})[1] == [
+        (("customizations", "vscode"), "must be an object to take the legacy extensions/settings/devPort")
     ]
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockyard.errors import Validation
-from dockyard.templates.devcontainer.jsonc import truthy
+from dockyard.templates.devcontainer.jsonc import Path, truthy
 
 LEGACY_VSCODE = ("extensions", "settings", "devPort")
 
 
-def migrate(config: dict[str, Any]) -> tuple[dict[str, Any], list[Validation]]:
+def migrate(config: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
     """Return the configuration with legacy properties moved, and any that cannot be moved.
 
     The input is not changed. Property order follows the reference: `customizations` keeps its place when the
@@ -27,22 +26,24 @@ def migrate(config: dict[str, Any]) -> tuple[dict[str, Any], list[Validation]]:
     customizations = config.get("customizations", {})
     vscode = customizations.get("vscode", {}) if isinstance(customizations, dict) else None
     if not isinstance(customizations, dict) or not isinstance(vscode, dict):
-        where = "customizations" if not isinstance(customizations, dict) else "customizations.vscode"
-        return config, [Validation(where, "must be an object to take the legacy extensions/settings/devPort")]
+        where: Path = (
+            ("customizations",) if not isinstance(customizations, dict) else ("customizations", "vscode")
+        )
+        return config, [(where, "must be an object to take the legacy extensions/settings/devPort")]
     copy = dict(config)
     vscode = dict(vscode)
-    problems: list[Validation] = []
+    problems: list[tuple[Path, str]] = []
     if truthy(copy.get("extensions")):
         existing = vscode.get("extensions", [])
         if not isinstance(existing, list) or not isinstance(copy["extensions"], list):
-            problems.append(Validation("extensions", "must be a list of extension ids"))
+            problems.append((("extensions",), "must be a list of extension ids"))
         else:
             vscode["extensions"] = [*existing, *copy["extensions"]]
             del copy["extensions"]
     if truthy(copy.get("settings")):
         existing = vscode.get("settings", {})
         if not isinstance(existing, dict) or not isinstance(copy["settings"], dict):
-            problems.append(Validation("settings", "must be an object of VS Code settings"))
+            problems.append((("settings",), "must be an object of VS Code settings"))
         else:
             # Settings already under customizations win, as in the reference.
             vscode["settings"] = {**copy["settings"], **existing}

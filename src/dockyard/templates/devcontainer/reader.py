@@ -125,7 +125,7 @@ def resolve(
     def located(path: Path, detail: str) -> Validation:
         return Validation(_field(path), detail, file=shown_name, line=_line(document, raw, path))
 
-    found = [located((p.field,), p.detail) for p in problems]
+    found = [located(path, detail) for path, detail in problems]
     found += [located(path, detail) for path, detail in schema.check(migrated)]
     if strict:
         found += [located(path, detail) for path, detail in model.source_problems(migrated)]

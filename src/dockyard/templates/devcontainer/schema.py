@@ -214,7 +214,8 @@ CHECKS: dict[str, Check] = {
     "overrideCommand": _BOOL,
     "shutdownAction": _enum(SHUTDOWN_ACTIONS),
     "hostRequirements": _HOST_REQUIREMENTS,
-    "customizations": _OBJECT,
+    # Only VS Code's part is Dockyard's business (it installs the extensions); other tools' parts are theirs.
+    "customizations": _object_with({"vscode": _object_with({"extensions": _STR_LIST, "settings": _OBJECT})}),
 }
 
 
