@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/devcontainer.py                 # in-process rounds, then one CLI process per case
     .venv/bin/python bench/devcontainer.py --quick         # in-process rounds, and the CLI on 20 cases
+    .venv/bin/python bench/devcontainer.py --processes 0   # in-process rounds only
     .venv/bin/python bench/devcontainer.py --reference /path/to/node_modules/.bin/devcontainer
 
 The corpus (`../shared/data/devcontainer-oracle/`, or `--corpus`) is copied to a temporary folder outside any git
@@ -116,6 +117,23 @@ def report_processes(label: str, measured: tuple[list[float], float]) -> tuple[f
     return total, cpu
 
 
+def time_processes(sample: list[str], folder: Path, env: dict[str, str], *, reference: str | None) -> None:
+    dockyard = Path(sys.executable).parent / "dockyard"
+    cli_env = {**env, "PATH": f"{dockyard.parent}:{env['PATH']}"}
+    ours = report_processes(
+        "dockyard devcontainer read-configuration",
+        per_process([str(dockyard), "devcontainer"], sample, folder, cli_env),
+    )
+    if reference:
+        theirs = report_processes(
+            "reference devcontainer read-configuration", per_process([reference], sample, folder, env)
+        )
+        print(
+            f"dockyard / reference, one process per case: {ours[0] / theirs[0]:.2f}x wall, "
+            f"{ours[1] / theirs[1]:.2f}x CPU"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,6 +141,7 @@ def main() -> None:
     parser.add_argument("--corpus", help="the devcontainer-oracle folder")
     parser.add_argument("--rounds", type=int, default=5, help="in-process rounds over all cases (default 5)")
     parser.add_argument("--quick", action="store_true", help="run the CLI on 20 cases instead of all")
+    parser.add_argument("--processes", type=int, help="run the CLI on this many cases (0: only in-process)")
     parser.add_argument("--reference", help="the reference CLI's `devcontainer` executable, to time it too")
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if any output differs from the reference's"
@@ -155,22 +174,10 @@ def main() -> None:
             + (f" (differ: {', '.join(mismatched)})" if mismatched else "")
         )
 
-        sample = cases[:: max(1, len(cases) // 20)][:20] if args.quick else cases
-        dockyard = Path(sys.executable).parent / "dockyard"
-        cli_env = {**env, "PATH": f"{dockyard.parent}:{env['PATH']}"}
-        ours = report_processes(
-            "dockyard devcontainer read-configuration",
-            per_process([str(dockyard), "devcontainer"], sample, folder, cli_env),
-        )
-        if args.reference:
-            theirs = report_processes(
-                "reference devcontainer read-configuration",
-                per_process([args.reference], sample, folder, env),
-            )
-            print(
-                f"dockyard / reference, one process per case: {ours[0] / theirs[0]:.2f}x wall, "
-                f"{ours[1] / theirs[1]:.2f}x CPU"
-            )
+        count = args.processes if args.processes is not None else 20 if args.quick else len(cases)
+        sample = cases[:: max(1, len(cases) // count)][:count] if count > 0 else []
+        if sample:
+            time_processes(sample, folder, env, reference=args.reference)
     if args.check and mismatched:
         sys.exit(1)
 
