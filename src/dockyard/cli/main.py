@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 from dockyard.cli import (
     auth,
     connect,
+    devcontainer,
     doctor,
     forward,
     images,
@@ -101,6 +102,7 @@ app.command("config-ssh", rich_help_panel=_CONNECT)(sshconfig.config_ssh)
 app.command("ssh-cert", rich_help_panel=_CONNECT)(sshkeys.ssh_cert)
 app.add_typer(sshkeys.app, name="ssh-keys", rich_help_panel=_CONNECT)
 app.add_typer(templates.app, name="templates")
+app.add_typer(devcontainer.app, name="devcontainer")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(users.app, name="users")
 app.command("server")(server.server)
