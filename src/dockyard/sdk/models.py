@@ -499,6 +499,36 @@ class WorkspaceList(BaseModel):
     count: int
 
 
+class TtlRequest(Request):
+    """A new TTL. A running workspace's deadline moves to this long from now, without a restart."""
+
+    ttl: str | None = Field(None, description="A duration such as `2h`; `0` removes the deadline.")
+    ttl_ms: int | None = Field(
+        None, ge=0, description="Coder's form of `ttl`, in milliseconds; 0 removes it."
+    )
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is not None and value != "0":
+            _ttl_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> TtlRequest:
+        if (self.ttl is None) == (self.ttl_ms is None):
+            raise ValueError("give ttl or ttl_ms (exactly one)")
+        if self.ttl_ms:
+            _ttl_seconds(self.ttl_ms // 1000)
+        return self
+
+    def seconds(self) -> int | None:
+        """The TTL in seconds; None removes it."""
+        if self.ttl is not None:
+            return None if self.ttl == "0" else _ttl_seconds(self.ttl)
+        return (self.ttl_ms or 0) // 1000 or None
+
+
 class CreateBuildRequest(Request):
     transition: Transition
     template_version_id: str | None = Field(
@@ -599,6 +629,11 @@ class ExecResult(BaseModel):
     stderr_truncated: bool = False
     timed_out: bool = False
     duration_ms: float
+
+    @property
+    def truncated(self) -> bool:
+        """Whether stdout or stderr was cut at `max_output_bytes`."""
+        return self.stdout_truncated or self.stderr_truncated
 
 
 class FileEntry(BaseModel):

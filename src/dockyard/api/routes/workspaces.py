@@ -125,6 +125,17 @@ def update_workspace(
     return workspaces.to_wire(db, workspaces.update(db, actor, workspace, body))
 
 
+@router.put("/api/v2/workspaces/{workspace}/ttl")
+def set_workspace_ttl(
+    body: wire.TtlRequest,
+    workspace: WorkspaceParam,
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
+) -> wire.Workspace:
+    """Set the TTL: a running workspace's deadline moves to that long from now, without a restart."""
+    return workspaces.to_wire(db, workspaces.set_ttl(db, actor, workspace, body.seconds()))
+
+
 @router.post("/api/v2/workspaces/{workspace}/builds", status_code=status.HTTP_201_CREATED)
 def create_build(
     body: wire.CreateBuildRequest,
