@@ -19,6 +19,7 @@ from dockyard.api.routes import (
     connect,
     doctor,
     health,
+    mcp,
     ssh,
     templates,
     users,
@@ -61,6 +62,7 @@ ROUTERS = (
     agentstreams.router,
     audit.router,
     doctor.router,
+    mcp.router,
 )
 
 # Multipart framing adds a little to a 10 MB archive; the archive reader enforces the exact limit.
@@ -108,8 +110,10 @@ def create_app(
         )
         background.start()
         app.state.background = background
+        app.state.mcp = mcp.session_manager(app.state.sessions)
         try:
-            yield
+            async with app.state.mcp.run():
+                yield
         finally:
             await gateway.close()
             await hub.close()
