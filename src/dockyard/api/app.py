@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from dockyard import __version__, logs
 from dockyard.accounts import bootstrap
-from dockyard.api import errors
+from dockyard.api import errors, openapi
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
 from dockyard.api.routes import (
     agentstreams,
@@ -128,6 +128,7 @@ def create_app(
         docs_url="/api/v2/docs",
         redoc_url=None,
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -140,6 +141,7 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
+    openapi.install(app, ROUTERS)
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT, streamed=("/files",))
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)
