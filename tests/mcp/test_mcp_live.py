@@ -29,6 +29,8 @@ ALL_TOOLS = {
     "read_file",
     "write_file",
     "list_files",
+    "report_task_status",
+    "get_task_status",
     "stop_workspace",
     "delete_workspace",
 }
@@ -94,6 +96,18 @@ def test_an_agent_runs_a_whole_task_through_mcp(live: LiveServer, transport: str
             assert [entry["name"] for entry in listed] == ["main.py"]
             read = await call(session, "read_file", workspace=name, path="app/main.py")
             assert read == {"path": "app/main.py", "content": "print(6 * 7)\n", "base64": False}
+            reported = await call(
+                session,
+                "run_command",
+                workspace=name,
+                command="dockyard-agent report done 'prints 42' --link pr=https://git.example/app/pull/1",
+            )
+            assert reported["exit_code"] == 0, reported["stderr"]
+            task = await call(session, "get_task_status", workspace=name)
+            assert (task["state"], task["summary"], task["source"]) == ("done", "prints 42", "agent")
+            assert task["links"] == {"pr": "https://git.example/app/pull/1"}
+            await call(session, "report_task_status", workspace=name, state="idle", summary="parked")
+            assert (await call(session, "get_task_status", workspace=name))["state"] == "idle"
             stopped = await call(session, "stop_workspace", workspace=name)
             assert stopped["status"] == "stopped"
             deleted = await call(session, "delete_workspace", workspace=name)
@@ -118,7 +132,12 @@ def test_tools_follow_the_token_scopes(live: LiveServer) -> None:
 
     async def flow() -> None:
         async with http_session(live, reader.key) as session:
-            assert await tool_names(session) == {"list_templates", "list_workspaces", "get_workspace"}
+            assert await tool_names(session) == {
+                "list_templates",
+                "list_workspaces",
+                "get_workspace",
+                "get_task_status",
+            }
             refused = await session.call_tool("run_command", {"workspace": "x", "command": "id"})
             assert refused.is_error
             assert refused.content[0].text == "Unknown tool 'run_command'."  # type: ignore[union-attr]

@@ -64,6 +64,15 @@ class WriteFile(Arguments):
     base64: bool = Field(False, description="`content` is base64 (for binary files).")
 
 
+class ReportTask(Arguments):
+    workspace: str = WorkspaceRef
+    state: m.TaskState = Field(description="working, idle, waiting_input, done or failed.")
+    summary: str = Field("", max_length=2000, description="What happened, in a line or a few.")
+    links: dict[str, str] = Field(
+        default_factory=dict, description="Named links such as {'pr': 'https://…/pull/7'}."
+    )
+
+
 class ListFiles(Arguments):
     workspace: str = WorkspaceRef
     path: str = Field(".", max_length=4096, description="Folder, relative to home.")
@@ -165,6 +174,30 @@ def _files(client: Client, args: ListFiles) -> list[dict[str, Any]]:
     return [{"name": e.name, "type": e.type, "size": e.size} for e in listing.entries]
 
 
+def _task_summary(ws: m.Workspace) -> dict[str, Any]:
+    task = ws.task
+    if task is None:
+        return {"workspace": ws.name, "state": None}
+    return {
+        "workspace": ws.name,
+        "state": task.state.value,
+        "summary": task.summary,
+        "links": {link.name: link.url for link in task.links},
+        "source": task.source,
+        "updated_at": task.updated_at.isoformat(),
+    }
+
+
+def _report_task(client: Client, args: ReportTask) -> dict[str, Any]:
+    links = [m.TaskLink(name=name, url=url) for name, url in args.links.items()]
+    report = m.TaskReport(state=args.state, summary=args.summary, links=links)
+    return _task_summary(client.report_task(args.workspace, report))
+
+
+def _get_task(client: Client, args: WorkspaceArgument) -> dict[str, Any]:
+    return _task_summary(client.get_workspace(args.workspace))
+
+
 def _stop(client: Client, args: WorkspaceArgument) -> dict[str, Any]:
     client.stop_workspace(args.workspace)
     return _summary(client.get_workspace(args.workspace, wait="done", timeout=120))
@@ -234,6 +267,21 @@ TOOLS: tuple[Tool, ...] = (
         m.Scope.WORKSPACE_CONNECT,
         ListFiles,
         _files,
+    ),
+    Tool(
+        "report_task_status",
+        "Report the coding task's state in a workspace (working, idle, waiting_input, done, failed).",
+        m.Scope.WORKSPACE_OPERATE,
+        ReportTask,
+        _report_task,
+    ),
+    Tool(
+        "get_task_status",
+        "Read the coding task's last reported state in a workspace, with its summary and links.",
+        m.Scope.WORKSPACE_READ,
+        WorkspaceArgument,
+        _get_task,
+        read_only=True,
     ),
     Tool(
         "stop_workspace",

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, aliased
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import builds, queue
+from dockyard.provisioner import builds, queue, tasks
 from dockyard.provisioner.status import derive
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.sdk import models as wire
@@ -165,6 +165,7 @@ def to_wire(db: Session, loaded: Loaded) -> wire.Workspace:
         updated_at=workspace.updated_at,
         last_used_at=workspace.last_used_at,
         agent=agent_state.to_wire(db.get(WorkspaceAgent, workspace.id)),
+        task=tasks.to_wire(workspace),
     )
 
 

@@ -360,6 +360,10 @@ class Client:
         found = self.list_workspaces(owner=owner, template=template, status=wanted, name=name, limit=limit)
         return [Workspace(self, info) for info in found.workspaces]
 
+    def report_task(self, workspace: str, report: m.TaskReport) -> m.Workspace:
+        """Set the workspace's task state from outside it (inside, `dockyard-agent report` does this)."""
+        return self._send("POST", f"/api/v2/workspaces/{_segment(workspace)}/task", m.Workspace, report)
+
     def set_ttl(self, workspace: str, ttl: str | int | float) -> m.Workspace:
         """Set a workspace's TTL; a running workspace's deadline moves to `ttl` from now, without a restart."""
         body = m.TtlRequest(ttl_ms=int(ttl * 1000)) if isinstance(ttl, int | float) else m.TtlRequest(ttl=ttl)

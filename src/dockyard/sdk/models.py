@@ -470,6 +470,40 @@ class WorkspaceAgent(BaseModel):
     ports: list[ListeningPort] = Field(default_factory=list)
 
 
+class TaskState(StrEnum):
+    """What a coding task in a workspace is doing, as the workspace reports it."""
+
+    WORKING = "working"
+    IDLE = "idle"
+    WAITING_INPUT = "waiting_input"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TaskLink(BaseModel):
+    """A link a task reports, such as its pull request."""
+
+    name: str = Field(min_length=1, max_length=64, description="What the link is, e.g. `pr`.")
+    url: str = Field(max_length=2048, pattern=r"^https?://", description="An http:// or https:// URL.")
+
+
+class TaskReport(Request):
+    """A task's new state: from `dockyard-agent report` inside the workspace, or from an orchestrator."""
+
+    state: TaskState = Field(description="working, idle, waiting_input, done or failed.")
+    summary: str = Field("", max_length=2000, description="One or a few lines on what happened.")
+    links: list[TaskLink] = Field(default_factory=list, max_length=10, description="Up to 10 links.")
+
+
+class TaskStatus(TaskReport):
+    """The task state a workspace last reported."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str = Field(description="`agent` (reported inside the workspace) or `api`.")
+    updated_at: datetime = Field(description="When it was reported.")
+
+
 class Workspace(BaseModel):
     id: str
     name: str
@@ -492,6 +526,7 @@ class Workspace(BaseModel):
     agent: WorkspaceAgent | None = Field(
         None, description="The agent inside the workspace; none before its first start."
     )
+    task: TaskStatus | None = Field(None, description="The coding task's last reported state, if any.")
 
 
 class WorkspaceList(BaseModel):

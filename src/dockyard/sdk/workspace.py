@@ -299,6 +299,11 @@ class Workspace:
     def parameters(self) -> dict[str, Any]:
         return self.info.parameters
 
+    @property
+    def task(self) -> m.TaskStatus | None:
+        """The coding task's last reported state (`dockyard-agent report` inside, `report_task` outside)."""
+        return self.info.task
+
     # --- state -------------------------------------------------------------------------------------------------
 
     def refresh(self) -> Workspace:
@@ -361,6 +366,43 @@ class Workspace:
             raise TypeError(f"ttl must be a duration such as '2h' or seconds, not {type(ttl).__name__}")
         self.info = self._client.set_ttl(self.id, ttl)
         return self
+
+    def report_task(
+        self, state: str, summary: str = "", *, links: Mapping[str, str] | None = None
+    ) -> Workspace:
+        """Set the task state (`working`, `idle`, `waiting_input`, `done`, `failed`), e.g. with a PR link."""
+        try:
+            report = m.TaskReport(
+                state=m.TaskState(state),
+                summary=summary,
+                links=[m.TaskLink(name=name, url=url) for name, url in (links or {}).items()],
+            )
+        except ValueError as exc:
+            raise ValueError(f"invalid task report: {exc}") from exc
+        self.info = self._client.report_task(self.id, report)
+        return self
+
+    def wait_for_task(
+        self, states: Sequence[str] = ("done", "failed"), *, timeout: float = 3600
+    ) -> m.TaskStatus:
+        """Block until the task reports one of `states`; woken by the server's event stream, not by polling."""
+        wanted = {m.TaskState(state) for state in states}
+        timeout = check_timeout(timeout)
+        result: list[m.TaskStatus] = []
+
+        def watch() -> None:
+            for info in self._client.watch_workspace(self.id):
+                self.info = info
+                if info.task is not None and info.task.state in wanted:
+                    result.append(info.task)
+                    return
+
+        watcher = threading.Thread(target=watch, name="dockyard-task-watch", daemon=True)
+        watcher.start()
+        watcher.join(timeout)
+        if not result:
+            raise Timeout(f"workspace {self.name}'s task did not reach {sorted(states)} in {timeout:g} s")
+        return result[0]
 
     # --- commands ----------------------------------------------------------------------------------------------
 
