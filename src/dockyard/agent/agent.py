@@ -4,7 +4,8 @@ This one file is copied into every workspace and run there as the workspace user
 `python3` (3.9 or newer), so it uses the standard library only and imports nothing from `dockyard`. It never
 listens: it dials the control plane's unix socket, keeps one control connection open (re-dialing forever), and
 dials one more connection per stream the control plane asks for (exec, reconnecting terminals, port dials and
-file transfers).
+file transfers). The one exception to "never listens": a unix socket private to the workspace user
+(`$DOCKYARD_TASK_SOCKET`) where `dockyard-agent report` hands the agent a coding task's state.
 
 Everything runs on one asyncio loop. A PTY master and a child's pipes are read with non-blocking callbacks, and
 output is paused while a peer is slow, so one busy stream cannot stall the others nor grow without bound.
@@ -34,6 +35,7 @@ import socket
 import stat
 import struct
 import subprocess
+import tempfile
 import termios
 import time
 import traceback
@@ -62,6 +64,11 @@ READ_LIMIT = 4 << 20
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 2.0
 HELLO_TIMEOUT = 30.0
+# A coding task's states, as `dockyard-agent report` takes them and the API shows them.
+TASK_STATES = ("working", "idle", "waiting_input", "done", "failed")
+TASK_SUMMARY_MAX = 2000
+TASK_LINKS_MAX = 10
+TASK_SOCKET_ENV = "DOCKYARD_TASK_SOCKET"
 DIAL_TIMEOUT = 10.0
 SHUTDOWN_SCRIPT_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 1.0
@@ -1068,9 +1075,12 @@ class Agent:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        task_server = await self._serve_task_reports()
         control = spawn_task(self._control_loop())
         await stop.wait()
         await self._shutdown()
+        if task_server is not None:
+            task_server.close()
         control.cancel()
         if self.control is not None:
             self.control.close()
@@ -1080,16 +1090,53 @@ class Agent:
         await asyncio.sleep(0)
         return 0
 
+    # task reports from inside the workspace
+
+    async def _serve_task_reports(self) -> asyncio.AbstractServer | None:
+        """Listen where `dockyard-agent report` finds us; the folder is the workspace user's alone."""
+        try:
+            folder = tempfile.mkdtemp(prefix="dockyard-agent-")
+            path = os.path.join(folder, "task.sock")
+            server = await asyncio.start_unix_server(self._task_client, path)
+        except OSError as exc:
+            log(f"task reports are unavailable: cannot listen in a temporary folder: {exc}")
+            return None
+        # Children inherit these: every exec, terminal and script can report, and finds the command.
+        os.environ[TASK_SOCKET_ENV] = path
+        tools = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin")
+        if os.path.isdir(tools):
+            os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+        return server
+
+    async def _task_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            report = check_task_report(decode_json(line.strip()) or {})
+            if isinstance(report, str):
+                writer.write(encode_json({"ok": False, "error": report}) + b"\n")
+            else:
+                self.send({"type": "task", **report})
+                writer.write(encode_json({"ok": True, "connected": self.control is not None}) + b"\n")
+            await writer.drain()
+        except (OSError, asyncio.TimeoutError):  # noqa: UP041 - distinct from TimeoutError before Python 3.11
+            pass
+        finally:
+            writer.close()
+
     # messages to the control plane
 
     def send(self, message: dict[str, Any]) -> None:
         control = self.control
         if control is not None and not control.closing():
             control.send_json(message)
-        elif message["type"] in ("log", "lifecycle"):
+        elif message["type"] in ("log", "lifecycle", "task"):
             self._buffer(message)
 
     def _buffer(self, message: dict[str, Any]) -> None:
+        if message["type"] == "task":
+            # Only the newest task state matters once the control plane is back.
+            for queued in [m for m in self.outbox if m["type"] == "task"]:
+                self.outbox.remove(queued)
         self.outbox.append(message)
         if message["type"] != "log":
             return
@@ -1680,6 +1727,83 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> b
     return True
 
 
+def check_task_report(message: dict[str, Any]) -> dict[str, Any] | str:
+    """The task report to forward, or what is wrong with it."""
+    state = message.get("state")
+    if state not in TASK_STATES:
+        return f"state must be one of {', '.join(TASK_STATES)}, not {state!r}"
+    summary = message.get("summary", "")
+    if not isinstance(summary, str) or len(summary) > TASK_SUMMARY_MAX:
+        return f"summary must be text of at most {TASK_SUMMARY_MAX} characters"
+    links = message.get("links", [])
+    if not isinstance(links, list) or len(links) > TASK_LINKS_MAX:
+        return f"at most {TASK_LINKS_MAX} links"
+    for link in links:
+        name = link.get("name") if isinstance(link, dict) else None
+        url = link.get("url") if isinstance(link, dict) else None
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            return "each link needs a name of 1 to 64 characters"
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
+            return f"link {name!r}: the URL must start with http:// or https://"
+    return {"state": state, "summary": summary, "links": links}
+
+
+REPORT_USAGE = """usage: dockyard-agent report STATE [SUMMARY] [--link NAME=URL]...
+
+Tell Dockyard (and whoever waits on this workspace) what the coding task is doing.
+STATE is one of: working, idle, waiting_input, done, failed.
+Example: dockyard-agent report done "Fixed the flaky test" --link pr=https://git.example/org/app/pull/7"""
+
+
+def report_main(argv: list[str]) -> int:
+    """`dockyard-agent report ...`: hand a task state to this workspace's agent."""
+    positional: list[str] = []
+    links: list[dict[str, str]] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            print(REPORT_USAGE)
+            return 0
+        if arg == "--link" or arg.startswith("--link="):
+            value = arg[len("--link=") :] if arg.startswith("--link=") else next(args, "")
+            name, equals, url = value.partition("=")
+            if not equals:
+                print(f"dockyard-agent: --link takes NAME=URL, not {value!r}", file=sys.stderr)
+                return 2
+            links.append({"name": name, "url": url})
+        else:
+            positional.append(arg)
+    if not 1 <= len(positional) <= 2:
+        print(REPORT_USAGE, file=sys.stderr)
+        return 2
+    report = check_task_report(
+        {"state": positional[0], "summary": positional[1] if len(positional) > 1 else "", "links": links}
+    )
+    if isinstance(report, str):
+        print(f"dockyard-agent: {report}", file=sys.stderr)
+        return 2
+    path = os.environ.get(TASK_SOCKET_ENV, "")
+    if not path:
+        print(
+            f"dockyard-agent: ${TASK_SOCKET_ENV} is not set: run this inside a Dockyard workspace",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.sendall(encode_json(report) + b"\n")
+            answer = decode_json(sock.makefile("rb").readline().strip()) or {}
+    except OSError as exc:
+        print(f"dockyard-agent: cannot reach the workspace agent at {path}: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"dockyard-agent: {answer.get('error', 'the agent refused the report')}", file=sys.stderr)
+        return 1
+    return 0
+
+
 USAGE = (
     "usage: agent.py [--socket PATH] [--token-file PATH | --token TOKEN]\n"
     "(default: $DOCKYARD_AGENT_SOCKET, $DOCKYARD_AGENT_TOKEN_FILE or $DOCKYARD_AGENT_TOKEN)"
@@ -1711,7 +1835,10 @@ def read_token(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
+    options = parse_args(argv)
     socket_path = options.get("socket") or os.environ.get("DOCKYARD_AGENT_SOCKET", "")
     token_file = options.get("token-file") or os.environ.get("DOCKYARD_AGENT_TOKEN_FILE", "")
     token = options.get("token") or ("" if token_file else os.environ.get("DOCKYARD_AGENT_TOKEN", ""))

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from dockyard import __version__, logs
 from dockyard.accounts import bootstrap
-from dockyard.api import errors
+from dockyard.api import errors, openapi
 from dockyard.api.bodies import JsonBodyMiddleware
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
 from dockyard.api.routes import (
@@ -20,6 +20,7 @@ from dockyard.api.routes import (
     connect,
     doctor,
     health,
+    mcp,
     ssh,
     templates,
     users,
@@ -64,6 +65,7 @@ ROUTERS = (
     agentstreams.router,
     audit.router,
     doctor.router,
+    mcp.router,
 )
 
 # Multipart framing adds a little to a 10 MB archive; the archive reader enforces the exact limit.
@@ -112,8 +114,10 @@ def create_app(
         )
         background.start()
         app.state.background = background
+        app.state.mcp = mcp.session_manager(app.state.sessions)
         try:
-            yield
+            async with app.state.mcp.run():
+                yield
         finally:
             await gateway.close()
             await hub.close()
@@ -128,6 +132,7 @@ def create_app(
         docs_url="/api/v2/docs",
         redoc_url=None,
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -140,6 +145,7 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
+    openapi.install(app, ROUTERS)
     # Innermost: bodies are already within the size limit when a JSON body's content type is fixed.
     app.add_middleware(JsonBodyMiddleware, streamed=("/files",))
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT, streamed=("/files",))

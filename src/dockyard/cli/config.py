@@ -10,20 +10,23 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.cli.errors import CliError, not_logged_in
 from dockyard.sdk import Client, ConnectionFailed
+from dockyard.sdk.credentials import (
+    ENV_TOKEN,
+    ENV_URL,
+    Credentials,
+    CredentialsUnreadable,
+    config_dir,
+    config_path,
+    load_stored,
+    normalize_url,
+    resolve,
+)
 
-ENV_URL = "DOCKYARD_URL"
-ENV_TOKEN = "DOCKYARD_TOKEN"  # noqa: S105 - the name of a variable, not a secret
-
-
-@dataclass(frozen=True)
-class Credentials:
-    url: str
-    token: str
+__all__ = ["ENV_TOKEN", "ENV_URL", "Credentials", "config_dir", "config_path", "normalize_url"]
 
 
 def _default_client(url: str, token: str | None) -> Client:
@@ -34,33 +37,12 @@ def _default_client(url: str, token: str | None) -> Client:
 client_factory: Callable[[str, str | None], Client] = _default_client
 
 
-def config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME", "")
-    # The XDG spec says to ignore a relative value: it would depend on the current directory.
-    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
-    return root / "dockyard"
-
-
-def config_path() -> Path:
-    return config_dir() / "config.json"
-
-
-def normalize_url(url: str) -> str:
-    return url.strip().rstrip("/")
-
-
 def load() -> Credentials | None:
     """The stored credentials, or None when there are none."""
-    path = config_path()
     try:
-        data = json.loads(path.read_text())
-        return Credentials(url=normalize_url(str(data["url"])), token=str(data["token"]))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CliError(
-            f"cannot read {path}: {exc}", hint="run `dockyard login URL` to write it again"
-        ) from exc
+        return load_stored()
+    except CredentialsUnreadable as exc:
+        raise CliError(str(exc), hint="run `dockyard login URL` to write it again") from exc
 
 
 def save(credentials: Credentials) -> Path:
@@ -91,12 +73,10 @@ def remove() -> bool:
 
 def credentials() -> Credentials:
     """The credentials to use: the environment's, else the stored ones; `CliError` when there are none."""
-    stored = load()
-    url = normalize_url(os.environ.get(ENV_URL, "")) or (stored.url if stored else "")
-    token = os.environ.get(ENV_TOKEN, "").strip()
-    # A stored token is only ever sent to the server it was issued by, never to a URL from the environment.
-    if not token and stored is not None and stored.url == url:
-        token = stored.token
+    try:
+        url, token = resolve()
+    except CredentialsUnreadable as exc:
+        raise CliError(str(exc), hint="run `dockyard login URL` to write it again") from exc
     if not url or not token:
         raise not_logged_in()
     return Credentials(url=url, token=token)

@@ -14,6 +14,7 @@ from dockyard.cli import (
     doctor,
     forward,
     images,
+    mcp,
     output,
     server,
     sshconfig,
@@ -111,6 +112,7 @@ app.command("provisioner")(server.provisioner)
 app.command("gateway")(server.gateway)
 app.command("doctor")(doctor.doctor)
 app.add_typer(images.app, name="images")
+app.command("mcp")(mcp.mcp)
 
 
 def main() -> None:

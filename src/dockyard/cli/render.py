@@ -104,6 +104,11 @@ def print_details(workspace: m.Workspace) -> None:
     ]
     if workspace.status_reason:
         pairs.append(("REASON", workspace.status_reason))
+    if workspace.task is not None:
+        task = workspace.task
+        summary = f": {task.summary}" if task.summary else ""
+        pairs.append(("TASK", f"{task.state.value}{summary} ({output.when(task.updated_at)})"))
+        pairs += [(f"  {link.name}", link.url) for link in task.links]
     pairs += [
         ("TTL", _ttl_text(workspace)),
         ("DEADLINE", output.when(workspace.deadline, never="none")),
@@ -158,6 +163,7 @@ def workspace_columns(*, everyone: bool) -> list[Column[m.Workspace]]:
     columns += [
         Column("TEMPLATE", _template_text),
         Column("STATUS", lambda w: w.status.value),
+        Column("TASK", lambda w: w.task.state.value if w.task else "-"),
         Column(
             "LAST BUILD",
             lambda w: f"{w.latest_build.transition.value}, {_ago(w.latest_build.created_at)}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -12,13 +13,14 @@ from sqlalchemy.orm import Session, aliased
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import builds, queue
+from dockyard.provisioner import builds, queue, tasks
 from dockyard.provisioner.status import derive
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.sdk import models as wire
 from dockyard.sdk.manifest import TemplateManifest
 from dockyard.store import audit, warmnetworks
 from dockyard.store.models import Template, TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
+from dockyard.store.types import utcnow
 from dockyard.templates import parameters as parameter_rules
 from dockyard.templates import render
 from dockyard.templates import service as templates
@@ -163,6 +165,7 @@ def to_wire(db: Session, loaded: Loaded) -> wire.Workspace:
         updated_at=workspace.updated_at,
         last_used_at=workspace.last_used_at,
         agent=agent_state.to_wire(db.get(WorkspaceAgent, workspace.id)),
+        task=tasks.to_wire(workspace),
     )
 
 
@@ -350,4 +353,38 @@ def update(db: Session, actor: Actor, workspace: Workspace, request: wire.Update
             detail=changes,
         )
         db.commit()
+    return Loaded(workspace, current)
+
+
+def set_ttl(db: Session, actor: Actor, workspace: Workspace, seconds: int | None) -> Loaded:
+    """Set the TTL; a running workspace's deadline moves to `seconds` from now, with no build and no restart.
+
+    A stopped workspace keeps the new TTL for its next start. Nothing is restarted, so SSH sessions, terminals
+    and a coding agent's task carry on across an extension.
+    """
+    current = builds.latest(db, workspace)
+    if workspace.deleted or current.transition == wire.Transition.DELETE.value:
+        raise Conflict(f"Workspace {workspace.name!r} is being deleted; its TTL cannot change.")
+    before = workspace.deadline
+    workspace.ttl_seconds = seconds
+    if current.transition == wire.Transition.START.value and current.status in (
+        wire.BuildStatus.PENDING,
+        wire.BuildStatus.RUNNING,
+        wire.BuildStatus.SUCCEEDED,
+    ):
+        workspace.deadline = utcnow() + timedelta(seconds=seconds) if seconds else None
+    audit.record(
+        db,
+        actor,
+        "workspace.ttl",
+        resource_type="workspace",
+        resource_id=workspace.id,
+        resource_name=workspace.name,
+        detail={
+            "ttl_seconds": seconds,
+            "deadline_before": before.isoformat() if before else None,
+            "deadline": workspace.deadline.isoformat() if workspace.deadline else None,
+        },
+    )
+    db.commit()
     return Loaded(workspace, current)

@@ -10,6 +10,7 @@ One method per endpoint; every non-2xx reply raises `ApiError` carrying the serv
 
 from __future__ import annotations
 
+import builtins
 import io
 import ssl
 import tarfile
@@ -20,13 +21,15 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import pydantic
 from httpx_sse import ServerSentEvent, connect_sse
 from pydantic import BaseModel, TypeAdapter
 
 from dockyard import __version__
+from dockyard.sdk import credentials, streams
 from dockyard.sdk import models as m
-from dockyard.sdk import streams
-from dockyard.sdk.errors import ApiError, ConnectionFailed
+from dockyard.sdk.errors import ApiError, ConnectionFailed, Timeout, error_for
+from dockyard.sdk.workspace import Workspace, check_timeout, check_wait
 
 T = TypeVar("T")
 
@@ -52,15 +55,35 @@ def _segment(value: str) -> str:
 
 
 class Client:
+    """A connection to one Dockyard server.
+
+    `Client()` finds its server and token in `DOCKYARD_URL`/`DOCKYARD_TOKEN`, else in what `dockyard login`
+    stored; `Client(url, token)` names them. `create`, `get` and `list` return `Workspace` handles; the other
+    methods map one to one onto REST endpoints and take and return the wire models of `dockyard.sdk.models`.
+    """
+
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         token: str | None = None,
         *,
         timeout: float = 30.0,
         http: httpx.Client | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
+        if url is not None and not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        if token is not None and not isinstance(token, str):
+            raise TypeError(f"token must be a str, not {type(token).__name__}")
+        if url is None or token is None:
+            url, token = credentials.resolve(url, token)
+        if not url:
+            raise ValueError(
+                "no Dockyard server given: pass Client(url, token), set DOCKYARD_URL and DOCKYARD_TOKEN, "
+                "or run `dockyard login`"
+            )
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, not {url!r}")
         self.url = url.rstrip("/")
         self.token = token
         self.verify = verify
@@ -94,6 +117,8 @@ class Client:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise Timeout(f"Dockyard at {self.url} did not answer {method} {path} in time: {exc}") from exc
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"Cannot reach Dockyard at {self.url}: {exc}") from exc
         if response.status_code >= 400:
@@ -106,13 +131,14 @@ class Client:
             body = m.ErrorResponse.model_validate_json(response.content)
         except ValueError:
             body = m.ErrorResponse(message=f"HTTP {response.status_code}", detail=response.text[:500])
-        return ApiError(
+        return error_for(
             response.status_code,
             body.message,
             detail=body.detail,
             validations=body.validations,
             method=response.request.method,
             url=str(response.request.url),
+            retry_after=response.headers.get("Retry-After"),
         )
 
     def _get(self, path: str, model: type[T], params: Mapping[str, Any] | None = None) -> T:
@@ -172,7 +198,7 @@ class Client:
 
     # --- tokens ------------------------------------------------------------------------------------------------
 
-    def list_tokens(self, user: str = "me") -> list[m.ApiToken]:
+    def list_tokens(self, user: str = "me") -> builtins.list[m.ApiToken]:
         return self._get(f"/api/v2/users/{_segment(user)}/tokens", list[m.ApiToken])
 
     def create_token(self, request: m.CreateTokenRequest, user: str = "me") -> m.CreatedToken:
@@ -186,7 +212,7 @@ class Client:
 
     # --- templates ---------------------------------------------------------------------------------------------
 
-    def list_templates(self) -> list[m.Template]:
+    def list_templates(self) -> builtins.list[m.Template]:
         return self._get("/api/v2/templates", list[m.Template])
 
     def get_template(self, template: str) -> m.Template:
@@ -226,7 +252,7 @@ class Client:
     def delete_template(self, template: str) -> None:
         self.request("DELETE", f"/api/v2/templates/{_segment(template)}")
 
-    def list_template_versions(self, template: str) -> list[m.TemplateVersion]:
+    def list_template_versions(self, template: str) -> builtins.list[m.TemplateVersion]:
         return self._get(f"/api/v2/templates/{_segment(template)}/versions", list[m.TemplateVersion])
 
     def get_template_version(self, template: str, version: str) -> m.TemplateVersion:
@@ -234,7 +260,7 @@ class Client:
             f"/api/v2/templates/{_segment(template)}/versions/{_segment(version)}", m.TemplateVersion
         )
 
-    def list_template_files(self, template: str, version: str) -> list[m.TemplateFile]:
+    def list_template_files(self, template: str, version: str) -> builtins.list[m.TemplateFile]:
         return self._get(
             f"/api/v2/templates/{_segment(template)}/versions/{_segment(version)}/files", list[m.TemplateFile]
         )
@@ -262,6 +288,86 @@ class Client:
         )
 
     # --- workspaces --------------------------------------------------------------------------------------------
+
+    def create(
+        self,
+        template: str,
+        *,
+        name: str | None = None,
+        ttl: str | int | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        wait: str | None = "ready",
+        timeout: float = 300,
+        keep: bool = False,
+    ) -> Workspace:
+        """Create a workspace from a template (id or name) and return its handle once it is `wait`.
+
+        `ttl` is a duration (`"1h"`) or seconds; `wait` is `"ready"` (the agent ran the startup script),
+        `"running"`, `"done"` or None (return at once). Used as a context manager, the handle deletes the
+        workspace on exit unless `keep=True`.
+        """
+        if not isinstance(template, str) or not template:
+            raise TypeError("template must be a template id or name (a non-empty str)")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise TypeError(
+                f"parameters must be a mapping of names to values, not {type(parameters).__name__}"
+            )
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, str | int)):
+            raise TypeError(f"ttl must be a duration such as '1h' or seconds, not {type(ttl).__name__}")
+        wanted = check_wait(wait)
+        check_timeout(timeout)
+        fields: dict[str, Any] = {"template": template, "parameters": dict(parameters or {})}
+        if name is not None:
+            fields["name"] = name
+        if isinstance(ttl, int):
+            fields["ttl_ms"] = ttl * 1000
+        elif ttl is not None:
+            fields["ttl"] = ttl
+        try:
+            request = m.CreateWorkspaceRequest.model_validate(fields)
+        except pydantic.ValidationError as exc:
+            raise ValueError(str(exc)) from exc
+        handle = Workspace(self, self.create_workspace(request), keep=keep)
+        if wanted is not None:
+            try:
+                handle.wait(wanted, timeout=timeout)
+            except BaseException:
+                # A workspace nobody will get a handle to must not be left behind.
+                if not keep:
+                    handle.delete(wait=False)
+                raise
+        return handle
+
+    def get(self, workspace: str) -> Workspace:
+        """A handle on an existing workspace by id, name or owner/name (kept on a `with` block's exit)."""
+        if not isinstance(workspace, str) or not workspace:
+            raise TypeError("workspace must be an id, a name or owner/name (a non-empty str)")
+        return Workspace(self, self.get_workspace(workspace))
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        template: str | None = None,
+        status: m.WorkspaceStatus | str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Workspace]:
+        """Handles on the workspaces this token can see, filtered as given."""
+        wanted = m.WorkspaceStatus(status) if status is not None else None
+        found = self.list_workspaces(owner=owner, template=template, status=wanted, name=name, limit=limit)
+        return [Workspace(self, info) for info in found.workspaces]
+
+    def report_task(self, workspace: str, report: m.TaskReport) -> m.Workspace:
+        """Set the workspace's task state from outside it (inside, `dockyard-agent report` does this)."""
+        return self._send("POST", f"/api/v2/workspaces/{_segment(workspace)}/task", m.Workspace, report)
+
+    def set_ttl(self, workspace: str, ttl: str | int | float) -> m.Workspace:
+        """Set a workspace's TTL; a running workspace's deadline moves to `ttl` from now, without a restart."""
+        body = m.TtlRequest(ttl_ms=int(ttl * 1000)) if isinstance(ttl, int | float) else m.TtlRequest(ttl=ttl)
+        return self._send("PUT", f"/api/v2/workspaces/{_segment(workspace)}/ttl", m.Workspace, body)
 
     def create_workspace(self, request: m.CreateWorkspaceRequest) -> m.Workspace:
         return self._send(
@@ -334,7 +440,7 @@ class Client:
     def delete_workspace(self, workspace: str) -> m.WorkspaceBuild:
         return self._send("DELETE", f"/api/v2/workspaces/{_segment(workspace)}", m.WorkspaceBuild)
 
-    def list_builds(self, workspace: str) -> list[m.WorkspaceBuild]:
+    def list_builds(self, workspace: str) -> builtins.list[m.WorkspaceBuild]:
         return self._get(f"/api/v2/workspaces/{_segment(workspace)}/builds", list[m.WorkspaceBuild])
 
     def get_build(self, build: str) -> m.WorkspaceBuild:
@@ -343,7 +449,7 @@ class Client:
     def cancel_build(self, build: str) -> m.WorkspaceBuild:
         return self._send("POST", f"/api/v2/workspacebuilds/{_segment(build)}/cancel", m.WorkspaceBuild)
 
-    def build_logs(self, build: str, *, after: int = 0) -> list[m.BuildLogLine]:
+    def build_logs(self, build: str, *, after: int = 0) -> builtins.list[m.BuildLogLine]:
         return self._get(
             f"/api/v2/workspacebuilds/{_segment(build)}/logs", list[m.BuildLogLine], {"after": after}
         )
@@ -467,7 +573,7 @@ class Client:
 
     # --- SSH keys and certificates ---------------------------------------------------------------------------
 
-    def list_ssh_keys(self, user: str = "me") -> list[m.SshKey]:
+    def list_ssh_keys(self, user: str = "me") -> builtins.list[m.SshKey]:
         return self._get(f"/api/v2/users/{_segment(user)}/sshkeys", list[m.SshKey])
 
     def add_ssh_key(self, user: str, request: m.CreateSshKeyRequest) -> m.SshKey:

@@ -470,6 +470,40 @@ class WorkspaceAgent(BaseModel):
     ports: list[ListeningPort] = Field(default_factory=list)
 
 
+class TaskState(StrEnum):
+    """What a coding task in a workspace is doing, as the workspace reports it."""
+
+    WORKING = "working"
+    IDLE = "idle"
+    WAITING_INPUT = "waiting_input"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TaskLink(BaseModel):
+    """A link a task reports, such as its pull request."""
+
+    name: str = Field(min_length=1, max_length=64, description="What the link is, e.g. `pr`.")
+    url: str = Field(max_length=2048, pattern=r"^https?://", description="An http:// or https:// URL.")
+
+
+class TaskReport(Request):
+    """A task's new state: from `dockyard-agent report` inside the workspace, or from an orchestrator."""
+
+    state: TaskState = Field(description="working, idle, waiting_input, done or failed.")
+    summary: str = Field("", max_length=2000, description="One or a few lines on what happened.")
+    links: list[TaskLink] = Field(default_factory=list, max_length=10, description="Up to 10 links.")
+
+
+class TaskStatus(TaskReport):
+    """The task state a workspace last reported."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str = Field(description="`agent` (reported inside the workspace) or `api`.")
+    updated_at: datetime = Field(description="When it was reported.")
+
+
 class Workspace(BaseModel):
     id: str
     name: str
@@ -492,11 +526,42 @@ class Workspace(BaseModel):
     agent: WorkspaceAgent | None = Field(
         None, description="The agent inside the workspace; none before its first start."
     )
+    task: TaskStatus | None = Field(None, description="The coding task's last reported state, if any.")
 
 
 class WorkspaceList(BaseModel):
     workspaces: list[Workspace]
     count: int
+
+
+class TtlRequest(Request):
+    """A new TTL. A running workspace's deadline moves to this long from now, without a restart."""
+
+    ttl: str | None = Field(None, description="A duration such as `2h`; `0` removes the deadline.")
+    ttl_ms: int | None = Field(
+        None, ge=0, description="Coder's form of `ttl`, in milliseconds; 0 removes it."
+    )
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is not None and value != "0":
+            _ttl_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> TtlRequest:
+        if (self.ttl is None) == (self.ttl_ms is None):
+            raise ValueError("give ttl or ttl_ms (exactly one)")
+        if self.ttl_ms:
+            _ttl_seconds(self.ttl_ms // 1000)
+        return self
+
+    def seconds(self) -> int | None:
+        """The TTL in seconds; None removes it."""
+        if self.ttl is not None:
+            return None if self.ttl == "0" else _ttl_seconds(self.ttl)
+        return (self.ttl_ms or 0) // 1000 or None
 
 
 class CreateBuildRequest(Request):
@@ -599,6 +664,11 @@ class ExecResult(BaseModel):
     stderr_truncated: bool = False
     timed_out: bool = False
     duration_ms: float
+
+    @property
+    def truncated(self) -> bool:
+        """Whether stdout or stderr was cut at `max_output_bytes`."""
+        return self.stdout_truncated or self.stderr_truncated
 
 
 class FileEntry(BaseModel):

@@ -31,7 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from dockyard import __version__
 from dockyard.sdk import models as m
-from dockyard.sdk.errors import ApiError, ConnectionFailed
+from dockyard.sdk.errors import ApiError, ConnectionFailed, error_for
 
 if TYPE_CHECKING:
     import ssl
@@ -68,7 +68,7 @@ def denied(status: int, body: bytes, url: str) -> ApiError:
         error = m.ErrorResponse.model_validate_json(body)
     except ValidationError:
         error = m.ErrorResponse(message=f"HTTP {status}", detail=body.decode(errors="replace")[:500])
-    return ApiError(
+    return error_for(
         status, error.message, detail=error.detail, validations=error.validations, method="GET", url=url
     )
 
@@ -96,7 +96,7 @@ class WebSocket:
         """The error a close stands for; None for a normal close (the stream simply ended)."""
         received = exc.rcvd
         if received is not None and received.code >= CLOSE_STATUS_BASE:
-            return ApiError(
+            return error_for(
                 received.code - CLOSE_STATUS_BASE, received.reason or "the server closed the stream",
                 method="GET", url=self.url,
             )  # fmt: skip

@@ -169,6 +169,12 @@ class Workspace(Base):
     drift_state: Mapped[str | None] = mapped_column(String(32))
     drift_reason: Mapped[str | None] = mapped_column(Text)
     drift_at: Mapped[datetime | None]
+    # The coding task's state as the workspace last reported it (`dockyard-agent report`, or the API).
+    task_state: Mapped[str | None] = mapped_column(String(16))
+    task_summary: Mapped[str | None] = mapped_column(Text)
+    task_links: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
+    task_source: Mapped[str | None] = mapped_column(String(16))
+    task_updated_at: Mapped[datetime | None]
 
     owner: Mapped[User] = relationship(lazy="joined")
     template: Mapped[Template] = relationship(lazy="joined")

@@ -323,6 +323,9 @@ class AgentHub:
                 )
         elif kind == "stats":
             await asyncio.to_thread(state.stats, self.sessions, workspace_id, message)
+        elif kind == "task":
+            await asyncio.to_thread(state.task, self.sessions, workspace_id, message)
+            events.changed(workspace_id)
 
     async def _ping_loop(self) -> None:
         while True:

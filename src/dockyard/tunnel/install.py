@@ -52,4 +52,23 @@ def install_agent(agent_dir: Path) -> Path:
     bytecode.parent.chmod(0o755)
     staging.chmod(0o644)
     staging.replace(bytecode)
+    _install_tools(agent_dir)
     return target
+
+
+# `dockyard-agent report …` in every workspace: the agent puts this folder first on its children's PATH.
+AGENT_TOOL = """#!/bin/sh
+exec python3 -I "$(dirname "$0")/../agent.py" "$@"
+"""
+
+
+def _install_tools(agent_dir: Path) -> None:
+    tools = agent_dir / "bin"
+    tools.mkdir(exist_ok=True)
+    tools.chmod(0o755)
+    tool = tools / "dockyard-agent"
+    if not tool.exists() or tool.read_text() != AGENT_TOOL:
+        staging = tools / f".dockyard-agent.{os.getpid()}"
+        staging.write_text(AGENT_TOOL)
+        staging.chmod(0o755)
+        staging.replace(tool)

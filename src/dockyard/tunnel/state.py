@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.accounts.actor import Actor
-from dockyard.provisioner import logs
+from dockyard.provisioner import logs, tasks
 from dockyard.sdk import models as wire
 from dockyard.store import audit
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
@@ -223,3 +223,19 @@ def to_wire(row: WorkspaceAgent | None) -> wire.WorkspaceAgent | None:
         stats=wire.AgentStats(**row.stats) if row.stats else None,
         ports=[wire.ListeningPort(**p) for p in row.ports],
     )
+
+
+def task(sessions: sessionmaker[Session], workspace_id: str, message: dict[str, Any]) -> bool:
+    """Record a task state the agent relayed; False (and nothing written) when the report is malformed."""
+    try:
+        report = wire.TaskReport.model_validate(
+            {key: message.get(key) for key in ("state", "summary", "links") if key in message}
+        )
+    except ValueError:
+        return False
+    with sessions() as db:
+        workspace = db.get(Workspace, workspace_id)
+        if workspace is None or workspace.deleted:
+            return False
+        tasks.report(db, workspace, report, actor=None, source="agent")
+    return True

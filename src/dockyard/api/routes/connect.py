@@ -201,7 +201,17 @@ async def read_file(
     )
 
 
-@router.put("/api/v2/workspaces/{workspace}/files")
+# The body is read as a raw stream (never parsed), so FastAPI cannot infer it: declared here for generated clients.
+FILE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The file's whole new content, streamed as is (at most 512 MB).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.put("/api/v2/workspaces/{workspace}/files", openapi_extra=FILE_BODY)
 async def write_file(
     request: Request,
     db: DbSession,

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.provisioner import builds, events, logs, workspaces
+from dockyard.provisioner import builds, events, logs, tasks, workspaces
 from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.sdk import models as wire
@@ -125,6 +125,30 @@ def update_workspace(
     return workspaces.to_wire(db, workspaces.update(db, actor, workspace, body))
 
 
+@router.post("/api/v2/workspaces/{workspace}/task")
+def report_task(
+    body: wire.TaskReport,
+    workspace: WorkspaceParam,
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
+) -> wire.Workspace:
+    """Report the workspace's coding task state from outside it (inside, `dockyard-agent report` does this)."""
+    tasks.report(db, workspace, body, actor=actor, source="api")
+    events.changed(workspace.id)
+    return workspaces.to_wire(db, workspaces.load(db, workspace))
+
+
+@router.put("/api/v2/workspaces/{workspace}/ttl")
+def set_workspace_ttl(
+    body: wire.TtlRequest,
+    workspace: WorkspaceParam,
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
+) -> wire.Workspace:
+    """Set the TTL: a running workspace's deadline moves to that long from now, without a restart."""
+    return workspaces.to_wire(db, workspaces.set_ttl(db, actor, workspace, body.seconds()))
+
+
 @router.post("/api/v2/workspaces/{workspace}/builds", status_code=status.HTTP_201_CREATED)
 def create_build(
     body: wire.CreateBuildRequest,
@@ -188,6 +212,7 @@ async def watch_workspace(
                 current.latest_build.id,
                 current.latest_build.status,
                 current.status_reason,
+                current.task.updated_at if current.task else None,
             )
             if key != last:
                 last = key
