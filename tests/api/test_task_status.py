@@ -68,9 +68,12 @@ def test_orchestrators_report_and_wait_without_polling(ah: Harness) -> None:
             time.sleep(0.5)
             ws.exec("dockyard-agent report done 'all green'")
 
-        threading.Thread(target=finish).start()
+        reporter = threading.Thread(target=finish)
+        reporter.start()
         started = time.monotonic()
         final = client.get(ws.id).wait_for_task(timeout=30)
+        # The report lands before the command's own reply: let that finish before the workspace goes.
+        reporter.join(30)
         assert (final.state, final.summary) == (m.TaskState.DONE, "all green")
         assert time.monotonic() - started < 10
         listed = client.list(name="waited")
