@@ -12,13 +12,17 @@ from __future__ import annotations
 import shlex
 import socket
 import subprocess
+import uuid
 
 import docker
 import pytest
+import structlog
 
+from dockyard.runtimes.base import HostIsolation, WorkspaceSpec
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.firewall import CHAIN
 from dockyard.runtimes.docker.naming import network_name
+from tests.docker_fixtures import SESSION_PREFIX
 from tests.security.conftest import (
     PROBE,
     HostListener,
@@ -130,3 +134,52 @@ def test_doctor_finds_missing_rules_and_repair_puts_them_back(
     assert repaired.missing == (network_name(ws.id),)
     assert isolation_runtime.host_isolation().missing == ()
     assert probe(docker_client, ws.id, ws.gateway, host_listener.port) == "ECONNREFUSED"
+
+
+def test_without_iptables_workspaces_start_and_every_report_says_they_are_open(
+    engine: DockerRuntime,
+    base_image: str,
+    host_listener: HostListener,
+    docker_client: docker.DockerClient,
+) -> None:
+    spec = WorkspaceSpec(
+        workspace_id=f"{SESSION_PREFIX}-nofw-{uuid.uuid4().hex[:8]}",
+        name="nofw",
+        owner="alice",
+        owner_id="user-1",
+        template="sec",
+        build_id="build-1",
+        image=base_image,
+        memory_bytes=256 * 2**20,
+        egress="none",
+    )
+    log: list[str] = []
+    with structlog.testing.capture_logs() as logged:
+        # Loud at once, when the server binds its runtime at start.
+        runtime = DockerRuntime(
+            engine.base_url,
+            subnet_pool="10.222.0.0/16",
+            deployment=f"test-nofw-{uuid.uuid4().hex[:8]}",
+            iptables="/nonexistent/iptables",
+        )
+    try:
+        with structlog.testing.capture_logs() as later:
+            runtime.start(spec, log.append)
+            report = runtime.host_isolation()
+        gateway = docker_client.containers.get(f"dockyard-ws-{spec.workspace_id}").attrs["NetworkSettings"][
+            "Networks"
+        ][network_name(spec.workspace_id)]["Gateway"]
+        reachable = probe(docker_client, spec.workspace_id, gateway, host_listener.port)
+    finally:
+        runtime.delete(spec.workspace_id, lambda line: None)
+        runtime.close()
+
+    message = "/nonexistent/iptables is not installed, so workspaces can reach services on this host."
+    assert f"WARNING: {message}" in log
+    assert report == HostIsolation(False, message, missing=(network_name(spec.workspace_id),))
+    assert [(e["log_level"], e["event"]) for e in logged if e["log_level"] == "error"] == [
+        ("error", "host firewall unavailable: workspaces can reach services listening on this host")
+    ]
+    assert [e["event"] for e in later if e["log_level"] == "error"] == []  # once, not per network
+    # The truth the warnings tell.
+    assert reachable == "connected"

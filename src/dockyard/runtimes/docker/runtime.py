@@ -86,6 +86,7 @@ class DockerRuntime:
         subnet_prefix: int = 28,
         deployment: str | None = None,
         host_ports: Sequence[int] = (),
+        iptables: str = "iptables",
     ) -> None:
         self.base_url = base_url or engine_url()
         self._explicit_url = base_url is not None
@@ -104,6 +105,7 @@ class DockerRuntime:
         self.subnets = SubnetPool(subnet_pool, subnet_prefix) if subnet_pool else None
         # TCP ports on the host that workspaces may reach (what Dockyard serves them over the network).
         self.host_ports = tuple(host_ports)
+        self.iptables = iptables
         self.deployment: str | None = None
         self.firewall: HostFirewall | None = None
         self._isolated: set[str] = set()  # bridges whose host rules this process installed or saw
@@ -119,7 +121,7 @@ class DockerRuntime:
             raise ValueError(f"this runtime already serves deployment {self.deployment}, not {deployment}")
         if self.deployment is None:
             self.deployment = deployment
-            self.firewall = HostFirewall(deployment, allowed_ports=self.host_ports)
+            self.firewall = HostFirewall(deployment, allowed_ports=self.host_ports, iptables=self.iptables)
             try:
                 self.firewall.probe()
             except RuntimeFailure as exc:
