@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from dockyard.runtimes.base import RuntimeFailure
+from dockyard.runtimes.docker.firewall import HostFirewall
 from dockyard.sdk import Client
 from dockyard.sdk import models as m
 
@@ -131,9 +133,17 @@ def remove_baseline() -> None:
 
 
 def remove_deployment(deployment: str) -> None:
-    """What a benchmark server left on the engine (its warm networks): only objects of its deployment."""
-    if deployment:
-        remove_labelled(f"dockyard.deployment={deployment}")
+    """What a benchmark server left on the engine (its warm networks): only objects of its deployment, and
+    its host firewall rules for them."""
+    if not deployment:
+        return
+    remove_labelled(f"dockyard.deployment={deployment}")
+    firewall = HostFirewall(deployment)
+    try:
+        for bridge in {rule.bridge for rule in firewall.rules()}:
+            firewall.release(bridge)
+    except RuntimeFailure as exc:
+        print(f"cannot remove the host rules of deployment {deployment}: {exc.message}", file=sys.stderr)
 
 
 def report(line: str) -> None:
