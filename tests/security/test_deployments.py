@@ -14,8 +14,11 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from dockyard.runtimes.base import ContainerConflict, ManagedResource, WorkspaceSpec
+from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.naming import container_name, network_name, volume_name
 from dockyard.sdk import models as m
+from tests.docker_fixtures import SESSION_PREFIX
 from tests.live import LiveServer, start_live_server, stop_live_server
 from tests.security.conftest import chain_rules
 
@@ -107,3 +110,90 @@ def test_pruning_one_deployment_leaves_the_others_alone(
         legacy.remove(force=True)
         for network in docker_client.networks.list(names=[network_name(orphan_id)]):
             network.remove()
+
+
+@pytest.fixture
+def workspace_spec(engine: DockerRuntime, base_image: str) -> Iterator[WorkspaceSpec]:
+    spec = WorkspaceSpec(
+        workspace_id=f"{SESSION_PREFIX}-dep-{uuid.uuid4().hex[:8]}",
+        name="dep",
+        owner="alice",
+        owner_id="user-1",
+        template="t",
+        build_id="b1",
+        image=base_image,
+        memory_bytes=256 * 2**20,
+    )
+    yield spec
+    client = engine.client
+    for container in client.containers.list(all=True, filters={"name": container_name(spec.workspace_id)}):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters={"name": volume_name(spec.workspace_id)}):
+        volume.remove(force=True)
+    for network in client.networks.list(names=[network_name(spec.workspace_id)]):
+        network.remove()
+    engine.repair_host_isolation()
+
+
+def test_objects_from_before_deployment_labels_are_taken_over_by_their_workspaces_start(
+    engine: DockerRuntime, workspace_spec: WorkspaceSpec
+) -> None:
+    client, spec = engine.client, workspace_spec
+    old_labels = {"dockyard.managed": "true", "dockyard.workspace.id": spec.workspace_id}
+    network = client.networks.create(network_name(spec.workspace_id), labels=old_labels, internal=True)
+    volume = client.volumes.create(volume_name(spec.workspace_id), labels=old_labels)
+    client.containers.run(
+        spec.image,
+        ["sh", "-c", "echo kept > /home/marker"],
+        volumes={volume.name: {"bind": "/home"}},
+        remove=True,
+    )
+    client.containers.create(
+        spec.image,
+        ["sleep", "infinity"],
+        name=container_name(spec.workspace_id),
+        labels=old_labels,
+        network=network.name,
+    )
+
+    # Observed (its workspace may be running), never listed as this deployment's (nor pruned).
+    assert spec.workspace_id in engine.observe_all()
+    assert [r for r in engine.managed_resources() if r.workspace_id == spec.workspace_id] == []
+
+    log: list[str] = []
+    engine.start(spec, log.append)
+
+    assert f"Removing container {container_name(spec.workspace_id)}: it has no deployment" in log
+    assert f"Recreating network {network_name(spec.workspace_id)}: it has no deployment" in log
+    container = client.containers.get(container_name(spec.workspace_id))
+    assert container.labels["dockyard.deployment"] == engine.deployment
+    assert client.networks.get(network_name(spec.workspace_id)).attrs["Labels"]["dockyard.deployment"] == (
+        engine.deployment
+    )
+    # The home volume is the same one, data and all, still unlabelled.
+    assert container.exec_run(["cat", "/home/dev/marker"]).output == b"kept\n"
+    assert "dockyard.deployment" not in client.volumes.get(volume.name).attrs["Labels"]
+
+
+def test_another_deployments_objects_are_refused_and_left_alone(
+    engine: DockerRuntime, workspace_spec: WorkspaceSpec
+) -> None:
+    client, spec = engine.client, workspace_spec
+    theirs = {
+        "dockyard.managed": "true",
+        "dockyard.workspace.id": spec.workspace_id,
+        "dockyard.deployment": "another-deployment",
+    }
+    network = client.networks.create(network_name(spec.workspace_id), labels=theirs)
+
+    with pytest.raises(ContainerConflict) as started:
+        engine.start(spec, lambda line: None)
+    with pytest.raises(ContainerConflict) as deleted:
+        engine.delete(spec.workspace_id, lambda line: None)
+    engine.remove_resource(ManagedResource("network", network.name, spec.workspace_id))
+
+    message = f"Network {network.name} belongs to another Dockyard deployment on this engine."
+    assert (started.value.message, deleted.value.message) == (message, message)
+    assert started.value.detail == f"deployment another-deployment, this one {engine.deployment}"
+    assert client.networks.get(network.name).attrs["Labels"] == theirs
+    assert client.containers.list(all=True, filters={"name": container_name(spec.workspace_id)}) == []
