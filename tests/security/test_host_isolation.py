@@ -123,7 +123,8 @@ def test_doctor_finds_missing_rules_and_repair_puts_them_back(
     [rule] = [r for r in _bridge_rules(ws.bridge) if "REJECT" in r]
     # As a firewall reload would: the rule goes, and the host is open to the workspace.
     subprocess.run(["iptables", "-w", "-D", CHAIN, *shlex.split(rule)[2:]], check=True)
-    isolation_runtime._isolated.clear()  # this process would not know either
+    assert isolation_runtime.isolation is not None
+    isolation_runtime.isolation.forget()  # this process would not know either
     assert probe(docker_client, ws.id, ws.gateway, host_listener.port) == "connected"
 
     report = isolation_runtime.host_isolation()

@@ -30,7 +30,6 @@ import docker.errors
 import docker.types
 import docker.utils
 
-from dockyard import logs as logging
 from dockyard.runtimes.base import (
     ContainerConflict,
     ContainerState,
@@ -46,16 +45,12 @@ from dockyard.runtimes.base import (
 )
 from dockyard.runtimes.docker import bootstrap, builds, containers, naming, states
 from dockyard.runtimes.docker.errors import explanation, translate
-from dockyard.runtimes.docker.firewall import FirewallUnavailable, HostFirewall
+from dockyard.runtimes.docker.isolation import BridgeIsolation, Networks
 from dockyard.runtimes.docker.subnets import SubnetPool
-
-log = logging.get(__name__)
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 # A stop is SIGTERM (docker-init forwards it to the workload), then SIGKILL after the timeout.
 STOP_TIMEOUT = 5
-# How often the host rules are compared with the networks (and repaired): a firewall reload drops them.
-FIREWALL_RESYNC = 60.0
 
 
 def engine_url() -> str:
@@ -107,10 +102,7 @@ class DockerRuntime:
         self.host_ports = tuple(host_ports)
         self.iptables = iptables
         self.deployment: str | None = None
-        self.firewall: HostFirewall | None = None
-        self._isolated: set[str] = set()  # bridges whose host rules this process installed or saw
-        self._firewall_error = ""
-        self._next_resync = 0.0
+        self.isolation: BridgeIsolation | None = None
         if deployment is not None:
             self.bind_deployment(deployment)
 
@@ -121,20 +113,10 @@ class DockerRuntime:
             raise ValueError(f"this runtime already serves deployment {self.deployment}, not {deployment}")
         if self.deployment is None:
             self.deployment = deployment
-            self.firewall = HostFirewall(deployment, allowed_ports=self.host_ports, iptables=self.iptables)
-            try:
-                self.firewall.probe()
-            except RuntimeFailure as exc:
-                self._firewall_failed(exc)
-
-    def _firewall_failed(self, exc: RuntimeFailure) -> None:
-        if exc.message != self._firewall_error:
-            log.error(
-                "host firewall unavailable: workspaces can reach services listening on this host",
-                error=exc.message,
-                detail=exc.detail,
+            self.isolation = BridgeIsolation(
+                deployment, allowed_ports=self.host_ports, iptables=self.iptables
             )
-        self._firewall_error = exc.message
+            self.isolation.probe()
 
     def _owner(self) -> str:
         if self.deployment is None:
@@ -309,7 +291,7 @@ class DockerRuntime:
             labels = network.attrs.get("Labels")
             self._claim(labels, f"Network {name}")
             if bool(network.attrs.get("Internal")) == internal and naming.LABEL_DEPLOYMENT in (labels or {}):
-                self._isolate(str(network.id), workspace_id, log)
+                self._guard().isolate(str(network.id), workspace_id, log)
                 return name, str(network.id)
             changed = (
                 "egress changed" if naming.LABEL_DEPLOYMENT in (labels or {}) else "it has no deployment"
@@ -344,7 +326,7 @@ class DockerRuntime:
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # another start of this workspace made it first; use that one
                 network_id = str(self.client.networks.get(name).id)
-                self._isolate(network_id, workspace_id, log)
+                self._guard().isolate(network_id, workspace_id, log)
                 return name, network_id
             if "non-overlapping" in explanation(exc):
                 raise RuntimeFailure(
@@ -354,22 +336,8 @@ class DockerRuntime:
                     detail=explanation(exc),
                 ) from exc
             raise
-        self._isolate(created[0], workspace_id, log)
+        self._guard().isolate(created[0], workspace_id, log)
         return name, created[0]
-
-    def _isolate(self, network_id: str, workspace_id: str, log: LogSink) -> None:
-        """Refuse the network's connections to the host, unless this process knows the rules are there."""
-        bridge = naming.bridge_name(network_id)
-        if bridge in self._isolated:
-            return
-        assert self.firewall is not None
-        try:
-            self.firewall.isolate(bridge, workspace_id)
-        except FirewallUnavailable as exc:
-            self._firewall_failed(exc)
-            log(f"WARNING: {exc.message}")
-            return
-        self._isolated.add(bridge)
 
     def _create_container(
         self,
@@ -501,19 +469,7 @@ class DockerRuntime:
                     f"Network {network.name} is still in use by a container.", detail=explanation(exc)
                 ) from exc
             raise
-        self._release(str(network.id))
-
-    def _release(self, network_id: str) -> None:
-        bridge = naming.bridge_name(network_id)
-        self._isolated.discard(bridge)
-        if self.firewall is None:
-            return
-        try:
-            self.firewall.release(bridge)
-        except FirewallUnavailable as exc:
-            # Nothing was installed then; a rule left by an earlier run is stale and harmless (its bridge
-            # is gone, and bridge names are never reused), and doctor --prune removes it.
-            self._firewall_failed(exc)
+        self._guard().release(str(network.id))
 
     # -- observing --------------------------------------------------------------------------------------
 
@@ -535,7 +491,9 @@ class DockerRuntime:
         code other than 143 (a normal stop) is inspected as well; running and stopped ones never are.
         """
         with translate(self.base_url):
-            self._resync_firewall()
+            if self._guard().resync_due():
+                # Puts back rules a firewall reload or a reboot took away (the server's reconciler calls this).
+                self._guard().resync(self._networks())
             summaries = self.client.api.containers(all=True, filters={"label": naming.LABEL_WORKSPACE})
             result: dict[str, Observation] = {}
             for summary in summaries:
@@ -605,62 +563,24 @@ class DockerRuntime:
 
     def host_isolation(self) -> HostIsolation:
         with translate(self.base_url):
-            return self._host_isolation()[0]
+            return self._guard().report(self._networks())[0]
 
-    def _host_isolation(self) -> tuple[HostIsolation, dict[str, tuple[str, str]]]:
-        """The report, and the missing networks' bridge -> (network name, workspace id)."""
+    def _guard(self) -> BridgeIsolation:
+        self._owner()
+        assert self.isolation is not None
+        return self.isolation
+
+    def _networks(self) -> Networks:
+        """This deployment's bridge networks: bridge -> (name, workspace id)."""
         selector = {"label": f"{naming.LABEL_DEPLOYMENT}={self._owner()}", "driver": "bridge"}
-        networks = {
+        return {
             naming.bridge_name(n["Id"]): (n["Name"], _workspace_of(n.get("Labels")))
             for n in self.client.api.networks(filters=selector)
         }
-        assert self.firewall is not None
-        try:
-            isolated = self.firewall.isolated_bridges()
-        except FirewallUnavailable as exc:
-            self._firewall_failed(exc)
-            report = HostIsolation(False, exc.message, missing=tuple(sorted(n for n, _ in networks.values())))
-            return report, {}
-        self._firewall_error = ""
-        self._isolated = set(isolated) & set(networks)
-        missing = {bridge: found for bridge, found in networks.items() if bridge not in isolated}
-        stale = tuple(sorted(bridge for bridge in isolated if bridge not in networks))
-        return HostIsolation(
-            True, missing=tuple(sorted(n for n, _ in missing.values())), stale=stale
-        ), missing
 
     def repair_host_isolation(self) -> HostIsolation:
         with translate(self.base_url):
-            return self._repair_host_isolation()
-
-    def _repair_host_isolation(self) -> HostIsolation:
-        report, missing = self._host_isolation()
-        if not report.enforced:
-            return report
-        assert self.firewall is not None
-        for bridge, (_, workspace_id) in missing.items():
-            self.firewall.isolate(bridge, workspace_id)
-            self._isolated.add(bridge)
-        for bridge in report.stale:
-            self.firewall.release(bridge)
-        return report
-
-    def _resync_firewall(self) -> None:
-        """Every FIREWALL_RESYNC seconds, put back rules a firewall reload (or a reboot) took away."""
-        if time.monotonic() < self._next_resync:
-            return
-        self._next_resync = time.monotonic() + FIREWALL_RESYNC
-        try:
-            report = self._repair_host_isolation()
-        except RuntimeFailure as exc:
-            log.warning("cannot check the host firewall", error=exc.message)
-            return
-        if report.missing or report.stale:
-            log.warning(
-                "host firewall rules repaired",
-                missing=len(report.missing),
-                stale=len(report.stale),
-            )
+            return self._guard().repair(self._networks())
 
 
 def _workspace_of(labels: dict[str, str] | None) -> str:
