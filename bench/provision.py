@@ -13,6 +13,11 @@ Needs a running Docker engine and the base image (`dockyard images build-base`).
   in three rounds, each against 50 bare runs made just before it (the target is judged on the median round);
 - stop and start of one workspace (p50 of each).
 Targets (issue 3): p50 <= 1.0 s and ratio <= 2.5; parallel ratio <= 1.5.
+
+Each figure is printed as soon as it is measured, before anything is cleaned up. The benchmark removes only
+what it made: its baseline containers, volumes and networks carry a label with this run's id, and the servers'
+leftovers (warm networks outlive their server on purpose) are found by the server's deployment id, so other
+servers and benchmarks on the same engine are never touched.
 """
 
 from __future__ import annotations
@@ -26,17 +31,23 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from dockyard.runtimes.base import RuntimeFailure
+from dockyard.runtimes.docker.firewall import HostFirewall
 from dockyard.sdk import Client
 from dockyard.sdk import models as m
 
 IMAGE = "dockyard/base:bookworm"
 ROUNDS = 3
 ROOT = Path(__file__).resolve().parent.parent
+# Labels and names of this run's baseline objects: a benchmark running next to this one has another id.
+RUN = uuid.uuid4().hex[:8]
+BASELINE = f"dockyard.bench={RUN}"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -58,7 +69,7 @@ def docker(*args: str) -> str:
 def bare_run() -> tuple[float, str]:
     """One baseline workspace: run the image detached, then exec a command in it."""
     started = time.perf_counter()
-    container = docker("run", "-d", "--label", "dockyard.bench=baseline", IMAGE, "sleep", "infinity")
+    container = docker("run", "-d", "--label", BASELINE, IMAGE, "sleep", "infinity")
     docker("exec", container, "true")
     return time.perf_counter() - started, container
 
@@ -76,38 +87,67 @@ SPEC_FLAGS = [
 
 
 def spec_network(index: int) -> str:
-    name = f"dockyard-bench-{index}"
-    docker(
-        "network", "create", "--label", "dockyard.bench=baseline", "--subnet", f"10.216.{index}.0/28", name
-    )
-    return name
+    """A /28 in 10.216.0.0/16 for baseline container `index`; another run may hold some, so try on."""
+    name = f"dockyard-bench-{RUN}-{index}"
+    for attempt in range(256):
+        subnet = f"10.216.{(index + attempt * 64) % 256}.{16 * (attempt // 4 % 16)}/28"
+        try:
+            docker("network", "create", "--label", BASELINE, "--subnet", subnet, name)
+            return name
+        except subprocess.CalledProcessError as exc:
+            if "overlap" not in (exc.stderr or ""):
+                raise
+    raise SystemExit("no free /28 left in 10.216.0.0/16 for the baseline networks")
 
 
 def spec_run(index: int, network: str) -> float:
     """The engine's own cost of the workspace container the issue specifies, with nothing of Dockyard's."""
     started = time.perf_counter()
     container = docker(
-        "run", "-d", "--label", "dockyard.bench=baseline", "--network", network, "--hostname", f"ws{index}",
-        "-v", f"dockyard-bench-{index}:/home/dev", *SPEC_FLAGS, IMAGE, "sleep", "infinity",
+        "run", "-d", "--label", BASELINE, "--network", network, "--hostname", f"ws{index}",
+        "-v", f"dockyard-bench-{RUN}-{index}:/home/dev", *SPEC_FLAGS, IMAGE, "sleep", "infinity",
     )  # fmt: skip
     docker("exec", container, "true")
     return time.perf_counter() - started
 
 
-def remove_baseline() -> None:
-    ids = docker("ps", "-aq", "--filter", "label=dockyard.bench=baseline").split()
+def remove_labelled(label: str) -> None:
+    """Remove the containers, then the volumes and networks, that carry `label` (this run's own)."""
+    ids = docker("ps", "-aq", "--filter", f"label={label}").split()
     if ids:
         docker("rm", "-f", *ids)
-    volumes = docker("volume", "ls", "-q", "--filter", "name=dockyard-bench-").split()
+    volumes = docker("volume", "ls", "-q", "--filter", f"label={label}").split()
     if volumes:
         docker("volume", "rm", *volumes)
-    networks = docker("network", "ls", "-q", "--filter", "label=dockyard.bench=baseline").split()
+    networks = docker("network", "ls", "-q", "--filter", f"label={label}").split()
     if networks:
         docker("network", "rm", *networks)
 
 
-def managed_networks() -> list[str]:
-    return docker("network", "ls", "-q", "--filter", "label=dockyard.managed=true").split()
+def remove_baseline() -> None:
+    remove_labelled(BASELINE)
+    # Volumes that `docker run -v` made carry no label; their names are this run's.
+    volumes = docker("volume", "ls", "-q", "--filter", f"name=dockyard-bench-{RUN}-").split()
+    if volumes:
+        docker("volume", "rm", *volumes)
+
+
+def remove_deployment(deployment: str) -> None:
+    """What a benchmark server left on the engine (its warm networks): only objects of its deployment, and
+    its host firewall rules for them."""
+    if not deployment:
+        return
+    remove_labelled(f"dockyard.deployment={deployment}")
+    firewall = HostFirewall(deployment)
+    try:
+        for bridge in {rule.bridge for rule in firewall.rules()}:
+            firewall.release(bridge)
+    except RuntimeFailure as exc:
+        print(f"cannot remove the host rules of deployment {deployment}: {exc.message}", file=sys.stderr)
+
+
+def report(line: str) -> None:
+    print(line, flush=True)
 
 
 def rss_peak_mb(pid: int) -> float:
@@ -145,6 +185,7 @@ def server(workers: int, warm_networks: str = "0") -> Iterator[tuple[Client, int
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    deployment = ""
     try:
         deadline = time.monotonic() + 60
         while not (data_dir / "admin-token").exists() or not _healthy(url):
@@ -152,12 +193,19 @@ def server(workers: int, warm_networks: str = "0") -> Iterator[tuple[Client, int
                 raise SystemExit(f"server did not start; see {data_dir / 'server.log'}")
             time.sleep(0.2)
         client = Client(url, (data_dir / "admin-token").read_text().strip(), timeout=300)
+        deployment = client.doctor().deployment
         yield client, process.pid
         client.close()
     finally:
         process.terminate()
         process.wait(30)
         log.close()
+        # Warm networks outlive their server on purpose; a benchmark server's must not outlive the benchmark.
+        # Only its own deployment's objects: other servers on this engine keep theirs.
+        try:
+            remove_deployment(deployment)
+        except subprocess.CalledProcessError as exc:
+            print(f"cleanup of deployment {deployment} failed: {exc.stderr.strip()}", file=sys.stderr)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -232,21 +280,39 @@ def main() -> None:
     args = parser.parse_args()
     sequential, parallel, cycles = (5, 10, 3) if args.quick else (20, 50, 10)
     docker("image", "inspect", IMAGE)  # fails clearly when the base image is missing
+    missed: list[str] = []
+    try:
+        run(sequential, parallel, cycles, missed)
+    finally:
+        remove_baseline()
+    report("targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    if args.check and missed:
+        sys.exit(1)
 
-    remove_baseline()
+
+def run(sequential: int, parallel: int, cycles: int, missed: list[str]) -> None:
+    """Measure, printing each figure at once: a failure later (or in a cleanup) loses nothing printed."""
     bare_run()  # warm the engine's caches the same way for both sides
     remove_baseline()
     base_times = [bare_run()[0] for _ in range(sequential)]
     remove_baseline()
     base_parallel = bare_parallel(parallel)
+    base_p50 = statistics.median(base_times)
+    report(
+        f"baseline docker run -d + exec true: p50 {base_p50:.3f} s, p95 {percentile(base_times, 0.95):.3f} s "
+        f"({sequential} sequential); {parallel} parallel {base_parallel:.2f} s"
+    )
     networks = [spec_network(i) for i in range(parallel)]
     started = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(spec_run, range(parallel), networks))
     spec_parallel = time.perf_counter() - started
+    report(
+        f"baseline with the issue's container (own network made before, home volume, init, caps, limits): "
+        f"{parallel} parallel {spec_parallel:.2f} s, ratio to bare runs {spec_parallel / base_parallel:.2f}"
+    )
     remove_baseline()
 
-    missed = []
     with server(workers=max(8, os.cpu_count() or 2)) as (client, pid):
         until_settled(
             client, client.create_workspace(m.CreateWorkspaceRequest(template="base", name="warmup")).id
@@ -254,10 +320,21 @@ def main() -> None:
         delete_all(client)
 
         dockyard_times = [create_and_wait(client, f"seq-{i}") for i in range(sequential)]
+        p50, p95 = statistics.median(dockyard_times), percentile(dockyard_times, 0.95)
+        ratio = p50 / base_p50
+        report(
+            f"create until running ({sequential} sequential): p50 {p50:.3f} s, p95 {p95:.3f} s, "
+            f"ratio to baseline {ratio:.2f} (target p50 <= 1.0 s, ratio <= 2.5)"
+        )
+        if p50 > 1.0 or ratio > 2.5:
+            missed.append("sequential")
         delete_all(client)
 
         dockyard_parallel = burst(client, parallel, "par")
-        peak = rss_peak_mb(pid)
+        report(
+            f"{parallel} created at once, cold: all running in {dockyard_parallel:.2f} s, ratio to {parallel} "
+            f"bare runs {dockyard_parallel / base_parallel:.2f}; server peak RSS {rss_peak_mb(pid):.0f} MB"
+        )
         delete_all(client)
 
         ws = client.create_workspace(m.CreateWorkspaceRequest(template="base", name="cycle"))
@@ -266,9 +343,12 @@ def main() -> None:
         for _ in range(cycles):
             stops.append(timed(lambda: until_settled(client, client.stop_workspace(ws.id).workspace_id)))
             starts.append(timed(lambda: until_settled(client, client.start_workspace(ws.id).workspace_id)))
+        report(
+            f"stop: p50 {statistics.median(stops):.3f} s; start: p50 {statistics.median(starts):.3f} s "
+            f"({cycles} cycles)"
+        )
         delete_all(client)
 
-    networks_before = set(managed_networks())
     bare_rounds: list[float] = []
     warm_rounds: list[float] = []
     with server(workers=max(8, os.cpu_count() or 2), warm_networks=f"open={parallel},internal=0") as (
@@ -277,58 +357,26 @@ def main() -> None:
     ):
         # Machine noise moves one burst by 10 % either way: each round pairs a warm burst with bare runs made
         # just before it, and the target is judged on the median round.
-        for _ in range(ROUNDS):
+        for index in range(ROUNDS):
             bare_rounds.append(bare_parallel(parallel))
             await_warm_networks(client, parallel)
             warm_rounds.append(burst(client, parallel, "warm"))
+            report(
+                f"  warm round {index + 1}: {parallel} at once {warm_rounds[-1]:.2f} s, "
+                f"{parallel} bare runs {bare_rounds[-1]:.2f} s"
+            )
             delete_all(client)
-        warm_peak = rss_peak_mb(pid)
-    # Warm networks outlive their server on purpose; this server's must not outlive the benchmark.
-    made = [n for n in managed_networks() if n not in networks_before]
-    if made:
-        docker("network", "rm", *made)
-
-    base_p50 = statistics.median(base_times)
-    p50, p95 = statistics.median(dockyard_times), percentile(dockyard_times, 0.95)
-    ratio = p50 / base_p50
-    parallel_ratio = dockyard_parallel / base_parallel
-    print(
-        f"baseline docker run -d + exec true: p50 {base_p50:.3f} s, p95 {percentile(base_times, 0.95):.3f} s "
-        f"({sequential} sequential); {parallel} parallel {base_parallel:.2f} s"
-    )
-    print(
-        f"create until running ({sequential} sequential): p50 {p50:.3f} s, p95 {p95:.3f} s, "
-        f"ratio to baseline {ratio:.2f} (target p50 <= 1.0 s, ratio <= 2.5)"
-    )
-    round_ratios = [w / b for w, b in zip(warm_rounds, bare_rounds, strict=True)]
-    warm_ratio = statistics.median(round_ratios)
-    warm_parallel = statistics.median(warm_rounds)
-    print(
-        f"baseline with the issue's container (own network made before, home volume, init, caps, limits): "
-        f"{parallel} parallel {spec_parallel:.2f} s, ratio to bare runs {spec_parallel / base_parallel:.2f}"
-    )
-    print(
-        f"{parallel} created at once, cold: all running in {dockyard_parallel:.2f} s, ratio to {parallel} bare "
-        f"runs {parallel_ratio:.2f}; server peak RSS {peak:.0f} MB"
-    )
-    rounds = ", ".join(f"{w:.2f} s / {b:.2f} s" for w, b in zip(warm_rounds, bare_rounds, strict=True))
-    print(
-        f"{parallel} created at once, {parallel} warm networks ({ROUNDS} rounds, each against bare runs just "
-        f"before it: {rounds}): median {warm_parallel:.2f} s, ratio to {parallel} bare runs median "
-        f"{warm_ratio:.2f} (target <= 1.5), to the issue's container {warm_parallel / spec_parallel:.2f}; server "
-        f"peak RSS {warm_peak:.0f} MB"
-    )
-    print(
-        f"stop: p50 {statistics.median(stops):.3f} s; start: p50 {statistics.median(starts):.3f} s "
-        f"({cycles} cycles)"
-    )
-    if p50 > 1.0 or ratio > 2.5:
-        missed.append("sequential")
-    if warm_ratio > 1.5:
-        missed.append("parallel")
-    print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
-    if args.check and missed:
-        sys.exit(1)
+        round_ratios = [w / b for w, b in zip(warm_rounds, bare_rounds, strict=True)]
+        warm_ratio = statistics.median(round_ratios)
+        warm_parallel = statistics.median(warm_rounds)
+        report(
+            f"{parallel} created at once, {parallel} warm networks ({ROUNDS} rounds, each against bare runs just "
+            f"before it): median {warm_parallel:.2f} s, ratio to {parallel} bare runs median {warm_ratio:.2f} "
+            f"(target <= 1.5), to the issue's container {warm_parallel / spec_parallel:.2f}; server peak RSS "
+            f"{rss_peak_mb(pid):.0f} MB"
+        )
+        if warm_ratio > 1.5:
+            missed.append("parallel")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,14 @@ from dockyard.runtimes.images import BASE_IMAGE, build_base_image
 
 # Every workspace id a test session makes starts with this, so leftovers can be found and swept.
 SESSION_PREFIX = f"t{uuid.uuid4().hex[:6]}"
+# The session's runtime is a deployment of its own: it lists and sweeps nothing another server on the shared
+# engine made (other test sessions, benchmarks, a real deployment).
+SESSION_DEPLOYMENT = f"test-{SESSION_PREFIX}"
 
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[DockerRuntime]:
-    runtime = DockerRuntime()
+    runtime = DockerRuntime(deployment=SESSION_DEPLOYMENT)
     try:
         runtime.ping()
     except RuntimeUnavailable as exc:
@@ -35,6 +38,8 @@ def engine() -> Iterator[DockerRuntime]:
     for resource in runtime.managed_resources():
         if resource.workspace_id.startswith(SESSION_PREFIX):
             runtime.remove_resource(resource)
+    # Host rules of networks that tests removed behind the runtime's back.
+    runtime.repair_host_isolation()
     runtime.close()
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from dockyard.runtimes.base import (
     ContainerState,
     HostCapacity,
+    HostIsolation,
     ImageNotFound,
     ImageSpec,
     LogSink,
@@ -49,6 +50,22 @@ class FakeRuntime:
     agents: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     homes: dict[str, str] = field(default_factory=dict)
+    deployment: str | None = None
+    # Networks whose host rules a test removed (as a firewall reload would).
+    unisolated: set[str] = field(default_factory=set)
+
+    def bind_deployment(self, deployment: str) -> None:
+        self.deployment = deployment
+
+    def host_isolation(self) -> HostIsolation:
+        self._enter("host_isolation", gated=False)
+        missing = sorted(f"dockyard-ws-{w}" for w in self.unisolated & self.networks)
+        return HostIsolation(True, missing=tuple(missing))
+
+    def repair_host_isolation(self) -> HostIsolation:
+        report = self.host_isolation()
+        self.unisolated.clear()
+        return report
 
     def __post_init__(self) -> None:
         self.gate.set()

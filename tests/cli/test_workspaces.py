@@ -540,11 +540,15 @@ def test_doctor_reports_and_prunes_orphans(logged_in: Cli, h: Harness) -> None:
     report = logged_in.ok("doctor")
     pruned = logged_in.ok("doctor", "--prune", "-o", "json")
 
+    deployment = _fake(h).deployment
+    assert deployment
     assert report.stdout == (
         "RUNTIME        fake: ok\n"
         "DRIFTED        none\n"
         "ORPHANS        1\n"
         "WARM NETWORKS  open 0, internal 0\n"
+        "HOST FIREWALL  ok\n"
+        f"DEPLOYMENT     {deployment}\n"
         "\n"
         "KIND    NAME                 WORKSPACE ID\n"
         "volume  dockyard-home-ghost  ghost\n"
@@ -553,8 +557,32 @@ def test_doctor_reports_and_prunes_orphans(logged_in: Cli, h: Harness) -> None:
     assert pruned.stderr == "Removed 1 orphaned resource\n  volume dockyard-home-ghost\n"
     after = m.DoctorReport.model_validate_json(pruned.stdout)
     assert [(r.kind, r.name) for r in after.removed] == [("volume", "dockyard-home-ghost")]
-    assert after.model_copy(update={"removed": []}) == h.admin.doctor()
+    assert after.model_copy(update={"removed": [], "repaired": None}) == h.admin.doctor()
     assert "ghost" not in _fake(h).volumes
+
+
+def test_doctor_fails_while_workspace_networks_lack_host_rules(logged_in: Cli, h: Harness) -> None:
+    ws = h.workspace(name="ws1")
+    _fake(h).unisolated.add(ws.id)
+
+    report = logged_in("doctor")
+    repaired = logged_in("doctor", "--prune")
+    after = logged_in("doctor")
+
+    assert report.exit_code == 1
+    assert "HOST FIREWALL  1 missing\n" in report.stdout
+    assert report.stderr == (
+        "error: 1 workspace network can reach the host: their firewall rules are missing; add them with "
+        "`dockyard doctor --prune`\n"
+    )
+    assert repaired.exit_code == 0, repaired.stderr
+    assert repaired.stderr == (
+        f"Removed 0 orphaned resources\nRepaired the host firewall\n  added rules for dockyard-ws-{ws.id}\n"
+    )
+    assert (after.exit_code, after.stderr) == (0, "")
+    assert "HOST FIREWALL  ok\n" in after.stdout
+    [audit] = h.admin.audit(action="runtime.firewall_repair").audit_logs
+    assert audit.detail == {"missing": [f"dockyard-ws-{ws.id}"], "stale": []}
 
 
 def test_doctor_fails_when_the_runtime_is_down(logged_in: Cli, h: Harness) -> None:

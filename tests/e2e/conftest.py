@@ -38,23 +38,22 @@ def dh(
     if not engine_link.exists():
         engine_link.unlink(missing_ok=True)
         engine_link.symlink_to("/var/run/docker.sock")
-    ids = {w for w in _labelled_workspaces()} & _harness_workspace_ids(harness)
+    assert runtime.deployment is not None
+    ids = _labelled_workspaces(runtime.deployment) & _harness_workspace_ids(harness)
     for workspace_id in ids:
         runtime.delete(workspace_id, lambda line: None)
     runtime.close()
 
 
-def _labelled_workspaces() -> set[str]:
+def _labelled_workspaces(deployment: str) -> set[str]:
+    """Workspaces with objects of the harness's deployment (never another server's on the shared engine)."""
     client = docker.from_env()
+    selector = {"label": f"dockyard.deployment={deployment}"}
     try:
         found = {
-            c.labels["dockyard.workspace.id"]
-            for c in client.containers.list(all=True, filters={"label": "dockyard.workspace.id"})
+            c.labels["dockyard.workspace.id"] for c in client.containers.list(all=True, filters=selector)
         }
-        found |= {
-            v.attrs["Labels"]["dockyard.workspace.id"]
-            for v in client.volumes.list(filters={"label": "dockyard.workspace.id"})
-        }
+        found |= {v.attrs["Labels"]["dockyard.workspace.id"] for v in client.volumes.list(filters=selector)}
         return found
     finally:
         client.close()

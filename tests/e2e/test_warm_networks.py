@@ -61,8 +61,9 @@ def test_a_create_takes_a_network_made_ahead_for_it(wdh: Harness, docker_client:
         [network] = _labelled_networks(docker_client, workspace_id)
         assert network.name == network_name(workspace_id)
         assert network.attrs["Labels"]["dockyard.managed"] == "true"
-    # Other deployments' (and tests') resources on the shared engine are orphans to this one; the pool's are not.
-    assert warm.isdisjoint(o.workspace_id for o in wdh.admin.doctor().orphans)
+        assert network.attrs["Labels"]["dockyard.deployment"] == wdh.runtime.deployment
+    # The pool's networks are not orphans (and other deployments' resources are not listed at all).
+    assert wdh.admin.doctor().orphans == []
 
     wdh.admin.create_template(tar_gz({"dockyard.yaml": MANIFEST}))
     ws = wdh.await_build(wdh.admin.create_workspace(m.CreateWorkspaceRequest(template="dev", name="ws1")).id)

@@ -57,6 +57,7 @@ def test_a_dockerfile_build_is_tagged_by_content_logged_and_reused(
     assert any(line.startswith("Step 1/") and line.endswith(f"FROM {base_image}") for line in log)
     assert any("Successfully tagged" in line for line in log)
     assert runtime.client.images.get(tag).labels["dockyard.template"] == spec.template
+    assert runtime.client.images.get(tag).labels["dockyard.deployment"] == runtime.deployment
 
     again: list[str] = []
     assert runtime.ensure_image(spec, again.append) == tag
@@ -139,7 +140,7 @@ def test_a_missing_image_that_cannot_be_pulled_is_image_not_found(runtime: Docke
 
 
 def test_a_missing_image_is_not_pulled_when_pulling_is_off(runtime: DockerRuntime) -> None:
-    offline = DockerRuntime(runtime.base_url, pull=False)
+    offline = DockerRuntime(runtime.base_url, pull=False, deployment=runtime.deployment)
     spec = ImageSpec(template="t", content_hash="0" * 64, image="dockyard-test/missing:1")
     try:
         with pytest.raises(ImageNotFound, match="pulling is turned off"):

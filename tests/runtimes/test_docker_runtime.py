@@ -94,6 +94,7 @@ def test_start_runs_the_workspace_with_its_name_labels_limits_and_user(
         "dockyard.template": "python",
         "dockyard.build": "build-42",
         "dockyard.config-hash": container.labels["dockyard.config-hash"],
+        "dockyard.deployment": runtime.deployment,
     }
     networks = container.attrs["NetworkSettings"]["Networks"]
     assert list(networks) == [network_name(spec.workspace_id)]
@@ -255,7 +256,11 @@ def test_egress_decides_whether_the_network_is_internal(
 
     network = runtime.client.networks.get(network_name(spec.workspace_id))
     assert (network.attrs["Internal"], network.attrs["Driver"]) == (internal, "bridge")
-    assert network.attrs["Labels"] == {"dockyard.managed": "true", "dockyard.workspace.id": spec.workspace_id}
+    assert network.attrs["Labels"] == {
+        "dockyard.managed": "true",
+        "dockyard.workspace.id": spec.workspace_id,
+        "dockyard.deployment": runtime.deployment,
+    }
 
 
 def test_changing_egress_recreates_the_network(runtime: DockerRuntime, new_spec: SpecFactory) -> None:
@@ -383,7 +388,9 @@ def test_docker_not_found_errors_do_not_escape(runtime: DockerRuntime) -> None:
 def test_parallel_starts_get_their_own_subnets_from_the_pool(
     runtime: DockerRuntime, new_spec: SpecFactory
 ) -> None:
-    pooled = DockerRuntime(runtime.base_url, subnet_pool="10.231.0.0/24", subnet_prefix=28)
+    pooled = DockerRuntime(
+        runtime.base_url, subnet_pool="10.231.0.0/24", subnet_prefix=28, deployment=runtime.deployment
+    )
     specs = [new_spec() for _ in range(6)]
     try:
         with ThreadPoolExecutor(max_workers=6) as pool:
@@ -409,7 +416,9 @@ def test_parallel_starts_get_their_own_subnets_from_the_pool(
 def test_an_exhausted_subnet_pool_fails_the_start_clearly(
     runtime: DockerRuntime, new_spec: SpecFactory
 ) -> None:
-    pooled = DockerRuntime(runtime.base_url, subnet_pool="10.231.1.0/27", subnet_prefix=28)
+    pooled = DockerRuntime(
+        runtime.base_url, subnet_pool="10.231.1.0/27", subnet_prefix=28, deployment=runtime.deployment
+    )
     try:
         for _ in range(2):
             pooled.start(new_spec(), lambda line: None)

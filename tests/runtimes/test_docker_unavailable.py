@@ -35,7 +35,7 @@ def test_a_missing_socket_from_docker_host_is_runtime_unavailable(monkeypatch: p
 
 
 def test_every_call_is_runtime_unavailable_when_nothing_listens(silent_socket: str) -> None:
-    runtime = DockerRuntime(silent_socket)
+    runtime = DockerRuntime(silent_socket, deployment="d1")
     spec = WorkspaceSpec(
         workspace_id="w1", name="w", owner="o", owner_id="1", template="t", build_id="b", image="i"
     )

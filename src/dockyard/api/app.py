@@ -32,6 +32,7 @@ from dockyard.lifecycle.runner import Background
 from dockyard.runtimes.base import Runtime
 from dockyard.runtimes.factory import make_runtime
 from dockyard.sdk.models import ErrorResponse
+from dockyard.store import keys
 from dockyard.store.db import make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES
@@ -142,6 +143,9 @@ def create_app(
     app.state.auth_inflight = {}
     app.state.background_tasks = set()
     prepare_database(settings, engine)
+    with app.state.sessions() as db:
+        # Everything the runtime makes carries this id, and it lists and removes nothing else.
+        runtime.bind_deployment(keys.deployment_id(db))
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)

@@ -1,4 +1,4 @@
-"""`dockyard doctor [--prune]`: the runtime's health, drifted workspaces and orphaned resources."""
+"""`dockyard doctor [--prune]`: the runtime's health, the host firewall, drifted workspaces and orphans."""
 
 from __future__ import annotations
 
@@ -20,16 +20,30 @@ _ORPHAN_COLUMNS: list[Column[m.OrphanedResource]] = [
 
 def doctor(
     prune: Annotated[
-        bool, typer.Option("--prune", help="Remove the orphaned resources (owners only).")
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove the orphaned resources and repair the host firewall's rules (owners only).",
+        ),
     ] = False,
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Check the runtime, and list drifted workspaces and orphaned resources."""
+    """Check the runtime and host firewall; list drifted workspaces and orphans.
+
+    Only this deployment's resources are listed (and pruned): other servers on the same engine are left alone.
+    """
     with config.session() as client:
         report = client.prune() if prune else client.doctor()
         if prune and report.runtime_ok:
             removed = report.removed
             output.message(f"Removed {_count(removed)}" + "".join(f"\n  {o.kind} {o.name}" for o in removed))
+            fixed = report.repaired
+            if fixed is not None and (fixed.missing or fixed.stale):
+                output.message(
+                    "Repaired the host firewall"
+                    + "".join(f"\n  added rules for {name}" for name in fixed.missing)
+                    + "".join(f"\n  removed stale rules for {bridge}" for bridge in fixed.stale)
+                )
     if output_format is OutputFormat.JSON:
         output.print_json(report)
     else:
@@ -38,6 +52,14 @@ def doctor(
         raise CliError(f"the {report.runtime} runtime is unavailable", detail=report.runtime_error)
     if report.orphans and not prune:
         output.message(f"Found {_count(report.orphans)}; remove them with `dockyard doctor --prune`")
+    firewall = report.host_firewall
+    if firewall is not None and not firewall.ok:
+        if firewall.error:
+            raise CliError(f"the host firewall is not enforced: {firewall.error}")
+        raise CliError(
+            f"{len(firewall.missing)} workspace network{'' if len(firewall.missing) == 1 else 's'} can reach "
+            "the host: their firewall rules are missing; add them with `dockyard doctor --prune`"
+        )
 
 
 def _count(orphans: list[m.OrphanedResource]) -> str:
@@ -53,9 +75,21 @@ def _print(report: m.DoctorReport) -> None:
                 ("DRIFTED", ", ".join(report.drifted) or "none"),
                 ("ORPHANS", str(len(report.orphans)) if report.orphans else "none"),
                 ("WARM NETWORKS", ", ".join(f"{c} {n}" for c, n in report.warm_networks.items()) or "none"),
+                ("HOST FIREWALL", _firewall(report.host_firewall)),
+                ("DEPLOYMENT", report.deployment or "unknown"),
             ]
         )
     )
     if report.orphans:
         typer.echo()
         output.print_rich(output.table(_ORPHAN_COLUMNS, report.orphans))
+
+
+def _firewall(firewall: m.HostFirewallReport | None) -> str:
+    if firewall is None:
+        return "unknown"
+    if firewall.error:
+        return "not enforced"
+    problems = [f"{len(firewall.missing)} missing"] if firewall.missing else []
+    problems += [f"{len(firewall.stale)} stale"] if firewall.stale else []
+    return "ok" if not problems else ", ".join(problems)

@@ -195,10 +195,16 @@ def provisioner(
             "error: the database is not migrated; start the server or run `dockyard db migrate`", err=True
         )
         raise typer.Exit(1)
+    from dockyard.store import keys
+
+    sessions = make_sessionmaker(engine)
+    engine_runtime = make_runtime(runtime, workspace_subnets=workspace_subnets)
+    with sessions() as db:
+        engine_runtime.bind_deployment(keys.deployment_id(db))
     # The server runs the lifecycle loops; extra provisioner processes only take builds off the queue.
     background = Background(
-        make_sessionmaker(engine),
-        make_runtime(runtime, workspace_subnets=workspace_subnets),
+        sessions,
+        engine_runtime,
         workers=workers,
         lifecycle=False,
         agent_dir=settings.agent_dir,

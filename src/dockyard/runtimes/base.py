@@ -123,6 +123,22 @@ class ManagedResource:
 
 
 @dataclass(frozen=True)
+class HostIsolation:
+    """Whether the host's firewall keeps this deployment's workspaces off the host's own services."""
+
+    enforced: bool  # the runtime can enforce it on this host (for Docker: iptables works for this process)
+    error: str = ""
+    # Networks of this deployment whose rules are missing (they can reach the host), by name.
+    missing: tuple[str, ...] = ()
+    # Rules of this deployment left for networks that no longer exist, by bridge.
+    stale: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.enforced and not self.missing
+
+
+@dataclass(frozen=True)
 class HostCapacity:
     cpus: float
     memory_bytes: int
@@ -139,6 +155,11 @@ def network_class(egress: str) -> str:
 
 class Runtime(Protocol):
     name: str
+    # The id every resource this runtime makes is labelled with; it lists and removes only those.
+    deployment: str | None
+
+    def bind_deployment(self, deployment: str) -> None:
+        """Label what the runtime makes with this deployment's id from now on (once, before any other call)."""
 
     def ping(self) -> None:
         """Raise RuntimeUnavailable unless the engine answers."""
@@ -168,3 +189,9 @@ class Runtime(Protocol):
     def managed_resources(self) -> list[ManagedResource]: ...
 
     def remove_resource(self, resource: ManagedResource) -> None: ...
+
+    def host_isolation(self) -> HostIsolation:
+        """Check that the deployment's workspaces cannot reach the host (the host firewall's rules)."""
+
+    def repair_host_isolation(self) -> HostIsolation:
+        """Add missing host rules and remove stale ones; returns what was missing or stale before."""

@@ -592,9 +592,23 @@ class OrphanedResource(BaseModel):
     workspace_id: str
 
 
+class HostFirewallReport(BaseModel):
+    """Whether the host firewall keeps this deployment's workspaces off the host's own services."""
+
+    ok: bool = Field(description="Enforced here, and no network of this deployment is missing its rules.")
+    error: str = Field("", description="Why the firewall cannot be used by the server (e.g. not root).")
+    missing: list[str] = Field(
+        default_factory=list, description="Networks of this deployment without host rules (before a prune)."
+    )
+    stale: list[str] = Field(
+        default_factory=list, description="Bridges that are gone but still have this deployment's rules."
+    )
+
+
 class DoctorReport(BaseModel):
     runtime: str
     runtime_ok: bool
+    deployment: str = Field("", description="This deployment's id, the `dockyard.deployment` label's value.")
     runtime_error: str = ""
     orphans: list[OrphanedResource]
     drifted: list[str] = Field(description="Names of workspaces whose runtime state disagrees with Dockyard.")
@@ -604,6 +618,12 @@ class DoctorReport(BaseModel):
     warm_networks: dict[str, int] = Field(
         default_factory=dict,
         description="Workspace networks made ahead of demand and not yet claimed, by class (open, internal).",
+    )
+    host_firewall: HostFirewallReport | None = Field(
+        None, description="The host firewall's state; absent when the runtime did not answer."
+    )
+    repaired: HostFirewallReport | None = Field(
+        None, description="What a prune found missing or stale in the host firewall and put right."
     )
 
 

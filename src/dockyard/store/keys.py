@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.store.models import DeploymentKey
+
+DEPLOYMENT_ID = "deployment-id"
 
 # Keys never change once stored, and every agent connection and build reads one: they are kept per database.
 _known: dict[tuple[str, str], str] = {}
@@ -34,3 +37,8 @@ def get_or_create(db: Session, name: str, generate: Callable[[], str]) -> str:
             value = stored.value
     _known[cache_key] = value
     return value
+
+
+def deployment_id(db: Session) -> str:
+    """This deployment's id, made at first start: every resource the runtime makes on an engine carries it."""
+    return get_or_create(db, DEPLOYMENT_ID, lambda: uuid.uuid4().hex)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, RuntimeDep, scoped
 from dockyard.lifecycle import reconcile
-from dockyard.runtimes.base import Runtime, RuntimeFailure
+from dockyard.runtimes.base import HostIsolation, Runtime, RuntimeFailure
 from dockyard.sdk import models as wire
 from dockyard.sdk.models import Scope
 from dockyard.store import audit, warmnetworks
@@ -16,17 +16,29 @@ from dockyard.store import audit, warmnetworks
 router = APIRouter(prefix="/api/v2/doctor", tags=["doctor"])
 
 
+def _firewall(isolation: HostIsolation) -> wire.HostFirewallReport:
+    return wire.HostFirewallReport(
+        ok=isolation.ok,
+        error=isolation.error,
+        missing=list(isolation.missing),
+        stale=list(isolation.stale),
+    )
+
+
 def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
     warm = warmnetworks.counts(db)
+    deployment = runtime.deployment or ""
     try:
         runtime.ping()
         orphans = reconcile.orphans(db, runtime)
         drifted = reconcile.observe_drift(db, runtime)
+        isolation = runtime.host_isolation()
     except RuntimeFailure as exc:
         return wire.DoctorReport(
             runtime=runtime.name,
             runtime_ok=False,
             runtime_error=exc.message,
+            deployment=deployment,
             orphans=[],
             drifted=[],
             warm_networks=warm,
@@ -34,11 +46,13 @@ def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
     return wire.DoctorReport(
         runtime=runtime.name,
         runtime_ok=True,
+        deployment=deployment,
         orphans=[
             wire.OrphanedResource(kind=o.kind, name=o.name, workspace_id=o.workspace_id) for o in orphans
         ],
         drifted=drifted,
         warm_networks=warm,
+        host_firewall=_firewall(isolation),
     )
 
 
@@ -46,7 +60,8 @@ def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
 def doctor(
     db: DbSession, runtime: RuntimeDep, actor: Annotated[Actor, scoped(Scope.DEPLOYMENT_ADMIN)]
 ) -> wire.DoctorReport:
-    """Checks the runtime and lists drifted workspaces and orphaned resources (labelled, but no workspace)."""
+    """Checks the runtime and the host firewall, and lists drifted workspaces and orphaned resources
+    (labelled with this deployment's id, but no workspace). Other deployments' resources are never listed."""
     return _report(db, runtime)
 
 
@@ -54,7 +69,8 @@ def doctor(
 def prune(
     db: DbSession, runtime: RuntimeDep, actor: Annotated[Actor, scoped(Scope.DEPLOYMENT_ADMIN)]
 ) -> wire.DoctorReport:
-    """Removes orphaned resources, then reports what is left and what was removed."""
+    """Removes this deployment's orphaned resources and repairs the host firewall's rules, then reports what
+    is left and what was done."""
     removed = []
     for resource in reconcile.orphans(db, runtime):
         runtime.remove_resource(resource)
@@ -70,6 +86,18 @@ def prune(
             resource_name=resource.name,
         )
     db.commit()
+    repaired = runtime.repair_host_isolation()
+    if repaired.missing or repaired.stale:
+        audit.record(
+            db,
+            actor,
+            "runtime.firewall_repair",
+            resource_type="host_firewall",
+            resource_id=runtime.deployment or "",
+            detail={"missing": list(repaired.missing), "stale": list(repaired.stale)},
+        )
+        db.commit()
     report = _report(db, runtime)
     report.removed = removed
+    report.repaired = _firewall(repaired)
     return report

@@ -58,8 +58,20 @@ def local_or_pull(client: docker.DockerClient, image: str, log: LogSink, *, pull
     return image
 
 
-def build(client: docker.DockerClient, spec: ImageSpec, tag: str, log: LogSink, *, timeout: float) -> str:
-    """Build `spec.dockerfile` from the template archive as `tag`, unless the engine already has `tag`."""
+def build(
+    client: docker.DockerClient,
+    spec: ImageSpec,
+    tag: str,
+    log: LogSink,
+    *,
+    timeout: float,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Build `spec.dockerfile` from the template archive as `tag`, unless the engine already has `tag`.
+
+    The tag is a hash of what the image is built from, so a deployment may use an image another one built;
+    `labels` (the deployment that built it) only inform, since Dockyard never removes images.
+    """
     try:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
@@ -78,7 +90,7 @@ def build(client: docker.DockerClient, spec: ImageSpec, tag: str, log: LogSink, 
             dockerfile=spec.dockerfile,
             tag=tag,
             buildargs=dict(spec.build_args),
-            labels={naming.LABEL_MANAGED: "true", naming.LABEL_TEMPLATE: spec.template},
+            labels={naming.LABEL_MANAGED: "true", naming.LABEL_TEMPLATE: spec.template, **(labels or {})},
             rm=True,
             forcerm=True,
             pull=False,

@@ -14,6 +14,8 @@ LABEL_OWNER = "dockyard.workspace.owner"
 LABEL_TEMPLATE = "dockyard.template"
 LABEL_BUILD = "dockyard.build"
 LABEL_CONFIG = "dockyard.config-hash"
+# The deployment (one database) that made the object; a deployment lists and removes only its own objects.
+LABEL_DEPLOYMENT = "dockyard.deployment"
 
 # Docker's own rule for container names; volume and network names accept the same characters.
 _ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,99}$")
@@ -41,6 +43,16 @@ def volume_name(workspace_id: str) -> str:
 def object_labels(workspace_id: str) -> dict[str, str]:
     """Labels on every network and volume (and container) Dockyard creates for a workspace."""
     return {LABEL_MANAGED: "true", LABEL_WORKSPACE: workspace_id}
+
+
+def owned_labels(workspace_id: str, deployment: str) -> dict[str, str]:
+    """`object_labels` plus the deployment's id."""
+    return {**object_labels(workspace_id), LABEL_DEPLOYMENT: deployment}
+
+
+def bridge_name(network_id: str) -> str:
+    """The host interface of a bridge network the engine named itself (no bridge.name option)."""
+    return f"br-{network_id[:12]}"
 
 
 def template_image_tag(spec: ImageSpec) -> str:

@@ -6,6 +6,10 @@ Per workspace `w`:
 - container `dockyard-ws-w`: docker-init as PID 1, then the setup script of `bootstrap.py` as root, then the
   workspace command as the user, with every capability dropped but those the setup step needs.
 
+Everything made carries the deployment's id (`dockyard.deployment`); listings (observe_all, managed_resources)
+see only this deployment's objects, so several servers can share one engine. Each network's bridge gets host
+firewall rules (`firewall.py`) that refuse the workspace's connections to the host's own addresses.
+
 The container carries a hash of everything it was created from (`dockyard.config-hash`). A start finds a
 container with the same hash and starts it again, which keeps its state outside the home volume (a fast
 resume); a different hash means the container is removed and created afresh.
@@ -18,6 +22,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import docker
@@ -29,6 +34,7 @@ from dockyard.runtimes.base import (
     ContainerConflict,
     ContainerState,
     HostCapacity,
+    HostIsolation,
     ImageSpec,
     LogSink,
     ManagedResource,
@@ -39,6 +45,7 @@ from dockyard.runtimes.base import (
 )
 from dockyard.runtimes.docker import bootstrap, builds, containers, naming, states
 from dockyard.runtimes.docker.errors import explanation, translate
+from dockyard.runtimes.docker.isolation import BridgeIsolation, Networks
 from dockyard.runtimes.docker.subnets import SubnetPool
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
@@ -72,6 +79,9 @@ class DockerRuntime:
         pull: bool = True,
         subnet_pool: str | None = None,
         subnet_prefix: int = 28,
+        deployment: str | None = None,
+        host_ports: Sequence[int] = (),
+        iptables: str = "iptables",
     ) -> None:
         self.base_url = base_url or engine_url()
         self._explicit_url = base_url is not None
@@ -88,6 +98,37 @@ class DockerRuntime:
         # Docker's default address pools hold ~30 bridge networks, one per workspace here; a pool of small
         # subnets (a /16 cut into /28s holds 4096) is how a host runs hundreds of workspaces.
         self.subnets = SubnetPool(subnet_pool, subnet_prefix) if subnet_pool else None
+        # TCP ports on the host that workspaces may reach (what Dockyard serves them over the network).
+        self.host_ports = tuple(host_ports)
+        self.iptables = iptables
+        self.deployment: str | None = None
+        self.isolation: BridgeIsolation | None = None
+        if deployment is not None:
+            self.bind_deployment(deployment)
+
+    # -- the deployment ---------------------------------------------------------------------------------
+
+    def bind_deployment(self, deployment: str) -> None:
+        if self.deployment is not None and self.deployment != deployment:
+            raise ValueError(f"this runtime already serves deployment {self.deployment}, not {deployment}")
+        if self.deployment is None:
+            self.deployment = deployment
+            self.isolation = BridgeIsolation(
+                deployment, allowed_ports=self.host_ports, iptables=self.iptables
+            )
+            self.isolation.probe()
+
+    def _owner(self) -> str:
+        if self.deployment is None:
+            raise RuntimeError(
+                "DockerRuntime.bind_deployment() must be called before it makes or lists objects"
+            )
+        return self.deployment
+
+    def _mine(self, labels: dict[str, str] | None, *, legacy: bool = True) -> bool:
+        """True for objects of this deployment, and (with `legacy`) for ones made before deployment labels."""
+        owner = (labels or {}).get(naming.LABEL_DEPLOYMENT)
+        return owner == self._owner() or (legacy and owner is None)
 
     # -- connection -------------------------------------------------------------------------------------
 
@@ -127,7 +168,14 @@ class DockerRuntime:
             if spec.dockerfile:
                 tag = naming.template_image_tag(spec)
                 with self._build_lock(tag):
-                    return builds.build(self.client, spec, tag, log, timeout=self.build_timeout)
+                    return builds.build(
+                        self.client,
+                        spec,
+                        tag,
+                        log,
+                        timeout=self.build_timeout,
+                        labels={naming.LABEL_DEPLOYMENT: self._owner()},
+                    )
             if spec.image:
                 return builds.local_or_pull(self.client, spec.image, log, pull=self.pull)
         raise ValueError(f"image spec for template {spec.template!r} names neither an image nor a Dockerfile")
@@ -159,13 +207,14 @@ class DockerRuntime:
         config_hash = containers.config_hash(spec, image_id, nano_cpus)
         container = self._get_container(name)
         if container is not None:
+            self._claim(container.labels, f"Container {name}")
             state = container.attrs["State"]["Status"]
             changed = container.labels.get(naming.LABEL_CONFIG) != config_hash
-            if changed or state in ("dead", "removing"):
-                log(
-                    f"Removing container {name}: "
-                    + ("its configuration changed" if changed else f"it is {state}")
-                )
+            # Made before deployment labels: recreated once, so that it is listed as this deployment's.
+            unlabelled = naming.LABEL_DEPLOYMENT not in container.labels
+            if changed or unlabelled or state in ("dead", "removing"):
+                why = "its configuration changed" if changed else f"it is {state}"
+                log(f"Removing container {name}: {'it has no deployment' if unlabelled else why}")
                 container.remove(force=True, v=True)
                 container = None
         lap("inspect")
@@ -180,7 +229,12 @@ class DockerRuntime:
             container.remove(force=True, v=True)
             container = None
         volume = naming.volume_name(spec.workspace_id)
-        self.client.volumes.create(volume, labels=naming.object_labels(spec.workspace_id))
+        # An existing volume keeps its labels; one made before deployment labels stays unlabelled (and so is
+        # never listed as an orphan), since its home cannot be moved to a new volume here.
+        made = self.client.volumes.create(
+            volume, labels=naming.owned_labels(spec.workspace_id, self._owner())
+        )
+        self._claim(made.attrs.get("Labels"), f"Volume {volume}")
         lap("volume")
         if container is None:
             container = self._create_container(spec, network, volume, image_id, nano_cpus, config_hash, log)
@@ -195,6 +249,14 @@ class DockerRuntime:
         lap("start")
         observation = self._observe(spec.workspace_id)
         return dataclasses.replace(observation, timings=timings)
+
+    def _claim(self, labels: dict[str, str] | None, what: str) -> None:
+        """Refuse to use an object another deployment made (a shared database copied to a second server)."""
+        if not self._mine(labels):
+            raise ContainerConflict(
+                f"{what} belongs to another Dockyard deployment on this engine.",
+                detail=f"deployment {(labels or {}).get(naming.LABEL_DEPLOYMENT)}, this one {self.deployment}",
+            )
 
     def _image_id(self, image: str) -> str:
         try:
@@ -226,9 +288,15 @@ class DockerRuntime:
         name = naming.network_name(workspace_id)
         existing = [n for n in self.client.networks.list(names=[name]) if n.name == name]
         for network in existing:
-            if bool(network.attrs.get("Internal")) == internal:
+            labels = network.attrs.get("Labels")
+            self._claim(labels, f"Network {name}")
+            if bool(network.attrs.get("Internal")) == internal and naming.LABEL_DEPLOYMENT in (labels or {}):
+                self._guard().isolate(str(network.id), workspace_id, log)
                 return name, str(network.id)
-            log(f"Recreating network {name}: egress changed")
+            changed = (
+                "egress changed" if naming.LABEL_DEPLOYMENT in (labels or {}) else "it has no deployment"
+            )
+            log(f"Recreating network {name}: {changed}")
             self._remove_network(network)
         log(f"Creating network {name} ({'internal' if internal else 'with egress'})")
 
@@ -245,7 +313,7 @@ class DockerRuntime:
                 driver="bridge",
                 internal=internal,
                 check_duplicate=True,
-                labels=naming.object_labels(workspace_id),
+                labels=naming.owned_labels(workspace_id, self._owner()),
                 ipam=ipam,
             )
             created.append(str(network.id))
@@ -257,7 +325,9 @@ class DockerRuntime:
                 self.subnets.create_in_pool(self.client, workspace_id, create)
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # another start of this workspace made it first; use that one
-                return name, str(self.client.networks.get(name).id)
+                network_id = str(self.client.networks.get(name).id)
+                self._guard().isolate(network_id, workspace_id, log)
+                return name, network_id
             if "non-overlapping" in explanation(exc):
                 raise RuntimeFailure(
                     "The Docker engine has no address pool left for another workspace network (its default "
@@ -266,6 +336,7 @@ class DockerRuntime:
                     detail=explanation(exc),
                 ) from exc
             raise
+        self._guard().isolate(created[0], workspace_id, log)
         return name, created[0]
 
     def _create_container(
@@ -280,16 +351,16 @@ class DockerRuntime:
     ) -> Any:
         name = naming.container_name(spec.workspace_id)
         log(f"Creating container {name} from {spec.image}")
-        container = self.client.containers.create(
-            **containers.create_args(
-                spec,
-                network=network,
-                volume=volume,
-                image_id=image_id,
-                nano_cpus=nano_cpus,
-                config_hash=config_hash,
-            )
+        args = containers.create_args(
+            spec,
+            network=network,
+            volume=volume,
+            image_id=image_id,
+            nano_cpus=nano_cpus,
+            config_hash=config_hash,
         )
+        args["labels"] = {**args["labels"], naming.LABEL_DEPLOYMENT: self._owner()}
+        container = self.client.containers.create(**args)
         files = bootstrap.archive(spec)
         if files is not None:
             container.put_archive("/", files)
@@ -359,17 +430,21 @@ class DockerRuntime:
             name = naming.container_name(workspace_id)
             container = self._get_container(name)
             if container is not None:
+                self._claim(container.labels, f"Container {name}")
                 log(f"Removing container {name}")
                 self._remove_container(container)
-            volume = naming.volume_name(workspace_id)
+            volume_name = naming.volume_name(workspace_id)
             try:
-                self.client.volumes.get(volume).remove(force=True)
-                log(f"Removed volume {volume}")
+                volume = self.client.volumes.get(volume_name)
+                self._claim(volume.attrs.get("Labels"), f"Volume {volume_name}")
+                volume.remove(force=True)
+                log(f"Removed volume {volume_name}")
             except docker.errors.NotFound:
                 pass
             network_name = naming.network_name(workspace_id)
             for network in self.client.networks.list(names=[network_name]):
                 if network.name == network_name:
+                    self._claim(network.attrs.get("Labels"), f"Network {network_name}")
                     self._remove_network(network)
                     log(f"Removed network {network_name}")
 
@@ -394,6 +469,7 @@ class DockerRuntime:
                     f"Network {network.name} is still in use by a container.", detail=explanation(exc)
                 ) from exc
             raise
+        self._guard().release(str(network.id))
 
     # -- observing --------------------------------------------------------------------------------------
 
@@ -415,9 +491,16 @@ class DockerRuntime:
         code other than 143 (a normal stop) is inspected as well; running and stopped ones never are.
         """
         with translate(self.base_url):
+            if self._guard().resync_due():
+                # Puts back rules a firewall reload or a reboot took away (the server's reconciler calls this).
+                self._guard().resync(self._networks())
             summaries = self.client.api.containers(all=True, filters={"label": naming.LABEL_WORKSPACE})
             result: dict[str, Observation] = {}
             for summary in summaries:
+                # Containers made before deployment labels are observed too: a running one stays running
+                # until its next start, and only this deployment's database knows its workspace id.
+                if not self._mine(summary["Labels"]):
+                    continue
                 workspace_id = summary["Labels"][naming.LABEL_WORKSPACE]
                 state = summary.get("State", "")
                 match = states.EXITED_STATUS.match(summary.get("Status", ""))
@@ -436,7 +519,8 @@ class DockerRuntime:
             return result
 
     def managed_resources(self) -> list[ManagedResource]:
-        selector = {"label": f"{naming.LABEL_MANAGED}=true"}
+        """This deployment's objects; those without a deployment label belong to none and are never listed."""
+        selector = {"label": [f"{naming.LABEL_MANAGED}=true", f"{naming.LABEL_DEPLOYMENT}={self._owner()}"]}
         with translate(self.base_url):
             resources = [
                 ManagedResource("container", c["Names"][0].lstrip("/"), _workspace_of(c.get("Labels")))
@@ -453,20 +537,50 @@ class DockerRuntime:
         return resources
 
     def remove_resource(self, resource: ManagedResource) -> None:
+        # Looked up again by name: only an object that still carries this deployment's label is removed.
         with translate(self.base_url):
             try:
                 if resource.kind == "container":
-                    self._remove_container(self.client.containers.get(resource.name))
+                    container = self.client.containers.get(resource.name)
+                    if self._mine(container.labels, legacy=False):
+                        self._remove_container(container)
                 elif resource.kind == "volume":
-                    self.client.volumes.get(resource.name).remove(force=True)
+                    volume = self.client.volumes.get(resource.name)
+                    if self._mine(volume.attrs.get("Labels"), legacy=False):
+                        volume.remove(force=True)
                 elif resource.kind == "network":
                     for network in self.client.networks.list(names=[resource.name]):
-                        if network.name == resource.name:
+                        if network.name == resource.name and self._mine(
+                            network.attrs.get("Labels"), legacy=False
+                        ):
                             self._remove_network(network)
                 else:
                     raise ValueError(f"unknown resource kind {resource.kind!r}")
             except docker.errors.NotFound:
                 pass
+
+    # -- host isolation ---------------------------------------------------------------------------------
+
+    def host_isolation(self) -> HostIsolation:
+        with translate(self.base_url):
+            return self._guard().report(self._networks())[0]
+
+    def _guard(self) -> BridgeIsolation:
+        self._owner()
+        assert self.isolation is not None
+        return self.isolation
+
+    def _networks(self) -> Networks:
+        """This deployment's bridge networks: bridge -> (name, workspace id)."""
+        selector = {"label": f"{naming.LABEL_DEPLOYMENT}={self._owner()}", "driver": "bridge"}
+        return {
+            naming.bridge_name(n["Id"]): (n["Name"], _workspace_of(n.get("Labels")))
+            for n in self.client.api.networks(filters=selector)
+        }
+
+    def repair_host_isolation(self) -> HostIsolation:
+        with translate(self.base_url):
+            return self._guard().repair(self._networks())
 
 
 def _workspace_of(labels: dict[str, str] | None) -> str:

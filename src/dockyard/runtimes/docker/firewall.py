@@ -1,0 +1,203 @@
+"""Host firewall rules that keep workspaces off the host's own services.
+
+A bridge network makes the host a member of every workspace network: the bridge holds the gateway address, and
+the kernel answers on any of the host's addresses (other bridges, eth0) to packets that arrive on the bridge.
+Docker programs FORWARD (traffic between networks) but never INPUT (traffic to the host itself), so without
+these rules any service listening on 0.0.0.0 on the host is open to every workspace. Dockyard adds, with
+iptables:
+
+    INPUT           -j DOCKYARD-INPUT                                            (first, so no ACCEPT comes before)
+    DOCKYARD-INPUT  -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN         (replies to the host's connections)
+    DOCKYARD-INPUT  -i br-<net> -p tcp --dport <port> -m comment --comment dockyard:<deployment>:<workspace> -j RETURN
+    DOCKYARD-INPUT  -i br-<net> -m comment --comment dockyard:<deployment>:<workspace> -j REJECT
+
+The REJECT answers with ICMP port-unreachable, so a workspace's connect fails at once with ECONNREFUSED instead
+of hanging. The per-port RETURN rules are what Dockyard serves workspaces over TCP on purpose (none today: agents
+use a unix socket). One chain serves every deployment on the host; a deployment adds, lists and removes only
+rules whose comment names it. Packets in the chain that match no rule go on through INPUT unchanged.
+
+Workspace containers have IPv6 turned off by the engine (networks are made without it), so IPv4 rules suffice.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dockyard.runtimes.base import RuntimeFailure
+
+CHAIN = "DOCKYARD-INPUT"
+COMMENT_PREFIX = "dockyard:"
+_ESTABLISHED = ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"]
+_TIMEOUT = 30.0
+
+Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+
+
+class FirewallUnavailable(RuntimeFailure):
+    """iptables is missing or refuses this process (not root): workspaces are not kept off the host."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of this deployment in the chain, as `iptables -S` prints it."""
+
+    bridge: str
+    workspace_id: str
+    spec: tuple[str, ...]  # the arguments after `-A CHAIN`
+
+
+def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+
+
+class HostFirewall:
+    """The INPUT rules of one deployment's workspace bridges."""
+
+    def __init__(
+        self,
+        deployment: str,
+        *,
+        allowed_ports: Sequence[int] = (),
+        iptables: str = "iptables",
+        runner: Runner = _run,
+    ) -> None:
+        self.deployment = deployment
+        self.allowed_ports = tuple(allowed_ports)
+        self.iptables = iptables
+        self._runner = runner
+        self._chain_ready = False
+        self._lock = threading.Lock()
+
+    # -- running iptables -------------------------------------------------------------------------------
+
+    def _call(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # -w: wait for the xtables lock instead of failing while dockerd or another process holds it.
+        argv = [self.iptables, "-w", *args]
+        try:
+            return self._runner(argv)
+        except FileNotFoundError as exc:
+            raise FirewallUnavailable(
+                f"{self.iptables} is not installed, so workspaces can reach services on this host.",
+                detail=str(exc),
+            ) from exc
+        except PermissionError as exc:
+            raise FirewallUnavailable(
+                f"{self.iptables} cannot be run by this process, so workspaces can reach services on this "
+                "host.",
+                detail=str(exc),
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeFailure(f"{self.iptables} did not finish within {_TIMEOUT:g} s.") from exc
+
+    def _must(self, *args: str) -> None:
+        result = self._call(*args)
+        if result.returncode != 0:
+            raise self._failure(args, result)
+
+    def _check(self, *args: str) -> bool:
+        """Run `-C …`: True when the rule exists; False when it does not (or its chain does not)."""
+        result = self._call("-C", *args)
+        if result.returncode == 0:
+            return True
+        if result.returncode == 1:
+            return False
+        raise self._failure(("-C", *args), result)
+
+    def _failure(self, args: Sequence[str], result: subprocess.CompletedProcess[str]) -> RuntimeFailure:
+        message = (result.stderr or result.stdout).strip()
+        command = shlex.join([self.iptables, *args])
+        if result.returncode == 4 or "Permission denied" in message or "you must be root" in message:
+            return FirewallUnavailable(
+                f"{self.iptables} refused this process ({message or 'permission denied'}), so workspaces can "
+                "reach services on this host.",
+                detail=command,
+            )
+        return RuntimeFailure(f"Host firewall: `{command}` failed: {message}", detail=command)
+
+    # -- the chain --------------------------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Raise FirewallUnavailable unless this process can read and change the host's rules."""
+        self._ensure_chain(force=True)
+
+    def _ensure_chain(self, *, force: bool = False) -> None:
+        with self._lock:
+            if self._chain_ready and not force:
+                return
+            # -N fails harmlessly when the chain exists (another deployment or an earlier run made it).
+            self._call("-N", CHAIN)
+            if not self._check(CHAIN, *_ESTABLISHED):
+                self._must("-I", CHAIN, "1", *_ESTABLISHED)
+            if not self._check("INPUT", "-j", CHAIN):
+                self._must("-I", "INPUT", "1", "-j", CHAIN)
+            self._chain_ready = True
+
+    # -- per bridge -------------------------------------------------------------------------------------
+
+    def _comment(self, workspace_id: str) -> str:
+        return f"{COMMENT_PREFIX}{self.deployment}:{workspace_id}"
+
+    def specs(self, bridge: str, workspace_id: str) -> list[list[str]]:
+        """The rules for one workspace bridge, in order: the allowed ports, then the refusal."""
+        tag = ["-m", "comment", "--comment", self._comment(workspace_id)]
+        allowed = [
+            ["-i", bridge, "-p", "tcp", "-m", "tcp", "--dport", str(port), *tag, "-j", "RETURN"]
+            for port in self.allowed_ports
+        ]
+        return [*allowed, ["-i", bridge, *tag, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]]
+
+    def isolate(self, bridge: str, workspace_id: str) -> bool:
+        """Install the bridge's rules unless they are there; True when something was added."""
+        specs = self.specs(bridge, workspace_id)
+        self._ensure_chain()
+        if self._check(CHAIN, *specs[-1]):
+            return False
+        for spec in specs:
+            result = self._call("-A", CHAIN, *spec)
+            if result.returncode != 0:
+                # The chain may have been flushed away behind this process's back (a firewall reload).
+                self._ensure_chain(force=True)
+                self._must("-A", CHAIN, *spec)
+        return True
+
+    def release(self, bridge: str) -> int:
+        """Remove this deployment's rules for the bridge; returns how many were removed."""
+        rules = [rule for rule in self.rules() if rule.bridge == bridge]
+        for rule in rules:
+            self._call("-D", CHAIN, *rule.spec)
+        return len(rules)
+
+    def rules(self) -> list[Rule]:
+        """This deployment's rules in the chain (none when the chain does not exist)."""
+        result = self._call("-S", CHAIN)
+        if result.returncode == 1:  # no such chain: nothing was ever installed here
+            return []
+        if result.returncode != 0:
+            raise self._failure(("-S", CHAIN), result)
+        found = []
+        prefix = f"{COMMENT_PREFIX}{self.deployment}:"
+        for line in result.stdout.splitlines():
+            words = shlex.split(line)
+            if words[:2] != ["-A", CHAIN]:
+                continue
+            spec = tuple(words[2:])
+            comment = _option(spec, "--comment")
+            bridge = _option(spec, "-i")
+            if comment and bridge and comment.startswith(prefix):
+                found.append(Rule(bridge, comment.removeprefix(prefix), spec))
+        return found
+
+    def isolated_bridges(self) -> dict[str, str]:
+        """Bridge -> workspace id, for the bridges whose refusal rule is in place."""
+        return {rule.bridge: rule.workspace_id for rule in self.rules() if "REJECT" in rule.spec}
+
+
+def _option(spec: Sequence[str], name: str) -> str | None:
+    for index, word in enumerate(spec[:-1]):
+        if word == name:
+            return spec[index + 1]
+    return None

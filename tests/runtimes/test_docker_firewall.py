@@ -1,0 +1,150 @@
+"""The host firewall's iptables calls, with iptables faked at the process boundary (the real rules are tested
+through the engine in tests/security/test_host_isolation.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+import pytest
+
+from dockyard.runtimes.base import RuntimeFailure
+from dockyard.runtimes.docker.firewall import CHAIN, FirewallUnavailable, HostFirewall
+
+REJECT = ["-j", "REJECT", "--reject-with", "icmp-port-unreachable"]
+
+
+class FakeIptables:
+    """Keeps rules per chain the way iptables does, and records every call."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, list[list[str]]] = {"INPUT": [["-j", "ACCEPT"]]}
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        argv = list(argv)
+        self.calls.append(argv)
+        assert argv[:2] == ["iptables", "-w"]
+        op, chain, rest = argv[2], argv[3], argv[4:]
+
+        def done(code: int = 0, out: str = "", err: str = "") -> subprocess.CompletedProcess[str]:
+            return subprocess.CompletedProcess(argv, code, out, err)
+
+        if op == "-N":
+            if chain in self.chains:
+                return done(1, err="iptables: Chain already exists.")
+            self.chains[chain] = []
+            return done()
+        if chain not in self.chains:
+            return done(1, err="iptables: Bad rule (does a matching rule exist in that chain?).")
+        rules = self.chains[chain]
+        if op == "-C":
+            return done(0 if rest in rules else 1)
+        if op == "-A":
+            rules.append(rest)
+        elif op == "-I":
+            rules.insert(int(rest[0]) - 1, rest[1:])
+        elif op == "-D":
+            if rest not in rules:
+                return done(1)
+            rules.remove(rest)
+        elif op == "-S":
+            lines = [f"-N {chain}"] + [
+                f"-A {chain} " + " ".join(f'"{w}"' if ":" in w else w for w in rule) for rule in rules
+            ]
+            return done(out="\n".join(lines) + "\n")
+        return done()
+
+
+def test_isolate_installs_the_chain_once_and_one_rule_per_bridge() -> None:
+    iptables = FakeIptables()
+    firewall = HostFirewall("dep1", runner=iptables)
+
+    assert firewall.isolate("br-aaa", "ws-a") is True
+    assert firewall.isolate("br-aaa", "ws-a") is False
+    assert firewall.isolate("br-bbb", "ws-b") is True
+
+    assert iptables.chains["INPUT"][0] == ["-j", CHAIN]
+    assert iptables.chains[CHAIN] == [
+        ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"],
+        ["-i", "br-aaa", "-m", "comment", "--comment", "dockyard:dep1:ws-a", *REJECT],
+        ["-i", "br-bbb", "-m", "comment", "--comment", "dockyard:dep1:ws-b", *REJECT],
+    ]
+    assert firewall.isolated_bridges() == {"br-aaa": "ws-a", "br-bbb": "ws-b"}
+
+
+def test_allowed_ports_come_before_the_refusal() -> None:
+    iptables = FakeIptables()
+    firewall = HostFirewall("dep1", allowed_ports=(3000,), runner=iptables)
+    firewall.isolate("br-aaa", "ws-a")
+
+    assert iptables.chains[CHAIN][1:] == [
+        ["-i", "br-aaa", "-p", "tcp", "-m", "tcp", "--dport", "3000", "-m", "comment", "--comment",
+         "dockyard:dep1:ws-a", "-j", "RETURN"],
+        ["-i", "br-aaa", "-m", "comment", "--comment", "dockyard:dep1:ws-a", *REJECT],
+    ]  # fmt: skip
+    assert firewall.release("br-aaa") == 2
+    assert iptables.chains[CHAIN] == [["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"]]
+
+
+def test_a_deployment_sees_and_removes_only_its_own_rules() -> None:
+    iptables = FakeIptables()
+    mine, theirs = HostFirewall("dep1", runner=iptables), HostFirewall("dep2", runner=iptables)
+    mine.isolate("br-aaa", "ws-a")
+    theirs.isolate("br-bbb", "ws-b")
+
+    assert mine.isolated_bridges() == {"br-aaa": "ws-a"}
+    assert mine.release("br-bbb") == 0
+    assert theirs.isolated_bridges() == {"br-bbb": "ws-b"}
+
+
+def test_a_flushed_chain_is_made_again() -> None:
+    iptables = FakeIptables()
+    firewall = HostFirewall("dep1", runner=iptables)
+    firewall.isolate("br-aaa", "ws-a")
+    del iptables.chains[CHAIN]  # a firewall reload
+    iptables.chains["INPUT"] = [["-j", "ACCEPT"]]
+
+    assert firewall.isolate("br-bbb", "ws-b") is True
+
+    assert iptables.chains["INPUT"][0] == ["-j", CHAIN]
+    assert firewall.isolated_bridges() == {"br-bbb": "ws-b"}
+
+
+def test_without_iptables_the_firewall_is_unavailable() -> None:
+    firewall = HostFirewall("dep1", iptables="/nonexistent/iptables")
+
+    with pytest.raises(FirewallUnavailable) as failure:
+        firewall.isolate("br-aaa", "ws-a")
+
+    assert failure.value.message == (
+        "/nonexistent/iptables is not installed, so workspaces can reach services on this host."
+    )
+
+
+def test_a_process_that_is_not_root_is_told_so() -> None:
+    def not_root(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        message = "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)"
+        return subprocess.CompletedProcess(list(argv), 4, "", message)
+
+    with pytest.raises(FirewallUnavailable) as failure:
+        HostFirewall("dep1", runner=not_root).probe()
+
+    assert failure.value.message.startswith("iptables refused this process (iptables v1.8.9")
+    assert failure.value.message.endswith("so workspaces can reach services on this host.")
+
+
+def test_other_iptables_failures_are_runtime_failures() -> None:
+    iptables = FakeIptables()
+
+    def broken(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        if argv[2] == "-A":
+            return subprocess.CompletedProcess(list(argv), 2, "", "iptables: Invalid argument.")
+        return iptables(argv)
+
+    with pytest.raises(RuntimeFailure) as failure:
+        HostFirewall("dep1", runner=broken).isolate("br-aaa", "ws-a")
+
+    assert not isinstance(failure.value, FirewallUnavailable)
+    assert failure.value.message.startswith("Host firewall: `iptables -A DOCKYARD-INPUT -i br-aaa")
+    assert failure.value.message.endswith("failed: iptables: Invalid argument.")
