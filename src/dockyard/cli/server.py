@@ -197,7 +197,7 @@ def provisioner(
     # The server runs the lifecycle loops; extra provisioner processes only take builds off the queue.
     background = Background(
         make_sessionmaker(engine),
-        make_runtime(runtime, workspace_subnets=workspace_subnets),
+        make_runtime(runtime, workspace_subnets=workspace_subnets, disks_dir=settings.disks_dir),
         workers=workers,
         lifecycle=False,
         agent_dir=settings.agent_dir,

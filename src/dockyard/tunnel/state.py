@@ -181,3 +181,16 @@ def to_wire(row: WorkspaceAgent | None) -> wire.WorkspaceAgent | None:
         stats=wire.AgentStats(**row.stats) if row.stats else None,
         ports=[wire.ListeningPort(**p) for p in row.ports],
     )
+
+
+def limits_reason(stats: wire.AgentStats | None) -> str:
+    """A running workspace's reason when it has run into its memory or process limit (since it started)."""
+    if stats is None:
+        return ""
+    parts = []
+    if stats.oom_kills:
+        parts.append(f"memory limit hit ({stats.oom_kills} killed out of memory)")
+    if stats.pids_limit_hits:
+        limit = f" {stats.pids_limit}" if stats.pids_limit else ""
+        parts.append(f"process limit{limit} hit ({stats.pids_limit_hits} forks refused)")
+    return "; ".join(parts)

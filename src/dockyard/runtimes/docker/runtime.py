@@ -2,7 +2,8 @@
 
 Per workspace `w`:
 - network `dockyard-ws-w` (bridge; internal unless egress is "all"),
-- volume `dockyard-home-w` at /home/<user>,
+- volume `dockyard-home-w` at /home/<user> (bound to a size-limited file system of its own when the template
+  sets `resources.disk`, see `disks.py`),
 - container `dockyard-ws-w`: docker-init as PID 1, then the setup script of `bootstrap.py` as root, then the
   workspace command as the user, with every capability dropped but those the setup step needs.
 
@@ -18,6 +19,7 @@ import dataclasses
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -25,6 +27,7 @@ import docker.errors
 import docker.types
 import docker.utils
 
+from dockyard import logs
 from dockyard.runtimes.base import (
     ContainerConflict,
     ContainerState,
@@ -37,11 +40,14 @@ from dockyard.runtimes.base import (
     WorkspaceSpec,
     network_class,
 )
-from dockyard.runtimes.docker import bootstrap, builds, containers, naming, states
+from dockyard.runtimes.docker import bootstrap, builds, containers, disks, naming, states
 from dockyard.runtimes.docker.errors import explanation, translate
 from dockyard.runtimes.docker.subnets import SubnetPool
 
+_log = logs.get("dockyard.runtimes.docker")
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
+# Tells the agent the home folder's size limit, so that it reports usage against it.
+DISK_LIMIT_VARIABLE = "DOCKYARD_HOME_DISK_LIMIT"
 # A stop is SIGTERM (docker-init forwards it to the workload), then SIGKILL after the timeout.
 STOP_TIMEOUT = 5
 
@@ -72,6 +78,7 @@ class DockerRuntime:
         pull: bool = True,
         subnet_pool: str | None = None,
         subnet_prefix: int = 28,
+        disks_dir: Path | None = None,
     ) -> None:
         self.base_url = base_url or engine_url()
         self._explicit_url = base_url is not None
@@ -88,6 +95,9 @@ class DockerRuntime:
         # Docker's default address pools hold ~30 bridge networks, one per workspace here; a pool of small
         # subnets (a /16 cut into /28s holds 4096) is how a host runs hundreds of workspaces.
         self.subnets = SubnetPool(subnet_pool, subnet_prefix) if subnet_pool else None
+        # Without a folder for home disks, `resources.disk` cannot be enforced and the start says so.
+        self.disks = disks.HomeDisks(disks_dir) if disks_dir is not None else None
+        self._disks_mounted = False
 
     # -- connection -------------------------------------------------------------------------------------
 
@@ -154,6 +164,12 @@ class DockerRuntime:
             mark = now
 
         name = naming.container_name(spec.workspace_id)
+        volume = naming.volume_name(spec.workspace_id)
+        limit = self._ensure_volume(spec, volume, log)
+        if limit is not None:
+            # The agent reports home usage against it; in the config hash, so a new limit means a new container.
+            spec = dataclasses.replace(spec, env={**spec.env, DISK_LIMIT_VARIABLE: str(limit)})
+        lap("volume")
         image_id = self._image_id(spec.image)
         nano_cpus = self._nano_cpus(spec, log)
         config_hash = containers.config_hash(spec, image_id, nano_cpus)
@@ -179,9 +195,6 @@ class DockerRuntime:
             log(f"Removing container {name}: its network was replaced")
             container.remove(force=True, v=True)
             container = None
-        volume = naming.volume_name(spec.workspace_id)
-        self.client.volumes.create(volume, labels=naming.object_labels(spec.workspace_id))
-        lap("volume")
         if container is None:
             container = self._create_container(spec, network, volume, image_id, nano_cpus, config_hash, log)
             lap("create")
@@ -195,6 +208,38 @@ class DockerRuntime:
         lap("start")
         observation = self._observe(spec.workspace_id)
         return dataclasses.replace(observation, timings=timings)
+
+    def _ensure_volume(self, spec: WorkspaceSpec, volume: str, log: LogSink) -> int | None:
+        """Make the home volume if needed; returns the size it is limited to, None when it is not."""
+        labels = naming.object_labels(spec.workspace_id)
+        if spec.disk_bytes is None:
+            self.client.volumes.create(volume, labels=labels)
+            return None
+        if self.disks is None:
+            log(
+                "The template sets resources.disk, but this runtime has no folder for home disks: not enforced"
+            )
+            self.client.volumes.create(volume, labels=labels)
+            return None
+        mountpoint = self.disks.ensure(spec.workspace_id, spec.disk_bytes, uid=spec.uid, log=log)
+        try:
+            existing = self.client.api.inspect_volume(volume)
+        except docker.errors.NotFound:
+            existing = None
+        if existing is not None:
+            if (existing.get("Options") or {}).get("device") != str(mountpoint):
+                # Made before the template limited the disk: the data is in it, so it stays as it is.
+                log(f"Volume {volume} predates the disk limit and is not limited")
+                return None
+        else:
+            self.client.volumes.create(
+                volume,
+                driver="local",
+                driver_opts={"type": "none", "o": "bind", "device": str(mountpoint)},
+                labels=labels,
+            )
+        # The image's own size: an older disk keeps the size it was made with.
+        return self.disks.image(spec.workspace_id).stat().st_size
 
     def _image_id(self, image: str) -> str:
         try:
@@ -367,6 +412,8 @@ class DockerRuntime:
                 log(f"Removed volume {volume}")
             except docker.errors.NotFound:
                 pass
+            if self.disks is not None:
+                self.disks.remove(workspace_id, log)
             network_name = naming.network_name(workspace_id)
             for network in self.client.networks.list(names=[network_name]):
                 if network.name == network_name:
@@ -415,6 +462,10 @@ class DockerRuntime:
         code other than 143 (a normal stop) is inspected as well; running and stopped ones never are.
         """
         with translate(self.base_url):
+            if self.disks is not None and not self._disks_mounted:
+                # The first pass after the server starts: mounts are gone after a host reboot.
+                self.disks.mount_all(lambda line: _log.warning(line))
+                self._disks_mounted = True
             summaries = self.client.api.containers(all=True, filters={"label": naming.LABEL_WORKSPACE})
             result: dict[str, Observation] = {}
             for summary in summaries:
@@ -459,6 +510,8 @@ class DockerRuntime:
                     self._remove_container(self.client.containers.get(resource.name))
                 elif resource.kind == "volume":
                     self.client.volumes.get(resource.name).remove(force=True)
+                    if self.disks is not None and resource.workspace_id:
+                        self.disks.remove(resource.workspace_id, lambda line: None)
                 elif resource.kind == "network":
                     for network in self.client.networks.list(names=[resource.name]):
                         if network.name == resource.name:
