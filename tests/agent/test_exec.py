@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import signal
 import time
 
 import pytest
@@ -109,6 +110,58 @@ async def test_closing_the_stream_kills_the_process_group(control: Control, agen
     await stream.close()
 
     await _assert_gone(int(marker.read_text()))
+
+
+# Each one leaves the command's process group differently: job control (its own group, same session), setsid
+# (a new session), and setsid in a double fork whose middle process exits (re-parented to init at once).
+ESCAPES = (
+    "sleep 600 & echo $! >> {pids}; "
+    "(set -m; sleep 600 & echo $! >> {pids}); "
+    "setsid sleep 600 & echo $! >> {pids}; "
+    "setsid sh -c 'sleep 600 & echo $! >> {pids}' & "
+    "i=0; while [ $i -lt 20 ]; do sleep 600 & echo $! >> {pids}; i=$((i+1)); done; "
+    "sleep 0.3; echo started; wait"
+)
+
+
+@pytest.mark.parametrize("how", ["kill", "close"])
+async def test_ending_an_exec_kills_everything_it_started(control: Control, agent: AgentEnv, how: str) -> None:
+    pids = agent.home / "pids"
+    stream = await control.sh(ESCAPES.format(pids=pids))
+    await stream.read_until(b"started")
+    started = [int(line) for line in pids.read_text().split()]
+    assert len(started) == 24
+    assert all(_alive(pid) for pid in started)
+
+    if how == "kill":
+        stream.send_json({"type": "kill"})
+        output = await stream.collect()
+        assert output.exit == {"type": "exit", "exit_code": 137, "signal": "KILL"}
+    else:
+        await stream.close()
+
+    for pid in started:
+        await _assert_gone(pid)
+
+
+async def test_a_normal_exit_leaves_background_processes_alone(control: Control, agent: AgentEnv) -> None:
+    pids = agent.home / "pids"
+    output = await (await control.sh(f"setsid sleep 600 > /dev/null 2>&1 & echo $! > {pids}")).collect()
+    assert output.exit == {"type": "exit", "exit_code": 0, "signal": None}
+    pid = int(pids.read_text())
+    await asyncio.sleep(0.3)
+    try:
+        assert _alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 async def test_exit_is_not_held_up_by_a_background_child(control: Control) -> None:
