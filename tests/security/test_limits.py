@@ -28,7 +28,7 @@ PIDS = 128
 
 
 def _sh(live: LiveServer, ws: m.Workspace, command: str, **kwargs: object) -> m.ExecResult:
-    return live.client.exec(ws.id, m.ExecRequest(command=command, **kwargs))  # type: ignore[arg-type]
+    return live.client.exec(ws.id, m.ExecRequest(command=command, **kwargs))
 
 
 def _limited(live: LiveServer, name: str) -> m.Workspace:
@@ -93,7 +93,7 @@ def test_a_streamed_exec_timeout_and_a_vanished_client_kill_everything(live: Liv
     headers = {"Authorization": f"Bearer {live.token}"}
     with ws_connect(url, additional_headers=headers) as conn:
         conn.send(json.dumps({"command": FORKS, "timeout": 2}))
-        messages = []
+        messages: list[str | bytes] = []
         while not (messages and isinstance(messages[-1], str)):
             messages.append(conn.recv(timeout=20))
     assert json.loads(messages[-1])["timed_out"] is True

@@ -189,8 +189,10 @@ def limits_reason(stats: wire.AgentStats | None) -> str:
         return ""
     parts = []
     if stats.oom_kills:
-        parts.append(f"memory limit hit ({stats.oom_kills} killed out of memory)")
+        killed = f"{stats.oom_kills} process" + ("es" if stats.oom_kills != 1 else "")
+        parts.append(f"memory limit hit ({killed} killed out of memory)")
     if stats.pids_limit_hits:
         limit = f" {stats.pids_limit}" if stats.pids_limit else ""
-        parts.append(f"process limit{limit} hit ({stats.pids_limit_hits} forks refused)")
+        refused = f"{stats.pids_limit_hits} fork" + ("s" if stats.pids_limit_hits != 1 else "")
+        parts.append(f"process limit{limit} hit ({refused} refused)")
     return "; ".join(parts)
