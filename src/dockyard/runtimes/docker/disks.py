@@ -20,9 +20,11 @@ the images are sparse, so the disks folder's own file system bounds them all tog
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -177,10 +179,26 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
 
 
+# linux/fs.h: the inode flags ioctls (what chattr uses) and the immutable flag.
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_IMMUTABLE_FL = 0x00000010
+
+
 def _immutable(path: Path, *, on: bool) -> None:
+    """`chattr +i`/`-i` without a process of its own (a start costs enough already)."""
     # Best effort: not every file system under the disks folder supports the flag (tmpfs does not).
-    with contextlib.suppress(DiskFailure):
-        _run(["chattr", "+i" if on else "-i", str(path)])
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            buffer = bytearray(4)
+            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buffer)
+            flags = int.from_bytes(buffer, sys.byteorder)
+            wanted = flags | _FS_IMMUTABLE_FL if on else flags & ~_FS_IMMUTABLE_FL
+            if wanted != flags:
+                fcntl.ioctl(fd, _FS_IOC_SETFLAGS, wanted.to_bytes(4, sys.byteorder))
+        finally:
+            os.close(fd)
 
 
 def _run(argv: list[str]) -> None:
