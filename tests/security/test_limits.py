@@ -216,7 +216,9 @@ def test_writing_past_the_disk_limit_fails_with_enospc_in_the_workspace_only(liv
     assert not mountpoint.exists()
 
 
-def test_a_disk_unmounted_behind_dockyards_back_is_mounted_again_by_a_start(live: LiveServer) -> None:
+def test_disks_unmounted_by_a_reboot_are_mounted_again_at_server_start_and_by_a_start(
+    live: LiveServer,
+) -> None:
     ws = _limited(live, "reboot")
     live.client.write_file(ws.id, "kept.txt", b"before the reboot")
     live.client.stop_workspace(ws.id)
@@ -227,6 +229,13 @@ def test_a_disk_unmounted_behind_dockyards_back_is_mounted_again_by_a_start(live
     assert not os.path.ismount(mountpoint)
     with pytest.raises(PermissionError):
         (mountpoint / "stray").write_text("the empty mount point is immutable")
+
+    live.restart()
+    deadline = time.monotonic() + 30
+    while not os.path.ismount(mountpoint):
+        assert time.monotonic() < deadline, "the server's first reconciliation did not mount the disk"
+        time.sleep(0.5)
+    subprocess.run(["umount", str(mountpoint)], check=True)
 
     live.client.start_workspace(ws.id)
     live.client.get_workspace(ws.id, wait="ready", timeout=60)
