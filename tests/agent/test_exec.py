@@ -125,7 +125,9 @@ ESCAPES = (
 
 
 @pytest.mark.parametrize("how", ["kill", "close"])
-async def test_ending_an_exec_kills_everything_it_started(control: Control, agent: AgentEnv, how: str) -> None:
+async def test_ending_an_exec_kills_everything_it_started(
+    control: Control, agent: AgentEnv, how: str
+) -> None:
     pids = agent.home / "pids"
     stream = await control.sh(ESCAPES.format(pids=pids))
     await stream.read_until(b"started")
@@ -249,6 +251,34 @@ async def test_a_new_attach_takes_over_the_terminal(control: Control) -> None:
     second.send_json({"type": "kill"})
     output = await second.collect()
     assert output.exit == {"type": "exit", "exit_code": 137, "signal": "KILL"}
+
+
+SHORT_TERMINAL_TIMEOUTS = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("agent", sys.argv[1])
+agent = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(agent)
+agent.PTY_IDLE_TIMEOUT = 0.5
+agent.PTY_HANGUP_GRACE = 0.3
+sys.exit(agent.main(sys.argv[2:]))
+"""
+
+
+async def test_an_abandoned_terminal_ends_with_everything_started_in_it(agent: AgentEnv) -> None:
+    plane = await agent.start(wrapper=SHORT_TERMINAL_TIMEOUTS)
+    control = await plane.control()
+    await control.wait_state("ready")
+    pids = agent.home / "pids"
+    stream = await control.open("pty", reconnect="term-idle", command=ESCAPES.format(pids=pids))
+    await stream.read_until(b"started")
+    started = [int(line) for line in pids.read_text().split()]
+    assert all(_alive(pid) for pid in started)
+
+    # Detached: the terminal keeps running for PTY_IDLE_TIMEOUT, then hangs up, then everything is killed.
+    await stream.close()
+
+    for pid in started:
+        await _assert_gone(pid)
 
 
 @pytest.mark.skipif(
