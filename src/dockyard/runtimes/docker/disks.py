@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from dockyard.runtimes.base import LogSink, RuntimeFailure
@@ -60,7 +61,7 @@ class HomeDisks:
             raise DiskFailure(
                 f"resources.disk is {size} bytes; a home disk needs at least {MIN_DISK_BYTES // 2**20} MiB."
             )
-        with self._lock(workspace_id):
+        with self._lock(workspace_id), _host_errors("making the home disk"):
             image, mountpoint = self.image(workspace_id), self.mountpoint(workspace_id)
             fresh = not image.exists()
             if fresh:
@@ -79,7 +80,7 @@ class HomeDisks:
 
     def remove(self, workspace_id: str, log: LogSink) -> None:
         """Unmount the disk and delete it with everything on it. Nothing to do for a workspace without one."""
-        with self._lock(workspace_id):
+        with self._lock(workspace_id), _host_errors("removing the home disk"):
             image, mountpoint = self.image(workspace_id), self.mountpoint(workspace_id)
             if mounted(mountpoint):
                 try:
@@ -158,6 +159,14 @@ class HomeDisks:
         mountpoint.mkdir(mode=0o700, parents=True, exist_ok=True)
         _immutable(mountpoint, on=True)
         _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint)])
+
+
+@contextlib.contextmanager
+def _host_errors(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise DiskFailure(f"Failed {doing}: {exc.strerror or exc}.", detail=str(exc)) from exc
 
 
 def mounted(path: Path) -> bool:
