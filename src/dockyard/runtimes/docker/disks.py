@@ -29,7 +29,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from dockyard.runtimes.base import LogSink, RuntimeFailure
+import docker
+import docker.errors
+
+from dockyard.runtimes.base import LogSink, RuntimeFailure, WorkspaceSpec
+from dockyard.runtimes.docker import naming
 
 # ext4 needs room for its metadata and journal; below this the file system would be mostly overhead.
 MIN_DISK_BYTES = 16 * 2**20
@@ -186,6 +190,38 @@ def mounted(path: Path) -> bool:
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as octal.
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
+def home_volume(
+    client: docker.DockerClient, disks: HomeDisks | None, spec: WorkspaceSpec, volume: str, log: LogSink
+) -> int | None:
+    """Make the workspace's home volume if needed; returns the size it is limited to, None when it is not."""
+    labels = naming.object_labels(spec.workspace_id)
+    if spec.disk_bytes is None:
+        client.volumes.create(volume, labels=labels)
+        return None
+    if disks is None:
+        log("The template sets resources.disk, but this runtime has no folder for home disks: not enforced")
+        client.volumes.create(volume, labels=labels)
+        return None
+    mountpoint = disks.ensure(spec.workspace_id, spec.disk_bytes, uid=spec.uid, log=log)
+    try:
+        existing = client.api.inspect_volume(volume)
+    except docker.errors.NotFound:
+        existing = None
+    if existing is None:
+        client.volumes.create(
+            volume,
+            driver="local",
+            driver_opts={"type": "none", "o": "bind", "device": str(mountpoint)},
+            labels=labels,
+        )
+    elif (existing.get("Options") or {}).get("device") != str(mountpoint):
+        # Made before the template limited the disk: the data is in it, so it stays as it is.
+        log(f"Volume {volume} predates the disk limit and is not limited")
+        return None
+    # The image's own size: an older disk keeps the size it was made with.
+    return disks.image(spec.workspace_id).stat().st_size
 
 
 # linux/fs.h: the inode flags ioctls (what chattr uses) and the immutable flag.

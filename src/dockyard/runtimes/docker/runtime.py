@@ -165,7 +165,7 @@ class DockerRuntime:
 
         name = naming.container_name(spec.workspace_id)
         volume = naming.volume_name(spec.workspace_id)
-        limit = self._ensure_volume(spec, volume, log)
+        limit = disks.home_volume(self.client, self.disks, spec, volume, log)
         if limit is not None:
             # The agent reports home usage against it; in the config hash, so a new limit means a new container.
             spec = dataclasses.replace(spec, env={**spec.env, DISK_LIMIT_VARIABLE: str(limit)})
@@ -208,38 +208,6 @@ class DockerRuntime:
         lap("start")
         observation = self._observe(spec.workspace_id)
         return dataclasses.replace(observation, timings=timings)
-
-    def _ensure_volume(self, spec: WorkspaceSpec, volume: str, log: LogSink) -> int | None:
-        """Make the home volume if needed; returns the size it is limited to, None when it is not."""
-        labels = naming.object_labels(spec.workspace_id)
-        if spec.disk_bytes is None:
-            self.client.volumes.create(volume, labels=labels)
-            return None
-        if self.disks is None:
-            log(
-                "The template sets resources.disk, but this runtime has no folder for home disks: not enforced"
-            )
-            self.client.volumes.create(volume, labels=labels)
-            return None
-        mountpoint = self.disks.ensure(spec.workspace_id, spec.disk_bytes, uid=spec.uid, log=log)
-        try:
-            existing = self.client.api.inspect_volume(volume)
-        except docker.errors.NotFound:
-            existing = None
-        if existing is not None:
-            if (existing.get("Options") or {}).get("device") != str(mountpoint):
-                # Made before the template limited the disk: the data is in it, so it stays as it is.
-                log(f"Volume {volume} predates the disk limit and is not limited")
-                return None
-        else:
-            self.client.volumes.create(
-                volume,
-                driver="local",
-                driver_opts={"type": "none", "o": "bind", "device": str(mountpoint)},
-                labels=labels,
-            )
-        # The image's own size: an older disk keeps the size it was made with.
-        return self.disks.image(spec.workspace_id).stat().st_size
 
     def _image_id(self, image: str) -> str:
         try:
