@@ -188,6 +188,15 @@ def test_pids_limit_is_checked_at_push(h: Harness, pids: object, detail: str) ->
     assert [(v.field, v.detail) for v in error.validations] == [("resources.pids", detail)]
 
 
+def test_a_disk_too_small_for_a_file_system_is_refused_at_push(h: Harness) -> None:
+    text = manifest_yaml(resources={"cpu": 1, "memory": "1Gi", "disk": "1Mi"})
+    error = _upload_error(h, tar_gz({"dockyard.yaml": text}))
+    assert error.status_code == 422
+    assert [(v.field, v.detail) for v in error.validations] == [
+        ("resources.disk", "1Mi is below the smallest home disk, 16Mi")
+    ]
+
+
 def test_pids_limit_defaults_to_1024(h: Harness) -> None:
     template = h.admin.create_template(tar_gz({"dockyard.yaml": manifest_yaml(name="procs")}))
     assert template.active_version is not None

@@ -24,6 +24,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Sized for a 2-CPU workspace: a build with `make -j` and a language server stay well under it, a fork bomb
 # stops at it.
 DEFAULT_PIDS = 1024
+MIN_DISK = 16 * 2**20
 MIN_PIDS = 64
 MAX_PIDS = 1_000_000
 
@@ -150,6 +151,16 @@ class Resources(_Strict):
             return value
         if parse_size(value) <= 0:
             raise ValueError("must be above zero")
+        return value
+
+    @field_validator("disk")
+    @classmethod
+    def _disk(cls, value: str | int | None, info: ValidationInfo) -> str | int | None:
+        if value is None or _templated(value, info):
+            return value
+        if parse_size(value) < MIN_DISK:
+            # The home becomes an ext4 file system of this size; smaller, its own metadata would fill it.
+            raise ValueError(f"{value} is below the smallest home disk, 16Mi")
         return value
 
     @field_validator("pids", mode="before")
