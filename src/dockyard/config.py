@@ -51,6 +51,11 @@ class Settings:
         return self.data_dir / "agents"
 
     @property
+    def disks_dir(self) -> Path:
+        """The workspaces' size-limited home disks (sparse images, so this file system bounds their sum)."""
+        return self.data_dir / "disks"
+
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'dockyard.db'}"
 

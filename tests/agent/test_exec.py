@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import signal
 import time
 
 import pytest
@@ -111,6 +112,60 @@ async def test_closing_the_stream_kills_the_process_group(control: Control, agen
     await _assert_gone(int(marker.read_text()))
 
 
+# Each one leaves the command's process group differently: job control (its own group, same session), setsid
+# (a new session), and setsid in a double fork whose middle process exits (re-parented to init at once).
+ESCAPES = (
+    "sleep 600 & echo $! >> {pids}; "
+    "(set -m; sleep 600 & echo $! >> {pids}); "
+    "setsid sleep 600 & echo $! >> {pids}; "
+    "setsid sh -c 'sleep 600 & echo $! >> {pids}' & "
+    "i=0; while [ $i -lt 20 ]; do sleep 600 & echo $! >> {pids}; i=$((i+1)); done; "
+    "sleep 0.3; echo started; wait"
+)
+
+
+@pytest.mark.parametrize("how", ["kill", "close"])
+async def test_ending_an_exec_kills_everything_it_started(
+    control: Control, agent: AgentEnv, how: str
+) -> None:
+    pids = agent.home / "pids"
+    stream = await control.sh(ESCAPES.format(pids=pids))
+    await stream.read_until(b"started")
+    started = [int(line) for line in pids.read_text().split()]
+    assert len(started) == 24
+    assert all(_alive(pid) for pid in started)
+
+    if how == "kill":
+        stream.send_json({"type": "kill"})
+        output = await stream.collect()
+        assert output.exit == {"type": "exit", "exit_code": 137, "signal": "KILL"}
+    else:
+        await stream.close()
+
+    for pid in started:
+        await _assert_gone(pid)
+
+
+async def test_a_normal_exit_leaves_background_processes_alone(control: Control, agent: AgentEnv) -> None:
+    pids = agent.home / "pids"
+    output = await (await control.sh(f"setsid sleep 600 > /dev/null 2>&1 & echo $! > {pids}")).collect()
+    assert output.exit == {"type": "exit", "exit_code": 0, "signal": None}
+    pid = int(pids.read_text())
+    await asyncio.sleep(0.3)
+    try:
+        assert _alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 async def test_exit_is_not_held_up_by_a_background_child(control: Control) -> None:
     started = time.monotonic()
     stream = await control.sh("sleep 5 & echo parent")
@@ -196,6 +251,34 @@ async def test_a_new_attach_takes_over_the_terminal(control: Control) -> None:
     second.send_json({"type": "kill"})
     output = await second.collect()
     assert output.exit == {"type": "exit", "exit_code": 137, "signal": "KILL"}
+
+
+SHORT_TERMINAL_TIMEOUTS = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("agent", sys.argv[1])
+agent = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(agent)
+agent.PTY_IDLE_TIMEOUT = 0.5
+agent.PTY_HANGUP_GRACE = 0.3
+sys.exit(agent.main(sys.argv[2:]))
+"""
+
+
+async def test_an_abandoned_terminal_ends_with_everything_started_in_it(agent: AgentEnv) -> None:
+    plane = await agent.start(wrapper=SHORT_TERMINAL_TIMEOUTS)
+    control = await plane.control()
+    await control.wait_state("ready")
+    pids = agent.home / "pids"
+    stream = await control.open("pty", reconnect="term-idle", command=ESCAPES.format(pids=pids))
+    await stream.read_until(b"started")
+    started = [int(line) for line in pids.read_text().split()]
+    assert all(_alive(pid) for pid in started)
+
+    # Detached: the terminal keeps running for PTY_IDLE_TIMEOUT, then hangs up, then everything is killed.
+    await stream.close()
+
+    for pid in started:
+        await _assert_gone(pid)
 
 
 @pytest.mark.skipif(

@@ -103,6 +103,31 @@ def test_exec_output_is_bounded_with_a_flag(ah: Harness) -> None:
     assert not result.stderr_truncated
 
 
+def test_exec_binary_output_in_base64_or_flagged_lossy(ah: Harness) -> None:
+    ws = _ready(ah)
+    command = ["printf", "a\\377\\000b"]
+    exact = ah.admin.exec(ws.id, m.ExecRequest(command=command, encoding="base64"))
+    text = ah.admin.exec(ws.id, m.ExecRequest(command=command))
+    assert (exact.stdout, exact.encoding, exact.lossy) == ("Yf8AYg==", "base64", False)
+    assert (text.stdout, text.encoding, text.lossy) == ("a\ufffd\x00b", "utf-8", True)
+    response = ah.admin.http.post(
+        f"/api/v2/workspaces/{ws.id}/exec", json={"command": "true", "encoding": "latin-1"}
+    )
+    assert response.status_code == 422
+    assert [v["field"] for v in response.json()["validations"]] == ["encoding"]
+
+
+def test_reading_a_proc_file_returns_what_was_read(ah: Harness) -> None:
+    ws = _ready(ah)
+    response = ah.admin.http.get(f"/api/v2/workspaces/{ws.id}/files", params={"path": "/proc/self/status"})
+    assert response.status_code == 200
+    assert response.headers["x-file-size"] == "0"
+    assert "content-length" not in response.headers or int(response.headers["content-length"]) == len(
+        response.content
+    )
+    assert response.content.startswith(b"Name:")
+
+
 def test_exec_on_stopped_workspace_is_409_with_the_status(ah: Harness) -> None:
     ws = _ready(ah)
     ah.admin.stop_workspace(ws.id)

@@ -172,6 +172,37 @@ def test_schema_errors_name_field_and_line(h: Harness) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("pids", "detail"),
+    [
+        (10, "10 is outside 64-1000000 (the agent, a shell and a few tools need 64)"),
+        (2_000_000, "2000000 is outside 64-1000000 (the agent, a shell and a few tools need 64)"),
+        ("many", "'many' is not a whole number of processes"),
+        (True, "True is not a whole number of processes"),
+    ],
+)
+def test_pids_limit_is_checked_at_push(h: Harness, pids: object, detail: str) -> None:
+    text = manifest_yaml(resources={"cpu": 1, "memory": "1Gi", "pids": pids})
+    error = _upload_error(h, tar_gz({"dockyard.yaml": text}))
+    assert error.status_code == 422
+    assert [(v.field, v.detail) for v in error.validations] == [("resources.pids", detail)]
+
+
+def test_a_disk_too_small_for_a_file_system_is_refused_at_push(h: Harness) -> None:
+    text = manifest_yaml(resources={"cpu": 1, "memory": "1Gi", "disk": "1Mi"})
+    error = _upload_error(h, tar_gz({"dockyard.yaml": text}))
+    assert error.status_code == 422
+    assert [(v.field, v.detail) for v in error.validations] == [
+        ("resources.disk", "1Mi is below the smallest home disk, 16Mi")
+    ]
+
+
+def test_pids_limit_defaults_to_1024(h: Harness) -> None:
+    template = h.admin.create_template(tar_gz({"dockyard.yaml": manifest_yaml(name="procs")}))
+    assert template.active_version is not None
+    assert template.active_version.manifest.resources.pids == 1024
+
+
 def test_template_expression_errors_are_caught_at_push(h: Harness) -> None:
     text = manifest_yaml(startup_script="echo {{ parameters.brnach }}")
     error = _upload_error(h, tar_gz({"dockyard.yaml": text}))

@@ -13,6 +13,7 @@ from dockyard.runtimes import images
 from dockyard.runtimes.base import ImageBuildFailed, LogSink
 from dockyard.sdk import ApiError, Client, ConnectionFailed
 from dockyard.sdk import models as m
+from dockyard.tunnel import state as agent_state
 from tests.cli.conftest import Cli, Golden
 from tests.fakes import FakeRuntime
 from tests.harness import Harness, manifest_yaml, tar_gz
@@ -295,6 +296,31 @@ def test_show(logged_in: Cli, h: Harness, golden: Golden) -> None:
     assert shown.model_copy(update={"agent": None}) == h.admin.get_workspace("ws1").model_copy(
         update={"agent": None}
     )
+
+
+def test_show_reports_usage_against_the_limits(logged_in: Cli, h: Harness, golden: Golden) -> None:
+    ws = h.workspace(name="ws1", branch="dev")
+    report = {
+        "cpu_cores": 0.5,
+        "memory_bytes": 300 * 2**20,
+        "memory_limit_bytes": 4 * 2**30,
+        "oom_kills": 2,
+        "pids_current": 17,
+        "pids_limit": 1024,
+        "pids_limit_hits": 1,
+        "disk_used_bytes": 1536 * 2**20,
+        "disk_total_bytes": 9 * 2**30,
+        "disk_limit_bytes": 10 * 2**30,
+    }
+    agent_state.stats(h.app.state.sessions, ws.id, report)
+    timings = render.timings_text(ws.latest_build)
+    golden("workspaces_show_usage", logged_in, "show", "ws1", replace={timings: "<TIMINGS>"})
+    shown = h.admin.get_workspace("ws1")
+    assert shown.status_reason == (
+        "memory limit hit (2 processes killed out of memory); process limit 1024 hit (1 fork refused)"
+    )
+    assert shown.agent is not None
+    assert shown.agent.stats == m.AgentStats(**report)
 
 
 def test_show_failed_workspace_gives_the_reason(logged_in: Cli, h: Harness) -> None:

@@ -92,6 +92,40 @@ def test_exec_with_exit_status_and_separate_stderr(
     assert key["last_used_at"] is not None
 
 
+def test_a_dropped_ssh_client_takes_every_process_of_its_command_along(
+    ah: Harness, alice: Client, alice_key: SshKeyFiles, ssh: OpenSsh
+) -> None:
+    _workspace(ah, alice)
+    command = (
+        "sleep 600 & echo $!; setsid sleep 600 & echo $!; setsid sh -c 'sleep 600 & echo $!; wait' & "
+        "sleep 0.3; echo started; wait"
+    )
+    client = subprocess.Popen(
+        ssh.ssh("dev", alice_key, command), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    assert client.stdout is not None
+    lines = [client.stdout.readline().strip() for _ in range(4)]
+    assert lines[-1] == b"started", lines
+    pids = sorted(int(line) for line in lines[:3])
+    assert all(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+    client.kill()
+    client.wait()
+
+    deadline = time.monotonic() + 10
+    while (alive := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_certificate_login_and_its_refusals(ah: Harness, alice: Client, ssh: OpenSsh, tmp_path: Path) -> None:
     _workspace(ah, alice)
     key = make_key(tmp_path / "cert")  # never registered: only the certificate vouches for it

@@ -316,6 +316,89 @@ def killpg(pid: int, sig: int) -> None:
             os.killpg(pid, sig)
 
 
+# Every process an exec, terminal or script starts carries this variable with its own value, and so does
+# everything they fork unless it clears its environment: the one mark that survives setsid() and a parent's
+# exit (an orphan is re-parented to the container's init, out of any tree we could walk).
+MARK_VARIABLE = "DOCKYARD_PROCESS_MARK"
+# A fork bomb may fork between our reading /proc and our signal; passes repeat until one finds nothing left.
+KILL_PASSES = 50
+KILL_PASS_PAUSE = 0.01
+
+
+def _process_row(proc: str, name: str) -> tuple[int, int, int, int] | None:
+    """(pid, parent, process group, session) of a live process; None for zombies and vanished ones."""
+    text = _read(os.path.join(proc, name, "stat"))
+    if text is None:
+        return None
+    fields = text.rpartition(")")[2].split()
+    if len(fields) < 4 or fields[0] in ("Z", "X", "x"):
+        return None
+    try:
+        return int(name), int(fields[1]), int(fields[2]), int(fields[3])
+    except ValueError:
+        return None
+
+
+def _carries_mark(proc: str, pid: int, mark: bytes) -> bool:
+    try:
+        with open(os.path.join(proc, str(pid), "environ"), "rb") as file:
+            environ = file.read()
+    except OSError:
+        # Another user's process (sudo), or gone: not ours to find this way.
+        return False
+    return environ.startswith(mark) or b"\0" + mark in environ
+
+
+def strays(leader: int, mark: str, *, known: set[int], proc: str = "/proc") -> set[int]:
+    """Live processes that belong to the command `leader` started: its session, its process groups, their
+    descendants, descendants of `known` (processes already signalled), and every process carrying `mark`."""
+    try:
+        names = [name for name in os.listdir(proc) if name.isdigit()]
+    except OSError:
+        return set()
+    rows = [row for row in (_process_row(proc, name) for name in names) if row is not None]
+    spared = {0, 1, os.getpid()}
+    marked = f"{MARK_VARIABLE}={mark}\0".encode() if mark else b""
+    found: set[int] = set()
+    children: dict[int, list[int]] = {}
+    for pid, parent, group, session in rows:
+        children.setdefault(parent, []).append(pid)
+        if pid in spared:
+            continue
+        if (
+            session == leader
+            or group == leader
+            or pid in known
+            or (marked and _carries_mark(proc, pid, marked))
+        ):
+            found.add(pid)
+    pending = list(found)
+    while pending:
+        for pid in children.get(pending.pop(), ()):
+            if pid not in found and pid not in spared:
+                found.add(pid)
+                pending.append(pid)
+    return found
+
+
+async def kill_all(leader: int, mark: str, proc: str = "/proc") -> int:
+    """SIGKILL everything the command `leader` started, until a pass finds nothing left; returns how many
+    processes were signalled. Not covered: processes of another user (a command run with sudo), and those
+    that both left the session and cleared their environment before their parent died."""
+    killpg(leader, signal.SIGKILL)
+    signalled: set[int] = set()
+    for _ in range(KILL_PASSES):
+        found = strays(leader, mark, known=signalled, proc=proc)
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        signalled |= found
+        await asyncio.sleep(KILL_PASS_PAUSE)
+    return len(signalled)
+
+
 def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name[3:]
@@ -366,6 +449,9 @@ class Child(asyncio.SubprocessProtocol, Pausable):
         self.outputs_done: asyncio.Future[None] = loop.create_future()
         self.activity = Activity()
         self.term: Pty | None = None
+        # Marks this command's processes (see MARK_VARIABLE); spawn() puts it in their environment.
+        self.mark = os.urandom(8).hex()
+        self.sweep: asyncio.Task[int] | None = None
         self._open_outputs: set[int] = set()
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -477,6 +563,12 @@ class Child(asyncio.SubprocessProtocol, Pausable):
     def signal(self, sig: int) -> None:
         killpg(self.pid, sig)
 
+    def kill(self) -> None:
+        """SIGKILL the command and everything it started, wherever it went (see kill_all)."""
+        killpg(self.pid, signal.SIGKILL)
+        if self.pid > 0 and (self.sweep is None or self.sweep.done()):
+            self.sweep = spawn_task(kill_all(self.pid, self.mark))
+
     def close(self) -> None:
         _live_children.discard(self)
         if self.term is not None:
@@ -508,7 +600,7 @@ async def spawn(
         stdout=stdout,
         stderr=stderr,
         cwd=cwd,
-        env=env,
+        env={**env, MARK_VARIABLE: child.mark},
         start_new_session=True,
         **popen,
     )
@@ -677,21 +769,28 @@ async def pump_input(conn: Conn, child: Child) -> None:
                 if isinstance(number, signal.Signals):
                     child.signal(number)
             elif action == "kill":
-                child.signal(signal.SIGKILL)
+                child.kill()
 
 
 async def run_attached(conn: Conn, child: Child) -> None:
     """Serve a process to one connection: input in, exit frame out; a vanished client kills the group."""
     pump = spawn_task(pump_input(conn, child))
+    counters = limit_counters()
     try:
         await asyncio.wait({pump, child.exited, conn.closed}, return_when=asyncio.FIRST_COMPLETED)
         if not child.exited.done():
-            child.signal(signal.SIGKILL)
+            # The client went away or gave up: nothing the command forked may outlive it.
+            child.kill()
             await child.exited
             return
         await settle([child.output_done], child.activity)
         code, name = exit_status(child.exited.result())
-        conn.send_json({"type": "exit", "exit_code": code, "signal": name})
+        exited: dict[str, Any] = {"type": "exit", "exit_code": code, "signal": name}
+        # Counted for the whole workspace: another command may have hit the limit meanwhile.
+        hit = limits_hit(counters, limit_counters())
+        if hit:
+            exited["limits_hit"] = hit
+        conn.send_json(exited)
     finally:
         pump.cancel()
         # The pump must be off the reader before anyone else (Conn.finish) reads it.
@@ -878,6 +977,50 @@ def memory(cgroup: str = "/sys/fs/cgroup") -> tuple[int, int | None]:
     return max(0, current - inactive), limit
 
 
+def _controller_file(cgroup: str, controller: str, name: str) -> str:
+    # cgroup v2 has one folder for every controller; v1 one folder per controller.
+    unified = os.path.join(cgroup, name)
+    return unified if os.path.exists(unified) else os.path.join(cgroup, controller, name)
+
+
+def pids(cgroup: str = "/sys/fs/cgroup") -> dict[str, int | None]:
+    """Processes (tasks) in the workspace, its limit, and how many forks the limit refused so far."""
+    limit = _read_int(_controller_file(cgroup, "pids", "pids.max"))  # "max" (no limit) reads as None
+    return {
+        "pids_current": _read_int(_controller_file(cgroup, "pids", "pids.current")),
+        "pids_limit": limit,
+        "pids_limit_hits": _stat_field(_read(_controller_file(cgroup, "pids", "pids.events")), "max"),
+    }
+
+
+def oom_kills(cgroup: str = "/sys/fs/cgroup") -> int | None:
+    """Processes the kernel killed so far for the workspace's memory limit."""
+    text = _read(os.path.join(cgroup, "memory.events"))
+    if text is None:
+        text = _read(os.path.join(cgroup, "memory", "memory.oom_control"))
+    return _stat_field(text, "oom_kill")
+
+
+def limit_counters(cgroup: str = "/sys/fs/cgroup") -> tuple[int | None, int | None]:
+    return oom_kills(cgroup), pids(cgroup)["pids_limit_hits"]
+
+
+def limits_hit(before: tuple[int | None, int | None], after: tuple[int | None, int | None]) -> list[str]:
+    """Which workspace limits were hit between two readings of limit_counters()."""
+    hit = []
+    for index, name in enumerate(("memory", "pids")):
+        old, new = before[index], after[index]
+        if old is not None and new is not None and new > old:
+            hit.append(name)
+    return hit
+
+
+def disk_limit() -> int | None:
+    """The home volume's size limit, when the runtime made it a file system of its own of that size."""
+    value = os.environ.get("DOCKYARD_HOME_DISK_LIMIT", "")
+    return int(value) if value.isdigit() else None
+
+
 def disk(path: str) -> tuple[int, int]:
     """Bytes used and total on the file system holding `path`."""
     try:
@@ -973,8 +1116,8 @@ class PtySession:
 
     @staticmethod
     def _kill_if_alive(child: Child) -> None:
-        if not child.exited.done():
-            child.signal(signal.SIGKILL)
+        # Even when the shell obeyed the hangup: what it left running belongs to a terminal that is gone.
+        child.kill()
 
     async def _watch(self, child: Child) -> None:
         try:
@@ -1318,10 +1461,10 @@ class Agent:
             self.scripts.add(child)
             if self.shutting_down and source == "startup_script":
                 # SIGTERM arrived while the script was being started.
-                child.signal(signal.SIGKILL)
+                child.kill()
             done, _ = await asyncio.wait({child.exited}, timeout=timeout if timeout > 0 else None)
             if not done:
-                child.signal(signal.SIGKILL)
+                child.kill()
                 await child.exited
             await settle([child.outputs_done], child.activity)
 
@@ -1364,8 +1507,11 @@ class Agent:
                     "cpu_cores": cpu.sample(),
                     "memory_bytes": used,
                     "memory_limit_bytes": limit,
+                    "oom_kills": oom_kills(),
+                    **pids(),
                     "disk_used_bytes": disk_used,
                     "disk_total_bytes": disk_total,
+                    "disk_limit_bytes": disk_limit(),
                     "ports": listening_ports(),
                 }
             )
@@ -1375,7 +1521,7 @@ class Agent:
         log("shutting down")
         self.set_state("shutting_down")
         for child in list(self.scripts):
-            child.signal(signal.SIGKILL)
+            child.kill()
         if self.startup is not None:
             # Let it reap the killed script (and close its pipes) before the shutdown script starts.
             await asyncio.wait({self.startup}, timeout=FLUSH_TIMEOUT)

@@ -86,7 +86,9 @@ def create_app(
     settings: Settings, *, engine: Engine | None = None, runtime: Runtime | None = None
 ) -> FastAPI:
     engine = engine or make_engine(settings.resolved_database_url)
-    runtime = runtime or make_runtime(settings.runtime, workspace_subnets=settings.workspace_subnets)
+    runtime = runtime or make_runtime(
+        settings.runtime, workspace_subnets=settings.workspace_subnets, disks_dir=settings.disks_dir
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -117,6 +117,10 @@ def print_details(workspace: m.Workspace) -> None:
     ]
     output.print_rich(output.fields(pairs))
     typer.echo()
+    usage = usage_pairs(workspace.agent.stats if workspace.agent is not None else None)
+    if usage:
+        output.print_rich(output.fields(usage))
+        typer.echo()
     if workspace.parameters:
         rows = list(workspace.parameters.items())
         parameter_columns: list[Column[tuple[str, Any]]] = [
@@ -138,6 +142,47 @@ def print_details(workspace: m.Workspace) -> None:
     if build.error:
         details.append(("ERROR", build.error))
     output.print_rich(output.fields(details))
+
+
+def size_text(size: int) -> str:
+    """Bytes in binary units, as templates write them: 512 MiB, 1.5 GiB."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.3g} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _times(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def usage_pairs(stats: m.AgentStats | None) -> list[tuple[str, str]]:
+    """What the workspace uses against its limits, as the agent last reported it (none before a report)."""
+    if stats is None:
+        return []
+    pairs = []
+    if stats.memory_bytes is not None:
+        text = size_text(stats.memory_bytes)
+        if stats.memory_limit_bytes:
+            text += f" of {size_text(stats.memory_limit_bytes)}"
+        if stats.oom_kills:
+            text += f" (limit hit: {_times(stats.oom_kills, 'process', 'processes')} killed out of memory)"
+        pairs.append(("MEMORY", text))
+    if stats.pids_current is not None:
+        text = f"{stats.pids_current}" + (f" of {stats.pids_limit}" if stats.pids_limit else "")
+        if stats.pids_limit_hits:
+            text += f" (limit hit: {_times(stats.pids_limit_hits, 'fork', 'forks')} refused)"
+        pairs.append(("PROCESSES", text))
+    if stats.disk_used_bytes is not None:
+        text = size_text(stats.disk_used_bytes)
+        if stats.disk_limit_bytes:
+            text += f" of {size_text(stats.disk_limit_bytes)} (limit)"
+        elif stats.disk_total_bytes:
+            text += f" of {size_text(stats.disk_total_bytes)} (shared disk, no limit)"
+        pairs.append(("HOME DISK", text))
+    return pairs
 
 
 def changes_text(

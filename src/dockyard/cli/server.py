@@ -198,7 +198,7 @@ def provisioner(
     from dockyard.store import keys
 
     sessions = make_sessionmaker(engine)
-    engine_runtime = make_runtime(runtime, workspace_subnets=workspace_subnets)
+    engine_runtime = make_runtime(runtime, workspace_subnets=workspace_subnets, disks_dir=settings.disks_dir)
     with sessions() as db:
         engine_runtime.bind_deployment(keys.deployment_id(db))
     # The server runs the lifecycle loops; extra provisioner processes only take builds off the queue.

@@ -262,6 +262,7 @@ class Worker:
             cpu=float(rendered.resources.cpu),
             memory_bytes=parse_size(rendered.resources.memory),
             pids=rendered.resources.pids,
+            disk_bytes=parse_size(rendered.resources.disk) if rendered.resources.disk is not None else None,
             gpu=int(rendered.resources.gpu),
             sudo=rendered.sudo,
             egress=rendered.network.egress.value,

@@ -145,6 +145,9 @@ def to_wire(db: Session, loaded: Loaded) -> wire.Workspace:
     workspace, build = loaded.workspace, loaded.build
     status, reason = derive(workspace, build)
     version = db.get(TemplateVersion, workspace.template_version_id)
+    agent = agent_state.to_wire(db.get(WorkspaceAgent, workspace.id))
+    if status == wire.WorkspaceStatus.RUNNING and not reason and agent is not None:
+        reason = agent_state.limits_reason(agent.stats)
     return wire.Workspace(
         id=workspace.id,
         name=workspace.name,
@@ -164,7 +167,7 @@ def to_wire(db: Session, loaded: Loaded) -> wire.Workspace:
         created_at=workspace.created_at,
         updated_at=workspace.updated_at,
         last_used_at=workspace.last_used_at,
-        agent=agent_state.to_wire(db.get(WorkspaceAgent, workspace.id)),
+        agent=agent,
         task=tasks.to_wire(workspace),
     )
 

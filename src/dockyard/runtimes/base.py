@@ -81,7 +81,9 @@ class WorkspaceSpec:
     uid: int = 1000
     cpu: float = 2.0
     memory_bytes: int = 4 * 2**30
-    pids: int = 4096
+    pids: int = 1024
+    # Size of the home volume's own file system; None shares the host's disk.
+    disk_bytes: int | None = None
     gpu: int = 0
     sudo: bool = False
     egress: str = "all"  # none | all | allowlist

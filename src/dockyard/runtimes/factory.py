@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from dockyard import logs
 from dockyard.errors import BadRequest
 from dockyard.runtimes.base import Runtime
 
 
-def make_runtime(name: str, *, workspace_subnets: str | None = None) -> Runtime:
+def make_runtime(
+    name: str, *, workspace_subnets: str | None = None, disks_dir: Path | None = None
+) -> Runtime:
+    """`disks_dir` holds the size-limited home disks (`resources.disk`); without it the limit is not enforced."""
     if name == "docker":
         from dockyard.runtimes.docker.runtime import DockerRuntime
 
-        return DockerRuntime(subnet_pool=workspace_subnets or None)
+        if disks_dir is not None and os.geteuid() != 0:
+            # Loop mounts need root; without them a template's disk size cannot bound its home volume.
+            logs.get("dockyard.runtimes").warning(
+                "not running as root: resources.disk cannot be enforced, home volumes share the host's disk"
+            )
+            disks_dir = None
+
+        return DockerRuntime(subnet_pool=workspace_subnets or None, disks_dir=disks_dir)
     raise BadRequest(f"Unknown runtime {name!r}.", detail="Available: docker.")

@@ -23,6 +23,12 @@ from dockyard.sdk.names import Name, ParameterName
 from dockyard.units import parse_duration, parse_size
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Sized for a 2-CPU workspace: a build with `make -j` and a language server stay well under it, a fork bomb
+# stops at it.
+DEFAULT_PIDS = 1024
+MIN_DISK = 16 * 2**20
+MIN_PIDS = 64
+MAX_PIDS = 1_000_000
 
 
 def _templated(value: Any, info: ValidationInfo) -> bool:
@@ -130,8 +136,16 @@ class Resources(_Strict):
     cpu: float | str = Field(2, description="CPU cores (fractions allowed).")
     memory: str | int = Field("4Gi", description="Memory limit, e.g. 4Gi.")
     gpu: int | str = Field(0, description="Number of GPUs.")
-    disk: str | int | None = Field(None, description="Home volume size hint, e.g. 10Gi.")
-    pids: int = Field(4096, ge=64, le=1_000_000, description="Process limit.")
+    disk: str | int | None = Field(
+        None,
+        description="Size of the home volume, e.g. 10Gi: a file system of its own of that size where the "
+        "runtime can make one (writes past it fail with ENOSPC).",
+    )
+    pids: int = Field(
+        DEFAULT_PIDS,
+        description=f"Most processes and threads the workspace may run at once ({MIN_PIDS}-{MAX_PIDS}); a fork "
+        "past it fails with EAGAIN.",
+    )
 
     @field_validator("cpu")
     @classmethod
@@ -153,6 +167,27 @@ class Resources(_Strict):
             return value
         if parse_size(value) <= 0:
             raise ValueError("must be above zero")
+        return value
+
+    @field_validator("disk")
+    @classmethod
+    def _disk(cls, value: str | int | None, info: ValidationInfo) -> str | int | None:
+        if value is None or _templated(value, info):
+            return value
+        if parse_size(value) < MIN_DISK:
+            # The home becomes an ext4 file system of this size; smaller, its own metadata would fill it.
+            raise ValueError(f"{value} is below the smallest home disk, 16Mi")
+        return value
+
+    @field_validator("pids", mode="before")
+    @classmethod
+    def _pids(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{value!r} is not a whole number of processes")
+        if not MIN_PIDS <= value <= MAX_PIDS:
+            raise ValueError(
+                f"{value} is outside {MIN_PIDS}-{MAX_PIDS} (the agent, a shell and a few tools need {MIN_PIDS})"
+            )
         return value
 
     @field_validator("gpu")

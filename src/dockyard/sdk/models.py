@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -451,8 +451,30 @@ class AgentStats(BaseModel):
     cpu_cores: float | None = Field(None, description="CPU cores in use, averaged since the last report.")
     memory_bytes: int | None = None
     memory_limit_bytes: int | None = None
+    oom_kills: int | None = Field(
+        None, description="Processes the kernel killed for the memory limit since the container started."
+    )
+    pids_current: int | None = Field(None, description="Processes (tasks) running in the workspace.")
+    pids_limit: int | None = Field(None, description="The template's `resources.pids`.")
+    pids_limit_hits: int | None = Field(
+        None, description="Forks refused at the process limit (EAGAIN) since the container started."
+    )
     disk_used_bytes: int | None = Field(None, description="Of the file system holding the home folder.")
     disk_total_bytes: int | None = None
+    disk_limit_bytes: int | None = Field(
+        None,
+        description="The template's `resources.disk` when the runtime enforces it (the home folder is then a "
+        "file system of that size); none when the home shares the host's disk.",
+    )
+
+    @property
+    def limits_hit(self) -> list[str]:
+        """The limits this workspace has run into: memory, pids."""
+        return [
+            name
+            for name, count in (("memory", self.oom_kills), ("pids", self.pids_limit_hits))
+            if count is not None and count > 0
+        ]
 
 
 class WorkspaceAgent(BaseModel):
@@ -641,6 +663,11 @@ class ExecRequest(Request):
     max_output_bytes: int = Field(
         2**20, ge=1, le=MAX_EXEC_OUTPUT, description="Kept of stdout and of stderr each; the rest is dropped."
     )
+    encoding: Literal["utf-8", "base64"] = Field(
+        "utf-8",
+        description="How stdout and stderr are returned: `utf-8` text (bytes that are not UTF-8 become U+FFFD "
+        "and the result says `lossy`), or `base64` of the exact bytes.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -667,7 +694,8 @@ class PtyRequest(Request):
 
 
 class ExecStreamRequest(ExecRequest):
-    """The first message on the exec WebSocket; `stdin` and `max_output_bytes` do not apply there."""
+    """The first message on the exec WebSocket; `stdin`, `max_output_bytes` and `encoding` do not apply there
+    (output travels as binary messages, byte for byte)."""
 
     pty: PtyRequest | None = Field(None, description="Run the command on a terminal of this size.")
     timeout: float | None = Field(  # type: ignore[assignment]
@@ -678,11 +706,22 @@ class ExecStreamRequest(ExecRequest):
 class ExecResult(BaseModel):
     exit_code: int | None = Field(description="None when the command was killed on timeout.")
     signal: str | None = Field(None, description="The signal that ended the command, e.g. KILL.")
-    stdout: str
+    stdout: str = Field(description="As the request's `encoding` says: text, or base64 of the bytes.")
     stderr: str
+    encoding: Literal["utf-8", "base64"] = Field("utf-8", description="The encoding of stdout and stderr.")
+    lossy: bool = Field(
+        False,
+        description="With utf-8: stdout or stderr held bytes that are not UTF-8, shown as U+FFFD. Ask for "
+        "`encoding: base64` to get them exactly.",
+    )
     stdout_truncated: bool = False
     stderr_truncated: bool = False
-    timed_out: bool = False
+    timed_out: bool = Field(False, description="Killed at the timeout, with every process it started.")
+    limits_hit: list[Literal["memory", "pids"]] = Field(
+        default_factory=list,
+        description="Workspace limits hit while the command ran: `memory` (the kernel killed a process for "
+        "the memory limit), `pids` (a fork failed at the process limit). Counted for the whole workspace.",
+    )
     duration_ms: float
 
     @property

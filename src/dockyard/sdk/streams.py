@@ -280,7 +280,9 @@ def start_exec(socket: Socket, request: m.ExecRequest, *, pty: PtySize | None = 
 
     The server kills the command after `request.timeout` seconds (its default when unset).
     """
-    opening = request.model_dump(mode="json", exclude_unset=True, exclude={"stdin", "max_output_bytes"})
+    opening = request.model_dump(
+        mode="json", exclude_unset=True, exclude={"stdin", "max_output_bytes", "encoding"}
+    )
     opening["command"] = request.command
     if pty is not None:
         opening["pty"] = {"width": pty.width, "height": pty.height, "term": pty.term}

@@ -239,3 +239,18 @@ def task(sessions: sessionmaker[Session], workspace_id: str, message: dict[str, 
             return False
         tasks.report(db, workspace, report, actor=None, source="agent")
     return True
+
+
+def limits_reason(stats: wire.AgentStats | None) -> str:
+    """A running workspace's reason when it has run into its memory or process limit (since it started)."""
+    if stats is None:
+        return ""
+    parts = []
+    if stats.oom_kills:
+        killed = f"{stats.oom_kills} process" + ("es" if stats.oom_kills != 1 else "")
+        parts.append(f"memory limit hit ({killed} killed out of memory)")
+    if stats.pids_limit_hits:
+        limit = f" {stats.pids_limit}" if stats.pids_limit else ""
+        refused = f"{stats.pids_limit_hits} fork" + ("s" if stats.pids_limit_hits != 1 else "")
+        parts.append(f"process limit{limit} hit ({refused} refused)")
+    return "; ".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import json
 import time
@@ -102,16 +103,51 @@ async def exec_collect(hub: AgentHub, workspace_id: str, request: wire.ExecReque
             raise AgentError("The agent closed the stream before the command exited.") from exc
     finally:
         await stream.close()
+    texts = {
+        kind: encode_output(data, base64=request.encoding == "base64", truncated=truncated[kind])
+        for kind, data in output.items()
+    }
+    hit = exit_message.get("limits_hit")
     return wire.ExecResult(
         exit_code=None if timed_out else exit_message.get("exit_code"),
         signal=exit_message.get("signal") or ("KILL" if timed_out else None),
-        stdout=output[frames.STDOUT].decode(errors="replace"),
-        stderr=output[frames.STDERR].decode(errors="replace"),
+        stdout=texts[frames.STDOUT][0],
+        stderr=texts[frames.STDERR][0],
+        encoding=request.encoding,
+        lossy=texts[frames.STDOUT][1] or texts[frames.STDERR][1],
         stdout_truncated=truncated[frames.STDOUT],
         stderr_truncated=truncated[frames.STDERR],
         timed_out=timed_out,
+        limits_hit=[name for name in ("memory", "pids") if isinstance(hit, list) and name in hit],
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+
+
+def encode_output(data: bytes | bytearray, *, base64: bool, truncated: bool) -> tuple[str, bool]:
+    """Output as the request asked, and whether UTF-8 decoding had to replace anything."""
+    if base64:
+        return binascii.b2a_base64(data, newline=False).decode("ascii"), False
+    if truncated:
+        # The cut at the limit may fall inside a character; that half character is not a decoding loss.
+        for back in range(1, min(4, len(data)) + 1):
+            lead = data[-back]
+            if lead & 0xC0 != 0x80:
+                need = (
+                    2
+                    if lead & 0xE0 == 0xC0
+                    else 3
+                    if lead & 0xF0 == 0xE0
+                    else 4
+                    if lead & 0xF8 == 0xF0
+                    else 1
+                )
+                if need > back:
+                    data = data[:-back]
+                break
+    try:
+        return bytes(data).decode("utf-8"), False
+    except UnicodeDecodeError:
+        return bytes(data).decode("utf-8", errors="replace"), True
 
 
 async def read_file(
@@ -125,16 +161,34 @@ async def read_file(
         await stream.close()
         raise
 
+    async def next_chunk() -> bytes | None:
+        while True:
+            try:
+                kind, payload = await stream.read()
+            except (EOFError, ProtocolError) as exc:
+                raise AgentError("The agent closed the stream before the end of the file.") from exc
+            if kind == frames.EOF:
+                return None
+            if kind == frames.STDOUT:
+                return payload
+            if kind == frames.JSON:
+                raise agent_error(json.loads(payload))
+
+    # The size the agent reports is what stat() said, and files such as /proc/cpuinfo say 0 whatever they
+    # hold; the first read also fails for some (EIO from /proc/self/mem). Reading the first chunk before
+    # answering turns such a failure into an error reply rather than a response cut short.
+    try:
+        first = await next_chunk()
+    except BaseException:
+        await stream.close()
+        raise
+
     async def content() -> AsyncIterator[bytes]:
         try:
-            while True:
-                kind, payload = await stream.read()
-                if kind == frames.EOF:
-                    return
-                if kind == frames.STDOUT:
-                    yield payload
-                elif kind == frames.JSON:
-                    raise agent_error(json.loads(payload))
+            chunk = first
+            while chunk is not None:
+                yield chunk
+                chunk = await next_chunk()
         finally:
             await stream.close()
 

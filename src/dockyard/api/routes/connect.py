@@ -194,10 +194,12 @@ async def read_file(
 ) -> StreamingResponse:
     await _ready(request, db, workspace.id, hub, touch=True)
     meta, content = await streams.read_file(hub, workspace.id, path)
+    # No Content-Length: the size stat() gave is not a promise (/proc files say 0, a log grows while it is
+    # read), and a body that differs from a declared length is a broken response. X-File-Size is that size.
     return StreamingResponse(
         content,
         media_type="application/octet-stream",
-        headers={"Content-Length": str(meta.get("size", 0)), "X-File-Mode": oct(int(meta.get("mode", 0)))},
+        headers={"X-File-Size": str(int(meta.get("size", 0))), "X-File-Mode": oct(int(meta.get("mode", 0)))},
     )
 
 

@@ -2,7 +2,8 @@
 
 Per workspace `w`:
 - network `dockyard-ws-w` (bridge; internal unless egress is "all"),
-- volume `dockyard-home-w` at /home/<user>,
+- volume `dockyard-home-w` at /home/<user> (bound to a size-limited file system of its own when the template
+  sets `resources.disk`, see `disks.py`),
 - container `dockyard-ws-w`: docker-init as PID 1, then the setup script of `bootstrap.py` as root, then the
   workspace command as the user, with every capability dropped but those the setup step needs.
 
@@ -23,6 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -30,6 +32,7 @@ import docker.errors
 import docker.types
 import docker.utils
 
+from dockyard import logs
 from dockyard.runtimes.base import (
     ContainerConflict,
     ContainerState,
@@ -43,12 +46,15 @@ from dockyard.runtimes.base import (
     WorkspaceSpec,
     network_class,
 )
-from dockyard.runtimes.docker import bootstrap, builds, containers, naming, states
+from dockyard.runtimes.docker import bootstrap, builds, containers, disks, naming, states
 from dockyard.runtimes.docker.errors import explanation, translate
 from dockyard.runtimes.docker.isolation import BridgeIsolation, Networks
 from dockyard.runtimes.docker.subnets import SubnetPool
 
+_log = logs.get("dockyard.runtimes.docker")
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
+# Tells the agent the home folder's size limit, so that it reports usage against it.
+DISK_LIMIT_VARIABLE = "DOCKYARD_HOME_DISK_LIMIT"
 # A stop is SIGTERM (docker-init forwards it to the workload), then SIGKILL after the timeout.
 STOP_TIMEOUT = 5
 
@@ -82,6 +88,7 @@ class DockerRuntime:
         deployment: str | None = None,
         host_ports: Sequence[int] = (),
         iptables: str = "iptables",
+        disks_dir: Path | None = None,
     ) -> None:
         self.base_url = base_url or engine_url()
         self._explicit_url = base_url is not None
@@ -105,6 +112,9 @@ class DockerRuntime:
         self.isolation: BridgeIsolation | None = None
         if deployment is not None:
             self.bind_deployment(deployment)
+        # Without a folder for home disks, `resources.disk` cannot be enforced and the start says so.
+        self.disks = disks.HomeDisks(disks_dir) if disks_dir is not None else None
+        self._disks_mounted = False
 
     # -- the deployment ---------------------------------------------------------------------------------
 
@@ -202,6 +212,22 @@ class DockerRuntime:
             mark = now
 
         name = naming.container_name(spec.workspace_id)
+        volume = naming.volume_name(spec.workspace_id)
+        limit = disks.home_volume(
+            self.client,
+            self.disks,
+            spec,
+            volume,
+            log,
+            labels=naming.owned_labels(spec.workspace_id, self._owner()),
+        )
+        # An existing volume keeps its labels; one made before deployment labels stays unlabelled (and so is
+        # never listed as an orphan), since its home cannot be moved to a new volume here.
+        self._claim(self.client.api.inspect_volume(volume).get("Labels"), f"Volume {volume}")
+        if limit is not None:
+            # The agent reports home usage against it; in the config hash, so a new limit means a new container.
+            spec = dataclasses.replace(spec, env={**spec.env, DISK_LIMIT_VARIABLE: str(limit)})
+        lap("volume")
         image_id = self._image_id(spec.image)
         nano_cpus = self._nano_cpus(spec, log)
         config_hash = containers.config_hash(spec, image_id, nano_cpus)
@@ -228,14 +254,6 @@ class DockerRuntime:
             log(f"Removing container {name}: its network was replaced")
             container.remove(force=True, v=True)
             container = None
-        volume = naming.volume_name(spec.workspace_id)
-        # An existing volume keeps its labels; one made before deployment labels stays unlabelled (and so is
-        # never listed as an orphan), since its home cannot be moved to a new volume here.
-        made = self.client.volumes.create(
-            volume, labels=naming.owned_labels(spec.workspace_id, self._owner())
-        )
-        self._claim(made.attrs.get("Labels"), f"Volume {volume}")
-        lap("volume")
         if container is None:
             container = self._create_container(spec, network, volume, image_id, nano_cpus, config_hash, log)
             lap("create")
@@ -441,6 +459,8 @@ class DockerRuntime:
                 log(f"Removed volume {volume_name}")
             except docker.errors.NotFound:
                 pass
+            if self.disks is not None:
+                self.disks.remove(workspace_id, log)
             network_name = naming.network_name(workspace_id)
             for network in self.client.networks.list(names=[network_name]):
                 if network.name == network_name:
@@ -494,6 +514,10 @@ class DockerRuntime:
             if self._guard().resync_due():
                 # Puts back rules a firewall reload or a reboot took away (the server's reconciler calls this).
                 self._guard().resync(self._networks())
+            if self.disks is not None and not self._disks_mounted:
+                # The first pass after the server starts: mounts are gone after a host reboot.
+                self.disks.mount_all(lambda line: _log.warning(line))
+                self._disks_mounted = True
             summaries = self.client.api.containers(all=True, filters={"label": naming.LABEL_WORKSPACE})
             result: dict[str, Observation] = {}
             for summary in summaries:
@@ -548,6 +572,8 @@ class DockerRuntime:
                     volume = self.client.volumes.get(resource.name)
                     if self._mine(volume.attrs.get("Labels"), legacy=False):
                         volume.remove(force=True)
+                        if self.disks is not None and resource.workspace_id:
+                            self.disks.remove(resource.workspace_id, lambda line: None)
                 elif resource.kind == "network":
                     for network in self.client.networks.list(names=[resource.name]):
                         if network.name == resource.name and self._mine(
