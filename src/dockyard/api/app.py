@@ -9,10 +9,12 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from dockyard import __version__, logs
+from dockyard import __version__, datadir, logs
 from dockyard.accounts import bootstrap
+from dockyard.accounts.limits import AuthLimiter
 from dockyard.api import errors
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
+from dockyard.api.origins import CSRF_KEY_NAME, CrossSiteMiddleware, Policy, generate_key
 from dockyard.api.routes import (
     agentstreams,
     audit,
@@ -30,6 +32,7 @@ from dockyard.lifecycle.runner import Background
 from dockyard.runtimes.base import Runtime
 from dockyard.runtimes.factory import make_runtime
 from dockyard.sdk.models import ErrorResponse
+from dockyard.store import keys as deployment_keys
 from dockyard.store.db import make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES
@@ -48,6 +51,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflict"),
         (413, "Request body too large"),
         (422, "Validation failed"),
+        (429, "Too many failed attempts; see Retry-After"),
     )
 }
 
@@ -79,6 +83,8 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
 def create_app(
     settings: Settings, *, engine: Engine | None = None, runtime: Runtime | None = None
 ) -> FastAPI:
+    # Before the database is first opened: SQLite gives its WAL and shared-memory files the database's mode.
+    datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
     engine = engine or make_engine(settings.resolved_database_url)
     runtime = runtime or make_runtime(settings.runtime, workspace_subnets=settings.workspace_subnets)
 
@@ -90,7 +96,7 @@ def create_app(
         )
         await hub.start()
         app.state.hub = hub
-        gateway = Gateway(app.state.sessions, hub, settings)
+        gateway = Gateway(app.state.sessions, hub, settings, limiter=app.state.auth_limiter)
         try:
             await gateway.start()
         except BaseException:
@@ -131,11 +137,20 @@ def create_app(
     app.state.read_sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
     app.state.runtime = runtime
     app.state.auth_inflight = {}
+    app.state.auth_limiter = AuthLimiter()
     app.state.background_tasks = set()
     prepare_database(settings, engine)
+    with app.state.sessions() as db:
+        app.state.csrf_key = deployment_keys.get_or_create(db, CSRF_KEY_NAME, generate_key).encode()
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
+    # Innermost of the middleware: the body limit below also bounds the form bodies it reads for a token.
+    app.add_middleware(
+        CrossSiteMiddleware,
+        policy=Policy(access_url=settings.access_url, allowed=settings.allowed_origins),
+        csrf_key=app.state.csrf_key,
+    )
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT, streamed=("/files",))
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -13,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketState
 
 from dockyard import logs
-from dockyard.errors import DockyardError, Validation
+from dockyard.errors import DockyardError, TooManyRequests, Validation
 from dockyard.sdk.models import ErrorResponse, ValidationDetail
 
 log = logs.get(__name__)
@@ -53,6 +54,8 @@ def _field(loc: tuple[Any, ...]) -> str:
 async def _dockyard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DockyardError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return error_response(exc.status_code, exc.message, exc.detail, exc.validations, headers)
 
 
