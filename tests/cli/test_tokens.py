@@ -37,7 +37,7 @@ def test_create_json_holds_the_key(logged_in: Cli, h: Harness) -> None:
     assert (created.name, created.scopes, created.allow_list) == (
         "agent",
         [m.Scope.TEMPLATE_READ, m.Scope.WORKSPACE_CREATE],
-        ["py"],
+        ["template:py"],
     )
     assert h.admin.get_token("agent") == m.ApiToken.model_validate(created.model_dump(exclude={"key"}))
     assert [t.name for t in h.client(created.key).list_templates()] == ["py"]
