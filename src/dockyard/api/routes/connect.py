@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, WebSocket, status
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect
 
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, HubDep, WorkspaceParam, scoped
@@ -102,8 +103,8 @@ async def exec_stream(
 
 
 async def _close(websocket: WebSocket, code: int = 1000) -> None:
-    # The client may have closed first.
-    with contextlib.suppress(RuntimeError):
+    # The client may have closed first (Starlette raises WebSocketDisconnect when it has gone).
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await websocket.close(code)
 
 

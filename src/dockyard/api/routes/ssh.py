@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, WebSocket, status
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketDisconnect
 
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import AUTHENTICATED, DbSession, UserParam, WorkspaceParam, client_ip, scoped
@@ -109,5 +110,6 @@ async def ssh_over_websocket(
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(serving, CLOSE_GRACE)
         theirs.close()
-    with contextlib.suppress(RuntimeError):
+    # The client may have closed first.
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await websocket.close()
