@@ -232,7 +232,12 @@ def test_audit_is_owner_only_and_filterable(h: Harness) -> None:
     [
         ("POST", "/api/v2/users/login", {"username": "a\u0000b", "password": "x"}, "username"),
         ("PATCH", "/api/v2/users/me", {"email": "a\u0000@b.c"}, "email"),
-        ("POST", "/api/v2/users/me/tokens", {"name": "ok", "allow_list": ["template:a\u0000"]}, "allow_list.0"),
+        (
+            "POST",
+            "/api/v2/users/me/tokens",
+            {"name": "ok", "allow_list": ["template:a\u0000"]},
+            "allow_list.0",
+        ),
     ],
 )
 def test_nul_characters_in_bodies_are_refused(

@@ -104,15 +104,19 @@ def test_every_certificate_gets_its_own_serial(sessions: sessionmaker[Session], 
     serials = [c.serial for c in certificates]
     assert len(set(serials)) == 50
     # What OpenSSH reads from each certificate is the serial the API reported.
-    shown = [int(_describe(tmp_path, c.certificate).split("Serial: ")[1].split()[0]) for c in certificates[:3]]
+    shown = [
+        int(_describe(tmp_path, c.certificate).split("Serial: ")[1].split()[0]) for c in certificates[:3]
+    ]
     assert shown == serials[:3]
     # The host certificate, signed anew at every start, gets a fresh serial too.
     host_serials = {
-        _describe(tmp_path, a.host_certificate.export_certificate("openssh").decode()).split("Serial: ")[1]
+        _describe(tmp_path, a.host_certificate.export_certificate("openssh").decode())
+        .split("Serial: ")[1]
         .split()[0]
         for a in (authority, again)
     }
-    assert len(host_serials) == 2 and "0" not in host_serials
+    assert len(host_serials) == 2
+    assert "0" not in host_serials
 
 
 def test_certificate_never_outlives_its_token(sessions: sessionmaker[Session], tmp_path: Path) -> None:

@@ -54,7 +54,10 @@ def test_a_workspace_entry_covers_that_workspace_only(estate: Harness) -> None:
     assert _error(lambda: limited.get_workspace("box")).status_code == 404
     # It names no template, so it may not read or use one.
     error = _error(lambda: limited.get_template("ai-agent-sandbox"))
-    assert (error.status_code, error.message) == (403, "This token is not allowed to use template 'ai-agent-sandbox'.")
+    assert (error.status_code, error.message) == (
+        403,
+        "This token is not allowed to use template 'ai-agent-sandbox'.",
+    )
     error = _error(
         lambda: limited.create_workspace(m.CreateWorkspaceRequest(template="ai-agent-sandbox", name="new"))
     )

@@ -19,7 +19,7 @@ from dockyard.sdk import models as m
 from tests.gateway.conftest import make_key, openssh_for, register_key, tcp_gateway, text_of
 from tests.harness import Harness
 
-PASSWORD = "correct-horse-battery"  # noqa: S105 - the harness's test password
+PASSWORD = "correct-horse-battery"
 
 
 class Clock:
@@ -35,7 +35,9 @@ class Clock:
 
 def test_a_pair_is_slowed_then_refused_and_the_window_forgives() -> None:
     clock = Clock()
-    limiter = AuthLimiter(pair_slow_after=3, pair_limit=6, window=600, base_delay=0.5, max_delay=2, clock=clock)
+    limiter = AuthLimiter(
+        pair_slow_after=3, pair_limit=6, window=600, base_delay=0.5, max_delay=2, clock=clock
+    )
     delays = []
     for _ in range(6):
         verdict = limiter.check(source="10.0.0.1", account="alice")
@@ -45,12 +47,12 @@ def test_a_pair_is_slowed_then_refused_and_the_window_forgives() -> None:
         clock.now += 10
     assert delays == [0.0, 0.0, 0.0, 0.5, 1.0, 2.0]
     refused = limiter.check(source="10.0.0.1", account="alice")
-    assert refused.refused and refused.announce
+    assert (refused.refused, refused.announce) == (True, True)
     # Until the oldest of the last six failures leaves the window: 600 s after it, 60 s ago.
     assert refused.retry_after == pytest.approx(540)
     assert refused.reason == "too many failed logins for alice from 10.0.0.1"
     again = limiter.check(source="10.0.0.1", account="alice")
-    assert again.refused and not again.announce
+    assert (again.refused, again.announce) == (True, False)
     # The same account from another address, and another account from this one, are not held back.
     assert limiter.check(source="10.0.0.2", account="alice").delay == 0
     assert not limiter.check(source="10.0.0.1", account="bob").refused
@@ -112,10 +114,10 @@ def _login(client: TestClient, username: str, password: str) -> tuple[int, dict[
 
 
 @pytest.fixture
-def limited(h: Harness) -> Iterator[AuthLimiter]:
+def limited(h: Harness) -> AuthLimiter:
     limiter = AuthLimiter(pair_slow_after=2, pair_limit=5, source_limit=8, base_delay=0.2, max_delay=0.4)
     h.app.state.auth_limiter = limiter
-    yield limiter
+    return limiter
 
 
 def _sessions(h: Harness, user: str) -> int:
@@ -132,11 +134,13 @@ def test_password_guessing_is_slowed_then_refused(h: Harness, limited: AuthLimit
         elapsed.append(time.monotonic() - started)
         assert (status, body["message"]) == (401, "Incorrect username or password.")
     # The third and later failures wait first (0.2 s, then 0.4 s).
-    assert elapsed[2] >= 0.2 and elapsed[4] >= 0.4
+    assert elapsed[2] >= 0.2
+    assert elapsed[4] >= 0.4
     status, body, retry_after = _login(attacker, "alice", PASSWORD)
     assert status == 429
     assert body["message"] == "Too many failed logins; try again later."
-    assert retry_after is not None and 0 < int(retry_after) <= 15 * 60
+    assert retry_after is not None
+    assert 0 < int(retry_after) <= 15 * 60
     assert body["detail"] == f"Wait {retry_after} s (see Retry-After) before the next attempt."
     assert _login(attacker, "alice", PASSWORD)[0] == 429
     assert _sessions(h, "alice") == 0
@@ -145,7 +149,9 @@ def test_password_guessing_is_slowed_then_refused(h: Harness, limited: AuthLimit
     assert status == 200, body
     assert _sessions(h, "alice") == 1
     # Audited: every failed attempt, and one row for the block however often it was hit.
-    rows = [(a.action, a.status_code, a.ip) for a in h.admin.audit(user="alice", action="user.login").audit_logs]
+    rows = [
+        (a.action, a.status_code, a.ip) for a in h.admin.audit(user="alice", action="user.login").audit_logs
+    ]
     assert rows == [
         ("user.login", 200, "10.0.0.2"),
         ("user.login", 429, "10.0.0.1"),

@@ -48,9 +48,7 @@ def _token_names(live: LiveServer) -> list[str]:
 
 def test_login_sets_hardened_cookies(live: LiveServer) -> None:
     password = (live.data_dir / "admin-password").read_text().strip()
-    response = httpx.post(
-        f"{live.url}/api/v2/users/login", json={"username": "admin", "password": password}
-    )
+    response = httpx.post(f"{live.url}/api/v2/users/login", json={"username": "admin", "password": password})
     assert response.status_code == 200
     cookies: dict[str, str] = {}
     for header in response.headers.get_list("set-cookie"):
@@ -70,9 +68,7 @@ def test_login_sets_hardened_cookies(live: LiveServer) -> None:
 def test_foreign_origin_cannot_change_state_with_the_cookie(live: LiveServer, session: httpx.Client) -> None:
     before = _token_names(live)
     foreign = _foreign(live)
-    response = session.post(
-        "/api/v2/users/me/tokens", json={"name": "stolen"}, headers={"Origin": foreign}
-    )
+    response = session.post("/api/v2/users/me/tokens", json={"name": "stolen"}, headers={"Origin": foreign})
     assert response.status_code == 403
     body = response.json()
     assert body["message"] == f"Cross-origin request refused: {foreign} is not this server's origin."
@@ -92,7 +88,9 @@ def test_foreign_origin_cannot_change_state_with_the_cookie(live: LiveServer, se
 
 def test_same_origin_and_bearer_clients_are_unaffected(live: LiveServer, session: httpx.Client) -> None:
     created = session.post(
-        "/api/v2/users/me/tokens", json={"name": "from-dashboard", "lifetime": "1h"}, headers={"Origin": live.url}
+        "/api/v2/users/me/tokens",
+        json={"name": "from-dashboard", "lifetime": "1h"},
+        headers={"Origin": live.url},
     )
     assert created.status_code == 201, created.text
     # A bearer client is not a browser: whatever Origin it claims, the token is its own proof.
@@ -137,9 +135,7 @@ def test_forms_carry_a_token_bound_to_the_session(live: LiveServer, session: htt
     )
     assert forged.status_code == 403
     assert forged.json()["validations"] == [{"field": "csrf_token", "detail": "does not match this session"}]
-    multipart = session.post(
-        "/api/v2/users/me/tokens", files={"csrf_token": (None, "wrong")}, headers=same
-    )
+    multipart = session.post("/api/v2/users/me/tokens", files={"csrf_token": (None, "wrong")}, headers=same)
     assert multipart.status_code == 403
     assert _token_names(live) == before
     # The right token passes the check; the route then reads its JSON body as usual (a form is not one).

@@ -50,7 +50,7 @@ def server(data_dir: Path, *args: str, **env: str) -> Iterator[str]:
             env=_env(data_dir, **env),
             stdout=output,
             stderr=subprocess.STDOUT,
-            preexec_fn=_open_umask,  # noqa: PLW1509 - only sets the umask
+            preexec_fn=_open_umask,
         )
     try:
         deadline = time.monotonic() + 60
@@ -74,7 +74,7 @@ def server(data_dir: Path, *args: str, **env: str) -> Iterator[str]:
 
 def test_everything_in_a_new_data_dir_is_private_whatever_the_umask(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    with server(data_dir, DOCKYARD_METRICS_TOKEN="scrape-secret") as url:  # noqa: S106 - a test value
+    with server(data_dir, DOCKYARD_METRICS_TOKEN="scrape-secret") as url:
         token = (data_dir / "admin-token").read_text().strip()
         # A write, so that SQLite has its WAL and shared-memory files open.
         created = httpx.post(
@@ -116,7 +116,7 @@ def test_an_open_data_dir_is_refused_unless_allowed(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=_open_umask,  # noqa: PLW1509 - only sets the umask
+        preexec_fn=_open_umask,
     )
     assert refused.returncode == 1
     assert refused.stderr == (

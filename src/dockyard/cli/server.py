@@ -192,10 +192,9 @@ def server(
 @db_app.command("migrate")
 def migrate_command(data_dir: DataDir = default_data_dir(), database_url: DatabaseUrl = None) -> None:
     """Apply database migrations and exit."""
+    from dockyard import datadir
     from dockyard.store.db import make_engine
     from dockyard.store.migrate import migrate
-
-    from dockyard import datadir
 
     settings = Settings(data_dir=data_dir, database_url=database_url)
     # Migrating is a one-off by an operator: a warning is enough here; the server refuses to run on it.

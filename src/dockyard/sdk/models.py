@@ -657,7 +657,9 @@ class SshCertificateRequest(Request):
 
 class SshCertificate(BaseModel):
     certificate: str = Field(description="OpenSSH user certificate (`…-cert.pub` content).")
-    serial: int = Field(0, description="The certificate's serial, unique per certificate (0 from older servers).")
+    serial: int = Field(
+        0, description="The certificate's serial, unique per certificate (0 from older servers)."
+    )
     principals: list[str]
     valid_before: datetime
     ca_public_key: str
