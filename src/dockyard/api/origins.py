@@ -49,6 +49,8 @@ CSRF_KEY_NAME = "csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Bodies a page on another site can send without a CORS preflight.
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+# Form bodies read whole to find the `csrf_token` field; larger ones must send the header.
+FORM_BUFFER_LIMIT = 1024 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -212,13 +214,15 @@ class CrossSiteMiddleware:
 async def _form_token(scope: Scope, receive: Receive) -> tuple[str | None, Receive]:
     """The `csrf_token` field of a form body, and a receive that replays the body for the route."""
     chunks: list[bytes] = []
-    while True:
+    size = 0
+    more = True
+    while more and size <= FORM_BUFFER_LIMIT:
         message = await receive()
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
     body = b"".join(chunks)
     replayed = False
 
@@ -226,8 +230,12 @@ async def _form_token(scope: Scope, receive: Receive) -> tuple[str | None, Recei
         nonlocal replayed
         if not replayed:
             replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
         return await receive()
+
+    if size > FORM_BUFFER_LIMIT:
+        # Not held in memory to look for a field: a large upload sends the X-CSRF-Token header instead.
+        return None, replay
 
     headers = Headers(scope=scope)
     if headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded"):
