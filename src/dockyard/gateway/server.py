@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -276,7 +277,7 @@ class _Connection(asyncssh.SSHServer):
 
     def _refuse(self, verdict: Verdict, account: str | None) -> None:
         """Cut the connection off with the reason the client shows: too many recent failures."""
-        seconds = max(1, round(verdict.retry_after))
+        seconds = max(1, math.ceil(verdict.retry_after))
         log.warning("ssh login refused", peer=self._peer, reason=verdict.reason, retry_after=seconds)
         if verdict.announce:
             self._gateway.spawn(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -44,10 +45,11 @@ async def login(
                 reason=verdict.reason,
                 retry_after=verdict.retry_after,
             )
+        seconds = max(1, math.ceil(verdict.retry_after))
         raise TooManyRequests(
             "Too many failed logins; try again later.",
-            retry_after=verdict.retry_after,
-            detail=f"Wait {max(1, round(verdict.retry_after))} s (see Retry-After) before the next attempt.",
+            retry_after=seconds,
+            detail=f"Wait {seconds} s (see Retry-After) before the next attempt.",
         )
     if verdict.delay:
         await asyncio.sleep(verdict.delay)
