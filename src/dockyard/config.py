@@ -39,6 +39,15 @@ class Settings:
     warm_networks: dict[str, int] = field(default_factory=lambda: {"open": 4, "internal": 4})
     # Seconds between agent pings; an agent silent for two of them is dropped.
     agent_heartbeat: float = 15.0
+    # The URL users reach the server by (e.g. https://dockyard.example.com behind a proxy): its origin is
+    # allowed to send cookie-authenticated requests, and https here marks the session cookie Secure.
+    access_url: str = ""
+    # More origins allowed to send cookie-authenticated requests (the request's own Host always is).
+    allowed_origins: list[str] = field(default_factory=list)
+    # When set, `/metrics` answers only `Authorization: Bearer <metrics_token>`.
+    metrics_token: str = ""
+    # Start even when the data dir is open to other local users (loudly warned about at every start).
+    allow_open_data_dir: bool = False
 
     @property
     def agent_dir(self) -> Path:

@@ -70,5 +70,15 @@ class ValidationFailed(DockyardError):
         super().__init__(message, detail=detail, validations=validations)
 
 
+class TooManyRequests(DockyardError):
+    """Refused for now; `retry_after` seconds from now it may succeed (rendered as the Retry-After header)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: float, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(DockyardError):
     status_code = 503

@@ -117,7 +117,7 @@ def test_role_refusal_is_403(h: Harness) -> None:
 def test_allow_list_limits_templates(h: Harness) -> None:
     h.template(name="py")
     h.template(name="go")
-    limited = h.user("agent", allow_list=["py"])
+    limited = h.user("agent", allow_list=["template:py"])
     assert [t.name for t in limited.list_templates()] == ["py"]
     assert limited.get_template("py").name == "py"
     error = _error(lambda: limited.get_template("go"))
@@ -132,7 +132,7 @@ def test_token_cannot_mint_broader_token(h: Harness) -> None:
     assert "template:write" not in error.validations[0].detail  # member role lacks it anyway
     ok = narrow.create_token(m.CreateTokenRequest(name="read", scopes=[m.Scope.TEMPLATE_READ]))
     assert ok.scopes == [m.Scope.TEMPLATE_READ]
-    limited = h.user("lim", allow_list=["py"])
+    limited = h.user("lim", allow_list=["template:py"])
     error = _error(lambda: limited.create_token(m.CreateTokenRequest(name="any")))
     assert (error.status_code, error.validations[0].field) == (403, "allow_list")
 

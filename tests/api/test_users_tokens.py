@@ -112,12 +112,12 @@ def test_token_lifecycle(h: Harness) -> None:
             name="agent",
             lifetime="4h",
             scopes=[m.Scope.WORKSPACE_CREATE, m.Scope.TEMPLATE_USE],
-            allow_list=["py"],
+            allow_list=["template:py"],
         )
     )
     assert created.key.startswith(f"dy_{created.id}_")
     assert created.scopes == [m.Scope.TEMPLATE_USE, m.Scope.WORKSPACE_CREATE]
-    assert created.allow_list == ["py"]
+    assert created.allow_list == ["template:py"]
     assert before + timedelta(hours=4) <= created.expires_at <= datetime.now(UTC) + timedelta(hours=4)
     listed = {t.name: t for t in h.admin.list_tokens()}
     assert set(listed) == {"admin", "agent"}
@@ -150,6 +150,21 @@ def test_token_lifecycle(h: Harness) -> None:
             "'deployment:admin'",
         ),
         ({"name": "x", "scopes": []}, "scopes", "List should have at least 1 item after validation, not 0"),
+        (
+            {"name": "x", "allow_list": ["sandbox"]},
+            "allow_list",
+            "'sandbox' must name its kind: template:NAME or workspace:NAME (or an id)",
+        ),
+        (
+            {"name": "x", "allow_list": ["template:py", "host:sandbox"]},
+            "allow_list",
+            "'host:sandbox' must name its kind: template:NAME or workspace:NAME (or an id)",
+        ),
+        (
+            {"name": "x", "allow_list": ["workspace:"]},
+            "allow_list",
+            "'workspace:': the workspace name or id must be 1 to 64 characters",
+        ),
         (
             {"name": "NO"},
             "name",
@@ -217,7 +232,12 @@ def test_audit_is_owner_only_and_filterable(h: Harness) -> None:
     [
         ("POST", "/api/v2/users/login", {"username": "a\u0000b", "password": "x"}, "username"),
         ("PATCH", "/api/v2/users/me", {"email": "a\u0000@b.c"}, "email"),
-        ("POST", "/api/v2/users/me/tokens", {"name": "ok", "allow_list": ["a\u0000"]}, "allow_list.0"),
+        (
+            "POST",
+            "/api/v2/users/me/tokens",
+            {"name": "ok", "allow_list": ["template:a\u0000"]},
+            "allow_list.0",
+        ),
     ],
 )
 def test_nul_characters_in_bodies_are_refused(

@@ -288,7 +288,7 @@ def test_visibility_and_scopes(h: Harness) -> None:
     operator = h.user("alice", scopes=[m.Scope.WORKSPACE_READ, m.Scope.WORKSPACE_OPERATE])
     error = _error(lambda: operator.delete_workspace("ws1"))
     assert (error.status_code, error.message) == (403, "This token lacks the scope workspace:delete.")
-    limited = h.user("alice", allow_list=["other"])
+    limited = h.user("alice", allow_list=["workspace:other"])
     assert _error(lambda: limited.get_workspace("ws1")).status_code == 404
 
 

@@ -37,7 +37,7 @@ def test_create_json_holds_the_key(logged_in: Cli, h: Harness) -> None:
     assert (created.name, created.scopes, created.allow_list) == (
         "agent",
         [m.Scope.TEMPLATE_READ, m.Scope.WORKSPACE_CREATE],
-        ["py"],
+        ["template:py"],
     )
     assert h.admin.get_token("agent") == m.ApiToken.model_validate(created.model_dump(exclude={"key"}))
     assert [t.name for t in h.client(created.key).list_templates()] == ["py"]
@@ -55,6 +55,21 @@ def test_create_checks_options_before_sending(logged_in: Cli, h: Harness) -> Non
     )
     assert len(logged_in.connections) == 1  # the login's
     assert [t.name for t in h.admin.list_tokens()] == ["admin"]
+
+
+def test_allow_entries_name_their_kind(logged_in: Cli, h: Harness) -> None:
+    result = logged_in.ok(
+        "tokens", "create", "typed", "--allow", "py", "--allow", "workspace:dev", "-o", "json"
+    )  # fmt: skip
+    # A bare NAME keeps meaning the template NAME; typed entries go as they are.
+    assert m.CreatedToken.model_validate_json(result.stdout).allow_list == ["template:py", "workspace:dev"]
+    refused = logged_in("tokens", "create", "odd", "--allow", "host:dev")
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "error: Invalid request.\n"
+        "  --allow: 'host:dev' must name its kind: template:NAME or workspace:NAME (or an id)\n"
+    )
+    assert "odd" not in [t.name for t in h.admin.list_tokens()]
 
 
 def test_create_rejects_an_unknown_scope(logged_in: Cli) -> None:

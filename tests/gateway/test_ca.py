@@ -79,13 +79,44 @@ def test_user_certificate_fields(sessions: sessionmaker[Session], tmp_path: Path
     assert 'Key ID: "dockyard:alice:tok123"' in described
     assert "Principals: \n                alice\n" in described
     extensions = described.split("Extensions:")[1].split()
+    # No permit-agent-forwarding: the gateway refuses agent forwarding, and the certificate says so too.
     assert extensions == [
-        "permit-agent-forwarding",
         "permit-port-forwarding",
         "permit-pty",
         "permit-user-rc",
     ]
     assert "Critical Options: (none)" in described
+    assert f"Serial: {cert.serial}\n" in described
+    assert cert.serial > 0
+
+
+def test_every_certificate_gets_its_own_serial(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    key = make_key(tmp_path / "keys")
+    with sessions() as db:
+        authority = ca.load(db)
+        again = ca.load(db)
+    certificates = [
+        ca.sign_user_certificate(
+            authority, public_key=key.public_text, username="alice", token_id="tok123", valid_for="1h"
+        )
+        for _ in range(50)
+    ]
+    serials = [c.serial for c in certificates]
+    assert len(set(serials)) == 50
+    # What OpenSSH reads from each certificate is the serial the API reported.
+    shown = [
+        int(_describe(tmp_path, c.certificate).split("Serial: ")[1].split()[0]) for c in certificates[:3]
+    ]
+    assert shown == serials[:3]
+    # The host certificate, signed anew at every start, gets a fresh serial too.
+    host_serials = {
+        _describe(tmp_path, a.host_certificate.export_certificate("openssh").decode())
+        .split("Serial: ")[1]
+        .split()[0]
+        for a in (authority, again)
+    }
+    assert len(host_serials) == 2
+    assert "0" not in host_serials
 
 
 def test_certificate_never_outlives_its_token(sessions: sessionmaker[Session], tmp_path: Path) -> None:

@@ -164,7 +164,8 @@ def test_certificate_keeps_its_tokens_allow_list(
     _workspace(ah, alice, "dev")
     _workspace(ah, alice, "other")
     created = ah.admin.create_token(
-        m.CreateTokenRequest(name="narrow", scopes=[m.Scope.ALL], allow_list=["other"]), user="alice"
+        m.CreateTokenRequest(name="narrow", scopes=[m.Scope.ALL], allow_list=["workspace:other"]),
+        user="alice",
     )
     key = make_key(tmp_path / "narrow")
     fetch_certificate(ah.client(created.key), key)

@@ -48,12 +48,25 @@ class Actor:
     def is_owner(self) -> bool:
         return self.role == Role.OWNER
 
-    def allows(self, *keys: str) -> bool:
-        """Whether the allow-list (if any) names this resource by one of its keys (id or name)."""
-        return not self.allow_list or any(k in self.allow_list for k in keys)
+    def _lists(self, kind: str, *keys: str) -> bool:
+        return any(f"{kind}:{key}" in self.allow_list for key in keys)
+
+    def allows_template(self, template_id: str, name: str) -> bool:
+        """Whether the allow-list (if any) names this template (`template:<id>` or `template:<name>`)."""
+        return not self.allow_list or self._lists("template", template_id, name)
+
+    def allows_workspace(self, workspace_id: str, name: str, *, template_id: str, template_name: str) -> bool:
+        """Whether the allow-list (if any) names this workspace, or the template it was made from. Entries
+        are typed: `template:dev` never covers a workspace named `dev`."""
+        return (
+            not self.allow_list
+            or self._lists("workspace", workspace_id, name)
+            or self._lists("template", template_id, template_name)
+        )
 
     def require_allowed(self, kind: str, *keys: str) -> None:
-        if not self.allows(*keys):
+        """`kind` is `template` or `workspace`; `keys` the resource's id and name (the last is shown)."""
+        if self.allow_list and not self._lists(kind, *keys):
             raise Forbidden(f"This token is not allowed to use {kind} {keys[-1]!r}.")
 
     def with_ip(self, ip: str) -> Actor:

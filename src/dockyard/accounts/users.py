@@ -151,6 +151,31 @@ def update(db: Session, actor: Actor, user: User, request: wire.UpdateUserReques
     return user
 
 
+def record_refused_login(db: Session, username: str, *, ip: str, reason: str, retry_after: float) -> None:
+    """Audit a login refused by the abuse limits (once per block, not per attempt: a flood of refused
+    attempts must not become a flood of writes)."""
+    user = db.scalar(select(User).where(User.username == username))
+    actor = Actor(
+        user_id=user.id if user else "",
+        username=username[:32],
+        role=wire.Role(user.role) if user else wire.Role.MEMBER,
+        organization_id=user.organization_id if user else "",
+        scopes=frozenset(),
+        ip=ip,
+    )
+    audit.record(
+        db,
+        actor,
+        "user.login",
+        resource_type="user",
+        resource_id=user.id if user else "",
+        resource_name=username[:64],
+        status_code=429,
+        detail={"reason": reason, "retry_after": round(retry_after)},
+    )
+    db.commit()
+
+
 def login(db: Session, request: wire.LoginRequest, *, ip: str) -> tuple[User, str, ApiToken]:
     """Password login; returns a session token that carries scope `all` for `SESSION_LIFETIME`."""
     user = db.scalar(select(User).where(User.username == request.username))

@@ -9,11 +9,13 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from dockyard import __version__, logs
+from dockyard import __version__, datadir, logs
 from dockyard.accounts import bootstrap
+from dockyard.accounts.limits import AuthLimiter
 from dockyard.api import errors, openapi
 from dockyard.api.bodies import JsonBodyMiddleware
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
+from dockyard.api.origins import CSRF_KEY_NAME, CrossSiteMiddleware, Policy, generate_key
 from dockyard.api.routes import (
     agentstreams,
     audit,
@@ -53,6 +55,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflict"),
         (413, "Request body too large"),
         (422, "Validation failed"),
+        (429, "Too many failed attempts; see Retry-After"),
     )
 }
 
@@ -85,6 +88,8 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
 def create_app(
     settings: Settings, *, engine: Engine | None = None, runtime: Runtime | None = None
 ) -> FastAPI:
+    # Before the database is first opened: SQLite gives its WAL and shared-memory files the database's mode.
+    datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
     engine = engine or make_engine(settings.resolved_database_url)
     runtime = runtime or make_runtime(
         settings.runtime, workspace_subnets=settings.workspace_subnets, disks_dir=settings.disks_dir
@@ -97,7 +102,7 @@ def create_app(
         hub = AgentHub(app.state.sessions, links, heartbeat=settings.agent_heartbeat)
         await hub.start()
         app.state.hub = hub
-        gateway = Gateway(app.state.sessions, hub, settings)
+        gateway = Gateway(app.state.sessions, hub, settings, limiter=app.state.auth_limiter)
         try:
             await gateway.start()
         except BaseException:
@@ -143,17 +148,25 @@ def create_app(
     app.state.read_sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
     app.state.runtime = runtime
     app.state.auth_inflight = {}
+    app.state.auth_limiter = AuthLimiter()
     app.state.background_tasks = set()
     prepare_database(settings, engine)
     with app.state.sessions() as db:
         # Everything the runtime makes carries this id, and it lists and removes nothing else.
         runtime.bind_deployment(keys.deployment_id(db))
+        app.state.csrf_key = keys.get_or_create(db, CSRF_KEY_NAME, generate_key).encode()
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     openapi.install(app, ROUTERS)
-    # Innermost: bodies are already within the size limit when a JSON body's content type is fixed.
+    # Innermost: bodies are already within the size limit when a JSON body's content type is fixed (bearer
+    # requests only) and when the cross-site check reads a form body for its CSRF token (cookie requests only).
     app.add_middleware(JsonBodyMiddleware, streamed=("/files",))
+    app.add_middleware(
+        CrossSiteMiddleware,
+        policy=Policy(access_url=settings.access_url, allowed=settings.allowed_origins),
+        csrf_key=app.state.csrf_key,
+    )
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT, streamed=("/files",))
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)

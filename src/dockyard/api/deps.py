@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
+from dockyard.api.origins import SESSION_COOKIE as SESSION_COOKIE
 from dockyard.errors import NotFound, Unauthorized
 from dockyard.provisioner import workspaces
 from dockyard.runtimes.base import Runtime
@@ -25,8 +26,6 @@ from dockyard.sdk.models import Scope
 from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
 from dockyard.templates import service as templates
 from dockyard.tunnel.hub import AgentHub
-
-SESSION_COOKIE = "dockyard_session"
 
 
 async def get_db(request: HTTPConnection) -> AsyncIterator[Session]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -10,10 +13,10 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from dockyard import logs
-from dockyard.errors import DockyardError, Validation
+from dockyard.errors import DockyardError, TooManyRequests, Validation
 from dockyard.sdk.models import ErrorResponse, ValidationDetail
 
 log = logs.get(__name__)
@@ -53,6 +56,8 @@ def _field(loc: tuple[Any, ...]) -> str:
 async def _dockyard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DockyardError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return error_response(exc.status_code, exc.message, exc.detail, exc.validations, headers)
 
 
@@ -110,13 +115,45 @@ def _for_websockets(
             await connection.send_denial_response(response)
         elif connection.application_state == WebSocketState.CONNECTED:
             message = json.loads(bytes(response.body)).get("message", "")
-            await connection.close(WS_CLOSE_BASE + response.status_code, message[:120])
+            # The client may be gone already: then there is nobody to tell.
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await connection.close(WS_CLOSE_BASE + response.status_code, message[:120])
         return None
 
     return handle
 
 
+async def _client_left(connection: Any, exc: Exception) -> None:
+    """A WebSocket client that closed (or vanished) while its route still read or wrote: the normal end of a
+    session, not a server error. Without this handler it would reach uvicorn as "Exception in ASGI
+    application" with a traceback."""
+    assert isinstance(exc, WebSocketDisconnect)
+    log.debug("websocket client left", path=connection.url.path, code=exc.code)
+
+
+class _DenialIsNotAnError(logging.Filter):
+    """uvicorn's WebSocket protocol logs "ASGI callable returned without completing handshake" at ERROR after
+    every denial response (the JSON 401/403/404 that answers a refused upgrade), although the handshake was
+    answered. That line is expected here, so it is kept at INFO."""
+
+    MESSAGE = "ASGI callable returned without completing handshake."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.getMessage() == self.MESSAGE:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "websocket upgrade answered with an HTTP error response", ()
+        return True
+
+
+def _quiet_denials() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialIsNotAnError) for f in logger.filters):
+        logger.addFilter(_DenialIsNotAnError())
+
+
 def install(app: FastAPI) -> None:
+    _quiet_denials()
+    app.add_exception_handler(WebSocketDisconnect, _client_left)
     app.add_exception_handler(DockyardError, _for_websockets(_dockyard_error))
     app.add_exception_handler(RequestValidationError, _for_websockets(_validation_error))
     app.add_exception_handler(WebSocketRequestValidationError, _for_websockets(_validation_error))

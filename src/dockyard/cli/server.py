@@ -95,18 +95,56 @@ def server(
             help="Workspace networks made ahead of demand: N of each class, or open=N,internal=M (0: none).",
         ),
     ] = "4",
+    access_url: Annotated[
+        str,
+        typer.Option(
+            "--access-url",
+            envvar="DOCKYARD_ACCESS_URL",
+            help="The URL users reach the server by (e.g. behind a proxy); its origin may use session cookies.",
+        ),
+    ] = "",
+    allowed_origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origin",
+            envvar="DOCKYARD_ALLOWED_ORIGINS",
+            help="Another origin (scheme://host[:port]) allowed to send cookie-authenticated requests; repeat.",
+        ),
+    ] = None,
+    metrics_token: Annotated[
+        str,
+        typer.Option(
+            "--metrics-token",
+            envvar="DOCKYARD_METRICS_TOKEN",
+            help="Require `Authorization: Bearer TOKEN` on /metrics (prefer the environment variable).",
+            show_default=False,
+        ),
+    ] = "",
+    allow_open_data_dir: Annotated[
+        bool,
+        typer.Option(
+            "--allow-open-data-dir",
+            envvar="DOCKYARD_ALLOW_OPEN_DATA_DIR",
+            help="Start even if other local users can enter the data dir (it holds secrets).",
+        ),
+    ] = False,
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
 
-    from dockyard import logs
+    from dockyard import datadir, logs
     from dockyard.api.app import create_app
+    from dockyard.api.origins import parse_origin
     from dockyard.lifecycle.warmpool import parse_sizes
 
     try:
         warm_sizes = parse_sizes(warm_networks)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--warm-networks") from None
+    origins = [o for value in allowed_origins or [] for o in value.split(",") if o.strip()]
+    for value, hint in [(access_url, "--access-url"), *((o, "--allowed-origin") for o in origins)]:
+        if value and parse_origin(value.strip()) is None:
+            raise typer.BadParameter(f"{value!r} is not scheme://host[:port]", param_hint=hint)
     logs.configure(log_format)
     settings = Settings(
         listen=listen,
@@ -121,12 +159,22 @@ def server(
         ssh_listen=ssh_listen,
         ssh_hostname=ssh_hostname,
         warm_networks=warm_sizes,
+        access_url=access_url.strip(),
+        allowed_origins=[o.strip() for o in origins],
+        metrics_token=metrics_token,
+        allow_open_data_dir=allow_open_data_dir,
     )
     try:
         host, port = settings.host_port
     except ValueError:
         raise typer.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen") from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        warning = datadir.prepare(settings.data_dir, allow_open=allow_open_data_dir)
+    except datadir.DataDirOpen as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if warning is not None:
+        logs.get("dockyard.server").warning(f"INSECURE: {warning}", data_dir=str(settings.data_dir))
     app = create_app(settings)
     # Everything allocated so far lives as long as the process; freezing it keeps the collector from
     # rescanning it, and a higher first threshold trades a little memory for fewer pauses under load.
@@ -144,11 +192,16 @@ def server(
 @db_app.command("migrate")
 def migrate_command(data_dir: DataDir = default_data_dir(), database_url: DatabaseUrl = None) -> None:
     """Apply database migrations and exit."""
+    from dockyard import datadir
     from dockyard.store.db import make_engine
     from dockyard.store.migrate import migrate
 
     settings = Settings(data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Migrating is a one-off by an operator: a warning is enough here; the server refuses to run on it.
+    warning = datadir.prepare(settings.data_dir, allow_open=True)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
+    datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     before, after = migrate(engine)
     engine.dispose()

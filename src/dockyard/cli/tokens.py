@@ -26,19 +26,24 @@ def create(
     ] = None,
     allow: Annotated[
         list[str] | None,
-        typer.Option("--allow", help="A template or workspace the token may touch; repeat for more."),
+        typer.Option(
+            "--allow",
+            help="What the token may touch: template:NAME or workspace:NAME (or an id); repeat for more. "
+            "A bare NAME means template:NAME.",
+        ),
     ] = None,
     user: UserOption = "me",
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Create a token and print its secret, which is shown only this once."""
+    allow_list = [_typed_entry(entry) for entry in allow or []]
     request = build_request(
         m.CreateTokenRequest,
         names={"name": "NAME", "lifetime": "--lifetime", "scopes": "--scope", "allow_list": "--allow"},
         name=name,
         lifetime=lifetime,
         scopes=scopes or None,
-        allow_list=allow or None,
+        allow_list=allow_list or None,
     )
     with config.session() as client:
         created = client.create_token(request, user=user)
@@ -49,6 +54,12 @@ def create(
     typer.echo(created.key)
     output.message(f"Created token {created.name} ({created.id}), expires {output.when(created.expires_at)}")
     output.warning("store the token now: it will not be shown again")
+
+
+def _typed_entry(entry: str) -> str:
+    """`--allow NAME` keeps its meaning from before entries were typed: a template. Anything with a kind
+    goes as it is (an unknown kind is refused with the field named)."""
+    return entry if ":" in entry else f"template:{entry}"
 
 
 def _listed(values: list[str]) -> str:

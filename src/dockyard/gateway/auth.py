@@ -23,6 +23,7 @@ from dockyard.provisioner import workspaces
 from dockyard.sdk import models as wire
 from dockyard.sdk.models import Scope
 from dockyard.sdk.names import NAME_RE
+from dockyard.store import audit
 from dockyard.store.models import ApiToken, SshKey, User, Workspace
 from dockyard.store.types import utcnow
 
@@ -160,6 +161,32 @@ def identify(db: Session, authority_key: asyncssh.SSHKey, key_data: bytes) -> Id
     except asyncssh.KeyImportError as exc:
         raise Refused(f"malformed key: {exc}") from exc
     return identify_key(db, key)
+
+
+def record_failure(
+    db: Session, source: str, account: str, *, status_code: int, detail: dict[str, object]
+) -> None:
+    """Audit a failed or refused SSH authentication (`ssh.login`), under the user it claimed if any."""
+    user = db.scalar(select(User).where(User.username == account)) if account else None
+    actor = Actor(
+        user_id=user.id if user else "",
+        username=(user.username if user else account)[:32],
+        role=wire.Role(user.role) if user else wire.Role.MEMBER,
+        organization_id=user.organization_id if user else "",
+        scopes=frozenset(),
+        ip=source[:64],
+    )
+    audit.record(
+        db,
+        actor,
+        "ssh.login",
+        resource_type="user",
+        resource_id=user.id if user else "",
+        resource_name=account[:128],
+        status_code=status_code,
+        detail=dict(detail),
+    )
+    db.commit()
 
 
 def still_valid(db: Session, identity: Identity) -> bool:

@@ -8,6 +8,7 @@ principal `dockyard`; clients pin the CA with the known_hosts line `@cert-author
 
 from __future__ import annotations
 
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,9 +60,14 @@ def load(db: Session) -> Authority:
     host_key = asyncssh.import_private_key(deployment_keys.get_or_create(db, HOST_KEY_NAME, _generate))
     # Signed again at every start: it costs microseconds, and it never needs to be stored or renewed.
     certificate = ca.generate_host_certificate(
-        host_key, key_id=f"{KEY_ID_PREFIX}-gateway", principals=[HOST_KEY_ALIAS]
+        host_key, key_id=f"{KEY_ID_PREFIX}-gateway", principals=[HOST_KEY_ALIAS], serial=new_serial()
     )
     return Authority(ca=ca, host_key=host_key, host_certificate=certificate)
+
+
+def new_serial() -> int:
+    """A certificate serial: random, never 0 (OpenSSH reads 0 as "no serial")."""
+    return secrets.randbits(63) | 1
 
 
 def known_hosts_line(ca_public_key: str) -> str:
@@ -115,20 +121,28 @@ def sign_user_certificate(
     valid_before = now + duration
     if not_after is not None:
         valid_before = min(valid_before, not_after)
+    # A random 63-bit serial: unique among every certificate this CA signs (a collision becomes likely only after ~2e9 of them),
+    # so an audit row, a log line or a future revocation list can name one certificate; no shared counter
+    # between replicas is needed.
+    serial = new_serial()
     certificate = authority.ca.generate_user_certificate(
         key,
         key_id=user_key_id(username, token_id),
+        serial=serial,
         principals=[username],
         valid_after=int((now - BACKDATE).timestamp()),
         valid_before=int(valid_before.timestamp()),
         permit_x11_forwarding=False,
-        permit_agent_forwarding=True,
+        # The gateway refuses agent forwarding (it would open a socket on the control plane's host), so the
+        # certificate must not claim it is allowed.
+        permit_agent_forwarding=False,
         permit_port_forwarding=True,
         permit_pty=True,
         permit_user_rc=True,
     )
     return wire.SshCertificate(
         certificate=certificate.export_certificate("openssh").decode().strip(),
+        serial=serial,
         principals=[username],
         valid_before=datetime.fromtimestamp(int(valid_before.timestamp()), tz=now.tzinfo),
         ca_public_key=authority.ca_public_key,
@@ -164,6 +178,7 @@ def issue_certificate(
         status_code=201,
         detail={
             "fingerprint": fingerprint(parse_public_key(request.public_key)),
+            "serial": certificate.serial,
             "valid_before": certificate.valid_before.isoformat(),
         },
     )

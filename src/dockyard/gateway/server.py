@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -17,6 +18,7 @@ import asyncssh
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs
+from dockyard.accounts.limits import AuthLimiter, Verdict
 from dockyard.config import Settings
 from dockyard.errors import DockyardError, Forbidden, NotFound
 from dockyard.gateway import auth, ca, keys
@@ -49,13 +51,24 @@ ENCRYPTION_ALGS = [
     "aes256-ctr",
 ]
 _STARTABLE = {wire.WorkspaceStatus.STOPPED, wire.WorkspaceStatus.CANCELED, wire.WorkspaceStatus.FAILED}
+# Keys one connection may offer before it is cut off (OpenSSH's MaxAuthTries is 6; agents hold a few keys).
+MAX_KEYS_PER_CONNECTION = 10
 
 
 class Gateway:
-    def __init__(self, sessions: sessionmaker[Session], hub: connect.Hub, settings: Settings) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        hub: connect.Hub,
+        settings: Settings,
+        *,
+        limiter: AuthLimiter | None = None,
+    ) -> None:
         self.sessions = sessions
         self.hub = hub
         self.settings = settings
+        # Shared with the API's password logins when both run in one process.
+        self.limiter = limiter or AuthLimiter()
         self._authority: ca.Authority | None = None
         self._options: asyncssh.SSHServerConnectionOptions | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
@@ -119,17 +132,20 @@ class Gateway:
         with self.sessions() as db:
             return ca.load(db)
 
-    def _factory(self, pinned: str | None) -> Callable[[], asyncssh.SSHServer]:
-        return lambda: _Connection(self, pinned)
+    def _factory(self, pinned: str | None, source: str = "") -> Callable[[], asyncssh.SSHServer]:
+        return lambda: _Connection(self, pinned, source)
 
-    async def serve_socket(self, sock: socket.socket, *, workspace_id: str | None = None) -> None:
+    async def serve_socket(
+        self, sock: socket.socket, *, workspace_id: str | None = None, source: str = ""
+    ) -> None:
         """Run one SSH connection on `sock` until it ends. With `workspace_id` that workspace is the target,
-        whatever the SSH user name (the WebSocket route already chose it)."""
+        whatever the SSH user name (the WebSocket route already chose it); `source` is the address of the
+        client behind the socket, for the abuse limits."""
         if self._options is None:
             raise RuntimeError("the SSH gateway has not been started")
         try:
             conn = await asyncssh.run_server(
-                sock, options=self._options, server_factory=self._factory(workspace_id)
+                sock, options=self._options, server_factory=self._factory(workspace_id, source)
             )
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             log.info("ssh connection ended before login", error=str(exc) or exc.__class__.__name__)
@@ -180,14 +196,24 @@ class Gateway:
         with self.sessions() as db:
             keys.mark_used(db, key_id)
 
+    def audit_failure(self, source: str, account: str, *, status_code: int, detail: dict[str, Any]) -> None:
+        with self.sessions() as db:
+            auth.record_failure(db, source, account, status_code=status_code, detail=detail)
+
 
 class _Connection(asyncssh.SSHServer):
-    def __init__(self, gateway: Gateway, pinned: str | None) -> None:
+    def __init__(self, gateway: Gateway, pinned: str | None, source: str = "") -> None:
         self._gateway = gateway
         self._pinned = pinned
         self._conn: asyncssh.SSHServerConnection | None = None
         self._username = ""
         self._peer = ""
+        # The client's address, for the abuse limits (the peer's host; for a WebSocket, the API client's).
+        self._source = source
+        self._began = False
+        self._refused_keys = 0
+        # The Dockyard user the last refused or unproven credential belonged to, when it named one.
+        self._account: str | None = None
         self._candidate: tuple[bytes, Identity] | None = None
         self._identity: Identity | None = None
         self._workspace_id: str | None = None
@@ -200,6 +226,8 @@ class _Connection(asyncssh.SSHServer):
         self._gateway.connections.add(self)
         peer = conn.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "websocket"
+        if not self._source:
+            self._source = str(peer[0]) if isinstance(peer, tuple) and peer else "websocket"
         check = conn.validate_public_key
 
         # asyncssh shows SSHServer callbacks only the CA key of a certificate, never the certificate with its
@@ -208,10 +236,15 @@ class _Connection(asyncssh.SSHServer):
         async def validate(username: str, key_data: bytes, msg: bytes, signature: bytes) -> bool:
             identity = await self._identify(key_data)
             if identity is None:
+                self._key_refused()
                 return False
             valid = await check(username, key_data, msg, signature)
             if valid and msg:
                 self._identity = identity
+            elif msg:
+                # A registered key or our certificate without its private key: someone has the public half.
+                self._account = identity.actor.username
+                self._key_refused()
             return valid
 
         conn.validate_public_key = validate  # type: ignore[method-assign]
@@ -224,11 +257,53 @@ class _Connection(asyncssh.SSHServer):
         except Refused as exc:
             log.info("ssh key refused", peer=self._peer, user=self._username, reason=str(exc))
             return None
+        account = identity.actor.username
+        verdict = self._gateway.limiter.check(source=self._source, account=account)
+        if verdict.refused:
+            self._refuse(verdict, account)
+            return None
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)
         self._candidate = (key_data, identity)
         return identity
 
+    def _key_refused(self) -> None:
+        self._refused_keys += 1
+        if self._refused_keys >= MAX_KEYS_PER_CONNECTION and self._conn is not None:
+            self._conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                f"dockyard: too many authentication attempts ({self._refused_keys}) on one connection",
+            )
+
+    def _refuse(self, verdict: Verdict, account: str | None) -> None:
+        """Cut the connection off with the reason the client shows: too many recent failures."""
+        seconds = max(1, math.ceil(verdict.retry_after))
+        log.warning("ssh login refused", peer=self._peer, reason=verdict.reason, retry_after=seconds)
+        if verdict.announce:
+            self._gateway.spawn(
+                asyncio.to_thread(
+                    self._gateway.audit_failure,
+                    self._source,
+                    account or "",
+                    status_code=429,
+                    detail={"reason": verdict.reason, "retry_after": seconds},
+                )
+            )
+        # Counted once, below, as the refusal it is; the disconnect must not count again.
+        self._began = False
+        if self._conn is not None:
+            self._conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                f"dockyard: too many failed authentications from your address; try again in {seconds} s",
+            )
+
     def begin_auth(self, username: str) -> bool:
         self._username = username
+        verdict = self._gateway.limiter.check(source=self._source)
+        if verdict.refused:
+            self._refuse(verdict, None)
+            return True
+        self._began = True
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -246,6 +321,7 @@ class _Connection(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         identity = self._identity
         assert identity is not None
+        self._gateway.limiter.succeeded(source=self._source, account=identity.actor.username)
         log.info(
             "ssh login",
             peer=self._peer,
@@ -259,6 +335,23 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gateway.connections.discard(self)
+        if self._began and self._identity is None:
+            # One failure per connection that tried and never got in (each refused key counts, so that one
+            # connection cannot try many for the price of one); a successful login costs nothing.
+            account = self._account
+            self._gateway.limiter.failed(
+                source=self._source, account=account, count=max(1, self._refused_keys)
+            )
+            if account is not None:
+                self._gateway.spawn(
+                    asyncio.to_thread(
+                        self._gateway.audit_failure,
+                        self._source,
+                        account,
+                        status_code=401,
+                        detail={"reason": "credential not proven", "peer": self._peer},
+                    )
+                )
 
     def close(self) -> None:
         if self._conn is not None:

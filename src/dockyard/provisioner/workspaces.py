@@ -39,7 +39,9 @@ class Loaded:
 def _visible(actor: Actor, workspace: Workspace) -> bool:
     if not (actor.is_owner or workspace.owner_id == actor.user_id):
         return False
-    return actor.allows(workspace.id, workspace.name, workspace.template_id, workspace.template.name)
+    return actor.allows_workspace(
+        workspace.id, workspace.name, template_id=workspace.template_id, template_name=workspace.template.name
+    )
 
 
 def get(db: Session, actor: Actor, ref: str) -> Workspace:

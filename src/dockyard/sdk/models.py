@@ -156,6 +156,20 @@ class LoginResponse(BaseModel):
 # --- tokens --------------------------------------------------------------------------------------------------
 
 
+ALLOW_KINDS = ("template", "workspace")
+
+
+def allow_entry_problem(entry: str) -> str | None:
+    """Why an allow-list entry is invalid, or None. An entry names its kind, so that a token limited to the
+    template `sandbox` never covers a workspace that merely has that name."""
+    kind, separator, value = entry.partition(":")
+    if not separator or kind not in ALLOW_KINDS:
+        return f"{entry[:80]!r} must name its kind: template:NAME or workspace:NAME (or an id)"
+    if not 1 <= len(value) <= 64:
+        return f"{entry[:80]!r}: the {kind} name or id must be 1 to 64 characters"
+    return None
+
+
 def _check_lifetime(value: str) -> str:
     seconds = parse_duration(value).total_seconds()
     if seconds < 60:
@@ -171,7 +185,9 @@ class CreateTokenRequest(Request):
     scopes: list[Scope] = Field(default_factory=lambda: [Scope.ALL], min_length=1)
     allow_list: list[str] = Field(
         default_factory=list,
-        description="Template or workspace names/ids this token may touch; empty means no restriction.",
+        description="What this token may touch, each entry naming its kind: `template:NAME`, "
+        "`template:ID`, `workspace:NAME` or `workspace:ID` (a template entry covers the workspaces made "
+        "from it). Empty means no restriction.",
         max_length=100,
     )
 
@@ -184,8 +200,9 @@ class CreateTokenRequest(Request):
     @classmethod
     def _allow_list(cls, value: list[str]) -> list[str]:
         for item in value:
-            if not 1 <= len(item) <= 64:
-                raise ValueError(f"{item!r} is not a template or workspace name or id")
+            problem = allow_entry_problem(item)
+            if problem:
+                raise ValueError(problem)
         return value
 
 
@@ -769,6 +786,9 @@ class SshCertificateRequest(Request):
 
 class SshCertificate(BaseModel):
     certificate: str = Field(description="OpenSSH user certificate (`…-cert.pub` content).")
+    serial: int = Field(
+        0, description="The certificate's serial, unique per certificate (0 from older servers)."
+    )
     principals: list[str]
     valid_before: datetime
     ca_public_key: str

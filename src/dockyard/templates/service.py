@@ -133,7 +133,7 @@ catalog = Catalog()
 
 
 def visible(actor: Actor, listed: list[wire.Template]) -> list[wire.Template]:
-    return [t for t in listed if actor.allows(t.id, t.name)]
+    return [t for t in listed if actor.allows_template(t.id, t.name)]
 
 
 def versions(db: Session, template: Template) -> list[TemplateVersion]:

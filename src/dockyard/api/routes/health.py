@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -7,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard import __version__
 from dockyard.api.deps import PUBLIC, DbSession
+from dockyard.errors import Unauthorized
 from dockyard.sdk.models import BuildInfo, Health
 
 router = APIRouter()
@@ -24,7 +27,17 @@ def healthz(db: DbSession, response: Response) -> Health:
 
 
 @router.get("/metrics", dependencies=[PUBLIC], tags=["health"], response_class=Response)
-def metrics() -> Response:
+def metrics(request: Request) -> Response:
+    """Prometheus metrics; with `--metrics-token`, only for `Authorization: Bearer <that token>` (a scraper's
+    secret, not an API token: a scraper needs no user)."""
+    wanted: str = request.app.state.settings.metrics_token
+    if wanted:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), wanted.encode()):
+            raise Unauthorized(
+                "The metrics endpoint needs the metrics token.",
+                detail="Send `Authorization: Bearer <token>` with the server's --metrics-token.",
+            )
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

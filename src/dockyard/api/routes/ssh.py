@@ -9,9 +9,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, WebSocket, status
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketDisconnect
 
 from dockyard.accounts.actor import Actor
-from dockyard.api.deps import AUTHENTICATED, DbSession, UserParam, WorkspaceParam, scoped
+from dockyard.api.deps import AUTHENTICATED, DbSession, UserParam, WorkspaceParam, client_ip, scoped
 from dockyard.gateway import ca, keys
 from dockyard.gateway.server import Gateway
 from dockyard.sdk import models as wire
@@ -91,7 +92,9 @@ async def ssh_over_websocket(
     db.close()
     await websocket.accept()
     ours, theirs = socket.socketpair()
-    serving = asyncio.ensure_future(gateway.serve_socket(theirs, workspace_id=workspace_id))
+    serving = asyncio.ensure_future(
+        gateway.serve_socket(theirs, workspace_id=workspace_id, source=client_ip(websocket))
+    )
     reader, writer = await asyncio.open_connection(sock=ours)
 
     try:
@@ -107,5 +110,6 @@ async def ssh_over_websocket(
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(serving, CLOSE_GRACE)
         theirs.close()
-    with contextlib.suppress(RuntimeError):
+    # The client may have closed first.
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await websocket.close()

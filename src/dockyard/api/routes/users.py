@@ -1,42 +1,94 @@
 from __future__ import annotations
 
+import asyncio
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
+from dockyard.accounts.limits import AuthLimiter
 from dockyard.api.deps import AUTHENTICATED, PUBLIC, SESSION_COOKIE, DbSession, UserParam, client_ip, scoped
-from dockyard.errors import Forbidden
+from dockyard.api.origins import CSRF_COOKIE, csrf_token_for
+from dockyard.errors import Forbidden, TooManyRequests, Unauthorized
 from dockyard.sdk import models as wire
 from dockyard.sdk.models import Scope
 
 router = APIRouter(prefix="/api/v2/users", tags=["users"])
 
 
+def _secure_cookies(request: Request) -> bool:
+    # Behind a proxy that ends TLS the request looks like http; --access-url says what users see.
+    access_url: str = request.app.state.settings.access_url
+    return request.url.scheme == "https" or access_url.startswith("https://")
+
+
 @router.post("/login", dependencies=[PUBLIC])
-def login(body: wire.LoginRequest, db: DbSession, request: Request, response: Response) -> wire.LoginResponse:
-    user, key, token = users.login(db, body, ip=client_ip(request))
+async def login(
+    body: wire.LoginRequest, db: DbSession, request: Request, response: Response
+) -> wire.LoginResponse:
+    """Password login. Repeated failures are slowed, then refused with 429 (accounts/limits.py)."""
+    ip = client_ip(request)
+    limiter: AuthLimiter = request.app.state.auth_limiter
+    # Keyed by the name as typed, whether or not such a user exists: unknown names behave the same.
+    account = body.username.lower()
+    verdict = limiter.check(source=ip, account=account)
+    if verdict.refused:
+        if verdict.announce:
+            await run_in_threadpool(
+                users.record_refused_login,
+                db,
+                body.username,
+                ip=ip,
+                reason=verdict.reason,
+                retry_after=verdict.retry_after,
+            )
+        seconds = max(1, math.ceil(verdict.retry_after))
+        raise TooManyRequests(
+            "Too many failed logins; try again later.",
+            retry_after=seconds,
+            detail=f"Wait {seconds} s (see Retry-After) before the next attempt.",
+        )
+    if verdict.delay:
+        await asyncio.sleep(verdict.delay)
+    try:
+        user, key, token = await run_in_threadpool(users.login, db, body, ip=ip)
+    except Unauthorized:
+        limiter.failed(source=ip, account=account)
+        raise
+    limiter.succeeded(source=ip, account=account)
+    max_age = int(users.SESSION_LIFETIME.total_seconds())
+    secure = _secure_cookies(request)
+    # HttpOnly: page scripts (an injected one included) never read the session; Lax: other sites' forms and
+    # subresources go without it (the Origin and CSRF checks in api/origins.py cover same-site pages).
+    response.set_cookie(SESSION_COOKIE, key, httponly=True, samesite="lax", secure=secure, max_age=max_age)
+    # Readable by the dashboard's scripts, which echo it as X-CSRF-Token; useless without the session.
     response.set_cookie(
-        SESSION_COOKIE,
-        key,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        max_age=int(users.SESSION_LIFETIME.total_seconds()),
+        CSRF_COOKIE,
+        csrf_token_for(key, request.app.state.csrf_key),
+        httponly=False,
+        samesite="strict",
+        secure=secure,
+        max_age=max_age,
     )
     return wire.LoginResponse(token=key, expires_at=token.expires_at, user=users.to_wire(user))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)], response: Response) -> None:
+def logout(
+    db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)], request: Request, response: Response
+) -> None:
     """Ends the current session: revokes the token this request used if it came from a password login."""
     if actor.token_id:
         user = users.get(db, actor, "me")
         token = tokens.get(db, user, actor.token_id)
         if token.login_type == "password":
             tokens.revoke(db, actor, token)
-    response.delete_cookie(SESSION_COOKIE)
+    secure = _secure_cookies(request)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax", secure=secure)
+    response.delete_cookie(CSRF_COOKIE, samesite="strict", secure=secure)
 
 
 @router.get("")

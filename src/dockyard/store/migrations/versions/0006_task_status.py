@@ -1,7 +1,7 @@
 """task status
 
-Revision ID: 0005_task_status
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-03 08:45:00.000000
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import dockyard.store.types
 
-revision: str = "0005_task_status"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
