@@ -165,22 +165,29 @@ def test_field_errors_still_name_the_field_without_a_content_type(bh: Harness) -
 
 def test_a_cookie_session_still_needs_a_json_content_type(bh: Harness) -> None:
     # A page on another origin can post a form with the user's cookie; it cannot set a JSON content type
-    # without CORS, nor an Authorization header, so relabelling is for bearer requests only.
+    # without CORS, nor an Authorization header, so relabelling is for bearer requests only. The cross-site
+    # check refuses such a page first; a same-origin page with the CSRF token still needs the JSON type.
     login = bh.http().post("/api/v2/users/login", json={"username": "admin", "password": _admin_password(bh)})
     assert login.status_code == 200, login.text
     client = bh.http()
     client.cookies.set("dockyard_session", login.cookies["dockyard_session"])
+    same_origin = {"Origin": "http://testserver", "X-CSRF-Token": login.cookies["dockyard_csrf"]}
 
+    foreign = client.post(
+        "/api/v2/workspaces",
+        content=json.dumps(BRIEF_BODY),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.test"},
+    )
+    assert foreign.status_code == 403
     refused = client.post(
         "/api/v2/workspaces",
         content=json.dumps(BRIEF_BODY),
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        headers={"Content-Type": "application/x-www-form-urlencoded", **same_origin},
     )
-
     assert refused.status_code == 422
     assert refused.json()["validations"][0]["field"] == "body"
     assert bh.admin.list_workspaces().workspaces == []
-    accepted = client.post("/api/v2/workspaces", json=BRIEF_BODY)
+    accepted = client.post("/api/v2/workspaces", json=BRIEF_BODY, headers=same_origin)
     assert accepted.status_code == 201, accepted.text
 
 

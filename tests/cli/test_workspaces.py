@@ -263,7 +263,7 @@ def test_list_table(logged_in: Cli, h: Harness, golden: Golden) -> None:
     _fleet(h)
     golden("workspaces_list", logged_in, "list")
     everyone = logged_in.ok("list", "--all").stdout.splitlines()
-    assert everyone[0].split() == ["NAME", "OWNER", "TEMPLATE", "STATUS", "LAST", "BUILD", "TTL"]
+    assert everyone[0].split() == ["NAME", "OWNER", "TEMPLATE", "STATUS", "TASK", "LAST", "BUILD", "TTL"]
     assert [line.split()[:2] for line in everyone[1:]] == [
         ["hers", "alice"], ["busy", "admin"], ["idle", "admin"], ["old", "admin"],
     ]  # fmt: skip

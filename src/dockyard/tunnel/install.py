@@ -30,6 +30,8 @@ def install_agent(agent_dir: Path) -> Path:
     stale or foreign file is ignored, and any other Python compiles the source as before.
     """
     agent_dir.mkdir(parents=True, exist_ok=True)
+    # Workspace users read the agent through their mount: set, not left to the umask (which may be 000 or 077).
+    os.chmod(agent_dir, 0o755)  # noqa: S103 - read by workspace users; the data dir around it is 0700
     # The mount point of each workspace's private link folder (tunnel/links.py): it must exist in this
     # read-only mount before a container can be started with the link mounted inside it.
     (agent_dir / "link").mkdir(exist_ok=True)
