@@ -101,20 +101,38 @@ def _agent_state(agent: m.WorkspaceAgent | None) -> str:
 
 
 def wait_ready(
-    client: Client, workspace: m.Workspace, *, ref: str, timeout: float, strict: bool
+    client: Client,
+    workspace: m.Workspace,
+    *,
+    ref: str,
+    timeout: float,
+    strict: bool,
+    whole_script: bool = False,
 ) -> m.Workspace:
     """Wait until the running workspace's agent has connected and finished its startup script.
 
-    A failed or timed-out startup script prints the end of its output; with `strict` it is then an error (exit
-    1), otherwise a warning (an SSH session is how one repairs a startup script).
+    With `whole_script` all of the startup script's output is shown (the agent may have finished before this
+    is called, right after the build), otherwise only what it writes from now on. A failed or timed-out startup
+    script prints the end of its output; with `strict` it is then an error (exit 1), otherwise a warning (an SSH
+    session is how one repairs a startup script).
     """
     deadline = time.monotonic() + timeout
     build_id = workspace.latest_build.id
-    seen = client.build_logs(build_id)
-    cursor = seen[-1].id if seen else 0
+    cursor = 0
+    if not whole_script:
+        seen = client.build_logs(build_id)
+        cursor = seen[-1].id if seen else 0
     current = workspace
     try:
         with _AgentProgress(workspace.name) as shown:
+
+            def show_new_lines() -> None:
+                nonlocal cursor
+                for line in client.build_logs(build_id, after=cursor):
+                    cursor = line.id
+                    if line.stage == _STARTUP_STAGE:
+                        shown.log(line)
+
             while current.agent is None or current.agent.lifecycle not in _SETTLED:
                 if current.status is not m.WorkspaceStatus.RUNNING:
                     raise CliError(
@@ -123,10 +141,7 @@ def wait_ready(
                         hint=f"see its builds with `dockyard builds {ref}`",
                     )
                 shown.change(_agent_state(current.agent))
-                for line in client.build_logs(build_id, after=cursor):
-                    cursor = line.id
-                    if line.stage == _STARTUP_STAGE:
-                        shown.log(line)
+                show_new_lines()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise CliError(
@@ -137,6 +152,8 @@ def wait_ready(
                 current = client.get_workspace(
                     workspace.id, wait="ready", timeout=max(0.1, min(_POLL_SECONDS, remaining))
                 )
+            if whole_script and current.agent.lifecycle is m.AgentLifecycle.READY:
+                show_new_lines()
     except KeyboardInterrupt:
         output.message("Stopped waiting for the agent.")
         raise typer.Exit(130) from None
@@ -174,7 +191,8 @@ def ensure_running(
     current = workspace
     if current.latest_build.status in progress.ACTIVE and wait:
         current = progress.wait(client, current, current.latest_build, ref=ref, timeout=timeout)
-    if current.status in _STARTABLE:
+    started_now = current.status in _STARTABLE
+    if started_now:
         build = client.start_workspace(current.id)
         output.message(f"Starting {ref} (build #{build.number})")
         if not wait:
@@ -185,7 +203,7 @@ def ensure_running(
     if current.status is not m.WorkspaceStatus.RUNNING:
         raise CliError(f"{ref} is {current.status.value}", detail=current.status_reason)
     remaining = max(1.0, timeout - (time.monotonic() - started))
-    return wait_ready(client, current, ref=ref, timeout=remaining, strict=False)
+    return wait_ready(client, current, ref=ref, timeout=remaining, strict=False, whole_script=started_now)
 
 
 # --- exec ------------------------------------------------------------------------------------------------------

@@ -98,6 +98,7 @@ def create(
                 ref=created.name,
                 timeout=max(1.0, limit - (time.monotonic() - started)),
                 strict=True,
+                whole_script=True,
             )
         else:
             final = created
