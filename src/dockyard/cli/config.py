@@ -12,9 +12,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard.cli.errors import CliError, not_logged_in
-from dockyard.sdk import Client, ConnectionFailed
+
+if TYPE_CHECKING:
+    # The SDK (httpx, pydantic) is imported when a client is made: `ssh --stdio` reads credentials without it.
+    from dockyard.sdk import Client
 
 ENV_URL = "DOCKYARD_URL"
 ENV_TOKEN = "DOCKYARD_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -27,6 +31,8 @@ class Credentials:
 
 
 def _default_client(url: str, token: str | None) -> Client:
+    from dockyard.sdk import Client  # see the TYPE_CHECKING import
+
     return Client(url, token)
 
 
@@ -105,6 +111,8 @@ def credentials() -> Credentials:
 @contextmanager
 def connect(url: str, token: str | None) -> Iterator[Client]:
     """A client for `url`; an unreachable server becomes a `CliError` naming the URL."""
+    from dockyard.sdk import ConnectionFailed  # see the TYPE_CHECKING import
+
     client = client_factory(url, token)
     try:
         yield client

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,8 +26,14 @@ from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard.cli.render import log_text, seconds_text
 from dockyard.sdk import ApiError, Client, ConnectionFailed
 from dockyard.sdk import models as m
-from dockyard.sdk.streams import CHUNK, STDOUT, Exited, Output, StreamClosed, splice
+from dockyard.sdk.lazy import load_later
 from dockyard.units import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from dockyard.sdk import streams
+else:
+    # websockets loads with the first stream: `dockyard list` and `--help` import this module too.
+    streams = load_later("dockyard.sdk.streams")
 
 WorkspaceArg = Annotated[
     str, typer.Argument(metavar="NAME", help="Workspace: your workspace's name, owner/name, or an id.")
@@ -223,7 +229,7 @@ def _environment(pairs: Sequence[str] | None) -> dict[str, str] | None:
     return values or None
 
 
-def _exit_status(exited: Exited) -> int:
+def _exit_status(exited: streams.Exited) -> int:
     """The status a shell would report: the exit code, or 128 + the number of the signal that ended it."""
     if exited.exit_code is not None:
         return exited.exit_code
@@ -238,7 +244,7 @@ def _exit_status(exited: Exited) -> int:
 def _read_stdin() -> bytes:
     stream = sys.stdin.buffer
     read1 = getattr(stream, "read1", None)
-    return bytes(read1(CHUNK) if read1 is not None else stream.read(CHUNK))
+    return bytes(read1(streams.CHUNK) if read1 is not None else stream.read(streams.CHUNK))
 
 
 def _forward_stdin(proc_write: Callable[[bytes], None], close: Callable[[], None]) -> None:
@@ -246,7 +252,7 @@ def _forward_stdin(proc_write: Callable[[bytes], None], close: Callable[[], None
         while data := _read_stdin():
             proc_write(data)
         close()
-    except (OSError, ValueError, StreamClosed, ApiError, ConnectionFailed):
+    except (OSError, ValueError, streams.StreamClosed, ApiError, ConnectionFailed):
         # The command has exited or the stream ended: whatever stdin had left is not wanted.
         pass
 
@@ -331,10 +337,10 @@ def _stream(client: Client, target: str, request: m.ExecRequest, *, piped: bool)
                 interrupted = True
                 proc.signal("INT")
                 continue
-            except StreamClosed as exc:
+            except streams.StreamClosed as exc:
                 raise CliError(str(exc)) from None
-            if isinstance(event, Output):
-                sink = sys.stdout.buffer if event.stream == STDOUT else sys.stderr.buffer
+            if isinstance(event, streams.Output):
+                sink = sys.stdout.buffer if event.stream == streams.STDOUT else sys.stderr.buffer
                 sink.write(event.data)
                 sink.flush()
                 continue
@@ -401,12 +407,23 @@ def ssh(
         bool, typer.Option("--wait/--no-wait", help="Wait until the workspace runs and its agent is ready.")
     ] = True,
     timeout: Annotated[str, typer.Option("--timeout", help="How long to wait at most, e.g. 30m.")] = "30m",
+    host_prefix: Annotated[
+        str,
+        typer.Option(
+            "--host-prefix",
+            help="With --stdio: NAME is a host name (`%h` in ssh_config) starting with this, as config-ssh writes.",
+        ),
+    ] = "",
 ) -> None:
     """Open an SSH session to a workspace (starting it when stopped), with OpenSSH's own client."""
     if stdio:
         if command:
             raise CliError("--stdio takes no command")
-        _stdio(workspace)
+        # The program's entry point runs this without importing the CLI (`cli/proxy.py`); this is the same
+        # command reached through Typer, e.g. with --debug.
+        from dockyard.cli import proxy
+
+        _stdio(proxy.workspace_ref(workspace, host_prefix))
         return
     limit = _seconds(timeout, "--timeout", unit=3600)
     if shutil.which("ssh") is None:
@@ -449,4 +466,4 @@ def _stdio(ref: str) -> None:
                 target=_renew_quietly, args=(credentials,), name="dockyard-ssh-cert", daemon=True
             ).start()
         with tunnel:
-            splice(tunnel, lambda: os.read(0, CHUNK), _write_stdout)
+            streams.splice(tunnel, lambda: os.read(0, streams.CHUNK), _write_stdout)

@@ -15,20 +15,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes as SSHPublicKeyTypes
 
 from dockyard.cli import config, output
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import Column, OutputFormat, OutputOption
 from dockyard.sdk import Client
 from dockyard.sdk import models as m
+from dockyard.sdk.lazy import load_later
 from dockyard.units import parse_duration
+
+if TYPE_CHECKING:
+    from cryptography import exceptions as crypto_errors
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes as SSHPublicKeyTypes
+else:
+    # cryptography loads when a key or certificate is read: most commands never touch one.
+    crypto_errors = load_later("cryptography.exceptions")
+    serialization = load_later("cryptography.hazmat.primitives.serialization")
+    ed25519 = load_later("cryptography.hazmat.primitives.asymmetric.ed25519")
 
 if sys.platform != "win32":
     import fcntl
@@ -101,7 +109,7 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _generate(files: KeyFiles) -> None:
-    key = Ed25519PrivateKey.generate()
+    key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
@@ -135,7 +143,7 @@ def parse_certificate(line: str) -> CertificateInfo:
     """The fields of an OpenSSH certificate line, to check it locally before using it."""
     try:
         certificate = serialization.load_ssh_public_identity(line.strip().encode())
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, crypto_errors.UnsupportedAlgorithm) as exc:
         raise ValueError(f"not an OpenSSH certificate: {exc}") from exc
     if not isinstance(certificate, serialization.SSHCertificate):
         raise ValueError("not an OpenSSH certificate: a plain public key")
@@ -161,7 +169,7 @@ def certificate_usable(files: KeyFiles, *, ca_public_key: str | None, margin: ti
         info = parse_certificate(files.certificate.read_text())
         ours = _public_key(files.public_key.read_text())
         ca = _public_key(ca_public_key) if ca_public_key else info.ca_key
-    except (OSError, ValueError, UnsupportedAlgorithm):
+    except (OSError, ValueError, crypto_errors.UnsupportedAlgorithm):
         return False
     now = datetime.now(UTC)
     return (

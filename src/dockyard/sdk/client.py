@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -25,8 +25,14 @@ from pydantic import BaseModel, TypeAdapter
 
 from dockyard import __version__
 from dockyard.sdk import models as m
-from dockyard.sdk import streams
 from dockyard.sdk.errors import ApiError, ConnectionFailed
+from dockyard.sdk.lazy import load_later
+
+if TYPE_CHECKING:
+    from dockyard.sdk import streams
+else:
+    # websockets loads when a stream is first opened: a REST call never needs it.
+    streams = load_later("dockyard.sdk.streams")
 
 T = TypeVar("T")
 
