@@ -32,7 +32,7 @@ from dockyard.cli.errors import CliError
 # The server closes with 4000 + the HTTP status an error would have had (sdk.streams.CLOSE_STATUS_BASE).
 CLOSE_STATUS_BASE = 4000
 CHUNK = 256 * 1024
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEADER = 64 * 1024
 _CONNECT_TIMEOUT = 30.0
 # The certificate is renewed in the background when this little is left (as `connect._RENEW_WITHIN`).
@@ -275,6 +275,7 @@ def _unreachable(url: str, exc: OSError) -> CliError:
 
 def _workspace_id(credentials: config.Credentials, ref: str) -> str:
     """An `owner/name` resolved to its id (the WebSocket path names a workspace by id or your own name)."""
+    owner, _, name = ref.partition("/")
     import http.client  # only `owner/name` needs a REST call
 
     parts = urlsplit(credentials.url)
@@ -287,7 +288,7 @@ def _workspace_id(credentials: config.Credentials, ref: str) -> str:
     try:
         connection.request(
             "GET",
-            f"{parts.path.rstrip('/')}/api/v2/workspaces/{quote(ref, safe='')}",
+            f"{parts.path.rstrip('/')}/api/v2/users/{quote(owner, safe='')}/workspace/{quote(name, safe='')}",
             headers={
                 "Authorization": f"Bearer {credentials.token}",
                 "User-Agent": f"dockyard-cli/{__version__}",

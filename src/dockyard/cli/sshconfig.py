@@ -229,12 +229,12 @@ def config_ssh(
             f"not changing {path} without confirmation", hint="pass --yes, or --dry-run to see the change"
         )
     names: list[str] = []
+    block = ""
+    if not remove:
+        settings, names = _settings(prefix, options, dry_run=dry_run)
+        block = render_block(settings)
     try:
-        if remove:
-            after = remove_block(before)
-        else:
-            settings, names = _settings(prefix, options, dry_run=dry_run)
-            after = apply_block(before, render_block(settings))
+        after = remove_block(before) if remove else apply_block(before, block)
     except ValueError as exc:
         raise CliError(
             f"cannot update {path}: {exc}", hint="fix the markers by hand, then run this again"

@@ -24,19 +24,10 @@ from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import Column, OutputFormat, OutputOption
 from dockyard.sdk import Client
 from dockyard.sdk import models as m
-from dockyard.sdk.lazy import load_later
 from dockyard.units import parse_duration
 
 if TYPE_CHECKING:
-    from cryptography import exceptions as crypto_errors
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes as SSHPublicKeyTypes
-else:
-    # cryptography loads when a key or certificate is read: most commands never touch one.
-    crypto_errors = load_later("cryptography.exceptions")
-    serialization = load_later("cryptography.hazmat.primitives.serialization")
-    ed25519 = load_later("cryptography.hazmat.primitives.asymmetric.ed25519")
 
 if sys.platform != "win32":
     import fcntl
@@ -109,6 +100,10 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _generate(files: KeyFiles) -> None:
+    # cryptography is imported where a key or certificate is read: most commands never touch one.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
@@ -127,6 +122,8 @@ def ensure_key_pair(files: KeyFiles) -> None:
 
 def _openssh(key: SSHPublicKeyTypes) -> bytes:
     """`<algorithm> <base64>`, the form keys are compared in."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 
 
@@ -141,9 +138,12 @@ class CertificateInfo:
 
 def parse_certificate(line: str) -> CertificateInfo:
     """The fields of an OpenSSH certificate line, to check it locally before using it."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certificate = serialization.load_ssh_public_identity(line.strip().encode())
-    except (ValueError, crypto_errors.UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"not an OpenSSH certificate: {exc}") from exc
     if not isinstance(certificate, serialization.SSHCertificate):
         raise ValueError("not an OpenSSH certificate: a plain public key")
@@ -159,17 +159,21 @@ def parse_certificate(line: str) -> CertificateInfo:
 
 
 def _public_key(line: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return _openssh(serialization.load_ssh_public_key(line.strip().encode()))
 
 
 def certificate_usable(files: KeyFiles, *, ca_public_key: str | None, margin: timedelta) -> bool:
     """The certificate exists, certifies our key, is signed by `ca_public_key` (when given) and has at least
     `margin` left."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     try:
         info = parse_certificate(files.certificate.read_text())
         ours = _public_key(files.public_key.read_text())
         ca = _public_key(ca_public_key) if ca_public_key else info.ca_key
-    except (OSError, ValueError, crypto_errors.UnsupportedAlgorithm):
+    except (OSError, ValueError, UnsupportedAlgorithm):
         return False
     now = datetime.now(UTC)
     return (
