@@ -10,9 +10,8 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from dockyard.cli.errors import CliError, not_logged_in
 
@@ -24,8 +23,8 @@ ENV_URL = "DOCKYARD_URL"
 ENV_TOKEN = "DOCKYARD_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
-@dataclass(frozen=True)
-class Credentials:
+# A NamedTuple rather than a dataclass: `dataclasses` imports `inspect`, a good part of the ProxyCommand's start.
+class Credentials(NamedTuple):
     url: str
     token: str
 

@@ -16,18 +16,21 @@ import hashlib
 import json
 import os
 import socket
-import ssl
 import struct
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from dockyard import __version__
 from dockyard.cli import config
 from dockyard.cli.errors import CliError
+
+if TYPE_CHECKING:
+    import ssl
 
 # The server closes with 4000 + the HTTP status an error would have had (sdk.streams.CLOSE_STATUS_BASE).
 CLOSE_STATUS_BASE = 4000
@@ -83,6 +86,9 @@ def workspace_ref(host: str, prefix: str) -> str:
 
 
 def _ssl_context() -> ssl.SSLContext:
+    # Imported only for https: a plain loopback URL does not pay for OpenSSL's initialisation.
+    import ssl
+
     # The trust store httpx (and so the rest of the CLI) uses: SSL_CERT_FILE/SSL_CERT_DIR, else certifi's.
     cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
     if not cafile and not capath:
