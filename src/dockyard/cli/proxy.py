@@ -166,8 +166,20 @@ class WebSocket:
             self.sock.sendall(header + mask + masked)
 
     def recv(self) -> bytes:
-        """The next message's bytes; b"" once the server has closed normally. `Refused` for an error close."""
+        """The next bytes; b"" once the server has closed normally. `Refused` for an error close, `CliError` for
+        an error message (as `sdk.streams.ByteStream` reads them: JSON text, `{"type": "error"}`)."""
+        while True:
+            opcode, message = self._message()
+            if opcode is None:
+                return b""
+            if opcode == OP_TEXT:
+                _text_message(message)
+            elif message:
+                return message
+
+    def _message(self) -> tuple[int | None, bytes]:
         message = bytearray()
+        kind = OP_BINARY
         while True:
             first, second = self._read(2)
             opcode, final = first & 0x0F, first & 0x80
@@ -181,11 +193,13 @@ class WebSocket:
                 self.send(payload, opcode=OP_PONG)
             elif opcode == OP_CLOSE:
                 self._on_close(payload)
-                return b""
+                return None, b""
             elif opcode in (OP_BINARY, OP_TEXT, OP_CONTINUATION):
+                if opcode != OP_CONTINUATION:
+                    kind = opcode
                 message += payload
                 if final:
-                    return bytes(message)
+                    return kind, bytes(message)
 
     def _on_close(self, payload: bytes) -> None:
         code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
@@ -213,6 +227,16 @@ class WebSocket:
         self.closed = True
         with contextlib.suppress(OSError):  # already gone: nothing to tell it
             self.send(struct.pack("!H", code), opcode=OP_CLOSE)
+
+
+def _text_message(message: bytes) -> None:
+    """A text message on a byte stream is the server's JSON word about it; only an error matters here."""
+    try:
+        decoded = json.loads(message)
+    except ValueError:
+        raise CliError(f"the server sent a text message that is not JSON: {message[:80]!r}") from None
+    if isinstance(decoded, dict) and decoded.get("type") == "error":
+        raise CliError(str(decoded.get("error") or decoded.get("message") or decoded))
 
 
 def _mask(data: bytes, mask: bytes) -> bytes:
