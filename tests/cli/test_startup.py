@@ -67,6 +67,14 @@ def test_client_commands_import_nothing_of_the_server(args: tuple[str, ...], tmp
     assert names & NEEDLESS == set()
 
 
+def test_waiting_commands_load_rich_only_for_a_terminal(tmp_path: Path) -> None:
+    env = {"DOCKYARD_URL": f"http://127.0.0.1:{free_port()}", "DOCKYARD_TOKEN": "dy_x_y"}
+    names, code = imported("stop", "dev", tmp_path=tmp_path, env=env)
+    assert code == 1
+    assert "pydantic" in names
+    assert names & ({"rich"} | SERVER_LIBRARIES | NEEDLESS) == set()
+
+
 def test_the_proxy_command_imports_only_the_standard_library(tmp_path: Path) -> None:
     env = {"DOCKYARD_URL": f"http://127.0.0.1:{free_port()}", "DOCKYARD_TOKEN": "dy_x_y"}
     names, code = imported(

@@ -6,20 +6,18 @@ prints the end of its log, and a build left behind (a timeout, Ctrl-C) goes on w
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from datetime import timedelta
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import typer
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.text import Text
 
 from dockyard.cli import config, output
 from dockyard.cli.errors import CliError
@@ -28,6 +26,10 @@ from dockyard.sdk import ApiError, Client, ConnectionFailed
 from dockyard.sdk import models as m
 from dockyard.units import format_duration
 
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.live import Live
+
 ACTIVE = frozenset({m.BuildStatus.PENDING, m.BuildStatus.RUNNING, m.BuildStatus.CANCELING})
 # How often the workspace is read while its build runs, to show status changes; the build's end comes sooner,
 # with the log stream's end event.
@@ -35,6 +37,12 @@ _POLL_SECONDS = 0.5
 _LOG_TAIL = 20
 _STARTUP_STAGE = "startup_script"
 _LOG_WINDOW = 10
+# Settings that make Rich treat a non-tty as a terminal; without one of them, and stderr no tty, Rich is not loaded.
+_TERMINAL_SETTINGS = ("FORCE_TERMINAL", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def _maybe_terminal() -> bool:
+    return sys.stderr.isatty() or any(os.environ.get(name) for name in _TERMINAL_SETTINGS)
 
 
 class LiveStatus(ABC):
@@ -45,13 +53,19 @@ class LiveStatus(ABC):
         self.name = name
         self.started = time.monotonic()
         self.window: deque[str] = deque(maxlen=_LOG_WINDOW)
-        self.spinner = Spinner("dots")
-        console = Console(stderr=True, highlight=False)
-        self.live = (
-            Live(console=console, transient=True, get_renderable=self._render, refresh_per_second=8)
-            if console.is_terminal
-            else None
-        )
+        self.live: Live | None = None
+        if _maybe_terminal():
+            # Rich (a tenth of a second to import) only where something is drawn: a CI log never needs it.
+            from rich.console import Console
+            from rich.live import Live
+            from rich.spinner import Spinner
+
+            self.spinner = Spinner("dots")
+            console = Console(stderr=True, highlight=False)
+            if console.is_terminal:
+                self.live = Live(
+                    console=console, transient=True, get_renderable=self._render, refresh_per_second=8
+                )
 
     def __enter__(self) -> Self:
         if self.live is not None:
@@ -69,6 +83,9 @@ class LiveStatus(ABC):
         """The text next to the spinner."""
 
     def _render(self) -> RenderableType:
+        from rich.console import Group
+        from rich.text import Text
+
         elapsed = format_duration(timedelta(seconds=int(time.monotonic() - self.started)))
         self.spinner.update(text=Text(f"{self.label()} ({elapsed})"))
         lines = [Text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in self.window]
@@ -93,6 +110,8 @@ class _Progress(LiveStatus):
 
     def say(self, text: str) -> None:
         if self.live is not None:
+            from rich.text import Text
+
             self.live.console.print(Text(text), soft_wrap=True)
         else:
             output.message(text)
