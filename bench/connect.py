@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
-from tests.harness import manifest_yaml, tar_gz  # noqa: E402
-from tests.live import LiveServer, start_live_server, stop_live_server  # noqa: E402
+from bench.livesrv import LiveServer, start_live_server, stop_live_server, template_archive  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from dockyard.runtimes.images import build_base_image  # noqa: E402
@@ -172,9 +171,7 @@ def main() -> None:
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
         public = (folder / "id_ed25519.pub").read_text().strip()
         live.client.add_ssh_key("me", m.CreateSshKeyRequest(name="bench", public_key=public))
-        live.client.create_template(
-            tar_gz({"dockyard.yaml": manifest_yaml(name="sshd", image=SSHD_IMAGE, startup_script="")})
-        )
+        live.client.create_template(template_archive(name="sshd", image=SSHD_IMAGE, startup_script=""))
         ws = live.workspace("bench", template="sshd")
         live.client.write_file(ws.id, ".ssh/authorized_keys", (public + "\n").encode(), mode=0o600)
         setup = live.client.exec(ws.id, m.ExecRequest(command=SSHD_SETUP))

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -315,6 +318,47 @@ def test_logs_follow_and_watch(h: Harness) -> None:
         if event.status == m.WorkspaceStatus.STOPPED:
             break
     assert seen[-1] == m.WorkspaceStatus.STOPPED
+
+
+def test_log_follow_is_woken_by_new_lines_and_ends_with_the_build(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower gets each line and the end as they happen: with the fallback poll at a minute, only the
+    in-process wakeups can deliver them within seconds."""
+    from dockyard.api.routes import workspaces as routes
+    from dockyard.provisioner import logs
+
+    monkeypatch.setattr(routes, "POLL_SECONDS", 60.0)
+    fake = _fake(h)
+    h.template()
+    fake.gate.clear()  # the build waits in its first runtime call
+    ws = h.admin.create_workspace(m.CreateWorkspaceRequest(name="ws1", template="tmpl"))
+    build_id = ws.latest_build.id
+    got: queue.Queue[tuple[float, str | None]] = queue.Queue()
+
+    def follow() -> None:
+        for line in h.client(h.admin.token).follow_build_logs(build_id):
+            got.put((time.monotonic(), line.output))
+        got.put((time.monotonic(), None))
+
+    threading.Thread(target=follow, daemon=True).start()
+    # The lines the build wrote so far arrive first; then the stream waits.
+    time.sleep(1.0)
+    while not got.empty():
+        assert got.get()[1] is not None
+    appended = time.monotonic()
+    logs.append(h.app.state.sessions, build_id, "test", "a line from the test")
+    arrived, text = got.get(timeout=10)
+    assert text == "a line from the test"
+    assert arrived - appended < 5
+    released = time.monotonic()
+    fake.gate.set()
+    outputs = []
+    while (item := got.get(timeout=10))[1] is not None:
+        outputs.append(item[1])
+    assert item[0] - released < 5
+    assert outputs[-1] == "workspace ws1 is running at 10.0.0.2"
+    assert h.admin.get_build(build_id).status == m.BuildStatus.SUCCEEDED
 
 
 def test_doctor_reports_and_prunes_orphans(h: Harness) -> None:

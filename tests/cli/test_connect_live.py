@@ -107,11 +107,28 @@ def test_exec_unknown_workspace(user: User) -> None:
 
 
 def test_config_ssh_entries_work_with_openssh(user: User) -> None:
-    assert "Host dockyard.dev\n" in user.ssh_config.read_text()
+    assert "Host dockyard.*\n" in user.ssh_config.read_text()
     result = user.ssh("dockyard.dev", "echo hi; echo there >&2; exit 3")
     assert (result.returncode, result.stdout, result.stderr) == (3, b"hi\n", b"there\n")
     again = user.dockyard("config-ssh", "--ssh-config", str(user.ssh_config), "--yes", check=True)
     assert again.stderr == f"No changes to {user.ssh_config}\n".encode()
+
+
+def test_a_workspace_created_after_config_ssh_is_reachable(user: User) -> None:
+    written = user.ssh_config.read_text()
+    later = user.live.workspace("later")
+    user.live.client.write_file(later.id, "which.txt", b"the later one")
+    result = user.ssh("dockyard.later", "cat which.txt")
+    assert (result.returncode, result.stdout) == (0, b"the later one"), result.stderr
+    assert user.ssh_config.read_text() == written
+    # owner.name reaches the same workspace; a deleted one is refused by the server, not by a stale entry.
+    admin = user.live.client.me().username
+    assert user.ssh(f"dockyard.{admin}.later", "cat which.txt").stdout == b"the later one"
+    user.live.client.delete_workspace(later.id)
+    user.live.client.get_workspace(later.id, wait="done", timeout=60)
+    gone = user.ssh("dockyard.later", "true")
+    assert gone.returncode == 255
+    assert b"error: Workspace 'later' not found." in gone.stderr
 
 
 def test_ssh_stdin_and_a_terminal(user: User) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,8 +26,14 @@ from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard.cli.render import log_text, seconds_text
 from dockyard.sdk import ApiError, Client, ConnectionFailed
 from dockyard.sdk import models as m
-from dockyard.sdk.streams import CHUNK, STDOUT, Exited, Output, StreamClosed, splice
+from dockyard.sdk.lazy import load_later
 from dockyard.units import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from dockyard.sdk import streams
+else:
+    # websockets loads with the first stream: `dockyard list` and `--help` import this module too.
+    streams = load_later("dockyard.sdk.streams")
 
 WorkspaceArg = Annotated[
     str, typer.Argument(metavar="NAME", help="Workspace: your workspace's name, owner/name, or an id.")
@@ -101,20 +107,38 @@ def _agent_state(agent: m.WorkspaceAgent | None) -> str:
 
 
 def wait_ready(
-    client: Client, workspace: m.Workspace, *, ref: str, timeout: float, strict: bool
+    client: Client,
+    workspace: m.Workspace,
+    *,
+    ref: str,
+    timeout: float,
+    strict: bool,
+    whole_script: bool = False,
 ) -> m.Workspace:
     """Wait until the running workspace's agent has connected and finished its startup script.
 
-    A failed or timed-out startup script prints the end of its output; with `strict` it is then an error (exit
-    1), otherwise a warning (an SSH session is how one repairs a startup script).
+    With `whole_script` all of the startup script's output is shown (the agent may have finished before this
+    is called, right after the build), otherwise only what it writes from now on. A failed or timed-out startup
+    script prints the end of its output; with `strict` it is then an error (exit 1), otherwise a warning (an SSH
+    session is how one repairs a startup script).
     """
     deadline = time.monotonic() + timeout
     build_id = workspace.latest_build.id
-    seen = client.build_logs(build_id)
-    cursor = seen[-1].id if seen else 0
+    cursor = 0
+    if not whole_script:
+        seen = client.build_logs(build_id)
+        cursor = seen[-1].id if seen else 0
     current = workspace
     try:
         with _AgentProgress(workspace.name) as shown:
+
+            def show_new_lines() -> None:
+                nonlocal cursor
+                for line in client.build_logs(build_id, after=cursor):
+                    cursor = line.id
+                    if line.stage == _STARTUP_STAGE:
+                        shown.log(line)
+
             while current.agent is None or current.agent.lifecycle not in _SETTLED:
                 if current.status is not m.WorkspaceStatus.RUNNING:
                     raise CliError(
@@ -123,10 +147,7 @@ def wait_ready(
                         hint=f"see its builds with `dockyard builds {ref}`",
                     )
                 shown.change(_agent_state(current.agent))
-                for line in client.build_logs(build_id, after=cursor):
-                    cursor = line.id
-                    if line.stage == _STARTUP_STAGE:
-                        shown.log(line)
+                show_new_lines()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise CliError(
@@ -137,6 +158,8 @@ def wait_ready(
                 current = client.get_workspace(
                     workspace.id, wait="ready", timeout=max(0.1, min(_POLL_SECONDS, remaining))
                 )
+            if whole_script and current.agent.lifecycle is m.AgentLifecycle.READY:
+                show_new_lines()
     except KeyboardInterrupt:
         output.message("Stopped waiting for the agent.")
         raise typer.Exit(130) from None
@@ -174,7 +197,8 @@ def ensure_running(
     current = workspace
     if current.latest_build.status in progress.ACTIVE and wait:
         current = progress.wait(client, current, current.latest_build, ref=ref, timeout=timeout)
-    if current.status in _STARTABLE:
+    started_now = current.status in _STARTABLE
+    if started_now:
         build = client.start_workspace(current.id)
         output.message(f"Starting {ref} (build #{build.number})")
         if not wait:
@@ -185,7 +209,7 @@ def ensure_running(
     if current.status is not m.WorkspaceStatus.RUNNING:
         raise CliError(f"{ref} is {current.status.value}", detail=current.status_reason)
     remaining = max(1.0, timeout - (time.monotonic() - started))
-    return wait_ready(client, current, ref=ref, timeout=remaining, strict=False)
+    return wait_ready(client, current, ref=ref, timeout=remaining, strict=False, whole_script=started_now)
 
 
 # --- exec ------------------------------------------------------------------------------------------------------
@@ -205,7 +229,7 @@ def _environment(pairs: Sequence[str] | None) -> dict[str, str] | None:
     return values or None
 
 
-def _exit_status(exited: Exited) -> int:
+def _exit_status(exited: streams.Exited) -> int:
     """The status a shell would report: the exit code, or 128 + the number of the signal that ended it."""
     if exited.exit_code is not None:
         return exited.exit_code
@@ -220,7 +244,7 @@ def _exit_status(exited: Exited) -> int:
 def _read_stdin() -> bytes:
     stream = sys.stdin.buffer
     read1 = getattr(stream, "read1", None)
-    return bytes(read1(CHUNK) if read1 is not None else stream.read(CHUNK))
+    return bytes(read1(streams.CHUNK) if read1 is not None else stream.read(streams.CHUNK))
 
 
 def _forward_stdin(proc_write: Callable[[bytes], None], close: Callable[[], None]) -> None:
@@ -228,7 +252,7 @@ def _forward_stdin(proc_write: Callable[[bytes], None], close: Callable[[], None
         while data := _read_stdin():
             proc_write(data)
         close()
-    except (OSError, ValueError, StreamClosed, ApiError, ConnectionFailed):
+    except (OSError, ValueError, streams.StreamClosed, ApiError, ConnectionFailed):
         # The command has exited or the stream ended: whatever stdin had left is not wanted.
         pass
 
@@ -313,10 +337,10 @@ def _stream(client: Client, target: str, request: m.ExecRequest, *, piped: bool)
                 interrupted = True
                 proc.signal("INT")
                 continue
-            except StreamClosed as exc:
+            except streams.StreamClosed as exc:
                 raise CliError(str(exc)) from None
-            if isinstance(event, Output):
-                sink = sys.stdout.buffer if event.stream == STDOUT else sys.stderr.buffer
+            if isinstance(event, streams.Output):
+                sink = sys.stdout.buffer if event.stream == streams.STDOUT else sys.stderr.buffer
                 sink.write(event.data)
                 sink.flush()
                 continue
@@ -383,12 +407,23 @@ def ssh(
         bool, typer.Option("--wait/--no-wait", help="Wait until the workspace runs and its agent is ready.")
     ] = True,
     timeout: Annotated[str, typer.Option("--timeout", help="How long to wait at most, e.g. 30m.")] = "30m",
+    host_prefix: Annotated[
+        str,
+        typer.Option(
+            "--host-prefix",
+            help="With --stdio: NAME is a host name (`%h` in ssh_config) starting with this, as config-ssh writes.",
+        ),
+    ] = "",
 ) -> None:
     """Open an SSH session to a workspace (starting it when stopped), with OpenSSH's own client."""
     if stdio:
         if command:
             raise CliError("--stdio takes no command")
-        _stdio(workspace)
+        # The program's entry point runs this without importing the CLI (`cli/proxy.py`); this is the same
+        # command reached through Typer, e.g. with --debug.
+        from dockyard.cli import proxy
+
+        _stdio(proxy.workspace_ref(workspace, host_prefix))
         return
     limit = _seconds(timeout, "--timeout", unit=3600)
     if shutil.which("ssh") is None:
@@ -431,4 +466,4 @@ def _stdio(ref: str) -> None:
                 target=_renew_quietly, args=(credentials,), name="dockyard-ssh-cert", daemon=True
             ).start()
         with tunnel:
-            splice(tunnel, lambda: os.read(0, CHUNK), _write_stdout)
+            streams.splice(tunnel, lambda: os.read(0, streams.CHUNK), _write_stdout)

@@ -7,13 +7,15 @@ tell, and need not care, whether the CLI or the server rejected the input.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+if TYPE_CHECKING:
+    # pydantic and the wire models load with the first request; `ssh --stdio` raises CliError without them.
+    from pydantic import BaseModel, ValidationError
 
-from dockyard.sdk.models import ValidationDetail
+    from dockyard.sdk.models import ValidationDetail
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 # Union members add their type to an error's location ("default.str"); it means nothing to a user.
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}
@@ -41,6 +43,8 @@ def not_logged_in() -> CliError:
 
 def validations_of(exc: ValidationError, *, names: Mapping[str, str] | None = None) -> list[ValidationDetail]:
     """One `ValidationDetail` per field, named like the server names it (or by `names`, e.g. an option)."""
+    from dockyard.sdk.models import ValidationDetail  # see the TYPE_CHECKING import
+
     seen: set[str] = set()
     problems = []
     for error in exc.errors(include_url=False):
@@ -63,6 +67,8 @@ def build_request(model: type[M], *, names: Mapping[str, str], **fields: Any) ->
 
     None means "not given", so the model's default (the same one the server applies) is used.
     """
+    from pydantic import ValidationError  # see the TYPE_CHECKING import
+
     try:
         return model.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:

@@ -10,7 +10,7 @@ import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,7 +19,12 @@ from dockyard.cli.connect import WorkspaceArg
 from dockyard.cli.errors import CliError
 from dockyard.sdk import ApiError, Client, ConnectionFailed
 from dockyard.sdk import models as m
-from dockyard.sdk.streams import CHUNK, ByteStream, splice
+from dockyard.sdk.lazy import load_later
+
+if TYPE_CHECKING:
+    from dockyard.sdk import streams
+else:
+    streams = load_later("dockyard.sdk.streams")  # websockets loads with the first forwarded connection
 
 # --- port-forward ----------------------------------------------------------------------------------------------
 
@@ -78,8 +83,8 @@ class _Forwarder:
             _close(connection)
 
     @staticmethod
-    def _splice(stream: ByteStream, connection: socket.socket) -> None:
-        splice(stream, lambda: connection.recv(CHUNK), connection.sendall)
+    def _splice(stream: streams.ByteStream, connection: socket.socket) -> None:
+        streams.splice(stream, lambda: connection.recv(streams.CHUNK), connection.sendall)
 
     def close_all(self) -> None:
         with self.lock:

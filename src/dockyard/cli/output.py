@@ -12,15 +12,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console, RenderableType
-from rich.table import Table
-from rich.text import Text
 
 from dockyard.sdk.models import ValidationDetail
+
+if TYPE_CHECKING:
+    # Rich loads when a table is printed: messages, errors and JSON output never need it.
+    from rich.console import Console, RenderableType
+    from rich.table import Table
 
 T = TypeVar("T")
 _PIPE_WIDTH = 1000
@@ -45,6 +47,8 @@ class Column(Generic[T]):
 
 def console() -> Console:
     # Built per call, not at import, so that COLUMNS and NO_COLOR are read when the output is printed.
+    from rich.console import Console
+
     result = Console(highlight=False)
     if not result.is_terminal and "COLUMNS" not in os.environ:
         # A pipe has no width; cutting rows at Rich's default 80 columns would hide data from a script.
@@ -71,6 +75,9 @@ def print_json(value: BaseModel | Sequence[BaseModel]) -> None:
 
 
 def table(columns: Sequence[Column[T]], rows: Iterable[T]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     result = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
         result.add_column(column.header)
@@ -81,6 +88,9 @@ def table(columns: Sequence[Column[T]], rows: Iterable[T]) -> Table:
 
 def fields(pairs: Sequence[tuple[str, str]]) -> Table:
     """A two-column "LABEL  value" block for one object."""
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()

@@ -6,20 +6,18 @@ prints the end of its log, and a build left behind (a timeout, Ctrl-C) goes on w
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from datetime import timedelta
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import typer
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.text import Text
 
 from dockyard.cli import config, output
 from dockyard.cli.errors import CliError
@@ -28,12 +26,23 @@ from dockyard.sdk import ApiError, Client, ConnectionFailed
 from dockyard.sdk import models as m
 from dockyard.units import format_duration
 
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.live import Live
+
 ACTIVE = frozenset({m.BuildStatus.PENDING, m.BuildStatus.RUNNING, m.BuildStatus.CANCELING})
+# How often the workspace is read while its build runs, to show status changes; the build's end comes sooner,
+# with the log stream's end event.
 _POLL_SECONDS = 0.5
-# Once the build has ended the server closes the log stream within a poll; this only bounds a stuck one.
-_LOG_GRACE_SECONDS = 5.0
 _LOG_TAIL = 20
+_STARTUP_STAGE = "startup_script"
 _LOG_WINDOW = 10
+# Settings that make Rich treat a non-tty as a terminal; without one of them, and stderr no tty, Rich is not loaded.
+_TERMINAL_SETTINGS = ("FORCE_TERMINAL", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def _maybe_terminal() -> bool:
+    return sys.stderr.isatty() or any(os.environ.get(name) for name in _TERMINAL_SETTINGS)
 
 
 class LiveStatus(ABC):
@@ -44,13 +53,19 @@ class LiveStatus(ABC):
         self.name = name
         self.started = time.monotonic()
         self.window: deque[str] = deque(maxlen=_LOG_WINDOW)
-        self.spinner = Spinner("dots")
-        console = Console(stderr=True, highlight=False)
-        self.live = (
-            Live(console=console, transient=True, get_renderable=self._render, refresh_per_second=8)
-            if console.is_terminal
-            else None
-        )
+        self.live: Live | None = None
+        if _maybe_terminal():
+            # Rich (a tenth of a second to import) only where something is drawn: a CI log never needs it.
+            from rich.console import Console
+            from rich.live import Live
+            from rich.spinner import Spinner
+
+            self.spinner = Spinner("dots")
+            console = Console(stderr=True, highlight=False)
+            if console.is_terminal:
+                self.live = Live(
+                    console=console, transient=True, get_renderable=self._render, refresh_per_second=8
+                )
 
     def __enter__(self) -> Self:
         if self.live is not None:
@@ -68,6 +83,9 @@ class LiveStatus(ABC):
         """The text next to the spinner."""
 
     def _render(self) -> RenderableType:
+        from rich.console import Group
+        from rich.text import Text
+
         elapsed = format_duration(timedelta(seconds=int(time.monotonic() - self.started)))
         self.spinner.update(text=Text(f"{self.label()} ({elapsed})"))
         lines = [Text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in self.window]
@@ -92,6 +110,8 @@ class _Progress(LiveStatus):
 
     def say(self, text: str) -> None:
         if self.live is not None:
+            from rich.text import Text
+
             self.live.console.print(Text(text), soft_wrap=True)
         else:
             output.message(text)
@@ -115,8 +135,9 @@ _LogItem = m.BuildLogLine | ApiError | ConnectionFailed | None
 def _follow(credentials: config.Credentials, build_id: str, sink: queue.Queue[_LogItem]) -> None:
     """Stream a build's log into `sink`; None marks the end of the stream.
 
-    Runs in a thread with a client of its own: when waiting is given up the stream is left to end with the build
-    (or with the process), after the command has closed its own client.
+    The server ends the stream with the build (its `end` event), so a None after no error means the build has
+    ended. Runs in a thread with a client of its own: when waiting is given up the stream is left to end with the
+    build (or with the process), after the command has closed its own client.
     """
     client = config.client_factory(credentials.url, credentials.token)
     try:
@@ -129,18 +150,56 @@ def _follow(credentials: config.Credentials, build_id: str, sink: queue.Queue[_L
         sink.put(None)
 
 
-def _drain(lines: queue.Queue[_LogItem], progress: _Progress, *, seconds: float) -> None:
-    """Show the log lines that arrive within `seconds` (those already queued when it is 0)."""
-    until = time.monotonic() + seconds
-    while True:
-        try:
-            item = lines.get(timeout=max(0.0, until - time.monotonic()))
-        except queue.Empty:
-            return
+class _Log:
+    """The log lines `wait` has shown, and whether the stream told of the build's end."""
+
+    def __init__(self, lines: queue.Queue[_LogItem], progress: _Progress) -> None:
+        self.lines = lines
+        self.progress = progress
+        self.cursor = 0  # id of the last line shown
+        self.ended = False  # the stream closed after the build ended
+        self.broken = False  # the stream failed: the workspace is polled instead
+
+    def show(self, line: m.BuildLogLine) -> None:
+        if line.id > self.cursor:
+            self.cursor = line.id
+            # The startup script's output is the agent's, shown by whoever waits for the agent (`create`).
+            if line.stage != _STARTUP_STAGE:
+                self.progress.log(line)
+
+    def drain(self, *, seconds: float) -> None:
+        """Show the lines that arrive within `seconds`; return early when the stream ends."""
+        until = time.monotonic() + seconds
+        while not self.ended:
+            if self.broken:
+                time.sleep(max(0.0, until - time.monotonic()))
+                return
+            try:
+                item = self.lines.get(timeout=max(0.0, until - time.monotonic()))
+            except queue.Empty:
+                return
+            self._take(item)
+
+    def _take(self, item: _LogItem) -> None:
         if isinstance(item, m.BuildLogLine):
-            progress.log(item)
-        elif item is not None:
-            progress.say(f"warning: cannot follow the build log: {item}")
+            self.show(item)
+        elif item is None:
+            self.ended = True
+        else:
+            self.broken = True
+            self.progress.say(f"warning: cannot follow the build log: {item}")
+
+    def catch_up(self, client: Client, build_id: str) -> None:
+        """Show the lines not streamed yet, once the build has ended: asked for, not waited for."""
+        while not (self.ended or self.broken):
+            try:
+                item = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            self._take(item)
+        if not (self.ended or self.broken):
+            for line in client.build_logs(build_id, after=self.cursor):
+                self.show(line)
 
 
 def wait(
@@ -148,8 +207,10 @@ def wait(
 ) -> m.Workspace:
     """Show `build`'s progress until it ends and return the workspace then.
 
-    A failed or canceled build, or a timeout, is a `CliError` (exit 1). Ctrl-C stops waiting (exit 130) but
-    leaves the build running: it belongs to the server, not to this process.
+    Returns as soon as the log stream's end event says the build has ended (the workspace is polled meanwhile
+    only to show its status, and as the fallback when the stream fails). A failed or canceled build, or a
+    timeout, is a `CliError` (exit 1). Ctrl-C stops waiting (exit 130) but leaves the build running: it belongs
+    to the server, not to this process.
     """
     lines: queue.Queue[_LogItem] = queue.Queue()
     follower = threading.Thread(
@@ -159,6 +220,7 @@ def wait(
         daemon=True,
     )
     progress = _Progress(workspace.name)
+    log = _Log(lines, progress)
     deadline = time.monotonic() + timeout
     try:
         follower.start()
@@ -168,6 +230,10 @@ def wait(
                 latest = current.latest_build
                 if latest.id != build.id or latest.status not in ACTIVE:
                     break
+                if log.ended:
+                    # The end event and this read passed each other: the build's end is committed by now.
+                    log.ended = False
+                    log.broken = True
                 progress.change(current.status)
                 if time.monotonic() >= deadline:
                     raise CliError(
@@ -175,9 +241,8 @@ def wait(
                         f"{workspace.name} (still {current.status.value})",
                         hint=_follow_hint(build, ref),
                     )
-                _drain(lines, progress, seconds=_POLL_SECONDS)
-            follower.join(_LOG_GRACE_SECONDS)
-            _drain(lines, progress, seconds=0)
+                log.drain(seconds=min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            log.catch_up(client, build.id)
     except KeyboardInterrupt:
         output.message(f"Stopped waiting; {_follow_hint(build, ref)}.")
         raise typer.Exit(130) from None

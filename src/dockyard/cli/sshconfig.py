@@ -30,7 +30,7 @@ def dockyard_command() -> str:
     found = shutil.which("dockyard")
     if found is not None:
         return shlex.quote(os.path.abspath(found))
-    return f"{shlex.quote(sys.executable)} -c 'from dockyard.cli.main import main; main()'"
+    return f"{shlex.quote(sys.executable)} -c 'from dockyard.cli.entry import main; main()'"
 
 
 def ssh_path(path: Path) -> str:
@@ -54,63 +54,116 @@ class SshConfigSettings:
     known_hosts: Path
     certificate: Path
     identity: Path
+    options: tuple[str, ...] = ()  # "Key value" lines from --ssh-option
 
 
-def render_block(workspaces: Sequence[str], settings: SshConfigSettings) -> str:
-    """The marked block of ssh_config: one Host per workspace, then the options they share."""
-    lines = [
-        BLOCK_START,
-        f"# Written by `dockyard config-ssh` for {settings.server}; run it again to update this block.",
-        "# Changes inside the markers are overwritten.",
-    ]
-    for name in sorted(workspaces):
-        proxy = f"{settings.command} ssh --stdio {shlex.quote(name)}".replace("%", "%%")
-        lines += [f"Host {settings.prefix}{name}", f"  User {name}", f"  ProxyCommand {proxy}", ""]
-    lines += [
-        f"Host {settings.prefix}*",
-        f"  HostKeyAlias {settings.host_key_alias}",
-        f"  UserKnownHostsFile {ssh_path(settings.known_hosts)}",
-        "  StrictHostKeyChecking yes",
-        f"  CertificateFile {ssh_path(settings.certificate)}",
-        f"  IdentityFile {ssh_path(settings.identity)}",
-        "  IdentitiesOnly yes",
-        "  ServerAliveInterval 30",
-        BLOCK_END,
-    ]
-    return "\n".join(lines) + "\n"
+def render_block(settings: SshConfigSettings) -> str:
+    """The marked block of ssh_config: one wildcard Host for every workspace, now and later.
+
+    The ProxyCommand gets the host name (`%h`) and strips the prefix itself, so a workspace created after this
+    block was written is reachable without writing it again, and a deleted one leaves nothing behind. The
+    user's own options come first: ssh takes the first value it reads for an option.
+    """
+    proxy = f"{settings.command} ssh --stdio --host-prefix {shlex.quote(settings.prefix)}".replace("%", "%%")
+    return (
+        "\n".join(
+            [
+                BLOCK_START,
+                f"# Written by `dockyard config-ssh` for {settings.server}; run it again to update this block.",
+                "# Changes inside the markers are overwritten.",
+                f"Host {settings.prefix}*",
+                *(f"  {option}" for option in settings.options),
+                f"  ProxyCommand {proxy} %h",
+                f"  HostKeyAlias {settings.host_key_alias}",
+                f"  UserKnownHostsFile {ssh_path(settings.known_hosts)}",
+                "  StrictHostKeyChecking yes",
+                f"  CertificateFile {ssh_path(settings.certificate)}",
+                f"  IdentityFile {ssh_path(settings.identity)}",
+                "  IdentitiesOnly yes",
+                "  ServerAliveInterval 30",
+                BLOCK_END,
+            ]
+        )
+        + "\n"
+    )
+
+
+def parse_ssh_option(text: str) -> str:
+    """`Key=value` or `Key value` (as `ssh -o` takes them) as an ssh_config line; ValueError names the problem."""
+    key, value = _split_option(text.strip())
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key) or not value:
+        raise ValueError(f"{text!r} is not KEY=VALUE or KEY VALUE (e.g. ForwardAgent=no)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        # A newline would start a line of its own: an option, or a Host, the user never asked for.
+        raise ValueError(f"{text!r} holds a control character")
+    if key.lower() == "host" or key.lower() == "match":
+        raise ValueError(f"{text!r} would start a block of its own; only options go into the Dockyard block")
+    return f"{key} {value}"
+
+
+def _split_option(text: str) -> tuple[str, str]:
+    match = re.match(r"([^=\s]*)\s*(?:=\s*|\s+)(.*)$", text, re.DOTALL)
+    return (match.group(1), match.group(2).strip()) if match else (text, "")
+
+
+def remove_block(existing: str) -> str:
+    """`existing` without its marked block (and the blank line `apply_block` put before it)."""
+    lines = existing.splitlines(keepends=True)
+    starts, ends = _markers(lines)
+    if not starts:
+        return existing
+    before = "".join(lines[: starts[0]])
+    after = "".join(lines[ends[0] + 1 :])
+    if not after and before.endswith("\n\n"):
+        before = before[:-1]
+    return before + after
+
+
+def _markers(lines: list[str]) -> tuple[list[int], list[int]]:
+    starts = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == BLOCK_START]
+    ends = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == BLOCK_END]
+    if (starts or ends) and (len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]):
+        raise ValueError(
+            f"its Dockyard markers are out of order: {len(starts)} START and {len(ends)} END line(s)"
+        )
+    return starts, ends
 
 
 def apply_block(existing: str, block: str) -> str:
     """`existing` with its marked block replaced by `block` (or `block` appended); the rest byte for byte."""
     lines = existing.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == BLOCK_START]
-    ends = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == BLOCK_END]
-    if not starts and not ends:
+    starts, ends = _markers(lines)
+    if not starts:
         if not existing:
             return block
         return existing + ("" if existing.endswith("\n") else "\n") + "\n" + block
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise ValueError(
-            f"its Dockyard markers are out of order: {len(starts)} START and {len(ends)} END line(s)"
-        )
     return "".join(lines[: starts[0]]) + block + "".join(lines[ends[0] + 1 :])
 
 
 def _prefix(value: str) -> str:
-    if not value or re.search(r"[\s*?!,#\"]", value):
+    if not value or re.search(r"[\s*?!,#\"'%\\]", value):
         raise typer.BadParameter(
-            "must be non-empty, without spaces or ssh pattern characters", param_hint="--host-prefix"
+            "must be non-empty, without spaces or special characters", param_hint="--host-prefix"
         )
     return value
 
 
+def _ssh_options(values: Sequence[str] | None) -> tuple[str, ...]:
+    options, problems = [], []
+    for value in values or ():
+        try:
+            options.append(parse_ssh_option(value))
+        except ValueError as exc:
+            problems.append(m.ValidationDetail(field="--ssh-option", detail=str(exc)))
+    if problems:
+        raise CliError("Invalid request.", validations=problems)
+    return tuple(options)
+
+
 def _own_workspaces(client: Client) -> list[str]:
-    names: list[str] = []
-    while True:
-        page = client.list_workspaces(owner="me", limit=500, offset=len(names))
-        names += [w.name for w in page.workspaces if w.status is not m.WorkspaceStatus.DELETED]
-        if not page.workspaces or len(names) >= page.count:
-            return names
+    """Your workspaces' names now, for the hint only: the block itself names none."""
+    page = client.list_workspaces(owner="me", limit=20)
+    return sorted(w.name for w in page.workspaces if w.status is not m.WorkspaceStatus.DELETED)
 
 
 def _diff(before: str, after: str, path: Path) -> str:
@@ -144,13 +197,26 @@ def config_ssh(
     prefix: Annotated[
         str, typer.Option("--host-prefix", help="Host names are this + the workspace name.")
     ] = "dockyard.",
+    ssh_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ssh-option",
+            "-o",
+            metavar="KEY=VALUE",
+            help="An extra ssh_config option for the Dockyard hosts (ahead of Dockyard's own); repeat for more.",
+        ),
+    ] = None,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Remove the Dockyard block from the file instead.")
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the change as a diff and write nothing.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Write without asking.")] = False,
 ) -> None:
-    """Add a Host entry per workspace to your SSH config, for `ssh dockyard.NAME`, VS Code and JetBrains."""
+    """Add a `Host dockyard.*` entry to your SSH config, for `ssh dockyard.NAME`, VS Code and JetBrains."""
     prefix = _prefix(prefix)
+    options = _ssh_options(ssh_options)
     path = ssh_config if ssh_config is not None else Path.home() / ".ssh" / "config"
     try:
         # Bytes decoded as they are: text mode would turn CRLF into LF all through the user's file.
@@ -162,6 +228,44 @@ def config_ssh(
         raise CliError(
             f"not changing {path} without confirmation", hint="pass --yes, or --dry-run to see the change"
         )
+    names: list[str] = []
+    block = ""
+    if not remove:
+        settings, names = _settings(prefix, options, dry_run=dry_run)
+        block = render_block(settings)
+    try:
+        after = remove_block(before) if remove else apply_block(before, block)
+    except ValueError as exc:
+        raise CliError(
+            f"cannot update {path}: {exc}", hint="fix the markers by hand, then run this again"
+        ) from exc
+    if after == before:
+        output.message(f"No changes to {path}")
+        return
+    change = _diff(before, after, path)
+    if dry_run:
+        typer.echo(change, nl=False)
+        return
+    if not yes:
+        output.message(change.rstrip("\n"))
+        typer.confirm(f"Write these changes to {path}?", abort=True, err=True)
+    _write_config(path, after)
+    if remove:
+        output.message(f"Removed the Dockyard block from {path}")
+        return
+    output.message(f"Updated {path}: `ssh {prefix}NAME` reaches each of your workspaces, new ones too")
+    if names:
+        output.message(f"Connect with `ssh {prefix}{names[0]}`")
+    if os.environ.get(config.ENV_TOKEN) or os.environ.get(config.ENV_URL):
+        output.warning(
+            f"{config.ENV_URL}/{config.ENV_TOKEN} are set here; SSH clients run the ProxyCommand with their own "
+            "environment"
+        )
+
+
+def _settings(prefix: str, options: tuple[str, ...], *, dry_run: bool) -> tuple[SshConfigSettings, list[str]]:
+    """What the block needs from the server (the gateway's host key alias, a certificate), and your workspaces'
+    names for the hint."""
     credentials = config.credentials()
     with config.connect(credentials.url, credentials.token) as client:
         names = _own_workspaces(client)
@@ -178,30 +282,6 @@ def config_ssh(
         known_hosts=files.known_hosts,
         certificate=files.certificate,
         identity=files.private_key,
+        options=options,
     )
-    try:
-        after = apply_block(before, render_block(names, settings))
-    except ValueError as exc:
-        raise CliError(
-            f"cannot update {path}: {exc}", hint="fix the markers by hand, then run this again"
-        ) from exc
-    if after == before:
-        output.message(f"No changes to {path}")
-        return
-    change = _diff(before, after, path)
-    if dry_run:
-        typer.echo(change, nl=False)
-        return
-    if not yes:
-        output.message(change.rstrip("\n"))
-        typer.confirm(f"Write these changes to {path}?", abort=True, err=True)
-    _write_config(path, after)
-    hosts = ", ".join(f"{prefix}{name}" for name in sorted(names)) or "no workspaces yet"
-    output.message(f"Updated {path}: {hosts}")
-    if names:
-        output.message(f"Connect with `ssh {prefix}{sorted(names)[0]}`")
-    if os.environ.get(config.ENV_TOKEN) or os.environ.get(config.ENV_URL):
-        output.warning(
-            f"{config.ENV_URL}/{config.ENV_TOKEN} are set here; SSH clients run the ProxyCommand with their own "
-            "environment"
-        )
+    return settings, names

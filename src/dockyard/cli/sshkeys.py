@@ -15,13 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes as SSHPublicKeyTypes
 
 from dockyard.cli import config, output
 from dockyard.cli.errors import CliError, build_request
@@ -29,6 +25,9 @@ from dockyard.cli.output import Column, OutputFormat, OutputOption
 from dockyard.sdk import Client
 from dockyard.sdk import models as m
 from dockyard.units import parse_duration
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes as SSHPublicKeyTypes
 
 if sys.platform != "win32":
     import fcntl
@@ -101,7 +100,11 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _generate(files: KeyFiles) -> None:
-    key = Ed25519PrivateKey.generate()
+    # cryptography is imported where a key or certificate is read: most commands never touch one.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
@@ -119,6 +122,8 @@ def ensure_key_pair(files: KeyFiles) -> None:
 
 def _openssh(key: SSHPublicKeyTypes) -> bytes:
     """`<algorithm> <base64>`, the form keys are compared in."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 
 
@@ -133,6 +138,9 @@ class CertificateInfo:
 
 def parse_certificate(line: str) -> CertificateInfo:
     """The fields of an OpenSSH certificate line, to check it locally before using it."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certificate = serialization.load_ssh_public_identity(line.strip().encode())
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -151,12 +159,16 @@ def parse_certificate(line: str) -> CertificateInfo:
 
 
 def _public_key(line: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return _openssh(serialization.load_ssh_public_key(line.strip().encode()))
 
 
 def certificate_usable(files: KeyFiles, *, ca_public_key: str | None, margin: timedelta) -> bool:
     """The certificate exists, certifies our key, is signed by `ca_public_key` (when given) and has at least
     `margin` left."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     try:
         info = parse_certificate(files.certificate.read_text())
         ours = _public_key(files.public_key.read_text())

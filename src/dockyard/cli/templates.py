@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dockyard.cli import config, manifest, output
+from dockyard.cli import config, output
 from dockyard.cli.output import Column, OutputFormat, OutputOption
 from dockyard.sdk import ApiError, Client
 from dockyard.sdk import models as m
@@ -33,6 +33,8 @@ def push(
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Create a template from a folder, or push the folder as the template's next version."""
+    from dockyard.cli import manifest  # YAML loads only for a push
+
     parsed = manifest.check(folder)
     template_name = name or parsed.name
     with config.session() as client:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from dockyard.cli import config, connect, output, progress, render
 from dockyard.cli.errors import CliError, build_request
@@ -98,6 +97,7 @@ def create(
                 ref=created.name,
                 timeout=max(1.0, limit - (time.monotonic() - started)),
                 strict=True,
+                whole_script=True,
             )
         else:
             final = created
@@ -128,6 +128,8 @@ def _parameter_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from exc
+    import yaml  # only --param-file needs it, and it costs every command its import
+
     try:
         # BaseLoader keeps every scalar a string, as --param does: YAML's own typing would read a branch
         # named 1.10 as the number 1.1 before the server could type it by the parameter's declaration.

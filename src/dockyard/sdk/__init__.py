@@ -6,43 +6,67 @@
     with client.create("ai-agent-sandbox", ttl="1h") as ws:
         print(ws.exec("uname -a").stdout)
 
-See docs/SDK.md for the whole surface.
+See docs/SDK.md for the whole surface. Names load on first use: a program that only reads credentials
+(`dockyard.sdk.credentials`, the ProxyCommand) never pays for httpx and pydantic.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
-from dockyard.sdk.client import Client, pack_template
-from dockyard.sdk.errors import (
-    ApiError,
-    BadRequest,
-    BuildFailed,
-    Conflict,
-    ConnectionFailed,
-    DockyardSdkError,
-    Forbidden,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    ServerError,
-    Timeout,
-    Unauthorized,
-    ValidationError,
-)
-from dockyard.sdk.models import ExecResult
-from dockyard.sdk.workspace import Files, Process, Workspace
+import importlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dockyard.sdk.aio import AsyncClient, AsyncProcess, AsyncWorkspace
+    from dockyard.sdk.client import Client, pack_template
+    from dockyard.sdk.errors import (
+        ApiError,
+        BadRequest,
+        BuildFailed,
+        Conflict,
+        ConnectionFailed,
+        DockyardSdkError,
+        Forbidden,
+        NotFound,
+        PayloadTooLarge,
+        RateLimited,
+        ServerError,
+        Timeout,
+        Unauthorized,
+        ValidationError,
+    )
+    from dockyard.sdk.models import ExecResult
+    from dockyard.sdk.workspace import Files, Process, Workspace
 
-
-def __getattr__(name: str) -> Any:
-    # The async client pulls in asyncio; the CLI, which never uses it, starts faster without it.
-    if name in ("AsyncClient", "AsyncProcess", "AsyncWorkspace"):
-        from dockyard.sdk import aio
-
-        return getattr(aio, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+_WHERE = {
+    "AsyncClient": "aio",
+    "AsyncProcess": "aio",
+    "AsyncWorkspace": "aio",
+    "Client": "client",
+    "pack_template": "client",
+    "ExecResult": "models",
+    "Files": "workspace",
+    "Process": "workspace",
+    "Workspace": "workspace",
+    **{
+        name: "errors"
+        for name in (
+            "ApiError",
+            "BadRequest",
+            "BuildFailed",
+            "Conflict",
+            "ConnectionFailed",
+            "DockyardSdkError",
+            "Forbidden",
+            "NotFound",
+            "PayloadTooLarge",
+            "RateLimited",
+            "ServerError",
+            "Timeout",
+            "Unauthorized",
+            "ValidationError",
+        )
+    },
+}
 
 __all__ = [
     "ApiError",
@@ -69,3 +93,16 @@ __all__ = [
     "Workspace",
     "pack_template",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"dockyard.sdk.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

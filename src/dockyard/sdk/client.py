@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,10 +26,17 @@ from httpx_sse import ServerSentEvent, connect_sse
 from pydantic import BaseModel, TypeAdapter
 
 from dockyard import __version__
-from dockyard.sdk import credentials, streams
+from dockyard.sdk import credentials
 from dockyard.sdk import models as m
 from dockyard.sdk.errors import ApiError, ConnectionFailed, Timeout, error_for
+from dockyard.sdk.lazy import load_later
 from dockyard.sdk.workspace import Workspace, check_timeout, check_wait
+
+if TYPE_CHECKING:
+    from dockyard.sdk import streams
+else:
+    # websockets loads when a stream is first opened: a REST call never needs it.
+    streams = load_later("dockyard.sdk.streams")
 
 T = TypeVar("T")
 
@@ -48,6 +55,13 @@ def pack_template(folder: Path) -> bytes:
             if path.is_symlink() or path.is_file():
                 tar.add(path, arcname=relative.as_posix(), recursive=False)
     return buffer.getvalue()
+
+
+def _plain_http_context() -> ssl.SSLContext:
+    """The TLS setup of a client for a plain-http server: it trusts no CA at all, so it costs nothing to make
+    (loading a trust store takes tens of milliseconds, on every CLI command), and an https URL reached through
+    such a client anyway fails verification instead of going unchecked."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _segment(value: str) -> str:
@@ -92,7 +106,8 @@ class Client:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if http is None:
-            http = httpx.Client(base_url=self.url, timeout=timeout, verify=self.ssl_context)
+            tls = self.ssl_context if self.url.startswith("https://") else _plain_http_context()
+            http = httpx.Client(base_url=self.url, timeout=timeout, verify=tls)
         http.headers.update(headers)
         self.http = http
 

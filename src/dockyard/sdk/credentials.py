@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 ENV_URL = "DOCKYARD_URL"
 ENV_TOKEN = "DOCKYARD_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
-@dataclass(frozen=True)
-class Credentials:
+# A NamedTuple rather than a dataclass: `dataclasses` imports `inspect`, a good part of the ProxyCommand's start.
+class Credentials(NamedTuple):
     url: str
     token: str
 

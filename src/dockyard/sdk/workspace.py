@@ -22,11 +22,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard.sdk import models as m
-from dockyard.sdk import streams
 from dockyard.sdk.errors import BuildFailed, ConnectionFailed, NotFound, Timeout
+from dockyard.sdk.lazy import load_later
 
 if TYPE_CHECKING:
+    from dockyard.sdk import streams
     from dockyard.sdk.client import Client
+else:
+    # websockets loads when a stream is first used: scripts that only make REST calls never need it.
+    streams = load_later("dockyard.sdk.streams")
 
 # Receives one line of output (without its newline), or a raw chunk when the caller asked for bytes.
 OutputCallback = Callable[[str], Any] | Callable[[bytes], Any]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -250,18 +251,26 @@ async def build_logs(
     ] = False,
     after: Annotated[int, Query(ge=0, le=2**62, description="Only lines with a larger id.")] = 0,
 ) -> Response:
-    """The build's log lines as JSON, or with `follow=true` as server-sent events (`event: log`, then `end`)."""
+    """The build's log lines as JSON, or with `follow=true` as server-sent events (`event: log`, then `end`).
+
+    `end` carries the build's final status as JSON (`"succeeded"`); it is sent as soon as the build has ended and
+    every line written before that has been sent, so a client can stop there.
+    """
     db.close()  # each read below takes a connection briefly; a follow can last as long as a build
     sessions = request.app.state.read_sessions
-    build_id = build[1].id
+    workspace, row = build
+    build_id = row.id
 
     def read(after_id: int) -> tuple[list[wire.BuildLogLine], str]:
         with sessions() as db:
+            # The status before the lines: a build seen ended has written all its lines by then, so the lines
+            # read next are its last ones (read the other way round, a line could slip in between).
+            state = db.get(WorkspaceBuild, build_id).status
             lines = [
                 wire.BuildLogLine(id=r.id, time=r.time, stage=r.stage, output=r.output)
                 for r in logs.read(db, build_id, after=after_id)
             ]
-            return lines, db.get(WorkspaceBuild, build_id).status
+            return lines, state
 
     if not follow:
         lines, _ = await run_in_threadpool(read, after)
@@ -272,14 +281,19 @@ async def build_logs(
 
     async def stream() -> AsyncIterator[bytes]:
         cursor = after
+        # A new line wakes the follower under the log's key, the build's end under the workspace's; the poll
+        # is only the fallback for a build run by another process.
+        keys = (logs.log_key(build_id), workspace.id)
         while not await request.is_disconnected():
-            lines, state = await run_in_threadpool(read, cursor)
-            for line in lines:
-                cursor = line.id
-                yield format_sse_event(data_str=line.model_dump_json(), event="log", id=str(line.id))
-            if state not in ACTIVE_BUILD_STATUSES and not lines:
-                yield format_sse_event(data_str=f'"{state}"', event="end")
-                return
-            await asyncio.sleep(POLL_SECONDS)
+            async with logs.Wakeup(keys, timeout=POLL_SECONDS) as wakeup:
+                lines, state = await run_in_threadpool(read, cursor)
+                for line in lines:
+                    cursor = line.id
+                    yield format_sse_event(data_str=line.model_dump_json(), event="log", id=str(line.id))
+                if state not in ACTIVE_BUILD_STATUSES and not lines:
+                    yield format_sse_event(data_str=json.dumps(str(state)), event="end")
+                    return
+                if not lines:
+                    await wakeup.wait()
 
     return EventSourceResponse(stream())
