@@ -181,9 +181,10 @@ def provisioner(
     import threading
 
     from dockyard import logs
+    from dockyard.events import Bus, make_pubsub
     from dockyard.lifecycle.runner import Background
     from dockyard.runtimes.factory import make_runtime
-    from dockyard.store.db import make_engine, make_sessionmaker
+    from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
     from dockyard.store.migrate import current_revision, head_revision
 
     logs.configure(log_format)
@@ -194,9 +195,12 @@ def provisioner(
             "error: the database is not migrated; start the server or run `dockyard db migrate`", err=True
         )
         raise typer.Exit(1)
+    # The pubsub tells this process's workers about builds queued by any server, and tells waiting requests on
+    # every server about this process's builds.
+    bus = Bus(make_pubsub(libpq_url(settings.resolved_database_url)))
     # The server runs the lifecycle loops; extra provisioner processes only take builds off the queue.
     background = Background(
-        make_sessionmaker(engine),
+        make_sessionmaker(engine, bus=bus),
         make_runtime(runtime, workspace_subnets=workspace_subnets),
         workers=workers,
         lifecycle=False,
@@ -209,6 +213,7 @@ def provisioner(
     logs.get("dockyard.provisioner").info("provisioner started", workers=workers, runtime=runtime)
     stopped.wait()
     background.stop()
+    bus.close()
     engine.dispose()
 
 

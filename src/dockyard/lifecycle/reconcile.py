@@ -64,6 +64,10 @@ def recover_stale_builds(db: Session) -> int:
     db.commit()
     if stale:
         queue.wakeup.notify()
+        for build in stale:
+            if build.status == BuildStatus.PENDING:
+                events.job_queued(db, build.id)
+            events.changed(db, build.workspace_id)
     return len(stale)
 
 
@@ -123,7 +127,7 @@ def observe_drift(db: Session, runtime: Runtime) -> list[str]:
             if build is not None:
                 db.commit()
                 logs.append_with(db, build.id, "reconcile", reason)
-            events.changed(workspace.id)
+            events.changed(db, workspace.id)
     db.commit()
     return drifted
 

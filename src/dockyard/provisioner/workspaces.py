@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import builds, queue
+from dockyard.provisioner import builds, events, queue
 from dockyard.provisioner.status import derive
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.sdk import models as wire
@@ -297,6 +297,7 @@ def create(
         db.rollback()
         raise Conflict(f"You already have a workspace named {name!r}.") from exc
     queue.wakeup.notify()
+    events.job_queued(db, build.id)
     return Loaded(workspace, build)
 
 

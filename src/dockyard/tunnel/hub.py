@@ -246,7 +246,7 @@ class AgentHub:
             }
         )
         await asyncio.to_thread(state.connected, self.sessions, workspace_id, version)
-        events.changed(workspace_id)
+        events.changed(self.sessions, workspace_id)
         log.info("agent connected", workspace=workspace_id, version=version)
         try:
             while True:
@@ -263,7 +263,7 @@ class AgentHub:
             if self._agents.get(workspace_id) is session:
                 del self._agents[workspace_id]
                 await asyncio.to_thread(state.disconnected, self.sessions, workspace_id)
-                events.changed(workspace_id)
+                events.changed(self.sessions, workspace_id)
                 log.info("agent disconnected", workspace=workspace_id)
 
     async def _report(self, session: AgentSession, message: dict[str, Any]) -> None:
@@ -280,7 +280,7 @@ class AgentHub:
                 lifecycle,
                 exit_code if isinstance(exit_code, int) else None,
             )
-            events.changed(workspace_id)
+            events.changed(self.sessions, workspace_id)
         elif kind == "log":
             lines = message.get("lines")
             if isinstance(lines, list) and lines:
