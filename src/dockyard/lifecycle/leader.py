@@ -11,6 +11,7 @@ there is one process, which always leads.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Protocol
 
 import psycopg
@@ -52,6 +53,7 @@ class AdvisoryLease:
         self._conn: psycopg.Connection[Any] | None = None
         self._held = False
         self._lock = threading.Lock()
+        self._quiet_until = 0.0
 
     @property
     def held(self) -> bool:
@@ -66,6 +68,8 @@ class AdvisoryLease:
 
     def leading(self) -> bool:
         with self._lock:
+            if time.monotonic() < self._quiet_until:
+                return False
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
@@ -82,6 +86,9 @@ class AdvisoryLease:
             except psycopg.Error as exc:
                 if self._held:
                     log.warning("lost the lifecycle lease with its connection", error=str(exc).strip())
+                    # Step aside for a round: the replica whose session was cut is the likelier one to be
+                    # in trouble, and a healthy follower takes over meanwhile.
+                    self._quiet_until = time.monotonic() + FOLLOWER_RETRY
                 else:
                     log.warning("cannot reach the database for the lifecycle lease", error=str(exc).strip())
                 self._drop()

@@ -44,31 +44,49 @@ def drift_reason(observation: Observation) -> str | None:
 def recover_stale_builds(db: Session) -> int:
     """Requeue builds whose worker stopped sending heartbeats; fail them after MAX_ATTEMPTS."""
     cutoff = utcnow() - stale_after()
+    active = [BuildStatus.RUNNING, BuildStatus.CANCELING]
     stale = db.scalars(
-        select(WorkspaceBuild).where(
-            WorkspaceBuild.status.in_([BuildStatus.RUNNING, BuildStatus.CANCELING]),
-            WorkspaceBuild.heartbeat_at < cutoff,
+        select(WorkspaceBuild.id).where(
+            WorkspaceBuild.status.in_(active), WorkspaceBuild.heartbeat_at < cutoff
         )
     ).all()
-    for build in stale:
-        if build.cancel_requested:
-            build.status, build.error = BuildStatus.CANCELED, "canceled (its worker stopped)"
-            build.completed_at = utcnow()
-        elif build.attempts >= MAX_ATTEMPTS:
-            build.status = BuildStatus.FAILED
-            build.error = f"the provisioner stopped responding {build.attempts} times; giving up"
-            build.completed_at = utcnow()
-        else:
-            build.status, build.worker = BuildStatus.PENDING, None
+    db.rollback()
+    for build_id in stale:
+        # One transaction per build: one that fails is logged and retried next pass, the others go on.
+        try:
+            build = db.get(WorkspaceBuild, build_id)
+            if (
+                build is None
+                or build.status not in active
+                or build.heartbeat_at is None
+                or build.heartbeat_at >= cutoff
+            ):
+                continue
+            _recover(build)
+            db.commit()
+        except Exception:
+            # The outermost iteration over rows (see ttl.enforce_deadlines).
+            db.rollback()
+            log.exception("recovering a stale build failed", build=build_id)
+            continue
         log.warning("recovered stale build", build=build.id, now=build.status, attempts=build.attempts)
-    db.commit()
-    if stale:
-        queue.wakeup.notify()
-        for build in stale:
-            if build.status == BuildStatus.PENDING:
-                events.job_queued(db, build.id)
-            events.changed(db, build.workspace_id)
+        if build.status == BuildStatus.PENDING:
+            queue.wakeup.notify()
+            events.job_queued(db, build.id)
+        events.changed(db, build.workspace_id)
     return len(stale)
+
+
+def _recover(build: WorkspaceBuild) -> None:
+    if build.cancel_requested:
+        build.status, build.error = BuildStatus.CANCELED, "canceled (its worker stopped)"
+        build.completed_at = utcnow()
+    elif build.attempts >= MAX_ATTEMPTS:
+        build.status = BuildStatus.FAILED
+        build.error = f"the provisioner stopped responding {build.attempts} times; giving up"
+        build.completed_at = utcnow()
+    else:
+        build.status, build.worker = BuildStatus.PENDING, None
 
 
 def _running_workspaces(db: Session, *, finished_before: datetime) -> list[Workspace]:
@@ -105,31 +123,43 @@ def observe_drift(db: Session, runtime: Runtime) -> list[str]:
     drifted = []
     for workspace in _running_workspaces(db, finished_before=now):
         observation = observations.get(workspace.id) or Observation(workspace.id, ContainerState.MISSING)
-        reason = drift_reason(observation)
-        if reason is None:
-            if workspace.drift_state is not None:
-                workspace.drift_state = workspace.drift_reason = workspace.drift_at = None
-            continue
-        drifted.append(workspace.name)
-        if workspace.drift_state != observation.state.value:
-            workspace.drift_state = observation.state.value
-            workspace.drift_reason = reason
-            workspace.drift_at = now
-            build = db.scalar(
-                select(WorkspaceBuild)
-                .where(WorkspaceBuild.workspace_id == workspace.id)
-                .order_by(WorkspaceBuild.number.desc())
-                .limit(1)
-            )
-            log.warning(
-                "workspace drifted", workspace=workspace.name, state=observation.state.value, reason=reason
-            )
-            if build is not None:
-                db.commit()
-                logs.append_with(db, build.id, "reconcile", reason)
-            events.changed(db, workspace.id)
-    db.commit()
+        name = workspace.name
+        # One transaction per workspace: one that fails is logged and retried next pass, the others go on.
+        try:
+            if _record_drift(db, workspace, observation, now=now):
+                drifted.append(name)
+            db.commit()
+        except Exception:
+            # The outermost iteration over rows (see ttl.enforce_deadlines).
+            db.rollback()
+            log.exception("recording drift failed for one workspace", workspace=name)
     return drifted
+
+
+def _record_drift(db: Session, workspace: Workspace, observation: Observation, *, now: datetime) -> bool:
+    """Note what the runtime says of one workspace; True when it drifted."""
+    reason = drift_reason(observation)
+    if reason is None:
+        if workspace.drift_state is not None:
+            workspace.drift_state = workspace.drift_reason = workspace.drift_at = None
+        return False
+    if workspace.drift_state == observation.state.value:
+        return True  # recorded by an earlier pass
+    workspace.drift_state = observation.state.value
+    workspace.drift_reason = reason
+    workspace.drift_at = now
+    build = db.scalar(
+        select(WorkspaceBuild)
+        .where(WorkspaceBuild.workspace_id == workspace.id)
+        .order_by(WorkspaceBuild.number.desc())
+        .limit(1)
+    )
+    log.warning("workspace drifted", workspace=workspace.name, state=observation.state.value, reason=reason)
+    db.commit()
+    if build is not None:
+        logs.append_with(db, build.id, "reconcile", reason)
+    events.changed(db, workspace.id)
+    return True
 
 
 def orphans(db: Session, runtime: Runtime) -> list[ManagedResource]:

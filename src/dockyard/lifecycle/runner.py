@@ -50,6 +50,8 @@ class Background:
         # Without a lease this process leads: right for SQLite, and for tests that drive one runner.
         self.lease: Lease = lease or SingleProcess()
         self._jobs: Subscription | None = None
+        # Lifecycle passes this process ran (as leader): for `doctor`-style diagnostics and tests.
+        self.passes = 0
 
     def start(self) -> None:
         bus = bus_of(self.sessions)
@@ -98,6 +100,7 @@ class Background:
     def _loop(self) -> None:
         while not self.stop_event.is_set():
             if self.lease.leading():
+                self.passes += 1
                 try:
                     self.tick()
                 except Exception:
