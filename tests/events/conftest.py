@@ -36,6 +36,23 @@ def pubsub_factory(request: pytest.FixtureRequest, db_kind: str) -> Iterator[Cal
         pubsub.close()
 
 
+@pytest.fixture
+def postgres_pubsubs(db_kind: str, request: pytest.FixtureRequest) -> Iterator[Callable[[], PostgresPubsub]]:
+    if db_kind != "postgres":
+        pytest.skip("PostgreSQL pubsub: run with --db postgres")
+    url = libpq_url(request.getfixturevalue("database_url"))
+    assert url is not None
+    made: list[PostgresPubsub] = []
+
+    def make() -> PostgresPubsub:
+        made.append(PostgresPubsub(url))
+        return made[-1]
+
+    yield make
+    for pubsub in made:
+        pubsub.close()
+
+
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
