@@ -21,9 +21,17 @@ from dockyard.events.waiters import Fanout
 INFO_KEY = "dockyard.bus"
 
 
+# How often a waiter re-reads what it waits for even without a message. Over PostgreSQL this only guards
+# against lost notifications. The in-memory twin cannot hear other processes, and a SQLite deployment may
+# still run `dockyard provisioner` beside the server, so there it stays the way their changes are seen.
+RECHECK_POSTGRES = 5.0
+RECHECK_MEMORY = 1.0
+
+
 class Bus:
     def __init__(self, pubsub: Pubsub) -> None:
         self.pubsub = pubsub
+        self.recheck = RECHECK_POSTGRES if isinstance(pubsub, PostgresPubsub) else RECHECK_MEMORY
         self.workspaces = Fanout(pubsub, channels.WORKSPACE)
         self.build_logs = Fanout(pubsub, channels.BUILD_LOG)
 

@@ -62,7 +62,9 @@ class Waiter:
     because the waiter is already set by then.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, recheck: float = 1.0) -> None:
+        """`recheck`: how long its owner should wait at most before re-reading anyway (see `Bus.recheck`)."""
+        self.recheck = recheck
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
         self._subscriptions: list[Subscription] = []

@@ -44,11 +44,11 @@ async def watching(
 ) -> AsyncIterator[Waiter]:
     """A waiter woken when the workspace changes (or, with `build_id`, when that build's log grows).
 
-    Enter it before reading the state, then `await waiter.wait(seconds)` between reads: a change made while
-    reading still wakes the next wait.
+    Enter it before reading the state, then `await waiter.wait(waiter.recheck)` between reads: a change made
+    while reading still wakes the next wait.
     """
-    waiter = Waiter()
     bus = bus_of(source)
+    waiter = Waiter(recheck=bus.recheck if bus is not None else 1.0)
     if bus is not None:
         waiter.watch(bus.workspaces, workspace_id)
         if build_id is not None:

@@ -23,8 +23,6 @@ from dockyard.tunnel import state as agent_state
 
 router = APIRouter(tags=["workspaces"])
 
-# Waits end on events from any process (the pubsub); this slow re-read only guards against lost messages.
-RECHECK_SECONDS = 5.0
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}, "application/json": {}}}
 }
@@ -101,7 +99,7 @@ async def get_workspace(
             remaining = deadline - asyncio.get_running_loop().time()
             if settled or remaining <= 0:
                 return current
-            await waiter.wait(min(RECHECK_SECONDS, remaining))
+            await waiter.wait(min(waiter.recheck, remaining))
 
 
 def _load_wire(sessions: sessionmaker[Session], workspace_id: str) -> wire.Workspace:
@@ -199,7 +197,7 @@ async def watch_workspace(
                     yield format_sse_event(data_str=current.model_dump_json(), event="workspace")
                 if current.status == wire.WorkspaceStatus.DELETED:
                     return
-                await waiter.wait(RECHECK_SECONDS)
+                await waiter.wait(waiter.recheck)
 
     return EventSourceResponse(stream())
 
@@ -263,6 +261,6 @@ async def build_logs(
                     yield format_sse_event(data_str=f'"{state}"', event="end")
                     return
                 if not lines:
-                    await waiter.wait(RECHECK_SECONDS)
+                    await waiter.wait(waiter.recheck)
 
     return EventSourceResponse(stream())
