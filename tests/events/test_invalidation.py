@@ -57,6 +57,8 @@ def test_a_revocation_published_elsewhere_refuses_the_token_here(h: Harness) -> 
         db.commit()
     assert alice.me().username == "alice"  # still served from this process's cache
     h.app.state.bus.publish(channels.TOKENS, f"token:{token_id}")
+    # Over PostgreSQL the message makes a round trip through the database first.
+    eventually(lambda: tokens.cache.get(token_id, secret) is None, timeout=1.0)
     with pytest.raises(ApiError) as error:
         alice.me()
     assert (error.value.status_code, error.value.message) == (401, "Invalid API token.")
