@@ -235,11 +235,14 @@ async def build_logs(
 
     def read(after_id: int) -> tuple[list[wire.BuildLogLine], str]:
         with sessions() as db:
+            # The status before the lines: a build seen ended has written all its lines by then, so the lines
+            # read next are its last ones (read the other way round, a line could slip in between).
+            state = db.get(WorkspaceBuild, build_id).status
             lines = [
                 wire.BuildLogLine(id=r.id, time=r.time, stage=r.stage, output=r.output)
                 for r in logs.read(db, build_id, after=after_id)
             ]
-            return lines, db.get(WorkspaceBuild, build_id).status
+            return lines, state
 
     if not follow:
         lines, _ = await run_in_threadpool(read, after)
