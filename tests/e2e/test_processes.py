@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -86,10 +87,18 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def test_separate_provisioner_process_runs_the_builds(processes: Client, tmp_path: Path) -> None:
+def test_separate_provisioner_process_runs_the_builds(
+    processes: Client, tmp_path: Path, db_kind: str
+) -> None:
     created = processes.create_workspace(m.CreateWorkspaceRequest(template="base", name="dev"))
     ws = processes.get_workspace(created.id, wait="done", timeout=120)
+    answered = datetime.now(UTC)
     assert ws.status == m.WorkspaceStatus.RUNNING, ws.status_reason
+    if db_kind == "postgres":
+        # The server's waiting request is woken by the provisioner's event through LISTEN/NOTIFY, not by a
+        # re-check (every 5 s); on SQLite each process has its own in-memory pubsub.
+        assert ws.latest_build.completed_at is not None
+        assert (answered - ws.latest_build.completed_at).total_seconds() < 1.0
     assert "provisioner started" in (tmp_path / "provisioner.log").read_text()
     processes.stop_workspace(ws.id)
     assert processes.get_workspace(ws.id, wait="done", timeout=60).status == m.WorkspaceStatus.STOPPED

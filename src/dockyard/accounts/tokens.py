@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import ROLE_SCOPES, Actor
 from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized, Validation
+from dockyard.events import bus_of, channels
 from dockyard.sdk import models as wire
 from dockyard.store import audit
 from dockyard.store.models import ApiToken, User
@@ -172,6 +173,18 @@ def revoke(db: Session, actor: Actor, token: ApiToken) -> None:
     db.delete(token)
     db.commit()
     cache.forget(token.id)
+    invalidate(db, token_id=token.id)
+
+
+def invalidate(db: Session, *, token_id: str | None = None, user_id: str | None = None) -> None:
+    """Tell every process (this one included) to drop its cached authentication of a token or a user's tokens."""
+    bus = bus_of(db)
+    if bus is None:
+        return
+    if token_id is not None:
+        bus.publish(channels.TOKENS, f"token:{token_id}")
+    if user_id is not None:
+        bus.publish(channels.TOKENS, f"user:{user_id}")
 
 
 @dataclass(frozen=True)
@@ -188,7 +201,8 @@ class TokenCache:
     An entry is fresh for about `ttl` seconds; after that it may still answer for up to `grace` seconds while
     one refresh from the database runs in the background (the caller asks for it: see `stale`), so a busy
     token never makes requests wait on the database. Revocation and user changes made through this process
-    evict at once; another replica sees them within `ttl + grace` seconds.
+    evict at once and reach the other replicas through the pubsub (`forget_event`); `ttl + grace` bounds
+    how long a replica that missed the message (its listener connection dropped) can serve an entry.
     """
 
     def __init__(self, ttl: float = 10.0, grace: float = 20.0, max_entries: int = 50_000) -> None:
@@ -197,6 +211,9 @@ class TokenCache:
         self.max_entries = max_entries
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        # Bumped by every eviction: a lookup that read the database before an eviction must not put back
+        # what the eviction removed (a revocation racing a refresh).
+        self.generation = 0
 
     def get(self, token_id: str, secret: str) -> Actor | None:
         """The actor of a fresh entry, or None."""
@@ -213,8 +230,20 @@ class TokenCache:
             return None
         return entry.actor, entry.fresh_until < now
 
-    def put(self, token_id: str, hashed_secret: bytes, actor: Actor, expires_at: datetime) -> None:
+    def put(
+        self,
+        token_id: str,
+        hashed_secret: bytes,
+        actor: Actor,
+        expires_at: datetime,
+        *,
+        generation: int | None = None,
+    ) -> None:
+        """`generation`: the cache's generation before the database was read; the entry is dropped if an
+        eviction happened since."""
         with self._lock:
+            if generation is not None and generation != self.generation:
+                return
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
             # Jitter spreads the refreshes: tokens cached together (say after a restart) would otherwise all
@@ -224,15 +253,28 @@ class TokenCache:
 
     def forget(self, token_id: str) -> None:
         with self._lock:
+            self.generation += 1
             self._entries.pop(token_id, None)
 
     def forget_user(self, user_id: str) -> None:
         with self._lock:
+            self.generation += 1
             for key in [k for k, e in self._entries.items() if e.actor.user_id == user_id]:
                 del self._entries[key]
 
+    def forget_event(self, payload: bytes) -> None:
+        """A message of the tokens channel: `token:<id>` or `user:<id>` (see `invalidate`)."""
+        kind, _, ident = payload.decode().partition(":")
+        if kind == "token":
+            self.forget(ident)
+        elif kind == "user":
+            self.forget_user(ident)
+        else:
+            self.clear()  # an unknown message: dropping everything is always safe
+
     def clear(self) -> None:
         with self._lock:
+            self.generation += 1
             self._entries.clear()
 
 
@@ -252,6 +294,7 @@ def authenticate(db: Session, key: str) -> Actor:
     cached = cache.get(token_id, secret)
     if cached is not None:
         return cached
+    generation = cache.generation
     token = db.get(ApiToken, token_id)
     now = utcnow()
     if token is None or not hmac.compare_digest(token.hashed_secret, _hash(secret)):
@@ -274,5 +317,5 @@ def authenticate(db: Session, key: str) -> Actor:
         allow_list=frozenset(token.allow_list),
         token_id=token.id,
     )
-    cache.put(token_id, token.hashed_secret, actor, token.expires_at)
+    cache.put(token_id, token.hashed_secret, actor, token.expires_at, generation=generation)
     return actor

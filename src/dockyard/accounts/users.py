@@ -148,6 +148,7 @@ def update(db: Session, actor: Actor, user: User, request: wire.UpdateUserReques
         )
         db.commit()
         tokens.cache.forget_user(user.id)
+        tokens.invalidate(db, user_id=user.id)
     return user
 
 

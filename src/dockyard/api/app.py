@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from dockyard import __version__, datadir, logs
-from dockyard.accounts import bootstrap
+from dockyard.accounts import bootstrap, tokens
 from dockyard.accounts.limits import AuthLimiter
 from dockyard.api import errors, openapi
 from dockyard.api.bodies import JsonBodyMiddleware
@@ -29,14 +29,17 @@ from dockyard.api.routes import (
     workspaces,
 )
 from dockyard.config import Settings
+from dockyard.events import Bus, Subscription, channels, make_pubsub
 from dockyard.gateway.server import Gateway
+from dockyard.lifecycle.leader import make_lease
 from dockyard.lifecycle.runner import Background
 from dockyard.runtimes.base import Runtime
 from dockyard.runtimes.factory import make_runtime
 from dockyard.sdk.models import ErrorResponse
 from dockyard.store import keys
-from dockyard.store.db import make_engine, make_sessionmaker
+from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
+from dockyard.templates import service as templates_service
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES
 from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.install import install_agent
@@ -85,8 +88,28 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
         bootstrap.first_start(db, settings.data_dir, builtin_templates=settings.builtin_templates)
 
 
+def subscribe_caches(bus: Bus) -> list[Subscription]:
+    """Drop what this process cached when any process revokes a token, changes a user or a template.
+
+    The caches stay per process; what any replica invalidates reaches them all through the pubsub. After lost
+    messages (a dropped listener connection) everything cached is dropped, since anything may have changed.
+    """
+    return [
+        bus.pubsub.subscribe(channels.TOKENS, tokens.cache.forget_event, on_lost=tokens.cache.clear),
+        bus.pubsub.subscribe(
+            channels.TEMPLATES,
+            lambda _organization: templates_service.catalog.invalidate(),
+            on_lost=templates_service.catalog.invalidate,
+        ),
+    ]
+
+
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, runtime: Runtime | None = None
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    runtime: Runtime | None = None,
+    bus: Bus | None = None,
 ) -> FastAPI:
     # Before the database is first opened: SQLite gives its WAL and shared-memory files the database's mode.
     datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
@@ -113,6 +136,7 @@ def create_app(
         background = Background(
             app.state.sessions,
             runtime,
+            lease=make_lease(settings.resolved_database_url),
             workers=settings.provisioner_workers,
             reconcile_interval=settings.reconcile_interval,
             agent_dir=settings.agent_dir,
@@ -130,6 +154,9 @@ def create_app(
             await gateway.close()
             await hub.close()
             background.stop()
+            for subscription in cache_subscriptions:
+                subscription.cancel()
+            events_bus.close()
             engine.dispose()
 
     app = FastAPI(
@@ -144,13 +171,19 @@ def create_app(
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessions = make_sessionmaker(engine)
-    app.state.read_sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    prepare_database(settings, engine)
+    # One pubsub per application (PostgreSQL's when the database is), reaching services through the sessions.
+    events_bus = bus or Bus(make_pubsub(libpq_url(settings.resolved_database_url)))
+    app.state.bus = events_bus
+    app.state.sessions = make_sessionmaker(engine, bus=events_bus)
+    app.state.read_sessions = make_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), bus=events_bus
+    )
+    cache_subscriptions = subscribe_caches(events_bus)
     app.state.runtime = runtime
     app.state.auth_inflight = {}
     app.state.auth_limiter = AuthLimiter()
     app.state.background_tasks = set()
-    prepare_database(settings, engine)
     with app.state.sessions() as db:
         # Everything the runtime makes carries this id, and it lists and removes nothing else.
         runtime.bind_deployment(keys.deployment_id(db))

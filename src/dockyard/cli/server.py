@@ -234,9 +234,10 @@ def provisioner(
     import threading
 
     from dockyard import logs
+    from dockyard.events import Bus, make_pubsub
     from dockyard.lifecycle.runner import Background
     from dockyard.runtimes.factory import make_runtime
-    from dockyard.store.db import make_engine, make_sessionmaker
+    from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
     from dockyard.store.migrate import current_revision, head_revision
     from dockyard.tunnel.links import AgentLinks
 
@@ -250,7 +251,10 @@ def provisioner(
         raise typer.Exit(1)
     from dockyard.store import keys
 
-    sessions = make_sessionmaker(engine)
+    # The pubsub tells this process's workers about builds queued by any server, and tells waiting requests on
+    # every server about this process's builds.
+    bus = Bus(make_pubsub(libpq_url(settings.resolved_database_url)))
+    sessions = make_sessionmaker(engine, bus=bus)
     engine_runtime = make_runtime(runtime, workspace_subnets=workspace_subnets, disks_dir=settings.disks_dir)
     with sessions() as db:
         engine_runtime.bind_deployment(keys.deployment_id(db))
@@ -271,6 +275,7 @@ def provisioner(
     logs.get("dockyard.provisioner").info("provisioner started", workers=workers, runtime=runtime)
     stopped.wait()
     background.stop()
+    bus.close()
     engine.dispose()
 
 

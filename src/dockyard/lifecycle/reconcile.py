@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -61,13 +62,18 @@ def drift_reason(observation: Observation) -> str | None:
 def recover_stale_builds(db: Session) -> int:
     """Requeue builds whose worker stopped sending heartbeats; fail them after MAX_ATTEMPTS."""
     cutoff = utcnow() - stale_after()
+    active = [BuildStatus.RUNNING, BuildStatus.CANCELING]
     stale = db.scalars(
-        select(WorkspaceBuild).where(
-            WorkspaceBuild.status.in_([BuildStatus.RUNNING, BuildStatus.CANCELING]),
-            WorkspaceBuild.heartbeat_at < cutoff,
+        select(WorkspaceBuild.id).where(
+            WorkspaceBuild.status.in_(active), WorkspaceBuild.heartbeat_at < cutoff
         )
     ).all()
-    return _requeue(db, list(stale), why="its worker stopped sending heartbeats")
+    return _requeue(
+        db,
+        list(stale),
+        why="its worker stopped sending heartbeats",
+        still=lambda b: b.status in active and b.heartbeat_at is not None and b.heartbeat_at < cutoff,
+    )
 
 
 def recover_orphaned_builds(db: Session, instance: Instance) -> int:
@@ -76,33 +82,57 @@ def recover_orphaned_builds(db: Session, instance: Instance) -> int:
     Run at start (a server restarted after a crash takes its builds back before any agent of theirs reports)
     and on every reconciliation pass.
     """
-    claimed = db.scalars(
-        select(WorkspaceBuild).where(
-            WorkspaceBuild.status.in_([BuildStatus.RUNNING, BuildStatus.CANCELING]),
-            WorkspaceBuild.worker.is_not(None),
+    active = [BuildStatus.RUNNING, BuildStatus.CANCELING]
+    claimed = db.execute(
+        select(WorkspaceBuild.id, WorkspaceBuild.worker).where(
+            WorkspaceBuild.status.in_(active), WorkspaceBuild.worker.is_not(None)
         )
     ).all()
-    return _requeue(db, [b for b in claimed if instance.is_gone(b.worker)], why="its process ended")
+    gone = [build_id for build_id, worker in claimed if instance.is_gone(worker)]
+    return _requeue(
+        db,
+        gone,
+        why="its process ended",
+        still=lambda b: b.status in active and b.worker is not None and instance.is_gone(b.worker),
+    )
 
 
-def _requeue(db: Session, builds: list[WorkspaceBuild], *, why: str) -> int:
-    for build in builds:
-        if build.cancel_requested:
-            build.status, build.error = BuildStatus.CANCELED, "canceled (its worker stopped)"
-            build.completed_at = utcnow()
-        elif build.attempts >= MAX_ATTEMPTS:
-            build.status = BuildStatus.FAILED
-            build.error = f"the provisioner stopped responding {build.attempts} times; giving up"
-            build.completed_at = utcnow()
-        else:
-            build.status, build.worker = BuildStatus.PENDING, None
+def _requeue(db: Session, build_ids: list[str], *, why: str, still: Callable[[WorkspaceBuild], bool]) -> int:
+    """Requeue (or fail, or finish canceling) each build that `still` qualifies, in a transaction of its own."""
+    db.rollback()
+    recovered = 0
+    for build_id in build_ids:
+        # One transaction per build: one that fails is logged and retried next pass, the others go on.
+        try:
+            build = db.get(WorkspaceBuild, build_id)
+            if build is None or not still(build):
+                continue
+            _recover(build)
+            db.commit()
+        except Exception:
+            # The outermost iteration over rows (see ttl.enforce_deadlines).
+            db.rollback()
+            log.exception("recovering a build failed", build=build_id)
+            continue
+        recovered += 1
         log.warning("recovered build", build=build.id, why=why, now=build.status, attempts=build.attempts)
-    db.commit()
-    if builds:
-        queue.wakeup.notify()
-        for build in builds:
-            events.changed(build.workspace_id)
-    return len(builds)
+        if build.status == BuildStatus.PENDING:
+            queue.wakeup.notify()
+            events.job_queued(db, build.id)
+        events.changed(db, build.workspace_id)
+    return recovered
+
+
+def _recover(build: WorkspaceBuild) -> None:
+    if build.cancel_requested:
+        build.status, build.error = BuildStatus.CANCELED, "canceled (its worker stopped)"
+        build.completed_at = utcnow()
+    elif build.attempts >= MAX_ATTEMPTS:
+        build.status = BuildStatus.FAILED
+        build.error = f"the provisioner stopped responding {build.attempts} times; giving up"
+        build.completed_at = utcnow()
+    else:
+        build.status, build.worker = BuildStatus.PENDING, None
 
 
 def _running_workspaces(db: Session, *, finished_before: datetime) -> list[Workspace]:
@@ -139,31 +169,43 @@ def observe_drift(db: Session, runtime: Runtime) -> list[str]:
     drifted = []
     for workspace in _running_workspaces(db, finished_before=now):
         observation = observations.get(workspace.id) or Observation(workspace.id, ContainerState.MISSING)
-        reason = drift_reason(observation)
-        if reason is None:
-            if workspace.drift_state is not None:
-                workspace.drift_state = workspace.drift_reason = workspace.drift_at = None
-            continue
-        drifted.append(workspace.name)
-        if workspace.drift_state != observation.state.value:
-            workspace.drift_state = observation.state.value
-            workspace.drift_reason = reason
-            workspace.drift_at = now
-            build = db.scalar(
-                select(WorkspaceBuild)
-                .where(WorkspaceBuild.workspace_id == workspace.id)
-                .order_by(WorkspaceBuild.number.desc())
-                .limit(1)
-            )
-            log.warning(
-                "workspace drifted", workspace=workspace.name, state=observation.state.value, reason=reason
-            )
-            if build is not None:
-                db.commit()
-                logs.append_with(db, build.id, "reconcile", reason)
-            events.changed(workspace.id)
-    db.commit()
+        name = workspace.name
+        # One transaction per workspace: one that fails is logged and retried next pass, the others go on.
+        try:
+            if _record_drift(db, workspace, observation, now=now):
+                drifted.append(name)
+            db.commit()
+        except Exception:
+            # The outermost iteration over rows (see ttl.enforce_deadlines).
+            db.rollback()
+            log.exception("recording drift failed for one workspace", workspace=name)
     return drifted
+
+
+def _record_drift(db: Session, workspace: Workspace, observation: Observation, *, now: datetime) -> bool:
+    """Note what the runtime says of one workspace; True when it drifted."""
+    reason = drift_reason(observation)
+    if reason is None:
+        if workspace.drift_state is not None:
+            workspace.drift_state = workspace.drift_reason = workspace.drift_at = None
+        return False
+    if workspace.drift_state == observation.state.value:
+        return True  # recorded by an earlier pass
+    workspace.drift_state = observation.state.value
+    workspace.drift_reason = reason
+    workspace.drift_at = now
+    build = db.scalar(
+        select(WorkspaceBuild)
+        .where(WorkspaceBuild.workspace_id == workspace.id)
+        .order_by(WorkspaceBuild.number.desc())
+        .limit(1)
+    )
+    log.warning("workspace drifted", workspace=workspace.name, state=observation.state.value, reason=reason)
+    db.commit()
+    if build is not None:
+        logs.append_with(db, build.id, "reconcile", reason)
+    events.changed(db, workspace.id)
+    return True
 
 
 def orphans(db: Session, runtime: Runtime) -> list[ManagedResource]:

@@ -1,4 +1,9 @@
-"""Hosts the background work of a control-plane process: provisioner workers and the lifecycle loops."""
+"""Hosts the background work of a control-plane process: provisioner workers and the lifecycle loops.
+
+Every replica runs workers; the lifecycle loops (reconcile, TTL, drift, warm networks) run only on the replica
+holding the lease (`lifecycle/leader.py`). Idle workers wake on the pubsub's jobs channel, so a build queued by
+any replica starts at once wherever a worker is free.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
+from dockyard.events import Subscription, bus_of, channels
 from dockyard.lifecycle import reconcile, ttl
+from dockyard.lifecycle.leader import FOLLOWER_RETRY, Lease, SingleProcess
 from dockyard.lifecycle.warmpool import WarmPool
 from dockyard.provisioner import queue
 from dockyard.provisioner.instance import Instance
@@ -33,6 +40,7 @@ class Background:
         agent_links: AgentLinks | None = None,
         data_dir: Path | None = None,
         warm_networks: dict[str, int] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.agent_dir = agent_dir
         self.agent_links = agent_links
@@ -46,11 +54,19 @@ class Background:
         self.lifecycle = lifecycle
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
+        # Without a lease this process leads: right for SQLite, and for tests that drive one runner.
+        self.lease: Lease = lease or SingleProcess()
+        self._jobs: Subscription | None = None
+        # Lifecycle passes this process ran (as leader): for `doctor`-style diagnostics and tests.
+        self.passes = 0
 
     def start(self) -> None:
         if self.instance is not None:
             with self.sessions() as db:
                 reconcile.recover_orphaned_builds(db, self.instance)
+        bus = bus_of(self.sessions)
+        if bus is not None and self.workers:
+            self._jobs = bus.pubsub.subscribe(channels.JOBS, lambda _build: queue.wakeup.notify())
         for index in range(self.workers):
             name = f"worker-{index}"
             worker = Worker(
@@ -66,7 +82,10 @@ class Background:
             if self.warm_pool is not None:
                 pool = self.warm_pool
                 # Its own thread: making many networks takes seconds, which the reconciler should not wait for.
-                self._spawn("warm-networks", lambda: pool.run(self.stop_event, self.reconcile_interval))
+                self._spawn(
+                    "warm-networks",
+                    lambda: pool.run(self.stop_event, self.reconcile_interval, leading=self.lease.leading),
+                )
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -75,11 +94,14 @@ class Background:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
+        if self._jobs is not None:
+            self._jobs.cancel()
         queue.wakeup.notify()
         for thread in self.threads:
             thread.join(timeout)
         if self.instance is not None:
             self.instance.release()
+        self.lease.release()
 
     def tick(self) -> None:
         """One pass of every lifecycle loop (the loop calls this; tests call it directly)."""
@@ -99,8 +121,14 @@ class Background:
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
-            try:
-                self.tick()
-            except Exception:
-                log.exception("lifecycle pass failed")
-            self.stop_event.wait(self.reconcile_interval)
+            if self.lease.leading():
+                self.passes += 1
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("lifecycle pass failed")
+                wait = self.reconcile_interval
+            else:
+                # Followers try for the lease often enough to replace a dead leader within seconds.
+                wait = min(self.reconcile_interval, FOLLOWER_RETRY)
+            self.stop_event.wait(wait)

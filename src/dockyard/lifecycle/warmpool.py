@@ -11,6 +11,7 @@ it is there to speed up.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import delete, select
@@ -114,9 +115,14 @@ class WarmPool:
         if warm_id is not None:
             self.runtime.delete(warm_id, lambda line: None)
 
-    def run(self, stop: threading.Event, interval: float) -> None:
-        """Refill every `interval` seconds until `stop`; an engine that fails waits longer each time."""
+    def run(
+        self, stop: threading.Event, interval: float, *, leading: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Refill every `interval` seconds until `stop`, while `leading()` (one replica fills the pool); an
+        engine that fails waits longer each time."""
         while not stop.wait(self.backoff or interval):
+            if not leading():
+                continue
             try:
                 self.fill(stop)
                 self.backoff = 0.0

@@ -107,7 +107,8 @@ def create_build(
     if commit:
         db.commit()
         queue.wakeup.notify()
-        events.changed(workspace.id)
+        events.job_queued(db, build.id)
+        events.changed(db, workspace.id)
     return build
 
 
@@ -134,5 +135,5 @@ def cancel(db: Session, actor: Actor, build: WorkspaceBuild, workspace: Workspac
         detail={"build": build.number},
     )
     db.commit()
-    events.changed(workspace.id)
+    events.changed(db, workspace.id)
     return build

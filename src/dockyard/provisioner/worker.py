@@ -303,7 +303,7 @@ class Worker:
                     workspace.deadline = None
             db.commit()
             workspace_id = build.workspace_id
-        events.changed(workspace_id)
+        events.changed(self.sessions, workspace_id)
         log.info(
             "build finished",
             build=build_id,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, aliased
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import builds, queue, tasks
+from dockyard.provisioner import builds, events, queue, tasks
 from dockyard.provisioner.status import derive
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.sdk import models as wire
@@ -305,6 +305,7 @@ def create(
         db.rollback()
         raise Conflict(f"You already have a workspace named {name!r}.") from exc
     queue.wakeup.notify()
+    events.job_queued(db, build.id)
     return Loaded(workspace, build)
 
 

@@ -11,6 +11,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from dockyard.events.bus import INFO_KEY, Bus
+
 
 def normalize_url(url: str) -> str:
     """Accept the URLs people paste (`postgresql://`, `postgres://`) and pick the psycopg 3 driver."""
@@ -51,8 +53,17 @@ def make_engine(url: str, *, pool_size: int = 40) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=3600)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def libpq_url(url: str) -> str | None:
+    """The URL for a plain libpq connection (the pubsub's and the leader lease's), or None for SQLite."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def make_sessionmaker(engine: Engine, *, bus: Bus | None = None) -> sessionmaker[Session]:
+    """`bus`: the process's pubsub, found by services through the sessions they are given (`events.bus_of`)."""
+    return sessionmaker(engine, expire_on_commit=False, info={INFO_KEY: bus} if bus is not None else None)
 
 
 @contextmanager

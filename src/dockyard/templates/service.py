@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
+from dockyard.events import bus_of, channels
 from dockyard.sdk import models as wire
 from dockyard.sdk.manifest import TemplateManifest
 from dockyard.store import audit
@@ -89,8 +90,8 @@ def get(db: Session, actor: Actor, ref: str) -> Template:
 class Catalog:
     """Each organization's template list in wire form, the hottest read of dashboards and orchestrators.
 
-    Writes through this process clear it at once; a change made by another replica shows here within
-    `ttl` seconds. Single templates (`GET /templates/{t}`) are always read from the database.
+    Writes clear it at once in this process and, through the pubsub, in every other one; `ttl` bounds how
+    stale a list can be in a replica that missed the message. Single templates (`GET /templates/{t}`) are always read from the database.
     """
 
     def __init__(self, ttl: float = 2.0) -> None:
@@ -130,6 +131,14 @@ class Catalog:
 
 
 catalog = Catalog()
+
+
+def _changed(db: Session, organization_id: str) -> None:
+    """Clear this process's template lists now, and every other process's through the pubsub."""
+    catalog.invalidate()
+    bus = bus_of(db)
+    if bus is not None:
+        bus.publish(channels.TEMPLATES, organization_id)
 
 
 def visible(actor: Actor, listed: list[wire.Template]) -> list[wire.Template]:
@@ -238,7 +247,7 @@ def create(
     except IntegrityError as exc:
         db.rollback()
         raise Conflict(f"A template named {name!r} already exists.") from exc
-    catalog.invalidate()
+    _changed(db, actor.organization_id)
     return template
 
 
@@ -290,7 +299,7 @@ def create_version(
             detail={"version": version.number, "content_hash": version.content_hash, "activated": activate},
         )
     db.commit()
-    catalog.invalidate()
+    _changed(db, actor.organization_id)
     return version, created
 
 
@@ -320,7 +329,7 @@ def update(db: Session, actor: Actor, template: Template, request: wire.UpdateTe
             detail=changes,
         )
         db.commit()
-        catalog.invalidate()
+        _changed(db, actor.organization_id)
     return template
 
 
@@ -354,7 +363,7 @@ def delete(db: Session, actor: Actor, template: Template) -> None:
     db.flush()
     db.delete(template)
     db.commit()
-    catalog.invalidate()
+    _changed(db, actor.organization_id)
 
 
 def files_of(db: Session, version: TemplateVersion) -> TemplateFiles:

@@ -62,10 +62,12 @@ async def require_running(sessions: sessionmaker[Session], hub: Hub, workspace_i
             if status in _STARTABLE
             else "Wait for its build to finish.",
         )
-    await wait_connected(hub, workspace_id, CONNECT_GRACE)
+    await wait_connected(hub, workspace_id, CONNECT_GRACE, sessions=sessions)
 
 
-async def wait_connected(hub: Hub, workspace_id: str, timeout: float) -> None:
+async def wait_connected(
+    hub: Hub, workspace_id: str, timeout: float, *, sessions: sessionmaker[Session] | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not hub.connected(workspace_id):
@@ -75,7 +77,10 @@ async def wait_connected(hub: Hub, workspace_id: str, timeout: float) -> None:
                 "The workspace runs but its agent is not connected.",
                 detail="Check the workspace's build log; the image needs python3 (3.9+) for the agent.",
             )
-        await events.wait_for_change(workspace_id, min(remaining, 0.5))
+        if sessions is None:
+            await asyncio.sleep(min(remaining, 0.5))
+        else:
+            await events.wait_for_change(sessions, workspace_id, min(remaining, 0.5))
 
 
 async def ensure_ready(
@@ -115,4 +120,4 @@ async def ensure_ready(
                 f"Workspace {name!r} did not become ready in {timeout:.0f} s (it is {status.value}, "
                 f"agent {lifecycle or 'not started'})."
             )
-        await events.wait_for_change(workspace_id, min(remaining, 1.0))
+        await events.wait_for_change(sessions, workspace_id, min(remaining, 1.0))

@@ -278,7 +278,7 @@ class AgentHub:
         workspace_id, version = session.workspace_id, session.version
         try:
             await session.send(session.welcome)
-            events.changed(workspace_id)
+            events.changed(self.sessions, workspace_id)
             log.info("agent connected", workspace=workspace_id, version=version, origin=origin.describe())
             while True:
                 kind, payload = await stream.read()
@@ -296,7 +296,7 @@ class AgentHub:
                 if self._agents.get(workspace_id) is session:
                     del self._agents[workspace_id]
                     await asyncio.to_thread(state.disconnected, self.sessions, workspace_id)
-                    events.changed(workspace_id)
+                    events.changed(self.sessions, workspace_id)
                     log.info("agent disconnected", workspace=workspace_id)
 
     async def _report(self, session: AgentSession, message: dict[str, Any]) -> None:
@@ -313,7 +313,7 @@ class AgentHub:
                 lifecycle,
                 exit_code if isinstance(exit_code, int) else None,
             )
-            events.changed(workspace_id)
+            events.changed(self.sessions, workspace_id)
         elif kind == "log":
             lines = message.get("lines")
             if isinstance(lines, list) and lines:
@@ -325,7 +325,7 @@ class AgentHub:
             await asyncio.to_thread(state.stats, self.sessions, workspace_id, message)
         elif kind == "task":
             await asyncio.to_thread(state.task, self.sessions, workspace_id, message)
-            events.changed(workspace_id)
+            events.changed(self.sessions, workspace_id)
 
     async def _ping_loop(self) -> None:
         while True:

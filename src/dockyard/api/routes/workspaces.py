@@ -24,8 +24,6 @@ from dockyard.tunnel import state as agent_state
 
 router = APIRouter(tags=["workspaces"])
 
-# Fallback poll for changes made by other processes; changes in this process wake waiters at once.
-POLL_SECONDS = 2.0
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}, "application/json": {}}}
 }
@@ -89,16 +87,20 @@ async def get_workspace(
     # provisioner workers. Each poll takes a connection for one read and gives it back.
     db.close()
     sessions = request.app.state.read_sessions
+    if wait is None:
+        return await run_in_threadpool(_load_wire, sessions, workspace.id)
     deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        current = await run_in_threadpool(_load_wire, sessions, workspace.id)
-        settled = current.latest_build.status not in ACTIVE_BUILD_STATUSES
-        if wait == "ready" and settled and current.status == wire.WorkspaceStatus.RUNNING:
-            settled = current.agent is not None and current.agent.lifecycle in agent_state.SETTLED
-        remaining = deadline - asyncio.get_running_loop().time()
-        if wait is None or settled or remaining <= 0:
-            return current
-        await events.wait_for_change(workspace.id, min(POLL_SECONDS, remaining))
+    # Watching starts before the first read, so a change landing between a read and the wait still wakes it.
+    async with events.watching(sessions, workspace_id=workspace.id) as waiter:
+        while True:
+            current = await run_in_threadpool(_load_wire, sessions, workspace.id)
+            settled = current.latest_build.status not in ACTIVE_BUILD_STATUSES
+            if wait == "ready" and settled and current.status == wire.WorkspaceStatus.RUNNING:
+                settled = current.agent is not None and current.agent.lifecycle in agent_state.SETTLED
+            remaining = deadline - asyncio.get_running_loop().time()
+            if settled or remaining <= 0:
+                return current
+            await waiter.wait(min(waiter.recheck, remaining))
 
 
 def _load_wire(sessions: sessionmaker[Session], workspace_id: str) -> wire.Workspace:
@@ -135,7 +137,7 @@ def report_task(
 ) -> wire.Workspace:
     """Report the workspace's coding task state from outside it (inside, `dockyard-agent report` does this)."""
     tasks.report(db, workspace, body, actor=actor, source="api")
-    events.changed(workspace.id)
+    events.changed(db, workspace.id)
     return workspaces.to_wire(db, workspaces.load(db, workspace))
 
 
@@ -206,21 +208,22 @@ async def watch_workspace(
 
     async def stream() -> AsyncIterator[bytes]:
         last = None
-        while not await request.is_disconnected():
-            current = await run_in_threadpool(_load_wire, sessions, workspace.id)
-            key = (
-                current.status,
-                current.latest_build.id,
-                current.latest_build.status,
-                current.status_reason,
-                current.task.updated_at if current.task else None,
-            )
-            if key != last:
-                last = key
-                yield format_sse_event(data_str=current.model_dump_json(), event="workspace")
-            if current.status == wire.WorkspaceStatus.DELETED:
-                return
-            await events.wait_for_change(workspace.id, POLL_SECONDS)
+        async with events.watching(sessions, workspace_id=workspace.id) as waiter:
+            while not await request.is_disconnected():
+                current = await run_in_threadpool(_load_wire, sessions, workspace.id)
+                key = (
+                    current.status,
+                    current.latest_build.id,
+                    current.latest_build.status,
+                    current.status_reason,
+                    current.task.updated_at if current.task else None,
+                )
+                if key != last:
+                    last = key
+                    yield format_sse_event(data_str=current.model_dump_json(), event="workspace")
+                if current.status == wire.WorkspaceStatus.DELETED:
+                    return
+                await waiter.wait(waiter.recheck)
 
     return EventSourceResponse(stream())
 
@@ -258,8 +261,7 @@ async def build_logs(
     """
     db.close()  # each read below takes a connection briefly; a follow can last as long as a build
     sessions = request.app.state.read_sessions
-    workspace, row = build
-    build_id = row.id
+    workspace_id, build_id = build[0].id, build[1].id
 
     def read(after_id: int) -> tuple[list[wire.BuildLogLine], str]:
         with sessions() as db:
@@ -281,11 +283,9 @@ async def build_logs(
 
     async def stream() -> AsyncIterator[bytes]:
         cursor = after
-        # A new line wakes the follower under the log's key, the build's end under the workspace's; the poll
-        # is only the fallback for a build run by another process.
-        keys = (logs.log_key(build_id), workspace.id)
-        while not await request.is_disconnected():
-            async with logs.Wakeup(keys, timeout=POLL_SECONDS) as wakeup:
+        # Woken by new lines of this build and by its end (a workspace event), from whichever process.
+        async with events.watching(sessions, workspace_id=workspace_id, build_id=build_id) as waiter:
+            while not await request.is_disconnected():
                 lines, state = await run_in_threadpool(read, cursor)
                 for line in lines:
                     cursor = line.id
@@ -294,6 +294,6 @@ async def build_logs(
                     yield format_sse_event(data_str=json.dumps(str(state)), event="end")
                     return
                 if not lines:
-                    await wakeup.wait()
+                    await waiter.wait(waiter.recheck)
 
     return EventSourceResponse(stream())
