@@ -14,6 +14,7 @@ router = APIRouter()
 
 @router.get("/healthz", dependencies=[PUBLIC], tags=["health"])
 def healthz(db: DbSession, response: Response) -> Health:
+    """Whether the server and its database answer; 503 with `degraded` when the database does not."""
     try:
         db.execute(text("SELECT 1"))
         database = "ok"
@@ -25,9 +26,11 @@ def healthz(db: DbSession, response: Response) -> Health:
 
 @router.get("/metrics", dependencies=[PUBLIC], tags=["health"], response_class=Response)
 def metrics() -> Response:
+    """Prometheus metrics in the text exposition format."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v2/buildinfo", dependencies=[PUBLIC], tags=["health"])
 def buildinfo(request: Request) -> BuildInfo:
+    """The server's version; needs no token."""
     return BuildInfo(version=__version__)
