@@ -37,10 +37,13 @@ def _templated(value: Any, info: ValidationInfo) -> bool:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # Attribute docstrings become the fields' descriptions in the OpenAPI document.
+    model_config = ConfigDict(extra="forbid", validate_default=True, use_attribute_docstrings=True)
 
 
 class ParameterType(StrEnum):
+    """A parameter's value type."""
+
     STRING = "string"
     NUMBER = "number"
     BOOL = "bool"
@@ -55,14 +58,19 @@ class ParameterFormat(StrEnum):
 
 
 class ParameterOption(_Strict):
+    """One choice of a parameter with a fixed set of values."""
+
     name: str = Field(description="Label shown in the dashboard.")
     value: str | int | float | bool = Field(
         description="The value the parameter takes when this option is chosen."
     )
     description: str = ""
+    """More about the option, for the dashboard."""
 
 
 class ParameterValidation(_Strict):
+    """Limits on a parameter's value, beyond its type."""
+
     regex: str | None = Field(None, description="The value must match this regular expression (strings).")
     min: float | None = Field(None, description="Smallest allowed value (numbers).")
     max: float | None = Field(None, description="Largest allowed value (numbers).")
@@ -91,13 +99,20 @@ class ParameterSpec(_Strict):
     """A typed input that a template version declares and a workspace supplies."""
 
     name: ParameterName
+    """The name used in `parameters.<name>` and in API requests."""
     display_name: str = ""
+    """Label shown in the dashboard; the name when empty."""
     description: str = ""
+    """What the parameter is for."""
     type: ParameterType = ParameterType.STRING
+    """string, number, bool or list(string)."""
     default: str | int | float | bool | list[str] | None = None
+    """The value used when none is given."""
     required: bool | None = Field(None, description="Defaults to true when there is no default.")
     options: list[ParameterOption] = Field(default_factory=list)
+    """The allowed values; any value of the type when empty."""
     validation: ParameterValidation | None = None
+    """Limits on the value."""
     format: ParameterFormat | None = Field(
         None,
         description="For strings: `git-url` (a URL, host/path or local path; `github.com/org/repo` becomes "
@@ -133,6 +148,8 @@ class ParameterSpec(_Strict):
 
 
 class Resources(_Strict):
+    """The CPU, memory, GPU, disk and process limits of a workspace."""
+
     cpu: float | str = Field(2, description="CPU cores (fractions allowed).")
     memory: str | int = Field("4Gi", description="Memory limit, e.g. 4Gi.")
     gpu: int | str = Field(0, description="Number of GPUs.")
@@ -209,43 +226,70 @@ class Resources(_Strict):
 
 
 class BuildSpec(_Strict):
+    """How to build the workspace image from a Dockerfile among the template's files."""
+
     dockerfile: str = "Dockerfile"
+    """The Dockerfile's path within the build context."""
     context: str = "."
+    """The build context: a folder among the template's files."""
     args: dict[str, str] = Field(default_factory=dict)
+    """Build arguments (`--build-arg`)."""
 
 
 class AppShare(StrEnum):
+    """Who may open an app: its owner, any signed-in user, or anyone."""
+
     OWNER = "owner"
     AUTHENTICATED = "authenticated"
     PUBLIC = "public"
 
 
 class AppHealthcheck(_Strict):
+    """How the health of an app is checked over HTTP."""
+
     path: str = "/"
+    """The URL path to request."""
     interval: str = "5s"
+    """Time between checks, e.g. 5s."""
     threshold: int = Field(6, ge=1)
+    """Failed checks in a row before the app counts as unhealthy."""
 
 
 class App(_Strict):
+    """A web app served from inside the workspace."""
+
     slug: Name
+    """The app's name in URLs, unique within the template."""
     display_name: str = ""
+    """Label shown in the dashboard."""
     port: int = Field(ge=1, le=65535)
+    """The port it listens on inside the workspace."""
     path: str = "/"
+    """The URL path it is served under."""
     protocol: Literal["http", "https"] = "http"
+    """`http` or `https`, as the app itself speaks."""
     command: str | None = Field(None, description="Started by the agent after the startup script.")
     share: AppShare = AppShare.OWNER
+    """Who may open it."""
     subdomain: bool = False
+    """Serve it on a subdomain of its own instead of under a path."""
     healthcheck: AppHealthcheck | None = None
+    """How to check its health; none means not checked."""
 
 
 class OnTtl(StrEnum):
+    """What happens to a workspace when its TTL runs out."""
+
     STOP = "stop"
     DELETE = "delete"
 
 
 class Lifetime(_Strict):
+    """When a workspace is stopped or deleted by itself."""
+
     ttl: str | None = Field(None, description="Time until the workspace is stopped or deleted, e.g. 8h.")
     on_ttl: OnTtl = OnTtl.STOP
+    """`stop` or `delete` the workspace when the TTL runs out."""
     idle_timeout: str | None = Field(None, description="Stop after this long without connections, e.g. 30m.")
 
     @field_validator("ttl", "idle_timeout")
@@ -259,13 +303,18 @@ class Lifetime(_Strict):
 
 
 class Egress(StrEnum):
+    """Which outbound connections a workspace may make: none, all, or an allow-list."""
+
     NONE = "none"
     ALL = "all"
     ALLOWLIST = "allowlist"
 
 
 class Network(_Strict):
+    """A workspace's outbound network access."""
+
     egress: Egress = Egress.ALL
+    """`none`, `all` or `allowlist` (with `allow`)."""
     allow: list[str] = Field(
         default_factory=list, description="Hosts or CIDRs reachable with egress allowlist."
     )
@@ -283,25 +332,39 @@ class TemplateManifest(_Strict):
     """The parsed `dockyard.yaml` of one template version."""
 
     name: Name
+    """The template's name."""
     display_name: str = ""
+    """A human-friendly name."""
     description: str = ""
+    """What the template is for."""
     icon: str = ""
+    """The icon to show."""
     parameters: list[ParameterSpec] = Field(default_factory=list)
+    """The inputs a workspace supplies."""
     resources: Resources = Field(default_factory=Resources)
+    """CPU, memory, GPU, disk and process limits."""
     image: str | None = Field(None, description="An image to run, e.g. dockyard/base:bookworm.")
     build: BuildSpec | None = Field(None, description="Build a Dockerfile from the template's files.")
     devcontainer: str | None = Field(
         None, description="Path of a devcontainer.json among the template's files."
     )
     user: str = Field("dev", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    """The Unix user the workspace runs as."""
     sudo: bool = Field(False, description="Let the workspace user use sudo (turns off no-new-privileges).")
     env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables set in the workspace."""
     startup_script: str = ""
+    """A shell script the agent runs when the workspace starts."""
     startup_timeout: str = "10m"
+    """How long the startup script may run before it counts as timed out, e.g. 10m."""
     shutdown_script: str = ""
+    """A shell script the agent runs before the workspace stops."""
     apps: list[App] = Field(default_factory=list)
+    """Web apps served from inside the workspace."""
     lifetime: Lifetime = Field(default_factory=Lifetime)
+    """When the workspace is stopped or deleted by itself."""
     network: Network = Field(default_factory=Network)
+    """Outbound network access."""
 
     @field_validator("env")
     @classmethod

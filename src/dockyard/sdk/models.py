@@ -39,12 +39,16 @@ class Scope(StrEnum):
 
 
 class Role(StrEnum):
+    """A user's role; it bounds the scopes any of their tokens can use."""
+
     OWNER = "owner"
     TEMPLATE_ADMIN = "template-admin"
     MEMBER = "member"
 
 
 class UserStatus(StrEnum):
+    """Whether a user may sign in: a suspended user's tokens are refused."""
+
     ACTIVE = "active"
     SUSPENDED = "suspended"
 
@@ -67,7 +71,16 @@ def _nul_path(value: Any, path: str) -> str | None:
     return None
 
 
-class Request(BaseModel):
+class Model(BaseModel):
+    """The base of every wire model: a field's attribute docstring is its description in the OpenAPI document.
+
+    An explicit `Field(description=...)` wins over the docstring.
+    """
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class Request(Model):
     """Request bodies reject unknown fields so that a typo is an error, not a silently ignored option.
 
     They also refuse NUL characters anywhere: PostgreSQL cannot store them, and no name, path or parameter
@@ -84,73 +97,122 @@ class Request(BaseModel):
         return self
 
 
-class ValidationDetail(BaseModel):
+class ValidationDetail(Model):
+    """One problem with the request, and the field it is in."""
+
     field: str
+    """The field, as a dotted path such as `parameters.branch`."""
     detail: str
+    """What is wrong with it."""
     file: str | None = Field(None, description="For template errors: the file the problem is in.")
     line: int | None = Field(None, description="For template errors: the line in that file (1-based).")
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(Model):
     """The body of every non-2xx response."""
 
     message: str
+    """What went wrong, in one sentence."""
     detail: str = ""
+    """More about the problem or how to fix it; may be empty."""
     validations: list[ValidationDetail] = Field(default_factory=list)
+    """One entry per invalid field, for validation errors."""
 
 
-class Health(BaseModel):
+class Health(Model):
+    """The server's health, for load balancers and monitoring."""
+
     status: str
+    """`ok`, or `degraded` when the database is unreachable (with status 503)."""
     version: str
+    """The server's version."""
     database: str
+    """`ok` or `unreachable`."""
 
 
-class BuildInfo(BaseModel):
+class BuildInfo(Model):
+    """The server's version."""
+
     version: str
+    """The server's version."""
     ssh_listen: str | None = None
+    """Currently always null; `GET /api/v2/deployment/ssh` tells where SSH listens."""
 
 
 # --- users ---------------------------------------------------------------------------------------------------
 
 
-class User(BaseModel):
+class User(Model):
+    """A Dockyard account."""
+
     id: str
+    """The user's id."""
     username: str
+    """The unique login name."""
     email: str
+    """The user's email address."""
     role: Role
+    """The role, which bounds the user's permissions."""
     status: UserStatus
+    """`active`, or `suspended` (cannot sign in or use tokens)."""
     created_at: datetime
+    """When the account was created."""
     last_seen_at: datetime | None = None
+    """When one of the user's tokens was last used."""
 
 
-class UserList(BaseModel):
+class UserList(Model):
+    """One page of users."""
+
     users: list[User]
+    """The users on this page."""
     count: int
+    """How many users match in all pages."""
 
 
 class CreateUserRequest(Request):
+    """A new user account (owners only)."""
+
     username: Name
+    """The unique login name."""
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    """The user's email address."""
     password: str | None = Field(None, min_length=8, max_length=256)
+    """The login password (8-256 characters); none means no password login."""
     role: Role = Role.MEMBER
+    """The user's role."""
 
 
 class UpdateUserRequest(Request):
+    """Changes to a user; omitted fields are left as they are."""
+
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    """A new email address."""
     role: Role | None = None
+    """A new role (owners only)."""
     status: UserStatus | None = None
+    """Suspend or reactivate the user (owners only)."""
     password: str | None = Field(None, min_length=8, max_length=256)
+    """A new login password (8-256 characters)."""
 
 
 class LoginRequest(Request):
+    """A username and password in exchange for a session token."""
+
     username: str = Field(max_length=64)
+    """The login name."""
     password: str = Field(max_length=256)
+    """The login password."""
 
 
-class LoginResponse(BaseModel):
+class LoginResponse(Model):
+    """A new session: its token and the user it belongs to."""
+
     token: str = Field(description="A session token with scope `all`; shown once.")
     expires_at: datetime
+    """When the session token expires."""
     user: User
+    """The user signed in."""
 
 
 # --- tokens --------------------------------------------------------------------------------------------------
@@ -180,9 +242,13 @@ def _check_lifetime(value: str) -> str:
 
 
 class CreateTokenRequest(Request):
+    """A new API token for a user."""
+
     name: Name
+    """A name for the token, unique per user."""
     lifetime: str = Field("30d", description="How long the token is valid, e.g. 4h, 30d.")
     scopes: list[Scope] = Field(default_factory=lambda: [Scope.ALL], min_length=1)
+    """What the token may do, within the user's role; `all` by default."""
     allow_list: list[str] = Field(
         default_factory=list,
         description="What this token may touch, each entry naming its kind: `template:NAME`, "
@@ -206,109 +272,184 @@ class CreateTokenRequest(Request):
         return value
 
 
-class ApiToken(BaseModel):
+class ApiToken(Model):
+    """An API token, without its secret."""
+
     id: str
+    """The token's id (not its secret)."""
     name: str
+    """The token's name."""
     user_id: str
+    """The id of the user the token acts as."""
     scopes: list[Scope]
+    """What the token may do, within its user's role."""
     allow_list: list[str]
+    """Template or workspace names/ids this token may touch; empty means no restriction."""
     login_type: str
+    """`password` for a session from a login, `token` for a created token."""
     created_at: datetime
+    """When the token was created."""
     expires_at: datetime
+    """When the token stops working."""
     last_used_at: datetime | None = None
+    """When the token last authenticated a request."""
 
 
 class CreatedToken(ApiToken):
+    """A newly created API token, with its secret."""
+
     key: str = Field(description="The secret; shown only in this response.")
 
 
 # --- templates -----------------------------------------------------------------------------------------------
 
 
-class TemplateFile(BaseModel):
+class TemplateFile(Model):
+    """One file of a template version."""
+
     path: str
+    """The file's path in the template folder."""
     size: int
+    """Size in bytes."""
     sha256: str
+    """SHA-256 of the content, in hex."""
     mode: int
+    """Unix permission bits: 493 (0o755) for executables, else 420 (0o644)."""
 
 
-class TemplateVersion(BaseModel):
+class TemplateVersion(Model):
+    """An immutable, pushed version of a template: its manifest and files."""
+
     id: str
+    """The version's id."""
     template_id: str
+    """The id of the template it belongs to."""
     number: int
+    """1 for the first version of the template, then counting up."""
     name: str
+    """`v` and the number, e.g. `v3`."""
     content_hash: str
+    """A hash of all files; identical pushes share it."""
     message: str
+    """The message given when it was pushed."""
     created_at: datetime
+    """When it was pushed."""
     created_by: str | None
+    """The id of the user who pushed it; null if unknown."""
     manifest: TemplateManifest
+    """The version's parsed `dockyard.yaml`."""
     files: list[TemplateFile]
+    """The version's files."""
 
     @property
     def parameters(self) -> list[ParameterSpec]:
         return self.manifest.parameters
 
 
-class Template(BaseModel):
+class Template(Model):
+    """A workspace template: its metadata and its active version."""
+
     id: str
+    """The template's id."""
     name: str
+    """The unique name, used in `dockyard create` and the API."""
     display_name: str
+    """A human-friendly name; may be empty."""
     description: str
+    """What the template is for."""
     icon: str
+    """The icon to show; may be empty."""
     active_version_id: str | None
+    """The version new workspaces use; null before the first push."""
     active_version: TemplateVersion | None = None
+    """The active version, manifest included."""
     created_at: datetime
+    """When the template was created."""
     updated_at: datetime
+    """When the template last changed."""
     created_by: str | None
+    """The id of the user who created it; null if unknown."""
 
 
 class UpdateTemplateRequest(Request):
+    """Changes to a template; omitted fields are left as they are."""
+
     display_name: str | None = Field(None, max_length=64)
+    """A new human-friendly name."""
     description: str | None = Field(None, max_length=2048)
+    """A new description."""
     icon: str | None = Field(None, max_length=512)
+    """A new icon URL or path."""
     active_version_id: str | None = Field(None, description="A version id, name (v3) or content hash prefix.")
 
 
 class ParameterCheckRequest(Request):
+    """Parameter values to validate against a template version."""
+
     parameters: dict[str, Any] = Field(default_factory=dict)
+    """Parameter values by name."""
 
 
-class ParameterCheckResponse(BaseModel):
+class ParameterCheckResponse(Model):
+    """The validated parameter values, with defaults filled in."""
+
     parameters: dict[str, Any]
+    """Every parameter's value by name, defaults included."""
 
 
 # --- audit ---------------------------------------------------------------------------------------------------
 
 
-class AuditLog(BaseModel):
+class AuditLog(Model):
+    """One recorded action: who did what to which resource, and the outcome."""
+
     id: int
+    """The entry's id; larger is newer."""
     time: datetime
+    """When it happened."""
     user_id: str | None
+    """The acting user's id; null for the system and workspace agents."""
     username: str
+    """The acting user's name (`system` or `agent` for those)."""
     action: str
+    """What was done, `resource.verb`, e.g. `template.create`."""
     resource_type: str
+    """The kind of resource acted on, e.g. `workspace`."""
     resource_id: str
+    """The resource's id."""
     resource_name: str
+    """The resource's name when it was acted on."""
     ip: str
+    """The client's IP address; empty when not from a request."""
     status_code: int
+    """The HTTP status of the outcome (e.g. 403 for a refusal)."""
     detail: dict[str, Any]
+    """Action-specific details, e.g. the values before and after a change."""
 
 
-class AuditLogList(BaseModel):
+class AuditLogList(Model):
+    """One page of audit log entries, newest first."""
+
     audit_logs: list[AuditLog]
+    """The entries on this page."""
     count: int
+    """How many entries match in all pages."""
 
 
 # --- workspaces ----------------------------------------------------------------------------------------------
 
 
 class Transition(StrEnum):
+    """What a build does to a workspace."""
+
     START = "start"
     STOP = "stop"
     DELETE = "delete"
 
 
 class BuildStatus(StrEnum):
+    """Where a build is in its life."""
+
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -318,6 +459,8 @@ class BuildStatus(StrEnum):
 
 
 class BuildReason(StrEnum):
+    """Why a build was queued: on request (`initiator`) or at the TTL deadline (`ttl`); others are unused."""
+
     INITIATOR = "initiator"
     TTL = "ttl"
     IDLE = "idle"
@@ -326,6 +469,8 @@ class BuildReason(StrEnum):
 
 
 class WorkspaceStatus(StrEnum):
+    """A workspace's state, derived from its latest build and its runtime."""
+
     PENDING = "pending"
     STARTING = "starting"
     RUNNING = "running"
@@ -338,11 +483,13 @@ class WorkspaceStatus(StrEnum):
     CANCELED = "canceled"
 
 
-class ParameterValueItem(BaseModel):
+class ParameterValueItem(Model):
     """Coder's `rich_parameter_values` entry."""
 
     name: str
+    """The parameter's name."""
     value: Any
+    """Its value."""
 
 
 def _ttl_seconds(value: str | int | float) -> int:
@@ -408,47 +555,79 @@ class CreateWorkspaceRequest(Request):
         return None
 
 
-class WorkspaceBuild(BaseModel):
+class WorkspaceBuild(Model):
+    """One start, stop or delete of a workspace, run by the provisioner."""
+
     id: str
+    """The build's id."""
     workspace_id: str
+    """The id of the workspace it acts on."""
     workspace_name: str
+    """That workspace's name."""
     number: int
+    """1 for the workspace's first build, then counting up."""
     transition: Transition
+    """What the build does: start, stop or delete."""
     status: BuildStatus
+    """Where the build is: pending, running, succeeded, failed or canceled."""
     reason: BuildReason
+    """Why it was queued."""
     initiator: str | None
+    """The name of the user who asked for it; null when the system did."""
     template_version_id: str
+    """The template version it runs."""
     template_version_name: str
+    """That version's name, e.g. `v3`."""
     error: str
+    """Why the build failed; empty otherwise."""
     timings: dict[str, float] = Field(
         description="Seconds spent per phase (queue, image, network, container)."
     )
     created_at: datetime
+    """When it was queued."""
     started_at: datetime | None
+    """When a worker began it; null while queued."""
     completed_at: datetime | None
+    """When it ended; null while in progress."""
 
 
-class BuildLogLine(BaseModel):
+class BuildLogLine(Model):
+    """One line of a build's log."""
+
     id: int
+    """The line's id; larger is later (use it as `after` to resume)."""
     time: datetime
+    """When it was logged."""
     stage: str
+    """The build phase that wrote it (e.g. `queue`, `image`), or the agent's output source."""
     output: str
+    """The text."""
 
 
-class WorkspaceResources(BaseModel):
+class WorkspaceResources(Model):
+    """The resources a workspace is given."""
+
     cpu: float
+    """CPU cores."""
     memory_bytes: int
+    """Memory limit in bytes."""
     disk: str | None
+    """Home volume size hint, e.g. 10Gi."""
     gpu: int
+    """Number of GPUs."""
 
 
 class AgentConnection(StrEnum):
+    """Whether the workspace's agent is connected to the server."""
+
     CONNECTING = "connecting"
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
 
 
 class AgentLifecycle(StrEnum):
+    """Where the agent is in running the startup and shutdown scripts."""
+
     CREATED = "created"
     STARTING = "starting"
     READY = "ready"
@@ -458,16 +637,25 @@ class AgentLifecycle(StrEnum):
     OFF = "off"
 
 
-class ListeningPort(BaseModel):
+class ListeningPort(Model):
+    """A TCP port that something listens on inside the workspace."""
+
     port: int
+    """The TCP port number."""
     address: str = ""
+    """The address listened on, e.g. 127.0.0.1 or ::."""
     family: str = "ipv4"
+    """`ipv4` or `ipv6`."""
 
 
-class AgentStats(BaseModel):
+class AgentStats(Model):
+    """Resource use the agent last reported."""
+
     cpu_cores: float | None = Field(None, description="CPU cores in use, averaged since the last report.")
     memory_bytes: int | None = None
+    """Memory in use, in bytes."""
     memory_limit_bytes: int | None = None
+    """The workspace's memory limit, in bytes."""
     oom_kills: int | None = Field(
         None, description="Processes the kernel killed for the memory limit since the container started."
     )
@@ -478,6 +666,7 @@ class AgentStats(BaseModel):
     )
     disk_used_bytes: int | None = Field(None, description="Of the file system holding the home folder.")
     disk_total_bytes: int | None = None
+    """Size of the file system holding the home folder."""
     disk_limit_bytes: int | None = Field(
         None,
         description="The template's `resources.disk` when the runtime enforces it (the home folder is then a "
@@ -494,19 +683,32 @@ class AgentStats(BaseModel):
         ]
 
 
-class WorkspaceAgent(BaseModel):
+class WorkspaceAgent(Model):
+    """The agent inside a workspace: its connection, startup progress and last report."""
+
     status: AgentConnection
+    """Whether the agent is connected (an agent silent too long reads as disconnected)."""
     lifecycle: AgentLifecycle
+    """How far startup got: `ready` once the startup script succeeded, or why it did not."""
     version: str = ""
+    """The agent's version; empty before it connected."""
     exit_code: int | None = Field(None, description="Exit code of the startup script when it failed.")
     first_connected_at: datetime | None = None
+    """When the agent first connected."""
     last_connected_at: datetime | None = None
+    """When the agent last connected."""
     disconnected_at: datetime | None = None
+    """When the agent last disconnected."""
     last_seen_at: datetime | None = None
+    """When the server last heard from the agent."""
     started_at: datetime | None = None
+    """When the startup script started."""
     ready_at: datetime | None = None
+    """When the startup script ended (or failed or timed out)."""
     stats: AgentStats | None = None
+    """Resource use the agent last reported; null before its first report."""
     ports: list[ListeningPort] = Field(default_factory=list)
+    """TCP ports listening inside the workspace, as last reported."""
 
 
 class TaskState(StrEnum):
@@ -519,7 +721,7 @@ class TaskState(StrEnum):
     FAILED = "failed"
 
 
-class TaskLink(BaseModel):
+class TaskLink(Model):
     """A link a task reports, such as its pull request."""
 
     name: str = Field(min_length=1, max_length=64, description="What the link is, e.g. `pr`.")
@@ -543,34 +745,56 @@ class TaskStatus(TaskReport):
     updated_at: datetime = Field(description="When it was reported.")
 
 
-class Workspace(BaseModel):
+class Workspace(Model):
+    """A workspace: a template version run for its owner with the given parameters."""
+
     id: str
+    """The workspace's id."""
     name: str
+    """The name, unique per owner."""
     owner_id: str
+    """The owner's user id."""
     owner_name: str
+    """The owner's username."""
     template_id: str
+    """The template's id."""
     template_name: str
+    """The template's name."""
     template_version_id: str
+    """The template version the workspace runs (or will on its next start)."""
     template_version_name: str
+    """That version's name, e.g. `v3`."""
     outdated: bool = Field(description="A newer template version is active.")
     parameters: dict[str, Any]
+    """Parameter values by name, defaults included."""
     status: WorkspaceStatus
+    """The workspace's state, derived from its latest build and its runtime."""
     status_reason: str = Field("", description="Why the workspace is in this status, e.g. a failure.")
     latest_build: WorkspaceBuild
+    """The most recent build."""
     ttl_ms: int | None
+    """Time from start until the template's `on_ttl` action, in ms; null for none."""
     deadline: datetime | None
+    """When the `on_ttl` action is due; null when none is set."""
     created_at: datetime
+    """When the workspace was created."""
     updated_at: datetime
+    """When the workspace or its settings last changed."""
     last_used_at: datetime | None
+    """When it was last used through SSH, a terminal, exec, files or a port forward."""
     agent: WorkspaceAgent | None = Field(
         None, description="The agent inside the workspace; none before its first start."
     )
     task: TaskStatus | None = Field(None, description="The coding task's last reported state, if any.")
 
 
-class WorkspaceList(BaseModel):
+class WorkspaceList(Model):
+    """One page of workspaces."""
+
     workspaces: list[Workspace]
+    """The workspaces on this page."""
     count: int
+    """How many workspaces match in all pages."""
 
 
 class TtlRequest(Request):
@@ -604,13 +828,18 @@ class TtlRequest(Request):
 
 
 class CreateBuildRequest(Request):
+    """A transition to queue for a workspace."""
+
     transition: Transition
+    """`start`, `stop` or `delete`."""
     template_version_id: str | None = Field(
         None, max_length=64, description="For start: the version to move to (`active` for the newest)."
     )
 
 
 class UpdateWorkspaceRequest(Request):
+    """Changes to a workspace that take effect on its next start."""
+
     parameters: dict[str, Any] | None = Field(None, description="New values for mutable parameters.")
     template_version_id: str | None = Field(
         None, max_length=64, description="Move to this version (`active` for the newest) on the next start."
@@ -625,13 +854,18 @@ class UpdateWorkspaceRequest(Request):
         return value
 
 
-class OrphanedResource(BaseModel):
+class OrphanedResource(Model):
+    """A runtime resource labelled as Dockyard's whose workspace no longer exists."""
+
     kind: str
+    """`container`, `volume` or `network`."""
     name: str
+    """The resource's name in the runtime."""
     workspace_id: str
+    """The id of the workspace it was made for."""
 
 
-class HostFirewallReport(BaseModel):
+class HostFirewallReport(Model):
     """Whether the host firewall keeps this deployment's workspaces off the host's own services."""
 
     ok: bool = Field(description="Enforced here, and no network of this deployment is missing its rules.")
@@ -644,12 +878,18 @@ class HostFirewallReport(BaseModel):
     )
 
 
-class DoctorReport(BaseModel):
+class DoctorReport(Model):
+    """The runtime's health and how far it agrees with Dockyard's records."""
+
     runtime: str
+    """The runtime's name, e.g. `docker`."""
     runtime_ok: bool
+    """Whether the runtime answered."""
     deployment: str = Field("", description="This deployment's id, the `dockyard.deployment` label's value.")
     runtime_error: str = ""
+    """Why it did not; empty when it did."""
     orphans: list[OrphanedResource]
+    """Resources labelled as Dockyard's whose workspace no longer exists."""
     drifted: list[str] = Field(description="Names of workspaces whose runtime state disagrees with Dockyard.")
     removed: list[OrphanedResource] = Field(
         default_factory=list, description="What a prune removed (empty for a plain check)."
@@ -672,6 +912,8 @@ MAX_EXEC_OUTPUT = 16 * 2**20
 
 
 class ExecRequest(Request):
+    """A command to run in the workspace, waiting for it to finish."""
+
     command: list[str] | str = Field(description="argv (run as is) or a shell string (run with `sh -c`).")
     cwd: str | None = Field(None, max_length=4096, description="Working folder; the home folder by default.")
     env: dict[str, str] = Field(default_factory=dict, description="Added to the workspace environment.")
@@ -705,9 +947,14 @@ class ExecRequest(Request):
 
 
 class PtyRequest(Request):
+    """A terminal size and type."""
+
     width: int = Field(80, ge=1, le=1000)
+    """Columns."""
     height: int = Field(24, ge=1, le=1000)
+    """Rows."""
     term: str = Field("xterm-256color", max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
+    """The TERM value, e.g. xterm-256color."""
 
 
 class ExecStreamRequest(ExecRequest):
@@ -720,11 +967,14 @@ class ExecStreamRequest(ExecRequest):
     )
 
 
-class ExecResult(BaseModel):
+class ExecResult(Model):
+    """How a command ended, and its output."""
+
     exit_code: int | None = Field(description="None when the command was killed on timeout.")
     signal: str | None = Field(None, description="The signal that ended the command, e.g. KILL.")
     stdout: str = Field(description="As the request's `encoding` says: text, or base64 of the bytes.")
     stderr: str
+    """Standard error, in the same `encoding` as stdout."""
     encoding: Literal["utf-8", "base64"] = Field("utf-8", description="The encoding of stdout and stderr.")
     lossy: bool = Field(
         False,
@@ -732,7 +982,9 @@ class ExecResult(BaseModel):
         "`encoding: base64` to get them exactly.",
     )
     stdout_truncated: bool = False
+    """Whether stdout was cut at `max_output_bytes`."""
     stderr_truncated: bool = False
+    """Whether stderr was cut at `max_output_bytes`."""
     timed_out: bool = Field(False, description="Killed at the timeout, with every process it started.")
     limits_hit: list[Literal["memory", "pids"]] = Field(
         default_factory=list,
@@ -740,6 +992,7 @@ class ExecResult(BaseModel):
         "the memory limit), `pids` (a fork failed at the process limit). Counted for the whole workspace.",
     )
     duration_ms: float
+    """How long the command ran, in milliseconds."""
 
     @property
     def truncated(self) -> bool:
@@ -747,58 +1000,92 @@ class ExecResult(BaseModel):
         return self.stdout_truncated or self.stderr_truncated
 
 
-class FileEntry(BaseModel):
+class FileEntry(Model):
+    """One entry of a folder listing."""
+
     name: str
+    """The entry's name within the folder."""
     type: str = Field(description="file, dir, symlink or other.")
     size: int
+    """Size in bytes."""
     mode: int
+    """Unix permission bits (e.g. 0o644 as 420)."""
     mtime: float
+    """Last modification, as Unix time in seconds."""
 
 
-class FileList(BaseModel):
+class FileList(Model):
+    """A folder's entries."""
+
     path: str
+    """The folder listed."""
     entries: list[FileEntry]
+    """Its entries."""
 
 
-class FileWritten(BaseModel):
+class FileWritten(Model):
+    """The file an upload wrote."""
+
     path: str
+    """The file written."""
     size: int
+    """Bytes written."""
 
 
-class SshKey(BaseModel):
+class SshKey(Model):
+    """A public key registered for SSH access through the gateway."""
+
     id: str
+    """The key's id."""
     name: str
+    """The key's name, unique per user."""
     fingerprint: str = Field(description="SHA256 fingerprint, as `ssh-keygen -l` prints it.")
     public_key: str
+    """The OpenSSH public key line."""
     created_at: datetime
+    """When the key was registered."""
     last_used_at: datetime | None
+    """When the key last authenticated an SSH connection."""
 
 
 class CreateSshKeyRequest(Request):
+    """A public key to register for SSH access."""
+
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    """A name for the key, unique per user."""
     public_key: str = Field(min_length=16, max_length=16384, description="One OpenSSH public key line.")
 
 
 class SshCertificateRequest(Request):
+    """A public key to certify for SSH access."""
+
     public_key: str = Field(min_length=16, max_length=16384, description="The public key to certify.")
     valid_for: str = Field("16h", description="How long the certificate is valid, e.g. 16h (at most 7d).")
 
 
-class SshCertificate(BaseModel):
+class SshCertificate(Model):
+    """A short-lived OpenSSH user certificate and the CA that signed it."""
+
     certificate: str = Field(description="OpenSSH user certificate (`…-cert.pub` content).")
     serial: int = Field(
         0, description="The certificate's serial, unique per certificate (0 from older servers)."
     )
     principals: list[str]
+    """The names the certificate is valid for."""
     valid_before: datetime
+    """When the certificate expires."""
     ca_public_key: str
+    """The user CA's public key, which the gateway trusts."""
 
 
-class SshGateway(BaseModel):
+class SshGateway(Model):
     """What a client needs to reach the SSH gateway and trust it without a prompt."""
 
     host: str
+    """The host to connect to."""
     port: int
+    """The port to connect to."""
     host_key_alias: str = Field(description="The name the gateway's host certificate is issued to.")
     ca_public_key: str
+    """The public key of the CA that certifies the gateway's host key."""
     known_hosts: str = Field(description="A known_hosts line that pins the CA for `host_key_alias`.")

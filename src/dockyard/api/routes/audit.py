@@ -40,6 +40,7 @@ def search_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> wire.AuditLogList:
+    """Audit log entries, newest first, filtered by user, action, resource or time (owners only)."""
     rows, count = audit.search(
         db,
         user=user,

@@ -51,6 +51,7 @@ async def exec_command(
     actor: Connect,
     hub: HubDep,
 ) -> wire.ExecResult:
+    """Run a command in the running workspace and return its exit code and output when it ends."""
     await _ready(request, db, workspace.id, hub)
     activity = asyncio.ensure_future(bridge.keep_active(request.app.state.sessions, workspace.id))
     try:
@@ -192,6 +193,7 @@ async def dial(
 async def read_file(
     request: Request, db: DbSession, workspace: WorkspaceParam, actor: Connect, hub: HubDep, path: PathQuery
 ) -> StreamingResponse:
+    """A file's content from the workspace, streamed as bytes."""
     await _ready(request, db, workspace.id, hub, touch=True)
     meta, content = await streams.read_file(hub, workspace.id, path)
     # No Content-Length: the size stat() gave is not a promise (/proc files say 0, a log grows while it is
@@ -223,6 +225,7 @@ async def write_file(
     path: PathQuery,
     mode: Annotated[str | None, Query(pattern=r"^0?[0-7]{3,4}$", description="Octal, e.g. 0644.")] = None,
 ) -> wire.FileWritten:
+    """Write the request body to a file in the workspace, creating parent folders."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         raise PayloadTooLarge(f"The upload is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
@@ -247,6 +250,7 @@ async def delete_file(
     path: PathQuery,
     recursive: bool = False,
 ) -> Response:
+    """Remove a file, or a folder with `recursive=true`."""
     await _ready(request, db, workspace.id, hub, touch=True)
     await streams.simple(hub, workspace.id, "file_delete", path=path, recursive=recursive)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -256,5 +260,6 @@ async def delete_file(
 async def list_files(
     request: Request, db: DbSession, workspace: WorkspaceParam, actor: Connect, hub: HubDep, path: PathQuery
 ) -> wire.FileList:
+    """The entries of a folder in the workspace."""
     await _ready(request, db, workspace.id, hub, touch=True)
     return await streams.list_files(hub, workspace.id, path)

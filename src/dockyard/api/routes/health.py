@@ -17,6 +17,7 @@ router = APIRouter()
 
 @router.get("/healthz", dependencies=[PUBLIC], tags=["health"])
 def healthz(db: DbSession, response: Response) -> Health:
+    """Whether the server and its database answer; 503 with `degraded` when the database does not."""
     try:
         db.execute(text("SELECT 1"))
         database = "ok"
@@ -43,4 +44,5 @@ def metrics(request: Request) -> Response:
 
 @router.get("/api/v2/buildinfo", dependencies=[PUBLIC], tags=["health"])
 def buildinfo(request: Request) -> BuildInfo:
+    """The server's version; needs no token."""
     return BuildInfo(version=__version__)

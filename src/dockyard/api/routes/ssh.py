@@ -37,6 +37,7 @@ KeyRef = Annotated[str, Path(description="SSH key id or name.", max_length=128)]
 def list_ssh_keys(
     user: UserParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]
 ) -> list[wire.SshKey]:
+    """The user's registered SSH public keys, oldest first."""
     return [keys.to_wire(row) for row in keys.list_keys(db, actor, user)]
 
 

@@ -101,6 +101,8 @@ async def read_upload(request: Request) -> TemplateFiles:
 
 @router.get("", response_model=list[wire.Template])
 async def list_templates(request: Request, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]) -> Response:
+    """Templates, sorted by name, with their active versions; a token's allow-list narrows them."""
+
     def load() -> list[wire.Template]:
         with request.app.state.read_sessions() as db:
             return service.catalog.load(db, actor)
@@ -131,6 +133,7 @@ async def create_template(
     ] = None,
     message: Annotated[str, Query(max_length=1024)] = "",
 ) -> wire.Template:
+    """Create a template from an uploaded template folder; it becomes version v1."""
     files = await read_upload(request)
 
     def work() -> wire.Template:
@@ -143,6 +146,7 @@ async def create_template(
 def get_template(
     template: TemplateParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
 ) -> wire.Template:
+    """A template by name or id, with its active version."""
     return service.to_wire(db, template)
 
 
@@ -153,6 +157,7 @@ def update_template(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TEMPLATE_WRITE)],
 ) -> wire.Template:
+    """Change a template's display name, description, icon or active version."""
     return service.to_wire(db, service.update(db, actor, template, body))
 
 
@@ -160,6 +165,7 @@ def update_template(
 def delete_template(
     template: TemplateParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_WRITE)]
 ) -> None:
+    """Delete a template that no workspace, live or deleted, was made from (409 otherwise)."""
     service.delete(db, actor, template)
 
 
@@ -167,6 +173,7 @@ def delete_template(
 def list_versions(
     template: TemplateParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
 ) -> list[wire.TemplateVersion]:
+    """Every version of a template, newest first."""
     return [service.version_to_wire(v) for v in service.versions(db, template)]
 
 
@@ -198,6 +205,7 @@ async def create_version(
 def get_version(
     template: TemplateParam, version: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
 ) -> wire.TemplateVersion:
+    """One version by id, name (`v3`), number or content hash prefix, with its manifest and file list."""
     return service.version_to_wire(service.get_version(db, template, version))
 
 
@@ -205,6 +213,7 @@ def get_version(
 def list_files(
     template: TemplateParam, version: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
 ) -> list[wire.TemplateFile]:
+    """The files of a template version."""
     return service.version_to_wire(service.get_version(db, template, version)).files
 
 
@@ -220,6 +229,7 @@ def get_file(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)],
 ) -> Response:
+    """The content of one file of a template version."""
     files = service.files_of(db, service.get_version(db, template, version))
     item = files.files.get(path)
     if item is None or item.link is not None:
@@ -238,6 +248,7 @@ def get_file(
 def get_archive(
     template: TemplateParam, version: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.TEMPLATE_READ)]
 ) -> Response:
+    """A template version's files as a tar.gz archive."""
     row = service.get_version(db, template, version)
     return Response(
         service.archive_bytes(db, row),

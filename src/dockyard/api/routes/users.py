@@ -99,6 +99,7 @@ def list_users(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> wire.UserList:
+    """Users, sorted by name, optionally filtered by a substring of name or email."""
     rows, count = users.list_users(db, actor, search=q, limit=limit, offset=offset)
     return wire.UserList(users=[users.to_wire(u) for u in rows], count=count)
 
@@ -107,6 +108,7 @@ def list_users(
 def create_user(
     body: wire.CreateUserRequest, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_ADMIN)]
 ) -> wire.User:
+    """Create a user account (owners only)."""
     return users.to_wire(users.create(db, actor, body))
 
 
@@ -118,6 +120,7 @@ def get_me(db: DbSession, actor: Annotated[Actor, AUTHENTICATED]) -> wire.User:
 
 @router.get("/{user}")
 def get_user(user: UserParam, actor: Annotated[Actor, scoped(Scope.USER_READ)]) -> wire.User:
+    """A user by name or id (`me` for yourself)."""
     return users.to_wire(user)
 
 
@@ -128,6 +131,7 @@ def update_user(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.USER_WRITE)],
 ) -> wire.User:
+    """Change a user's email or password; role and status are for owners only."""
     if user.id != actor.user_id:
         actor.require(Scope.USER_ADMIN)
     return users.to_wire(users.update(db, actor, user, body))
@@ -137,6 +141,7 @@ def update_user(
 def list_tokens(
     user: UserParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]
 ) -> list[wire.ApiToken]:
+    """A user's API tokens, oldest first, without their secrets."""
     return [tokens.to_wire(t) for t in tokens.list_tokens(db, user)]
 
 
@@ -147,6 +152,7 @@ def create_token(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.TOKEN_WRITE)],
 ) -> wire.CreatedToken:
+    """Create an API token; its secret (`key`) is shown only in this response."""
     key, token = tokens.create(db, actor, user, body)
     return wire.CreatedToken(**tokens.to_wire(token).model_dump(), key=key)
 
@@ -155,6 +161,7 @@ def create_token(
 def get_token(
     user: UserParam, token: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]
 ) -> wire.ApiToken:
+    """One of a user's API tokens, by id or name."""
     return tokens.to_wire(tokens.get(db, user, token))
 
 
@@ -162,6 +169,7 @@ def get_token(
 def revoke_token(
     user: UserParam, token: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.TOKEN_WRITE)]
 ) -> None:
+    """Revoke an API token at once; only owners may revoke other users' tokens."""
     if user.id != actor.user_id and not actor.can(Scope.USER_ADMIN):
         raise Forbidden("Only an owner can revoke another user's tokens.")
     tokens.revoke(db, actor, tokens.get(db, user, token))

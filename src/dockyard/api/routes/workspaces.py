@@ -44,6 +44,7 @@ def create_workspace(
     runtime: RuntimeDep,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_CREATE)],
 ) -> wire.Workspace:
+    """Create a workspace from a template and queue its first start build."""
     loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime))
     return workspaces.to_wire(db, loaded)
 
@@ -61,6 +62,7 @@ def list_workspaces(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> wire.WorkspaceList:
+    """Workspaces you may see, newest first, filtered by owner, template, status or name."""
     rows, count = workspaces.search(
         db, actor, owner=owner, template=template, status=status, name=name, limit=limit, offset=offset
     )
@@ -83,6 +85,7 @@ async def get_workspace(
     ] = None,
     timeout: Annotated[float, Query(gt=0, le=600, description="Seconds to wait at most.")] = 120,
 ) -> wire.Workspace:
+    """A workspace; with `wait`, the reply waits (up to `timeout`) until it is running, settled or ready."""
     # Long polls must not hold a pooled connection while they wait: 50 waiting clients would starve the
     # provisioner workers. Each poll takes a connection for one read and gives it back.
     db.close()
@@ -114,6 +117,7 @@ def _load_wire(sessions: sessionmaker[Session], workspace_id: str) -> wire.Works
 def get_workspace_by_owner(
     user: UserParam, name: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
 ) -> wire.Workspace:
+    """A workspace by its owner and name."""
     workspace = workspaces.get_by_owner(db, actor, user, name)
     return workspaces.to_wire(db, workspaces.load(db, workspace))
 
@@ -125,6 +129,7 @@ def update_workspace(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
 ) -> wire.Workspace:
+    """Change parameters, template version or TTL; they take effect on the next start."""
     return workspaces.to_wire(db, workspaces.update(db, actor, workspace, body))
 
 
@@ -159,6 +164,7 @@ def create_build(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
 ) -> wire.WorkspaceBuild:
+    """Queue a start, stop or delete of the workspace (delete needs `workspace:delete`)."""
     if body.transition == wire.Transition.DELETE:
         actor.require(Scope.WORKSPACE_DELETE)
     version_id = None
@@ -187,6 +193,7 @@ def delete_workspace(
 def list_builds(
     workspace: WorkspaceParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
 ) -> list[wire.WorkspaceBuild]:
+    """The workspace's builds, newest first."""
     rows = db.scalars(
         select(WorkspaceBuild)
         .where(WorkspaceBuild.workspace_id == workspace.id)
@@ -232,6 +239,7 @@ async def watch_workspace(
 def get_build(
     build: BuildParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
 ) -> wire.WorkspaceBuild:
+    """One build by id."""
     return workspaces.build_to_wire(db, *build)
 
 
@@ -239,6 +247,7 @@ def get_build(
 def cancel_build(
     build: BuildParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)]
 ) -> wire.WorkspaceBuild:
+    """Cancel a pending build at once, or ask a running one to stop at its next step."""
     workspace, row = build
     return workspaces.build_to_wire(db, workspace, builds.cancel(db, actor, row, workspace))
 
