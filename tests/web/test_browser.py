@@ -1,0 +1,160 @@
+"""The dashboard in a real browser (Debian's Chromium through Playwright), against a server on a real port."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from playwright.sync_api import Browser, Page, expect
+
+from dockyard.sdk import models as m
+from tests.harness import Harness
+from tests.web.conftest import PASSWORD
+
+PARAMETERS = [
+    {"name": "branch", "type": "string", "default": "main", "description": "Branch to check out"},
+    {"name": "size", "type": "string", "default": "small", "options": ["small", "large"]},
+    {"name": "ttl_hours", "type": "number", "default": 4, "validation": {"min": 1, "max": 24}},
+]
+
+
+def _shot(page: Page, tmp_path: Path, name: str) -> None:
+    shots = tmp_path / "screenshots"
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
+def _login(page: Page, base: str, username: str, password: str) -> None:
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_the_dashboard_journey(wh: Harness, served: str, chromium: Any, tmp_path: Path) -> None:
+    browser: Browser = chromium
+    alice = wh.user("alice")
+    wh.template(name="py", description="Python 3 with uv", parameters=PARAMETERS)
+    created = alice.create_workspace(m.CreateWorkspaceRequest(template="py", name="demo"))
+    wh.await_build(created.id, client=alice)
+    # Bob's workspace must not show up for Alice, on the list or by URL.
+    bob = wh.user("bob")
+    hidden = bob.create_workspace(m.CreateWorkspaceRequest(template="py", name="secret"))
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(f"{served}/workspaces?status=running")
+    # Not logged in: sent to log in, with the way back kept.
+    expect(page).to_have_url(re.compile(r"/login\?next=/workspaces%3Fstatus%3Drunning$"))
+
+    _login(page, served, "alice", "wrong-password")
+    expect(page.get_by_role("alert")).to_have_text("Incorrect username or password.")
+    expect(page.get_by_label("Username")).to_have_value("alice")
+    _shot(page, tmp_path, "login-failed")
+
+    _login(page, served, "alice", PASSWORD)
+    expect(page).to_have_url(f"{served}/workspaces?status=running")
+    cookie = next(c for c in context.cookies() if c["name"] == "dockyard_session")
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Lax"
+
+    page.get_by_role("link", name="Templates", exact=True).click()
+    card = page.locator("#template-py")
+    expect(card.get_by_role("heading")).to_have_text("py")
+    expect(card).to_contain_text("Python 3 with uv")
+    expect(card.locator("table.params tbody tr")).to_have_count(3)
+    expect(card).to_contain_text("Branch to check out")
+    expect(card).to_contain_text("string: small, large")
+    _shot(page, tmp_path, "templates")
+
+    page.get_by_role("link", name="Workspaces", exact=True).click()
+    row = page.locator(f"#ws-{created.id}")
+    expect(row.locator('[data-field="status"]')).to_have_text("running")
+    expect(page.locator(f"#ws-{hidden.id}")).to_have_count(0)
+    expect(page.locator("#live-state")).to_have_attribute("data-live", "true")
+    _shot(page, tmp_path, "workspaces")
+
+    # A stop through the SDK shows on the open list without a reload.
+    alice.stop_workspace(created.id)
+    expect(row.locator('[data-field="status"]')).to_have_text("stopped", timeout=20_000)
+
+    # The workspace page follows its status too; its Start button starts it again.
+    row.get_by_role("link", name="demo").click()
+    expect(page.locator("#ws-status")).to_have_text("stopped")
+    expect(page.locator("#ssh-command")).to_have_value("ssh dockyard.demo")
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#ws-status")).to_have_text("running", timeout=20_000)
+    expect(page.locator("#ws-build")).to_contain_text("start: succeeded")
+    _shot(page, tmp_path, "workspace")
+    alice.stop_workspace(created.id)
+    expect(page.locator("#ws-status")).to_have_text("stopped", timeout=20_000)
+
+    # Another user's workspace is not found, not forbidden.
+    response = page.goto(f"{served}/workspaces/{hidden.id}")
+    assert response is not None and response.status == 404
+
+    # Phone width stays readable: nothing wider than the viewport but the table's own scroller.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{served}/workspaces/{created.id}")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    _shot(page, tmp_path, "workspace-phone")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(f"{served}/login")
+    assert not [c for c in context.cookies() if c["name"] == "dockyard_session"]
+    page.goto(f"{served}/templates")
+    expect(page).to_have_url(re.compile(r"/login\?next=/templates$"))
+    context.close()
+
+
+def test_delete_asks_for_confirmation(wh: Harness, served: str, chromium: Any) -> None:
+    browser: Browser = chromium
+    alice = wh.user("alice")
+    wh.template(name="py")
+    created = wh.await_build(
+        alice.create_workspace(m.CreateWorkspaceRequest(template="py", name="gone")).id, client=alice
+    )
+    page = browser.new_page()
+    page.goto(f"{served}/workspaces/{created.id}")
+    _login(page, served, "alice", PASSWORD)
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Delete…").click()
+    expect(page.locator("#ws-status")).to_have_text("running")
+    assert alice.get_workspace(created.id).latest_build.transition == m.Transition.START
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete…").click()
+    expect(page).to_have_url(f"{served}/workspaces")
+    assert alice.get_workspace(created.id).latest_build.transition == m.Transition.DELETE
+    page.close()
+
+
+def test_no_page_loads_anything_from_another_host(wh: Harness, served: str, chromium: Any) -> None:
+    browser: Browser = chromium
+    alice = wh.user("alice")
+    wh.template(name="py")
+    created = alice.create_workspace(m.CreateWorkspaceRequest(template="py", name="demo"))
+    page = browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{served}/login")
+    _login(page, served, "alice", PASSWORD)
+    for path in ("/login", "/templates", "/workspaces", f"/workspaces/{created.id}", "/api/v2/docs"):
+        page.goto(f"{served}{path}")
+        page.wait_for_load_state("networkidle") if path != "/workspaces" else None
+        urls = page.eval_on_selector_all(
+            "script[src], link[href], img[src], iframe[src]",
+            "els => els.map(e => e.getAttribute('src') || e.getAttribute('href'))",
+        )
+        foreign = [u for u in urls if re.match(r"(?i)^(https?:)?//", u) and urlsplit(u).netloc != urlsplit(served).netloc]
+        assert foreign == [], f"{path} refers to {foreign}"
+    # Swagger UI rendered from the vendored bundle, with no network beyond this server.
+    page.goto(f"{served}/api/v2/docs")
+    expect(page.locator(".swagger-ui .information-container")).to_contain_text("Dockyard", timeout=20_000)
+    host = urlsplit(served).netloc
+    assert [u for u in requested if urlsplit(u).netloc not in (host, "")] == []
+    page.close()
