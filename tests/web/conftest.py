@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PASSWORD = "correct-horse-battery"  # noqa: S105 - the harness's test user password
+PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture

@@ -92,7 +92,8 @@ def test_the_dashboard_journey(wh: Harness, served: str, chromium: Any, tmp_path
 
     # Another user's workspace is not found, not forbidden.
     response = page.goto(f"{served}/workspaces/{hidden.id}")
-    assert response is not None and response.status == 404
+    assert response is not None
+    assert response.status == 404
 
     # Phone width stays readable: nothing wider than the viewport but the table's own scroller.
     page.set_viewport_size({"width": 390, "height": 844})
@@ -150,7 +151,11 @@ def test_no_page_loads_anything_from_another_host(wh: Harness, served: str, chro
             "script[src], link[href], img[src], iframe[src]",
             "els => els.map(e => e.getAttribute('src') || e.getAttribute('href'))",
         )
-        foreign = [u for u in urls if re.match(r"(?i)^(https?:)?//", u) and urlsplit(u).netloc != urlsplit(served).netloc]
+        foreign = [
+            u
+            for u in urls
+            if re.match(r"(?i)^(https?:)?//", u) and urlsplit(u).netloc != urlsplit(served).netloc
+        ]
         assert foreign == [], f"{path} refers to {foreign}"
     # Swagger UI rendered from the vendored bundle, with no network beyond this server.
     page.goto(f"{served}/api/v2/docs")
