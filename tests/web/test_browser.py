@@ -163,3 +163,70 @@ def test_no_page_loads_anything_from_another_host(wh: Harness, served: str, chro
     host = urlsplit(served).netloc
     assert [u for u in requested if urlsplit(u).netloc not in (host, "")] == []
     page.close()
+
+
+def test_the_create_form_shows_the_api_s_messages_at_the_fields(
+    wh: Harness, served: str, chromium: Any, tmp_path: Path
+) -> None:
+    browser: Browser = chromium
+    alice = wh.user("alice")
+    parameters = [
+        *PARAMETERS,
+        {"name": "gpu", "type": "bool", "default": False},
+        {"name": "ticket", "type": "string", "default": "T-1", "validation": {"regex": "^T-[0-9]+$"}},
+    ]
+    wh.template(name="py", parameters=parameters)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{served}/templates")
+    _login(page, served, "alice", PASSWORD)
+    page.get_by_role("link", name="Create workspace from py").click()
+    expect(page.get_by_label("size")).to_have_value("small")
+    expect(page.get_by_label("ticket")).to_have_value("T-1")
+    expect(page.locator("#p-ticket-hint")).to_contain_text("Must match ^T-[0-9]+$")
+    expect(page.locator("#p-ttl_hours-hint")).to_contain_text("Between 1 and 24.")
+    expect(page.get_by_label("ttl_hours")).to_have_attribute("max", "24.0")
+
+    page.get_by_label("Workspace name").fill("mine")
+    page.get_by_label("size").select_option("large")
+    page.get_by_label("gpu").check()
+    page.get_by_label("ttl_hours").fill("30")
+    page.get_by_label("ticket").fill("nope")
+    page.get_by_role("button", name="Create workspace").click()
+
+    expect(page.get_by_role("alert")).to_contain_text("Invalid parameters.")
+    expect(page.locator("#p-ttl_hours-error")).to_have_text("30 is above the maximum 24")
+    expect(page.locator("#p-ticket-error")).to_have_text("'nope' does not match ^T-[0-9]+$")
+    expect(page.get_by_label("ttl_hours")).to_have_attribute("aria-invalid", "true")
+    # What was typed is kept.
+    expect(page.get_by_label("Workspace name")).to_have_value("mine")
+    expect(page.get_by_label("size")).to_have_value("large")
+    expect(page.get_by_label("gpu")).to_be_checked()
+    expect(page.get_by_label("ticket")).to_have_value("nope")
+    _shot(page, tmp_path, "create-invalid")
+    assert alice.list_workspaces().workspaces == []
+
+    page.get_by_label("ttl_hours").fill("8")
+    page.get_by_label("ticket").fill("T-42")
+    page.get_by_role("button", name="Create workspace").click()
+    expect(page.locator("h1")).to_have_text("alice/mine")
+    expect(page.locator("#ws-status")).to_have_text("running", timeout=20_000)
+    created = alice.get_workspace("mine")
+    assert created.parameters == {
+        "branch": "main",
+        "size": "large",
+        "ttl_hours": 8,
+        "gpu": True,
+        "ticket": "T-42",
+    }
+
+    # The name is the API's to judge as well: a taken one is marked at the field.
+    page.goto(f"{served}/workspaces/new?template=py")
+    page.get_by_label("Workspace name").fill("mine")
+    page.get_by_role("button", name="Create workspace").click()
+    expect(page.locator("#f-name-error")).to_have_text("'mine' is taken")
+    page.get_by_label("Workspace name").fill("Bad Name!")
+    page.get_by_role("button", name="Create workspace").click()
+    expect(page.locator("#f-name-error")).to_be_visible()
+    expect(page.get_by_label("Workspace name")).to_have_value("Bad Name!")
+    assert [w.name for w in alice.list_workspaces().workspaces] == ["mine"]
+    page.close()

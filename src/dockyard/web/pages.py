@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
 from dockyard.accounts import tokens, users
@@ -19,58 +16,13 @@ from dockyard.provisioner import builds, workspaces
 from dockyard.sdk import models as wire
 from dockyard.sdk.models import Scope
 from dockyard.templates import service as templates_service
-from dockyard.web import live, session
-from dockyard.web.assets import static_files, static_url
+from dockyard.web import create, live, session
+from dockyard.web.assets import static_files
+from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, LoginRequired, page_actor
 
 router = APIRouter(include_in_schema=False)
 PageActor = Annotated[Actor, Depends(page_actor)]
-
-_env = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(default=True),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_env.globals["static"] = static_url
-_env.globals["statuses"] = [s.value for s in wire.WorkspaceStatus if s != wire.WorkspaceStatus.DELETED]
-pages = Jinja2Templates(env=_env)
-
-# Scripts and styles only from this origin; htmx's inline indicator style is turned off in base.html.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
-)
-SECURITY_HEADERS = {
-    "content-security-policy": CSP,
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "cache-control": "no-store",
-}
-
-
-def render(
-    request: Request,
-    name: str,
-    context: dict[str, Any],
-    *,
-    status_code: int = 200,
-    actor: Actor | None = None,
-) -> HTMLResponse:
-    context = {"actor": actor, "csrf": session.session_csrf(request) if actor else "", **context}
-    response = pages.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers.update(SECURITY_HEADERS)
-    return response
-
-
-def error_page(request: Request, actor: Actor | None, exc: DockyardError) -> HTMLResponse:
-    return render(
-        request,
-        "error.html",
-        {"message": exc.message, "detail": exc.detail, "status": exc.status_code},
-        status_code=exc.status_code,
-        actor=actor,
-    )
 
 
 def _login_required(request: Request, exc: Exception) -> Response:
@@ -82,6 +34,7 @@ def install(app: FastAPI) -> None:
     app.mount("/static", static_files(), name="static")
     # First: `/workspaces/events` must win over `/workspaces/{ref}`.
     app.include_router(live.router)
+    app.include_router(create.router)
     app.include_router(router)
     app.add_exception_handler(LoginRequired, _login_required)
 
