@@ -230,3 +230,25 @@ def test_the_create_form_shows_the_api_s_messages_at_the_fields(
     expect(page.get_by_label("Workspace name")).to_have_value("Bad Name!")
     assert [w.name for w in alice.list_workspaces().workspaces] == ["mine"]
     page.close()
+
+
+def test_keyboard_only_login_and_dark_mode(wh: Harness, served: str, chromium: Any, tmp_path: Path) -> None:
+    browser: Browser = chromium
+    wh.user("alice")
+    wh.template(name="py")
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+    page = context.new_page()
+    page.goto(f"{served}/templates")
+    # The username field has focus; Tab moves to the password; Enter submits.
+    page.keyboard.type("alice")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{served}/templates")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 18, 22)"
+    _shot(page, tmp_path, "templates-dark")
+    # The first Tab reaches the skip link, which is shown while focused.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    context.close()
