@@ -78,6 +78,11 @@ def test_the_dashboard_journey(wh: Harness, served: str, chromium: Any, tmp_path
     # A stop through the SDK shows on the open list without a reload.
     alice.stop_workspace(created.id)
     expect(row.locator('[data-field="status"]')).to_have_text("stopped", timeout=20_000)
+    # So does a workspace created elsewhere, and its deletion.
+    later = alice.create_workspace(m.CreateWorkspaceRequest(template="py", name="later"))
+    expect(page.locator(f"#ws-{later.id}")).to_be_visible(timeout=20_000)
+    alice.delete_workspace(later.id)
+    expect(page.locator(f"#ws-{later.id} [data-field=status]")).to_have_text("deleted", timeout=20_000)
 
     # The workspace page follows its status too; its Start button starts it again.
     row.get_by_role("link", name="demo").click()
