@@ -91,6 +91,14 @@ def test_the_dashboard_journey(wh: Harness, served: str, chromium: Any, tmp_path
     page.get_by_role("button", name="Start").click()
     expect(page.locator("#ws-status")).to_have_text("running", timeout=20_000)
     expect(page.locator("#ws-build")).to_contain_text("start: succeeded")
+    # The log follows the new build, line by line as the API stores them.
+    build = alice.get_workspace(created.id).latest_build
+    log = page.locator("#build-log")
+    expect(log).to_have_attribute("data-build", build.id)
+    expect(log).to_have_attribute("data-state", "ended", timeout=20_000)
+    stored = wh.admin.http.get(f"/api/v2/workspacebuilds/{build.id}/logs").json()
+    assert stored, "the fake runtime's build wrote no log lines"
+    expect(log).to_contain_text(f"[{stored[-1]['stage']}] {stored[-1]['output'].rstrip()}")
     _shot(page, tmp_path, "workspace")
     alice.stop_workspace(created.id)
     expect(page.locator("#ws-status")).to_have_text("stopped", timeout=20_000)

@@ -49,9 +49,42 @@ function watchList(table) {
   });
 }
 
+// Follows one build's log; a new build (a start after a stop) replaces it.
+function followLog(pre, buildId) {
+  if (pre.followed) pre.followed.close();
+  pre.dataset.build = buildId;
+  pre.dataset.state = "following";
+  pre.textContent = "";
+  let lastId = 0;
+  const open = () => {
+    const source = new EventSource(
+      "/api/v2/workspacebuilds/" + encodeURIComponent(buildId) + "/logs?follow=true&after=" + lastId);
+    pre.followed = source;
+    source.addEventListener("log", (event) => {
+      const line = JSON.parse(event.data);
+      lastId = line.id;
+      pre.append(document.createTextNode("[" + line.stage + "] " + line.output.replace(/\n$/, "") + "\n"));
+      pre.scrollTop = pre.scrollHeight;
+    });
+    source.addEventListener("end", () => {
+      source.close();
+      pre.dataset.state = "ended";
+    });
+    source.onerror = () => {
+      // EventSource would reconnect from the start; reopen after the last line instead.
+      source.close();
+      if (pre.followed === source) setTimeout(open, 2000);
+    };
+  };
+  open();
+}
+
 function watchWorkspace(box) {
+  const pre = document.getElementById("build-log");
+  if (pre) followLog(pre, pre.dataset.build);
   listen(box.dataset.watch, (workspace, source) => {
     htmx.ajax("GET", box.dataset.detail, { target: "#detail", swap: "outerHTML" });
+    if (pre && workspace.latest_build.id !== pre.dataset.build) followLog(pre, workspace.latest_build.id);
     if (workspace.status === "deleted") source.close();
   });
 }
