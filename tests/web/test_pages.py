@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from starlette.testclient import TestClient
 
@@ -184,3 +185,36 @@ def test_unknown_action_and_bad_filter(wh: Harness) -> None:
     listing = http.get("/workspaces?status=bogus")
     assert listing.status_code == 200
     assert created.id in listing.text
+
+
+def test_every_page_but_login_needs_a_session(wh: Harness) -> None:
+    from fastapi.routing import APIRoute
+
+    from dockyard.web import create, live, pages
+    from dockyard.web.session import page_actor
+
+    def uses_session(dependant: Any) -> bool:
+        return any(d.call is page_actor or uses_session(d) for d in dependant.dependencies)
+
+    open_pages = []
+    for router in (live.router, create.router, pages.router):
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            if not uses_session(route.dependant):
+                open_pages.append(f"{sorted(route.methods)} {route.path}")
+    assert sorted(open_pages) == ["['GET'] /", "['GET'] /login", "['POST'] /login"]
+    # And each protected one sends an anonymous visitor to log in, whatever the method.
+    http = wh.http()
+    for router in (live.router, create.router, pages.router):
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            if route.path in ("/", "/login"):
+                continue
+            path = route.path.replace("{ref}", "x").replace("{action}", "stop")
+            for method in route.methods:
+                response = http.request(method, path, follow_redirects=False)
+                assert response.status_code == 303, f"{method} {path}"
+                back = (
+                    path if method == "GET" and not path.endswith(("/events", "/detail")) else "/workspaces"
+                )
+                assert response.headers["location"] == f"/login?next={back}"
