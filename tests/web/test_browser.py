@@ -110,10 +110,16 @@ def test_the_dashboard_journey(wh: Harness, served: str, chromium: Any, tmp_path
 
     # Phone width stays readable: nothing wider than the viewport but the table's own scroller.
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(f"{served}/workspaces/{created.id}")
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390
-    _shot(page, tmp_path, "workspace-phone")
+    for path, name in (
+        (f"/workspaces/{created.id}", "workspace-phone"),
+        ("/workspaces", "workspaces-phone"),
+        ("/templates", "templates-phone"),
+        ("/workspaces/new?template=py", "create-phone"),
+    ):
+        page.goto(f"{served}{path}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width}px wide"
+        _shot(page, tmp_path, name)
     page.set_viewport_size({"width": 1280, "height": 800})
 
     page.get_by_role("button", name="Log out").click()
