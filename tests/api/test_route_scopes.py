@@ -39,7 +39,13 @@ def test_every_route_declares_scope_or_public() -> None:
             public.append(route.path)
             assert len(markers) == 1, f"{route.path} is both public and scoped"
     assert unguarded == []
-    assert sorted(public) == ["/api/v2/buildinfo", "/api/v2/users/login", "/healthz", "/metrics"]
+    assert sorted(public) == [
+        "/api/v2/buildinfo",
+        "/api/v2/docs",
+        "/api/v2/users/login",
+        "/healthz",
+        "/metrics",
+    ]
 
 
 def test_protected_routes_refuse_anonymous(h: Harness) -> None:

@@ -20,6 +20,7 @@ from dockyard.api.routes import (
     agentstreams,
     audit,
     connect,
+    docs,
     doctor,
     health,
     mcp,
@@ -44,6 +45,7 @@ from dockyard.templates.archive import MAX_ARCHIVE_BYTES
 from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.install import install_agent
 from dockyard.tunnel.links import AgentLinks
+from dockyard.web import pages as web
 
 log = logs.get(__name__)
 
@@ -73,6 +75,7 @@ ROUTERS = (
     audit.router,
     doctor.router,
     mcp.router,
+    docs.router,
 )
 
 # Multipart framing adds a little to a 10 MB archive; the archive reader enforces the exact limit.
@@ -164,7 +167,7 @@ def create_app(
         version=__version__,
         description="Self-hosted cloud development environments.",
         openapi_url="/api/v2/openapi.json",
-        docs_url="/api/v2/docs",
+        docs_url=None,  # served from vendored files by routes/docs.py
         redoc_url=None,
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
@@ -192,6 +195,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     openapi.install(app, ROUTERS)
+    web.install(app)
     # Innermost: bodies are already within the size limit when a JSON body's content type is fixed (bearer
     # requests only) and when the cross-site check reads a form body for its CSRF token (cookie requests only).
     app.add_middleware(JsonBodyMiddleware, streamed=("/files",))

@@ -1,0 +1,63 @@
+"""Rendering pages: the Jinja2 environment, security headers, and the error page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+
+from dockyard.accounts.actor import Actor
+from dockyard.errors import DockyardError
+from dockyard.sdk import models as wire
+from dockyard.web import session
+from dockyard.web.assets import static_url
+
+_env = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.globals["static"] = static_url
+_env.globals["statuses"] = [s.value for s in wire.WorkspaceStatus if s != wire.WorkspaceStatus.DELETED]
+pages = Jinja2Templates(env=_env)
+
+# Scripts and styles only from this origin; htmx's inline indicator style is turned off in base.html.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+    actor: Actor | None = None,
+) -> HTMLResponse:
+    context = {"actor": actor, "csrf": session.session_csrf(request) if actor else "", **context}
+    response = pages.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def error_page(request: Request, actor: Actor | None, exc: DockyardError) -> HTMLResponse:
+    return render(
+        request,
+        "error.html",
+        {"message": exc.message, "detail": exc.detail, "status": exc.status_code},
+        status_code=exc.status_code,
+        actor=actor,
+    )
