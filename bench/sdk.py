@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from dockyard.sdk import Client
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.livesrv import start_live_server, stop_live_server  # noqa: E402
+
 EXAMPLES = ROOT / "docs" / "examples"
 SCRIPTS = ("orchestrator.py", "async_orchestrator.py", "orchestrator_raw_http.py")
-DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 
 
 def code_lines(path: Path) -> int:
@@ -46,47 +43,13 @@ def code_lines(path: Path) -> int:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="dy-bench-sdk-"))
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "DOCKYARD_DATA_DIR": str(data_dir),
-        "DOCKYARD_WARM_NETWORKS": "0",
-        "DOCKYARD_LOG_FORMAT": "json",
-    }
-    log = (data_dir / "server.log").open("w")
-    server = subprocess.Popen(
-        [DOCKYARD, "server", "--listen", url.removeprefix("http://"), "--ssh-listen", ""],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = start_live_server(subnets="10.219.0.0/16")
     try:
-        deadline = time.monotonic() + 60
-        while not (data_dir / "admin-token").exists():
-            if server.poll() is not None or time.monotonic() > deadline:
-                print((data_dir / "server.log").read_text()[-2000:], file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        token = (data_dir / "admin-token").read_text().strip()
-        client = Client(url, token)
-        while True:
-            try:
-                client.health()
-                break
-            except Exception:  # noqa: BLE001 - not listening yet
-                time.sleep(0.1)
-        run_env = {**env, "DOCKYARD_URL": url, "DOCKYARD_TOKEN": token}
+        run_env = {**server.env, "DOCKYARD_URL": server.url, "DOCKYARD_TOKEN": server.token}
         times: dict[str, list[float]] = {script: [] for script in SCRIPTS}
         for _ in range(args.rounds):
             for script in SCRIPTS:
@@ -106,17 +69,10 @@ def main() -> int:
                 f"{script:28} {code_lines(EXAMPLES / script):3d} lines of code, "
                 f"5 sandboxes: p50 {p50:.2f} s over {args.rounds} rounds, ratio to raw HTTP {p50 / raw:.2f}"
             )
-        for ws in client.list_workspaces().workspaces:
-            if ws.status.value not in ("deleted", "deleting"):
-                client.delete_workspace(ws.id)
         return 0
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        # Deletes only this server's own workspaces (the examples delete theirs already), then stops it.
+        stop_live_server(server)
 
 
 if __name__ == "__main__":
