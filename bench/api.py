@@ -44,9 +44,9 @@ from dockyard import logs  # noqa: E402
 from dockyard.accounts import tokens, users  # noqa: E402
 from dockyard.api.app import prepare_database  # noqa: E402
 from dockyard.config import Settings  # noqa: E402
-from dockyard.sdk.models import Role, Scope  # noqa: E402
 from dockyard.store.db import make_engine, make_sessionmaker, normalize_url  # noqa: E402
 from dockyard.store.models import User  # noqa: E402
+from dockyard_sdk.models import Role, Scope  # noqa: E402
 
 PATH = "/api/v2/templates"
 TARGET_RPS = 800.0

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.livesrv import DOCKYARD, LiveServer, start_live_server, stop_live_server  # noqa: E402
 
-from dockyard.sdk import models as m  # noqa: E402
+from dockyard_sdk import models as m  # noqa: E402
 
 STARTUP_TARGET = 0.25
 SSH_RATIO_TARGET = 1.3

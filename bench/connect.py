@@ -33,7 +33,7 @@ from bench.livesrv import LiveServer, start_live_server, stop_live_server, templ
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from dockyard.runtimes.images import build_base_image  # noqa: E402
-from dockyard.sdk import models as m  # noqa: E402
+from dockyard_sdk import models as m  # noqa: E402
 
 SSHD_IMAGE = "dockyard/bench-sshd:bookworm"
 SSHD_PORT = 2200

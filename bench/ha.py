@@ -41,10 +41,10 @@ from tests import pg  # noqa: E402
 
 from dockyard import logs  # noqa: E402
 from dockyard.events import PostgresPubsub  # noqa: E402
-from dockyard.sdk import Client  # noqa: E402
-from dockyard.sdk import models as m  # noqa: E402
 from dockyard.store.db import libpq_url, make_engine, normalize_url  # noqa: E402
 from dockyard.store.migrate import migrate  # noqa: E402
+from dockyard_sdk import Client  # noqa: E402
+from dockyard_sdk import models as m  # noqa: E402
 
 DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 TARGET_P95_MS = 100.0

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from dockyard.sdk import ApiError, Client, ConnectionFailed
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError, Client, ConnectionFailed
+from dockyard_sdk import models as m
 
 DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from dockyard.runtimes.base import RuntimeFailure
 from dockyard.runtimes.docker.firewall import HostFirewall
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 
 IMAGE = "dockyard/base:bookworm"
 ROUNDS = 3

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 from dockyard.api.app import create_app
 from dockyard.config import Settings
 from dockyard.runtimes.base import Runtime
-from dockyard.sdk import ApiError, Client
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError, Client
+from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
 
 BASE_MANIFEST: dict[str, Any] = {

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 
 DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from dockyard.sdk import AsyncClient
+from dockyard_sdk import AsyncClient
 
 
 async def run_task(client: AsyncClient, n: int) -> str:

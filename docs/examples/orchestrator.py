@@ -5,7 +5,7 @@ DOCKYARD_URL=http://127.0.0.1:3000 DOCKYARD_TOKEN=dy_... python docs/examples/or
 
 from concurrent.futures import ThreadPoolExecutor
 
-from dockyard.sdk import Client
+from dockyard_sdk import Client
 
 client = Client()  # DOCKYARD_URL and DOCKYARD_TOKEN, else the CLI's `dockyard login`
 

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import select
 
 from dockyard.accounts import tokens
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
 from dockyard.store.models import ApiToken
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.harness import Harness
 
 

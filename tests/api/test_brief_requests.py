@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.harness import Harness, make_harness
 from tests.live import free_port
 

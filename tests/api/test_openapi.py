@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.harness import Harness
 
 # The generator pins an older Typer than the CLI uses, so it runs in a tool environment of its own.

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.harness import Harness
 
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from dockyard.sdk import Client, ValidationError
-from dockyard.sdk import models as m
+from dockyard_sdk import Client, ValidationError
+from dockyard_sdk import models as m
 from tests.harness import Harness
 from tests.sdk.inprocess import in_process
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
-from dockyard.sdk.manifest import NOT_SUPPORTED
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
+from dockyard_sdk.manifest import NOT_SUPPORTED
 from tests.harness import Harness, manifest_yaml, tar_gz
 
 UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [

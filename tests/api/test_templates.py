@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
 from dockyard.store.models import Template, Workspace
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.harness import Harness, manifest_yaml, tar_gz
 
 

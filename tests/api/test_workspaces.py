@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
 from tests.harness import Harness, manifest_yaml, tar_gz
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 
 from dockyard.cli import config
 from dockyard.cli.main import app
-from dockyard.sdk import Client
+from dockyard_sdk import Client
 from tests.harness import Harness
 
 URL = "http://testserver"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dockyard.cli import config
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.cli.conftest import URL, Cli
 from tests.harness import Harness
 

@@ -13,8 +13,8 @@ import threading
 import pytest
 
 from dockyard.cli import config, connect, forward, sshconfig, sshkeys
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 from tests.cli.conftest import Cli, Golden
 from tests.harness import Harness
 from tests.sdk.inprocess import in_process

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.live import DOCKYARD, LiveServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]

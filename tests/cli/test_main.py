@@ -8,7 +8,7 @@ import typer
 
 from dockyard.cli import auth, config
 from dockyard.cli.main import app
-from dockyard.sdk import Client
+from dockyard_sdk import Client
 from tests.cli.conftest import URL, Cli, Golden
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.cli import sshconfig, sshkeys
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.cli.conftest import URL, Cli, Golden
 from tests.harness import Harness
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from dockyard.cli import config
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.cli.conftest import Cli, Golden
 from tests.harness import Harness, manifest_yaml, tar_gz
 

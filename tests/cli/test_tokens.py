@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.cli.conftest import Cli, Golden
 from tests.harness import Harness
 

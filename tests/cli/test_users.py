@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dockyard.cli import users
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.cli.conftest import Cli, Golden
 from tests.harness import Harness
 

@@ -11,9 +11,9 @@ from pydantic import TypeAdapter
 from dockyard.cli import config, render, workspaces
 from dockyard.runtimes import images
 from dockyard.runtimes.base import ImageBuildFailed, LogSink
-from dockyard.sdk import ApiError, Client, ConnectionFailed
-from dockyard.sdk import models as m
 from dockyard.tunnel import state as agent_state
+from dockyard_sdk import ApiError, Client, ConnectionFailed
+from dockyard_sdk import models as m
 from tests.cli.conftest import Cli, Golden
 from tests.fakes import FakeRuntime
 from tests.harness import Harness, manifest_yaml, tar_gz

@@ -7,7 +7,7 @@ from pathlib import Path
 import docker
 
 from dockyard.runtimes.docker.naming import container_name
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.harness import Harness, tar_gz
 
 MANIFEST = """

@@ -11,8 +11,8 @@ import pytest
 from dockyard.lifecycle.warmpool import WarmPool
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.naming import container_name, network_name
-from dockyard.sdk import models as m
 from dockyard.store import warmnetworks
+from dockyard_sdk import models as m
 from tests.harness import Harness, make_harness, tar_gz
 
 MANIFEST = """

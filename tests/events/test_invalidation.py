@@ -10,10 +10,10 @@ from sqlalchemy import select
 from dockyard.accounts import tokens
 from dockyard.accounts.actor import Actor
 from dockyard.events import channels
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
 from dockyard.store.models import ApiToken, Organization
 from dockyard.templates import service
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.events.conftest import eventually
 from tests.harness import Harness
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.sdk import ApiError, Client
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError, Client
+from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
 from tests.harness import Harness, make_harness
 from tests.live import DOCKYARD, _healthy, free_port

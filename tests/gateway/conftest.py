@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from dockyard.gateway.server import Gateway
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 from tests.harness import Harness
 from tests.live import free_port
 

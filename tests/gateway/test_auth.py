@@ -14,8 +14,8 @@ from dockyard.accounts.actor import Actor
 from dockyard.errors import NotFound
 from dockyard.gateway import auth, ca
 from dockyard.gateway.server import Gateway
-from dockyard.sdk import models as m
 from dockyard.store.models import User
+from dockyard_sdk import models as m
 from tests.gateway.conftest import make_key, register_key
 from tests.harness import Harness
 

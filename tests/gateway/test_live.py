@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 from tests.gateway.conftest import (
     OpenSsh,
     SshKeyFiles,

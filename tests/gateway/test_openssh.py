@@ -26,8 +26,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from dockyard.gateway import ca
 from dockyard.gateway.server import Gateway
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 from tests.gateway.conftest import (
     OpenSsh,
     SshKeyFiles,

@@ -29,11 +29,11 @@ from starlette.testclient import WebSocketDenialResponse
 
 from dockyard.errors import NotFound, ValidationFailed
 from dockyard.gateway.server import Gateway
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
 from dockyard.tunnel import frames
 from dockyard.tunnel.hub import AgentUnavailable
 from dockyard.tunnel.remote import RemoteHub
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 from tests.gateway.conftest import (
     OpenSsh,
     SshKeyFiles,

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from dockyard.provisioner import builds
-from dockyard.sdk import models as m
 from dockyard.store.models import TemplateVersion, Workspace, WorkspaceBuild
 from dockyard.templates import service
+from dockyard_sdk import models as m
 from tests.harness import Harness
 
 

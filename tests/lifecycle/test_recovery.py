@@ -12,9 +12,9 @@ import pytest
 from dockyard.lifecycle.reconcile import drift_reason, killed_by
 from dockyard.provisioner.instance import Instance, Signature
 from dockyard.runtimes.base import ContainerState, Observation
-from dockyard.sdk import models as m
 from dockyard.store.models import WorkspaceAgent, WorkspaceBuild
 from dockyard.tunnel import state
+from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
 from tests.harness import Harness
 

@@ -12,8 +12,8 @@ import pytest
 from dockyard.lifecycle import warmpool
 from dockyard.lifecycle.warmpool import WarmPool, parse_sizes
 from dockyard.runtimes.base import RuntimeUnavailable
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
 from tests.harness import Harness, make_harness
 

@@ -14,7 +14,7 @@ import pytest
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from tests.live import DOCKYARD, LiveServer
 

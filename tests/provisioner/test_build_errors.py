@@ -7,7 +7,7 @@ import structlog
 
 from dockyard.provisioner.logs import public_reason
 from dockyard.runtimes.base import LogSink, Observation, RuntimeFailure, WorkspaceSpec
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
 from tests.harness import Harness
 

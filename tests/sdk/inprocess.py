@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 from starlette.testclient import TestClient, WebSocketDenialResponse, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from dockyard.sdk import ApiError, Client, ConnectionFailed
-from dockyard.sdk.streams import CLOSE_STATUS_BASE, StreamClosed, denied
+from dockyard_sdk import ApiError, Client, ConnectionFailed
+from dockyard_sdk.streams import CLOSE_STATUS_BASE, StreamClosed, denied
 
 _CLOSED = object()
 

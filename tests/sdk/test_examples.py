@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.live import LiveServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]

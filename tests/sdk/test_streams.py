@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from websockets.sync.server import Request, Response, ServerConnection, serve
 
-from dockyard.sdk import ApiError, Client, ConnectionFailed
-from dockyard.sdk import models as m
-from dockyard.sdk.streams import Exited, Output, splice, websocket_url
+from dockyard_sdk import ApiError, Client, ConnectionFailed
+from dockyard_sdk import models as m
+from dockyard_sdk.streams import Exited, Output, splice, websocket_url
 from tests.harness import Harness
 from tests.sdk.inprocess import in_process
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dockyard.sdk import (
+from dockyard_sdk import (
     AsyncClient,
     BuildFailed,
     Client,
@@ -29,8 +29,8 @@ from dockyard.sdk import (
     ValidationError,
     Workspace,
 )
-from dockyard.sdk import models as m
-from dockyard.sdk.errors import error_for
+from dockyard_sdk import models as m
+from dockyard_sdk.errors import error_for
 from tests.harness import Harness
 from tests.sdk.inprocess import in_process
 

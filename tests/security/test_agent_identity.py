@@ -16,8 +16,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.live import LiveServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
 from dockyard.store.db import make_engine
 from dockyard.store.migrate import alembic_config
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.harness import Harness
 
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from dockyard.accounts.limits import AuthLimiter
 from dockyard.gateway import ca
 from dockyard.gateway.server import Gateway
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.gateway.conftest import make_key, openssh_for, register_key, tcp_gateway, text_of
 from tests.harness import Harness
 

@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.live import LiveServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.live import LiveServer, _await_healthy, _spawn, start_live_server, stop_live_server
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]

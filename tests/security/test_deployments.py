@@ -17,7 +17,7 @@ import pytest
 from dockyard.runtimes.base import ContainerConflict, ManagedResource, WorkspaceSpec
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.naming import container_name, network_name, volume_name
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.docker_fixtures import SESSION_PREFIX
 from tests.live import LiveServer, start_live_server, stop_live_server
 from tests.security.conftest import chain_rules

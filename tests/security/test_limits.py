@@ -17,8 +17,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.harness import manifest_yaml, tar_gz
 from tests.live import LiveServer
 

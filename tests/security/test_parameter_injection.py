@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import select
 
 from dockyard.runtimes.docker import DockerRuntime
-from dockyard.sdk import ApiError
-from dockyard.sdk import models as m
 from dockyard.store.models import Workspace
 from dockyard.templates import builtin, manifest, render
 from dockyard.templates.archive import from_directory
+from dockyard_sdk import ApiError
+from dockyard_sdk import models as m
 from tests.harness import Harness, make_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 
 from dockyard.errors import Validation
-from dockyard.sdk.manifest import ParameterSpec
 from dockyard.templates.parameters import validate
+from dockyard_sdk.manifest import ParameterSpec
 
 SCHEMA = [
     ParameterSpec.model_validate(p)

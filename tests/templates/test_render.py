@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from dockyard.errors import ValidationFailed
-from dockyard.sdk.manifest import TemplateManifest
 from dockyard.templates.render import render
+from dockyard_sdk.manifest import TemplateManifest
 
 
 def _manifest(**fields: object) -> TemplateManifest:

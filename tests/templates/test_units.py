@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from dockyard.units import format_duration, parse_duration, parse_size
+from dockyard_sdk.units import format_duration, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dockyard.sdk import models as m
 from dockyard.store.models import AuditLog, WorkspaceAgent
 from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.links import AgentLinks
+from dockyard_sdk import models as m
 from tests.harness import Harness
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, Page, expect
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.harness import Harness
 from tests.web.conftest import PASSWORD
 

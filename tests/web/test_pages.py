@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 from tests.harness import Harness
 from tests.web.conftest import PASSWORD
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dockyard.errors import Forbidden
-from dockyard.sdk.models import Role, Scope
+from dockyard_sdk.models import Role, Scope
 
 # What each role may ever do; a token's scopes can only narrow this.
 ROLE_SCOPES: dict[Role, frozenset[Scope]] = {

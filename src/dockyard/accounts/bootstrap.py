@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from dockyard import logs
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
-from dockyard.sdk import models as wire
 from dockyard.store.models import User
+from dockyard_sdk import models as wire
 
 log = logs.get(__name__)
 ADMIN_TOKEN_LIFETIME = timedelta(days=365)

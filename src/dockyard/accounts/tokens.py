@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 from dockyard.accounts.actor import ROLE_SCOPES, Actor
 from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized, Validation
 from dockyard.events import bus_of, channels
-from dockyard.sdk import models as wire
 from dockyard.store import audit
 from dockyard.store.models import ApiToken, User
 from dockyard.store.types import utcnow
-from dockyard.units import parse_duration
+from dockyard_sdk import models as wire
+from dockyard_sdk.units import parse_duration
 
 PREFIX = "dy"
 _ID_ALPHABET = string.ascii_lowercase + string.digits

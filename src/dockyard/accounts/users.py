@@ -12,9 +12,9 @@ from dockyard.accounts import tokens
 from dockyard.accounts.actor import Actor
 from dockyard.accounts.passwords import hash_password, needs_rehash, verify_password
 from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized, Validation
-from dockyard.sdk import models as wire
 from dockyard.store import audit
 from dockyard.store.models import ApiToken, Organization, User
+from dockyard_sdk import models as wire
 
 SESSION_LIFETIME = timedelta(hours=24)
 

@@ -36,7 +36,6 @@ from dockyard.lifecycle.leader import make_lease
 from dockyard.lifecycle.runner import Background
 from dockyard.runtimes.base import Runtime
 from dockyard.runtimes.factory import make_runtime
-from dockyard.sdk.models import ErrorResponse
 from dockyard.store import keys
 from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
@@ -46,6 +45,7 @@ from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.install import install_agent
 from dockyard.tunnel.links import AgentLinks
 from dockyard.web import pages as web
+from dockyard_sdk.models import ErrorResponse
 
 log = logs.get(__name__)
 

@@ -22,10 +22,10 @@ from dockyard.api.origins import SESSION_COOKIE as SESSION_COOKIE
 from dockyard.errors import NotFound, Unauthorized
 from dockyard.provisioner import workspaces
 from dockyard.runtimes.base import Runtime
-from dockyard.sdk.models import Scope
 from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
 from dockyard.templates import service as templates
 from dockyard.tunnel.hub import AgentHub
+from dockyard_sdk.models import Scope
 
 
 async def get_db(request: HTTPConnection) -> AsyncIterator[Session]:

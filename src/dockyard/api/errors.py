@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from dockyard import logs
 from dockyard.errors import DockyardError, TooManyRequests, Validation
-from dockyard.sdk.models import ErrorResponse, ValidationDetail
+from dockyard_sdk.models import ErrorResponse, ValidationDetail
 
 log = logs.get(__name__)
 

@@ -1,4 +1,4 @@
-"""The `dockyard` command line. Client commands use only `dockyard.sdk`; `server` and `db` run the server."""
+"""The `dockyard` command line. Client commands use only `dockyard_sdk`; `server` and `db` run the server."""
 
 import sys
 

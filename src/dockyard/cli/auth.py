@@ -11,8 +11,8 @@ import typer
 from dockyard.cli import config, output, sshkeys
 from dockyard.cli.errors import CliError
 from dockyard.cli.output import Column, OutputFormat, OutputOption
-from dockyard.sdk import ApiError, Client, ConnectionFailed
-from dockyard.sdk import models as m
+from dockyard_sdk import ApiError, Client, ConnectionFailed
+from dockyard_sdk import models as m
 
 # `--token -` keeps the token out of the shell history and the process list.
 _FROM_STDIN = "-"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockyard.cli.errors import CliError, not_logged_in
-from dockyard.sdk.credentials import (
+from dockyard_sdk.credentials import (
     ENV_TOKEN,
     ENV_URL,
     Credentials,
@@ -28,14 +28,14 @@ from dockyard.sdk.credentials import (
 
 if TYPE_CHECKING:
     # The SDK's client (httpx, pydantic) is imported when a client is made: `ssh --stdio` reads credentials
-    # without it. `dockyard.sdk.credentials` itself is standard library only.
-    from dockyard.sdk import Client
+    # without it. `dockyard_sdk.credentials` itself is standard library only.
+    from dockyard_sdk import Client
 
 __all__ = ["ENV_TOKEN", "ENV_URL", "Credentials", "config_dir", "config_path", "normalize_url"]
 
 
 def _default_client(url: str, token: str | None) -> Client:
-    from dockyard.sdk import Client  # see the TYPE_CHECKING import
+    from dockyard_sdk import Client  # see the TYPE_CHECKING import
 
     return Client(url, token)
 
@@ -92,7 +92,7 @@ def credentials() -> Credentials:
 @contextmanager
 def connect(url: str, token: str | None) -> Iterator[Client]:
     """A client for `url`; an unreachable server becomes a `CliError` naming the URL."""
-    from dockyard.sdk import ConnectionFailed  # see the TYPE_CHECKING import
+    from dockyard_sdk import ConnectionFailed  # see the TYPE_CHECKING import
 
     client = client_factory(url, token)
     try:

@@ -24,16 +24,16 @@ from dockyard.cli import config, output, progress, sshconfig, sshkeys
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard.cli.render import log_text, seconds_text
-from dockyard.sdk import ApiError, Client, ConnectionFailed
-from dockyard.sdk import models as m
-from dockyard.sdk.lazy import load_later
-from dockyard.units import format_duration, parse_duration
+from dockyard_sdk import ApiError, Client, ConnectionFailed
+from dockyard_sdk import models as m
+from dockyard_sdk.lazy import load_later
+from dockyard_sdk.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
-    from dockyard.sdk import streams
+    from dockyard_sdk import streams
 else:
     # websockets loads with the first stream: `dockyard list` and `--help` import this module too.
-    streams = load_later("dockyard.sdk.streams")
+    streams = load_later("dockyard_sdk.streams")
 
 WorkspaceArg = Annotated[
     str, typer.Argument(metavar="NAME", help="Workspace: your workspace's name, owner/name, or an id.")

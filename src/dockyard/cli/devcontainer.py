@@ -15,7 +15,7 @@ import typer
 
 from dockyard.cli import output
 from dockyard.cli.errors import CliError
-from dockyard.sdk.models import ValidationDetail
+from dockyard_sdk.models import ValidationDetail
 
 app = typer.Typer(help="Dev container configurations (devcontainer.json).", no_args_is_help=True)
 

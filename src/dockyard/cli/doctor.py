@@ -9,7 +9,7 @@ import typer
 from dockyard.cli import config, output
 from dockyard.cli.errors import CliError
 from dockyard.cli.output import Column, OutputFormat, OutputOption
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 
 _ORPHAN_COLUMNS: list[Column[m.OrphanedResource]] = [
     Column("KIND", lambda o: o.kind),

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     # pydantic and the wire models load with the first request; `ssh --stdio` raises CliError without them.
     from pydantic import BaseModel, ValidationError
 
-    from dockyard.sdk.models import ValidationDetail
+    from dockyard_sdk.models import ValidationDetail
 
 M = TypeVar("M", bound="BaseModel")
 
@@ -43,7 +43,7 @@ def not_logged_in() -> CliError:
 
 def validations_of(exc: ValidationError, *, names: Mapping[str, str] | None = None) -> list[ValidationDetail]:
     """One `ValidationDetail` per field, named like the server names it (or by `names`, e.g. an option)."""
-    from dockyard.sdk.models import ValidationDetail  # see the TYPE_CHECKING import
+    from dockyard_sdk.models import ValidationDetail  # see the TYPE_CHECKING import
 
     seen: set[str] = set()
     problems = []

@@ -17,14 +17,14 @@ import typer
 from dockyard.cli import config, output
 from dockyard.cli.connect import WorkspaceArg
 from dockyard.cli.errors import CliError
-from dockyard.sdk import ApiError, Client, ConnectionFailed
-from dockyard.sdk import models as m
-from dockyard.sdk.lazy import load_later
+from dockyard_sdk import ApiError, Client, ConnectionFailed
+from dockyard_sdk import models as m
+from dockyard_sdk.lazy import load_later
 
 if TYPE_CHECKING:
-    from dockyard.sdk import streams
+    from dockyard_sdk import streams
 else:
-    streams = load_later("dockyard.sdk.streams")  # websockets loads with the first forwarded connection
+    streams = load_later("dockyard_sdk.streams")  # websockets loads with the first forwarded connection
 
 # --- port-forward ----------------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from dockyard.cli import (
     workspaces,
 )
 from dockyard.cli.errors import CliError
-from dockyard.sdk import ApiError
+from dockyard_sdk import ApiError
 
 # Server-side commands keep Typer's own handling: an operator whose server fails to start needs the traceback.
 _SERVER_COMMANDS = {"server", "db", "provisioner", "images", "gateway"}

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from dockyard import yamlload
 from dockyard.cli.errors import CliError, validations_of
 from dockyard.errors import ValidationFailed
-from dockyard.sdk import yamlload
-from dockyard.sdk.manifest import TemplateManifest, unsupported
-from dockyard.sdk.models import ValidationDetail
+from dockyard_sdk.manifest import TemplateManifest, unsupported
+from dockyard_sdk.models import ValidationDetail
 
 MANIFEST = "dockyard.yaml"
 

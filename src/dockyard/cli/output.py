@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 import typer
 from pydantic import BaseModel
 
-from dockyard.sdk.models import ValidationDetail
+from dockyard_sdk.models import ValidationDetail
 
 if TYPE_CHECKING:
     # Rich loads when a table is printed: messages, errors and JSON output never need it.

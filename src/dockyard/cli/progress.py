@@ -22,9 +22,9 @@ import typer
 from dockyard.cli import config, output
 from dockyard.cli.errors import CliError
 from dockyard.cli.render import log_text, seconds_text
-from dockyard.sdk import ApiError, Client, ConnectionFailed
-from dockyard.sdk import models as m
-from dockyard.units import format_duration
+from dockyard_sdk import ApiError, Client, ConnectionFailed
+from dockyard_sdk import models as m
+from dockyard_sdk.units import format_duration
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

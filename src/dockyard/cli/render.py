@@ -13,8 +13,8 @@ import typer
 
 from dockyard.cli import output
 from dockyard.cli.output import Column
-from dockyard.sdk import models as m
-from dockyard.units import format_duration
+from dockyard_sdk import models as m
+from dockyard_sdk.units import format_duration
 
 
 def _utc(moment: datetime) -> datetime:

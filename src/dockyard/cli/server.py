@@ -309,11 +309,11 @@ def gateway(
     from dockyard.accounts import tokens
     from dockyard.errors import DockyardError
     from dockyard.gateway import ca
-    from dockyard.sdk import ApiError, Client
-    from dockyard.sdk.errors import ConnectionFailed
-    from dockyard.sdk.models import Scope
     from dockyard.store.db import make_engine, make_sessionmaker
     from dockyard.store.migrate import current_revision, head_revision
+    from dockyard_sdk import ApiError, Client
+    from dockyard_sdk.errors import ConnectionFailed
+    from dockyard_sdk.models import Scope
 
     def fail(message: str) -> typer.Exit:
         typer.echo(f"error: {message}", err=True)

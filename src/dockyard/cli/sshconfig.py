@@ -18,8 +18,8 @@ import typer
 
 from dockyard.cli import config, output, sshkeys
 from dockyard.cli.errors import CliError
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 
 
 def dockyard_command() -> str:

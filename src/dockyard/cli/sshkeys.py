@@ -22,9 +22,9 @@ import typer
 from dockyard.cli import config, output
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import Column, OutputFormat, OutputOption
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
-from dockyard.units import parse_duration
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
+from dockyard_sdk.units import parse_duration
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes as SSHPublicKeyTypes

@@ -9,9 +9,9 @@ import typer
 
 from dockyard.cli import config, output
 from dockyard.cli.output import Column, OutputFormat, OutputOption
-from dockyard.sdk import ApiError, Client
-from dockyard.sdk import models as m
-from dockyard.sdk.manifest import ParameterSpec, TemplateManifest
+from dockyard_sdk import ApiError, Client
+from dockyard_sdk import models as m
+from dockyard_sdk.manifest import ParameterSpec, TemplateManifest
 
 app = typer.Typer(help="Push and inspect templates.", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ import typer
 from dockyard.cli import config, output
 from dockyard.cli.errors import build_request
 from dockyard.cli.output import Column, OutputFormat, OutputOption
-from dockyard.sdk import models as m
+from dockyard_sdk import models as m
 
 app = typer.Typer(help="Manage users (owners only).", no_args_is_help=True)
 

@@ -18,9 +18,9 @@ import typer
 from dockyard.cli import config, connect, output, progress, render
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
-from dockyard.units import parse_duration
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
+from dockyard_sdk.units import parse_duration
 
 _PAGE = 500
 

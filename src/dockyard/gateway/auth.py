@@ -20,12 +20,12 @@ from dockyard.accounts.actor import Actor
 from dockyard.errors import Forbidden, NotFound
 from dockyard.gateway import ca, keys
 from dockyard.provisioner import workspaces
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
-from dockyard.sdk.names import NAME_RE
 from dockyard.store import audit
 from dockyard.store.models import ApiToken, SshKey, User, Workspace
 from dockyard.store.types import utcnow
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
+from dockyard_sdk.names import NAME_RE
 
 CERT_SUFFIX = "-cert-v01@openssh.com"
 # Separates owner and workspace in an SSH user name (`alice.dev`); names never contain it. `alice/dev`, as the

@@ -20,13 +20,13 @@ from dockyard.accounts.actor import Actor
 from dockyard.config import Settings
 from dockyard.errors import Forbidden, Validation, ValidationFailed
 from dockyard.gateway.keys import fingerprint, openssh_line, parse_public_key
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
 from dockyard.store import audit
 from dockyard.store import keys as deployment_keys
 from dockyard.store.models import ApiToken, User
 from dockyard.store.types import utcnow
-from dockyard.units import format_duration, parse_duration
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
+from dockyard_sdk.units import format_duration, parse_duration
 
 CA_KEY_NAME = "ssh-ca"
 HOST_KEY_NAME = "ssh-host-key"

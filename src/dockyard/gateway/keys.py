@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, Forbidden, NotFound, Validation, ValidationFailed
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
 from dockyard.store import audit
 from dockyard.store.models import SshKey, User
 from dockyard.store.types import utcnow
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
 
 MIN_RSA_BITS = 2048
 # OpenSSH 9 refuses DSA and so do we: 1024-bit keys with a fragile signature scheme.

@@ -26,10 +26,10 @@ from dockyard.gateway.auth import Identity, Refused
 from dockyard.gateway.sessions import ForwardSession, SessionRefused, WorkspaceSession
 from dockyard.provisioner import workspaces
 from dockyard.provisioner.status import derive
-from dockyard.sdk import models as wire
 from dockyard.store.models import Workspace
 from dockyard.tunnel import connect, state
 from dockyard.tunnel.frames import FrameStream, ProtocolError
+from dockyard_sdk import models as wire
 
 log = logs.get(__name__)
 

@@ -19,10 +19,10 @@ from dockyard.provisioner import events, logs, queue
 from dockyard.provisioner.instance import Instance
 from dockyard.provisioner.worker import stale_after
 from dockyard.runtimes.base import ContainerState, ManagedResource, Observation, Runtime
-from dockyard.sdk.models import BuildStatus, Transition
 from dockyard.store import warmnetworks
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard_sdk.models import BuildStatus, Transition
 
 log = logging.get(__name__)
 MAX_ATTEMPTS = 3

@@ -8,11 +8,11 @@ from sqlalchemy.orm import Session
 from dockyard import logs as logging
 from dockyard.errors import Conflict
 from dockyard.provisioner import builds
-from dockyard.sdk.manifest import OnTtl
-from dockyard.sdk.models import BuildReason, Transition
 from dockyard.store.models import TemplateVersion, Workspace
 from dockyard.store.types import utcnow
 from dockyard.templates import service as templates
+from dockyard_sdk.manifest import OnTtl
+from dockyard_sdk.models import BuildReason, Transition
 
 log = logging.get(__name__)
 

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.runtimes.base import Runtime, RuntimeFailure
-from dockyard.sdk.models import BuildStatus
 from dockyard.store.models import WarmNetwork, WorkspaceBuild, new_id
 from dockyard.store.types import utcnow
 from dockyard.store.warmnetworks import CLASSES, claim, counts
+from dockyard_sdk.models import BuildStatus
 
 log = logging.get(__name__)
 

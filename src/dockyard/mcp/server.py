@@ -21,7 +21,7 @@ from starlette.requests import Request
 from dockyard import __version__
 from dockyard.accounts.actor import Actor
 from dockyard.mcp.tools import BY_NAME, TOOLS, Tool
-from dockyard.sdk import ApiError, Client, ConnectionFailed, DockyardSdkError
+from dockyard_sdk import ApiError, Client, ConnectionFailed, DockyardSdkError
 
 # The ASGI scope key under which the route leaves the authenticated caller.
 CALLER = "dockyard.mcp.caller"

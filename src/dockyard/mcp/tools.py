@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dockyard.sdk import Client
-from dockyard.sdk import models as m
+from dockyard_sdk import Client
+from dockyard_sdk import models as m
 
 WorkspaceRef = Field(max_length=80, description="Workspace id, your workspace's name, or owner/name.")
 

@@ -12,10 +12,10 @@ from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound
 from dockyard.provisioner import events, queue
 from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES, derive
-from dockyard.sdk.models import BuildReason, BuildStatus, Transition, WorkspaceStatus
 from dockyard.store import audit
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard_sdk.models import BuildReason, BuildStatus, Transition, WorkspaceStatus
 
 
 def latest_or_none(db: Session, workspace: Workspace) -> WorkspaceBuild | None:

@@ -7,9 +7,9 @@ import threading
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dockyard.sdk.models import BuildStatus
 from dockyard.store.models import WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard_sdk.models import BuildStatus
 
 
 class Wakeup:

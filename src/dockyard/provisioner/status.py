@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dockyard.sdk.models import BuildStatus, Transition, WorkspaceStatus
 from dockyard.store.models import Workspace, WorkspaceBuild
+from dockyard_sdk.models import BuildStatus, Transition, WorkspaceStatus
 
 _IN_PROGRESS = {
     Transition.START: WorkspaceStatus.STARTING,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
-from dockyard.sdk import models as wire
 from dockyard.store import audit
 from dockyard.store.models import Workspace
 from dockyard.store.types import utcnow
+from dockyard_sdk import models as wire
 
 
 def report(

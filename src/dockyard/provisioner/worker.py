@@ -18,7 +18,6 @@ from dockyard.errors import DockyardError
 from dockyard.provisioner import events, logs, queue
 from dockyard.provisioner.workspaces import render_for
 from dockyard.runtimes.base import BindMount, Canceled, ImageSpec, Observation, Runtime, WorkspaceSpec
-from dockyard.sdk.models import BuildStatus, Transition
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import service as templates
@@ -27,7 +26,8 @@ from dockyard.tunnel import state as agent_state
 from dockyard.tunnel import tokens as tunnel_tokens
 from dockyard.tunnel.install import agent_command
 from dockyard.tunnel.links import AgentLinks
-from dockyard.units import parse_size
+from dockyard_sdk.models import BuildStatus, Transition
+from dockyard_sdk.units import parse_size
 
 log = logging.get(__name__)
 

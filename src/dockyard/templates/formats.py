@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from dockyard.sdk.manifest import ParameterFormat
+from dockyard_sdk.manifest import ParameterFormat
 
 # Transports git runs without asking; `ext::`, `fd::` and other remote helpers (`<name>::<address>`) are not.
 _SCHEMES = ("https", "http", "ssh", "git", "file")

@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dockyard import yamlload
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.sdk import yamlload
-from dockyard.sdk.manifest import TemplateManifest, unsupported
 from dockyard.templates import parameters, render
 from dockyard.templates.archive import MANIFEST, TemplateFiles
 from dockyard.templates.errors import pydantic_validations
+from dockyard_sdk.manifest import TemplateManifest, unsupported
 
 
 def _locate(problems: list[Validation], node: Any) -> list[Validation]:

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dockyard.errors import Validation
-from dockyard.sdk.manifest import ParameterSpec, ParameterType
 from dockyard.templates import formats
+from dockyard_sdk.manifest import ParameterSpec, ParameterType
 
 ParameterValue = str | int | float | bool | list[str]
 

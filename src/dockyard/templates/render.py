@@ -15,9 +15,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import ValidationError
 
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.sdk.manifest import TemplateManifest
 from dockyard.templates import scriptlint
 from dockyard.templates.errors import pydantic_validations
+from dockyard_sdk.manifest import TemplateManifest
 
 _env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 # `{{ parameters.repo | quote }}` puts a value into a shell script as one word, whatever it contains.

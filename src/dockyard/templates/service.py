@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
 from dockyard.events import bus_of, channels
-from dockyard.sdk import models as wire
-from dockyard.sdk.manifest import TemplateManifest
 from dockyard.store import audit
 from dockyard.store.models import Template, TemplateArchive, TemplateVersion, Workspace
 from dockyard.templates import archive, manifest
 from dockyard.templates.archive import TemplateFiles
+from dockyard_sdk import models as wire
+from dockyard_sdk.manifest import TemplateManifest
 
 # Versions never change once written, so their wire form can be kept for the life of the process.
 _version_cache: dict[str, wire.TemplateVersion] = {}

@@ -11,10 +11,10 @@ from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict
 from dockyard.provisioner import builds, events, workspaces
 from dockyard.provisioner.status import derive
-from dockyard.sdk import models as wire
 from dockyard.store.models import Workspace, WorkspaceAgent
 from dockyard.tunnel import state
 from dockyard.tunnel.frames import FrameStream
+from dockyard_sdk import models as wire
 
 # How long a running workspace's agent may take to (re)connect before a request gives up.
 CONNECT_GRACE = 15.0

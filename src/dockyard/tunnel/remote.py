@@ -31,13 +31,13 @@ from dockyard.errors import (
     Validation,
     ValidationFailed,
 )
-from dockyard.sdk import models as wire
-from dockyard.sdk.streams import denied, websocket_url
 from dockyard.store.models import WorkspaceAgent
 from dockyard.store.types import utcnow
 from dockyard.tunnel import state
 from dockyard.tunnel.frames import FrameStream
 from dockyard.tunnel.hub import AgentUnavailable
+from dockyard_sdk import models as wire
+from dockyard_sdk.streams import denied, websocket_url
 
 log = logs.get(__name__)
 

@@ -10,13 +10,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.accounts.actor import Actor
 from dockyard.provisioner import logs, tasks
-from dockyard.sdk import models as wire
 from dockyard.store import audit
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import service as templates
 from dockyard.tunnel.links import Origin
-from dockyard.units import parse_duration
+from dockyard_sdk import models as wire
+from dockyard_sdk.units import parse_duration
 
 # A row that says "connected" but has not been refreshed for this long belongs to a server that died.
 STALE_AFTER = timedelta(seconds=90)

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.errors import BadRequest, Conflict, DockyardError, Forbidden, NotFound, PayloadTooLarge
-from dockyard.sdk import models as wire
 from dockyard.tunnel import frames
 from dockyard.tunnel.frames import FrameStream, ProtocolError
 from dockyard.tunnel.hub import AgentHub
+from dockyard_sdk import models as wire
 
 # errno names the agent relays, and what they mean to an API client.
 _ERRNO_ERRORS: dict[str, type[DockyardError]] = {

@@ -15,13 +15,13 @@ from dockyard.api.deps import DbSession, RuntimeDep
 from dockyard.errors import DockyardError, Validation
 from dockyard.provisioner import workspaces
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
-from dockyard.sdk import models as wire
-from dockyard.sdk.manifest import ParameterSpec, ParameterType
-from dockyard.sdk.models import Scope
 from dockyard.templates import service as templates_service
 from dockyard.web import session
 from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, page_actor
+from dockyard_sdk import models as wire
+from dockyard_sdk.manifest import ParameterSpec, ParameterType
+from dockyard_sdk.models import Scope
 
 router = APIRouter(include_in_schema=False)
 PageActor = Annotated[Actor, Depends(page_actor)]

@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.accounts.actor import Actor
 from dockyard.provisioner import events, workspaces
 from dockyard.provisioner.status import derive
-from dockyard.sdk.models import Scope
 from dockyard.web.session import page_actor
+from dockyard_sdk.models import Scope
 
 router = APIRouter(include_in_schema=False)
 

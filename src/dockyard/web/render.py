@@ -12,9 +12,9 @@ from starlette.requests import Request
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import DockyardError
-from dockyard.sdk import models as wire
 from dockyard.web import session
 from dockyard.web.assets import static_url
+from dockyard_sdk import models as wire
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),

@@ -18,8 +18,8 @@ from starlette.websockets import WebSocketDisconnect
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, HubDep, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.sdk.models import Scope
 from dockyard.tunnel import bridge
+from dockyard_sdk.models import Scope
 
 router = APIRouter(tags=["agent"])
 

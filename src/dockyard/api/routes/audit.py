@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
 from dockyard.store import audit
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
 
 router = APIRouter(prefix="/api/v2/audit", tags=["audit"])
 

@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, HubDep, WorkspaceParam, scoped
 from dockyard.errors import BadRequest, PayloadTooLarge, Validation, ValidationFailed
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
 from dockyard.tunnel import bridge, connect, state, streams
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
 
 router = APIRouter(tags=["connect"])
 

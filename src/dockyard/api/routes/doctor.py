@@ -9,9 +9,9 @@ from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, RuntimeDep, scoped
 from dockyard.lifecycle import reconcile
 from dockyard.runtimes.base import HostIsolation, Runtime, RuntimeFailure
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
 from dockyard.store import audit, warmnetworks
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
 
 router = APIRouter(prefix="/api/v2/doctor", tags=["doctor"])
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dockyard import __version__
 from dockyard.api.deps import PUBLIC, DbSession
 from dockyard.errors import Unauthorized
-from dockyard.sdk.models import BuildInfo, Health
+from dockyard_sdk.models import BuildInfo, Health
 
 router = APIRouter()
 

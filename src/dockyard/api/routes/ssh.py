@@ -15,9 +15,9 @@ from dockyard.accounts.actor import Actor
 from dockyard.api.deps import AUTHENTICATED, DbSession, UserParam, WorkspaceParam, client_ip, scoped
 from dockyard.gateway import ca, keys
 from dockyard.gateway.server import Gateway
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
 from dockyard.tunnel import bridge
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
 
 router = APIRouter(tags=["ssh"])
 

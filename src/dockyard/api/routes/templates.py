@@ -14,11 +14,11 @@ from starlette.formparsers import MultiPartException
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, TemplateParam, scoped
 from dockyard.errors import BadRequest, NotFound, ValidationFailed
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
-from dockyard.sdk.names import NAME_RE
 from dockyard.templates import archive, parameters, service
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES, MAX_FILES, TemplateFiles
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
+from dockyard_sdk.names import NAME_RE
 
 router = APIRouter(prefix="/api/v2/templates", tags=["templates"])
 _TEMPLATE_LIST = TypeAdapter(list[wire.Template])

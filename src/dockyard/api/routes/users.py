@@ -13,8 +13,8 @@ from dockyard.accounts.limits import AuthLimiter
 from dockyard.api.deps import AUTHENTICATED, PUBLIC, SESSION_COOKIE, DbSession, UserParam, client_ip, scoped
 from dockyard.api.origins import CSRF_COOKIE, csrf_token_for
 from dockyard.errors import Forbidden, TooManyRequests, Unauthorized
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
 
 router = APIRouter(prefix="/api/v2/users", tags=["users"])
 

@@ -17,10 +17,10 @@ from dockyard.errors import Validation, ValidationFailed
 from dockyard.provisioner import builds, events, logs, tasks, workspaces
 from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
-from dockyard.sdk import models as wire
-from dockyard.sdk.models import Scope
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.tunnel import state as agent_state
+from dockyard_sdk import models as wire
+from dockyard_sdk.models import Scope
 
 router = APIRouter(tags=["workspaces"])
 

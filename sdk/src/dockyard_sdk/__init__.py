@@ -1,13 +1,13 @@
 """The Dockyard SDK: a Python client for the REST API, and the wire models it shares with the server and the CLI.
 
-    from dockyard.sdk import Client
+    from dockyard_sdk import Client
 
     client = Client()          # DOCKYARD_URL / DOCKYARD_TOKEN, else the CLI's `dockyard login`
     with client.create("ai-agent-sandbox", ttl="1h") as ws:
         print(ws.exec("uname -a").stdout)
 
 See docs/SDK.md for the whole surface. Names load on first use: a program that only reads credentials
-(`dockyard.sdk.credentials`, the ProxyCommand) never pays for httpx and pydantic.
+(`dockyard_sdk.credentials`, the ProxyCommand) never pays for httpx and pydantic.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dockyard.sdk.aio import AsyncClient, AsyncProcess, AsyncWorkspace
-    from dockyard.sdk.client import Client, pack_template
-    from dockyard.sdk.errors import (
+    from dockyard_sdk.aio import AsyncClient, AsyncProcess, AsyncWorkspace
+    from dockyard_sdk.client import Client, pack_template
+    from dockyard_sdk.errors import (
         ApiError,
         BadRequest,
         BuildFailed,
@@ -34,8 +34,10 @@ if TYPE_CHECKING:
         Unauthorized,
         ValidationError,
     )
-    from dockyard.sdk.models import ExecResult
-    from dockyard.sdk.workspace import Files, Process, Workspace
+    from dockyard_sdk.models import ExecResult
+    from dockyard_sdk.workspace import Files, Process, Workspace
+
+from dockyard_sdk.version import __version__
 
 _WHERE = {
     "AsyncClient": "aio",
@@ -91,6 +93,7 @@ __all__ = [
     "Unauthorized",
     "ValidationError",
     "Workspace",
+    "__version__",
     "pack_template",
 ]
 
@@ -99,7 +102,7 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"dockyard.sdk.{module}"), name)
+    value = getattr(importlib.import_module(f"dockyard_sdk.{module}"), name)
     globals()[name] = value
     return value
 

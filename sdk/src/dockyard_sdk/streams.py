@@ -29,9 +29,9 @@ from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from dockyard import __version__
-from dockyard.sdk import models as m
-from dockyard.sdk.errors import ApiError, ConnectionFailed, error_for
+from dockyard_sdk import models as m
+from dockyard_sdk.errors import ApiError, ConnectionFailed, error_for
+from dockyard_sdk.version import __version__
 
 if TYPE_CHECKING:
     import ssl

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from dockyard.sdk.manifest import ParameterSpec, TemplateManifest
-from dockyard.sdk.names import Name
-from dockyard.units import parse_duration
+from dockyard_sdk.manifest import ParameterSpec, TemplateManifest
+from dockyard_sdk.names import Name
+from dockyard_sdk.units import parse_duration
 
 
 class Scope(StrEnum):

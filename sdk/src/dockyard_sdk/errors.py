@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from dockyard.sdk.models import ValidationDetail, Workspace
+from dockyard_sdk.models import ValidationDetail, Workspace
 
 
 class DockyardSdkError(Exception):

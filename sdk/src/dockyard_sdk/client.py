@@ -1,6 +1,6 @@
 """The Python client for the Dockyard REST API, used by the CLI, the tests and users.
 
-    from dockyard.sdk import Client
+    from dockyard_sdk import Client
     client = Client("http://127.0.0.1:3000", token="dy_...")
     for template in client.list_templates():
         print(template.name)
@@ -25,18 +25,18 @@ import pydantic
 from httpx_sse import ServerSentEvent, connect_sse
 from pydantic import BaseModel, TypeAdapter
 
-from dockyard import __version__
-from dockyard.sdk import credentials
-from dockyard.sdk import models as m
-from dockyard.sdk.errors import ApiError, ConnectionFailed, Timeout, error_for
-from dockyard.sdk.lazy import load_later
-from dockyard.sdk.workspace import Workspace, check_timeout, check_wait
+from dockyard_sdk import credentials
+from dockyard_sdk import models as m
+from dockyard_sdk.errors import ApiError, ConnectionFailed, Timeout, error_for
+from dockyard_sdk.lazy import load_later
+from dockyard_sdk.version import __version__
+from dockyard_sdk.workspace import Workspace, check_timeout, check_wait
 
 if TYPE_CHECKING:
-    from dockyard.sdk import streams
+    from dockyard_sdk import streams
 else:
     # websockets loads when a stream is first opened: a REST call never needs it.
-    streams = load_later("dockyard.sdk.streams")
+    streams = load_later("dockyard_sdk.streams")
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ class Client:
 
     `Client()` finds its server and token in `DOCKYARD_URL`/`DOCKYARD_TOKEN`, else in what `dockyard login`
     stored; `Client(url, token)` names them. `create`, `get` and `list` return `Workspace` handles; the other
-    methods map one to one onto REST endpoints and take and return the wire models of `dockyard.sdk.models`.
+    methods map one to one onto REST endpoints and take and return the wire models of `dockyard_sdk.models`.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """`Workspace`: a handle on one workspace, for scripts and orchestrators.
 
-    from dockyard.sdk import Client
+    from dockyard_sdk import Client
 
     client = Client()                                   # DOCKYARD_URL / DOCKYARD_TOKEN, or `dockyard login`
     with client.create("ai-agent-sandbox", ttl="1h", parameters={"repo": "github.com/org/app"}) as ws:
@@ -21,16 +21,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from dockyard.sdk import models as m
-from dockyard.sdk.errors import BuildFailed, ConnectionFailed, NotFound, Timeout
-from dockyard.sdk.lazy import load_later
+from dockyard_sdk import models as m
+from dockyard_sdk.errors import BuildFailed, ConnectionFailed, NotFound, Timeout
+from dockyard_sdk.lazy import load_later
 
 if TYPE_CHECKING:
-    from dockyard.sdk import streams
-    from dockyard.sdk.client import Client
+    from dockyard_sdk import streams
+    from dockyard_sdk.client import Client
 else:
     # websockets loads when a stream is first used: scripts that only make REST calls never need it.
-    streams = load_later("dockyard.sdk.streams")
+    streams = load_later("dockyard_sdk.streams")
 
 # Receives one line of output (without its newline), or a raw chunk when the caller asked for bytes.
 OutputCallback = Callable[[str], Any] | Callable[[bytes], Any]

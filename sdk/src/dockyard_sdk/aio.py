@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from dockyard.sdk import models as m
-from dockyard.sdk import streams
-from dockyard.sdk.client import Client
-from dockyard.sdk.workspace import Process, Wait, Workspace
+from dockyard_sdk import models as m
+from dockyard_sdk import streams
+from dockyard_sdk.client import Client
+from dockyard_sdk.workspace import Process, Wait, Workspace
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from dockyard.sdk.names import Name, ParameterName
-from dockyard.units import parse_duration, parse_size
+from dockyard_sdk.names import Name, ParameterName
+from dockyard_sdk.units import parse_duration, parse_size
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Sized for a 2-CPU workspace: a build with `make -j` and a language server stay well under it, a fork bomb
