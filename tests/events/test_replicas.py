@@ -119,6 +119,7 @@ def test_a_watch_on_one_replica_sees_a_stop_run_by_another(replicas: tuple[Harne
 def _server(data_dir: Path, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # the server refuses a data dir other users can read
     env = {
         **os.environ,
         "DOCKYARD_DATABASE_URL": database_url,

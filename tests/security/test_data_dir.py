@@ -46,7 +46,8 @@ def server(data_dir: Path, *args: str, **env: str) -> Iterator[str]:
     log = data_dir.parent / f"{data_dir.name}.log"
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [DOCKYARD, "server", "--listen", url.removeprefix("http://"), *args],
+            # No SSH listener: the default port may be taken by another server on this machine.
+            [DOCKYARD, "server", "--listen", url.removeprefix("http://"), "--ssh-listen", "", *args],
             env=_env(data_dir, **env),
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -111,7 +112,7 @@ def test_an_open_data_dir_is_refused_unless_allowed(tmp_path: Path) -> None:
     (data_dir / "admin-token").write_text("dy_old_token\n")
     (data_dir / "admin-token").chmod(0o644)
     refused = subprocess.run(
-        [DOCKYARD, "server", "--listen", f"127.0.0.1:{free_port()}"],
+        [DOCKYARD, "server", "--listen", f"127.0.0.1:{free_port()}", "--ssh-listen", ""],
         env=_env(data_dir),
         capture_output=True,
         text=True,

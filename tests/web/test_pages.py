@@ -13,7 +13,7 @@ from tests.web.conftest import PASSWORD
 
 
 def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found is not None
     return found.group(1)
 
@@ -26,7 +26,7 @@ def _logged_in(h: Harness, username: str = "alice", *, https: bool = False) -> T
     page = http.get("/login")
     response = http.post(
         "/login",
-        data={"username": username, "password": PASSWORD, "csrf": _csrf(page.text), "next": "/templates"},
+        data={"username": username, "password": PASSWORD, "csrf_token": _csrf(page.text), "next": "/templates"},
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -65,7 +65,7 @@ def test_wrong_password_keeps_the_username_and_sets_no_session(wh: Harness) -> N
     wh.user("alice")
     http = wh.http()
     token = _csrf(http.get("/login").text)
-    response = http.post("/login", data={"username": "alice", "password": "nope", "csrf": token})
+    response = http.post("/login", data={"username": "alice", "password": "nope", "csrf_token": token})
     assert response.status_code == 401
     assert "Incorrect username or password." in response.text
     assert 'value="alice"' in response.text
@@ -75,7 +75,7 @@ def test_wrong_password_keeps_the_username_and_sets_no_session(wh: Harness) -> N
 def test_login_without_its_csrf_token_is_refused(wh: Harness) -> None:
     wh.user("alice")
     http = wh.http()
-    response = http.post("/login", data={"username": "alice", "password": PASSWORD, "csrf": "forged"})
+    response = http.post("/login", data={"username": "alice", "password": PASSWORD, "csrf_token": "forged"})
     assert response.status_code == 400
     assert "The login form expired; please try again." in response.text
     assert "dockyard_session" not in http.cookies
@@ -87,7 +87,7 @@ def test_the_session_cookie_is_hardened(wh: Harness) -> None:
     http.base_url = http.base_url.copy_with(scheme="https")
     token = _csrf(http.get("/login").text)
     response = http.post(
-        "/login", data={"username": "alice", "password": PASSWORD, "csrf": token}, follow_redirects=False
+        "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}, follow_redirects=False
     )
     cookie = next(
         v for k, v in response.headers.multi_items() if k == "set-cookie" and "dockyard_session=" in v
@@ -105,7 +105,7 @@ def test_next_never_leaves_the_origin(wh: Harness) -> None:
         token = _csrf(http.get("/login").text)
         response = http.post(
             "/login",
-            data={"username": "alice", "password": PASSWORD, "csrf": token, "next": target},
+            data={"username": "alice", "password": PASSWORD, "csrf_token": token, "next": target},
             follow_redirects=False,
         )
         assert response.status_code == 303
@@ -139,19 +139,20 @@ def test_actions_need_the_session_csrf_token_and_change_nothing_without_it(wh: H
     alice = wh.user("alice")
     wh.template(name="py")
     created = wh.await_build(alice.create_workspace(m.CreateWorkspaceRequest(template="py")).id, client=alice)
-    response = http.post(f"/workspaces/{created.id}/stop", data={"csrf": "forged"}, follow_redirects=False)
-    assert response.status_code == 400
-    assert "The form has expired." in response.text
+    response = http.post(f"/workspaces/{created.id}/stop", data={"csrf_token": "forged"}, follow_redirects=False)
+    # The cross-site middleware checks the same token before the page does.
+    assert response.status_code == 403
+    assert response.json()["message"] == "Missing or invalid CSRF token."
     assert alice.get_workspace(created.id).latest_build.number == 1
 
     token = _csrf(http.get(f"/workspaces/{created.id}").text)
-    response = http.post(f"/workspaces/{created.id}/stop", data={"csrf": token}, follow_redirects=False)
+    response = http.post(f"/workspaces/{created.id}/stop", data={"csrf_token": token}, follow_redirects=False)
     assert response.status_code == 303
     assert response.headers["location"] == f"/workspaces/{created.id}"
     assert alice.get_workspace(created.id).latest_build.transition == m.Transition.STOP
 
     # Logout is a form too: without the token the session stays.
-    assert http.post("/logout", data={"csrf": "forged"}).status_code == 400
+    assert http.post("/logout", data={"csrf_token": "forged"}).status_code == 403
     assert http.get("/templates", follow_redirects=False).status_code == 200
 
 
@@ -164,7 +165,7 @@ def test_another_users_workspace_is_not_found_and_untouched(wh: Harness) -> None
     assert page.status_code == 404
     assert f"Workspace &#39;{hidden.id}&#39; not found." in page.text
     token = _csrf(http.get("/templates").text)
-    response = http.post(f"/workspaces/{hidden.id}/delete", data={"csrf": token})
+    response = http.post(f"/workspaces/{hidden.id}/delete", data={"csrf_token": token})
     assert response.status_code == 404
     assert bob.get_workspace(hidden.id).latest_build.number == 1
     listing = http.get("/workspaces")
@@ -177,7 +178,7 @@ def test_unknown_action_and_bad_filter(wh: Harness) -> None:
     wh.template(name="py")
     created = wh.await_build(alice.create_workspace(m.CreateWorkspaceRequest(template="py")).id, client=alice)
     token = _csrf(http.get("/templates").text)
-    response = http.post(f"/workspaces/{created.id}/explode", data={"csrf": token})
+    response = http.post(f"/workspaces/{created.id}/explode", data={"csrf_token": token})
     assert response.status_code == 404
     assert "No action &#39;explode&#39;." in response.text
     assert alice.get_workspace(created.id).latest_build.number == 1

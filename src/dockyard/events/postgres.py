@@ -105,7 +105,6 @@ class PostgresPubsub:
                 listeners.pop(key, None)
                 if not listeners:
                     self._listeners.pop(channel, None)
-                    self._wake()
 
         return Subscription(cancel)
 
@@ -208,13 +207,16 @@ class PostgresPubsub:
                 pass
 
     def _sync(self, conn: psycopg.Connection[Any]) -> None:
-        """LISTEN to channels that gained a subscriber, UNLISTEN those that lost their last one."""
+        """LISTEN to channels that gained their first subscriber.
+
+        A channel is never UNLISTENed: there are a handful of them (events/channels.py), and dropping one when
+        its last subscriber leaves races a subscriber that comes back at once (it would see the channel still
+        listened to, then lose what is published before the LISTEN is made again).
+        """
         with self._lock:
-            wanted = set(self._listeners)
+            wanted = self._listening | set(self._listeners)
         for channel in sorted(wanted - self._listening):
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        for channel in sorted(self._listening - wanted):
-            conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
         if wanted != self._listening:
             with self._changed:
                 self._listening = wanted

@@ -8,7 +8,6 @@ form, before there is a session, uses a double-submit cookie instead.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from urllib.parse import quote, urlsplit
@@ -18,11 +17,13 @@ from starlette.responses import RedirectResponse, Response
 
 from dockyard.accounts import users
 from dockyard.accounts.actor import Actor
+from dockyard.api import origins
 from dockyard.api.deps import SESSION_COOKIE, current_actor
 from dockyard.errors import BadRequest, Unauthorized
 
 LOGIN_CSRF_COOKIE = "dockyard_login_csrf"
-CSRF_FIELD = "csrf"
+# The cross-site middleware (api/origins.py) reads the same field: one token satisfies both checks.
+CSRF_FIELD = "csrf_token"
 
 
 class LoginRequired(Exception):
@@ -83,8 +84,8 @@ async def page_actor(request: Request) -> Actor:
 
 
 def session_csrf(request: HTTPConnection) -> str:
-    key = request.cookies.get(SESSION_COOKIE, "")
-    return hmac.new(key.encode(), b"dockyard-dashboard-csrf", hashlib.sha256).hexdigest()
+    """The session's CSRF token, the one the cross-site middleware checks on every cookie-authenticated form."""
+    return origins.csrf_token(request) or ""
 
 
 def check_session_csrf(request: Request, submitted: object) -> None:
