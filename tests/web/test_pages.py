@@ -26,7 +26,12 @@ def _logged_in(h: Harness, username: str = "alice", *, https: bool = False) -> T
     page = http.get("/login")
     response = http.post(
         "/login",
-        data={"username": username, "password": PASSWORD, "csrf_token": _csrf(page.text), "next": "/templates"},
+        data={
+            "username": username,
+            "password": PASSWORD,
+            "csrf_token": _csrf(page.text),
+            "next": "/templates",
+        },
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -87,7 +92,9 @@ def test_the_session_cookie_is_hardened(wh: Harness) -> None:
     http.base_url = http.base_url.copy_with(scheme="https")
     token = _csrf(http.get("/login").text)
     response = http.post(
-        "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}, follow_redirects=False
+        "/login",
+        data={"username": "alice", "password": PASSWORD, "csrf_token": token},
+        follow_redirects=False,
     )
     cookie = next(
         v for k, v in response.headers.multi_items() if k == "set-cookie" and "dockyard_session=" in v
@@ -139,7 +146,9 @@ def test_actions_need_the_session_csrf_token_and_change_nothing_without_it(wh: H
     alice = wh.user("alice")
     wh.template(name="py")
     created = wh.await_build(alice.create_workspace(m.CreateWorkspaceRequest(template="py")).id, client=alice)
-    response = http.post(f"/workspaces/{created.id}/stop", data={"csrf_token": "forged"}, follow_redirects=False)
+    response = http.post(
+        f"/workspaces/{created.id}/stop", data={"csrf_token": "forged"}, follow_redirects=False
+    )
     # The cross-site middleware checks the same token before the page does.
     assert response.status_code == 403
     assert response.json()["message"] == "Missing or invalid CSRF token."
