@@ -272,7 +272,7 @@ def run(backend: str, args: argparse.Namespace, wrk_binary: str) -> Figures:
     with tempfile.TemporaryDirectory(prefix=f"dockyard-bench-{backend}-") as tmp:
         root = Path(tmp)
         data_dir = root / "data"
-        data_dir.mkdir()
+        data_dir.mkdir(mode=0o700)  # the server refuses a data dir others can read
         with database(backend, data_dir) as url:
             started = time.monotonic()
             keys = seed(url, data_dir, user_count=args.users, token_count=args.tokens)
