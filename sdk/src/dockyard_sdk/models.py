@@ -612,7 +612,7 @@ class WorkspaceResources(Model):
     memory_bytes: int
     """Memory limit in bytes."""
     disk: str | None
-    """Home volume size hint, e.g. 10Gi."""
+    """The home folder's size limit, e.g. 10Gi (enforced as a file system of that size where the runtime can)."""
     gpu: int
     """Number of GPUs."""
 
