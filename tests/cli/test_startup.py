@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.main import get_group
 
+from dockyard.cli.main import COMMANDS, app, load
 from tests.live import free_port
 
 SERVER_LIBRARIES = {
@@ -118,3 +120,24 @@ def test_the_proxy_command_without_credentials(tmp_path: Path) -> None:
         b"",
         b"error: not logged in\nhint: run `dockyard login URL`\n",
     )
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_the_help_table_matches_each_command(name: str) -> None:
+    # The table lets `--help` list commands without importing them; it must say what the command itself says.
+    command = load(name, COMMANDS[name])
+    own = (command.short_help or command.help or "").strip().splitlines()[0]
+    assert (command.name, COMMANDS[name].summary) == (name, own)
+
+
+def test_help_loads_no_command_module(tmp_path: Path) -> None:
+    names, code = imported("--help", tmp_path=tmp_path)
+    assert code == 0
+    loaded = {f"dockyard.cli.{entry.module}" for entry in COMMANDS.values()} & names
+    assert loaded == set()
+    assert names & {"pydantic", "httpx", "dockyard_sdk"} == set()
+
+
+def test_every_registered_command_is_in_the_table() -> None:
+    # A command added with `app.command` instead of the table would load its module for every `--help`.
+    assert get_group(app).commands == {}

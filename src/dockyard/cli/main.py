@@ -1,50 +1,199 @@
-"""Entry point: `dockyard …`."""
+"""Entry point: `dockyard …`.
+
+Commands are loaded when they run, not when the program starts: each command's module imports the SDK's wire
+models, and building those (pydantic) costs more than the rest of a short command. `dockyard --help` lists the
+commands from the table below without importing any of them; a test holds each summary to its command's own help.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
+from typer.main import get_command_from_info, get_group
+from typer.models import CommandInfo
 
-from dockyard.cli import (
-    auth,
-    connect,
-    devcontainer,
-    doctor,
-    forward,
-    images,
-    mcp,
-    output,
-    server,
-    sshconfig,
-    sshkeys,
-    templates,
-    tokens,
-    users,
-    workspaces,
-)
 from dockyard.cli.errors import CliError
-from dockyard_sdk import ApiError
 
 # Server-side commands keep Typer's own handling: an operator whose server fails to start needs the traceback.
 _SERVER_COMMANDS = {"server", "db", "provisioner", "images", "gateway"}
+_WORKSPACES = "Workspaces"
+_CONNECT = "Connecting"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a command lives: `attr` of `dockyard.cli.<module>` is a command function, or a Typer app of
+    subcommands when `group` is set."""
+
+    module: str
+    attr: str
+    summary: str
+    panel: str | None = None
+    group: bool = False
+
+
+COMMANDS: dict[str, Entry] = {
+    "login": Entry(
+        "auth", "login", "Log in to a Dockyard server and store the session token in the config folder."
+    ),
+    "logout": Entry("auth", "logout", "End the session and forget the stored credentials."),
+    "whoami": Entry("auth", "whoami", "Show the user the current credentials belong to."),
+    "create": Entry(
+        "workspaces",
+        "create",
+        "Create a workspace from a template and (by default) wait until it runs and its agent is ready.",
+        _WORKSPACES,
+    ),
+    "list": Entry("workspaces", "list_workspaces", "List your workspaces (--all: everyone's).", _WORKSPACES),
+    "show": Entry(
+        "workspaces",
+        "show",
+        "Show a workspace: status, parameters and its latest build with the time each phase took.",
+        _WORKSPACES,
+    ),
+    "start": Entry("workspaces", "start", "Start a stopped workspace.", _WORKSPACES),
+    "stop": Entry(
+        "workspaces", "stop", "Stop a workspace; its home volume is kept for the next start.", _WORKSPACES
+    ),
+    "restart": Entry(
+        "workspaces",
+        "restart",
+        "Stop a workspace, wait, and start it again (a stopped one is just started).",
+        _WORKSPACES,
+    ),
+    "update": Entry(
+        "workspaces",
+        "update",
+        "Change parameters, template version or TTL; they apply at the workspace's next start.",
+        _WORKSPACES,
+    ),
+    "delete": Entry(
+        "workspaces", "delete", "Delete a workspace with its container, network and home volume.", _WORKSPACES
+    ),
+    "logs": Entry(
+        "workspaces", "logs", "Print a build's log (the latest build's unless --build is given).", _WORKSPACES
+    ),
+    "builds": Entry("workspaces", "builds", "List a workspace's builds, newest first.", _WORKSPACES),
+    "cancel": Entry("workspaces", "cancel", "Cancel the workspace's build in progress.", _WORKSPACES),
+    "exec": Entry(
+        "connect",
+        "exec_command",
+        "Run a command in a workspace, streaming its output; exits with the command's exit code.",
+        _CONNECT,
+    ),
+    "ssh": Entry(
+        "connect",
+        "ssh",
+        "Open an SSH session to a workspace (starting it when stopped), with OpenSSH's own client.",
+        _CONNECT,
+    ),
+    "port-forward": Entry(
+        "forward", "port_forward", "Forward local TCP ports to ports in a workspace until Ctrl-C.", _CONNECT
+    ),
+    "config-ssh": Entry(
+        "sshconfig",
+        "config_ssh",
+        "Add a `Host dockyard.*` entry to your SSH config, for `ssh dockyard.NAME`, VS Code and JetBrains.",
+        _CONNECT,
+    ),
+    "ssh-cert": Entry(
+        "sshkeys",
+        "ssh_cert",
+        "Get a new SSH certificate for the CLI's key (made when missing) from the server's CA.",
+        _CONNECT,
+    ),
+    "ssh-keys": Entry(
+        "sshkeys", "app", "Register SSH public keys for the SSH gateway.", _CONNECT, group=True
+    ),
+    "templates": Entry("templates", "app", "Push and inspect templates.", group=True),
+    "devcontainer": Entry(
+        "devcontainer", "app", "Dev container configurations (devcontainer.json).", group=True
+    ),
+    "tokens": Entry("tokens", "app", "Create, list and revoke API tokens.", group=True),
+    "users": Entry("users", "app", "Manage users (owners only).", group=True),
+    "server": Entry("server", "server", "Run the Dockyard control plane (API server)."),
+    "db": Entry("server", "db_app", "Database maintenance.", group=True),
+    "provisioner": Entry(
+        "server", "provisioner", "Run provisioner workers alone, against the same database as the server."
+    ),
+    "gateway": Entry(
+        "server",
+        "gateway",
+        "Run the SSH gateway alone, against the same database as the server and reaching agents through it.",
+    ),
+    "doctor": Entry(
+        "doctor", "doctor", "Check the runtime and host firewall; list drifted workspaces and orphans."
+    ),
+    "images": Entry("images", "app", "Workspace images in the local Docker engine.", group=True),
+    "mcp": Entry(
+        "mcp",
+        "mcp",
+        "Serve Dockyard's MCP tools on stdin/stdout (for Claude Code, Cursor and other MCP hosts).",
+    ),
+}
+
+
+def load(name: str, entry: Entry) -> Any:
+    """The real click command behind a table entry."""
+    target = getattr(importlib.import_module(f"dockyard.cli.{entry.module}"), entry.attr)
+    if entry.group:
+        group = get_group(target)
+        group.name = name
+        group.rich_help_panel = entry.panel
+        return group
+    info = CommandInfo(name=name, callback=target, rich_help_panel=entry.panel)
+    return get_command_from_info(
+        info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
+    )
+
+
+def _api_error(exc: BaseException) -> Any:
+    """`exc` as the SDK's ApiError, or None; without importing the SDK when no command has (then it can't be one)."""
+    errors = sys.modules.get("dockyard_sdk.errors")
+    return exc if errors is not None and isinstance(exc, errors.ApiError) else None
 
 
 class DockyardGroup(TyperGroup):
-    """Turns the errors a user can act on into `error: …` lines and exit code 1; only bugs get tracebacks."""
+    """Loads commands on first use, and turns the errors a user can act on into `error: …` lines and exit code 1;
+    only bugs get tracebacks."""
+
+    _listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(name for name in COMMANDS if name not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        if self._listing:
+            # Enough for the help page's command table; the command itself loads only when it runs.
+            return TyperCommand(cmd_name, help=entry.summary, rich_help_panel=entry.panel)
+        command = load(cmd_name, entry)
+        self.commands[cmd_name] = command
+        return command
 
     # `Any`: the base class takes Typer's private vendored click Context, which this module should not import.
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
     def invoke(self, ctx: Any) -> Any:
         debug = bool(ctx.params.get("debug"))
         try:
             return super().invoke(ctx)
-        except ApiError as exc:
-            if debug:
-                output.message(f"debug: {exc.method} {exc.url} -> {exc.status_code}")
-            output.error(exc.message, detail=exc.detail, validations=exc.validations, hint=exc.hint)
         except CliError as exc:
-            output.error(exc.message, detail=exc.detail, validations=exc.validations, hint=exc.hint)
+            _report(exc)
         except typer.Abort as exc:
             # A prompt turns Ctrl-C into Abort; it still means "interrupted", which exits 130.
             if isinstance(exc.__context__, KeyboardInterrupt):
@@ -54,14 +203,34 @@ class DockyardGroup(TyperGroup):
             # Usage errors and exits are Typer's to render; a closed pipe (`| head`) is not an error at all.
             raise
         except Exception as exc:
+            api_error = _api_error(exc)
+            if api_error is not None:
+                if debug:
+                    _message(f"debug: {api_error.method} {api_error.url} -> {api_error.status_code}")
+                _report(api_error)
             # The outermost boundary: anything else is a bug. --debug lets it through to Typer, whose
             # traceback shows no local variables, so a token in a local cannot leak into a bug report.
-            if debug or ctx.invoked_subcommand in _SERVER_COMMANDS:
+            elif debug or ctx.invoked_subcommand in _SERVER_COMMANDS:
                 raise
-            output.error(
-                f"unexpected {type(exc).__name__}: {exc}", hint="run again with --debug for a traceback"
-            )
+            else:
+                from dockyard.cli import output
+
+                output.error(
+                    f"unexpected {type(exc).__name__}: {exc}", hint="run again with --debug for a traceback"
+                )
         raise typer.Exit(1)
+
+
+def _report(exc: Any) -> None:
+    from dockyard.cli import output
+
+    output.error(exc.message, detail=exc.detail, validations=exc.validations, hint=exc.hint)
+
+
+def _message(text: str) -> None:
+    from dockyard.cli import output
+
+    output.message(text)
 
 
 app = typer.Typer(
@@ -78,41 +247,6 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and the failing request.")] = False,
 ) -> None:
     """Dockyard: self-hosted cloud development environments."""
-
-
-app.command("login")(auth.login)
-app.command("logout")(auth.logout)
-app.command("whoami")(auth.whoami)
-_WORKSPACES = "Workspaces"
-app.command("create", rich_help_panel=_WORKSPACES)(workspaces.create)
-app.command("list", rich_help_panel=_WORKSPACES)(workspaces.list_workspaces)
-app.command("show", rich_help_panel=_WORKSPACES)(workspaces.show)
-app.command("start", rich_help_panel=_WORKSPACES)(workspaces.start)
-app.command("stop", rich_help_panel=_WORKSPACES)(workspaces.stop)
-app.command("restart", rich_help_panel=_WORKSPACES)(workspaces.restart)
-app.command("update", rich_help_panel=_WORKSPACES)(workspaces.update)
-app.command("delete", rich_help_panel=_WORKSPACES)(workspaces.delete)
-app.command("logs", rich_help_panel=_WORKSPACES)(workspaces.logs)
-app.command("builds", rich_help_panel=_WORKSPACES)(workspaces.builds)
-app.command("cancel", rich_help_panel=_WORKSPACES)(workspaces.cancel)
-_CONNECT = "Connecting"
-app.command("exec", rich_help_panel=_CONNECT)(connect.exec_command)
-app.command("ssh", rich_help_panel=_CONNECT)(connect.ssh)
-app.command("port-forward", rich_help_panel=_CONNECT)(forward.port_forward)
-app.command("config-ssh", rich_help_panel=_CONNECT)(sshconfig.config_ssh)
-app.command("ssh-cert", rich_help_panel=_CONNECT)(sshkeys.ssh_cert)
-app.add_typer(sshkeys.app, name="ssh-keys", rich_help_panel=_CONNECT)
-app.add_typer(templates.app, name="templates")
-app.add_typer(devcontainer.app, name="devcontainer")
-app.add_typer(tokens.app, name="tokens")
-app.add_typer(users.app, name="users")
-app.command("server")(server.server)
-app.add_typer(server.db_app, name="db")
-app.command("provisioner")(server.provisioner)
-app.command("gateway")(server.gateway)
-app.command("doctor")(doctor.doctor)
-app.add_typer(images.app, name="images")
-app.command("mcp")(mcp.mcp)
 
 
 def main() -> None:
