@@ -35,7 +35,7 @@ class Settings:
     # The host name clients use for the SSH gateway (config-ssh, certificates); default: the listen host.
     ssh_hostname: str = ""
     # Workspace networks made ahead of demand, per class ("open" has egress, "internal" not), so that a burst
-    # of creates does not wait for the engine to make networks one at a time. See lifecycle/warmpool.py.
+    # of creates does not wait for the engine to make networks one at a time. See warmpool/pool.py.
     warm_networks: dict[str, int] = field(default_factory=lambda: {"open": 4, "internal": 4})
     # Seconds between agent pings; an agent silent for two of them is dropped.
     agent_heartbeat: float = 15.0

@@ -8,10 +8,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from dockyard.lifecycle.warmpool import WarmPool
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.naming import container_name, network_name
-from dockyard.store import warmnetworks
+from dockyard.warmpool import store as warmnetworks
+from dockyard.warmpool.pool import WarmPool
 from dockyard_sdk import models as m
 from tests.harness import Harness, make_harness, tar_gz
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.lifecycle import warmpool
-from dockyard.lifecycle.warmpool import WarmPool, parse_sizes
 from dockyard.runtimes.base import RuntimeUnavailable
+from dockyard.warmpool import pool as warmpool
+from dockyard.warmpool.pool import WarmPool, parse_sizes
 from dockyard_sdk import ApiError
 from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime

@@ -20,11 +20,11 @@ from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
 from dockyard.api.origins import SESSION_COOKIE as SESSION_COOKIE
 from dockyard.errors import NotFound, Unauthorized
-from dockyard.provisioner import workspaces
 from dockyard.runtimes.base import Runtime
 from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
 from dockyard.templates import service as templates
 from dockyard.tunnel.hub import AgentHub
+from dockyard.workspaces import service as workspaces
 from dockyard_sdk.models import Scope
 
 

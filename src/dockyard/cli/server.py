@@ -135,7 +135,7 @@ def server(
     from dockyard import datadir, logs
     from dockyard.api.app import create_app
     from dockyard.api.origins import parse_origin
-    from dockyard.lifecycle.warmpool import parse_sizes
+    from dockyard.warmpool.pool import parse_sizes
 
     try:
         warm_sizes = parse_sizes(warm_networks)

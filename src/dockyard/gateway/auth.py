@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Forbidden, NotFound
 from dockyard.gateway import ca, keys
-from dockyard.provisioner import workspaces
 from dockyard.store import audit
 from dockyard.store.models import ApiToken, SshKey, User, Workspace
 from dockyard.store.types import utcnow
+from dockyard.workspaces import service as workspaces
 from dockyard_sdk import models as wire
 from dockyard_sdk.models import Scope
 from dockyard_sdk.names import NAME_RE

@@ -24,11 +24,11 @@ from dockyard.errors import DockyardError, Forbidden, NotFound
 from dockyard.gateway import auth, ca, keys
 from dockyard.gateway.auth import Identity, Refused
 from dockyard.gateway.sessions import ForwardSession, SessionRefused, WorkspaceSession
-from dockyard.provisioner import workspaces
-from dockyard.provisioner.status import derive
 from dockyard.store.models import Workspace
 from dockyard.tunnel import connect, state
 from dockyard.tunnel.frames import FrameStream, ProtocolError
+from dockyard.workspaces import service as workspaces
+from dockyard.workspaces.status import derive
 from dockyard_sdk import models as wire
 
 log = logs.get(__name__)

@@ -19,9 +19,9 @@ from dockyard.provisioner import events, logs, queue
 from dockyard.provisioner.instance import Instance
 from dockyard.provisioner.worker import stale_after
 from dockyard.runtimes.base import ContainerState, ManagedResource, Observation, Runtime
-from dockyard.store import warmnetworks
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard.warmpool import store as warmnetworks
 from dockyard_sdk.models import BuildStatus, Transition
 
 log = logging.get(__name__)

@@ -17,12 +17,12 @@ from dockyard import logs as logging
 from dockyard.events import Subscription, bus_of, channels
 from dockyard.lifecycle import reconcile, ttl
 from dockyard.lifecycle.leader import FOLLOWER_RETRY, Lease, SingleProcess
-from dockyard.lifecycle.warmpool import WarmPool
 from dockyard.provisioner import queue
 from dockyard.provisioner.instance import Instance
 from dockyard.provisioner.worker import Worker
 from dockyard.runtimes.base import Runtime, RuntimeFailure
 from dockyard.tunnel.links import AgentLinks
+from dockyard.warmpool.pool import WarmPool
 
 log = logging.get(__name__)
 

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound
 from dockyard.provisioner import events, queue
-from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES, derive
 from dockyard.store import audit
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES, derive
 from dockyard_sdk.models import BuildReason, BuildStatus, Transition, WorkspaceStatus
 
 

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from dockyard import logs as logging
 from dockyard.errors import DockyardError
 from dockyard.provisioner import events, logs, queue
-from dockyard.provisioner.workspaces import render_for
 from dockyard.runtimes.base import BindMount, Canceled, ImageSpec, Observation, Runtime, WorkspaceSpec
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
@@ -26,6 +25,7 @@ from dockyard.tunnel import state as agent_state
 from dockyard.tunnel import tokens as tunnel_tokens
 from dockyard.tunnel.install import agent_command
 from dockyard.tunnel.links import AgentLinks
+from dockyard.workspaces.service import render_for
 from dockyard_sdk.models import BuildStatus, Transition
 from dockyard_sdk.units import parse_size
 

@@ -9,11 +9,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict
-from dockyard.provisioner import builds, events, workspaces
-from dockyard.provisioner.status import derive
+from dockyard.provisioner import builds, events
 from dockyard.store.models import Workspace, WorkspaceAgent
 from dockyard.tunnel import state
 from dockyard.tunnel.frames import FrameStream
+from dockyard.workspaces import service as workspaces
+from dockyard.workspaces.status import derive
 from dockyard_sdk import models as wire
 
 # How long a running workspace's agent may take to (re)connect before a request gives up.

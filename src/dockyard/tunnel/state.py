@@ -54,7 +54,7 @@ def reset(db: Session, workspace_id: str, build_id: str) -> None:
 
 def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any] | None:
     """The scripts an agent runs, from the workspace's latest start build; None for an unknown workspace."""
-    from dockyard.provisioner.workspaces import render_for
+    from dockyard.workspaces.service import render_for
 
     with sessions() as db:
         workspace = db.get(Workspace, workspace_id)

@@ -13,12 +13,12 @@ from starlette.datastructures import FormData
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, RuntimeDep
 from dockyard.errors import DockyardError, Validation
-from dockyard.provisioner import workspaces
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.templates import service as templates_service
 from dockyard.web import session
 from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, page_actor
+from dockyard.workspaces import service as workspaces
 from dockyard_sdk import models as wire
 from dockyard_sdk.manifest import ParameterSpec, ParameterType
 from dockyard_sdk.models import Scope

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from dockyard.accounts.actor import Actor
-from dockyard.provisioner import events, workspaces
-from dockyard.provisioner.status import derive
+from dockyard.provisioner import events
 from dockyard.web.session import page_actor
+from dockyard.workspaces import service as workspaces
+from dockyard.workspaces.status import derive
 from dockyard_sdk.models import Scope
 
 router = APIRouter(include_in_schema=False)

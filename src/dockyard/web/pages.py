@@ -12,12 +12,13 @@ from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, client_ip
 from dockyard.errors import DockyardError, NotFound, Unauthorized
-from dockyard.provisioner import builds, workspaces
+from dockyard.provisioner import builds
 from dockyard.templates import service as templates_service
 from dockyard.web import create, live, session
 from dockyard.web.assets import static_files
 from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, LoginRequired, page_actor
+from dockyard.workspaces import service as workspaces
 from dockyard_sdk import models as wire
 from dockyard_sdk.models import Scope
 

@@ -9,7 +9,8 @@ from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, RuntimeDep, scoped
 from dockyard.lifecycle import reconcile
 from dockyard.runtimes.base import HostIsolation, Runtime, RuntimeFailure
-from dockyard.store import audit, warmnetworks
+from dockyard.store import audit
+from dockyard.warmpool import store as warmnetworks
 from dockyard_sdk import models as wire
 from dockyard_sdk.models import Scope
 

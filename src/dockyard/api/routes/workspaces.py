@@ -14,11 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.provisioner import builds, events, logs, tasks, workspaces
-from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES
+from dockyard.provisioner import builds, events, logs, tasks
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.tunnel import state as agent_state
+from dockyard.workspaces import service as workspaces
+from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES
 from dockyard_sdk import models as wire
 from dockyard_sdk.models import Scope
 

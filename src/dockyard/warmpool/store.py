@@ -1,4 +1,4 @@
-"""The warm network pool's rows: claimed by workspace creates, filled by `lifecycle.warmpool`."""
+"""The warm network pool's rows: claimed by workspace creates, filled by `warmpool.pool`."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from dockyard import logs as logging
 from dockyard.runtimes.base import Runtime, RuntimeFailure
 from dockyard.store.models import WarmNetwork, WorkspaceBuild, new_id
 from dockyard.store.types import utcnow
-from dockyard.store.warmnetworks import CLASSES, claim, counts
+from dockyard.warmpool.store import CLASSES, claim, counts
 from dockyard_sdk.models import BuildStatus
 
 log = logging.get(__name__)
