@@ -18,11 +18,11 @@ from dockyard.runtimes.base import (
     Observation,
     RuntimeFailure,
     RuntimeUnavailable,
-    WorkspaceSpec,
 )
 from dockyard.runtimes.docker import bootstrap, naming
 from dockyard.runtimes.docker.builds import build_context
 from dockyard.runtimes.docker.errors import translate
+from dockyard.runtimes.docker.spec import WorkspaceSpec
 from dockyard.runtimes.docker.states import from_state, timestamp
 from tests.runtimes.conftest import tar_gz
 

@@ -22,6 +22,7 @@ from dockyard.provisioner import queue
 from dockyard.provisioner.instance import Instance
 from dockyard.provisioner.worker import Worker
 from dockyard.runtimes.base import Runtime, RuntimeFailure
+from dockyard.tunnel.door import LinkDoor
 from dockyard.tunnel.links import AgentLinks
 
 log = logging.get(__name__)
@@ -42,8 +43,11 @@ class Background:
         warm_networks: dict[str, int] | None = None,
         lease: Lease | None = None,
     ) -> None:
-        self.agent_dir = agent_dir
-        self.agent_links = agent_links
+        self.agents: LinkDoor | None = None
+        if agent_dir is not None and agent_links is not None:
+            # The runtime mounts these; the workers give each workspace's link its token.
+            runtime.bind_agent(agent_dir, agent_links.root)
+            self.agents = LinkDoor(sessions, agent_links)
         # Signs the builds this process claims, so a restart recovers them at once (provisioner/instance.py).
         self.instance = Instance.acquire(data_dir) if data_dir is not None else None
         self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks) if warm_networks else None
@@ -73,8 +77,7 @@ class Background:
                 self.sessions,
                 self.runtime,
                 name=self.instance.worker_name(name) if self.instance is not None else name,
-                agent_dir=self.agent_dir,
-                links=self.agent_links,
+                agents=self.agents,
             )
             self._spawn(f"provisioner-{index}", lambda w=worker: w.run(self.stop_event))  # type: ignore[misc]
         if self.lifecycle:
