@@ -27,6 +27,7 @@ from dockyard.runtimes.base import (
     LogSink,
     ManagedResource,
     Observation,
+    RuntimeFailure,
     RuntimeUnavailable,
 )
 from dockyard.runtimes.plan import LINK_MOUNT, Capabilities, Egress, LinkKind, WorkspacePlan
@@ -121,11 +122,16 @@ class FakeRuntime:
         if self.fail_start:
             log(self.fail_start)
             raise RuntimeUnavailable(self.fail_start)
+        refusal = self.capabilities().refusal(plan)
+        if refusal:
+            raise RuntimeFailure(refusal)
         self.networks.add(plan.workspace_id)
         self.volumes.add(plan.workspace_id)
         self.containers[plan.workspace_id] = ContainerState.RUNNING
         self.plans[plan.workspace_id] = plan
-        if self.agents and plan.agent is not None:
+        if self.agents and plan.command is not None:
+            self._run_command(plan)
+        elif self.agents and plan.agent is not None:
             self._run_agent(plan)
         log(f"started container dockyard-ws-{plan.workspace_id}")
         return Observation(plan.workspace_id, ContainerState.RUNNING, address="10.0.0.2")
@@ -148,6 +154,12 @@ class FakeRuntime:
         assert plan.workload()[-1].startswith(str(Path(LINK_MOUNT).parent))
         script = str(program / Path(plan.workload()[-1]).name)
         self.processes[plan.workspace_id] = subprocess.Popen([sys.executable, script], env=env, cwd=home)
+
+    def _run_command(self, plan: WorkspacePlan) -> None:
+        self._end_agent(plan.workspace_id)
+        home = self.homes.setdefault(plan.workspace_id, tempfile.mkdtemp(prefix="dy-home-"))
+        env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}, **plan.env, "HOME": home}
+        self.processes[plan.workspace_id] = subprocess.Popen(list(plan.workload()), env=env, cwd=home)
 
     def _end_agent(self, workspace_id: str) -> None:
         process = self.processes.pop(workspace_id, None)

@@ -50,7 +50,11 @@ class Background:
             self.agents = LinkDoor(sessions, agent_links)
         # Signs the builds this process claims, so a restart recovers them at once (provisioner/instance.py).
         self.instance = Instance.acquire(data_dir) if data_dir is not None else None
-        self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks) if warm_networks else None
+        self.warm_pool: WarmPool | None = None
+        if warm_networks and runtime.capabilities().prepared_networks:
+            self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks)
+        elif warm_networks:
+            log.warning("this runtime makes no networks ahead of workspaces: --warm-networks is ignored")
         self.sessions = sessions
         self.runtime = runtime
         self.workers = workers

@@ -135,12 +135,15 @@ class DockerRuntime:
         self.agent_folders = AgentFolders(program_dir, links_dir)
 
     def capabilities(self) -> Capabilities:
+        return self._capabilities(probe_gpu=True)
+
+    def _capabilities(self, *, probe_gpu: bool) -> Capabilities:
         return Capabilities(
             # The link is a bind mount of a host folder: this engine runs on the server's host.
             agent_links=frozenset({LinkKind.UNIX_SOCKET}) if self.agent_folders else frozenset(),
             # An allowlist needs a filtering proxy; until then it would be either too open or too closed.
             egress=frozenset({Egress.NONE, Egress.ALL}),
-            gpu=self._has_gpu(),
+            gpu=self._has_gpu() if probe_gpu else False,
             disk_quota=self.disks is not None,
             resume_keeps_root=True,
             host_isolation=self.isolation is not None and self.isolation.available,
@@ -228,6 +231,10 @@ class DockerRuntime:
     # -- workspaces -------------------------------------------------------------------------------------
 
     def start(self, plan: WorkspacePlan, log: LogSink) -> Observation:
+        # Asking the engine about GPUs costs a call; only a plan that wants one needs the answer.
+        refusal = self._capabilities(probe_gpu=plan.resources.gpu > 0).refusal(plan)
+        if refusal:
+            raise RuntimeFailure(refusal)
         spec = from_plan(plan, self.agent_folders)
         with translate(self.base_url):
             return self._start(spec, log)
