@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import pytest
 
@@ -46,7 +46,7 @@ class Subject:
     agent_dir: Path
 
 
-SubjectFactory = Callable[[pytest.FixtureRequest, Path], ContextManager[Subject]]
+SubjectFactory = Callable[[pytest.FixtureRequest, Path], contextlib.AbstractContextManager[Subject]]
 SUBJECTS: dict[str, SubjectFactory] = {}
 
 
