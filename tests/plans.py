@@ -17,7 +17,7 @@ def workspace_plan(**values: Any) -> WorkspacePlan:
     home = {k: values.pop(k) for k in list(values) if k in _HOME}
     if "egress" in values:
         values["network"] = NetworkPolicy(egress=Egress(values.pop("egress")))
-    if "command" in values:
+    if values.get("command") is not None:
         values["command"] = tuple(values["command"])
     if "files" in values:
         values["files"] = {
