@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dockyard.runtimes.base import (
     ContainerState,
@@ -26,9 +27,10 @@ from dockyard.runtimes.base import (
     LogSink,
     ManagedResource,
     Observation,
+    RuntimeFailure,
     RuntimeUnavailable,
-    WorkspaceSpec,
 )
+from dockyard.runtimes.plan import LINK_MOUNT, Capabilities, Egress, LinkKind, WorkspacePlan
 
 
 @dataclass
@@ -36,7 +38,7 @@ class FakeRuntime:
     name: str = "fake"
     images: set[str] = field(default_factory=lambda: {"dockyard/base:bookworm"})
     containers: dict[str, ContainerState] = field(default_factory=dict)
-    specs: dict[str, WorkspaceSpec] = field(default_factory=dict)
+    plans: dict[str, WorkspacePlan] = field(default_factory=dict)
     volumes: set[str] = field(default_factory=set)
     networks: set[str] = field(default_factory=set)
     network_classes: dict[str, str] = field(default_factory=dict)
@@ -53,9 +55,27 @@ class FakeRuntime:
     deployment: str | None = None
     # Networks whose host rules a test removed (as a firewall reload would).
     unisolated: set[str] = field(default_factory=set)
+    # (program folder, links root) once bound: what a `unix_socket` agent link needs.
+    agent_folders: tuple[Path, Path] | None = None
+    gpu: bool = False
+    # The environment each workspace's agent process was given.
+    agent_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def bind_deployment(self, deployment: str) -> None:
         self.deployment = deployment
+
+    def bind_agent(self, program_dir: Path, links_dir: Path) -> None:
+        self.agent_folders = (program_dir, links_dir)
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            agent_links=frozenset({LinkKind.UNIX_SOCKET}) if self.agent_folders else frozenset(),
+            egress=frozenset({Egress.NONE, Egress.ALL}),
+            gpu=self.gpu,
+            resume_keeps_root=True,
+            host_isolation=True,
+            prepared_networks=True,
+        )
 
     def host_isolation(self) -> HostIsolation:
         self._enter("host_isolation", gated=False)
@@ -97,34 +117,49 @@ class FakeRuntime:
             raise ImageNotFound(f"image {spec.image} is not available locally and could not be pulled")
         return spec.image
 
-    def start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
+    def start(self, plan: WorkspacePlan, log: LogSink) -> Observation:
         self._enter("start")
         if self.fail_start:
             log(self.fail_start)
             raise RuntimeUnavailable(self.fail_start)
-        self.networks.add(spec.workspace_id)
-        self.volumes.add(spec.workspace_id)
-        self.containers[spec.workspace_id] = ContainerState.RUNNING
-        self.specs[spec.workspace_id] = spec
-        if self.agents:
-            self._run_agent(spec)
-        log(f"started container dockyard-ws-{spec.workspace_id}")
-        return Observation(spec.workspace_id, ContainerState.RUNNING, address="10.0.0.2")
+        refusal = self.capabilities().refusal(plan)
+        if refusal:
+            raise RuntimeFailure(refusal)
+        self.networks.add(plan.workspace_id)
+        self.volumes.add(plan.workspace_id)
+        self.containers[plan.workspace_id] = ContainerState.RUNNING
+        self.plans[plan.workspace_id] = plan
+        if self.agents and plan.command is not None:
+            self._run_command(plan)
+        elif self.agents and plan.agent is not None:
+            self._run_agent(plan)
+        log(f"started container dockyard-ws-{plan.workspace_id}")
+        return Observation(plan.workspace_id, ContainerState.RUNNING, address="10.0.0.2")
 
-    def _run_agent(self, spec: WorkspaceSpec) -> None:
-        self._end_agent(spec.workspace_id)
-        # Paths in the spec are as the container sees them; map them back through the bind mounts.
-        mounts = {m.target: m.source for m in spec.mounts}
-        home = self.homes.setdefault(spec.workspace_id, tempfile.mkdtemp(prefix="dy-home-"))
+    def _run_agent(self, plan: WorkspacePlan) -> None:
+        assert self.agent_folders is not None, "bind_agent() first"
+        self._end_agent(plan.workspace_id)
+        program, links = self.agent_folders
+        link = links / plan.workspace_id
+        home = self.homes.setdefault(plan.workspace_id, tempfile.mkdtemp(prefix="dy-home-"))
+        # The host's paths where a container would see LINK_MOUNT and the agent's folder.
         env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG")},
-            **spec.env,
+            **plan.env,
             "HOME": home,
-            "DOCKYARD_AGENT_SOCKET": _mapped(spec.env["DOCKYARD_AGENT_SOCKET"], mounts),
-            "DOCKYARD_AGENT_TOKEN_FILE": _mapped(spec.env["DOCKYARD_AGENT_TOKEN_FILE"], mounts),
+            "DOCKYARD_AGENT_SOCKET": str(link / "hub.sock"),
+            "DOCKYARD_AGENT_TOKEN_FILE": str(link / "token"),
         }
-        script = _mapped(spec.command[-1], mounts)
-        self.processes[spec.workspace_id] = subprocess.Popen([sys.executable, script], env=env, cwd=home)
+        self.agent_env[plan.workspace_id] = env
+        assert plan.workload()[-1].startswith(str(Path(LINK_MOUNT).parent))
+        script = str(program / Path(plan.workload()[-1]).name)
+        self.processes[plan.workspace_id] = subprocess.Popen([sys.executable, script], env=env, cwd=home)
+
+    def _run_command(self, plan: WorkspacePlan) -> None:
+        self._end_agent(plan.workspace_id)
+        home = self.homes.setdefault(plan.workspace_id, tempfile.mkdtemp(prefix="dy-home-"))
+        env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}, **plan.env, "HOME": home}
+        self.processes[plan.workspace_id] = subprocess.Popen(list(plan.workload()), env=env, cwd=home)
 
     def _end_agent(self, workspace_id: str) -> None:
         process = self.processes.pop(workspace_id, None)
@@ -184,11 +219,3 @@ class FakeRuntime:
             self.volumes.discard(resource.workspace_id)
         else:
             self.networks.discard(resource.workspace_id)
-
-
-def _mapped(path: str, mounts: dict[str, str]) -> str:
-    # The deepest mount wins, as in a container (the link folder is mounted inside the agent's folder).
-    for target, source in sorted(mounts.items(), key=lambda mount: -len(mount[0])):
-        if path.startswith(target + "/"):
-            return source + path[len(target) :]
-    return path

@@ -296,7 +296,8 @@ def test_agent_token_is_not_an_api_token(ah: Harness) -> None:
     ws = _ready(ah)
     fake = ah.runtime
     assert isinstance(fake, FakeRuntime)
-    assert "DOCKYARD_AGENT_TOKEN" not in fake.specs[ws.id].env
+    assert "DOCKYARD_AGENT_TOKEN" not in fake.plans[ws.id].env
+    assert "DOCKYARD_AGENT_TOKEN" not in fake.agent_env[ws.id]
     token = (ah.settings.agent_links_dir / ws.id / "token").read_text().strip()
     assert token.startswith("dya_")
     response = ah.admin.http.get("/api/v2/workspaces", headers={"Authorization": f"Bearer {token}"})

@@ -41,8 +41,13 @@ def test_create_returns_at_once_then_runs(h: Harness) -> None:
     assert done.parameters == {"branch": "main", "ttl_hours": 4}
     assert done.ttl_ms == 4 * 3600 * 1000
     assert done.deadline is not None
-    spec = _fake(h).specs[done.id]
-    assert (spec.name, spec.owner, spec.image, spec.cpu) == ("ws1", "admin", "dockyard/base:bookworm", 2.0)
+    plan = _fake(h).plans[done.id]
+    assert (plan.name, plan.owner, plan.image, plan.resources.cpu) == (
+        "ws1",
+        "admin",
+        "dockyard/base:bookworm",
+        2.0,
+    )
     lines = [line.output for line in h.admin.build_logs(done.latest_build.id)]
     assert lines[-1] == "workspace ws1 is running at 10.0.0.2"
     assert [a.action for a in h.admin.audit(resource="ws1").audit_logs] == ["workspace.create"]

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from dockyard.runtimes.base import WorkspaceSpec
 from dockyard.runtimes.docker import DockerRuntime
+from dockyard.runtimes.plan import WorkspacePlan
 from tests.docker_fixtures import SESSION_PREFIX
+from tests.plans import workspace_plan
 
-SpecFactory = Callable[..., WorkspaceSpec]
+SpecFactory = Callable[..., WorkspacePlan]
 
 
 def tar_gz(files: dict[str, str]) -> bytes:
@@ -45,10 +46,10 @@ def log() -> list[str]:
 
 @pytest.fixture
 def new_spec(runtime: DockerRuntime, base_image: str) -> Iterator[SpecFactory]:
-    """Make a WorkspaceSpec with a fresh workspace id; every workspace made here is deleted afterwards."""
+    """Make a WorkspacePlan with a fresh workspace id; every workspace made here is deleted afterwards."""
     made: list[str] = []
 
-    def make(**overrides: Any) -> WorkspaceSpec:
+    def make(**overrides: Any) -> WorkspacePlan:
         workspace_id = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:8]}"
         made.append(workspace_id)
         values: dict[str, Any] = {
@@ -64,7 +65,7 @@ def new_spec(runtime: DockerRuntime, base_image: str) -> Iterator[SpecFactory]:
             "pids": 256,
         }
         values.update(overrides)
-        return WorkspaceSpec(**values)
+        return workspace_plan(**values)
 
     yield make
     for workspace_id in made:

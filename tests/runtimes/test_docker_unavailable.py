@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.runtimes.base import RuntimeUnavailable, WorkspaceSpec
+from dockyard.runtimes.base import RuntimeUnavailable
 from dockyard.runtimes.docker import DockerRuntime
+from tests.plans import workspace_plan
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_a_missing_socket_from_docker_host_is_runtime_unavailable(monkeypatch: p
 
 def test_every_call_is_runtime_unavailable_when_nothing_listens(silent_socket: str) -> None:
     runtime = DockerRuntime(silent_socket, deployment="d1")
-    spec = WorkspaceSpec(
+    spec = workspace_plan(
         workspace_id="w1", name="w", owner="o", owner_id="1", template="t", build_id="b", image="i"
     )
     calls = {

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
+from pathlib import Path
 
 import docker.errors
 import pytest
@@ -18,12 +20,14 @@ from dockyard.runtimes.base import (
     Observation,
     RuntimeFailure,
     RuntimeUnavailable,
-    WorkspaceSpec,
 )
 from dockyard.runtimes.docker import bootstrap, naming
 from dockyard.runtimes.docker.builds import build_context
 from dockyard.runtimes.docker.errors import translate
+from dockyard.runtimes.docker.spec import AgentFolders, BindMount, WorkspaceSpec, from_plan
 from dockyard.runtimes.docker.states import from_state, timestamp
+from dockyard.runtimes.plan import AgentLink, AgentPlan, LinkKind, WorkspacePlan, agent_command
+from tests.plans import workspace_plan
 from tests.runtimes.conftest import tar_gz
 
 SPEC = WorkspaceSpec(
@@ -191,3 +195,84 @@ def test_a_build_context_folder_becomes_the_root() -> None:
     with tarfile.open(fileobj=io.BytesIO(build_context(archive, "ctx/")), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == ["Dockerfile", "sub/.hidden"]
     assert build_context(archive, ".") is archive
+
+
+def test_a_plan_becomes_a_container_spec_with_the_agents_mounts() -> None:
+    plan = workspace_plan(
+        workspace_id="w1",
+        name="w",
+        owner="o",
+        owner_id="1",
+        template="t",
+        build_id="b",
+        image="i",
+        cpu=1.5,
+        memory_bytes=2**30,
+        user="alice",
+        egress="none",
+        env={"A": "1"},
+        agent=AgentPlan(link=AgentLink(kind=LinkKind.UNIX_SOCKET)),
+    )
+
+    spec = from_plan(plan, AgentFolders(Path("/data/agent"), Path("/data/agents")))
+
+    assert spec == WorkspaceSpec(
+        workspace_id="w1",
+        name="w",
+        owner="o",
+        owner_id="1",
+        template="t",
+        build_id="b",
+        image="i",
+        user="alice",
+        cpu=1.5,
+        memory_bytes=2**30,
+        egress="none",
+        # The token stays in the link folder: only where to find it is in the environment.
+        env={
+            "A": "1",
+            "DOCKYARD_AGENT_SOCKET": "/run/dockyard/link/hub.sock",
+            "DOCKYARD_AGENT_TOKEN_FILE": "/run/dockyard/link/token",
+        },
+        command=list(agent_command()),
+        mounts=(
+            BindMount("/data/agent", "/run/dockyard"),
+            BindMount("/data/agents/w1", "/run/dockyard/link"),
+        ),
+    )
+    # Without an agent the workspace only stays up, and nothing of the host is mounted.
+    bare = from_plan(plan.model_copy(update={"agent": None}), None)
+    assert (bare.command, bare.mounts, bare.env) == (["sleep", "infinity"], (), {"A": "1"})
+
+
+def test_an_agent_link_docker_cannot_give_is_refused() -> None:
+    plan = workspace_plan(
+        workspace_id="w1", name="w", owner="o", owner_id="1", template="t", build_id="b", image="i"
+    )
+    networked = plan.model_copy(
+        update={"agent": AgentPlan(link=AgentLink(kind=LinkKind.NETWORK, url="https://x.invalid"))}
+    )
+    with pytest.raises(RuntimeFailure, match="cannot give the agent a network link"):
+        from_plan(networked, AgentFolders(Path("/a"), Path("/b")))
+    socketed = plan.model_copy(update={"agent": AgentPlan()})
+    with pytest.raises(RuntimeFailure, match="cannot give the agent a unix_socket link"):
+        from_plan(socketed, None)
+
+
+def test_a_plan_survives_its_json_form() -> None:
+    plan = workspace_plan(
+        workspace_id="w1",
+        name="w",
+        owner="o",
+        owner_id="1",
+        template="t",
+        build_id="b",
+        image="i",
+        gpu=1,
+        disk_bytes=2**30,
+        egress="none",
+        files={"notes.txt": "hi"},
+        agent=AgentPlan(link=AgentLink(kind=LinkKind.NETWORK, url="https://x.invalid")),
+    )
+    stored = json.loads(json.dumps(plan.stored()))
+    assert WorkspacePlan.from_stored(stored) == plan

@@ -14,11 +14,12 @@ from typing import Any
 import docker
 import pytest
 
-from dockyard.runtimes.base import WorkspaceSpec
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.firewall import CHAIN
 from dockyard.runtimes.docker.naming import bridge_name, container_name, network_name
+from dockyard.runtimes.plan import WorkspacePlan
 from tests.docker_fixtures import SESSION_PREFIX
+from tests.plans import workspace_plan
 
 # Connects to HOST:PORT from inside a workspace and prints what happened: "connected" or the errno's name.
 PROBE = """
@@ -41,7 +42,7 @@ CONTAINER_PORT = 8080
 
 @dataclass
 class Workspace:
-    spec: WorkspaceSpec
+    spec: WorkspacePlan
     address: str  # the container's
     gateway: str  # its bridge's address on the host
     bridge: str
@@ -151,7 +152,7 @@ def new_workspace(
     def make(egress: str, **overrides: Any) -> Workspace:
         workspace_id = f"{SESSION_PREFIX}-sec-{uuid.uuid4().hex[:8]}"
         made.append(workspace_id)
-        spec = WorkspaceSpec(
+        spec = workspace_plan(
             workspace_id=workspace_id,
             name=f"sec-{egress}",
             owner="alice",

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from dockyard.runtimes.base import ContainerConflict, ManagedResource, WorkspaceSpec
+from dockyard.runtimes.base import ContainerConflict, ManagedResource
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.naming import container_name, network_name, volume_name
+from dockyard.runtimes.plan import WorkspacePlan
 from dockyard_sdk import models as m
 from tests.docker_fixtures import SESSION_PREFIX
 from tests.live import LiveServer, start_live_server, stop_live_server
+from tests.plans import workspace_plan
 from tests.security.conftest import chain_rules
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -113,8 +115,8 @@ def test_pruning_one_deployment_leaves_the_others_alone(
 
 
 @pytest.fixture
-def workspace_spec(engine: DockerRuntime, base_image: str) -> Iterator[WorkspaceSpec]:
-    spec = WorkspaceSpec(
+def workspace_spec(engine: DockerRuntime, base_image: str) -> Iterator[WorkspacePlan]:
+    spec = workspace_plan(
         workspace_id=f"{SESSION_PREFIX}-dep-{uuid.uuid4().hex[:8]}",
         name="dep",
         owner="alice",
@@ -136,7 +138,7 @@ def workspace_spec(engine: DockerRuntime, base_image: str) -> Iterator[Workspace
 
 
 def test_objects_from_before_deployment_labels_are_taken_over_by_their_workspaces_start(
-    engine: DockerRuntime, workspace_spec: WorkspaceSpec
+    engine: DockerRuntime, workspace_spec: WorkspacePlan
 ) -> None:
     client, spec = engine.client, workspace_spec
     old_labels = {"dockyard.managed": "true", "dockyard.workspace.id": spec.workspace_id}
@@ -176,7 +178,7 @@ def test_objects_from_before_deployment_labels_are_taken_over_by_their_workspace
 
 
 def test_another_deployments_objects_are_refused_and_left_alone(
-    engine: DockerRuntime, workspace_spec: WorkspaceSpec
+    engine: DockerRuntime, workspace_spec: WorkspacePlan
 ) -> None:
     client, spec = engine.client, workspace_spec
     theirs = {

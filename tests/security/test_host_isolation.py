@@ -18,11 +18,12 @@ import docker
 import pytest
 import structlog
 
-from dockyard.runtimes.base import HostIsolation, WorkspaceSpec
+from dockyard.runtimes.base import HostIsolation
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.firewall import CHAIN
 from dockyard.runtimes.docker.naming import network_name
 from tests.docker_fixtures import SESSION_PREFIX
+from tests.plans import workspace_plan
 from tests.security.conftest import (
     PROBE,
     HostListener,
@@ -143,7 +144,7 @@ def test_without_iptables_workspaces_start_and_every_report_says_they_are_open(
     host_listener: HostListener,
     docker_client: docker.DockerClient,
 ) -> None:
-    spec = WorkspaceSpec(
+    spec = workspace_plan(
         workspace_id=f"{SESSION_PREFIX}-nofw-{uuid.uuid4().hex[:8]}",
         name="nofw",
         owner="alice",

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from dockyard.runtimes.plan import LinkKind
 from dockyard.store.models import AuditLog, WorkspaceAgent
 from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.links import AgentLinks
@@ -104,10 +105,12 @@ def test_each_workspace_gets_a_private_link(h: Harness) -> None:
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / "token").stat().st_mode) == 0o600
     assert _token(h, ws.id) == _hub(h).token_for(ws.id)
-    spec = h.runtime.specs[ws.id]  # type: ignore[attr-defined]
-    assert "DOCKYARD_AGENT_TOKEN" not in spec.env
-    assert spec.env["DOCKYARD_AGENT_TOKEN_FILE"] == "/run/dockyard/link/token"
-    assert [(b.source, b.target) for b in spec.mounts][1] == (str(folder), "/run/dockyard/link")
+    plan = h.runtime.plans[ws.id]  # type: ignore[attr-defined]
+    assert plan.agent is not None
+    assert plan.agent.link.kind == LinkKind.UNIX_SOCKET
+    assert not any("TOKEN" in name for name in plan.env)
+    # Where the Docker runtime mounts the folder is its own business (tests/runtimes/test_docker_units.py).
+    assert h.runtime.agent_folders[1] / ws.id == folder  # type: ignore[attr-defined]
     h.admin.delete_workspace(ws.id)
     h.await_build(ws.id)
     assert not folder.exists()

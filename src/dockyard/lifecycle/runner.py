@@ -21,6 +21,7 @@ from dockyard.provisioner import queue
 from dockyard.provisioner.instance import Instance
 from dockyard.provisioner.worker import Worker
 from dockyard.runtimes.base import Runtime, RuntimeFailure
+from dockyard.tunnel.door import LinkDoor
 from dockyard.tunnel.links import AgentLinks
 from dockyard.warmpool.pool import WarmPool
 
@@ -42,11 +43,18 @@ class Background:
         warm_networks: dict[str, int] | None = None,
         lease: Lease | None = None,
     ) -> None:
-        self.agent_dir = agent_dir
-        self.agent_links = agent_links
+        self.agents: LinkDoor | None = None
+        if agent_dir is not None and agent_links is not None:
+            # The runtime mounts these; the workers give each workspace's link its token.
+            runtime.bind_agent(agent_dir, agent_links.root)
+            self.agents = LinkDoor(sessions, agent_links)
         # Signs the builds this process claims, so a restart recovers them at once (provisioner/instance.py).
         self.instance = Instance.acquire(data_dir) if data_dir is not None else None
-        self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks) if warm_networks else None
+        self.warm_pool: WarmPool | None = None
+        if warm_networks and runtime.capabilities().prepared_networks:
+            self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks)
+        elif warm_networks:
+            log.warning("this runtime makes no networks ahead of workspaces: --warm-networks is ignored")
         self.sessions = sessions
         self.runtime = runtime
         self.workers = workers
@@ -73,8 +81,7 @@ class Background:
                 self.sessions,
                 self.runtime,
                 name=self.instance.worker_name(name) if self.instance is not None else name,
-                agent_dir=self.agent_dir,
-                links=self.agent_links,
+                agents=self.agents,
             )
             self._spawn(f"provisioner-{index}", lambda w=worker: w.run(self.stop_event))  # type: ignore[misc]
         if self.lifecycle:

@@ -7,27 +7,19 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.errors import DockyardError
-from dockyard.provisioner import events, logs, queue
-from dockyard.runtimes.base import BindMount, Canceled, ImageSpec, Observation, Runtime, WorkspaceSpec
+from dockyard.provisioner import agents, events, logs, plans, queue
+from dockyard.runtimes.base import Canceled, ImageSpec, Observation, Runtime, RuntimeFailure
+from dockyard.runtimes.plan import LinkKind, WorkspacePlan
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
-from dockyard.templates import service as templates
-from dockyard.tunnel import links as agent_links
-from dockyard.tunnel import state as agent_state
-from dockyard.tunnel import tokens as tunnel_tokens
-from dockyard.tunnel.install import agent_command
-from dockyard.tunnel.links import AgentLinks
-from dockyard.workspaces.service import render_for
 from dockyard_sdk.models import BuildStatus, Transition
-from dockyard_sdk.units import parse_size
 
 log = logging.get(__name__)
 
@@ -41,8 +33,22 @@ _DOING = {
     "stop": "stopping the workspace",
     "delete": "deleting the workspace",
 }
-# Where the agent's folder appears inside every workspace (docs/AGENT_PROTOCOL.md).
-AGENT_MOUNT = "/run/dockyard"
+
+
+class AgentDoor(Protocol):
+    """How a workspace's agent gets its way in before the runtime starts it (tunnel/door.py).
+
+    Passed in, so the provisioner never imports the tunnel (which imports the provisioner's services).
+    """
+
+    def link(self, capabilities: frozenset[LinkKind]) -> LinkKind | None:
+        """The kind of link this deployment gives agents on a runtime that offers these; None for none."""
+
+    def open(self, workspace_id: str, *, kind: LinkKind, uid: int) -> None:
+        """Make the link ready (its credentials included) for the workspace's next start."""
+
+    def close(self, workspace_id: str) -> None:
+        """The workspace is gone: remove what `open` made."""
 
 
 class BuildContext:
@@ -86,14 +92,12 @@ class Worker:
         runtime: Runtime,
         *,
         name: str | None = None,
-        agent_dir: Path | None = None,
-        links: AgentLinks | None = None,
+        agents: AgentDoor | None = None,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
         # None only where no agent can run (unit tests with a fake runtime): the workspace then just sleeps.
-        self.agent_dir = agent_dir
-        self.links = links
+        self.agents = agents
         self.name = name or f"{socket.gethostname()}:{threading.get_ident()}"
         self._current: str | None = None
 
@@ -190,93 +194,52 @@ class Worker:
 
     def _delete(self, workspace_id: str, ctx: BuildContext) -> None:
         self.runtime.delete(workspace_id, ctx.log)
-        # Only once the container is gone: its agent has no further use for the link.
-        if self.links is not None:
-            self.links.remove(workspace_id)
+        # Only once the workspace is gone: its agent has no further use for the link.
+        if self.agents is not None:
+            self.agents.close(workspace_id)
 
     def _start(self, ctx: BuildContext) -> None:
+        capabilities = self.runtime.capabilities()
         with self.sessions() as db:
             build = db.get(WorkspaceBuild, ctx.build_id)
             assert build is not None
-            workspace = db.get(Workspace, build.workspace_id)
-            version = db.get(TemplateVersion, build.template_version_id)
-            assert workspace is not None
-            assert version is not None
-            owner = db.get(User, workspace.owner_id)
-            assert owner is not None
-            manifest = templates.version_to_wire(version).manifest
-            ctx.stage = "render"
-            rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
+            if build.plan:
+                # A retried build runs the plan its first attempt made.
+                plan = WorkspacePlan.from_stored(build.plan)
+            else:
+                ctx.stage = "render"
+                plan = self._render(db, build, capabilities.agent_links)
+                build.plan = plan.stored()
+                db.commit()
             archive = b""
-            if rendered.build is not None:
-                stored = db.get(TemplateArchive, version.content_hash)
+            if plan.build is not None:
+                stored = db.get(TemplateArchive, plan.content_hash)
                 archive = stored.data if stored is not None else b""
-            image_spec = ImageSpec(
-                template=workspace.template.name,
-                content_hash=version.content_hash,
-                image=rendered.image,
-                dockerfile=rendered.build.dockerfile if rendered.build else None,
-                context=rendered.build.context if rendered.build else ".",
-                build_args=rendered.build.args if rendered.build else {},
-                archive=archive,
-            )
-            agent_token = tunnel_tokens.issue(tunnel_tokens.load_key(db), workspace.id)
-            agent_state.reset(db, workspace.id, build.id)
-            names = (
-                workspace.id,
-                workspace.name,
-                owner.username,
-                owner.id,
-                workspace.template.name,
-                build.id,
-            )
-        image = ctx.phase("image", lambda: self.runtime.ensure_image(image_spec, ctx.log))
+            agents.reset(db, plan.workspace_id, build.id)
+        refusal = capabilities.refusal(plan)
+        if refusal:
+            raise RuntimeFailure(refusal)
+        image = ctx.phase("image", lambda: self.runtime.ensure_image(ImageSpec.of(plan, archive), ctx.log))
         assert isinstance(image, str)
-        env = {
-            **rendered.env,
-            "DOCKYARD_WORKSPACE_NAME": names[1],
-            "DOCKYARD_WORKSPACE_OWNER": names[2],
-        }
-        agent: dict[str, Any] = {}
-        if self.agent_dir is not None and self.links is not None:
-            # The token travels in a file of the workspace's private link, never in the container's
-            # environment, which `docker inspect` shows to anyone with access to the engine.
-            env["DOCKYARD_AGENT_SOCKET"] = f"{agent_links.MOUNT}/{agent_links.SOCKET_NAME}"
-            env["DOCKYARD_AGENT_TOKEN_FILE"] = f"{agent_links.MOUNT}/{agent_links.TOKEN_NAME}"
-            agent = {
-                "command": agent_command(f"{AGENT_MOUNT}/agent.py"),
-                "mounts": (
-                    BindMount(str(self.agent_dir), AGENT_MOUNT),
-                    BindMount(str(self.links.folder(names[0])), agent_links.MOUNT),
-                ),
-            }
-        spec = WorkspaceSpec(
-            workspace_id=names[0],
-            name=names[1],
-            owner=names[2],
-            owner_id=names[3],
-            template=names[4],
-            build_id=names[5],
-            image=image,
-            user=rendered.user,
-            cpu=float(rendered.resources.cpu),
-            memory_bytes=parse_size(rendered.resources.memory),
-            pids=rendered.resources.pids,
-            disk_bytes=parse_size(rendered.resources.disk) if rendered.resources.disk is not None else None,
-            gpu=int(rendered.resources.gpu),
-            sudo=rendered.sudo,
-            egress=rendered.network.egress.value,
-            env=env,
-            **agent,
-        )
-        if self.links is not None and agent:
-            self.links.prepare(spec.workspace_id, token=agent_token, uid=spec.uid)
-        observation = ctx.phase("container", lambda: self.runtime.start(spec, ctx.log))
+        plan = plan.model_copy(update={"image": image})
+        if self.agents is not None and plan.agent is not None:
+            self.agents.open(plan.workspace_id, kind=plan.agent.link.kind, uid=plan.home.uid)
+        observation = ctx.phase("container", lambda: self.runtime.start(plan, ctx.log))
         assert isinstance(observation, Observation)
         ctx.timings.update({f"container.{step}": seconds for step, seconds in observation.timings.items()})
         ctx.stage = "container"
         where = f" at {observation.address}" if observation.address else ""
-        ctx.log(f"workspace {names[1]} is running{where}")
+        ctx.log(f"workspace {plan.name} is running{where}")
+
+    def _render(self, db: Session, build: WorkspaceBuild, offered: frozenset[LinkKind]) -> WorkspacePlan:
+        workspace = db.get(Workspace, build.workspace_id)
+        version = db.get(TemplateVersion, build.template_version_id)
+        assert workspace is not None
+        assert version is not None
+        owner = db.get(User, workspace.owner_id)
+        assert owner is not None
+        link = self.agents.link(offered) if self.agents is not None else None
+        return plans.make_plan(build, workspace=workspace, owner=owner, version=version, link=link)
 
     def _finish(
         self,

@@ -1,4 +1,4 @@
-"""The runtime interface the provisioner drives.
+"""The runtime interface the provisioner drives: a resolved plan in (`plan.py`), observations out.
 
 Every call is idempotent: a retried or resumed build converges on the wanted state instead of failing on
 "already exists" or "not found". Runtimes raise only the errors below, never their client library's.
@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from dockyard.errors import DockyardError
+from dockyard.runtimes.plan import Capabilities, WorkspacePlan
 
 # Receives one line of build output at a time (image build, pull progress, runtime steps).
 LogSink = Callable[[str], None]
@@ -58,42 +60,18 @@ class ImageSpec:
     # tar.gz of the template's files; the build context for `dockerfile`.
     archive: bytes = b""
 
-
-@dataclass(frozen=True)
-class BindMount:
-    source: str
-    target: str
-    read_only: bool = True
-
-
-@dataclass(frozen=True)
-class WorkspaceSpec:
-    """Everything a runtime needs to create one workspace's container, network and home volume."""
-
-    workspace_id: str
-    name: str
-    owner: str
-    owner_id: str
-    template: str
-    build_id: str
-    image: str
-    user: str = "dev"
-    uid: int = 1000
-    cpu: float = 2.0
-    memory_bytes: int = 4 * 2**30
-    pids: int = 1024
-    # Size of the home volume's own file system; None shares the host's disk.
-    disk_bytes: int | None = None
-    gpu: int = 0
-    sudo: bool = False
-    egress: str = "all"  # none | all | allowlist
-    env: dict[str, str] = field(default_factory=dict)
-    # Command run as the workspace user once the container is set up; the agent in later versions.
-    command: list[str] = field(default_factory=lambda: ["sleep", "infinity"])
-    # Files the runtime places in the container (path -> content).
-    files: dict[str, bytes] = field(default_factory=dict)
-    # Host folders bind-mounted into the container: the agent's folder (script and control-plane socket).
-    mounts: tuple[BindMount, ...] = ()
+    @classmethod
+    def of(cls, plan: WorkspacePlan, archive: bytes = b"") -> ImageSpec:
+        if plan.build is None:
+            return cls(template=plan.template, content_hash=plan.content_hash, image=plan.image)
+        return cls(
+            template=plan.template,
+            content_hash=plan.content_hash,
+            dockerfile=plan.build.dockerfile,
+            context=plan.build.context,
+            build_args=dict(plan.build.args),
+            archive=archive,
+        )
 
 
 class ContainerState(StrEnum):
@@ -163,6 +141,13 @@ class Runtime(Protocol):
     def bind_deployment(self, deployment: str) -> None:
         """Label what the runtime makes with this deployment's id from now on (once, before any other call)."""
 
+    def bind_agent(self, program_dir: Path, links_dir: Path) -> None:
+        """Where this host keeps the agent's program and each workspace's private link folder
+        (`<links_dir>/<workspace id>`), which `unix_socket` agent links need; without it there are none."""
+
+    def capabilities(self) -> Capabilities:
+        """What this runtime can do here; callers branch on it, never on the runtime's name."""
+
     def ping(self) -> None:
         """Raise RuntimeUnavailable unless the engine answers."""
 
@@ -171,17 +156,19 @@ class Runtime(Protocol):
     def ensure_image(self, spec: ImageSpec, log: LogSink) -> str:
         """Return a local image reference for the spec, pulling or building it if needed (cached by hash)."""
 
-    def start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
-        """Create or reuse network, home volume and container, and start it."""
+    def start(self, plan: WorkspacePlan, log: LogSink) -> Observation:
+        """Make (or reuse) whatever runs the plan, with its home, and start it; `plan.image` is what
+        `ensure_image` returned. A changed plan replaces what ran before, keeping the home."""
 
     def stop(self, workspace_id: str, log: LogSink) -> None:
-        """Stop the container, keeping it and the home volume."""
+        """Stop the workspace, keeping its home."""
 
     def delete(self, workspace_id: str, log: LogSink) -> None:
-        """Remove the container, the home volume and the network."""
+        """Remove everything the runtime made for the workspace, its home included."""
 
     def prepare_network(self, workspace_id: str, network_class: str, log: LogSink) -> None:
-        """Make the network of a workspace that does not exist yet, so that its start finds it ready."""
+        """Make the network of a workspace that does not exist yet, so that its start finds it ready
+        (only where `capabilities().prepared_networks`)."""
 
     def observe(self, workspace_id: str) -> Observation: ...
 

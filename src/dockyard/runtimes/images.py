@@ -41,7 +41,7 @@ PACKAGES = [
     # rsync over ssh runs `rsync --server` in the workspace.
     "rsync",
 ]
-# The workspace user the templates default to (WorkspaceSpec.user / uid). Made in the image, not only at
+# The workspace user the templates default to (the plan's home.user / uid). Made in the image, not only at
 # container start, so that its home skeleton (.bashrc, .profile) is copied into a fresh home volume.
 CUSTOMIZE_HOOKS = ['chroot "$1" useradd --create-home --uid 1000 --user-group --shell /bin/bash dev']
 ROOTFS_LABEL = "dockyard.rootfs"

@@ -200,6 +200,8 @@ class WorkspaceBuild(Base):
     parameters: Mapped[dict[str, Any]]
     error: Mapped[str] = mapped_column(Text, default="")
     timings: Mapped[dict[str, Any]]
+    # A start build's resolved plan (runtimes/plan.py), rendered once when its worker first runs it.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     worker: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

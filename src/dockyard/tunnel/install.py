@@ -8,20 +8,6 @@ import py_compile
 from importlib import resources
 from pathlib import Path
 
-# How a workspace runs the agent (the folder is mounted read-only at /run/dockyard): as a module, so that Python
-# loads the bytecode compiled here instead of compiling 1,700 lines at every start (~9 ms of CPU, which adds up
-# when many workspaces start at once; a script named on the command line is never loaded from bytecode). `-I`
-# keeps the user's home (the working directory) and PYTHON* variables out of the agent's imports. The path stays
-# the last argument so that the process is still found as `.../agent.py`.
-LAUNCHER = (
-    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1).rpartition('/')[0]); "
-    "runpy.run_module('agent', run_name='__main__', alter_sys=True)"
-)
-
-
-def agent_command(path: str) -> list[str]:
-    return ["python3", "-I", "-c", LAUNCHER, path]
-
 
 def install_agent(agent_dir: Path) -> Path:
     """Put this version's agent script where workspaces find it; running agents keep the copy they read.

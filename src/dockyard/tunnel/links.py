@@ -23,11 +23,11 @@ from pathlib import Path
 from threading import Lock
 from typing import Protocol
 
-# Where a workspace sees its link folder. Nested in the shared agent folder's mount point, which the server
-# gives an empty `link` folder for this purpose (a mount point must exist in a read-only mount).
-MOUNT = "/run/dockyard/link"
-SOCKET_NAME = "hub.sock"
-TOKEN_NAME = "token"  # noqa: S105 - a file name
+from dockyard.runtimes.plan import LINK_MOUNT, SOCKET_NAME, TOKEN_NAME
+
+# Where a workspace sees its link folder (runtimes/plan.py). Nested in the shared agent folder's mount point,
+# which the server gives an empty `link` folder for this purpose (a mount point must exist in a read-only mount).
+MOUNT = LINK_MOUNT
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

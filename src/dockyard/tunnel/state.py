@@ -10,52 +10,28 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.accounts.actor import Actor
 from dockyard.provisioner import logs, tasks
+from dockyard.provisioner.agents import SETTLED, STALE_AFTER, limits_reason, reset, to_wire
+from dockyard.runtimes.plan import AgentPlan, WorkspacePlan
 from dockyard.store import audit
-from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
+from dockyard.store.models import Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
-from dockyard.templates import service as templates
 from dockyard.tunnel.links import Origin
 from dockyard_sdk import models as wire
-from dockyard_sdk.units import parse_duration
 
-# A row that says "connected" but has not been refreshed for this long belongs to a server that died.
-STALE_AFTER = timedelta(seconds=90)
+__all__ = ["SETTLED", "STALE_AFTER", "limits_reason", "reset", "to_wire"]
+
 # Activity is written at most this often per workspace: idle auto-stop needs minutes, not milliseconds.
 ACTIVITY_EVERY = timedelta(seconds=30)
 # Who audit rows about agent connections name: whatever connected, not a user.
 AGENT_ACTOR = Actor(
     user_id="", username="agent", role=wire.Role.MEMBER, organization_id="", scopes=frozenset()
 )
-SETTLED = {wire.AgentLifecycle.READY, wire.AgentLifecycle.START_ERROR, wire.AgentLifecycle.START_TIMEOUT}
-
-
-def reset(db: Session, workspace_id: str, build_id: str) -> None:
-    """A start build is about to (re)start the container: the agent starts over.
-
-    Not when the build is being retried (its worker died): the container this build started may be running
-    already, and its agent, connected and reporting, will not say again what it said before.
-    """
-    row = db.get(WorkspaceAgent, workspace_id)
-    if row is not None and row.build_id == build_id:
-        return
-    if row is None:
-        row = WorkspaceAgent(workspace_id=workspace_id, stats={}, ports=[])
-        db.add(row)
-    row.build_id = build_id
-    row.connection = wire.AgentConnection.CONNECTING
-    row.lifecycle = wire.AgentLifecycle.CREATED
-    row.exit_code = None
-    row.started_at = None
-    row.ready_at = None
-    row.stats = {}
-    row.ports = []
-    db.commit()
 
 
 def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any] | None:
-    """The scripts an agent runs, from the workspace's latest start build; None for an unknown workspace."""
-    from dockyard.workspaces.service import render_for
-
+    """The scripts an agent runs, from the plan of the workspace's latest start build; None for an unknown
+    workspace. A start build made before plans were stored has none: its agent gets no scripts (it ran them
+    when it first connected, and a reconnecting agent does not run them again)."""
     with sessions() as db:
         workspace = db.get(Workspace, workspace_id)
         if workspace is None or workspace.deleted:
@@ -66,19 +42,10 @@ def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any
             .order_by(WorkspaceBuild.number.desc())
             .limit(1)
         )
-        owner = db.get(User, workspace.owner_id)
-        if build is None or owner is None:
+        if build is None:
             return None
-        version = db.get(TemplateVersion, build.template_version_id)
-        if version is None:
-            return None
-        manifest = templates.version_to_wire(version).manifest
-        rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
-        return {
-            "startup_script": rendered.startup_script,
-            "startup_timeout": parse_duration(rendered.startup_timeout).total_seconds(),
-            "shutdown_script": rendered.shutdown_script,
-        }
+        agent = WorkspacePlan.from_stored(build.plan).agent if build.plan else None
+    return (agent or AgentPlan()).welcome()
 
 
 def live_workspaces(sessions: sessionmaker[Session], workspace_ids: set[str]) -> set[str]:
@@ -199,32 +166,6 @@ def touch(sessions: sessionmaker[Session], workspace_id: str) -> None:
         db.commit()
 
 
-def to_wire(row: WorkspaceAgent | None) -> wire.WorkspaceAgent | None:
-    if row is None:
-        return None
-    status = wire.AgentConnection(row.connection)
-    if (
-        status == wire.AgentConnection.CONNECTED
-        and row.last_seen_at is not None
-        and utcnow() - row.last_seen_at > STALE_AFTER
-    ):
-        status = wire.AgentConnection.DISCONNECTED
-    return wire.WorkspaceAgent(
-        status=status,
-        lifecycle=wire.AgentLifecycle(row.lifecycle),
-        version=row.version,
-        exit_code=row.exit_code,
-        first_connected_at=row.first_connected_at,
-        last_connected_at=row.last_connected_at,
-        disconnected_at=row.disconnected_at,
-        last_seen_at=row.last_seen_at,
-        started_at=row.started_at,
-        ready_at=row.ready_at,
-        stats=wire.AgentStats(**row.stats) if row.stats else None,
-        ports=[wire.ListeningPort(**p) for p in row.ports],
-    )
-
-
 def task(sessions: sessionmaker[Session], workspace_id: str, message: dict[str, Any]) -> bool:
     """Record a task state the agent relayed; False (and nothing written) when the report is malformed."""
     try:
@@ -239,18 +180,3 @@ def task(sessions: sessionmaker[Session], workspace_id: str, message: dict[str, 
             return False
         tasks.report(db, workspace, report, actor=None, source="agent")
     return True
-
-
-def limits_reason(stats: wire.AgentStats | None) -> str:
-    """A running workspace's reason when it has run into its memory or process limit (since it started)."""
-    if stats is None:
-        return ""
-    parts = []
-    if stats.oom_kills:
-        killed = f"{stats.oom_kills} process" + ("es" if stats.oom_kills != 1 else "")
-        parts.append(f"memory limit hit ({killed} killed out of memory)")
-    if stats.pids_limit_hits:
-        limit = f" {stats.pids_limit}" if stats.pids_limit else ""
-        refused = f"{stats.pids_limit_hits} fork" + ("s" if stats.pids_limit_hits != 1 else "")
-        parts.append(f"process limit{limit} hit ({refused} refused)")
-    return "; ".join(parts)

@@ -13,15 +13,15 @@ from sqlalchemy.orm import Session, aliased
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
+from dockyard.provisioner import agents as agent_state
 from dockyard.provisioner import builds, events, queue, tasks
+from dockyard.provisioner.plans import render_for
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.store import audit
 from dockyard.store.models import Template, TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import parameters as parameter_rules
-from dockyard.templates import render
 from dockyard.templates import service as templates
-from dockyard.tunnel import state as agent_state
 from dockyard.warmpool import store as warmnetworks
 from dockyard.workspaces.status import derive
 from dockyard_sdk import models as wire
@@ -197,17 +197,6 @@ def _check_resources(rendered: TemplateManifest, capacity: HostCapacity | None) 
             )
         )
     return problems
-
-
-def render_for(
-    manifest: TemplateManifest, values: dict[str, Any], *, workspace: Workspace, owner: User
-) -> TemplateManifest:
-    return render.render(
-        manifest,
-        values,
-        workspace={"name": workspace.name, "id": workspace.id or "", "owner": owner.username},
-        owner={"username": owner.username, "email": owner.email},
-    )
 
 
 def _resolve_template(

@@ -21,7 +21,7 @@ import re
 import shlex
 import tarfile
 
-from dockyard.runtimes.base import WorkspaceSpec
+from dockyard.runtimes.docker.spec import WorkspaceSpec
 
 STAGING = "/.dockyard"
 # $0 of the setup script: what `ps` shows for it while it runs.

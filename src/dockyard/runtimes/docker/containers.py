@@ -8,8 +8,9 @@ from typing import Any
 
 import docker.types
 
-from dockyard.runtimes.base import ImageBuildFailed, RuntimeFailure, WorkspaceSpec
+from dockyard.runtimes.base import ImageBuildFailed, RuntimeFailure
 from dockyard.runtimes.docker import bootstrap, naming
+from dockyard.runtimes.docker.spec import WorkspaceSpec
 
 # Bumped whenever the way a container is made changes, so existing containers are recreated once.
 CONFIG_VERSION = "2"

@@ -32,7 +32,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from dockyard.runtimes.base import LogSink, RuntimeFailure, WorkspaceSpec
+from dockyard.runtimes.base import LogSink, RuntimeFailure
+from dockyard.runtimes.docker.spec import WorkspaceSpec
 
 # ext4 needs room for its metadata and journal; below this the file system would be mostly overhead.
 MIN_DISK_BYTES = 16 * 2**20

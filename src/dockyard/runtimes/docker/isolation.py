@@ -42,6 +42,11 @@ class BridgeIsolation:
         except RuntimeFailure as exc:
             self._failed(exc)
 
+    @property
+    def available(self) -> bool:
+        """Whether the last attempt to program the host firewall worked."""
+        return not self._error
+
     def _failed(self, exc: RuntimeFailure) -> None:
         if exc.message != self._error:
             log.error(

@@ -43,13 +43,14 @@ from dockyard.runtimes.base import (
     ManagedResource,
     Observation,
     RuntimeFailure,
-    WorkspaceSpec,
     network_class,
 )
 from dockyard.runtimes.docker import bootstrap, builds, containers, disks, naming, states
 from dockyard.runtimes.docker.errors import explanation, translate
 from dockyard.runtimes.docker.isolation import BridgeIsolation, Networks
+from dockyard.runtimes.docker.spec import AgentFolders, WorkspaceSpec, from_plan
 from dockyard.runtimes.docker.subnets import SubnetPool
+from dockyard.runtimes.plan import Capabilities, Egress, LinkKind, WorkspacePlan
 
 _log = logs.get("dockyard.runtimes.docker")
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
@@ -115,6 +116,8 @@ class DockerRuntime:
         # Without a folder for home disks, `resources.disk` cannot be enforced and the start says so.
         self.disks = disks.HomeDisks(disks_dir) if disks_dir is not None else None
         self._disks_mounted = False
+        self.agent_folders: AgentFolders | None = None
+        self._gpu: bool | None = None
 
     # -- the deployment ---------------------------------------------------------------------------------
 
@@ -127,6 +130,36 @@ class DockerRuntime:
                 deployment, allowed_ports=self.host_ports, iptables=self.iptables
             )
             self.isolation.probe()
+
+    def bind_agent(self, program_dir: Path, links_dir: Path) -> None:
+        self.agent_folders = AgentFolders(program_dir, links_dir)
+
+    def capabilities(self) -> Capabilities:
+        return self._capabilities(probe_gpu=True)
+
+    def _capabilities(self, *, probe_gpu: bool) -> Capabilities:
+        return Capabilities(
+            # The link is a bind mount of a host folder: this engine runs on the server's host.
+            agent_links=frozenset({LinkKind.UNIX_SOCKET}) if self.agent_folders else frozenset(),
+            # An allowlist needs a filtering proxy; until then it would be either too open or too closed.
+            egress=frozenset({Egress.NONE, Egress.ALL}),
+            gpu=self._has_gpu() if probe_gpu else False,
+            disk_quota=self.disks is not None,
+            resume_keeps_root=True,
+            host_isolation=self.isolation is not None and self.isolation.available,
+            prepared_networks=True,
+        )
+
+    def _has_gpu(self) -> bool:
+        # GPUs reach containers through the NVIDIA container runtime; without it a device request fails.
+        if self._gpu is None:
+            try:
+                with translate(self.base_url):
+                    info = self.client.info()
+            except RuntimeFailure:
+                return False
+            self._gpu = "nvidia" in (info.get("Runtimes") or {})
+        return self._gpu
 
     def _owner(self) -> str:
         if self.deployment is None:
@@ -197,7 +230,12 @@ class DockerRuntime:
 
     # -- workspaces -------------------------------------------------------------------------------------
 
-    def start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
+    def start(self, plan: WorkspacePlan, log: LogSink) -> Observation:
+        # Asking the engine about GPUs costs a call; only a plan that wants one needs the answer.
+        refusal = self._capabilities(probe_gpu=plan.resources.gpu > 0).refusal(plan)
+        if refusal:
+            raise RuntimeFailure(refusal)
+        spec = from_plan(plan, self.agent_folders)
         with translate(self.base_url):
             return self._start(spec, log)
 

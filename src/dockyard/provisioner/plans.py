@@ -1,0 +1,91 @@
+"""Rendering a template version into a build's plan, once: the worker stores it on the build row, and the
+worker, a retried build and the agent's welcome read it from there (runtimes/plan.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.runtimes.plan import (
+    AgentLink,
+    AgentPlan,
+    AppPort,
+    Egress,
+    Home,
+    ImageBuild,
+    LinkKind,
+    NetworkPolicy,
+    Resources,
+    WorkspacePlan,
+)
+from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceBuild
+from dockyard.templates import render
+from dockyard.templates import service as templates
+from dockyard_sdk.manifest import TemplateManifest
+from dockyard_sdk.units import parse_duration, parse_size
+
+
+def render_for(
+    manifest: TemplateManifest, values: dict[str, Any], *, workspace: Workspace, owner: User
+) -> TemplateManifest:
+    return render.render(
+        manifest,
+        values,
+        workspace={"name": workspace.name, "id": workspace.id or "", "owner": owner.username},
+        owner={"username": owner.username, "email": owner.email},
+    )
+
+
+def make_plan(
+    build: WorkspaceBuild,
+    *,
+    workspace: Workspace,
+    owner: User,
+    version: TemplateVersion,
+    link: LinkKind | None,
+) -> WorkspacePlan:
+    """The plan of a start build; `link` is how its agent gets in (None: the workspace runs no agent)."""
+    manifest = templates.version_to_wire(version).manifest
+    rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
+    resources = rendered.resources
+    agent = None
+    if link is not None:
+        agent = AgentPlan(
+            link=AgentLink(kind=link),
+            startup_script=rendered.startup_script,
+            startup_timeout_seconds=parse_duration(rendered.startup_timeout).total_seconds(),
+            shutdown_script=rendered.shutdown_script,
+        )
+    build_spec = rendered.build
+    return WorkspacePlan(
+        workspace_id=workspace.id,
+        name=workspace.name,
+        owner=owner.username,
+        owner_id=owner.id,
+        template=workspace.template.name,
+        build_id=build.id,
+        content_hash=version.content_hash,
+        image=rendered.image or "",
+        build=(
+            ImageBuild(dockerfile=build_spec.dockerfile, context=build_spec.context, args=build_spec.args)
+            if build_spec is not None
+            else None
+        ),
+        resources=Resources(
+            cpu=float(resources.cpu),
+            memory_bytes=parse_size(resources.memory),
+            pids=resources.pids,
+            disk_bytes=parse_size(resources.disk) if resources.disk is not None else None,
+            gpu=int(resources.gpu),
+        ),
+        home=Home(user=rendered.user, sudo=rendered.sudo),
+        network=NetworkPolicy(
+            egress=Egress(rendered.network.egress.value), allow=tuple(rendered.network.allow)
+        ),
+        env={
+            **rendered.env,
+            "DOCKYARD_WORKSPACE_NAME": workspace.name,
+            "DOCKYARD_WORKSPACE_OWNER": owner.username,
+        },
+        agent=agent,
+        apps=tuple(AppPort(slug=app.slug, port=app.port, share=app.share.value) for app in rendered.apps),
+    )

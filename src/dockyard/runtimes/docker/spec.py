@@ -1,0 +1,99 @@
+"""The Docker runtime's own description of one workspace container, made from a `WorkspacePlan`.
+
+Mounts are Docker's business: the agent's folder and the workspace's private link folder are bind mounts here,
+where another runtime would use a ConfigMap and a network URL. The spec's fields are what the container's
+configuration hash covers (`containers.config_hash`), so a container made from an unchanged plan is found again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.runtimes.base import RuntimeFailure
+from dockyard.runtimes.plan import AGENT_MOUNT, LINK_MOUNT, SOCKET_NAME, TOKEN_NAME, LinkKind, WorkspacePlan
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class WorkspaceSpec:
+    """Everything the engine needs to create one workspace's container, network and home volume."""
+
+    workspace_id: str
+    name: str
+    owner: str
+    owner_id: str
+    template: str
+    build_id: str
+    image: str
+    user: str = "dev"
+    uid: int = 1000
+    cpu: float = 2.0
+    memory_bytes: int = 4 * 2**30
+    pids: int = 1024
+    # Size of the home volume's own file system; None shares the host's disk.
+    disk_bytes: int | None = None
+    gpu: int = 0
+    sudo: bool = False
+    egress: str = "all"  # none | all | allowlist
+    env: dict[str, str] = field(default_factory=dict)
+    # Command run as the workspace user once the container is set up: the agent, or `sleep infinity`.
+    command: list[str] = field(default_factory=lambda: ["sleep", "infinity"])
+    # Files placed in the container (path -> content).
+    files: dict[str, bytes] = field(default_factory=dict)
+    # Host folders bind-mounted into the container: the agent's folder and the workspace's link.
+    mounts: tuple[BindMount, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentFolders:
+    """The host's agent program folder and the root of the per-workspace link folders."""
+
+    program: Path
+    links: Path
+
+
+def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
+    env = dict(plan.env)
+    mounts: tuple[BindMount, ...] = ()
+    if plan.agent is not None:
+        if plan.agent.link.kind != LinkKind.UNIX_SOCKET or agent is None:
+            raise RuntimeFailure(
+                f"The Docker runtime here cannot give the agent a {plan.agent.link.kind.value} link."
+            )
+        # The token travels in a file of the workspace's private link, never in the container's environment,
+        # which `docker inspect` shows to anyone with access to the engine.
+        env["DOCKYARD_AGENT_SOCKET"] = f"{LINK_MOUNT}/{SOCKET_NAME}"
+        env["DOCKYARD_AGENT_TOKEN_FILE"] = f"{LINK_MOUNT}/{TOKEN_NAME}"
+        mounts = (
+            BindMount(str(agent.program), AGENT_MOUNT),
+            BindMount(str(agent.links / plan.workspace_id), LINK_MOUNT),
+        )
+    return WorkspaceSpec(
+        workspace_id=plan.workspace_id,
+        name=plan.name,
+        owner=plan.owner,
+        owner_id=plan.owner_id,
+        template=plan.template,
+        build_id=plan.build_id,
+        image=plan.image,
+        user=plan.home.user,
+        uid=plan.home.uid,
+        cpu=plan.resources.cpu,
+        memory_bytes=plan.resources.memory_bytes,
+        pids=plan.resources.pids,
+        disk_bytes=plan.resources.disk_bytes,
+        gpu=plan.resources.gpu,
+        sudo=plan.home.sudo,
+        egress=plan.network.egress.value,
+        env=env,
+        command=list(plan.workload()),
+        files={path: text.encode() for path, text in plan.files.items()},
+        mounts=mounts,
+    )
