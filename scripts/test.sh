@@ -29,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 # The folders whose tests reach the database; the CLI tests talk to the API through the SDK only.
-POSTGRES_PATHS=(tests/api tests/store tests/accounts tests/templates tests/gateway tests/e2e tests/lifecycle tests/events tests/tunnel)
+POSTGRES_PATHS=(tests/api tests/workspaces tests/store tests/accounts tests/templates tests/gateway tests/e2e tests/lifecycle tests/events tests/tunnel)
 
 if [[ -t 1 ]]; then bold=$'\033[1m' red=$'\033[31m' green=$'\033[32m' plain=$'\033[0m'; else bold="" red="" green="" plain=""; fi
 step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }

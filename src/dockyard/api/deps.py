@@ -19,7 +19,7 @@ from starlette.requests import HTTPConnection
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
 from dockyard.api.origins import SESSION_COOKIE as SESSION_COOKIE
-from dockyard.errors import NotFound, Unauthorized
+from dockyard.errors import Unauthorized
 from dockyard.runtimes.base import Runtime
 from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
 from dockyard.templates import service as templates
@@ -186,13 +186,7 @@ def _load_build(
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
     build: Annotated[str, Path(description="Build id.", max_length=64)],
 ) -> tuple[Workspace, WorkspaceBuild]:
-    row = db.get(WorkspaceBuild, build)
-    if row is None:
-        raise NotFound(f"Build {build!r} not found.")
-    try:
-        return workspaces.get(db, actor, row.workspace_id), row
-    except NotFound:
-        raise NotFound(f"Build {build!r} not found.") from None
+    return workspaces.get_build(db, actor, build)
 
 
 def hub(request: HTTPConnection) -> AgentHub:
