@@ -18,13 +18,15 @@ from starlette.requests import HTTPConnection
 
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
+from dockyard.accounts.users import User
 from dockyard.api.origins import SESSION_COOKIE as SESSION_COOKIE
 from dockyard.errors import Unauthorized
 from dockyard.runtimes.base import Runtime
-from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
 from dockyard.templates import service as templates
+from dockyard.templates.service import Template
 from dockyard.tunnel.hub import AgentHub
 from dockyard.workspaces import service as workspaces
+from dockyard.workspaces.service import Workspace, WorkspaceBuild
 from dockyard_sdk.models import Scope
 
 
