@@ -208,7 +208,7 @@ def server(url: str, data_dir: Path, log: Path) -> Iterator[tuple[str, int]]:
             command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine imports slowly
         while True:
             if process.poll() is not None:
                 raise RuntimeError(

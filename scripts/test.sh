@@ -9,7 +9,8 @@
 #   apt-get: postgresql (tests/pg.py starts a throwaway cluster with initdb/pg_ctl as the postgres user; the
 #   Debian package's own cluster does not need to run), openssh-client, git, python3, python3-venv, curl;
 #   uv (pip, into a small tools venv) when it is not on PATH; `uv sync --frozen` into .venv/.
-# Checks, all run even when one fails: lock file current, ruff check, ruff format --check, mypy, pytest on
+# Checks, all run even when one fails: lock file current, ruff check, ruff format --check, mypy, the import
+# rules of docs/ARCHITECTURE.md (import-linter, contracts in pyproject.toml), pytest on
 # SQLite (the whole suite), pytest on PostgreSQL (the database-facing folders, without `sqlite_only` tests).
 # Exits non-zero when any of them fails.
 set -euo pipefail
@@ -29,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 # The folders whose tests reach the database; the CLI tests talk to the API through the SDK only.
-POSTGRES_PATHS=(tests/api tests/store tests/accounts tests/templates tests/gateway tests/e2e tests/lifecycle tests/events tests/tunnel)
+POSTGRES_PATHS=(tests/api tests/workspaces tests/store tests/accounts tests/templates tests/gateway tests/e2e tests/lifecycle tests/events tests/tunnel)
 
 if [[ -t 1 ]]; then bold=$'\033[1m' red=$'\033[31m' green=$'\033[32m' plain=$'\033[0m'; else bold="" red="" green="" plain=""; fi
 step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
@@ -108,6 +109,7 @@ run_check "uv.lock matches pyproject.toml" "$UV" lock --check
 run_check "ruff check" "$VENV/bin/ruff" check --output-format concise .
 run_check "ruff format --check" "$VENV/bin/ruff" format --check .
 run_check "mypy" "$VENV/bin/mypy"
+run_check "import rules (lint-imports)" "$VENV/bin/lint-imports" --no-cache
 run_check "pytest on SQLite" "$VENV/bin/pytest" -q "${markers[@]}" "${PYTEST_ARGS[@]}"
 run_check "pytest on PostgreSQL" "$VENV/bin/pytest" -q --db postgres "${postgres_markers[@]}" \
     "${POSTGRES_PATHS[@]}" "${PYTEST_ARGS[@]}"

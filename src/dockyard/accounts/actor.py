@@ -51,6 +51,11 @@ class Actor:
     def _lists(self, kind: str, *keys: str) -> bool:
         return any(f"{kind}:{key}" in self.allow_list for key in keys)
 
+    def listed(self, kind: str) -> list[str]:
+        """The keys (ids and names) the allow-list names for `kind`, sorted; for filters written in SQL."""
+        prefix = f"{kind}:"
+        return sorted(entry[len(prefix) :] for entry in self.allow_list if entry.startswith(prefix))
+
     def allows_template(self, template_id: str, name: str) -> bool:
         """Whether the allow-list (if any) names this template (`template:<id>` or `template:<name>`)."""
         return not self.allow_list or self._lists("template", template_id, name)

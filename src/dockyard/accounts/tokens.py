@@ -25,7 +25,8 @@ from dockyard.accounts.actor import ROLE_SCOPES, Actor
 from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized, Validation
 from dockyard.events import bus_of, channels
 from dockyard.store import audit
-from dockyard.store.models import ApiToken, User
+from dockyard.store.models import ApiToken as ApiToken
+from dockyard.store.models import User
 from dockyard.store.types import utcnow
 from dockyard_sdk import models as wire
 from dockyard_sdk.units import parse_duration
@@ -319,3 +320,8 @@ def authenticate(db: Session, key: str) -> Actor:
     )
     cache.put(token_id, token.hashed_secret, actor, token.expires_at, generation=generation)
     return actor
+
+
+def find(db: Session, token_id: str) -> ApiToken | None:
+    """The token row by id, whatever its state (callers check expiry): the gateway ties certificates to it."""
+    return db.get(ApiToken, token_id)

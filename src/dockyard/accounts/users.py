@@ -13,7 +13,8 @@ from dockyard.accounts.actor import Actor
 from dockyard.accounts.passwords import hash_password, needs_rehash, verify_password
 from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized, Validation
 from dockyard.store import audit
-from dockyard.store.models import ApiToken, Organization, User
+from dockyard.store.models import ApiToken, Organization
+from dockyard.store.models import User as User
 from dockyard_sdk import models as wire
 
 SESSION_LIFETIME = timedelta(hours=24)
@@ -226,3 +227,8 @@ def login(db: Session, request: wire.LoginRequest, *, ip: str) -> tuple[User, st
     )
     db.commit()
     return user, key, token
+
+
+def find_by_name(db: Session, username: str) -> User | None:
+    """The user with this name, unauthorized (the gateway's login audit and `owner.name` SSH user names)."""
+    return db.scalar(select(User).where(User.username == username))

@@ -18,13 +18,15 @@ from starlette.requests import HTTPConnection
 
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
+from dockyard.accounts.users import User
 from dockyard.api.origins import SESSION_COOKIE as SESSION_COOKIE
-from dockyard.errors import NotFound, Unauthorized
+from dockyard.errors import Unauthorized
 from dockyard.runtimes.base import Runtime
-from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
 from dockyard.templates import service as templates
+from dockyard.templates.service import Template
 from dockyard.tunnel.hub import AgentHub
 from dockyard.workspaces import service as workspaces
+from dockyard.workspaces.service import Workspace, WorkspaceBuild
 from dockyard_sdk.models import Scope
 
 
@@ -186,13 +188,7 @@ def _load_build(
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
     build: Annotated[str, Path(description="Build id.", max_length=64)],
 ) -> tuple[Workspace, WorkspaceBuild]:
-    row = db.get(WorkspaceBuild, build)
-    if row is None:
-        raise NotFound(f"Build {build!r} not found.")
-    try:
-        return workspaces.get(db, actor, row.workspace_id), row
-    except NotFound:
-        raise NotFound(f"Build {build!r} not found.") from None
+    return workspaces.get_build(db, actor, build)
 
 
 def hub(request: HTTPConnection) -> AgentHub:

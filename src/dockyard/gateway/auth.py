@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import asyncssh
 from asyncssh.public_key import SSHOpenSSHCertificate
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dockyard.accounts import sshkeys, tokens, users
 from dockyard.accounts.actor import Actor
+from dockyard.accounts.tokens import ApiToken
+from dockyard.accounts.users import User
 from dockyard.errors import Forbidden, NotFound
 from dockyard.gateway import ca, keys
 from dockyard.store import audit
-from dockyard.store.models import ApiToken, SshKey, User, Workspace
 from dockyard.store.types import utcnow
 from dockyard.workspaces import service as workspaces
 from dockyard_sdk import models as wire
@@ -112,7 +113,7 @@ def _usable(user: User, actor: Actor) -> None:
 
 def identify_key(db: Session, key: asyncssh.SSHKey) -> Identity:
     key_print = keys.fingerprint(key)
-    found = keys.lookup_by_fingerprint(db, key_print)
+    found = sshkeys.lookup_by_fingerprint(db, key_print)
     if found is None:
         raise Refused(f"unknown key {key_print}")
     row, user = found
@@ -136,7 +137,7 @@ def identify_certificate(db: Session, authority_key: asyncssh.SSHKey, key_data: 
     username, token_id = parsed
     if username not in certificate.principals:
         raise Refused(f"certificate for {username} does not name that user as a principal")
-    token = db.get(ApiToken, token_id)
+    token = tokens.find(db, token_id)
     if token is None or token.expires_at <= utcnow():
         raise Refused(f"certificate of {username}: token {token_id} is revoked or expired")
     user = token.user
@@ -167,7 +168,7 @@ def record_failure(
     db: Session, source: str, account: str, *, status_code: int, detail: dict[str, object]
 ) -> None:
     """Audit a failed or refused SSH authentication (`ssh.login`), under the user it claimed if any."""
-    user = db.scalar(select(User).where(User.username == account)) if account else None
+    user = users.find_by_name(db, account) if account else None
     actor = Actor(
         user_id=user.id if user else "",
         username=(user.username if user else account)[:32],
@@ -193,13 +194,8 @@ def still_valid(db: Session, identity: Identity) -> bool:
     """Whether the credential a connection authenticated with still stands (checked for every new session, so
     that removing a key or revoking a token also stops new sessions on connections already open)."""
     if identity.ssh_key_id is not None:
-        key_user = db.execute(
-            select(User.status)
-            .join(SshKey, SshKey.user_id == User.id)
-            .where(SshKey.id == identity.ssh_key_id)
-        ).first()
-        return key_user is not None and key_user[0] == wire.UserStatus.ACTIVE
-    token = db.get(ApiToken, identity.token_id) if identity.token_id else None
+        return sshkeys.owner_active(db, identity.ssh_key_id)
+    token = tokens.find(db, identity.token_id) if identity.token_id else None
     return token is not None and token.expires_at > utcnow() and token.user.status == wire.UserStatus.ACTIVE
 
 
@@ -215,7 +211,7 @@ def no_workspace(ssh_user: str, actor: Actor) -> str:
     return f'no workspace "{ssh_user}" for user {actor.username} (try: dockyard list)'
 
 
-def _find(db: Session, actor: Actor, ssh_user: str, pinned: str | None) -> Workspace | None:
+def _find(db: Session, actor: Actor, ssh_user: str, pinned: str | None) -> workspaces.Workspace | None:
     if pinned is not None:
         return workspaces.get(db, actor, pinned)
     owner_name, name = parse_ssh_user(ssh_user)
@@ -223,7 +219,7 @@ def _find(db: Session, actor: Actor, ssh_user: str, pinned: str | None) -> Works
         return workspaces.get(db, actor, name) if name else None
     if not NAME_RE.match(owner_name) or not NAME_RE.match(name):
         return None
-    owner = db.scalar(select(User).where(User.username == owner_name))
+    owner = users.find_by_name(db, owner_name)
     return None if owner is None else workspaces.get_by_owner(db, actor, owner, name)
 
 
@@ -241,5 +237,4 @@ def resolve(db: Session, actor: Actor, ssh_user: str, *, pinned: str | None = No
         raise Forbidden(f"your credential lacks the scope {Scope.WORKSPACE_CONNECT.value}")
     if found.owner_id == actor.user_id:
         return Target(found.id, found.name)
-    owner = db.get(User, found.owner_id)
-    return Target(found.id, f"{owner.username if owner else '?'}{OWNER_SEPARATOR}{found.name}")
+    return Target(found.id, f"{found.owner.username}{OWNER_SEPARATOR}{found.name}")

@@ -16,13 +16,14 @@ from datetime import datetime, timedelta
 import asyncssh
 from sqlalchemy.orm import Session
 
+from dockyard.accounts import tokens
 from dockyard.accounts.actor import Actor
+from dockyard.accounts.users import User
 from dockyard.config import Settings
 from dockyard.errors import Forbidden, Validation, ValidationFailed
 from dockyard.gateway.keys import fingerprint, openssh_line, parse_public_key
 from dockyard.store import audit
 from dockyard.store import keys as deployment_keys
-from dockyard.store.models import ApiToken, User
 from dockyard.store.types import utcnow
 from dockyard_sdk import models as wire
 from dockyard_sdk.models import Scope
@@ -157,7 +158,7 @@ def issue_certificate(
     actor.require(Scope.WORKSPACE_CONNECT)
     if user.id != actor.user_id:
         raise Forbidden("You can only get an SSH certificate for yourself.")
-    token = db.get(ApiToken, actor.token_id) if actor.token_id else None
+    token = tokens.find(db, actor.token_id) if actor.token_id else None
     if token is None:
         raise Forbidden("An SSH certificate needs an API token to tie it to.")
     certificate = sign_user_certificate(

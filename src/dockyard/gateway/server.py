@@ -18,13 +18,13 @@ import asyncssh
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs
+from dockyard.accounts import sshkeys
 from dockyard.accounts.limits import AuthLimiter, Verdict
 from dockyard.config import Settings
 from dockyard.errors import DockyardError, Forbidden, NotFound
 from dockyard.gateway import auth, ca, keys
 from dockyard.gateway.auth import Identity, Refused
 from dockyard.gateway.sessions import ForwardSession, SessionRefused, WorkspaceSession
-from dockyard.store.models import Workspace
 from dockyard.tunnel import connect, state
 from dockyard.tunnel.frames import FrameStream, ProtocolError
 from dockyard.workspaces import service as workspaces
@@ -185,16 +185,15 @@ class Gateway:
             target = auth.resolve(db, identity.actor, ssh_user, pinned=pinned)
             if self.hub.connected(target.workspace_id):
                 return target, None
-            row = db.get(Workspace, target.workspace_id)
-            assert row is not None
-            status, _ = derive(row, workspaces.load(db, row).build)
+            loaded = workspaces.load_id(db, target.workspace_id)
+            status, _ = derive(loaded.workspace, loaded.build)
         if status in _STARTABLE:
             return target, f"workspace {target.label} is {status.value}; starting it…"
         return target, f"waiting for workspace {target.label} ({status.value})…"
 
     def mark_key_used(self, key_id: str) -> None:
         with self.sessions() as db:
-            keys.mark_used(db, key_id)
+            sshkeys.mark_used(db, key_id)
 
     def audit_failure(self, source: str, account: str, *, status_code: int, detail: dict[str, Any]) -> None:
         with self.sessions() as db:

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dockyard.accounts.actor import Actor
 from dockyard.store.models import AuditLog
+
+
+class Actor(Protocol):
+    """Who did it: `accounts.actor.Actor` is one (the store does not import the services above it)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def ip(self) -> str: ...
 
 
 def record(

@@ -14,7 +14,8 @@ from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
 from dockyard.events import bus_of, channels
 from dockyard.store import audit
-from dockyard.store.models import Template, TemplateArchive, TemplateVersion, Workspace
+from dockyard.store.models import Template as Template
+from dockyard.store.models import TemplateArchive, TemplateVersion, Workspace
 from dockyard.templates import archive, manifest
 from dockyard.templates.archive import TemplateFiles
 from dockyard_sdk import models as wire

@@ -143,7 +143,7 @@ def workspaces_page(
         wanted = None
         status = ""
     rows, count = workspaces.search(db, actor, template=template or None, status=wanted, limit=200)
-    listed = [workspaces.to_wire(db, r) for r in rows]
+    listed = workspaces.to_wire_many(db, rows)
     catalog = templates_service.visible(actor, templates_service.catalog.load(db, actor))
     context = {
         "workspaces": listed,

@@ -1,178 +1,46 @@
-"""Creating, finding, listing and changing workspaces."""
+"""Creating and changing workspaces; finding and listing them (`queries`) and their wire form (`convert`) are
+re-exported here, so callers import the one service module."""
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import agents as agent_state
-from dockyard.provisioner import builds, events, queue, tasks
+from dockyard.provisioner import builds, events, queue
 from dockyard.provisioner.plans import render_for
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.store import audit
-from dockyard.store.models import Template, TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
+from dockyard.store.models import Template, TemplateVersion, User
+from dockyard.store.models import Workspace as Workspace
+from dockyard.store.models import WorkspaceBuild as WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import parameters as parameter_rules
 from dockyard.templates import service as templates
 from dockyard.warmpool import store as warmnetworks
-from dockyard.workspaces.status import derive
+from dockyard.workspaces.convert import build_to_wire as build_to_wire
+from dockyard.workspaces.convert import builds_to_wire as builds_to_wire
+from dockyard.workspaces.convert import to_wire as to_wire
+from dockyard.workspaces.convert import to_wire_many as to_wire_many
+from dockyard.workspaces.queries import Loaded as Loaded
+from dockyard.workspaces.queries import build_history as build_history
+from dockyard.workspaces.queries import build_status as build_status
+from dockyard.workspaces.queries import get as get
+from dockyard.workspaces.queries import get_build as get_build
+from dockyard.workspaces.queries import get_by_owner as get_by_owner
+from dockyard.workspaces.queries import load as load
+from dockyard.workspaces.queries import load_id as load_id
+from dockyard.workspaces.queries import readable as readable
+from dockyard.workspaces.queries import search as search
 from dockyard_sdk import models as wire
 from dockyard_sdk.manifest import TemplateManifest
 from dockyard_sdk.units import parse_duration
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A workspace with its latest build, which together give its status."""
-
-    workspace: Workspace
-    build: WorkspaceBuild
-
-
-def _visible(actor: Actor, workspace: Workspace) -> bool:
-    if not (actor.is_owner or workspace.owner_id == actor.user_id):
-        return False
-    return actor.allows_workspace(
-        workspace.id, workspace.name, template_id=workspace.template_id, template_name=workspace.template.name
-    )
-
-
-def get(db: Session, actor: Actor, ref: str) -> Workspace:
-    """Resolve `{workspace}`: an id or the name of one of the actor's own. Unseen means 404.
-
-    Another user's workspace is reached by id, or by name through `/users/{user}/workspace/{name}`.
-    """
-    query = select(Workspace).where(Workspace.deleted.is_(False))
-    found = db.scalar(query.where(Workspace.id == ref))
-    if found is None:
-        found = db.scalar(query.where(Workspace.owner_id == actor.user_id, Workspace.name == ref))
-    if found is None and len(ref) == 36:
-        # A deleted workspace stays readable by id, so clients can see the final state of what they made.
-        found = db.scalar(select(Workspace).where(Workspace.id == ref))
-    if found is None or not _visible(actor, found):
-        raise NotFound(f"Workspace {ref!r} not found.")
-    return found
-
-
-def get_by_owner(db: Session, actor: Actor, owner: User, name: str) -> Workspace:
-    found = db.scalar(
-        select(Workspace).where(
-            Workspace.owner_id == owner.id, Workspace.name == name, Workspace.deleted.is_(False)
-        )
-    )
-    if found is None or not _visible(actor, found):
-        raise NotFound(f"Workspace {owner.username}/{name} not found.")
-    return found
-
-
-def load(db: Session, workspace: Workspace) -> Loaded:
-    return Loaded(workspace, builds.latest(db, workspace))
-
-
-def search(
-    db: Session,
-    actor: Actor,
-    *,
-    owner: str | None = None,
-    template: str | None = None,
-    status: wire.WorkspaceStatus | None = None,
-    name: str | None = None,
-    include_deleted: bool = False,
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[list[Loaded], int]:
-    newest = (
-        select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
-        .group_by(WorkspaceBuild.workspace_id)
-        .subquery()
-    )
-    build = aliased(WorkspaceBuild)
-    query = (
-        select(Workspace, build)
-        .join(newest, newest.c.workspace_id == Workspace.id)
-        .join(build, (build.workspace_id == Workspace.id) & (build.number == newest.c.number))
-    )
-    if not include_deleted:
-        query = query.where(Workspace.deleted.is_(False))
-    if not actor.is_owner:
-        query = query.where(Workspace.owner_id == actor.user_id)
-    if owner:
-        owner_id = actor.user_id if owner == "me" else owner
-        query = query.join(User, User.id == Workspace.owner_id).where(
-            or_(User.username == owner, User.id == owner_id)
-        )
-    if template:
-        query = query.join(Template, Template.id == Workspace.template_id).where(
-            or_(Template.name == template, Template.id == template)
-        )
-    if name:
-        query = query.where(Workspace.name.contains(name))
-    rows = [Loaded(w, b) for w, b in db.execute(query.order_by(Workspace.created_at.desc()))]
-    rows = [r for r in rows if _visible(actor, r.workspace)]
-    if status is not None:
-        rows = [r for r in rows if derive(r.workspace, r.build)[0] == status]
-    return rows[offset : offset + limit], len(rows)
-
-
-def build_to_wire(db: Session, workspace: Workspace, build: WorkspaceBuild) -> wire.WorkspaceBuild:
-    initiator = db.get(User, build.initiator_id) if build.initiator_id else None
-    version = db.get(TemplateVersion, build.template_version_id)
-    return wire.WorkspaceBuild(
-        id=build.id,
-        workspace_id=workspace.id,
-        workspace_name=workspace.name,
-        number=build.number,
-        transition=wire.Transition(build.transition),
-        status=wire.BuildStatus(build.status),
-        reason=wire.BuildReason(build.reason),
-        initiator=initiator.username if initiator else None,
-        template_version_id=build.template_version_id,
-        template_version_name=f"v{version.number}" if version else "",
-        error=build.error,
-        timings=build.timings,
-        created_at=build.created_at,
-        started_at=build.started_at,
-        completed_at=build.completed_at,
-    )
-
-
-def to_wire(db: Session, loaded: Loaded) -> wire.Workspace:
-    workspace, build = loaded.workspace, loaded.build
-    status, reason = derive(workspace, build)
-    version = db.get(TemplateVersion, workspace.template_version_id)
-    agent = agent_state.to_wire(db.get(WorkspaceAgent, workspace.id))
-    if status == wire.WorkspaceStatus.RUNNING and not reason and agent is not None:
-        reason = agent_state.limits_reason(agent.stats)
-    return wire.Workspace(
-        id=workspace.id,
-        name=workspace.name,
-        owner_id=workspace.owner_id,
-        owner_name=workspace.owner.username,
-        template_id=workspace.template_id,
-        template_name=workspace.template.name,
-        template_version_id=workspace.template_version_id,
-        template_version_name=f"v{version.number}" if version else "",
-        outdated=workspace.template.active_version_id not in (None, workspace.template_version_id),
-        parameters=workspace.parameters,
-        status=status,
-        status_reason=reason,
-        latest_build=build_to_wire(db, workspace, build),
-        ttl_ms=workspace.ttl_seconds * 1000 if workspace.ttl_seconds else None,
-        deadline=workspace.deadline,
-        created_at=workspace.created_at,
-        updated_at=workspace.updated_at,
-        last_used_at=workspace.last_used_at,
-        agent=agent,
-        task=tasks.to_wire(workspace),
-    )
 
 
 def _generated_name(template: Template) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, not_, or_
+
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard_sdk.models import BuildStatus, Transition, WorkspaceStatus
 
@@ -35,3 +39,30 @@ def derive(workspace: Workspace, build: WorkspaceBuild) -> tuple[WorkspaceStatus
     if transition == Transition.START and workspace.drift_state:
         return WorkspaceStatus.FAILED, workspace.drift_reason or workspace.drift_state
     return _DONE[transition], ""
+
+
+def _drifted() -> ColumnElement[bool]:
+    return and_(Workspace.drift_state.is_not(None), Workspace.drift_state != "")
+
+
+def status_is(status: WorkspaceStatus, build: type[WorkspaceBuild] | Any) -> ColumnElement[bool]:
+    """`derive(...) == status` as a WHERE clause over a workspace and its latest `build` (an alias), so lists
+    filter and page by status in SQL. `tests/workspaces/test_queries.py` holds the two to the same answers."""
+    start, stop, delete = Transition.START.value, Transition.STOP.value, Transition.DELETE.value
+    pending, running = BuildStatus.PENDING.value, BuildStatus.RUNNING.value
+    succeeded = build.status == BuildStatus.SUCCEEDED.value
+    clauses: dict[WorkspaceStatus, ColumnElement[bool]] = {
+        WorkspaceStatus.PENDING: and_(build.status == pending, build.transition == start),
+        WorkspaceStatus.STARTING: and_(build.status == running, build.transition == start),
+        WorkspaceStatus.STOPPING: and_(build.status.in_((pending, running)), build.transition == stop),
+        WorkspaceStatus.DELETING: and_(build.status.in_((pending, running)), build.transition == delete),
+        WorkspaceStatus.CANCELING: build.status == BuildStatus.CANCELING.value,
+        WorkspaceStatus.CANCELED: build.status == BuildStatus.CANCELED.value,
+        WorkspaceStatus.FAILED: or_(
+            build.status == BuildStatus.FAILED.value, and_(succeeded, build.transition == start, _drifted())
+        ),
+        WorkspaceStatus.RUNNING: and_(succeeded, build.transition == start, not_(_drifted())),
+        WorkspaceStatus.STOPPED: and_(succeeded, build.transition == stop),
+        WorkspaceStatus.DELETED: and_(succeeded, build.transition == delete),
+    }
+    return clauses[status]

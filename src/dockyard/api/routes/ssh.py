@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, WebSocket, status
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
+from dockyard.accounts import sshkeys
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import AUTHENTICATED, DbSession, UserParam, WorkspaceParam, client_ip, scoped
 from dockyard.gateway import ca, keys
@@ -38,7 +39,7 @@ def list_ssh_keys(
     user: UserParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]
 ) -> list[wire.SshKey]:
     """The user's registered SSH public keys, oldest first."""
-    return [keys.to_wire(row) for row in keys.list_keys(db, actor, user)]
+    return [sshkeys.to_wire(row) for row in sshkeys.list_keys(db, actor, user)]
 
 
 @router.post("/api/v2/users/{user}/sshkeys", status_code=status.HTTP_201_CREATED)
@@ -49,7 +50,7 @@ def add_ssh_key(
     actor: Annotated[Actor, scoped(Scope.USER_WRITE)],
 ) -> wire.SshKey:
     """Register a public key; the SSH gateway then accepts it for this user."""
-    return keys.to_wire(keys.add(db, actor, user, body))
+    return sshkeys.to_wire(keys.add(db, actor, user, body))
 
 
 @router.delete("/api/v2/users/{user}/sshkeys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -57,7 +58,7 @@ def remove_ssh_key(
     user: UserParam, key_id: KeyRef, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_WRITE)]
 ) -> None:
     """Unregister a key: new SSH sessions with it are refused at once, also on connections already open."""
-    keys.remove(db, actor, user, key_id)
+    sshkeys.remove(db, actor, user, key_id)
 
 
 @router.post("/api/v2/users/{user}/sshcert")

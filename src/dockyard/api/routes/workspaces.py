@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, format_sse_event
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +15,6 @@ from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, Work
 from dockyard.errors import Validation, ValidationFailed
 from dockyard.provisioner import builds, events, logs, tasks
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
-from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.tunnel import state as agent_state
 from dockyard.workspaces import service as workspaces
 from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES
@@ -67,7 +65,7 @@ def list_workspaces(
     rows, count = workspaces.search(
         db, actor, owner=owner, template=template, status=status, name=name, limit=limit, offset=offset
     )
-    return wire.WorkspaceList(workspaces=[workspaces.to_wire(db, r) for r in rows], count=count)
+    return wire.WorkspaceList(workspaces=workspaces.to_wire_many(db, rows), count=count)
 
 
 @router.get("/api/v2/workspaces/{workspace}")
@@ -109,9 +107,7 @@ async def get_workspace(
 
 def _load_wire(sessions: sessionmaker[Session], workspace_id: str) -> wire.Workspace:
     with sessions() as db:
-        row = db.get(Workspace, workspace_id)
-        assert row is not None
-        return workspaces.to_wire(db, workspaces.load(db, row))
+        return workspaces.to_wire(db, workspaces.load_id(db, workspace_id))
 
 
 @router.get("/api/v2/users/{user}/workspace/{name}")
@@ -195,12 +191,7 @@ def list_builds(
     workspace: WorkspaceParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)]
 ) -> list[wire.WorkspaceBuild]:
     """The workspace's builds, newest first."""
-    rows = db.scalars(
-        select(WorkspaceBuild)
-        .where(WorkspaceBuild.workspace_id == workspace.id)
-        .order_by(WorkspaceBuild.number.desc())
-    )
-    return [workspaces.build_to_wire(db, workspace, b) for b in rows]
+    return workspaces.builds_to_wire(db, workspace, workspaces.build_history(db, workspace))
 
 
 @router.get("/api/v2/workspaces/{workspace}/watch", responses=SSE_RESPONSES, response_model=None)
@@ -277,7 +268,7 @@ async def build_logs(
         with sessions() as db:
             # The status before the lines: a build seen ended has written all its lines by then, so the lines
             # read next are its last ones (read the other way round, a line could slip in between).
-            state = db.get(WorkspaceBuild, build_id).status
+            state = workspaces.build_status(db, build_id)
             lines = [
                 wire.BuildLogLine(id=r.id, time=r.time, stage=r.stage, output=r.output)
                 for r in logs.read(db, build_id, after=after_id)

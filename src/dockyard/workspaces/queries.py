@@ -1,0 +1,202 @@
+"""Every query that finds workspaces for an actor: authorization is a WHERE clause (`readable`), filters and
+paging run in SQL, and a page costs the same few statements however many workspaces exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true
+from sqlalchemy.orm import Session, aliased
+
+from dockyard.accounts.actor import Actor
+from dockyard.errors import NotFound
+from dockyard.provisioner import builds
+from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
+from dockyard.workspaces.status import status_is
+from dockyard_sdk import models as wire
+
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A workspace with its latest build, which together give its status."""
+
+    workspace: Workspace
+    build: WorkspaceBuild
+
+
+def readable(actor: Actor) -> ColumnElement[bool]:
+    """The workspaces `actor` may read, as a WHERE clause over `Workspace`.
+
+    The owner role reads every workspace, other roles their own. A token's allow-list narrows that to the
+    workspaces it names and those made from the templates it names, by id or name; entries are typed, so
+    `template:dev` never covers a workspace named `dev` (the same rule as `Actor.allows_workspace`).
+    """
+    clauses: list[ColumnElement[bool]] = []
+    if not actor.is_owner:
+        clauses.append(Workspace.owner_id == actor.user_id)
+    if actor.allow_list:
+        allowed: list[ColumnElement[bool]] = []
+        named = actor.listed("workspace")
+        if named:
+            allowed += [Workspace.id.in_(named), Workspace.name.in_(named)]
+        templates = actor.listed("template")
+        if templates:
+            listed = select(Template.id).where(or_(Template.id.in_(templates), Template.name.in_(templates)))
+            allowed.append(Workspace.template_id.in_(listed))
+        clauses.append(or_(*allowed) if allowed else false())
+    return and_(true(), *clauses)
+
+
+def _latest_build() -> tuple[type[WorkspaceBuild], ColumnElement[bool]]:
+    """An alias of the builds table and the join condition that picks each workspace's latest build (the
+    unique (workspace_id, number) index answers the correlated max)."""
+    build = aliased(WorkspaceBuild, name="latest_build")
+    newest = (
+        select(func.max(WorkspaceBuild.number))
+        .where(WorkspaceBuild.workspace_id == Workspace.id)
+        .correlate(Workspace)
+        .scalar_subquery()
+    )
+    return build, and_(build.workspace_id == Workspace.id, build.number == newest)
+
+
+def get(db: Session, actor: Actor, ref: str) -> Workspace:
+    """Resolve `{workspace}`: an id or the name of one of the actor's own. Unseen means 404.
+
+    Another user's workspace is reached by id, or by name through `/users/{user}/workspace/{name}`. A deleted
+    workspace stays readable by id, so clients can see the final state of what they made.
+    """
+    own_name = and_(Workspace.owner_id == actor.user_id, Workspace.name == ref, Workspace.deleted.is_(False))
+    # Names are at most 32 characters and ids 36, so at most one row matches either way.
+    found = db.scalar(select(Workspace).where(readable(actor), or_(Workspace.id == ref, own_name)))
+    if found is None:
+        raise NotFound(f"Workspace {ref!r} not found.")
+    return found
+
+
+def get_by_owner(db: Session, actor: Actor, owner: User, name: str) -> Workspace:
+    found = db.scalar(
+        select(Workspace).where(
+            readable(actor),
+            Workspace.owner_id == owner.id,
+            Workspace.name == name,
+            Workspace.deleted.is_(False),
+        )
+    )
+    if found is None:
+        raise NotFound(f"Workspace {owner.username}/{name} not found.")
+    return found
+
+
+def load(db: Session, workspace: Workspace) -> Loaded:
+    return Loaded(workspace, builds.latest(db, workspace))
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a list asks for besides the actor: an owner (name, id or `me`), a template (name or id), a
+    status, a substring of the name, and whether deleted workspaces count."""
+
+    owner: str | None = None
+    template: str | None = None
+    status: wire.WorkspaceStatus | None = None
+    name: str | None = None
+    include_deleted: bool = False
+
+
+def _filtered(query: Q, actor: Actor, build: type[WorkspaceBuild], filters: Filters) -> Q:
+    query = query.where(readable(actor))
+    if not filters.include_deleted:
+        query = query.where(Workspace.deleted.is_(False))
+    if filters.owner:
+        owner_id = actor.user_id if filters.owner == "me" else filters.owner
+        owners = select(User.id).where(or_(User.username == filters.owner, User.id == owner_id))
+        query = query.where(Workspace.owner_id.in_(owners))
+    if filters.template:
+        named = select(Template.id).where(
+            or_(Template.name == filters.template, Template.id == filters.template)
+        )
+        query = query.where(Workspace.template_id.in_(named))
+    if filters.name:
+        query = query.where(Workspace.name.contains(filters.name, autoescape=True))
+    if filters.status is not None:
+        query = query.where(status_is(filters.status, build))
+    return query
+
+
+def search(
+    db: Session,
+    actor: Actor,
+    *,
+    owner: str | None = None,
+    template: str | None = None,
+    status: wire.WorkspaceStatus | None = None,
+    name: str | None = None,
+    include_deleted: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Loaded], int]:
+    """One page of the workspaces the actor may read, newest first, and how many match in all pages: at most
+    two statements, whatever the page size (`convert.to_wire_many` adds a constant few for the wire form)."""
+    filters = Filters(
+        owner=owner, template=template, status=status, name=name, include_deleted=include_deleted
+    )
+    build, on_latest = _latest_build()
+
+    def matching(*columns: Any) -> Select[Any]:
+        query = select(*columns).select_from(Workspace)
+        if filters.status is not None:
+            query = query.join(build, on_latest)
+        return _filtered(query, actor, build, filters)
+
+    newest_first = (Workspace.created_at.desc(), Workspace.id.desc())
+    # The page's ids first, from narrow rows; only those are then joined with their latest build, owner and
+    # template. Joining every match before sorting cost more than the whole rest of the request.
+    page_ids = matching(Workspace.id).order_by(*newest_first).limit(limit).offset(offset)
+    page = select(Workspace, build).join(build, on_latest).where(Workspace.id.in_(page_ids))
+    rows = [Loaded(w, b) for w, b in db.execute(page.order_by(*newest_first))]
+    if offset == 0 and len(rows) < limit:
+        # A first page that is not full is everything: no need to count.
+        return rows, len(rows)
+    return rows, int(db.scalar(matching(func.count())) or 0)
+
+
+def load_id(db: Session, workspace_id: str) -> Loaded:
+    """A workspace already authorized (a long poll re-reading it) by id, with its latest build."""
+    workspace = db.get(Workspace, workspace_id)
+    if workspace is None:
+        raise NotFound(f"Workspace {workspace_id!r} not found.")
+    return load(db, workspace)
+
+
+def get_build(db: Session, actor: Actor, ref: str) -> tuple[Workspace, WorkspaceBuild]:
+    """Resolve `{build}` by id, with its workspace; a build of a workspace the actor cannot read is 404."""
+    found = db.execute(
+        select(Workspace, WorkspaceBuild)
+        .join(WorkspaceBuild, WorkspaceBuild.workspace_id == Workspace.id)
+        .where(WorkspaceBuild.id == ref, readable(actor))
+    ).first()
+    if found is None:
+        raise NotFound(f"Build {ref!r} not found.")
+    return found[0], found[1]
+
+
+def build_history(db: Session, workspace: Workspace) -> list[WorkspaceBuild]:
+    """The workspace's builds, newest first."""
+    return list(
+        db.scalars(
+            select(WorkspaceBuild)
+            .where(WorkspaceBuild.workspace_id == workspace.id)
+            .order_by(WorkspaceBuild.number.desc())
+        )
+    )
+
+
+def build_status(db: Session, build_id: str) -> str:
+    status = db.scalar(select(WorkspaceBuild.status).where(WorkspaceBuild.id == build_id))
+    if status is None:
+        raise NotFound(f"Build {build_id!r} not found.")
+    return status
