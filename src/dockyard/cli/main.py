@@ -21,6 +21,7 @@ from dockyard.cli import (
     sshkeys,
     templates,
     tokens,
+    up,
     users,
     workspaces,
 )
@@ -85,6 +86,7 @@ app.command("logout")(auth.logout)
 app.command("whoami")(auth.whoami)
 _WORKSPACES = "Workspaces"
 app.command("create", rich_help_panel=_WORKSPACES)(workspaces.create)
+app.command("up", rich_help_panel=_WORKSPACES)(up.up)
 app.command("list", rich_help_panel=_WORKSPACES)(workspaces.list_workspaces)
 app.command("show", rich_help_panel=_WORKSPACES)(workspaces.show)
 app.command("start", rich_help_panel=_WORKSPACES)(workspaces.start)

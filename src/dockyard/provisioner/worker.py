@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.errors import DockyardError
-from dockyard.provisioner import events, logs, queue
+from dockyard.provisioner import devcontainer_image, events, logs, queue
 from dockyard.provisioner.workspaces import render_for
 from dockyard.runtimes.base import BindMount, Canceled, ImageSpec, Observation, Runtime, WorkspaceSpec
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard.templates import devcontainers
 from dockyard.templates import service as templates
 from dockyard.tunnel import links as agent_links
 from dockyard.tunnel import state as agent_state
@@ -208,6 +209,8 @@ class Worker:
             ctx.stage = "render"
             rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
             archive = b""
+            plan = devcontainers.plan_for(db, version)
+            files = templates.files_of(db, version) if plan is not None else None
             if rendered.build is not None:
                 stored = db.get(TemplateArchive, version.content_hash)
                 archive = stored.data if stored is not None else b""
@@ -230,8 +233,17 @@ class Worker:
                 workspace.template.name,
                 build.id,
             )
+        if plan is not None:
+            assert files is not None
+            image_spec = devcontainer_image.base_spec(plan, files, template=names[4])
         image = ctx.phase("image", lambda: self.runtime.ensure_image(image_spec, ctx.log))
         assert isinstance(image, str)
+        if plan is not None:
+            assert files is not None
+            layer = devcontainer_image.layer_spec(plan, files, template=names[4], base_image=image)
+            image = ctx.phase("image.devcontainer", lambda: self.runtime.ensure_image(layer, ctx.log))
+            assert isinstance(image, str)
+            rendered = devcontainer_image.apply(plan, rendered)
         env = {
             **rendered.env,
             "DOCKYARD_WORKSPACE_NAME": names[1],
@@ -295,7 +307,8 @@ class Worker:
             build.completed_at = now
             if build.started_at is not None:
                 timings["total"] = round((now - build.created_at).total_seconds(), 4)
-            build.timings = timings
+            # Dev container hooks may have added theirs already (the agent can be ready before this commit).
+            build.timings = {**(build.timings or {}), **timings}
             if transition == Transition.DELETE and status == BuildStatus.SUCCEEDED:
                 workspace = db.get(Workspace, build.workspace_id)
                 if workspace is not None:
