@@ -114,7 +114,9 @@ def up(
         render.print_details(final)
         for port in plan.ports:
             label = f" ({port.label})" if port.label else ""
-            output.message(f"Port {port.port}{label}: dockyard port-forward {final.name} {port.port}")
+            output.message(
+                f"Port {port.port}{label}: dockyard port-forward {final.name} --tcp {port.port}:{port.port}"
+            )
 
 
 def _seconds(text: str) -> float:
