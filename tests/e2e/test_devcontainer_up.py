@@ -212,6 +212,11 @@ def test_a_failing_hook_skips_the_later_ones_and_says_which(
     )
     result = _dockyard(shell, "up", str(repo), "-o", "json")
     assert result.returncode == 1
+    assert result.stdout == ""
+    assert (
+        "error: broken-hook: onCreateCommand failed with exit code 3; the later hooks were skipped\n"
+        in result.stderr
+    )
     ws = live.client.get_workspace("broken-hook")
     assert ws.agent is not None
     assert ws.agent.lifecycle == m.AgentLifecycle.START_ERROR
