@@ -27,12 +27,12 @@ CONFIG = """// a repository's dev container
   "features": {"./greeter": {"who": "world"}, "./base-tools": {}},
   "overrideFeatureInstallOrder": [],
   "containerEnv": {"DEMO_MODE": "on"},
-  "remoteEnv": {"HOOK_ENV": "from-remote-env"},
+  "remoteEnv": {"HOOK_ENV": "from-remote-env", "HOOK_HOME": "${containerEnv:HOME}"},
   "remoteUser": "dev",
   "forwardPorts": [8000],
   "portsAttributes": {"8000": {"label": "web"}},
   "hostRequirements": {"cpus": 1, "memory": "1gb"},
-  "onCreateCommand": "echo oncreate:$HOOK_ENV:$(pwd) >> ~/hooks.log",
+  "onCreateCommand": "echo oncreate:$HOOK_ENV:$(pwd):$HOOK_HOME >> ~/hooks.log",
   "updateContentCommand": ["sh", "-c", "echo updatecontent >> ~/hooks.log"],
   "postCreateCommand": {
     "a": "echo postcreate-a >> ~/hooks.log",
@@ -130,7 +130,7 @@ def test_dockyard_up_runs_a_dev_container_as_its_configuration_says(
     assert any(line.startswith("postCreateCommand finished") for line in log[:ready])
     assert "running postStartCommand" in log[ready:]
     hooks = _hooks(live, ws, lines=6)
-    assert hooks[:2] == ["oncreate:from-remote-env:/workspaces/demo-repo", "updatecontent"]
+    assert hooks[:2] == ["oncreate:from-remote-env:/workspaces/demo-repo:/home/dev", "updatecontent"]
     assert sorted(hooks[2:4]) == ["postcreate-a", "postcreate-b"]
     assert hooks[4:] == ["poststart", "postattach"]
 
@@ -184,7 +184,7 @@ def test_dockyard_up_runs_a_dev_container_as_its_configuration_says(
     assert _dockyard(shell, "start", ws.name).returncode == 0
     live.client.get_workspace(ws.id, wait="ready", timeout=120)
     hooks = _hooks(live, ws, lines=10)
-    assert hooks.count("oncreate:from-remote-env:/workspaces/demo-repo") == 1
+    assert hooks.count("oncreate:from-remote-env:/workspaces/demo-repo:/home/dev") == 1
     assert hooks.count("postcreate-a") == 1
     assert hooks[8:] == ["poststart", "postattach"]
     assert len(hooks) == 10
@@ -193,7 +193,7 @@ def test_dockyard_up_runs_a_dev_container_as_its_configuration_says(
     second = _dockyard(shell, "up", str(repo), "--name", "demo-two", "-o", "json")
     assert second.returncode == 0, second.stderr
     other = m.Workspace.model_validate_json(second.stdout)
-    assert _hooks(live, other, lines=1)[0] == "oncreate:from-remote-env:/workspaces/demo-repo"
+    assert _hooks(live, other, lines=1)[0] == "oncreate:from-remote-env:/workspaces/demo-repo:/home/dev"
 
 
 def test_a_failing_hook_skips_the_later_ones_and_says_which(

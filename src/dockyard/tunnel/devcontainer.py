@@ -12,8 +12,9 @@ build, so neither a re-dial, a server restart, a stop/start nor a recreated cont
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -25,6 +26,7 @@ from dockyard.provisioner import events, logs
 from dockyard.store.models import DevcontainerStep, TemplateVersion, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import devcontainers
+from dockyard.templates.devcontainer import variables
 from dockyard.templates.devcontainer.plan import RUN_HOOKS, Plan, Step
 from dockyard.tunnel import state
 from dockyard.tunnel.hub import AgentHub
@@ -84,7 +86,12 @@ class LifecycleHooks:
             return _Work(build.id, plan, frozenset(done))
 
     async def _run(self, workspace_id: str, work: _Work) -> None:
-        plan = work.plan
+        try:
+            plan = await self._with_container_env(workspace_id, work.plan)
+        except DockyardError as exc:
+            log.info("dev container hooks interrupted", workspace=workspace_id, error=exc.message)
+            return
+        work = replace(work, plan=plan)
         wait_index = RUN_HOOKS.index(plan.wait_for) if plan.wait_for in RUN_HOOKS else 0
         ready = False
         try:
@@ -105,6 +112,26 @@ class LifecycleHooks:
         except DockyardError as exc:
             # The agent went away (a stop) or refused the stream; the next connection's `ready` resumes here.
             log.info("dev container hooks interrupted", workspace=workspace_id, error=exc.message)
+
+    async def _with_container_env(self, workspace_id: str, plan: Plan) -> Plan:
+        """The plan with `${containerEnv:VAR}` (in remoteEnv and the hooks) resolved from the running
+        container's environment, as the specification resolves it once the container exists."""
+        if "${containerEnv:" not in json.dumps([plan.remote_env, [s.command for s in plan.steps]]):
+            return plan
+        result = await exec_collect(
+            self.hub, workspace_id, wire.ExecRequest(command=["env", "-0"], timeout=60, encoding="utf-8")
+        )
+        env = dict(entry.split("=", 1) for entry in result.stdout.split("\0") if "=" in entry)
+        # Through JSON: the array forms are tuples in the plan, and only lists are walked.
+        wanted = json.loads(
+            json.dumps({"remote_env": plan.remote_env, "steps": [[s.hook, s.command] for s in plan.steps]})
+        )
+        resolved = variables.substitute_container_env(env, wanted)
+        return replace(
+            plan,
+            remote_env=resolved["remote_env"],
+            steps=tuple(Step(hook, command) for hook, command in resolved["steps"]),
+        )
 
     async def _ready(self, workspace_id: str, build_id: str) -> bool:
         await asyncio.to_thread(
