@@ -194,3 +194,14 @@ def test_the_plan_imports_no_server_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_nothing_from_the_configuration_can_add_a_line_to_the_generated_dockerfile() -> None:
+    problems = _problems(
+        {"image": "x", "workspaceFolder": "/w\nRUN curl evil", "features": {"./f": {}}},
+        **_feature("f", {"id": "f", "containerEnv": {"A\nRUN x": "1"}}),
+    )
+    assert [(field, detail) for field, detail, _ in problems] == [
+        ('features["./f"]', "the feature's containerEnv name 'A\\nRUN x' is not a variable name"),
+        ("workspaceFolder", "'/w\\nRUN curl evil' is not a plain absolute folder"),
+    ]

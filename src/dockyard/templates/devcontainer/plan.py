@@ -28,6 +28,9 @@ RUN_HOOKS = LIFECYCLE_HOOKS[1:]
 CREATE_HOOKS = ("onCreateCommand", "updateContentCommand", "postCreateCommand")
 DEFAULT_WAIT_FOR = "updateContentCommand"
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Written into the generated Dockerfile: nothing that could end a line or an instruction.
+_FOLDER = re.compile(r"^/[A-Za-z0-9._@+/-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # runArgs that need no translation or are harmless here.
 _SAFE_FLAGS = frozenset({"--init", "--rm", "-t", "--tty", "-i", "--interactive"})
 # runArgs that would widen what the container may do on the host: refused, never "not supported".
@@ -210,6 +213,9 @@ def read(
     for name, value in config.remote_env.items():
         if value is None:
             refuse(("remoteEnv", name), "unsetting a variable is not supported")
+    workspace_folder = result.workspace.get("workspaceFolder") or f"/workspaces/{workspace_name}"
+    if not _FOLDER.match(workspace_folder) or "/../" in workspace_folder + "/":
+        refuse(("workspaceFolder",), f"{workspace_folder!r} is not a plain absolute folder")
     resources = _resources(config.host_requirements)
     ports = _ports(config, refuse)
     steps = tuple(Step(hook, config.lifecycle[hook]) for hook in RUN_HOOKS if hook in config.lifecycle)
@@ -229,7 +235,7 @@ def read(
         target=target,
         cache_from=cache_from,
         features=features,
-        workspace_folder=result.workspace.get("workspaceFolder") or f"/workspaces/{workspace_name}",
+        workspace_folder=workspace_folder,
         container_env=container_env,
         remote_env={k: v for k, v in config.remote_env.items() if v is not None},
         user=user,
@@ -349,6 +355,9 @@ def _features(
         container_env: dict[str, Any] = (
             meta["containerEnv"] if isinstance(meta.get("containerEnv"), dict) else {}
         )
+        for name in container_env:
+            if not _ENV_NAME.match(str(name)):
+                refuse(path, f"the feature's containerEnv name {name!r} is not a variable name")
         after: list[Any] = meta["installsAfter"] if isinstance(meta.get("installsAfter"), list) else []
         found[key] = (
             Feature(key, folder, env, {str(k): str(v) for k, v in container_env.items()}),
