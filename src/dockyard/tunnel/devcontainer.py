@@ -51,7 +51,7 @@ class LifecycleHooks:
     def __init__(self, hub: AgentHub, sessions: sessionmaker[Session]) -> None:
         self.hub = hub
         self.sessions = sessions
-        self._running: set[str] = set()
+        self._running: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def agent_ready(self, workspace_id: str) -> bool:
@@ -59,12 +59,15 @@ class LifecycleHooks:
         work = await asyncio.to_thread(self._work, workspace_id)
         if work is None:
             return False
-        if workspace_id not in self._running:
-            self._running.add(workspace_id)
+        # Per start build: a re-dial during a run must not start a second one, but a new start must not wait
+        # for the previous container's run (which fails on its own once that agent is gone).
+        key = (workspace_id, work.build_id)
+        if key not in self._running:
+            self._running.add(key)
             task = asyncio.ensure_future(self._run(workspace_id, work))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(lambda _t: self._running.discard(workspace_id))
+            task.add_done_callback(lambda _t: self._running.discard(key))
         return True
 
     def _work(self, workspace_id: str) -> _Work | None:
@@ -88,14 +91,16 @@ class LifecycleHooks:
     async def _run(self, workspace_id: str, work: _Work) -> None:
         try:
             plan = await self._with_container_env(workspace_id, work.plan)
-        except DockyardError as exc:
-            log.info("dev container hooks interrupted", workspace=workspace_id, error=exc.message)
+        except (DockyardError, ConnectionError, OSError) as exc:
+            log.info("dev container hooks interrupted", workspace=workspace_id, error=str(exc))
             return
         work = replace(work, plan=plan)
         wait_index = RUN_HOOKS.index(plan.wait_for) if plan.wait_for in RUN_HOOKS else 0
         ready = False
         try:
             for step in plan.steps:
+                if not await asyncio.to_thread(self._current, workspace_id, work.build_id):
+                    return  # a newer start took over the workspace; its own run does the rest
                 if not ready and RUN_HOOKS.index(step.hook) > wait_index:
                     ready = await self._ready(workspace_id, work.build_id)
                 if step.hook in work.done:
@@ -112,6 +117,8 @@ class LifecycleHooks:
         except DockyardError as exc:
             # The agent went away (a stop) or refused the stream; the next connection's `ready` resumes here.
             log.info("dev container hooks interrupted", workspace=workspace_id, error=exc.message)
+        except (ConnectionError, OSError) as exc:
+            log.info("dev container hooks interrupted", workspace=workspace_id, error=str(exc))
 
     async def _with_container_env(self, workspace_id: str, plan: Plan) -> Plan:
         """The plan with `${containerEnv:VAR}` (in remoteEnv and the hooks) resolved from the running
@@ -182,6 +189,11 @@ class LifecycleHooks:
         )
         result = await exec_collect(self.hub, workspace_id, request)
         return result.exit_code, result.stdout + result.stderr
+
+    def _current(self, workspace_id: str, build_id: str) -> bool:
+        with self.sessions() as db:
+            agent = db.get(WorkspaceAgent, workspace_id)
+            return agent is not None and agent.build_id == build_id
 
     def _begin(self, workspace_id: str, build_id: str, hook: str) -> int:
         with self.sessions() as db:

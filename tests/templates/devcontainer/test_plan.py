@@ -14,7 +14,8 @@ import pytest
 
 from dockyard.errors import ValidationFailed
 from dockyard.templates.devcontainer import layer
-from dockyard.templates.devcontainer.plan import Feature, Port, Step, option_env_name, read
+from dockyard.templates.devcontainer.features import Feature, option_env_name
+from dockyard.templates.devcontainer.plan import Port, Step, read
 
 CONFIG = ".devcontainer/devcontainer.json"
 

@@ -16,7 +16,8 @@ import shlex
 import tarfile
 from collections.abc import Mapping
 
-from dockyard.templates.devcontainer.plan import FEATURE_SCRIPT, Plan
+from dockyard.templates.devcontainer.features import FEATURE_SCRIPT
+from dockyard.templates.devcontainer.plan import Plan
 
 DOCKERFILE = "Dockerfile.dockyard"
 # The workspace user's uid (WorkspaceSpec.uid): the repository's files are theirs.
