@@ -4,6 +4,12 @@
     .venv/bin/python bench/devcontainer.py --quick         # in-process rounds, and the CLI on 20 cases
     .venv/bin/python bench/devcontainer.py --processes 0   # in-process rounds only
     .venv/bin/python bench/devcontainer.py --reference /path/to/node_modules/.bin/devcontainer
+    .venv/bin/python bench/devcontainer.py --processes 0 --up 3    # and `dockyard up` vs a plain template
+
+With `--up N` a real `dockyard server` on the Docker engine times, N times each and alternating,
+`dockyard up DIR` of a small folder whose devcontainer.json names `dockyard/base:bookworm` (its image layer
+built once before, so cached) against `dockyard create --template base` of the same image: both CLI processes
+that return when the workspace is ready. The target is up <= 1.2x create.
 
 The corpus (`../shared/data/devcontainer-oracle/`, or `--corpus`) is copied to a temporary folder outside any git
 work tree, as its README asks. Printed: the time to read all 274 cases in one process (best and median of
@@ -146,7 +152,12 @@ def main() -> None:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if any output differs from the reference's"
     )
+    parser.add_argument(
+        "--up", type=int, default=0, help="time `dockyard up` against a plain template N times"
+    )
     args = parser.parse_args()
+    if args.up:
+        time_up(args.up)
 
     corpus = find_corpus(args.corpus)
     with tempfile.TemporaryDirectory(prefix="dockyard-bench-devcontainer-") as temp:
@@ -180,6 +191,51 @@ def main() -> None:
             time_processes(sample, folder, env, reference=args.reference)
     if args.check and mismatched:
         sys.exit(1)
+
+
+def time_up(rounds: int) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from livesrv import start_live_server, stop_live_server
+
+    dockyard = str(Path(sys.executable).parent / "dockyard")
+    server = start_live_server(subnets="10.219.0.0/16")
+    try:
+        with tempfile.TemporaryDirectory(prefix="dockyard-bench-up-") as temp:
+            home = Path(temp) / "home"
+            home.mkdir()
+            env = {"PATH": f"{Path(dockyard).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home)}
+            repo = Path(temp) / "small-repo"
+            (repo / ".devcontainer").mkdir(parents=True)
+            (repo / ".devcontainer/devcontainer.json").write_text(
+                '{"image": "dockyard/base:bookworm", "postCreateCommand": "true"}\n'
+            )
+            (repo / "README.md").write_text("a small repository\n")
+
+            def run(*args: str) -> float:
+                start = time.perf_counter()
+                subprocess.run([dockyard, *args], env=env, check=True, capture_output=True)
+                return time.perf_counter() - start
+
+            run("login", server.url, "--token", server.token)
+            warm = run("up", str(repo), "--name", "warm-up")  # builds the dev container layer once
+            run("create", "--template", "base", "warm-plain")
+            print(f"dockyard up, first (builds the image layer): {warm:.2f} s")
+            up_times, plain_times = [], []
+            for index in range(rounds):
+                up_times.append(run("up", str(repo), "--name", f"up-{index}"))
+                plain_times.append(run("create", "--template", "base", f"plain-{index}"))
+            up, plain = statistics.median(up_times), statistics.median(plain_times)
+            print(
+                f"dockyard up (cached image) to ready: median {up:.2f} s of {rounds} "
+                f"({', '.join(f'{t:.2f}' for t in up_times)})"
+            )
+            print(
+                f"dockyard create --template base to ready: median {plain:.2f} s of {rounds} "
+                f"({', '.join(f'{t:.2f}' for t in plain_times)})"
+            )
+            print(f"up / plain template: {up / plain:.2f}x (target <= 1.2x)")
+    finally:
+        stop_live_server(server)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,6 @@ from tests.harness import Harness, manifest_yaml, tar_gz
 
 UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [
     (
-        {"image": None, "devcontainer": ".devcontainer/devcontainer.json"},
-        "devcontainer",
-        "not supported yet: build the image with `build: {dockerfile: ...}` or name an `image`",
-    ),
-    (
         {"apps": [{"slug": "code-server", "port": 13337, "share": "owner"}]},
         "apps",
         "not supported yet: reach ports with `dockyard port-forward` or SSH `-L`",

@@ -412,11 +412,6 @@ class Unsupported:
 # an allow-list or an idle timeout must not silently get something else. The schema keeps them (so errors
 # point at the field and stored versions still load); lift an entry when its feature lands.
 NOT_SUPPORTED: tuple[Unsupported, ...] = (
-    Unsupported(
-        "devcontainer",
-        lambda m: m.devcontainer is not None,
-        "build the image with `build: {dockerfile: ...}` or name an `image`",
-    ),
     Unsupported("apps", lambda m: bool(m.apps), "reach ports with `dockyard port-forward` or SSH `-L`"),
     Unsupported(
         "lifetime.idle_timeout",

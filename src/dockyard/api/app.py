@@ -41,6 +41,7 @@ from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
 from dockyard.templates import service as templates_service
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES
+from dockyard.tunnel.devcontainer import LifecycleHooks
 from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.install import install_agent
 from dockyard.tunnel.links import AgentLinks
@@ -126,6 +127,7 @@ def create_app(
         install_agent(settings.agent_dir)
         links = AgentLinks(settings.agent_links_dir)
         hub = AgentHub(app.state.sessions, links, heartbeat=settings.agent_heartbeat)
+        hub.on_ready = LifecycleHooks(hub, app.state.sessions).agent_ready
         await hub.start()
         app.state.hub = hub
         gateway = Gateway(app.state.sessions, hub, settings, limiter=app.state.auth_limiter)

@@ -43,6 +43,9 @@ _SETTLED = {m.AgentLifecycle.READY, m.AgentLifecycle.START_ERROR, m.AgentLifecyc
 _POLL_SECONDS = 1.0
 _LOG_TAIL = 20
 _STARTUP_STAGE = "startup_script"
+# Dev container lifecycle hooks (run by the control plane) log under their own stage.
+_HOOK_STAGE = "devcontainer"
+_AGENT_STAGES = (_STARTUP_STAGE, _HOOK_STAGE)
 # An editor reconnects often; renewing this early keeps its next connection from meeting an expired certificate.
 _RENEW_WITHIN = timedelta(hours=8)
 
@@ -136,7 +139,7 @@ def wait_ready(
                 nonlocal cursor
                 for line in client.build_logs(build_id, after=cursor):
                     cursor = line.id
-                    if line.stage == _STARTUP_STAGE:
+                    if line.stage in _AGENT_STAGES:
                         shown.log(line)
 
             while current.agent is None or current.agent.lifecycle not in _SETTLED:
@@ -177,7 +180,11 @@ def wait_ready(
         if agent.lifecycle is m.AgentLifecycle.START_ERROR
         else f"the startup script of {workspace.name} did not finish within its startup timeout"
     )
-    tail = [line for line in client.build_logs(build_id) if line.stage == _STARTUP_STAGE][-_LOG_TAIL:]
+    tail = [line for line in client.build_logs(build_id) if line.stage in _AGENT_STAGES][-_LOG_TAIL:]
+    hook = next((line for line in reversed(tail) if line.stage == _HOOK_STAGE), None)
+    if hook is not None and agent.lifecycle is m.AgentLifecycle.START_ERROR and "failed" in hook.output:
+        # A dev container lifecycle hook failed, not the startup script; its own line names it.
+        problem = f"{workspace.name}: {hook.output.splitlines()[-1]}"
     if not strict:
         output.warning(problem)
     if tail:

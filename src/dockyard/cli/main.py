@@ -49,6 +49,12 @@ COMMANDS: dict[str, Entry] = {
         "Create a workspace from a template and (by default) wait until it runs and its agent is ready.",
         _WORKSPACES,
     ),
+    "up": Entry(
+        "up",
+        "up",
+        "Create a workspace from a repository's devcontainer.json, with no template written by hand.",
+        _WORKSPACES,
+    ),
     "list": Entry("workspaces", "list_workspaces", "List your workspaces (--all: everyone's).", _WORKSPACES),
     "show": Entry(
         "workspaces",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dockyard.provisioner import devcontainer_image
 from dockyard.runtimes.plan import (
     AgentLink,
     AgentPlan,
@@ -20,6 +21,7 @@ from dockyard.runtimes.plan import (
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.templates import render
 from dockyard.templates import service as templates
+from dockyard.templates.devcontainer.plan import Plan as DevcontainerPlan
 from dockyard_sdk.manifest import TemplateManifest
 from dockyard_sdk.units import parse_duration, parse_size
 
@@ -42,10 +44,14 @@ def make_plan(
     owner: User,
     version: TemplateVersion,
     link: LinkKind | None,
+    devcontainer: DevcontainerPlan | None = None,
 ) -> WorkspacePlan:
-    """The plan of a start build; `link` is how its agent gets in (None: the workspace runs no agent)."""
+    """The plan of a start build; `link` is how its agent gets in (None: the workspace runs no agent). A dev
+    container's configuration decides the user, the environment and resources the template left at default."""
     manifest = templates.version_to_wire(version).manifest
     rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
+    if devcontainer is not None:
+        rendered = devcontainer_image.apply(devcontainer, rendered)
     resources = rendered.resources
     agent = None
     if link is not None:

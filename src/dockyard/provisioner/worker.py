@@ -14,11 +14,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.errors import DockyardError
-from dockyard.provisioner import agents, events, logs, plans, queue
+from dockyard.provisioner import agents, devcontainer_image, events, logs, plans, queue
 from dockyard.runtimes.base import Canceled, ImageSpec, Observation, Runtime, RuntimeFailure
 from dockyard.runtimes.plan import LinkKind, WorkspacePlan
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard.templates import devcontainers
+from dockyard.templates import service as templates
+from dockyard.templates.archive import TemplateFiles
+from dockyard.templates.devcontainer.plan import Plan as DevcontainerPlan
 from dockyard_sdk.models import BuildStatus, Transition
 
 log = logging.get(__name__)
@@ -212,6 +216,10 @@ class Worker:
                 build.plan = plan.stored()
                 db.commit()
             archive = b""
+            version = db.get(TemplateVersion, build.template_version_id)
+            assert version is not None
+            devcontainer = devcontainers.plan_for(db, version)
+            files = templates.files_of(db, version) if devcontainer is not None else None
             if plan.build is not None:
                 stored = db.get(TemplateArchive, plan.content_hash)
                 archive = stored.data if stored is not None else b""
@@ -219,8 +227,15 @@ class Worker:
         refusal = capabilities.refusal(plan)
         if refusal:
             raise RuntimeFailure(refusal)
-        image = ctx.phase("image", lambda: self.runtime.ensure_image(ImageSpec.of(plan, archive), ctx.log))
-        assert isinstance(image, str)
+        if devcontainer is not None:
+            assert files is not None
+            image = self._devcontainer_image(ctx, devcontainer, files, template=plan.template)
+        else:
+            built = ctx.phase(
+                "image", lambda: self.runtime.ensure_image(ImageSpec.of(plan, archive), ctx.log)
+            )
+            assert isinstance(built, str)
+            image = built
         plan = plan.model_copy(update={"image": image})
         if self.agents is not None and plan.agent is not None:
             self.agents.open(plan.workspace_id, kind=plan.agent.link.kind, uid=plan.home.uid)
@@ -231,6 +246,18 @@ class Worker:
         where = f" at {observation.address}" if observation.address else ""
         ctx.log(f"workspace {plan.name} is running{where}")
 
+    def _devcontainer_image(
+        self, ctx: BuildContext, devcontainer: DevcontainerPlan, files: TemplateFiles, *, template: str
+    ) -> str:
+        """The configuration's own image, then Dockyard's layer over it (features, the repository's files)."""
+        base_spec = devcontainer_image.base_spec(devcontainer, files, template=template)
+        base = ctx.phase("image", lambda: self.runtime.ensure_image(base_spec, ctx.log))
+        assert isinstance(base, str)
+        layer = devcontainer_image.layer_spec(devcontainer, files, template=template, base_image=base)
+        image = ctx.phase("image.devcontainer", lambda: self.runtime.ensure_image(layer, ctx.log))
+        assert isinstance(image, str)
+        return image
+
     def _render(self, db: Session, build: WorkspaceBuild, offered: frozenset[LinkKind]) -> WorkspacePlan:
         workspace = db.get(Workspace, build.workspace_id)
         version = db.get(TemplateVersion, build.template_version_id)
@@ -239,7 +266,10 @@ class Worker:
         owner = db.get(User, workspace.owner_id)
         assert owner is not None
         link = self.agents.link(offered) if self.agents is not None else None
-        return plans.make_plan(build, workspace=workspace, owner=owner, version=version, link=link)
+        devcontainer = devcontainers.plan_for(db, version)
+        return plans.make_plan(
+            build, workspace=workspace, owner=owner, version=version, link=link, devcontainer=devcontainer
+        )
 
     def _finish(
         self,
@@ -258,7 +288,8 @@ class Worker:
             build.completed_at = now
             if build.started_at is not None:
                 timings["total"] = round((now - build.created_at).total_seconds(), 4)
-            build.timings = timings
+            # Dev container hooks may have added theirs already (the agent can be ready before this commit).
+            build.timings = {**(build.timings or {}), **timings}
             if transition == Transition.DELETE and status == BuildStatus.SUCCEEDED:
                 workspace = db.get(Workspace, build.workspace_id)
                 if workspace is not None:

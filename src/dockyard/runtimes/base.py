@@ -57,6 +57,9 @@ class ImageSpec:
     dockerfile: str | None = None
     context: str = "."
     build_args: dict[str, str] = field(default_factory=dict)
+    # A stage of a multi-stage Dockerfile, and images whose layers the build may reuse (dev containers).
+    target: str | None = None
+    cache_from: tuple[str, ...] = ()
     # tar.gz of the template's files; the build context for `dockerfile`.
     archive: bytes = b""
 

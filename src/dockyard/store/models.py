@@ -304,3 +304,24 @@ class WarmNetwork(Base):
     # "internal" or "open": which workspaces can use it (see runtimes.base.network_class).
     network_class: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DevcontainerStep(Base):
+    """One run of a dev container lifecycle hook in a workspace.
+
+    Create hooks (onCreate, updateContent, postCreate) count as done for the workspace once a run succeeded,
+    whatever container it ran in, so a recreated container does not run them again; start hooks count per
+    start build. Recorded here rather than as marker files in the home volume, which the user can delete.
+    """
+
+    __tablename__ = "devcontainer_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    build_id: Mapped[str] = mapped_column(String(36))
+    hook: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    output: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

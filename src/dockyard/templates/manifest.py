@@ -10,6 +10,7 @@ from dockyard import yamlload
 from dockyard.errors import Validation, ValidationFailed
 from dockyard.templates import parameters, render
 from dockyard.templates.archive import MANIFEST, TemplateFiles
+from dockyard.templates.devcontainer import plan as devcontainer_plan
 from dockyard.templates.errors import pydantic_validations
 from dockyard_sdk.manifest import TemplateManifest, unsupported
 
@@ -105,4 +106,8 @@ def load(files: TemplateFiles) -> TemplateManifest:
                 [Validation(field, f"file {path!r} is not in the template") for field, path in missing], node
             ),
         )
+    if manifest.devcontainer is not None:
+        # Everything the configuration asks for is checked now, so that no workspace fails on it later.
+        data = {path: f.data for path, f in files.files.items() if f.link is None}
+        devcontainer_plan.read(data, manifest.devcontainer, workspace_name=manifest.name, env={})
     return manifest

@@ -15,7 +15,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,8 @@ class AgentHub:
         self._audited: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._key: bytes = b""
+        # Set by the application: dev container workspaces become ready when their lifecycle hooks say so.
+        self.on_ready: Callable[[str], Awaitable[bool]] | None = None
 
     # --- serving ---------------------------------------------------------------------------------------------
 
@@ -306,6 +308,8 @@ class AgentHub:
             lifecycle = str(message.get("state", ""))
             exit_code = message.get("exit_code")
             session.lifecycle = lifecycle
+            if lifecycle == "ready" and self.on_ready is not None and await self.on_ready(workspace_id):
+                return  # dev container hooks run now, and their waitFor decides when the agent is ready
             await asyncio.to_thread(
                 state.lifecycle,
                 self.sessions,

@@ -90,6 +90,8 @@ def build(
             dockerfile=spec.dockerfile,
             tag=tag,
             buildargs=dict(spec.build_args),
+            target=spec.target,
+            cache_from=list(spec.cache_from) or None,
             labels={naming.LABEL_MANAGED: "true", naming.LABEL_TEMPLATE: spec.template, **(labels or {})},
             rm=True,
             forcerm=True,

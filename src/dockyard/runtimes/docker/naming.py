@@ -62,7 +62,8 @@ def template_image_tag(spec: ImageSpec) -> str:
     build args may be rendered from workspace parameters, so two builds of one template version can differ.
     """
     recipe = json.dumps(
-        [spec.content_hash, spec.dockerfile, spec.context, sorted(spec.build_args.items())],
+        [spec.content_hash, spec.dockerfile, spec.context, sorted(spec.build_args.items())]
+        + ([spec.target] if spec.target else []),
         separators=(",", ":"),
     )
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]

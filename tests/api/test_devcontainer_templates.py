@@ -1,0 +1,142 @@
+"""A template whose source is a devcontainer.json: accepted when Dockyard can honour all of it, refused at push
+otherwise with the file, line and property, and nothing made."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dockyard_sdk import ApiError
+from tests.harness import Harness, manifest_yaml, tar_gz
+
+CONFIG = ".devcontainer/devcontainer.json"
+
+
+def _manifest() -> str:
+    return manifest_yaml(name="dc", image=None, devcontainer=CONFIG)
+
+
+def _refused(h: Harness, files: dict[str, str]) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        h.admin.create_template(tar_gz({"dockyard.yaml": _manifest(), **files}))
+    assert h.admin.list_templates() == []
+    assert h.admin.audit(action="template.create").audit_logs == []
+    return info.value
+
+
+def test_a_dev_container_template_is_accepted(h: Harness) -> None:
+    config = {
+        "image": "dockyard/base:bookworm",
+        "features": {"./tool": {"flavour": "mild"}},
+        "postCreateCommand": "echo hi",
+        "forwardPorts": [3000],
+    }
+    created = h.admin.create_template(
+        tar_gz(
+            {
+                "dockyard.yaml": _manifest(),
+                CONFIG: json.dumps(config),
+                ".devcontainer/tool/devcontainer-feature.json": json.dumps(
+                    {"id": "tool", "options": {"flavour": {"type": "string", "default": "plain"}}}
+                ),
+                ".devcontainer/tool/install.sh": "#!/bin/sh\ntrue\n",
+            }
+        )
+    )
+    assert created.active_version is not None
+    assert created.active_version.manifest.devcontainer == CONFIG
+
+
+CASES = [
+    (
+        "[1, 2]",
+        "Dev container config (.devcontainer/devcontainer.json) must contain a JSON object.",
+        [("(root)", 'expected an object such as {"image": "…"}', 1)],
+    ),
+    (
+        '{\n  "image": "dockyard/base:bookworm",\n  "containerEnv": {"X": "${localEnvv:HOME}"}\n}',
+        "Invalid dev container config .devcontainer/devcontainer.json.",
+        [("containerEnv.X", "unknown variable ${localEnvv:HOME}", 3)],
+    ),
+    (
+        '{\n  "image": "dockyard/base:bookworm",\n  "features": {\n'
+        '    "ghcr.io/devcontainers/features/node:1": {}\n  }\n}',
+        ".devcontainer/devcontainer.json asks for what Dockyard cannot honour.",
+        [
+            (
+                'features["ghcr.io/devcontainers/features/node:1"]',
+                "feature ghcr.io/devcontainers/features/node:1 cannot be fetched: its registry ghcr.io is not "
+                "reachable from this server; copy the feature into the repository and name it as a local "
+                "feature (./name)",
+                4,
+            )
+        ],
+    ),
+    (
+        '{\n  "image": "dockyard/base:bookworm",\n  "runArgs": ["--env", "A=1", "--privileged"],\n'
+        '  "mounts": ["source=/etc,target=/host-etc,type=bind"]\n}',
+        ".devcontainer/devcontainer.json asks for what Dockyard cannot honour.",
+        [
+            ("runArgs[2]", "'--privileged' runs the container privileged, which workspaces may not", 3),
+            ("mounts[0]", "binds from the host are refused (no admin setting allows them here)", 4),
+        ],
+    ),
+    (
+        '{\n  "dockerComposeFile": "compose.yml",\n  "service": "app"\n}',
+        ".devcontainer/devcontainer.json asks for what Dockyard cannot honour.",
+        [
+            (
+                "dockerComposeFile",
+                "Docker Compose is not available on this server (neither `docker compose` nor "
+                "`docker-compose`); use an image or a Dockerfile",
+                2,
+            )
+        ],
+    ),
+    (
+        '{\n  "image": "x",\n  "initializeCommand": "make creds",\n  "remoteUser": "root"\n}',
+        ".devcontainer/devcontainer.json asks for what Dockyard cannot honour.",
+        [
+            (
+                "initializeCommand",
+                "runs on the machine that starts the container, here Dockyard's control plane, which runs no "
+                "template's commands; move it to onCreateCommand",
+                3,
+            ),
+            (
+                "remoteUser",
+                "workspaces run as an unprivileged user; name a non-root user or leave it out",
+                4,
+            ),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "validations"),
+    CASES,
+    ids=["not-an-object", "unknown-variable", "oci-feature", "unsafe-properties", "compose", "host-side"],
+)
+def test_a_configuration_dockyard_cannot_honour_is_refused_at_push(
+    h: Harness, text: str, message: str, validations: list[tuple[str, str, int]]
+) -> None:
+    error = _refused(h, {CONFIG: text})
+    assert error.status_code == 422
+    assert error.message == message
+    assert [(v.field, v.detail, v.line) for v in error.validations] == validations
+    assert {v.file for v in error.validations} == {CONFIG}
+
+
+def test_a_local_feature_without_its_install_script_is_refused(h: Harness) -> None:
+    error = _refused(
+        h,
+        {
+            CONFIG: '{"image": "x",\n "features": {"./tool": {}}}',
+            ".devcontainer/tool/devcontainer-feature.json": '{"id": "tool"}',
+        },
+    )
+    assert [(v.field, v.detail, v.line) for v in error.validations] == [
+        ('features["./tool"]', ".devcontainer/tool needs devcontainer-feature.json and install.sh", 2)
+    ]

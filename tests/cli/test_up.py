@@ -1,0 +1,110 @@
+"""`dockyard up` through the in-process harness: what it pushes and creates, its dry run, and its refusals (the
+real engine runs it in tests/e2e/test_devcontainer_up.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.cli.conftest import Cli
+from tests.harness import Harness, manifest_yaml, tar_gz
+
+CONFIG = (
+    '{\n  "image": "dockyard/base:bookworm",\n  "forwardPorts": [8000],\n  "postCreateCommand": "make"\n}\n'
+)
+
+
+def _repo(folder: Path, config: str = CONFIG) -> Path:
+    (folder / ".devcontainer").mkdir(parents=True)
+    (folder / ".devcontainer/devcontainer.json").write_text(config)
+    (folder / "main.py").write_text("print()\n")
+    (folder / ".git").mkdir()
+    (folder / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    return folder
+
+
+def test_up_pushes_the_folder_as_a_template_and_creates_the_workspace(
+    logged_in: Cli, tmp_path: Path, h: Harness
+) -> None:
+    repo = _repo(tmp_path / "My_Repo")
+    first = logged_in.ok("up", str(repo), "--no-wait", "-o", "json")
+    workspace = json.loads(first.stdout)
+    assert (workspace["name"], workspace["template_name"]) == ("my-repo", "my-repo")
+    assert "Creating workspace my-repo from" in first.stderr
+    [version] = h.admin.list_template_versions("my-repo")
+    assert version.manifest.devcontainer == ".devcontainer/devcontainer.json"
+    assert version.manifest.description == "dockyard up of my-repo"
+    # The repository's files, without .git, and the generated manifest.
+    assert sorted(f.path for f in version.files) == [
+        ".devcontainer/devcontainer.json",
+        "dockyard.yaml",
+        "main.py",
+    ]
+    # The same files again: the same version (and so the same cached image), another workspace.
+    logged_in.ok("up", str(repo), "--no-wait", "--name", "second")
+    assert [v.id for v in h.admin.list_template_versions("my-repo")] == [version.id]
+    assert sorted(w.name for w in h.admin.list_workspaces().workspaces) == ["my-repo", "second"]
+
+
+def test_up_dry_run_prints_the_plan_and_makes_nothing(logged_in: Cli, tmp_path: Path, h: Harness) -> None:
+    repo = _repo(tmp_path / "demo")
+    result = logged_in.ok("up", str(repo), "--dry-run")
+    assert result.stdout.splitlines() == [
+        "Workspace demo from template demo (.devcontainer/devcontainer.json)",
+        "  image: dockyard/base:bookworm",
+        "  user: dev; workspace folder: /workspaces/demo",
+        "  port: 8000",
+        '  postCreateCommand: "make"',
+    ]
+    plan = json.loads(logged_in.ok("up", str(repo), "--dry-run", "-o", "json").stdout)
+    assert (plan["template"], plan["wait_for"], plan["steps"]) == (
+        "demo",
+        "updateContentCommand",
+        [{"hook": "postCreateCommand", "command": "make"}],
+    )
+    assert h.admin.list_templates() == []
+
+
+def test_up_of_a_git_url_reads_it_here_and_clones_it_in_the_workspace(logged_in: Cli, tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "origin")
+    (repo / ".git/HEAD").unlink()
+    (repo / ".git").rmdir()
+    run = {"cwd": repo, "check": True, "capture_output": True}
+    subprocess.run(["git", "init", "-q", "-b", "main"], **run)  # type: ignore[call-overload]
+    subprocess.run(["git", "add", "-A"], **run)  # type: ignore[call-overload]
+    subprocess.run(  # type: ignore[call-overload]
+        ["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "init"], **run
+    )
+    url = f"file://{repo}"
+    result = logged_in.ok("up", url, "--dry-run")
+    assert (
+        result.stdout.splitlines()[0]
+        == "Workspace origin from template origin (.devcontainer/devcontainer.json)"
+    )
+    assert (
+        f"  clone: {url} into /workspaces/origin (by git inside the workspace)" in result.stdout.splitlines()
+    )
+
+
+def test_up_refuses_a_configuration_and_uploads_nothing(logged_in: Cli, tmp_path: Path, h: Harness) -> None:
+    repo = _repo(tmp_path / "bad", '{\n  "image": "x",\n  "features": {"ghcr.io/acme/tool:1": {}}\n}\n')
+    result = logged_in("up", str(repo), "--no-wait")
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == (
+        "error: .devcontainer/devcontainer.json asks for what Dockyard cannot honour.\n"
+        '  .devcontainer/devcontainer.json:3: features["ghcr.io/acme/tool:1"]: feature ghcr.io/acme/tool:1 '
+        "cannot be fetched: its registry ghcr.io is not reachable from this server; copy the feature into the "
+        "repository and name it as a local feature (./name)\n"
+    )
+    assert h.admin.list_templates() == []
+
+
+def test_up_never_pushes_over_a_hand_written_template(logged_in: Cli, tmp_path: Path, h: Harness) -> None:
+    h.admin.create_template(tar_gz({"dockyard.yaml": manifest_yaml(name="taken")}))
+    repo = _repo(tmp_path / "taken")
+    result = logged_in("up", str(repo), "--no-wait")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: Template taken exists and was not made by `dockyard up`.\n")
+    assert len(h.admin.list_template_versions("taken")) == 1
+    assert h.admin.list_workspaces().workspaces == []
