@@ -417,7 +417,6 @@ NOT_SUPPORTED: tuple[Unsupported, ...] = (
         lambda m: m.devcontainer is not None,
         "build the image with `build: {dockerfile: ...}` or name an `image`",
     ),
-    Unsupported("apps", lambda m: bool(m.apps), "reach ports with `dockyard port-forward` or SSH `-L`"),
     Unsupported(
         "lifetime.idle_timeout",
         lambda m: m.lifetime.idle_timeout is not None,

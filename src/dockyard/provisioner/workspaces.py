@@ -44,6 +44,11 @@ def _visible(actor: Actor, workspace: Workspace) -> bool:
     )
 
 
+def visible(actor: Actor, workspace: Workspace) -> bool:
+    """Whether the actor may see the workspace (its owner or a deployment owner, within the allow-list)."""
+    return _visible(actor, workspace)
+
+
 def get(db: Session, actor: Actor, ref: str) -> Workspace:
     """Resolve `{workspace}`: an id or the name of one of the actor's own. Unseen means 404.
 

@@ -78,6 +78,8 @@ def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any
             "startup_script": rendered.startup_script,
             "startup_timeout": parse_duration(rendered.startup_timeout).total_seconds(),
             "shutdown_script": rendered.shutdown_script,
+            # Long-running app processes the agent starts once the startup script settled.
+            "apps": [{"slug": a.slug, "command": a.command} for a in rendered.apps if a.command],
         }
 
 

@@ -11,10 +11,12 @@ from pydantic import ValidationError
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, client_ip
+from dockyard.apps import service as apps_service
 from dockyard.errors import DockyardError, NotFound, Unauthorized
 from dockyard.provisioner import builds, workspaces
+from dockyard.store.models import Workspace
 from dockyard.templates import service as templates_service
-from dockyard.web import create, live, session
+from dockyard.web import apps, create, live, session
 from dockyard.web.assets import static_files
 from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, LoginRequired, page_actor
@@ -35,6 +37,7 @@ def install(app: FastAPI) -> None:
     # First: `/workspaces/events` must win over `/workspaces/{ref}`.
     app.include_router(live.router)
     app.include_router(create.router)
+    app.include_router(apps.router)
     app.include_router(router)
     app.add_exception_handler(LoginRequired, _login_required)
 
@@ -160,13 +163,47 @@ def _load(db: DbSession, actor: Actor, ref: str) -> wire.Workspace:
     return workspaces.to_wire(db, workspaces.load(db, row))
 
 
+def _apps(request: Request, db: DbSession, workspace: wire.Workspace) -> list[wire.WorkspaceApp]:
+    from dockyard.api.routes.apps import base_url
+
+    row = db.get(Workspace, workspace.id)
+    if row is None:
+        return []
+    return apps_service.list_apps(
+        db,
+        row,
+        base_url=base_url(request),
+        wildcard=request.app.state.apps_wildcard,
+        checker=getattr(request.app.state, "apps_health", None),
+    )
+
+
 @router.get("/workspaces/{ref}")
 def workspace_page(request: Request, db: DbSession, actor: PageActor, ref: str) -> HTMLResponse:
     try:
         workspace = _load(db, actor, ref[:80])
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    return render(request, "workspace.html", {"w": workspace}, actor=actor)
+    return render(
+        request, "workspace.html", {"w": workspace, "apps": _apps(request, db, workspace)}, actor=actor
+    )
+
+
+@router.get("/workspaces/{ref}/terminal")
+def terminal_page(
+    request: Request,
+    db: DbSession,
+    actor: PageActor,
+    ref: str,
+    session: Annotated[str, Query(max_length=40, pattern=r"^[A-Za-z0-9_-]*$")] = "",
+) -> HTMLResponse:
+    """xterm.js tabs on `GET /api/v2/workspaces/{id}/pty` (static/terminal.js); `session` picks a tab."""
+    try:
+        workspace = _load(db, actor, ref[:80])
+        actor.require(Scope.WORKSPACE_CONNECT)
+    except DockyardError as exc:
+        return error_page(request, actor, exc)
+    return render(request, "terminal.html", {"w": workspace, "session": session}, actor=actor)
 
 
 @router.get("/workspaces/{ref}/detail")
@@ -178,7 +215,8 @@ def workspace_detail(request: Request, db: DbSession, actor: PageActor, ref: str
         return render(request, "_deleted.html", {}, actor=actor)
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    return render(request, "_workspace_detail.html", {"w": workspace}, actor=actor)
+    context = {"w": workspace, "apps": _apps(request, db, workspace)}
+    return render(request, "_workspace_detail.html", context, actor=actor)
 
 
 _ACTIONS = {
