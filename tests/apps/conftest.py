@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +44,8 @@ APPS = [
 STARTUP = (
     "mkdir -p \"$HOME/site\" && echo '<!doctype html><title>site</title><h1>hello from the app</h1>' "
     "> \"$HOME/site/index.html\"\n"
+    "printf '<!doctype html><title>waiting</title><script src=\"s.js\"></script>' > \"$HOME/site/script.html\"\n"
+    "echo 'document.title = \"script loaded\";' > \"$HOME/site/s.js\"\n"
     "head -c 1048576 /dev/urandom > \"$HOME/site/blob.bin\"\n"
     "cat > \"$HOME/echo_app.py\" <<'PY'\n" + ECHO + "PY\n"
 )
@@ -93,3 +98,23 @@ def apps_server(base_image: str) -> Iterator[AppsServer]:
         other.close()
     finally:
         stop_live_server(live)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium resolving every `*.apps.test` host to loopback, as a wildcard DNS record would."""
+    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    if shutil.which(CHROMIUM) is None:
+        if os.environ.get("DOCKYARD_REQUIRE_DOCKER"):
+            pytest.fail("Debian's chromium is missing, but scripts/test.sh should have installed it")
+        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP *{WILDCARD_SUFFIX} 127.0.0.1"],
+        )
+        yield launched
+        launched.close()

@@ -203,7 +203,8 @@ def terminal_page(
         actor.require(Scope.WORKSPACE_CONNECT)
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    return render(request, "terminal.html", {"w": workspace, "session": session}, actor=actor)
+    context = {"w": workspace, "session": session}
+    return render(request, "terminal.html", context, actor=actor, inline_styles=True)
 
 
 @router.get("/workspaces/{ref}/detail")

@@ -30,7 +30,7 @@
     const saved = load();
     const now = Date.now();
     const detached = saved.detached.filter((d) => !tabs.has(d.id) && now - d.closedAt < DETACHED_FOR_MS);
-    localStorage.setItem(storageKey, JSON.stringify({ open: [...tabs.keys()], detached, active }));
+    localStorage.setItem(storageKey, JSON.stringify({ open: [...tabs.keys()], detached, active: active && active.id }));
     renderDetached(detached);
   }
   function newId() {
