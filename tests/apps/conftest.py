@@ -26,14 +26,14 @@ APPS = [
         "slug": "web",
         "display_name": "Static site",
         "port": 8000,
-        "command": "python3 -m http.server 8000 --bind 127.0.0.1 --directory \"$HOME/site\"",
+        "command": 'python3 -m http.server 8000 --bind 127.0.0.1 --directory "$HOME/site"',
         "share": "owner",
         "subdomain": True,
         "healthcheck": {"path": "/", "interval": "1s", "threshold": 2},
     },
     {"slug": "team", "port": 8000, "share": "authenticated"},
     {"slug": "open", "port": 8000, "share": "public", "subdomain": True},
-    {"slug": "echo", "port": 8001, "command": "python3 \"$HOME/echo_app.py\" 8001", "share": "owner"},
+    {"slug": "echo", "port": 8001, "command": 'python3 "$HOME/echo_app.py" 8001', "share": "owner"},
     {
         "slug": "down",
         "port": 8009,
@@ -43,10 +43,10 @@ APPS = [
 ]
 STARTUP = (
     "mkdir -p \"$HOME/site\" && echo '<!doctype html><title>site</title><h1>hello from the app</h1>' "
-    "> \"$HOME/site/index.html\"\n"
-    "printf '<!doctype html><title>waiting</title><script src=\"s.js\"></script>' > \"$HOME/site/script.html\"\n"
-    "echo 'document.title = \"script loaded\";' > \"$HOME/site/s.js\"\n"
-    "head -c 1048576 /dev/urandom > \"$HOME/site/blob.bin\"\n"
+    '> "$HOME/site/index.html"\n'
+    'printf \'<!doctype html><title>waiting</title><script src="s.js"></script>\' > "$HOME/site/script.html"\n'
+    'echo \'document.title = "script loaded";\' > "$HOME/site/s.js"\n'
+    'head -c 1048576 /dev/urandom > "$HOME/site/blob.bin"\n'
     "cat > \"$HOME/echo_app.py\" <<'PY'\n" + ECHO + "PY\n"
 )
 

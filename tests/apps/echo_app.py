@@ -14,10 +14,10 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args):  # noqa: ANN002 - quiet
+    def log_message(self, *args):
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if self.path.startswith("/ws") and self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
         if self.path.startswith("/headers"):
@@ -33,10 +33,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Set-Cookie", "app_cookie=kept; Path=/")
         self.end_headers()
         self.wfile.write(body)
+        return None
 
     def websocket(self):
         key = self.headers["Sec-WebSocket-Key"]
-        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()  # noqa: S324 - RFC 6455
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
@@ -64,7 +65,10 @@ class Handler(BaseHTTPRequestHandler):
                     data = b"echo:" + data
                 n = len(data)
                 header = bytes([0x80 | opcode]) + (
-                    bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n) if n < 65536
+                    bytes([n])
+                    if n < 126
+                    else bytes([126]) + struct.pack(">H", n)
+                    if n < 65536
                     else bytes([127]) + struct.pack(">Q", n)
                 )
                 self.wfile.write(header + data)

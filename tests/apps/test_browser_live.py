@@ -66,7 +66,7 @@ def test_terminal_survives_a_reload_and_tabs_keep_their_sessions(
     page.locator(".term-pane:not([hidden]) .xterm-helper-textarea").focus()
     page.keyboard.type("echo size=$(stty size | tr ' ' x)\n")
     expect(_screen(page)).to_contain_text(re.compile(r"size=\d+x\d+"), timeout=20_000)
-    cols = page.evaluate("window.dockyardTerminals.get(%r).term.cols" % second)
+    cols = page.evaluate(f"window.dockyardTerminals.get({second!r}).term.cols")
     expect(_screen(page)).to_contain_text(f"x{cols}")
     expect(_screen(page)).not_to_contain_text("hi-42")
 
@@ -79,7 +79,7 @@ def test_terminal_survives_a_reload_and_tabs_keep_their_sessions(
 
     # Copy: a selection goes to the clipboard through the Copy button.
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=s.url)
-    page.evaluate("window.dockyardTerminals.get(%r).term.selectAll()" % first)
+    page.evaluate(f"window.dockyardTerminals.get({first!r}).term.selectAll()")
     page.get_by_role("button", name="Copy selection").click()
     assert "hi-42" in page.evaluate("navigator.clipboard.readText()")
     page.context.close()
@@ -135,11 +135,13 @@ def test_apps_open_by_path_and_by_host_with_share_levels(
     # Another user: the owner-only app looks missing; the authenticated one opens.
     visitor = _logged_in(browser, s, "visitor")
     response = visitor.goto(f"{s.url}/@{s.owner}/{s.workspace.name}/apps/web/")
-    assert response is not None and response.status == 404
+    assert response is not None
+    assert response.status == 404
     visitor.goto(f"{s.url}/@{s.owner}/{s.workspace.name}/apps/team/")
     expect(visitor.get_by_role("heading", name="hello from the app")).to_be_visible()
     response = visitor.goto(f"http://web--{s.workspace.name}--{s.owner}.apps.test:{s.port}/")
-    assert response is not None and response.status == 404
+    assert response is not None
+    assert response.status == 404
     visitor.context.close()
 
     # Anonymous: the public app opens by host and path; the others ask to log in.

@@ -4,8 +4,11 @@ WebSockets, health, and what an unreachable app shows."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +16,7 @@ from websockets.sync.client import connect as ws_connect
 
 from dockyard_sdk import models as m
 from tests.apps.conftest import AppsServer
+from tests.live import DOCKYARD
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -40,13 +44,16 @@ def test_app_by_path_with_a_token_and_its_command_started_by_the_agent(apps_serv
     assert "sandbox" in response.headers["content-security-policy"]
     assert "allow-same-origin" not in response.headers["content-security-policy"]
     blob = httpx.get(_path(s, "apps", "web", "blob.bin"), headers=headers)
-    assert blob.status_code == 200 and len(blob.content) == 1048576
+    assert blob.status_code == 200
+    assert len(blob.content) == 1048576
     # Without the trailing slash, a redirect to it (relative links in the app need it).
     bare = httpx.get(_path(s, "apps", "web").rstrip("/"), headers=headers)
-    assert bare.status_code == 308 and bare.headers["location"].endswith("/apps/web/")
+    assert bare.status_code == 308
+    assert bare.headers["location"].endswith("/apps/web/")
     # Any listening port, by number.
     port = httpx.get(_path(s, "ports", "8000"), headers=headers)
-    assert port.status_code == 200 and "hello from the app" in port.text
+    assert port.status_code == 200
+    assert "hello from the app" in port.text
 
 
 def test_the_app_never_sees_dockyard_credentials(apps_server: AppsServer) -> None:
@@ -82,10 +89,12 @@ def test_share_levels_by_path(apps_server: AppsServer) -> None:
         assert refused.status_code == 404, (kind, refused.text)
         assert refused.json()["message"] == f"Workspace {s.owner}/{s.workspace.name} not found."
     team = httpx.get(_path(s, "apps", "team"), headers=other)
-    assert team.status_code == 200 and "hello from the app" in team.text
+    assert team.status_code == 200
+    assert "hello from the app" in team.text
     assert httpx.get(_path(s, "apps", "team")).status_code == 401
     public = httpx.get(_path(s, "apps", "open"))
-    assert public.status_code == 200 and "hello from the app" in public.text
+    assert public.status_code == 200
+    assert "hello from the app" in public.text
     unknown = httpx.get(_path(s, "apps", "nope"), headers=other)
     assert unknown.status_code == 404
     assert unknown.json()["message"] == f"Workspace {s.owner}/{s.workspace.name} has no app 'nope'."
@@ -95,11 +104,13 @@ def test_app_by_subdomain_with_the_host_header(apps_server: AppsServer) -> None:
     s = apps_server
     with httpx.Client(base_url=s.url) as http:
         own = http.get("/", headers={"Host": s.host("open")})
-        assert own.status_code == 200 and "hello from the app" in own.text
+        assert own.status_code == 200
+        assert "hello from the app" in own.text
         # An app on its own origin needs no sandbox: the dashboard's cookie never reaches that host.
         assert "content-security-policy" not in own.headers
         owner = http.get("/", headers={"Host": s.host("web"), "Authorization": f"Bearer {s.owner_session}"})
-        assert owner.status_code == 200 and "hello from the app" in owner.text
+        assert owner.status_code == 200
+        assert "hello from the app" in owner.text
         refused = http.get("/", headers={"Host": s.host("web"), "Authorization": f"Bearer {s.other_token}"})
         assert refused.status_code == 404
         browser = http.get("/x?y=1", headers={"Host": s.host("web"), "Accept": "text/html"})
@@ -109,7 +120,8 @@ def test_app_by_subdomain_with_the_host_header(apps_server: AppsServer) -> None:
         assert port.status_code == 200
         # A forged or replayed ticket does not log anyone in.
         forged = http.get("/__dockyard/auth?ticket=abc.def&redirect=/", headers={"Host": s.host("web")})
-        assert forged.status_code == 401 and "set-cookie" not in forged.headers
+        assert forged.status_code == 401
+        assert "set-cookie" not in forged.headers
 
 
 def test_websocket_through_the_proxy(apps_server: AppsServer) -> None:
@@ -139,12 +151,16 @@ def test_a_port_nothing_listens_on_is_a_502_with_the_reason(apps_server: AppsSer
     assert api.status_code == 502
     body = api.json()
     assert body["message"] == "App not reachable yet."
-    assert "port 8009" in body["detail"] and "refused" in body["detail"]
+    assert "port 8009" in body["detail"]
+    assert "refused" in body["detail"]
     page = httpx.get(_path(s, "apps", "down"), headers={**headers, "Accept": "text/html"})
-    assert page.status_code == 502 and "text/html" in page.headers["content-type"]
-    assert "App not reachable yet" in page.text and "refused" in page.text
+    assert page.status_code == 502
+    assert "text/html" in page.headers["content-type"]
+    assert "App not reachable yet" in page.text
+    assert "refused" in page.text
     bad = httpx.get(_path(s, "ports", "70000"), headers=headers)
-    assert bad.status_code == 400 and bad.json()["message"] == "Port '70000' is not a port number."
+    assert bad.status_code == 400
+    assert bad.json()["message"] == "Port '70000' is not a port number."
 
 
 def test_apps_listed_with_health(apps_server: AppsServer) -> None:
@@ -159,7 +175,8 @@ def test_apps_listed_with_health(apps_server: AppsServer) -> None:
     web = listed["web"]
     assert web.url == f"http://web--{s.workspace.name}--{s.owner}.apps.test:{s.port}/"
     assert web.path_url == f"{s.url}/@{s.owner}/{s.workspace.name}/apps/web/"
-    assert listed["team"].url == listed["team"].path_url and listed["team"].health == "disabled"
+    assert listed["team"].url == listed["team"].path_url
+    assert listed["team"].health == "disabled"
     assert "refused" in listed["down"].health_detail
     assert isinstance(listed["echo"], m.WorkspaceApp)
 
@@ -177,8 +194,38 @@ def test_the_api_refuses_the_cookie_from_an_app_page(apps_server: AppsServer) ->
         assert refused.status_code == 403, extra
         assert refused.json()["message"] == "Requests from workspace apps cannot use the dashboard session."
         posted = httpx.post(
-            f"{s.url}/api/v2/users/me/tokens", headers={**cookie, **extra, "Content-Type": "application/json"},
+            f"{s.url}/api/v2/users/me/tokens",
+            headers={**cookie, **extra, "Content-Type": "application/json"},
             content="{}",
         )
         assert posted.status_code == 403
     assert len(s.live.client.list_tokens("me")) == len(s.live.client.list_tokens("me"))
+
+
+def test_dockyard_open_prints_the_app_url(apps_server: AppsServer, tmp_path: Path) -> None:
+    s = apps_server
+    env = {
+        **os.environ,
+        "DOCKYARD_URL": s.url,
+        "DOCKYARD_TOKEN": s.owner_session,
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "DISPLAY": "",
+        "WAYLAND_DISPLAY": "",
+    }
+    done = subprocess.run(
+        [DOCKYARD, "open", s.workspace.name, "web"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"http://web--{s.workspace.name}--{s.owner}.apps.test:{s.port}/\n"
+    team = subprocess.run(
+        [DOCKYARD, "open", s.workspace.name, "team"], env=env, capture_output=True, text=True
+    )
+    assert team.stdout == f"{s.url}/@{s.owner}/{s.workspace.name}/apps/team/\n"
+    page = subprocess.run([DOCKYARD, "open", s.workspace.name], env=env, capture_output=True, text=True)
+    assert page.stdout == f"{s.url}/workspaces/{s.workspace.id}\n"
+    missing = subprocess.run(
+        [DOCKYARD, "open", s.workspace.name, "nope"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"error: {s.workspace.name} has no app 'nope'")
+    assert "web, team, open, echo, down" in missing.stderr

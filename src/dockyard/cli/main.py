@@ -8,6 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from dockyard.cli import (
+    apps,
     auth,
     connect,
     devcontainer,
@@ -99,6 +100,7 @@ _CONNECT = "Connecting"
 app.command("exec", rich_help_panel=_CONNECT)(connect.exec_command)
 app.command("ssh", rich_help_panel=_CONNECT)(connect.ssh)
 app.command("port-forward", rich_help_panel=_CONNECT)(forward.port_forward)
+app.command("open", rich_help_panel=_CONNECT)(apps.open_app)
 app.command("config-ssh", rich_help_panel=_CONNECT)(sshconfig.config_ssh)
 app.command("ssh-cert", rich_help_panel=_CONNECT)(sshkeys.ssh_cert)
 app.add_typer(sshkeys.app, name="ssh-keys", rich_help_panel=_CONNECT)
