@@ -12,129 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
+import time
 from collections.abc import AsyncIterator
-from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import httpcore
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dockyard import logs
 from dockyard.accounts import tokens
 from dockyard.accounts.actor import Actor
-from dockyard.api.errors import error_response
 from dockyard.apps import access, tickets, upstream
+from dockyard.apps.messages import response_headers, unreachable_page, upstream_headers, wants_html
 from dockyard.apps.routing import AUTH_PATH, PATH_PREFIX, Target, Wildcard, parse_path
 from dockyard.errors import DockyardError, Unauthorized
-from dockyard.tunnel import bridge, connect
+from dockyard.tunnel import bridge, connect, state
 
 log = logs.get(__name__)
-
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
-# An opaque origin for path apps: scripts, forms, popups and downloads work; the dashboard's origin does not.
-PATH_APP_CSP = (
-    "sandbox allow-scripts allow-forms allow-popups allow-popups-to-escape-sandbox allow-downloads "
-    "allow-modals allow-pointer-lock allow-presentation"
-)
-DOCKYARD_COOKIES = ("dockyard_",)
-
-
-def _wants_html(headers: Headers) -> bool:
-    return "text/html" in headers.get("accept", "")
-
-
-def _strip_cookies(value: str) -> str:
-    kept = []
-    for part in value.split(";"):
-        name = part.split("=", 1)[0].strip()
-        if name and not name.startswith(DOCKYARD_COOKIES):
-            kept.append(part.strip())
-    return "; ".join(kept)
-
-
-def upstream_headers(headers: Headers, scope: Scope, target: Target) -> list[tuple[bytes, bytes]]:
-    """What the app receives: the request's headers without hop-by-hop ones and without any Dockyard credential."""
-    out: list[tuple[bytes, bytes]] = []
-    for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1").lower()
-        if name in HOP_BY_HOP or name.startswith("sec-websocket-") or name == "dockyard-session-token":
-            continue
-        value = raw_value.decode("latin-1")
-        if name == "authorization" and value.lower().startswith("bearer dy_"):
-            continue
-        if name == "cookie":
-            value = _strip_cookies(value)
-            if not value:
-                continue
-        out.append((raw_name, value.encode("latin-1")))
-    client = scope.get("client")
-    host = headers.get("host", "")
-    out += [
-        (b"host", host.encode("latin-1")),
-        (b"x-forwarded-host", host.encode("latin-1")),
-        (b"x-forwarded-proto", scope.get("scheme", "http").encode()),
-    ]
-    if client:
-        out.append((b"x-forwarded-for", str(client[0]).encode()))
-    if target.prefix:
-        out.append((b"x-forwarded-prefix", target.prefix.encode("latin-1")))
-    return out
-
-
-def _response_headers(raw: list[tuple[bytes, bytes]], target: Target) -> list[tuple[bytes, bytes]]:
-    out = []
-    for name, value in raw:
-        lower = name.lower()
-        if lower.decode("latin-1") in HOP_BY_HOP:
-            continue
-        if lower == b"set-cookie" and not target.subdomain:
-            cookie = SimpleCookie()
-            with contextlib.suppress(Exception):
-                cookie.load(value.decode("latin-1"))
-            if not cookie or any(k.startswith(DOCKYARD_COOKIES) for k in cookie):
-                continue
-        out.append((name, value))
-    if not target.subdomain:
-        out.append((b"content-security-policy", PATH_APP_CSP.encode()))
-    return out
-
-
-def unreachable_page(exc: DockyardError, *, html_page: bool) -> Response:
-    if not html_page:
-        return error_response(exc.status_code, exc.message, exc.detail)
-    title = "App not reachable yet" if exc.status_code == 502 else html.escape(exc.message)
-    body = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='color-scheme' content='light dark'>"
-        f"<title>{title}</title></head><body style='font-family:system-ui;max-width:40rem;margin:3rem auto'>"
-        f"<h1>{title}</h1><p>{html.escape(exc.message)}</p><p><code>{html.escape(exc.detail)}</code></p>"
-        "<p>Reload this page in a moment.</p></body></html>"
-    )
-    return HTMLResponse(
-        body,
-        status_code=exc.status_code,
-        headers={
-            "cache-control": "no-store",
-            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'",
-        },
-    )
 
 
 class AppsMiddleware:
@@ -143,6 +42,8 @@ class AppsMiddleware:
         self.wildcard = Wildcard.parse(wildcard) if wildcard else None
         self.access_url = access_url.rstrip("/")
         self.used = tickets.UsedTickets()
+        self._touched: dict[str, float] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -190,11 +91,11 @@ class AppsMiddleware:
             isinstance(exc, Unauthorized)
             and target is not None
             and scope["type"] == "http"
-            and _wants_html(headers)
+            and wants_html(headers)
         ):
             response: Response = self._login_redirect(scope, headers, target)
         else:
-            response = unreachable_page(exc, html_page=scope["type"] == "http" and _wants_html(headers))
+            response = unreachable_page(exc, html_page=scope["type"] == "http" and wants_html(headers))
         if scope["type"] == "websocket":
             websocket = WebSocket(scope, receive, send)
             if "websocket.http.response" in scope.get("extensions", {}):
@@ -290,14 +191,28 @@ class AppsMiddleware:
             path = raw_path.decode("latin-1")
         query = scope.get("query_string", b"").decode("latin-1")
         url_path = path + (f"?{query}" if query else "")
-        activity = asyncio.ensure_future(bridge.keep_active(app_state.sessions, resolved.workspace_id))
-        try:
-            if scope["type"] == "websocket":
+        if scope["type"] == "websocket":
+            activity = asyncio.ensure_future(bridge.keep_active(app_state.sessions, resolved.workspace_id))
+            try:
                 await self._websocket(scope, receive, send, target, headers, resolved, url_path)
-            else:
-                await self._http(scope, receive, send, target, headers, resolved, url_path)
-        finally:
-            activity.cancel()
+            finally:
+                activity.cancel()
+            return
+        self._touch(app_state.sessions, resolved.workspace_id)
+        await self._http(scope, receive, send, target, headers, resolved, url_path)
+
+    def _touch(self, sessions: Any, workspace_id: str) -> None:
+        """App traffic keeps the workspace from idling; a page's many asset requests make one write at most
+        every ACTIVITY_INTERVAL (the database write is throttled too, but each would still be a round trip)."""
+        now = time.monotonic()
+        if now - self._touched.get(workspace_id, -bridge.ACTIVITY_INTERVAL) < bridge.ACTIVITY_INTERVAL:
+            return
+        if len(self._touched) > 10_000:
+            self._touched.clear()
+        self._touched[workspace_id] = now
+        task = asyncio.ensure_future(asyncio.to_thread(state.touch, sessions, workspace_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _exchange_ticket(self, connection: HTTPConnection, target: Target) -> Response:
         host = connection.headers.get("host", "")
@@ -384,7 +299,7 @@ class AppsMiddleware:
                     {
                         "type": "http.response.start",
                         "status": response.status,
-                        "headers": _response_headers(list(response.headers), target),
+                        "headers": response_headers(list(response.headers), target),
                     }
                 )
                 try:
@@ -470,7 +385,3 @@ class AppsMiddleware:
 
 def app_state_hub(scope: Scope) -> Any:
     return scope["app"].state.hub
-
-
-def split_host(url: str) -> str:
-    return urlsplit(url).netloc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -195,9 +196,12 @@ def terminal_page(
     db: DbSession,
     actor: PageActor,
     ref: str,
-    session: Annotated[str, Query(max_length=40, pattern=r"^[A-Za-z0-9_-]*$")] = "",
+    session: Annotated[str, Query(max_length=200)] = "",
 ) -> HTMLResponse:
     """xterm.js tabs on `GET /api/v2/workspaces/{id}/pty` (static/terminal.js); `session` picks a tab."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", session):
+        # Not a terminal id this page made: open a fresh tab rather than fail the page.
+        session = ""
     try:
         workspace = _load(db, actor, ref[:80])
         actor.require(Scope.WORKSPACE_CONNECT)
