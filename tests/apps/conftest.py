@@ -16,7 +16,6 @@ from dockyard_sdk import models as m
 from tests.harness import manifest_yaml, tar_gz
 from tests.live import LiveServer, start_live_server, stop_live_server
 
-pytest_plugins = ["tests.docker_fixtures"]
 WILDCARD_SUFFIX = ".apps.test"
 PASSWORD = "correct-horse-battery"
 ECHO = (Path(__file__).parent / "echo_app.py").read_text()
