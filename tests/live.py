@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,7 @@ class LiveServer:
     process: subprocess.Popen[bytes]
     client: Client
     env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
 
     def workspace(self, name: str, template: str = "base", timeout: float = 120) -> m.Workspace:
         """A running workspace whose agent is ready, created on first use and reused after."""
@@ -73,14 +74,16 @@ class LiveServer:
         """Stop the server process and start it again on the same ports and data (agents must re-dial)."""
         self.process.terminate()
         self.process.wait(30)
-        self.process = _spawn(self.data_dir, self.url, self.ssh_port, self.env)
+        self.process = _spawn(self.data_dir, self.url, self.ssh_port, self.env, self.args)
         _await_healthy(self)
 
 
-def _spawn(data_dir: Path, url: str, ssh_port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    data_dir: Path, url: str, ssh_port: int, env: dict[str, str], args: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     listen = url.removeprefix("http://")
     return subprocess.Popen(
-        [DOCKYARD, "server", "--listen", listen, "--ssh-listen", f"127.0.0.1:{ssh_port}"],
+        [DOCKYARD, "server", "--listen", listen, "--ssh-listen", f"127.0.0.1:{ssh_port}", *(args or [])],
         env=env,
         stdout=(data_dir / "server.log").open("a"),
         stderr=subprocess.STDOUT,
@@ -95,7 +98,13 @@ def _await_healthy(server: LiveServer, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def start_live_server(database_url: str | None = None, *, subnets: str = "10.218.0.0/16") -> LiveServer:
+def start_live_server(
+    database_url: str | None = None,
+    *,
+    subnets: str = "10.218.0.0/16",
+    args: Callable[[str], list[str]] | None = None,
+) -> LiveServer:
+    """`args(url)` gives extra `dockyard server` arguments that need the server's URL (e.g. --access-url)."""
     # Short path: the agent socket inside it must fit the kernel's 108-byte limit for unix sockets.
     data_dir = Path(tempfile.mkdtemp(prefix="dy-"))
     port, ssh_port = free_port(), free_port()
@@ -110,8 +119,9 @@ def start_live_server(database_url: str | None = None, *, subnets: str = "10.218
     if database_url:
         env["DOCKYARD_DATABASE_URL"] = database_url
     url = f"http://127.0.0.1:{port}"
-    process = _spawn(data_dir, url, ssh_port, env)
-    server = LiveServer(url, ssh_port, data_dir, "", process, Client(url), env)
+    extra = args(url) if args is not None else []
+    process = _spawn(data_dir, url, ssh_port, env, extra)
+    server = LiveServer(url, ssh_port, data_dir, "", process, Client(url), env, extra)
     _await_healthy(server)
     server.token = (data_dir / "admin-token").read_text().strip()
     server.client = Client(url, server.token)

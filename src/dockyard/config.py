@@ -44,6 +44,8 @@ class Settings:
     access_url: str = ""
     # More origins allowed to send cookie-authenticated requests (the request's own Host always is).
     allowed_origins: list[str] = field(default_factory=list)
+    # `*.apps.example[:port]`: serve workspace apps on their own hosts, `<slug>--<workspace>--<owner>.apps.example`.
+    wildcard_access_url: str = ""
     # When set, `/metrics` answers only `Authorization: Bearer <metrics_token>`.
     metrics_token: str = ""
     # Start even when the data dir is open to other local users (loudly warned about at every start).

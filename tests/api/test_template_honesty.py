@@ -14,11 +14,6 @@ from tests.harness import Harness, manifest_yaml, tar_gz
 
 UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [
     (
-        {"apps": [{"slug": "code-server", "port": 13337, "share": "owner"}]},
-        "apps",
-        "not supported yet: reach ports with `dockyard port-forward` or SSH `-L`",
-    ),
-    (
         {"lifetime": {"ttl": "{{ parameters.ttl_hours }}h", "idle_timeout": "30m"}},
         "lifetime.idle_timeout",
         "not supported yet: nothing stops idle workspaces yet; use `lifetime.ttl`",
@@ -64,18 +59,29 @@ def test_a_new_version_with_an_unsupported_field_leaves_the_template_as_it_was(h
     template = h.template(name="py")
     with pytest.raises(ApiError) as info:
         h.admin.create_template_version(
-            "py", tar_gz({"dockyard.yaml": manifest_yaml(name="py", apps=[{"slug": "web", "port": 8080}])})
+            "py",
+            tar_gz(
+                {
+                    "dockyard.yaml": manifest_yaml(
+                        name="py", network={"egress": "allowlist", "allow": ["x.org"]}
+                    )
+                }
+            ),
         )
     assert info.value.status_code == 422
-    assert [v.field for v in info.value.validations] == ["apps"]
+    assert [v.field for v in info.value.validations] == ["network.egress"]
     assert [v.number for v in h.admin.list_template_versions("py")] == [1]
     assert h.admin.get_template("py").active_version_id == template.active_version_id
 
 
-def test_empty_apps_and_plain_egress_are_fine(h: Harness) -> None:
-    template = h.template(name="py", apps=[], network={"egress": "none"}, lifetime={"ttl": "1h"})
+def test_apps_and_plain_egress_are_fine(h: Harness) -> None:
+    apps = [{"slug": "web", "port": 8080, "command": "python3 -m http.server 8080", "share": "public"}]
+    template = h.template(name="py", apps=apps, network={"egress": "none"}, lifetime={"ttl": "1h"})
     assert template.active_version is not None
     assert template.active_version.manifest.network.egress.value == "none"
+    assert [(a.slug, a.port, a.share.value) for a in template.active_version.manifest.apps] == [
+        ("web", 8080, "public")
+    ]
 
 
 @pytest.mark.parametrize(

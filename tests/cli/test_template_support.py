@@ -12,7 +12,6 @@ def test_push_refuses_unsupported_fields_before_uploading(logged_in: Cli, tmp_pa
     (folder / "dockyard.yaml").write_text(
         manifest_yaml(
             name="sandbox",
-            apps=[{"slug": "web", "port": 8080}],
             network={"egress": "allowlist", "allow": ["github.com"]},
         )
     )
@@ -21,11 +20,9 @@ def test_push_refuses_unsupported_fields_before_uploading(logged_in: Cli, tmp_pa
 
     assert result.exit_code == 1
     lines = (folder / "dockyard.yaml").read_text().splitlines()
-    apps = lines.index("apps:") + 1
     egress = lines.index("  egress: allowlist") + 1
     assert result.stderr == (
         "error: dockyard.yaml uses what Dockyard does not support yet.\n"
-        f"  dockyard.yaml:{apps}: apps: not supported yet: reach ports with `dockyard port-forward` or SSH `-L`\n"
         f"  dockyard.yaml:{egress}: network.egress: not supported yet: `allowlist` (with `allow` hosts) is not "
         "enforced yet; use `none` or `all`\n"
     )

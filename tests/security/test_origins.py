@@ -91,3 +91,38 @@ def test_session_cookie_gives_the_page_its_token(h: Harness) -> None:
         headers={"X-CSRF-Token": browser.cookies["dockyard_csrf"]},
     )
     assert with_header.status_code == 201, with_header.text
+
+
+def test_the_session_cookie_is_refused_from_workspace_app_pages(h: Harness) -> None:
+    password = (h.data_dir / "admin-password").read_text().strip()
+    browser = h.http()
+    session = browser.post("/api/v2/users/login", json={"username": "admin", "password": password}).json()[
+        "token"
+    ]
+    cookie = {"cookie": f"dockyard_session={session}"}
+    before = len(h.admin.list_tokens("me"))
+    assert browser.get("/api/v2/users/me", headers=cookie).status_code == 200
+    assert (
+        browser.get(
+            "/api/v2/users/me", headers={**cookie, "referer": "http://testserver/workspaces"}
+        ).status_code
+        == 200
+    )
+    for extra, field in (
+        ({"referer": "http://testserver/@admin/dev/apps/web/page"}, "Referer"),
+        ({"origin": "null"}, "Origin"),
+    ):
+        for method in ("GET", "POST"):
+            response = browser.request(
+                method,
+                "/api/v2/users/me/tokens",
+                headers={**cookie, **extra, "content-type": "application/json"},
+                content="{}" if method == "POST" else None,
+            )
+            assert response.status_code == 403, (extra, method)
+            body = response.json()
+            assert body["message"] == "Requests from workspace apps cannot use the dashboard session."
+            assert body["validations"] == [{"field": field, "detail": "a workspace app's page"}]
+    # A bearer token is the API client's own credential: not refused, wherever the page came from.
+    assert h.admin.list_tokens("me")
+    assert len(h.admin.list_tokens("me")) == before

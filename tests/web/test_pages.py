@@ -228,3 +228,44 @@ def test_every_page_but_login_needs_a_session(wh: Harness) -> None:
                     path if method == "GET" and not path.endswith(("/events", "/detail")) else "/workspaces"
                 )
                 assert response.headers["location"] == f"/login?next={back}"
+
+
+def test_terminal_page_and_apps_on_the_workspace_page(wh: Harness) -> None:
+    http = _logged_in(wh)
+    alice = wh.client(http.cookies["dockyard_session"])
+    bob = wh.user("bob")
+    apps = [
+        {"slug": "web", "display_name": "Site", "port": 8000, "share": "public"},
+        {"slug": "ide", "port": 13337, "healthcheck": {"path": "/healthz", "interval": "5s", "threshold": 3}},
+    ]
+    wh.template(name="py", apps=apps)
+    mine = wh.await_build(
+        alice.create_workspace(m.CreateWorkspaceRequest(template="py", name="dev")).id, client=alice
+    )
+    hidden = wh.await_build(bob.create_workspace(m.CreateWorkspaceRequest(template="py")).id, client=bob)
+
+    page = http.get(f"/workspaces/{mine.id}/terminal?session=t0123")
+    assert page.status_code == 200
+    assert f'data-url="/api/v2/workspaces/{mine.id}/pty"' in page.text
+    assert 'data-initial="t0123"' in page.text
+    # xterm.js needs inline styles; scripts stay same-origin only.
+    csp = page.headers["content-security-policy"]
+    assert "style-src 'self' 'unsafe-inline'" in csp
+    assert "script-src 'self';" in csp
+    odd = http.get(f"/workspaces/{mine.id}/terminal?session=../../x")
+    assert odd.status_code == 200
+    assert 'data-initial=""' in odd.text
+    assert http.get(f"/workspaces/{hidden.id}/terminal").status_code == 404
+
+    workspace_page = http.get(f"/workspaces/{mine.id}").text
+    assert 'href="http://testserver/@alice/dev/apps/web/"' in workspace_page
+    assert "Open Site" in workspace_page
+    assert "Open ide" in workspace_page
+    listed = {a.slug: a for a in alice.list_apps(mine.id).apps}
+    assert (listed["web"].share, listed["web"].health, listed["web"].subdomain_url) == (
+        "public",
+        "disabled",
+        None,
+    )
+    # The fake runtime's workspace has no agent connected here: nothing checked its health.
+    assert listed["ide"].health == "unknown"

@@ -455,6 +455,10 @@ class Client:
     def delete_workspace(self, workspace: str) -> m.WorkspaceBuild:
         return self._send("DELETE", f"/api/v2/workspaces/{_segment(workspace)}", m.WorkspaceBuild)
 
+    def list_apps(self, workspace: str) -> m.WorkspaceApps:
+        """The workspace's template apps, their URLs and health."""
+        return self._get(f"/api/v2/workspaces/{_segment(workspace)}/apps", m.WorkspaceApps)
+
     def list_builds(self, workspace: str) -> builtins.list[m.WorkspaceBuild]:
         return self._get(f"/api/v2/workspaces/{_segment(workspace)}/builds", list[m.WorkspaceBuild])
 

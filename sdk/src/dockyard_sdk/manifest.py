@@ -412,7 +412,6 @@ class Unsupported:
 # an allow-list or an idle timeout must not silently get something else. The schema keeps them (so errors
 # point at the field and stored versions still load); lift an entry when its feature lands.
 NOT_SUPPORTED: tuple[Unsupported, ...] = (
-    Unsupported("apps", lambda m: bool(m.apps), "reach ports with `dockyard port-forward` or SSH `-L`"),
     Unsupported(
         "lifetime.idle_timeout",
         lambda m: m.lifetime.idle_timeout is not None,

@@ -648,6 +648,39 @@ class ListeningPort(Model):
     """`ipv4` or `ipv6`."""
 
 
+class WorkspaceApp(Model):
+    """A template app of a workspace, where to open it, and its health."""
+
+    slug: str
+    """The app's name in URLs."""
+    display_name: str = ""
+    """Label shown in the dashboard."""
+    port: int
+    """The port it listens on inside the workspace."""
+    share: str = "owner"
+    """Who may open it: `owner`, `authenticated` or `public`."""
+    subdomain: bool = False
+    """The template prefers the app's own host (used when the server has a wildcard access URL)."""
+    url: str
+    """Where to open it: its own host when the server has a wildcard access URL and the app asks for one,
+    else its path on the server."""
+    path_url: str
+    """The app under the server's own origin: `/@owner/workspace/apps/slug/`."""
+    subdomain_url: str | None = None
+    """The app on its own host, when the server has a wildcard access URL."""
+    health: str = "disabled"
+    """`disabled` (no healthcheck), `initializing`, `healthy`, `unhealthy`, or `unknown` (not checked here)."""
+    health_detail: str = ""
+    """Why the last check failed."""
+
+
+class WorkspaceApps(Model):
+    """A workspace's apps."""
+
+    apps: list[WorkspaceApp]
+    """The apps in the template's order."""
+
+
 class AgentStats(Model):
     """Resource use the agent last reported."""
 

@@ -325,3 +325,23 @@ def authenticate(db: Session, key: str) -> Actor:
 def find(db: Session, token_id: str) -> ApiToken | None:
     """The token row by id, whatever its state (callers check expiry): the gateway ties certificates to it."""
     return db.get(ApiToken, token_id)
+
+
+def actor_for(db: Session, token_id: str) -> Actor:
+    """The actor of a live token named by id alone: for credentials derived from a session (an app host's
+    cookie), which must die with it. Raises Unauthorized for a revoked or expired token or a suspended user."""
+    token = db.get(ApiToken, token_id)
+    if token is None or token.expires_at <= utcnow():
+        raise Unauthorized("Your session has ended.", detail="Log in again.")
+    user = token.user
+    if user.status != wire.UserStatus.ACTIVE:
+        raise Unauthorized("User is suspended.")
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=wire.Role(user.role),
+        organization_id=user.organization_id,
+        scopes=frozenset(wire.Scope(s) for s in token.scopes),
+        allow_list=frozenset(token.allow_list),
+        token_id=token.id,
+    )

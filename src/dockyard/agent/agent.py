@@ -1416,6 +1416,7 @@ class Agent:
         self.set_state("starting")
         if not isinstance(script, str) or not script.strip():
             self.set_state("ready")
+            self._start_apps(welcome)
             return
         code = await self._run_script("startup_script", script, _number(welcome.get("startup_timeout"), 0))
         if self.shutting_down:
@@ -1426,6 +1427,18 @@ class Agent:
             self.set_state("ready", 0)
         else:
             self.set_state("start_error", code)
+        self._start_apps(welcome)
+
+    def _start_apps(self, welcome: dict[str, Any]) -> None:
+        """Each app's `command` runs as a script of its own (its output logged as `app:<slug>`) for the life
+        of the workspace; shutdown kills it with the other scripts."""
+        apps = welcome.get("apps")
+        for app in apps if isinstance(apps, list) else []:
+            if not isinstance(app, dict):
+                continue
+            slug, command = app.get("slug"), app.get("command")
+            if isinstance(slug, str) and isinstance(command, str) and command.strip():
+                spawn_task(self._run_script("app:" + slug[:28], command, 0))
 
     async def _run_script(self, source: str, script: str, timeout: float) -> int | None:
         """Run a script with `bash -l` (or `sh`) in the home folder, its output as log lines.

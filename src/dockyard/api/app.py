@@ -18,6 +18,7 @@ from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, Reje
 from dockyard.api.origins import CSRF_KEY_NAME, CrossSiteMiddleware, Policy, generate_key
 from dockyard.api.routes import (
     agentstreams,
+    apps,
     audit,
     connect,
     docs,
@@ -29,6 +30,10 @@ from dockyard.api.routes import (
     users,
     workspaces,
 )
+from dockyard.apps import tickets
+from dockyard.apps.health import HealthChecker
+from dockyard.apps.proxy import AppsMiddleware
+from dockyard.apps.routing import Wildcard
 from dockyard.config import Settings
 from dockyard.events import Bus, Subscription, channels, make_pubsub
 from dockyard.gateway.server import Gateway
@@ -71,6 +76,7 @@ ROUTERS = (
     templates.router,
     workspaces.router,
     connect.router,
+    apps.router,
     ssh.router,
     agentstreams.router,
     audit.router,
@@ -138,6 +144,8 @@ def create_app(
             await hub.close()
             raise
         app.state.gateway = gateway
+        app.state.apps_health = HealthChecker(app.state.sessions, hub)
+        app.state.apps_health.start()
         background = Background(
             app.state.sessions,
             runtime,
@@ -156,6 +164,7 @@ def create_app(
             async with app.state.mcp.run():
                 yield
         finally:
+            await app.state.apps_health.close()
             await gateway.close()
             await hub.close()
             background.stop()
@@ -193,6 +202,10 @@ def create_app(
         # Everything the runtime makes carries this id, and it lists and removes nothing else.
         runtime.bind_deployment(keys.deployment_id(db))
         app.state.csrf_key = keys.get_or_create(db, CSRF_KEY_NAME, generate_key).encode()
+        app.state.apps_key = keys.get_or_create(db, tickets.KEY_NAME, generate_key).encode()
+    app.state.apps_wildcard = (
+        Wildcard.parse(settings.wildcard_access_url) if settings.wildcard_access_url else None
+    )
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
@@ -207,6 +220,8 @@ def create_app(
         csrf_key=app.state.csrf_key,
     )
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT, streamed=("/files",))
+    # Outside the body limit and the cross-site checks: app traffic is the app's own (apps/proxy.py).
+    app.add_middleware(AppsMiddleware, wildcard=settings.wildcard_access_url, access_url=settings.access_url)
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)
     return app

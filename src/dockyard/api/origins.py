@@ -46,6 +46,8 @@ CSRF_COOKIE = "dockyard_csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 CSRF_KEY_NAME = "csrf"
+# Path-style workspace app URLs (apps/routing.py): pages under them never act with the dashboard's cookie.
+APP_PATH_PREFIX = "/@"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Bodies a page on another site can send without a CORS preflight.
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
@@ -134,12 +136,25 @@ class CrossSiteMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or (kind == "http" and scope["method"] in SAFE_METHODS):
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if kind == "http" and scope["method"] in SAFE_METHODS:
+            cookies = _cookies(headers) if "referer" in headers or "origin" in headers else {}
+            refusal = self._app_page_refusal(headers) if cookies.get(SESSION_COOKIE) else None
+            if refusal is not None:
+                await self._refuse(scope, receive, send, *refusal)
+                return
+            await self.app(scope, receive, send)
+            return
         cookies = _cookies(headers)
         credential = _credential(headers, cookies)
+        if credential == "cookie":
+            refusal = self._app_page_refusal(headers)
+            if refusal is not None:
+                await self._refuse(scope, receive, send, *refusal)
+                return
         if credential == "bearer":
             await self.app(scope, receive, send)
             return
@@ -177,6 +192,21 @@ class CrossSiteMiddleware:
             )
             return
         await self.app(scope, replay, send)
+
+    def _app_page_refusal(self, headers: Headers) -> tuple[str, str, Validation] | None:
+        """A cookie-authenticated request that a workspace app's page made (its Referer is an app path on this
+        origin, or it comes from the opaque origin app pages are sandboxed into): refused, even a GET."""
+        referer = headers.get("referer", "")
+        origin = headers.get("origin", "")
+        from_app = origin == "null" or urlsplit(referer).path.startswith(APP_PATH_PREFIX)
+        if not from_app:
+            return None
+        return (
+            "Requests from workspace apps cannot use the dashboard session.",
+            "App pages share this server's origin only by path; the API refuses the visitor's cookie from them. "
+            "Use an API token (Authorization: Bearer).",
+            Validation("Referer" if referer else "Origin", "a workspace app's page"),
+        )
 
     def _origin_refusal(self, headers: Headers, *, websocket: bool) -> tuple[str, str, Validation] | None:
         host = headers.get("host", "")

@@ -101,6 +101,12 @@ COMMANDS: dict[str, Entry] = {
     "port-forward": Entry(
         "forward", "port_forward", "Forward local TCP ports to ports in a workspace until Ctrl-C.", _CONNECT
     ),
+    "open": Entry(
+        "apps",
+        "open_app",
+        "Print the URL of a workspace app (or the workspace's dashboard page) and open it in a browser.",
+        _CONNECT,
+    ),
     "config-ssh": Entry(
         "sshconfig",
         "config_ssh",

@@ -103,6 +103,15 @@ def server(
             help="The URL users reach the server by (e.g. behind a proxy); its origin may use session cookies.",
         ),
     ] = "",
+    wildcard_access_url: Annotated[
+        str,
+        typer.Option(
+            "--wildcard-access-url",
+            envvar="DOCKYARD_WILDCARD_ACCESS_URL",
+            help="A wildcard host (e.g. '*.apps.example' or 'http://*.apps.example:8080') whose subdomains serve "
+            "workspace apps on their own origins.",
+        ),
+    ] = "",
     allowed_origins: Annotated[
         list[str] | None,
         typer.Option(
@@ -135,6 +144,7 @@ def server(
     from dockyard import datadir, logs
     from dockyard.api.app import create_app
     from dockyard.api.origins import parse_origin
+    from dockyard.apps.routing import Wildcard
     from dockyard.warmpool.pool import parse_sizes
 
     try:
@@ -145,8 +155,14 @@ def server(
     for value, hint in [(access_url, "--access-url"), *((o, "--allowed-origin") for o in origins)]:
         if value and parse_origin(value.strip()) is None:
             raise typer.BadParameter(f"{value!r} is not scheme://host[:port]", param_hint=hint)
+    if wildcard_access_url:
+        try:
+            Wildcard.parse(wildcard_access_url)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--wildcard-access-url") from None
     logs.configure(log_format)
     settings = Settings(
+        wildcard_access_url=wildcard_access_url.strip(),
         listen=listen,
         data_dir=data_dir,
         database_url=database_url,

@@ -10,6 +10,7 @@ from dockyard.runtimes.plan import (
     AgentLink,
     AgentPlan,
     AppPort,
+    AppProcess,
     Egress,
     Home,
     ImageBuild,
@@ -60,6 +61,9 @@ def make_plan(
             startup_script=rendered.startup_script,
             startup_timeout_seconds=parse_duration(rendered.startup_timeout).total_seconds(),
             shutdown_script=rendered.shutdown_script,
+            apps=tuple(
+                AppProcess(slug=app.slug, command=app.command) for app in rendered.apps if app.command
+            ),
         )
     build_spec = rendered.build
     return WorkspacePlan(

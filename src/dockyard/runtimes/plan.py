@@ -93,6 +93,13 @@ class AgentLink(_Frozen):
     url: str | None = None
 
 
+class AppProcess(_Frozen):
+    """A template app's long-running command, which the agent starts once the startup script settled."""
+
+    slug: str
+    command: str
+
+
 class AgentPlan(_Frozen):
     """How the agent gets into the workspace and what it runs once it is connected."""
 
@@ -101,6 +108,7 @@ class AgentPlan(_Frozen):
     startup_script: str = ""
     startup_timeout_seconds: float = 600.0
     shutdown_script: str = ""
+    apps: tuple[AppProcess, ...] = ()
 
     def welcome(self) -> dict[str, Any]:
         """The scripts part of the hub's welcome message (docs/AGENT_PROTOCOL.md)."""
@@ -108,6 +116,7 @@ class AgentPlan(_Frozen):
             "startup_script": self.startup_script,
             "startup_timeout": self.startup_timeout_seconds,
             "shutdown_script": self.shutdown_script,
+            "apps": [{"slug": app.slug, "command": app.command} for app in self.apps],
         }
 
 

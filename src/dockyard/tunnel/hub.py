@@ -156,6 +156,9 @@ class AgentHub:
     def connected(self, workspace_id: str) -> bool:
         return workspace_id in self._agents
 
+    def connected_workspaces(self) -> set[str]:
+        return set(self._agents)
+
     # --- opening streams -------------------------------------------------------------------------------------
 
     async def open(self, workspace_id: str, kind: str, **params: Any) -> FrameStream:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -11,10 +12,11 @@ from pydantic import ValidationError
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, client_ip
+from dockyard.apps import service as apps_service
 from dockyard.errors import DockyardError, NotFound, Unauthorized
 from dockyard.provisioner import builds
 from dockyard.templates import service as templates_service
-from dockyard.web import create, live, session
+from dockyard.web import apps, create, live, session
 from dockyard.web.assets import static_files
 from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, LoginRequired, page_actor
@@ -36,6 +38,7 @@ def install(app: FastAPI) -> None:
     # First: `/workspaces/events` must win over `/workspaces/{ref}`.
     app.include_router(live.router)
     app.include_router(create.router)
+    app.include_router(apps.router)
     app.include_router(router)
     app.add_exception_handler(LoginRequired, _login_required)
 
@@ -161,13 +164,48 @@ def _load(db: DbSession, actor: Actor, ref: str) -> wire.Workspace:
     return workspaces.to_wire(db, workspaces.load(db, row))
 
 
+def _apps(request: Request, db: DbSession, workspace: wire.Workspace) -> list[wire.WorkspaceApp]:
+    from dockyard.api.routes.apps import base_url
+
+    return apps_service.list_apps(
+        db,
+        workspaces.load_id(db, workspace.id).workspace,
+        base_url=base_url(request),
+        wildcard=request.app.state.apps_wildcard,
+        checker=getattr(request.app.state, "apps_health", None),
+    )
+
+
 @router.get("/workspaces/{ref}")
 def workspace_page(request: Request, db: DbSession, actor: PageActor, ref: str) -> HTMLResponse:
     try:
         workspace = _load(db, actor, ref[:80])
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    return render(request, "workspace.html", {"w": workspace}, actor=actor)
+    return render(
+        request, "workspace.html", {"w": workspace, "apps": _apps(request, db, workspace)}, actor=actor
+    )
+
+
+@router.get("/workspaces/{ref}/terminal")
+def terminal_page(
+    request: Request,
+    db: DbSession,
+    actor: PageActor,
+    ref: str,
+    session: Annotated[str, Query(max_length=200)] = "",
+) -> HTMLResponse:
+    """xterm.js tabs on `GET /api/v2/workspaces/{id}/pty` (static/terminal.js); `session` picks a tab."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", session):
+        # Not a terminal id this page made: open a fresh tab rather than fail the page.
+        session = ""
+    try:
+        workspace = _load(db, actor, ref[:80])
+        actor.require(Scope.WORKSPACE_CONNECT)
+    except DockyardError as exc:
+        return error_page(request, actor, exc)
+    context = {"w": workspace, "session": session}
+    return render(request, "terminal.html", context, actor=actor, inline_styles=True)
 
 
 @router.get("/workspaces/{ref}/detail")
@@ -179,7 +217,8 @@ def workspace_detail(request: Request, db: DbSession, actor: PageActor, ref: str
         return render(request, "_deleted.html", {}, actor=actor)
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    return render(request, "_workspace_detail.html", {"w": workspace}, actor=actor)
+    context = {"w": workspace, "apps": _apps(request, db, workspace)}
+    return render(request, "_workspace_detail.html", context, actor=actor)
 
 
 _ACTIONS = {

@@ -46,10 +46,16 @@ def render(
     *,
     status_code: int = 200,
     actor: Actor | None = None,
+    inline_styles: bool = False,
 ) -> HTMLResponse:
     context = {"actor": actor, "csrf": session.session_csrf(request) if actor else "", **context}
     response = pages.TemplateResponse(request, name, context, status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
+    if inline_styles:
+        # xterm.js sizes its DOM renderer with <style> elements it creates; scripts stay 'self' only.
+        response.headers["content-security-policy"] = CSP.replace(
+            "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+        )
     return response
 
 

@@ -50,6 +50,11 @@ def readable(actor: Actor) -> ColumnElement[bool]:
     return and_(true(), *clauses)
 
 
+def visible(db: Session, actor: Actor, workspace_id: str) -> bool:
+    """Whether `actor` may read the workspace: `readable` for one row."""
+    return db.scalar(select(Workspace.id).where(Workspace.id == workspace_id, readable(actor))) is not None
+
+
 def _latest_build() -> tuple[type[WorkspaceBuild], ColumnElement[bool]]:
     """An alias of the builds table and the join condition that picks each workspace's latest build (the
     unique (workspace_id, number) index answers the correlated max)."""
