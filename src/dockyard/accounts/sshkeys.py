@@ -28,21 +28,18 @@ def to_wire(row: SshKey) -> wire.SshKey:
     )
 
 
-def _require_manage(actor: Actor, user: User, scope: Scope) -> None:
+def require_manage(actor: Actor, user: User, scope: Scope) -> None:
+    """Users manage their own keys; only an owner (`user:admin`) manages another user's."""
     actor.require(scope)
     if user.id != actor.user_id and not actor.can(Scope.USER_ADMIN):
         raise Forbidden("Only an owner can manage another user's SSH keys.")
-
-
-def require_manage(actor: Actor, user: User, scope: Scope) -> None:
-    _require_manage(actor, user, scope)
 
 
 def add(
     db: Session, actor: Actor, user: User, *, name: str, public_key: str, key_print: str, algorithm: str
 ) -> SshKey:
     """Register a key already parsed (`public_key` as an OpenSSH line, its fingerprint and algorithm)."""
-    _require_manage(actor, user, Scope.USER_WRITE)
+    require_manage(actor, user, Scope.USER_WRITE)
     if db.scalar(select(SshKey.id).where(SshKey.fingerprint == key_print)) is not None:
         # Not saying whose: a key names its one owner, and that is nobody else's business.
         raise Conflict(
@@ -78,7 +75,7 @@ def add(
 
 
 def list_keys(db: Session, actor: Actor, user: User) -> list[SshKey]:
-    _require_manage(actor, user, Scope.USER_READ)
+    require_manage(actor, user, Scope.USER_READ)
     return list(db.scalars(select(SshKey).where(SshKey.user_id == user.id).order_by(SshKey.created_at)))
 
 
@@ -93,7 +90,7 @@ def get(db: Session, user: User, ref: str) -> SshKey:
 
 
 def remove(db: Session, actor: Actor, user: User, ref: str) -> None:
-    _require_manage(actor, user, Scope.USER_WRITE)
+    require_manage(actor, user, Scope.USER_WRITE)
     row = get(db, user, ref)
     audit.record(
         db,

@@ -1,4 +1,5 @@
-"""Users' registered SSH public keys: parsing, adding, listing, removing, and the gateway's lookup."""
+"""SSH public keys as the gateway reads them: parsing, the OpenSSH line and the fingerprint, and registering a
+key from its text (stored by `accounts/sshkeys.py`, which lists, finds and removes them)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def create_workspace(
     return workspaces.to_wire(db, loaded)
 
 
-@router.get("/api/v2/workspaces")
+@router.get("/api/v2/workspaces", response_model=wire.WorkspaceList)
 def list_workspaces(
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
@@ -60,12 +60,14 @@ def list_workspaces(
     name: Annotated[str | None, Query(max_length=32, description="Substring of the workspace name.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
-) -> wire.WorkspaceList:
+) -> Response:
     """Workspaces you may see, newest first, filtered by owner, template, status or name."""
     rows, count = workspaces.search(
         db, actor, owner=owner, template=template, status=status, name=name, limit=limit, offset=offset
     )
-    return wire.WorkspaceList(workspaces=workspaces.to_wire_many(db, rows), count=count)
+    page = wire.WorkspaceList(workspaces=workspaces.to_wire_many(db, rows), count=count)
+    # Serialized here in one pass: FastAPI's route serializer would walk the page a second time.
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/api/v2/workspaces/{workspace}")
