@@ -41,8 +41,10 @@ class Background:
         data_dir: Path | None = None,
         warm_networks: dict[str, int] | None = None,
         lease: Lease | None = None,
+        agent_url: str = "",
     ) -> None:
         self.agent_dir = agent_dir
+        self.agent_url = agent_url
         self.agent_links = agent_links
         # Signs the builds this process claims, so a restart recovers them at once (provisioner/instance.py).
         self.instance = Instance.acquire(data_dir) if data_dir is not None else None
@@ -75,6 +77,7 @@ class Background:
                 name=self.instance.worker_name(name) if self.instance is not None else name,
                 agent_dir=self.agent_dir,
                 links=self.agent_links,
+                agent_url=self.agent_url,
             )
             self._spawn(f"provisioner-{index}", lambda w=worker: w.run(self.stop_event))  # type: ignore[misc]
         if self.lifecycle:

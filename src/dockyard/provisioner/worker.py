@@ -88,9 +88,12 @@ class Worker:
         name: str | None = None,
         agent_dir: Path | None = None,
         links: AgentLinks | None = None,
+        agent_url: str = "",
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
+        # The control plane's URL(s) as workspaces reach them; empty keeps every agent on its link socket.
+        self.agent_url = agent_url
         # None only where no agent can run (unit tests with a fake runtime): the workspace then just sleeps.
         self.agent_dir = agent_dir
         self.links = links
@@ -243,6 +246,10 @@ class Worker:
             # environment, which `docker inspect` shows to anyone with access to the engine.
             env["DOCKYARD_AGENT_SOCKET"] = f"{agent_links.MOUNT}/{agent_links.SOCKET_NAME}"
             env["DOCKYARD_AGENT_TOKEN_FILE"] = f"{agent_links.MOUNT}/{agent_links.TOKEN_NAME}"
+            if self.agent_url and rendered.network.egress.value != "none":
+                # Over the network any replica can hold the agent. A workspace without egress has no route to
+                # one, and keeps the socket (which only the server on this host listens on).
+                env["DOCKYARD_URL"] = self.agent_url
             agent = {
                 "command": agent_command(f"{AGENT_MOUNT}/agent.py"),
                 "mounts": (

@@ -7,6 +7,10 @@ pings it, and records what the agent reports (lifecycle, startup-script output, 
 connection is never displaced: a second hello for its workspace is refused unless the first one fails a ping.
 Every client that needs a stream calls `open`, which asks the agent over the control connection to dial a new
 connection for that stream, through the same private socket.
+
+Agents may also dial over the network (`/api/v2/agents/link`, a WebSocket carrying the same bytes). There no
+listener names the workspace, so `network_origin` derives it from the token and, where the runtime can tell
+which address the workspace's connections come from, checks the connection's source address against it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,12 @@ HELLO_TIMEOUT = 10.0
 PROBE_TIMEOUT = 2.0
 # Refusals are audited at most this often per workspace and reason, so a looping process cannot flood the log.
 AUDIT_EVERY = 10.0
+# How long a workspace's addresses, as the runtime reported them, are trusted before asking again. A mismatch
+# always asks again, so a container restarted with a new address is never refused for a stale answer.
+ADDRESS_TTL = 10.0
+
+# The source addresses a workspace's connections may come from, or None where the runtime cannot tell.
+Locate = Callable[[str], frozenset[str] | None]
 
 
 class Refused(Exception):
@@ -99,8 +109,11 @@ class AgentHub:
         stats_interval: float = 15.0,
         open_timeout: float = 10.0,
         probe_timeout: float = PROBE_TIMEOUT,
+        locate: Locate | None = None,
     ) -> None:
         self.sessions = sessions
+        self.locate = locate
+        self._addresses: dict[str, tuple[float, frozenset[str] | None]] = {}
         self.links = links
         self.heartbeat = heartbeat
         self.stats_interval = stats_interval
@@ -179,6 +192,48 @@ class AgentHub:
             self._pending.pop(stream_id, None)
 
     # --- connections from agents -----------------------------------------------------------------------------
+
+    async def network_origin(self, token: str | None, address: str) -> Origin:
+        """The origin of a connection that arrived over the network from `address` with `token`.
+
+        The token names the workspace. Where the runtime knows the workspace's address, the connection must come
+        from it: a token copied out of a workspace is then worth nothing anywhere else. Raises Refused (audited
+        on the workspace the token names, when it names one).
+        """
+        claimed = tokens.verify(self._key, token) if token else None
+        if claimed is None:
+            raise Refused("unknown or revoked agent token")
+        allowed = await self._workspace_addresses(claimed, fresh=False)
+        if allowed is not None and address not in allowed:
+            allowed = await self._workspace_addresses(claimed, fresh=True)
+        if allowed is None:
+            return Origin(claimed, "network (token only)")
+        if address not in allowed:
+            refusal = Refused(
+                f"connection from {address or 'an unknown address'}, not from the workspace", claimed=claimed
+            )
+            await self._audit_refusal(Origin(claimed, f"network from {address}"), refusal)
+            log.warning("agent connection refused", workspace=claimed, address=address, reason=refusal.reason)
+            raise refusal
+        return Origin(claimed, f"network from {address}")
+
+    async def _workspace_addresses(self, workspace_id: str, *, fresh: bool) -> frozenset[str] | None:
+        if self.locate is None:
+            return None
+        now = time.monotonic()
+        cached = self._addresses.get(workspace_id)
+        if not fresh and cached is not None and now - cached[0] < ADDRESS_TTL:
+            return cached[1]
+        addresses = await asyncio.to_thread(self.locate, workspace_id)
+        if len(self._addresses) > 4096:
+            self._addresses = {k: v for k, v in self._addresses.items() if now - v[0] < ADDRESS_TTL}
+        self._addresses[workspace_id] = (now, addresses)
+        return addresses
+
+    def serve(self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve a connection whose origin its transport established (here: the network link), in the
+        background: an attached stream outlives its hello, in the hands of whoever opened it."""
+        self._spawn(self._accept(origin, reader, writer))
 
     async def _accept(
         self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -504,6 +504,14 @@ class DockerRuntime:
             return Observation(workspace_id, ContainerState.MISSING, detail="no container")
         return states.from_inspect(workspace_id, attrs)
 
+    def agent_addresses(self, workspace_id: str) -> frozenset[str] | None:
+        # The container's address on its own workspace network: packets it sends to the control plane (on any
+        # host address, through the bridge) carry it, and no other workspace can use it.
+        observation = self.observe(workspace_id)
+        if observation.state != ContainerState.RUNNING or not observation.address:
+            return frozenset()
+        return frozenset({observation.address})
+
     def observe_all(self) -> dict[str, Observation]:
         """Observations from one list call.
 
