@@ -87,6 +87,12 @@ class Settings:
         return tuple(sorted(ports))
 
     @property
+    def replicas(self) -> bool:
+        """Whether other server processes may share the database (PostgreSQL; SQLite means one process), so
+        this one registers itself and relays streams to agents another replica holds."""
+        return self.resolved_database_url.startswith("postgres")
+
+    @property
     def resolved_relay_url(self) -> str:
         if self.relay_url:
             return self.relay_url.rstrip("/")

@@ -9,44 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from dockyard.store.models import AuditLog
 from dockyard.tunnel.hub import AgentHub
 from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
-from tests.harness import Harness, make_harness
-from tests.live import free_port
+from tests.harness import Harness
+from tests.tunnel.listening import listening_harness
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def net(tmp_path: Path, database_url: str) -> Iterator[Harness]:
-    port = free_port()
-    harness = make_harness(
-        tmp_path, database_url, runtime=FakeRuntime(agents=True), agent_url=f"http://127.0.0.1:{port}"
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(harness.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    harness.lifespan.portal.start_task_soon(server.serve)
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield harness
-    server.should_exit = True
-    time.sleep(0.3)
-    harness.close()
-    harness.app.state.engine.dispose()
+    listening = listening_harness(tmp_path, database_url)
+    yield listening.harness
+    listening.close()
 
 
 def _hub(h: Harness) -> AgentHub:

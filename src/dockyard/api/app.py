@@ -135,6 +135,7 @@ def create_app(
             links,
             heartbeat=settings.agent_heartbeat,
             locate=runtime.agent_addresses,
+            relay_url=settings.resolved_relay_url if settings.replicas else "",
         )
         await hub.start()
         app.state.hub = hub

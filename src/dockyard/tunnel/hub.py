@@ -11,6 +11,10 @@ connection for that stream, through the same private socket.
 Agents may also dial over the network (`/api/v2/agents/link`, a WebSocket carrying the same bytes). There no
 listener names the workspace, so `network_origin` derives it from the token and, where the runtime can tell
 which address the workspace's connections come from, checks the connection's source address against it.
+
+With several replicas, the one that admits an agent records that it holds it (tunnel/replicas.py); `open` on a
+replica that does not hold the agent relays the stream through the one that does, so a client may arrive at any
+replica.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from dockyard import __version__
 from dockyard import logs as logging
 from dockyard.errors import Conflict
 from dockyard.provisioner import events
-from dockyard.tunnel import frames, state, tokens
+from dockyard.tunnel import frames, relay, replicas, state, tokens
 from dockyard.tunnel.frames import FrameStream, ProtocolError
 from dockyard.tunnel.links import AgentLinks, Origin
 from dockyard.tunnel.listeners import LinkSockets
+from dockyard_sdk.streams import websocket_url
 
 log = logging.get(__name__)
 
@@ -43,6 +49,8 @@ AUDIT_EVERY = 10.0
 # How long a workspace's addresses, as the runtime reported them, are trusted before asking again. A mismatch
 # always asks again, so a container restarted with a new address is never refused for a stale answer.
 ADDRESS_TTL = 10.0
+# How often the map of which replica holds which agent is re-read (a miss in `open` reads it at once).
+HOLDERS_REFRESH = 0.5
 
 # The source addresses a workspace's connections may come from, or None where the runtime cannot tell.
 Locate = Callable[[str], frozenset[str] | None]
@@ -110,9 +118,15 @@ class AgentHub:
         open_timeout: float = 10.0,
         probe_timeout: float = PROBE_TIMEOUT,
         locate: Locate | None = None,
+        relay_url: str = "",
     ) -> None:
         self.sessions = sessions
         self.locate = locate
+        # This process among the replicas; without a relay URL it neither registers nor relays (one process).
+        self.replica_id = replicas.new_replica_id()
+        self.relay_url = relay_url
+        self._holders: dict[str, replicas.Holder] = {}
+        self._relay_key = b""
         self._addresses: dict[str, tuple[float, frozenset[str] | None]] = {}
         self.links = links
         self.heartbeat = heartbeat
@@ -133,6 +147,9 @@ class AgentHub:
 
     async def start(self) -> None:
         self._key = await asyncio.to_thread(self._load_key)
+        if self.relay_url:
+            await asyncio.to_thread(replicas.register, self.sessions, self.replica_id, self.relay_url)
+            self._spawn(self._replica_loop())
         # Links of workspaces deleted while no server ran (a delete build removes its own).
         present = await asyncio.to_thread(self.links.workspace_ids)
         live = await asyncio.to_thread(state.live_workspaces, self.sessions, present)
@@ -145,6 +162,7 @@ class AgentHub:
 
     def _load_key(self) -> bytes:
         with self.sessions() as db:
+            self._relay_key = replicas.load_key(db)
             return tokens.load_key(db)
 
     async def close(self) -> None:
@@ -154,6 +172,23 @@ class AgentHub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.relay_url:
+            # Other replicas stop relaying here at once instead of after our heartbeat goes stale.
+            await asyncio.to_thread(replicas.unregister, self.sessions, self.replica_id)
+
+    async def _replica_loop(self) -> None:
+        beat = 0.0
+        while True:
+            try:
+                if time.monotonic() - beat >= replicas.HEARTBEAT_INTERVAL:
+                    await asyncio.to_thread(
+                        replicas.heartbeat, self.sessions, self.replica_id, self.relay_url
+                    )
+                    beat = time.monotonic()
+                self._holders = await asyncio.to_thread(replicas.holders, self.sessions)
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the heartbeat
+                log.warning("cannot refresh the replica registry", error=str(exc))
+            await asyncio.sleep(HOLDERS_REFRESH)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
@@ -165,12 +200,57 @@ class AgentHub:
         return tokens.issue(self._key, workspace_id)
 
     def connected(self, workspace_id: str) -> bool:
-        return workspace_id in self._agents
+        """Whether this replica holds the agent, or another live replica does (then streams are relayed)."""
+        if workspace_id in self._agents:
+            return True
+        holder = self._holders.get(workspace_id)
+        return holder is not None and holder.replica_id != self.replica_id
+
+    def verify_relay(self, token: str, workspace_id: str) -> str | None:
+        """The replica that signed a relay token for this workspace, or None."""
+        return replicas.verify_relay_token(self._relay_key, token, workspace_id)
 
     # --- opening streams -------------------------------------------------------------------------------------
 
     async def open(self, workspace_id: str, kind: str, **params: Any) -> FrameStream:
-        """Ask the workspace's agent for a stream of `kind`; returns the agent's connection for it."""
+        """A stream of `kind` from the workspace's agent, held here or by another replica (relayed)."""
+        if workspace_id in self._agents or not self.relay_url:
+            return await self.open_local(workspace_id, kind, **params)
+        holder = self._holders.get(workspace_id)
+        if holder is None or holder.replica_id == self.replica_id:
+            # It may have connected since the last refresh.
+            found = await asyncio.to_thread(replicas.holders, self.sessions, workspace_id)
+            holder = found.get(workspace_id)
+        if holder is None or holder.replica_id == self.replica_id:
+            return await self.open_local(workspace_id, kind, **params)
+        return await self._open_relayed(holder, workspace_id, kind, params)
+
+    async def _open_relayed(
+        self, holder: replicas.Holder, workspace_id: str, kind: str, params: dict[str, Any]
+    ) -> FrameStream:
+        url = websocket_url(
+            holder.relay_url,
+            f"/api/v2/replicas/relay/{workspace_id}",
+            {"kind": kind, "params": json.dumps(params, separators=(",", ":"))},
+        )
+        token = replicas.relay_token(self._relay_key, self.replica_id, workspace_id)
+        try:
+            return await relay.open_stream(
+                url, token=token, user_agent=f"dockyard-relay/{__version__}", spawn=self._spawn
+            )
+        except relay.StreamRefused as exc:
+            raise AgentUnavailable(
+                "The workspace's agent is not connected.",
+                detail=f"The replica holding it answered HTTP {exc.status}: {exc.body[:300]!r}.",
+            ) from None
+        except ConnectionError as exc:
+            raise AgentUnavailable(
+                "The replica holding the workspace's agent cannot be reached.",
+                detail=f"{holder.relay_url}: {exc}",
+            ) from None
+
+    async def open_local(self, workspace_id: str, kind: str, **params: Any) -> FrameStream:
+        """Ask the workspace's agent, held by this replica, for a stream of `kind`."""
         session = self._agents.get(workspace_id)
         if session is None:
             raise AgentUnavailable(
@@ -316,6 +396,8 @@ class AgentHub:
             self._agents[workspace_id] = session
             try:
                 await asyncio.to_thread(state.connected, self.sessions, workspace_id, session.version)
+                if self.relay_url:
+                    await asyncio.to_thread(replicas.hold, self.sessions, self.replica_id, workspace_id)
             except BaseException:
                 del self._agents[workspace_id]
                 raise
@@ -350,9 +432,14 @@ class AgentHub:
             async with self._lock(workspace_id):
                 if self._agents.get(workspace_id) is session:
                     del self._agents[workspace_id]
-                    await asyncio.to_thread(state.disconnected, self.sessions, workspace_id)
+                    # Unless the agent is already back on another replica, which then holds it.
+                    moved = self.relay_url and not await asyncio.to_thread(
+                        replicas.release, self.sessions, self.replica_id, workspace_id
+                    )
+                    if not moved:
+                        await asyncio.to_thread(state.disconnected, self.sessions, workspace_id)
                     events.changed(self.sessions, workspace_id)
-                    log.info("agent disconnected", workspace=workspace_id)
+                    log.info("agent disconnected", workspace=workspace_id, moved=bool(moved))
 
     async def _report(self, session: AgentSession, message: dict[str, Any]) -> None:
         kind = message.get("type")
