@@ -95,7 +95,14 @@ def _await_healthy(server: LiveServer, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def start_live_server(database_url: str | None = None, *, subnets: str = "10.218.0.0/16") -> LiveServer:
+def start_live_server(
+    database_url: str | None = None,
+    *,
+    subnets: str = "10.218.0.0/16",
+    host: str = "127.0.0.1",
+    env_extra: dict[str, str] | None = None,
+) -> LiveServer:
+    """`host` is the address the server listens on (and the tests reach it by); `env_extra` adds settings."""
     # Short path: the agent socket inside it must fit the kernel's 108-byte limit for unix sockets.
     data_dir = Path(tempfile.mkdtemp(prefix="dy-"))
     port, ssh_port = free_port(), free_port()
@@ -109,7 +116,8 @@ def start_live_server(database_url: str | None = None, *, subnets: str = "10.218
     }
     if database_url:
         env["DOCKYARD_DATABASE_URL"] = database_url
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
+    env.update({k: v.replace("{url}", url) for k, v in (env_extra or {}).items()})
     process = _spawn(data_dir, url, ssh_port, env)
     server = LiveServer(url, ssh_port, data_dir, "", process, Client(url), env)
     _await_healthy(server)

@@ -1561,9 +1561,9 @@ class Agent:
                 outcome, problem = "lost", "control connection failed:\n" + traceback.format_exc()
             if outcome == "welcomed":
                 delay = BACKOFF_MIN
-            else:
-                # This replica failed us; another one (when there are several) gets the next attempt.
-                self.link.next()
+            # This replica failed or lost us; another one (when there are several) gets the next attempt, so an
+            # agent whose replica died goes straight to a live one.
+            self.link.next()
             if problem and (problem != last_problem[0] or time.monotonic() - last_problem[1] > 60):
                 log(problem)
                 last_problem = (problem, time.monotonic())

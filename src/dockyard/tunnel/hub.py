@@ -51,6 +51,8 @@ AUDIT_EVERY = 10.0
 ADDRESS_TTL = 10.0
 # How often the map of which replica holds which agent is re-read (a miss in `open` reads it at once).
 HOLDERS_REFRESH = 0.5
+# How long a stream waits for an agent whose replica died to come back (as tunnel/connect.CONNECT_GRACE).
+RELAY_GRACE = 15.0
 
 # The source addresses a workspace's connections may come from, or None where the runtime cannot tell.
 Locate = Callable[[str], frozenset[str] | None]
@@ -67,6 +69,10 @@ class Refused(Exception):
 
 class AgentUnavailable(Conflict):
     """The workspace's agent has no live connection to this server."""
+
+
+class _Unreachable(Exception):
+    """The replica that holds an agent did not answer a relay."""
 
 
 @dataclass
@@ -126,6 +132,8 @@ class AgentHub:
         self.replica_id = replicas.new_replica_id()
         self.relay_url = relay_url
         self._holders: dict[str, replicas.Holder] = {}
+        # Replicas a relay could not reach lately (dead before their heartbeat went stale): not relayed to.
+        self._unreachable: dict[str, float] = {}
         self._relay_key = b""
         self._addresses: dict[str, tuple[float, frozenset[str] | None]] = {}
         self.links = links
@@ -203,8 +211,7 @@ class AgentHub:
         """Whether this replica holds the agent, or another live replica does (then streams are relayed)."""
         if workspace_id in self._agents:
             return True
-        holder = self._holders.get(workspace_id)
-        return holder is not None and holder.replica_id != self.replica_id
+        return self._live_holder(workspace_id, self._holders) is not None
 
     def verify_relay(self, token: str, workspace_id: str) -> str | None:
         """The replica that signed a relay token for this workspace, or None."""
@@ -213,17 +220,47 @@ class AgentHub:
     # --- opening streams -------------------------------------------------------------------------------------
 
     async def open(self, workspace_id: str, kind: str, **params: Any) -> FrameStream:
-        """A stream of `kind` from the workspace's agent, held here or by another replica (relayed)."""
-        if workspace_id in self._agents or not self.relay_url:
+        """A stream of `kind` from the workspace's agent, held here or by another replica (relayed).
+
+        When the replica holding the agent cannot be reached (it died a moment ago and its heartbeat is not
+        stale yet), its agents are re-dialing: wait for this one to reappear here or on another replica.
+        """
+        if not self.relay_url:
             return await self.open_local(workspace_id, kind, **params)
-        holder = self._holders.get(workspace_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELAY_GRACE
+        lost: str | None = None
+        while True:
+            if workspace_id in self._agents:
+                return await self.open_local(workspace_id, kind, **params)
+            holder = self._live_holder(workspace_id, self._holders)
+            if holder is None:
+                # It may have connected since the last refresh.
+                found = await asyncio.to_thread(replicas.holders, self.sessions, workspace_id)
+                holder = self._live_holder(workspace_id, found)
+            if holder is not None:
+                try:
+                    return await self._open_relayed(holder, workspace_id, kind, params)
+                except _Unreachable as exc:
+                    self._unreachable[holder.replica_id] = time.monotonic()
+                    lost = str(exc)
+            elif lost is None:
+                return await self.open_local(workspace_id, kind, **params)
+            if loop.time() >= deadline:
+                raise AgentUnavailable(
+                    "The replica holding the workspace's agent cannot be reached.",
+                    detail=f"{lost}; the agent did not reconnect within {RELAY_GRACE:.0f} s.",
+                )
+            await asyncio.sleep(0.1)
+
+    def _live_holder(self, workspace_id: str, known: dict[str, replicas.Holder]) -> replicas.Holder | None:
+        holder = known.get(workspace_id)
         if holder is None or holder.replica_id == self.replica_id:
-            # It may have connected since the last refresh.
-            found = await asyncio.to_thread(replicas.holders, self.sessions, workspace_id)
-            holder = found.get(workspace_id)
-        if holder is None or holder.replica_id == self.replica_id:
-            return await self.open_local(workspace_id, kind, **params)
-        return await self._open_relayed(holder, workspace_id, kind, params)
+            return None
+        failed = self._unreachable.get(holder.replica_id)
+        if failed is not None and time.monotonic() - failed < replicas.STALE_AFTER.total_seconds():
+            return None
+        return holder
 
     async def _open_relayed(
         self, holder: replicas.Holder, workspace_id: str, kind: str, params: dict[str, Any]
@@ -244,10 +281,7 @@ class AgentHub:
                 detail=f"The replica holding it answered HTTP {exc.status}: {exc.body[:300]!r}.",
             ) from None
         except ConnectionError as exc:
-            raise AgentUnavailable(
-                "The replica holding the workspace's agent cannot be reached.",
-                detail=f"{holder.relay_url}: {exc}",
-            ) from None
+            raise _Unreachable(f"{holder.relay_url}: {exc}") from None
 
     async def open_local(self, workspace_id: str, kind: str, **params: Any) -> FrameStream:
         """Ask the workspace's agent, held by this replica, for a stream of `kind`."""
