@@ -26,7 +26,6 @@ Wall clocks are compared within one host, so they agree.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import statistics
@@ -59,6 +58,7 @@ DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 TARGET_P95_MS = 100.0
 TARGET_RELAY_RATIO = 1.5
 TARGET_RECONNECT_S = 10.0
+AGENT_PY = ROOT / "src" / "dockyard" / "agent" / "agent.py"
 CHANNEL = "bench_wakeup"
 
 
@@ -263,7 +263,7 @@ def start_replica(url: str, data_dir: Path, workers: int) -> tuple[subprocess.Po
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while True:
         if process.poll() is not None:
             sys.exit(f"error: the replica exited; see {data_dir / 'server.log'}")
@@ -274,36 +274,40 @@ def start_replica(url: str, data_dir: Path, workers: int) -> tuple[subprocess.Po
         except Exception:  # noqa: BLE001 - not listening yet
             time.sleep(0.1)
         if time.monotonic() > deadline:
-            sys.exit("error: the replica did not start in 60 s")
+            sys.exit("error: the replica did not start in 180 s")
 
 
 AGENTS_PER_PROCESS = 25
 
 
-def agent_worker(urls: str) -> None:
-    """Runs in a child process: real agents (agent.py's `Agent`) on one event loop, one per token read from
-    stdin, each starting on the first URL; prints `<index> <wall time> <url>` whenever one is welcomed."""
-    from dockyard.agent import agent as module
+# Runs in a child process of its own (argv: agent.py's path, the URLs): real agents (agent.py's `Agent`) on one
+# event loop, one per token read from stdin, each starting on the first URL; prints `<index> <wall time> <url>`
+# whenever one is welcomed. Only the standard library is imported, as in a workspace.
+AGENT_WORKER = """
+import asyncio, importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("dockyard_agent", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+tokens = sys.stdin.read().split()
 
-    tokens = sys.stdin.read().split()
+class Recording(module.Agent):
+    index = 0
 
-    class Recording(module.Agent):  # type: ignore[misc,name-defined]
-        index = 0
+    def _welcomed(self, conn, welcome):
+        print(f"{self.index} {time.time():.6f} {self.link.describe()}", flush=True)
+        super()._welcomed(conn, welcome)
 
-        def _welcomed(self, conn: object, welcome: dict[str, object]) -> None:
-            print(f"{self.index} {time.time():.6f} {self.link.describe()}", flush=True)
-            super()._welcomed(conn, welcome)
+async def run():
+    for index, token in enumerate(tokens):
+        link = module.Link("", sys.argv[2].split(","))
+        link.current = 0
+        agent = Recording("", token, link=link)
+        agent.index = index
+        module.spawn_task(agent._control_loop())
+    await asyncio.Event().wait()
 
-    async def run() -> None:
-        for index, token in enumerate(tokens):
-            link = module.Link("", urls.split(","))
-            link.current = 0  # every agent starts on replica A
-            agent = Recording("", token, link=link)
-            agent.index = index
-            module.spawn_task(agent._control_loop())
-        await asyncio.Event().wait()
-
-    asyncio.run(run())
+asyncio.run(run())
+"""
 
 
 class Agents:
@@ -316,7 +320,7 @@ class Agents:
         for first in range(0, len(tokens), AGENTS_PER_PROCESS):
             chunk = tokens[first : first + AGENTS_PER_PROCESS]
             process = subprocess.Popen(
-                [sys.executable, __file__, "--agent-worker", ",".join(urls)],
+                [sys.executable, "-c", AGENT_WORKER, str(AGENT_PY), ",".join(urls)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -382,7 +386,7 @@ def relay_and_reconnect(url: str, agents_count: int, execs: int) -> list[tuple[s
             engine.dispose()
             say(f"relay: {agents_count} agents dial replica A")
             agents = Agents([agent_tokens.issue(key, ws.id) for ws in made], [url_a, url_b])
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 600
             while len(agents.on(url_a)) < agents_count:
                 if time.monotonic() > deadline:
                     sys.exit(f"error: only {len(agents.on(url_a))} of {agents_count} agents connected to A")
@@ -469,16 +473,12 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=0, help="relay and reconnect with this many agents")
     parser.add_argument("--execs", type=int, default=30, help="execs per path in the relay measurement")
     parser.add_argument("--replica", help=argparse.SUPPRESS)
-    parser.add_argument("--agent-worker", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
         publisher(args.publisher, args.count, args.interval)
-        return
-    if args.agent_worker:
-        agent_worker(args.agent_worker)
         return
     if args.replica:
         replica(args.database, args.replica, args.port, args.workers)

@@ -87,7 +87,7 @@ def _spawn(data_dir: Path, url: str, ssh_port: int, env: dict[str, str]) -> subp
     )
 
 
-def _await_healthy(server: LiveServer, timeout: float = 60) -> None:
+def _await_healthy(server: LiveServer, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not (server.data_dir / "admin-token").exists() or not _healthy(server.url):
         assert server.process.poll() is None, server.log()
