@@ -73,7 +73,8 @@ class Processes:
                 "0",
             ],
         )
-        deadline = time.monotonic() + 90
+        # Generous: on a loaded 2-core machine the server's imports alone have taken over a minute.
+        deadline = time.monotonic() + 240
         while not _healthy(self.urls[index]):
             process = self.running[f"server{index}"]
             assert process.poll() is None, self.log(f"server{index}")
