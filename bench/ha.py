@@ -338,6 +338,10 @@ class Agents:
             index, at, url = line.split()
             self.welcomes[first + int(index)].append((float(at), url))
 
+    def where(self) -> dict[int, str]:
+        """Each welcomed agent's current replica (where it was welcomed last)."""
+        return {index: welcomes[-1][1] for index, welcomes in enumerate(self.welcomes) if welcomes}
+
     def on(self, url: str, since: float = 0.0) -> list[float]:
         """When each agent was first welcomed by `url` after `since` (wall time; agents not there are left out)."""
         found = []
@@ -364,6 +368,7 @@ def relay_and_reconnect(url: str, agents_count: int, execs: int) -> list[tuple[s
     process_a, url_a = start_replica(url, root / "a", workers=4)
     process_b, url_b = start_replica(url, root / "b", workers=0)
     results: list[tuple[str, bool]] = []
+    agents: Agents | None = None
     try:
         token = (root / "a" / "admin-token").read_text().strip()
         with Client(url_a, token, timeout=60) as a, Client(url_b, token, timeout=60) as b:
@@ -387,11 +392,15 @@ def relay_and_reconnect(url: str, agents_count: int, execs: int) -> list[tuple[s
             say(f"relay: {agents_count} agents dial replica A")
             agents = Agents([agent_tokens.issue(key, ws.id) for ws in made], [url_a, url_b])
             deadline = time.monotonic() + 600
-            while len(agents.on(url_a)) < agents_count:
+            # On a loaded machine a slow welcome makes an agent move on to B: wait until each is somewhere.
+            while len(agents.where()) < agents_count:
                 if time.monotonic() > deadline:
-                    sys.exit(f"error: only {len(agents.on(url_a))} of {agents_count} agents connected to A")
+                    sys.exit(f"error: only {len(agents.where())} of {agents_count} agents connected")
                 time.sleep(0.2)
-            target = made[0].id
+            on_a = [index for index, where in agents.where().items() if where == url_a]
+            if not on_a:
+                sys.exit("error: no agent is on replica A")
+            target = made[on_a[0]].id
             a.get_workspace(target, wait="ready", timeout=60)
             request = m.ExecRequest(command=["true"])
             direct: list[float] = []
@@ -422,12 +431,13 @@ def relay_and_reconnect(url: str, agents_count: int, execs: int) -> list[tuple[s
                     met,
                 )
             )
-            say(f"reconnect: kill -9 replica A with {agents_count} agents on it")
+            victims = sum(1 for where in agents.where().values() if where == url_a)
+            say(f"reconnect: kill -9 replica A with {victims} of the {agents_count} agents on it")
             killed = time.time()
             process_a.kill()
             process_a.wait()
             deadline = killed + 60
-            while len(agents.on(url_b, killed)) < agents_count and time.time() < deadline:
+            while len(agents.on(url_b, killed)) < victims and time.time() < deadline:
                 time.sleep(0.1)
             back = sorted(at - killed for at in agents.on(url_b, killed))
             buckets: dict[int, int] = {}
@@ -435,10 +445,10 @@ def relay_and_reconnect(url: str, agents_count: int, execs: int) -> list[tuple[s
                 buckets[int(seconds * 10)] = buckets.get(int(seconds * 10), 0) + 1
             if back:
                 p50, p95, worst = percentiles(back)
-                met = len(back) == agents_count and worst <= TARGET_RECONNECT_S
+                met = len(back) == victims and worst <= TARGET_RECONNECT_S
                 results.append(
                     (
-                        f"{agents_count} agents re-dialing after kill -9 of their replica: {len(back)} back on the "
+                        f"{victims} agents re-dialing after kill -9 of their replica: {len(back)} back on the "
                         f"survivor, p50 {p50:.2f} s, p95 {p95:.2f} s, all by {worst:.2f} s; at most "
                         f"{max(buckets.values())} welcomes in any 100 ms "
                         f"({'target met' if met else 'target missed'}: all within {TARGET_RECONNECT_S:.0f} s)",
@@ -452,6 +462,8 @@ def relay_and_reconnect(url: str, agents_count: int, execs: int) -> list[tuple[s
                 (f"exec through the survivor afterwards: exit {after.exit_code}", after.exit_code == 0)
             )
     finally:
+        if agents is not None:
+            agents.close()
         for process in (process_a, process_b):
             if process.poll() is None:
                 process.terminate()
