@@ -60,6 +60,8 @@ class FakeRuntime:
     gpu: bool = False
     # The environment each workspace's agent process was given.
     agent_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # What agent_addresses answers per workspace; None: the fake cannot tell (token-only network agents).
+    addresses: dict[str, frozenset[str]] | None = None
 
     def bind_deployment(self, deployment: str) -> None:
         self.deployment = deployment
@@ -199,6 +201,10 @@ class FakeRuntime:
 
     def observe(self, workspace_id: str) -> Observation:
         return Observation(workspace_id, self.containers.get(workspace_id, ContainerState.MISSING))
+
+    def agent_addresses(self, workspace_id: str) -> frozenset[str] | None:
+        # Agents of the fake run on the host; a test sets addresses to make it tell (and check) where from.
+        return self.addresses.get(workspace_id) if self.addresses is not None else None
 
     def observe_all(self) -> dict[str, Observation]:
         if self.down:

@@ -156,6 +156,8 @@ def make_harness(
     workers: int = 2,
     reconcile_interval: float = 3600,
     warm_networks: dict[str, int] | None = None,
+    agent_url: str = "",
+    relay_url: str = "",
 ) -> Harness:
     """A server on `database_url` with a fake runtime unless one is given; the lifecycle loop is slow by
     default so tests drive it with `h.app.state.background.tick()`."""
@@ -178,6 +180,8 @@ def make_harness(
         ssh_listen="",
         # No warm networks unless a test asks: they would change which ids and networks workspaces get.
         warm_networks=warm_networks or {},
+        agent_url=agent_url,
+        relay_url=relay_url,
     )
     runtime = runtime or FakeRuntime()
     app = create_app(settings, runtime=runtime)

@@ -90,7 +90,7 @@ def _spawn(
     )
 
 
-def _await_healthy(server: LiveServer, timeout: float = 60) -> None:
+def _await_healthy(server: LiveServer, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not (server.data_dir / "admin-token").exists() or not _healthy(server.url):
         assert server.process.poll() is None, server.log()
@@ -103,8 +103,11 @@ def start_live_server(
     *,
     subnets: str = "10.218.0.0/16",
     args: Callable[[str], list[str]] | None = None,
+    host: str = "127.0.0.1",
+    env_extra: dict[str, str] | None = None,
 ) -> LiveServer:
-    """`args(url)` gives extra `dockyard server` arguments that need the server's URL (e.g. --access-url)."""
+    """`args(url)` gives extra `dockyard server` arguments that need the server's URL (e.g. --access-url);
+    `host` is the address the server listens on (and the tests reach it by); `env_extra` adds settings."""
     # Short path: the agent socket inside it must fit the kernel's 108-byte limit for unix sockets.
     data_dir = Path(tempfile.mkdtemp(prefix="dy-"))
     port, ssh_port = free_port(), free_port()
@@ -118,7 +121,8 @@ def start_live_server(
     }
     if database_url:
         env["DOCKYARD_DATABASE_URL"] = database_url
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
+    env.update({k: v.replace("{url}", url) for k, v in (env_extra or {}).items()})
     extra = args(url) if args is not None else []
     process = _spawn(data_dir, url, ssh_port, env, extra)
     server = LiveServer(url, ssh_port, data_dir, "", process, Client(url), env, extra)

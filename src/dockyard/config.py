@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def default_data_dir() -> Path:
@@ -39,6 +40,13 @@ class Settings:
     warm_networks: dict[str, int] = field(default_factory=lambda: {"open": 4, "internal": 4})
     # Seconds between agent pings; an agent silent for two of them is dropped.
     agent_heartbeat: float = 15.0
+    # The control plane's URL as workspace containers reach it (e.g. http://172.17.0.1:3000; several replicas
+    # comma-separated). When set, agents of workspaces with egress dial it over the network (any replica may
+    # hold them) instead of their link socket, and the host firewall lets workspaces reach its port.
+    agent_url: str = ""
+    # How other replicas reach this one to relay client streams to the agents it holds (e.g.
+    # http://10.0.0.5:3000). Default: derived from `listen` (loopback when it listens on every address).
+    relay_url: str = ""
     # The URL users reach the server by (e.g. https://dockyard.example.com behind a proxy): its origin is
     # allowed to send cookie-authenticated requests, and https here marks the session cookie Secure.
     access_url: str = ""
@@ -69,6 +77,31 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'dockyard.db'}"
+
+    @property
+    def agent_url_ports(self) -> tuple[int, ...]:
+        """The TCP ports workspaces must reach on the host for the network link."""
+        ports = set()
+        for url in self.agent_url.split(","):
+            parts = urlsplit(url.strip())
+            if parts.hostname:
+                ports.add(parts.port or (443 if parts.scheme == "https" else 80))
+        return tuple(sorted(ports))
+
+    @property
+    def replicas(self) -> bool:
+        """Whether other server processes may share the database (PostgreSQL; SQLite means one process), so
+        this one registers itself and relays streams to agents another replica holds."""
+        return self.resolved_database_url.startswith("postgres")
+
+    @property
+    def resolved_relay_url(self) -> str:
+        if self.relay_url:
+            return self.relay_url.rstrip("/")
+        host, port = self.host_port
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - reading the setting, not binding
+            host = "127.0.0.1"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -13,20 +13,27 @@ output is paused while a peer is slow, so one busy stream cannot stall the other
 
 from __future__ import annotations
 
+import os
 import sys
 
-if __name__ == "__main__" and "ssl" not in sys.modules:
-    # The agent never speaks TLS, and asyncio's optional `ssl` import loads OpenSSL: about 4 MB of resident
-    # memory in every workspace. Without it asyncio simply has no TLS support, a case it is built for.
+if (
+    __name__ == "__main__"
+    and "ssl" not in sys.modules
+    and "https:" not in " ".join([*sys.argv, os.environ.get("DOCKYARD_URL", "")])
+):
+    # Over a unix socket or plain HTTP the agent never speaks TLS, and asyncio's optional `ssl` import loads
+    # OpenSSL: about 4 MB of resident memory in every workspace. Without it asyncio simply has no TLS support,
+    # a case it is built for. An https:// control plane loads it.
     sys.modules["ssl"] = None  # type: ignore[assignment]
 
 import abc
 import asyncio
+import base64
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
-import os
 import pty
 import pwd
 import random
@@ -42,6 +49,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 VERSION = "0.1.0"
 PROTOCOL = 1
@@ -61,8 +69,10 @@ HIGH_WATER = 1 << 20
 # Inbound buffer of a stream connection; a frame (≤ 1 MiB) must fit without pausing the transport.
 READ_LIMIT = 4 << 20
 
-BACKOFF_MIN = 0.1
-BACKOFF_MAX = 2.0
+# Re-dialing waits a random time up to the current ceiling ("full jitter"), which doubles per failure: agents
+# that lost their replica together come back spread out instead of in one burst.
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 4.0
 HELLO_TIMEOUT = 30.0
 # A coding task's states, as `dockyard-agent report` takes them and the API shows them.
 TASK_STATES = ("working", "idle", "waiting_input", "done", "failed")
@@ -219,6 +229,232 @@ async def _wait_closed(writer: asyncio.StreamWriter) -> None:
 async def dial(path: str) -> Conn:
     reader, writer = await asyncio.open_unix_connection(path, limit=READ_LIMIT)
     return Conn(reader, writer)
+
+
+# --- the network link: the same frames over a WebSocket (docs/AGENT_PROTOCOL.md, "Network link") ----------
+#
+# No library can be installed in a workspace, so this is a minimal RFC 6455 client: the upgrade, masked binary
+# messages out, unmasked ones in, pings answered. The frames ride as bytes in binary messages; the text message
+# `{"type":"eof"}` stands for a half-close of the side that sent it, as on the API's other byte streams.
+
+LINK_PATH = "/api/v2/agents/link"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_EOF = b'{"type":"eof"}'
+WS_CONTINUATION, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG = 0, 1, 2, 8, 9, 10
+WS_HEAD_MAX = 16 * 1024
+# While only the peer may still send, how often to look whether our side closed the stream.
+HANGUP_POLL = 0.5
+
+
+class LinkRefused(Exception):
+    """The control plane turned the connection away (a bad token, or a connection from the wrong place)."""
+
+
+def ws_mask(data: bytes, mask: bytes) -> bytes:
+    # One XOR of two big integers runs in C: a 256 KiB message costs microseconds, not a Python loop per byte.
+    size = len(data)
+    repeated = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(size, "little")
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked client frame."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    return header + mask + ws_mask(payload, mask)
+
+
+def ssl_context(ca_bundle: str) -> Any:
+    import ssl  # only an https:// control plane pays for OpenSSL
+
+    # Verified always: the agent's token must never reach a server that is not the control plane.
+    return ssl.create_default_context(cafile=ca_bundle or None)
+
+
+async def ws_connect(
+    url: str, token: str, ca_bundle: str = ""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The upgraded connection to `url`'s agent link; raises LinkRefused for 401/403, OSError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LinkRefused(f"{url!r} is not an http:// or https:// URL")
+    secure = parts.scheme == "https"
+    context = ssl_context(ca_bundle) if secure else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            parts.hostname,
+            parts.port or (443 if secure else 80),
+            ssl=context,
+            server_hostname=parts.hostname if secure else None,
+            limit=READ_LIMIT,
+        ),
+        DIAL_TIMEOUT,
+    )
+    try:
+        key = base64.b64encode(os.urandom(16))
+        writer.write(
+            (
+                f"GET {parts.path.rstrip('/')}{LINK_PATH} HTTP/1.1\r\n"
+                f"Host: {parts.netloc.rpartition('@')[2]}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Bearer {token}\r\n"
+                f"User-Agent: dockyard-agent/{VERSION}\r\n\r\n"
+            ).encode()
+        )
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DIAL_TIMEOUT)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise ConnectionError("the control plane closed the connection during the handshake") from exc
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        fields = status_line.split()
+        status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status != 101:
+            raise await _link_refusal(reader, status, headers)
+        expected = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())  # noqa: S324
+        if headers.get("sec-websocket-accept", "").encode() != expected:
+            raise ConnectionError("the control plane answered the WebSocket handshake wrongly")
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+async def _link_refusal(reader: asyncio.StreamReader, status: int, headers: dict[str, str]) -> Exception:
+    length = (
+        int(headers.get("content-length", "0") or 0) if headers.get("content-length", "").isdigit() else 0
+    )
+    body = b""
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+        body = await asyncio.wait_for(reader.readexactly(min(length, WS_HEAD_MAX)), 2.0)
+    error = decode_json(body) or {}
+    message = error.get("message") or body.decode(errors="replace")[:200] or f"HTTP {status}"
+    if error.get("detail"):
+        message = f"{message} ({error['detail']})"
+    if status in (401, 403):
+        return LinkRefused(str(message))
+    # A proxy's 502 while a replica restarts, a 404 from something that is not Dockyard: worth re-dialing.
+    return ConnectionError(f"HTTP {status}: {message}")
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether our end of the pair saw the agent close its side completely (not only half-close it)."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock, select.POLLHUP)
+    return any(event & select.POLLHUP for _, event in poller.poll(0))
+
+
+async def ws_dial(url: str, token: str, ca_bundle: str = "") -> Conn:
+    """A Conn over the network link: the agent's code sees the same stream a unix socket gives it.
+
+    A socket pair joins the Conn to the WebSocket, so flow control, half-close and closing behave as they do on
+    the unix socket, and nothing else in the agent knows which transport it runs on.
+    """
+    reader, writer = await ws_connect(url, token, ca_bundle)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        local_reader, local_writer = await asyncio.open_unix_connection(sock=theirs, limit=READ_LIMIT)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        writer.close()
+        raise
+    spawn_task(_ws_pump(reader, writer, ours))
+    return Conn(local_reader, local_writer)
+
+
+async def _ws_pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ours: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def inbound() -> None:
+        text = False
+        while True:
+            head = await reader.readexactly(2)
+            opcode, size = head[0] & 0x0F, head[1] & 0x7F
+            if size == 126:
+                (size,) = struct.unpack("!H", await reader.readexactly(2))
+            elif size == 127:
+                (size,) = struct.unpack("!Q", await reader.readexactly(8))
+            mask = await reader.readexactly(4) if head[1] & 0x80 else b""
+            payload = await reader.readexactly(size) if size else b""
+            if mask:
+                payload = ws_mask(payload, mask)
+            if opcode == WS_PING:
+                writer.write(ws_frame(WS_PONG, payload))
+            elif opcode == WS_CLOSE:
+                return
+            elif opcode in (WS_TEXT, WS_BINARY, WS_CONTINUATION):
+                if opcode != WS_CONTINUATION:
+                    text = opcode == WS_TEXT
+                if not text:
+                    await loop.sock_sendall(ours, payload)
+                elif payload == WS_EOF:
+                    ours.shutdown(socket.SHUT_WR)
+
+    async def outbound() -> None:
+        while True:
+            data = await loop.sock_recv(ours, CHUNK)
+            if not data:
+                break
+            writer.write(ws_frame(WS_BINARY, data))
+            await writer.drain()
+        if _hung_up(ours):
+            return
+        # Only half-closed (a finished exec lingers for the peer's close): pass the half-close on.
+        writer.write(ws_frame(WS_TEXT, WS_EOF))
+        while not _hung_up(ours):
+            await asyncio.sleep(HANGUP_POLL)
+
+    tasks = [spawn_task(inbound()), spawn_task(outbound())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        ours.close()
+        with contextlib.suppress(OSError, RuntimeError):
+            if not writer.is_closing():
+                writer.write(ws_frame(WS_CLOSE, struct.pack("!H", 1000)))
+            writer.close()
+
+
+class Link:
+    """Where the control plane is: its unix socket, or one or more URLs of its replicas (tried in turn)."""
+
+    def __init__(self, socket_path: str = "", urls: list[str] | None = None, ca_bundle: str = "") -> None:
+        self.socket_path = socket_path
+        self.urls = [url.strip().rstrip("/") for url in urls or [] if url.strip()]
+        self.ca_bundle = ca_bundle
+        # Agents start at different replicas, so one replica does not hold them all.
+        self.current = random.randrange(len(self.urls)) if self.urls else 0
+
+    def describe(self) -> str:
+        return self.urls[self.current] if self.urls else self.socket_path
+
+    async def dial(self, token: str) -> Conn:
+        """A connection to where the control connection is (streams must reach the replica that asked)."""
+        if not self.urls:
+            return await dial(self.socket_path)
+        return await ws_dial(self.urls[self.current], token, self.ca_bundle)
+
+    def next(self) -> None:
+        """After a failure: the next replica gets the next attempt."""
+        if self.urls:
+            self.current = (self.current + 1) % len(self.urls)
 
 
 class Pausable(abc.ABC):
@@ -1181,8 +1417,8 @@ def _oserror(number: int, path: str) -> OSError:
 
 
 class Agent:
-    def __init__(self, socket_path: str, token: str) -> None:
-        self.socket_path = socket_path
+    def __init__(self, socket_path: str, token: str, *, link: Link | None = None) -> None:
+        self.link = link or Link(socket_path)
         self.token = token
         self.home = home_dir()
         self.control: Conn | None = None
@@ -1325,6 +1561,9 @@ class Agent:
                 outcome, problem = "lost", "control connection failed:\n" + traceback.format_exc()
             if outcome == "welcomed":
                 delay = BACKOFF_MIN
+            # This replica failed or lost us; another one (when there are several) gets the next attempt, so an
+            # agent whose replica died goes straight to a live one.
+            self.link.next()
             if problem and (problem != last_problem[0] or time.monotonic() - last_problem[1] > 60):
                 log(problem)
                 last_problem = (problem, time.monotonic())
@@ -1332,15 +1571,17 @@ class Agent:
                 # A bad token stays bad until someone fixes it; no point in hammering the control plane.
                 await asyncio.sleep(random.uniform(5.0, 10.0))
                 continue
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _control_session(self) -> tuple[str, str]:
         """One control connection: hello, then serve it until it ends. Returns the outcome and what to log."""
         try:
-            conn = await dial(self.socket_path)
-        except OSError as exc:
-            return "unreachable", f"cannot reach the control plane at {self.socket_path}: {exc}"
+            conn = await self.link.dial(self.token)
+        except LinkRefused as exc:
+            return "rejected", f"the control plane at {self.link.describe()} refused this agent: {exc}"
+        except (OSError, asyncio.TimeoutError) as exc:  # noqa: UP041 - distinct from TimeoutError before 3.11
+            return "unreachable", f"cannot reach the control plane at {self.link.describe()}: {exc}"
         try:
             conn.send_json(self._hello())
             try:
@@ -1565,8 +1806,8 @@ class Agent:
     async def _stream(self, stream: str, message: dict[str, Any]) -> None:
         kind = message.get("kind")
         try:
-            conn = await dial(self.socket_path)
-        except OSError as exc:
+            conn = await self.link.dial(self.token)
+        except (OSError, LinkRefused, asyncio.TimeoutError) as exc:  # noqa: UP041 - distinct before 3.11
             self.warn(f"stream {stream}: cannot dial the control plane: {exc}")
             return
         try:
@@ -1964,8 +2205,9 @@ def report_main(argv: list[str]) -> int:
 
 
 USAGE = (
-    "usage: agent.py [--socket PATH] [--token-file PATH | --token TOKEN]\n"
-    "(default: $DOCKYARD_AGENT_SOCKET, $DOCKYARD_AGENT_TOKEN_FILE or $DOCKYARD_AGENT_TOKEN)"
+    "usage: agent.py [--socket PATH | --url URL[,URL...] [--ca-bundle FILE]] [--token-file PATH | --token TOKEN]\n"
+    "(default: $DOCKYARD_AGENT_SOCKET or $DOCKYARD_URL with $DOCKYARD_CA_BUNDLE, "
+    "$DOCKYARD_AGENT_TOKEN_FILE or $DOCKYARD_AGENT_TOKEN)"
 )
 
 
@@ -1979,7 +2221,7 @@ def parse_args(argv: list[str]) -> dict[str, str]:
         if name == "--version":
             print(VERSION)
             raise SystemExit(0)
-        if name not in ("--socket", "--token", "--token-file"):
+        if name not in ("--socket", "--url", "--ca-bundle", "--token", "--token-file"):
             raise SystemExit(f"unknown argument {arg!r}\n{USAGE}")
         if not equals:
             value = next(args, "")
@@ -1999,6 +2241,10 @@ def main(argv: list[str] | None = None) -> int:
         return report_main(argv[1:])
     options = parse_args(argv)
     socket_path = options.get("socket") or os.environ.get("DOCKYARD_AGENT_SOCKET", "")
+    # A URL wins over the socket: a runtime that sets both means the network (the socket may not exist).
+    urls = (options.get("url") or os.environ.get("DOCKYARD_URL", "")).split(",")
+    ca_bundle = options.get("ca-bundle") or os.environ.get("DOCKYARD_CA_BUNDLE", "")
+    link = Link(socket_path, [url for url in urls if url.strip()], ca_bundle)
     token_file = options.get("token-file") or os.environ.get("DOCKYARD_AGENT_TOKEN_FILE", "")
     token = options.get("token") or ("" if token_file else os.environ.get("DOCKYARD_AGENT_TOKEN", ""))
     if token_file and not token:
@@ -2007,15 +2253,15 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             log(f"cannot read the agent token: {exc}")
             return 2
-    if not socket_path or not token:
+    if not (socket_path or link.urls) or not token:
         log(
-            "no control plane: set DOCKYARD_AGENT_SOCKET and DOCKYARD_AGENT_TOKEN_FILE "
-            "(or --socket and --token-file)"
+            "no control plane: set DOCKYARD_AGENT_SOCKET (or DOCKYARD_URL) and DOCKYARD_AGENT_TOKEN_FILE "
+            "(or --socket/--url and --token-file)"
         )
         return 2
 
     async def run() -> int:
-        return await Agent(socket_path, token).run()
+        return await Agent(socket_path, token, link=link).run()
 
     return asyncio.run(run())
 

@@ -17,6 +17,7 @@ from dockyard.api.bodies import JsonBodyMiddleware
 from dockyard.api.middleware import BodyLimitMiddleware, ObserveMiddleware, RejectNulMiddleware
 from dockyard.api.origins import CSRF_KEY_NAME, CrossSiteMiddleware, Policy, generate_key
 from dockyard.api.routes import (
+    agentlink,
     agentstreams,
     apps,
     audit,
@@ -79,6 +80,7 @@ ROUTERS = (
     apps.router,
     ssh.router,
     agentstreams.router,
+    agentlink.router,
     audit.router,
     doctor.router,
     mcp.router,
@@ -125,14 +127,23 @@ def create_app(
     datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
     engine = engine or make_engine(settings.resolved_database_url)
     runtime = runtime or make_runtime(
-        settings.runtime, workspace_subnets=settings.workspace_subnets, disks_dir=settings.disks_dir
+        settings.runtime,
+        workspace_subnets=settings.workspace_subnets,
+        disks_dir=settings.disks_dir,
+        host_ports=settings.agent_url_ports,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_agent(settings.agent_dir)
         links = AgentLinks(settings.agent_links_dir)
-        hub = AgentHub(app.state.sessions, links, heartbeat=settings.agent_heartbeat)
+        hub = AgentHub(
+            app.state.sessions,
+            links,
+            heartbeat=settings.agent_heartbeat,
+            locate=runtime.agent_addresses,
+            relay_url=settings.resolved_relay_url if settings.replicas else "",
+        )
         hub.on_ready = LifecycleHooks(hub, app.state.sessions).agent_ready
         await hub.start()
         app.state.hub = hub
@@ -156,6 +167,7 @@ def create_app(
             agent_links=links,
             data_dir=settings.data_dir,
             warm_networks=settings.warm_networks,
+            agent_url=settings.agent_url,
         )
         background.start()
         app.state.background = background

@@ -137,6 +137,24 @@ def server(
             help="Start even if other local users can enter the data dir (it holds secrets).",
         ),
     ] = False,
+    agent_url: Annotated[
+        str,
+        typer.Option(
+            "--agent-url",
+            envvar="DOCKYARD_AGENT_URL",
+            help="The server's URL as workspace containers reach it (several replicas comma-separated): "
+            "agents of workspaces with egress then dial it instead of their unix socket.",
+        ),
+    ] = "",
+    relay_url: Annotated[
+        str,
+        typer.Option(
+            "--relay-url",
+            envvar="DOCKYARD_RELAY_URL",
+            help="This replica's URL as other replicas reach it, to relay streams to agents it holds "
+            "(default: from --listen).",
+        ),
+    ] = "",
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
@@ -179,6 +197,8 @@ def server(
         allowed_origins=[o.strip() for o in origins],
         metrics_token=metrics_token,
         allow_open_data_dir=allow_open_data_dir,
+        agent_url=agent_url.strip(),
+        relay_url=relay_url.strip(),
     )
     try:
         host, port = settings.host_port
@@ -244,6 +264,10 @@ def provisioner(
     log_format: Annotated[
         str, typer.Option("--log-format", envvar="DOCKYARD_LOG_FORMAT", help="auto, json or console.")
     ] = "auto",
+    agent_url: Annotated[
+        str,
+        typer.Option("--agent-url", envvar="DOCKYARD_AGENT_URL", help="As for the server."),
+    ] = "",
 ) -> None:
     """Run provisioner workers alone, against the same database as the server."""
     import signal
@@ -258,7 +282,7 @@ def provisioner(
     from dockyard.tunnel.links import AgentLinks
 
     logs.configure(log_format)
-    settings = Settings(data_dir=data_dir, database_url=database_url)
+    settings = Settings(data_dir=data_dir, database_url=database_url, agent_url=agent_url.strip())
     engine = make_engine(settings.resolved_database_url)
     if current_revision(engine) != head_revision():
         typer.echo(
@@ -271,7 +295,12 @@ def provisioner(
     # every server about this process's builds.
     bus = Bus(make_pubsub(libpq_url(settings.resolved_database_url)))
     sessions = make_sessionmaker(engine, bus=bus)
-    engine_runtime = make_runtime(runtime, workspace_subnets=workspace_subnets, disks_dir=settings.disks_dir)
+    engine_runtime = make_runtime(
+        runtime,
+        workspace_subnets=workspace_subnets,
+        disks_dir=settings.disks_dir,
+        host_ports=settings.agent_url_ports,
+    )
     with sessions() as db:
         engine_runtime.bind_deployment(keys.deployment_id(db))
     # The server runs the lifecycle loops; extra provisioner processes only take builds off the queue.
@@ -283,6 +312,7 @@ def provisioner(
         agent_dir=settings.agent_dir,
         agent_links=AgentLinks(settings.agent_links_dir),
         data_dir=settings.data_dir,
+        agent_url=settings.agent_url,
     )
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

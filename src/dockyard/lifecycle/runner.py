@@ -42,12 +42,13 @@ class Background:
         data_dir: Path | None = None,
         warm_networks: dict[str, int] | None = None,
         lease: Lease | None = None,
+        agent_url: str = "",
     ) -> None:
         self.agents: LinkDoor | None = None
         if agent_dir is not None and agent_links is not None:
             # The runtime mounts these; the workers give each workspace's link its token.
             runtime.bind_agent(agent_dir, agent_links.root)
-            self.agents = LinkDoor(sessions, agent_links)
+            self.agents = LinkDoor(sessions, agent_links, url=agent_url)
         # Signs the builds this process claims, so a restart recovers them at once (provisioner/instance.py).
         self.instance = Instance.acquire(data_dir) if data_dir is not None else None
         self.warm_pool: WarmPool | None = None

@@ -3,6 +3,7 @@ worker, a retried build and the agent's welcome read it from there (runtimes/pla
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from dockyard.provisioner import devcontainer_image
@@ -14,7 +15,6 @@ from dockyard.runtimes.plan import (
     Egress,
     Home,
     ImageBuild,
-    LinkKind,
     NetworkPolicy,
     Resources,
     WorkspacePlan,
@@ -44,20 +44,23 @@ def make_plan(
     workspace: Workspace,
     owner: User,
     version: TemplateVersion,
-    link: LinkKind | None,
+    link: Callable[[Egress], AgentLink | None] | None,
     devcontainer: DevcontainerPlan | None = None,
 ) -> WorkspacePlan:
-    """The plan of a start build; `link` is how its agent gets in (None: the workspace runs no agent). A dev
-    container's configuration decides the user, the environment and resources the template left at default."""
+    """The plan of a start build; `link` says how its agent gets in, given the workspace's egress (None: the
+    workspace runs no agent). A dev container's configuration decides the user, the environment and resources
+    the template left at default."""
     manifest = templates.version_to_wire(version).manifest
     rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
     if devcontainer is not None:
         rendered = devcontainer_image.apply(devcontainer, rendered)
     resources = rendered.resources
+    egress = Egress(rendered.network.egress.value)
+    agent_link = link(egress) if link is not None else None
     agent = None
-    if link is not None:
+    if agent_link is not None:
         agent = AgentPlan(
-            link=AgentLink(kind=link),
+            link=agent_link,
             startup_script=rendered.startup_script,
             startup_timeout_seconds=parse_duration(rendered.startup_timeout).total_seconds(),
             shutdown_script=rendered.shutdown_script,
@@ -88,9 +91,7 @@ def make_plan(
             gpu=int(resources.gpu),
         ),
         home=Home(user=rendered.user, sudo=rendered.sudo),
-        network=NetworkPolicy(
-            egress=Egress(rendered.network.egress.value), allow=tuple(rendered.network.allow)
-        ),
+        network=NetworkPolicy(egress=egress, allow=tuple(rendered.network.allow)),
         env={
             **rendered.env,
             "DOCKYARD_WORKSPACE_NAME": workspace.name,

@@ -16,7 +16,7 @@ from dockyard import logs as logging
 from dockyard.errors import DockyardError
 from dockyard.provisioner import agents, devcontainer_image, events, logs, plans, queue
 from dockyard.runtimes.base import Canceled, ImageSpec, Observation, Runtime, RuntimeFailure
-from dockyard.runtimes.plan import LinkKind, WorkspacePlan
+from dockyard.runtimes.plan import AgentLink, Egress, LinkKind, WorkspacePlan
 from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import devcontainers
@@ -45,8 +45,9 @@ class AgentDoor(Protocol):
     Passed in, so the provisioner never imports the tunnel (which imports the provisioner's services).
     """
 
-    def link(self, capabilities: frozenset[LinkKind]) -> LinkKind | None:
-        """The kind of link this deployment gives agents on a runtime that offers these; None for none."""
+    def link(self, capabilities: frozenset[LinkKind], *, egress: Egress) -> AgentLink | None:
+        """The link this deployment gives an agent on a runtime that offers these kinds, in a workspace with
+        this egress; None for none."""
 
     def open(self, workspace_id: str, *, kind: LinkKind, uid: int) -> None:
         """Make the link ready (its credentials included) for the workspace's next start."""
@@ -265,10 +266,15 @@ class Worker:
         assert version is not None
         owner = db.get(User, workspace.owner_id)
         assert owner is not None
-        link = self.agents.link(offered) if self.agents is not None else None
+        agents = self.agents
         devcontainer = devcontainers.plan_for(db, version)
         return plans.make_plan(
-            build, workspace=workspace, owner=owner, version=version, link=link, devcontainer=devcontainer
+            build,
+            workspace=workspace,
+            owner=owner,
+            version=version,
+            link=(lambda egress: agents.link(offered, egress=egress)) if agents is not None else None,
+            devcontainer=devcontainer,
         )
 
     def _finish(

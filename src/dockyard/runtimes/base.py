@@ -175,6 +175,10 @@ class Runtime(Protocol):
 
     def observe(self, workspace_id: str) -> Observation: ...
 
+    def agent_addresses(self, workspace_id: str) -> frozenset[str] | None:
+        """The source addresses the workspace's network connections come from (empty when it is not running),
+        or None when this runtime cannot tell. The hub refuses an agent connection from any other address."""
+
     def observe_all(self) -> dict[str, Observation]:
         """Observations for every workspace container the runtime holds, by workspace id."""
 

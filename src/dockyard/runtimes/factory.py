@@ -11,9 +11,14 @@ from dockyard.runtimes.base import Runtime
 
 
 def make_runtime(
-    name: str, *, workspace_subnets: str | None = None, disks_dir: Path | None = None
+    name: str,
+    *,
+    workspace_subnets: str | None = None,
+    disks_dir: Path | None = None,
+    host_ports: tuple[int, ...] = (),
 ) -> Runtime:
-    """`disks_dir` holds the size-limited home disks (`resources.disk`); without it the limit is not enforced."""
+    """`disks_dir` holds the size-limited home disks (`resources.disk`); without it the limit is not enforced.
+    `host_ports` are the host's TCP ports workspaces may reach (the network agent link's)."""
     if name == "docker":
         from dockyard.runtimes.docker.runtime import DockerRuntime
 
@@ -24,5 +29,7 @@ def make_runtime(
             )
             disks_dir = None
 
-        return DockerRuntime(subnet_pool=workspace_subnets or None, disks_dir=disks_dir)
+        return DockerRuntime(
+            subnet_pool=workspace_subnets or None, disks_dir=disks_dir, host_ports=host_ports
+        )
     raise BadRequest(f"Unknown runtime {name!r}.", detail="Available: docker.")

@@ -325,3 +325,27 @@ class DevcontainerStep(Base):
     output: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class Replica(Base):
+    """A server process that holds agent connections, and how the other replicas reach it to relay streams."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    relay_url: Mapped[str] = mapped_column(String(500))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Refreshed every few seconds; a replica silent for longer than tunnel/replicas.STALE_AFTER is dead.
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentSession(Base):
+    """Which replica holds a workspace's agent control connection (at most one at a time)."""
+
+    __tablename__ = "agent_sessions"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    replica_id: Mapped[str] = mapped_column(String(64), index=True)
+    connected_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -7,25 +7,31 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from dockyard.runtimes.plan import LinkKind
+from dockyard.runtimes.plan import AgentLink, Egress, LinkKind
 from dockyard.tunnel import tokens
 from dockyard.tunnel.links import AgentLinks
 
 
 class LinkDoor:
-    """Agents reach the hub through a private unix socket in each workspace's link folder."""
+    """Agents reach the hub through a private unix socket in each workspace's link folder, or, when the
+    deployment names the control plane's URL as workspaces see it (`--agent-url`), over the network to any
+    replica. The link folder holds the agent's token either way."""
 
-    def __init__(self, sessions: sessionmaker[Session], links: AgentLinks) -> None:
+    def __init__(self, sessions: sessionmaker[Session], links: AgentLinks, *, url: str = "") -> None:
         self.sessions = sessions
         self.links = links
+        self.url = url
 
-    def link(self, capabilities: frozenset[LinkKind]) -> LinkKind | None:
-        # A socket proves by itself which workspace a connection comes from, so it is preferred where offered.
-        return LinkKind.UNIX_SOCKET if LinkKind.UNIX_SOCKET in capabilities else None
+    def link(self, capabilities: frozenset[LinkKind], *, egress: Egress) -> AgentLink | None:
+        # A workspace without egress has no route to a replica; it keeps the socket, which only the server
+        # on its host listens on.
+        if self.url and egress != Egress.NONE and LinkKind.NETWORK in capabilities:
+            return AgentLink(kind=LinkKind.NETWORK, url=self.url)
+        if LinkKind.UNIX_SOCKET in capabilities:
+            return AgentLink(kind=LinkKind.UNIX_SOCKET)
+        return None
 
     def open(self, workspace_id: str, *, kind: LinkKind, uid: int) -> None:
-        if kind != LinkKind.UNIX_SOCKET:
-            raise ValueError(f"this server gives agents no {kind.value} link")
         with self.sessions() as db:
             token = tokens.issue(tokens.load_key(db), workspace_id)
         self.links.prepare(workspace_id, token=token, uid=uid)

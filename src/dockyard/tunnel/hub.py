@@ -7,6 +7,14 @@ pings it, and records what the agent reports (lifecycle, startup-script output, 
 connection is never displaced: a second hello for its workspace is refused unless the first one fails a ping.
 Every client that needs a stream calls `open`, which asks the agent over the control connection to dial a new
 connection for that stream, through the same private socket.
+
+Agents may also dial over the network (`/api/v2/agents/link`, a WebSocket carrying the same bytes). There no
+listener names the workspace, so `network_origin` derives it from the token and, where the runtime can tell
+which address the workspace's connections come from, checks the connection's source address against it.
+
+With several replicas, the one that admits an agent records that it holds it (tunnel/replicas.py); `open` on a
+replica that does not hold the agent relays the stream through the one that does, so a client may arrive at any
+replica.
 """
 
 from __future__ import annotations
@@ -21,13 +29,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from dockyard import __version__
 from dockyard import logs as logging
 from dockyard.errors import Conflict
 from dockyard.provisioner import events
-from dockyard.tunnel import frames, state, tokens
+from dockyard.tunnel import frames, relay, replicas, state, tokens
 from dockyard.tunnel.frames import FrameStream, ProtocolError
 from dockyard.tunnel.links import AgentLinks, Origin
 from dockyard.tunnel.listeners import LinkSockets
+from dockyard_sdk.streams import websocket_url
 
 log = logging.get(__name__)
 
@@ -36,6 +46,16 @@ HELLO_TIMEOUT = 10.0
 PROBE_TIMEOUT = 2.0
 # Refusals are audited at most this often per workspace and reason, so a looping process cannot flood the log.
 AUDIT_EVERY = 10.0
+# How long a workspace's addresses, as the runtime reported them, are trusted before asking again. A mismatch
+# always asks again, so a container restarted with a new address is never refused for a stale answer.
+ADDRESS_TTL = 10.0
+# How often the map of which replica holds which agent is re-read (a miss in `open` reads it at once).
+HOLDERS_REFRESH = 0.5
+# How long a stream waits for an agent whose replica died to come back (as tunnel/connect.CONNECT_GRACE).
+RELAY_GRACE = 15.0
+
+# The source addresses a workspace's connections may come from, or None where the runtime cannot tell.
+Locate = Callable[[str], frozenset[str] | None]
 
 
 class Refused(Exception):
@@ -49,6 +69,10 @@ class Refused(Exception):
 
 class AgentUnavailable(Conflict):
     """The workspace's agent has no live connection to this server."""
+
+
+class _Unreachable(Exception):
+    """The replica that holds an agent did not answer a relay."""
 
 
 @dataclass
@@ -99,8 +123,19 @@ class AgentHub:
         stats_interval: float = 15.0,
         open_timeout: float = 10.0,
         probe_timeout: float = PROBE_TIMEOUT,
+        locate: Locate | None = None,
+        relay_url: str = "",
     ) -> None:
         self.sessions = sessions
+        self.locate = locate
+        # This process among the replicas; without a relay URL it neither registers nor relays (one process).
+        self.replica_id = replicas.new_replica_id()
+        self.relay_url = relay_url
+        self._holders: dict[str, replicas.Holder] = {}
+        # Replicas a relay could not reach lately (dead before their heartbeat went stale): not relayed to.
+        self._unreachable: dict[str, float] = {}
+        self._relay_key = b""
+        self._addresses: dict[str, tuple[float, frozenset[str] | None]] = {}
         self.links = links
         self.heartbeat = heartbeat
         self.stats_interval = stats_interval
@@ -122,6 +157,9 @@ class AgentHub:
 
     async def start(self) -> None:
         self._key = await asyncio.to_thread(self._load_key)
+        if self.relay_url:
+            await asyncio.to_thread(replicas.register, self.sessions, self.replica_id, self.relay_url)
+            self._spawn(self._replica_loop())
         # Links of workspaces deleted while no server ran (a delete build removes its own).
         present = await asyncio.to_thread(self.links.workspace_ids)
         live = await asyncio.to_thread(state.live_workspaces, self.sessions, present)
@@ -134,6 +172,7 @@ class AgentHub:
 
     def _load_key(self) -> bytes:
         with self.sessions() as db:
+            self._relay_key = replicas.load_key(db)
             return tokens.load_key(db)
 
     async def close(self) -> None:
@@ -143,6 +182,23 @@ class AgentHub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.relay_url:
+            # Other replicas stop relaying here at once instead of after our heartbeat goes stale.
+            await asyncio.to_thread(replicas.unregister, self.sessions, self.replica_id)
+
+    async def _replica_loop(self) -> None:
+        beat = 0.0
+        while True:
+            try:
+                if time.monotonic() - beat >= replicas.HEARTBEAT_INTERVAL:
+                    await asyncio.to_thread(
+                        replicas.heartbeat, self.sessions, self.replica_id, self.relay_url
+                    )
+                    beat = time.monotonic()
+                self._holders = await asyncio.to_thread(replicas.holders, self.sessions)
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the heartbeat
+                log.warning("cannot refresh the replica registry", error=str(exc))
+            await asyncio.sleep(HOLDERS_REFRESH)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
@@ -154,7 +210,14 @@ class AgentHub:
         return tokens.issue(self._key, workspace_id)
 
     def connected(self, workspace_id: str) -> bool:
-        return workspace_id in self._agents
+        """Whether this replica holds the agent, or another live replica does (then streams are relayed)."""
+        if workspace_id in self._agents:
+            return True
+        return self._live_holder(workspace_id, self._holders) is not None
+
+    def verify_relay(self, token: str, workspace_id: str) -> str | None:
+        """The replica that signed a relay token for this workspace, or None."""
+        return replicas.verify_relay_token(self._relay_key, token, workspace_id)
 
     def connected_workspaces(self) -> set[str]:
         return set(self._agents)
@@ -162,7 +225,71 @@ class AgentHub:
     # --- opening streams -------------------------------------------------------------------------------------
 
     async def open(self, workspace_id: str, kind: str, **params: Any) -> FrameStream:
-        """Ask the workspace's agent for a stream of `kind`; returns the agent's connection for it."""
+        """A stream of `kind` from the workspace's agent, held here or by another replica (relayed).
+
+        When the replica holding the agent cannot be reached (it died a moment ago and its heartbeat is not
+        stale yet), its agents are re-dialing: wait for this one to reappear here or on another replica.
+        """
+        if not self.relay_url:
+            return await self.open_local(workspace_id, kind, **params)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELAY_GRACE
+        lost: str | None = None
+        while True:
+            if workspace_id in self._agents:
+                return await self.open_local(workspace_id, kind, **params)
+            holder = self._live_holder(workspace_id, self._holders)
+            if holder is None:
+                # It may have connected since the last refresh.
+                found = await asyncio.to_thread(replicas.holders, self.sessions, workspace_id)
+                holder = self._live_holder(workspace_id, found)
+            if holder is not None:
+                try:
+                    return await self._open_relayed(holder, workspace_id, kind, params)
+                except _Unreachable as exc:
+                    self._unreachable[holder.replica_id] = time.monotonic()
+                    lost = str(exc)
+            elif lost is None:
+                return await self.open_local(workspace_id, kind, **params)
+            if loop.time() >= deadline:
+                raise AgentUnavailable(
+                    "The replica holding the workspace's agent cannot be reached.",
+                    detail=f"{lost}; the agent did not reconnect within {RELAY_GRACE:.0f} s.",
+                )
+            await asyncio.sleep(0.1)
+
+    def _live_holder(self, workspace_id: str, known: dict[str, replicas.Holder]) -> replicas.Holder | None:
+        holder = known.get(workspace_id)
+        if holder is None or holder.replica_id == self.replica_id:
+            return None
+        failed = self._unreachable.get(holder.replica_id)
+        if failed is not None and time.monotonic() - failed < replicas.STALE_AFTER.total_seconds():
+            return None
+        return holder
+
+    async def _open_relayed(
+        self, holder: replicas.Holder, workspace_id: str, kind: str, params: dict[str, Any]
+    ) -> FrameStream:
+        url = websocket_url(
+            holder.relay_url,
+            f"/api/v2/replicas/relay/{workspace_id}",
+            {"kind": kind, "params": json.dumps(params, separators=(",", ":"))},
+        )
+        token = replicas.relay_token(self._relay_key, self.replica_id, workspace_id)
+        try:
+            return await relay.open_stream(
+                url, token=token, user_agent=f"dockyard-relay/{__version__}", spawn=self._spawn
+            )
+        except relay.StreamRefused as exc:
+            raise AgentUnavailable(
+                "The workspace's agent is not connected.",
+                detail=f"The replica holding it answered HTTP {exc.status}: {exc.body[:300]!r}.",
+            ) from None
+        except ConnectionError as exc:
+            raise _Unreachable(f"{holder.relay_url}: {exc}") from None
+
+    async def open_local(self, workspace_id: str, kind: str, **params: Any) -> FrameStream:
+        """Ask the workspace's agent, held by this replica, for a stream of `kind`."""
         session = self._agents.get(workspace_id)
         if session is None:
             raise AgentUnavailable(
@@ -184,6 +311,48 @@ class AgentHub:
             self._pending.pop(stream_id, None)
 
     # --- connections from agents -----------------------------------------------------------------------------
+
+    async def network_origin(self, token: str | None, address: str) -> Origin:
+        """The origin of a connection that arrived over the network from `address` with `token`.
+
+        The token names the workspace. Where the runtime knows the workspace's address, the connection must come
+        from it: a token copied out of a workspace is then worth nothing anywhere else. Raises Refused (audited
+        on the workspace the token names, when it names one).
+        """
+        claimed = tokens.verify(self._key, token) if token else None
+        if claimed is None:
+            raise Refused("unknown or revoked agent token")
+        allowed = await self._workspace_addresses(claimed, fresh=False)
+        if allowed is not None and address not in allowed:
+            allowed = await self._workspace_addresses(claimed, fresh=True)
+        if allowed is None:
+            return Origin(claimed, "network (token only)")
+        if address not in allowed:
+            refusal = Refused(
+                f"connection from {address or 'an unknown address'}, not from the workspace", claimed=claimed
+            )
+            await self._audit_refusal(Origin(claimed, f"network from {address}"), refusal)
+            log.warning("agent connection refused", workspace=claimed, address=address, reason=refusal.reason)
+            raise refusal
+        return Origin(claimed, f"network from {address}")
+
+    async def _workspace_addresses(self, workspace_id: str, *, fresh: bool) -> frozenset[str] | None:
+        if self.locate is None:
+            return None
+        now = time.monotonic()
+        cached = self._addresses.get(workspace_id)
+        if not fresh and cached is not None and now - cached[0] < ADDRESS_TTL:
+            return cached[1]
+        addresses = await asyncio.to_thread(self.locate, workspace_id)
+        if len(self._addresses) > 4096:
+            self._addresses = {k: v for k, v in self._addresses.items() if now - v[0] < ADDRESS_TTL}
+        self._addresses[workspace_id] = (now, addresses)
+        return addresses
+
+    def serve(self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve a connection whose origin its transport established (here: the network link), in the
+        background: an attached stream outlives its hello, in the hands of whoever opened it."""
+        self._spawn(self._accept(origin, reader, writer))
 
     async def _accept(
         self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -266,6 +435,8 @@ class AgentHub:
             self._agents[workspace_id] = session
             try:
                 await asyncio.to_thread(state.connected, self.sessions, workspace_id, session.version)
+                if self.relay_url:
+                    await asyncio.to_thread(replicas.hold, self.sessions, self.replica_id, workspace_id)
             except BaseException:
                 del self._agents[workspace_id]
                 raise
@@ -300,9 +471,14 @@ class AgentHub:
             async with self._lock(workspace_id):
                 if self._agents.get(workspace_id) is session:
                     del self._agents[workspace_id]
-                    await asyncio.to_thread(state.disconnected, self.sessions, workspace_id)
+                    # Unless the agent is already back on another replica, which then holds it.
+                    moved = self.relay_url and not await asyncio.to_thread(
+                        replicas.release, self.sessions, self.replica_id, workspace_id
+                    )
+                    if not moved:
+                        await asyncio.to_thread(state.disconnected, self.sessions, workspace_id)
                     events.changed(self.sessions, workspace_id)
-                    log.info("agent disconnected", workspace=workspace_id)
+                    log.info("agent disconnected", workspace=workspace_id, moved=bool(moved))
 
     async def _report(self, session: AgentSession, message: dict[str, Any]) -> None:
         kind = message.get("type")

@@ -8,17 +8,12 @@ same `open` and `connected` as AgentHub, but asks the server for each stream ove
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import select
-import socket
 from collections.abc import Coroutine
 from typing import Any
 
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session, sessionmaker
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from dockyard import __version__, logs
 from dockyard.errors import (
@@ -33,7 +28,7 @@ from dockyard.errors import (
 )
 from dockyard.store.models import WorkspaceAgent
 from dockyard.store.types import utcnow
-from dockyard.tunnel import state
+from dockyard.tunnel import relay, state
 from dockyard.tunnel.frames import FrameStream
 from dockyard.tunnel.hub import AgentUnavailable
 from dockyard_sdk import models as wire
@@ -41,13 +36,8 @@ from dockyard_sdk.streams import denied, websocket_url
 
 log = logs.get(__name__)
 
-EOF_TEXT = '{"type":"eof"}'
-CHUNK = 256 * 1024
 # How stale `connected` may be: waiting for an agent polls it about this often anyway.
 REFRESH_INTERVAL = 0.5
-OPEN_TIMEOUT = 20.0
-# While only the agent's side of a stream still sends, how often to look whether the client closed it.
-HANGUP_POLL = 1.0
 _ERRORS: dict[int, type[DockyardError]] = {
     400: BadRequest,
     401: Unauthorized,
@@ -130,32 +120,15 @@ class RemoteHub:
             {"kind": kind, "params": json.dumps(params, separators=(",", ":"))},
         )
         try:
-            websocket = await connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {self.token}"},
-                user_agent_header=f"dockyard-gateway/{__version__}",
-                # SSH traffic is encrypted or already compressed often enough; deflate would only cost CPU.
-                compression=None,
-                max_size=None,
-                open_timeout=OPEN_TIMEOUT,
+            return await relay.open_stream(
+                url, token=self.token, user_agent=f"dockyard-gateway/{__version__}", spawn=self._spawn
             )
-        except InvalidStatus as exc:
-            raise _refusal(exc.response.status_code, bytes(exc.response.body or b""), url) from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
+        except relay.StreamRefused as exc:
+            raise _refusal(exc.status, exc.body, url) from None
+        except ConnectionError as exc:
             raise AgentUnavailable(
-                "The Dockyard server cannot be reached.", detail=f"{self.url}: {exc or type(exc).__name__}"
+                "The Dockyard server cannot be reached.", detail=f"{self.url}: {exc}"
             ) from None
-        ours, theirs = socket.socketpair()
-        ours.setblocking(False)
-        try:
-            reader, writer = await asyncio.open_connection(sock=theirs)
-        except BaseException:
-            ours.close()
-            theirs.close()
-            await websocket.close()
-            raise
-        self._spawn(_relay(websocket, ours))
-        return FrameStream(reader, writer)
 
 
 def _refusal(status: int, body: bytes, url: str) -> DockyardError:
@@ -167,49 +140,3 @@ def _refusal(status: int, body: bytes, url: str) -> DockyardError:
             detail=error.detail,
         )
     return _ERRORS.get(status, ServiceUnavailable)(error.message, detail=error.detail)
-
-
-def _hung_up(sock: socket.socket) -> bool:
-    """Whether both directions of the socket ended: the peer closed it, or we half-closed it after it did.
-    (A read of b"" cannot tell a peer's close from its half-close; the kernel's hang-up flag can.)"""
-    poller = select.poll()
-    poller.register(sock, select.POLLHUP)
-    return any(event & select.POLLHUP for _, event in poller.poll(0))
-
-
-async def _relay(websocket: ClientConnection, sock: socket.socket) -> None:
-    """Carry bytes between the WebSocket and our end of the stream's socket pair until either side ends."""
-    loop = asyncio.get_running_loop()
-
-    async def to_socket() -> None:
-        async for message in websocket:
-            if isinstance(message, bytes):
-                await loop.sock_sendall(sock, message)
-            elif message == EOF_TEXT:
-                sock.shutdown(socket.SHUT_WR)
-
-    async def to_websocket() -> None:
-        while data := await loop.sock_recv(sock, CHUNK):
-            await websocket.send(data)
-        # The user of the stream closed it, or only shut it for writing (a dial's half-close): pass on which.
-        if _hung_up(sock):
-            return
-        await websocket.send(EOF_TEXT)
-        while not _hung_up(sock):
-            await asyncio.sleep(HANGUP_POLL)
-
-    tasks = [asyncio.ensure_future(to_socket()), asyncio.ensure_future(to_websocket())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(
-                result, ConnectionClosed | OSError | asyncio.CancelledError
-            ):
-                log.warning("agent stream relay failed", error=repr(result))
-        sock.close()
-        with contextlib.suppress(Exception):
-            await websocket.close()

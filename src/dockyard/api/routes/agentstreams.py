@@ -17,8 +17,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, HubDep, WorkspaceParam, scoped
-from dockyard.errors import Validation, ValidationFailed
+from dockyard.errors import Unauthorized, Validation, ValidationFailed
 from dockyard.tunnel import bridge
+from dockyard.tunnel.frames import FrameStream
 from dockyard_sdk.models import Scope
 
 router = APIRouter(tags=["agent"])
@@ -67,6 +68,32 @@ async def agent_stream(
     db.close()
     # Opened before the upgrade, so an agent that is not connected is refused with the usual JSON error.
     stream = await hub.open(workspace_id, kind, **values)
+    await _carry(websocket, stream)
+
+
+@router.websocket("/api/v2/replicas/relay/{workspace_id}")
+async def relay_stream(
+    websocket: WebSocket,
+    workspace_id: str,
+    hub: HubDep,
+    kind: Annotated[str, Query(max_length=32, description="exec, pty, dial or file_*.")],
+    params: Annotated[
+        str, Query(max_length=65536, description="The `open` message's other fields, as a JSON object.")
+    ] = "{}",
+) -> None:
+    """A stream of an agent this replica holds, for another replica that a client reached (tunnel/replicas.py).
+    Only a relay token signed with the deployment's replica key for this workspace is accepted: the client's
+    own authorization, the workspace's status and its use were checked by the replica the client reached."""
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or hub.verify_relay(token.strip(), workspace_id) is None:
+        raise Unauthorized("A valid relay token is required.", detail="Only replicas relay agent streams.")
+    values = _params(kind, params)
+    # Never relayed onwards: the agent is here, or the requester's view of who holds it was stale (409).
+    stream = await hub.open_local(workspace_id, kind, **values)
+    await _carry(websocket, stream)
+
+
+async def _carry(websocket: WebSocket, stream: FrameStream) -> None:
     try:
         await websocket.accept()
         ended = _Ended()

@@ -140,7 +140,9 @@ class DockerRuntime:
     def _capabilities(self, *, probe_gpu: bool) -> Capabilities:
         return Capabilities(
             # The link is a bind mount of a host folder: this engine runs on the server's host.
-            agent_links=frozenset({LinkKind.UNIX_SOCKET}) if self.agent_folders else frozenset(),
+            agent_links=frozenset({LinkKind.UNIX_SOCKET, LinkKind.NETWORK})
+            if self.agent_folders
+            else frozenset(),
             # An allowlist needs a filtering proxy; until then it would be either too open or too closed.
             egress=frozenset({Egress.NONE, Egress.ALL}),
             gpu=self._has_gpu() if probe_gpu else False,
@@ -541,6 +543,14 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return Observation(workspace_id, ContainerState.MISSING, detail="no container")
         return states.from_inspect(workspace_id, attrs)
+
+    def agent_addresses(self, workspace_id: str) -> frozenset[str] | None:
+        # The container's address on its own workspace network: packets it sends to the control plane (on any
+        # host address, through the bridge) carry it, and no other workspace can use it.
+        observation = self.observe(workspace_id)
+        if observation.state != ContainerState.RUNNING or not observation.address:
+            return frozenset()
+        return frozenset({observation.address})
 
     def observe_all(self) -> dict[str, Observation]:
         """Observations from one list call.

@@ -63,14 +63,17 @@ def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
     env = dict(plan.env)
     mounts: tuple[BindMount, ...] = ()
     if plan.agent is not None:
-        if plan.agent.link.kind != LinkKind.UNIX_SOCKET or agent is None:
-            raise RuntimeFailure(
-                f"The Docker runtime here cannot give the agent a {plan.agent.link.kind.value} link."
-            )
+        link = plan.agent.link
+        if agent is None or (link.kind == LinkKind.NETWORK and not link.url):
+            raise RuntimeFailure(f"The Docker runtime here cannot give the agent a {link.kind.value} link.")
         # The token travels in a file of the workspace's private link, never in the container's environment,
         # which `docker inspect` shows to anyone with access to the engine.
-        env["DOCKYARD_AGENT_SOCKET"] = f"{LINK_MOUNT}/{SOCKET_NAME}"
         env["DOCKYARD_AGENT_TOKEN_FILE"] = f"{LINK_MOUNT}/{TOKEN_NAME}"
+        if link.kind == LinkKind.NETWORK:
+            assert link.url is not None
+            env["DOCKYARD_URL"] = link.url
+        else:
+            env["DOCKYARD_AGENT_SOCKET"] = f"{LINK_MOUNT}/{SOCKET_NAME}"
         mounts = (
             BindMount(str(agent.program), AGENT_MOUNT),
             BindMount(str(agent.links / plan.workspace_id), LINK_MOUNT),
