@@ -14,6 +14,7 @@ from dockyard.cli import (
     doctor,
     forward,
     images,
+    lifetimes,
     mcp,
     output,
     server,
@@ -95,6 +96,8 @@ app.command("delete", rich_help_panel=_WORKSPACES)(workspaces.delete)
 app.command("logs", rich_help_panel=_WORKSPACES)(workspaces.logs)
 app.command("builds", rich_help_panel=_WORKSPACES)(workspaces.builds)
 app.command("cancel", rich_help_panel=_WORKSPACES)(workspaces.cancel)
+app.command("extend", rich_help_panel=_WORKSPACES)(lifetimes.extend)
+app.command("schedule", rich_help_panel=_WORKSPACES)(lifetimes.schedule)
 _CONNECT = "Connecting"
 app.command("exec", rich_help_panel=_CONNECT)(connect.exec_command)
 app.command("ssh", rich_help_panel=_CONNECT)(connect.ssh)

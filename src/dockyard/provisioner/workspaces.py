@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, aliased
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import builds, events, queue, tasks
+from dockyard.provisioner import builds, events, lifetimes, queue, schedules, tasks
 from dockyard.provisioner.status import derive
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.store import audit, warmnetworks
@@ -25,7 +25,7 @@ from dockyard.templates import service as templates
 from dockyard.tunnel import state as agent_state
 from dockyard_sdk import models as wire
 from dockyard_sdk.manifest import TemplateManifest
-from dockyard_sdk.units import parse_duration
+from dockyard_sdk.units import format_duration, parse_duration
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,9 @@ def to_wire(db: Session, loaded: Loaded) -> wire.Workspace:
         last_used_at=workspace.last_used_at,
         agent=agent,
         task=tasks.to_wire(workspace),
+        idle_timeout_ms=workspace.idle_timeout_seconds * 1000 if workspace.idle_timeout_seconds else None,
+        lifetime=lifetimes.to_wire(workspace, build, utcnow()),
+        autostart=schedules.to_wire(workspace),
     )
 
 
@@ -196,6 +199,34 @@ def _check_resources(rendered: TemplateManifest, capacity: HostCapacity | None) 
             )
         )
     return problems
+
+
+def max_ttl_seconds(manifest: TemplateManifest) -> int | None:
+    limit = manifest.lifetime.max_ttl
+    return int(parse_duration(limit).total_seconds()) if limit else None
+
+
+def _check_max_ttl(manifest: TemplateManifest, seconds: int | None, *, field: str) -> list[Validation]:
+    limit = max_ttl_seconds(manifest)
+    if limit is None:
+        return []
+    if seconds is None:
+        return [
+            Validation(
+                field, f"a workspace of this template needs a TTL (at most {manifest.lifetime.max_ttl})"
+            )
+        ]
+    if seconds > limit:
+        return [
+            Validation(
+                field, f"{_duration(seconds)} is above the template's maximum {manifest.lifetime.max_ttl}"
+            )
+        ]
+    return []
+
+
+def _duration(seconds: int) -> str:
+    return format_duration(timedelta(seconds=seconds))
 
 
 def render_for(
@@ -270,6 +301,9 @@ def create(
     ttl = request.ttl_seconds()
     if ttl is None and rendered.lifetime.ttl:
         ttl = int(parse_duration(rendered.lifetime.ttl).total_seconds())
+    problems = _check_max_ttl(rendered, ttl, field="ttl")
+    if problems:
+        raise ValidationFailed("The TTL is longer than the template allows.", problems)
     workspace.ttl_seconds = ttl
     if rendered.lifetime.idle_timeout:
         workspace.idle_timeout_seconds = int(parse_duration(rendered.lifetime.idle_timeout).total_seconds())
@@ -371,6 +405,19 @@ def set_ttl(db: Session, actor: Actor, workspace: Workspace, seconds: int | None
     current = builds.latest(db, workspace)
     if workspace.deleted or current.transition == wire.Transition.DELETE.value:
         raise Conflict(f"Workspace {workspace.name!r} is being deleted; its TTL cannot change.")
+    version = db.get(TemplateVersion, workspace.template_version_id)
+    if version is not None:
+        owner = db.get(User, workspace.owner_id)
+        assert owner is not None
+        manifest = render_for(
+            templates.version_to_wire(version).manifest,
+            workspace.parameters,
+            workspace=workspace,
+            owner=owner,
+        )
+        problems = _check_max_ttl(manifest, seconds, field="ttl")
+        if problems:
+            raise ValidationFailed("The TTL is longer than the template allows.", problems)
     before = workspace.deadline
     workspace.ttl_seconds = seconds
     if current.transition == wire.Transition.START.value and current.status in (

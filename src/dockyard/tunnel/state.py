@@ -20,8 +20,10 @@ from dockyard_sdk.units import parse_duration
 
 # A row that says "connected" but has not been refreshed for this long belongs to a server that died.
 STALE_AFTER = timedelta(seconds=90)
-# Activity is written at most this often per workspace: idle auto-stop needs minutes, not milliseconds.
-ACTIVITY_EVERY = timedelta(seconds=30)
+# Activity is written at most this often per workspace (never per byte); sessions that stay open re-mark it
+# every ACTIVITY_HEARTBEAT, a little more often, so a heartbeat is never swallowed by the throttle.
+ACTIVITY_EVERY = timedelta(seconds=4)
+ACTIVITY_HEARTBEAT = 5.0
 # Who audit rows about agent connections name: whatever connected, not a user.
 AGENT_ACTOR = Actor(
     user_id="", username="agent", role=wire.Role.MEMBER, organization_id="", scopes=frozenset()
@@ -183,8 +185,12 @@ def stats(sessions: sessionmaker[Session], workspace_id: str, message: dict[str,
         db.commit()
 
 
-def touch(sessions: sessionmaker[Session], workspace_id: str) -> None:
-    """Record that someone used the workspace (SSH, terminal, exec, files, port forward)."""
+def touch(sessions: sessionmaker[Session], workspace_id: str, reason: str) -> None:
+    """Record that someone used the workspace, and how: `ssh`, `terminal`, `exec`, `port_forward`, `files`.
+
+    This is what idle auto-stop reads (lifecycle/idle.py); a process running in the background alone never
+    calls it.
+    """
     now = utcnow()
     with sessions() as db:
         db.execute(
@@ -194,7 +200,7 @@ def touch(sessions: sessionmaker[Session], workspace_id: str) -> None:
                 (Workspace.last_used_at.is_(None)) | (Workspace.last_used_at < now - ACTIVITY_EVERY),
             )
             # Activity is not an edit: updated_at keeps its value.
-            .values(last_used_at=now, updated_at=Workspace.updated_at)
+            .values(last_used_at=now, last_activity_reason=reason, updated_at=Workspace.updated_at)
         )
         db.commit()
 

@@ -31,15 +31,16 @@ PathQuery = Annotated[
 
 
 async def _ready(
-    request: Request | WebSocket, db: DbSession, workspace_id: str, hub: HubDep, *, touch: bool = False
+    request: Request | WebSocket, db: DbSession, workspace_id: str, hub: HubDep, *, touch: str | None = None
 ) -> None:
-    """Refuse unless the workspace runs with its agent connected; `touch` records a one-shot use of it."""
+    """Refuse unless the workspace runs with its agent connected; `touch` records a one-shot use of it (its
+    reason, e.g. `files`)."""
     # A session can last hours; it must not hold a pooled database connection all that time.
     db.close()
     sessions = request.app.state.sessions
     await connect.require_running(sessions, hub, workspace_id)
     if touch:
-        await asyncio.to_thread(state.touch, sessions, workspace_id)
+        await asyncio.to_thread(state.touch, sessions, workspace_id, touch)
 
 
 @router.post("/api/v2/workspaces/{workspace}/exec")
@@ -53,7 +54,7 @@ async def exec_command(
 ) -> wire.ExecResult:
     """Run a command in the running workspace and return its exit code and output when it ends."""
     await _ready(request, db, workspace.id, hub)
-    activity = asyncio.ensure_future(bridge.keep_active(request.app.state.sessions, workspace.id))
+    activity = asyncio.ensure_future(bridge.keep_active(request.app.state.sessions, workspace.id, "exec"))
     try:
         return await streams.exec_collect(hub, workspace.id, body)
     finally:
@@ -92,7 +93,7 @@ async def exec_stream(
                 bridge.agent_to_client(
                     websocket, stream, tagged=start.pty is None, on_exit=exit_message.update
                 ),
-                bridge.keep_active(websocket.app.state.sessions, workspace.id),
+                bridge.keep_active(websocket.app.state.sessions, workspace.id, "exec"),
             ),
             start.timeout,
         )
@@ -146,7 +147,7 @@ async def terminal(
         await bridge.run_until_first(
             bridge.client_to_agent(websocket, stream, control={"resize", "signal"}),
             bridge.agent_to_client(websocket, stream, tagged=False, on_exit=lambda _: None),
-            bridge.keep_active(websocket.app.state.sessions, workspace.id),
+            bridge.keep_active(websocket.app.state.sessions, workspace.id, "terminal"),
         )
     finally:
         await stream.close()
@@ -175,7 +176,7 @@ async def dial(
         await bridge.run_until_first(
             bridge.raw_client_to_agent(websocket, stream.writer, half_close=True),
             bridge.raw_agent_to_client(websocket, stream.reader),
-            bridge.keep_active(websocket.app.state.sessions, workspace.id),
+            bridge.keep_active(websocket.app.state.sessions, workspace.id, "port_forward"),
         )
     finally:
         await stream.close()
@@ -194,7 +195,7 @@ async def read_file(
     request: Request, db: DbSession, workspace: WorkspaceParam, actor: Connect, hub: HubDep, path: PathQuery
 ) -> StreamingResponse:
     """A file's content from the workspace, streamed as bytes."""
-    await _ready(request, db, workspace.id, hub, touch=True)
+    await _ready(request, db, workspace.id, hub, touch="files")
     meta, content = await streams.read_file(hub, workspace.id, path)
     # No Content-Length: the size stat() gave is not a promise (/proc files say 0, a log grows while it is
     # read), and a body that differs from a declared length is a broken response. X-File-Size is that size.
@@ -229,7 +230,7 @@ async def write_file(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         raise PayloadTooLarge(f"The upload is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
-    await _ready(request, db, workspace.id, hub, touch=True)
+    await _ready(request, db, workspace.id, hub, touch="files")
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in request.stream():
@@ -251,7 +252,7 @@ async def delete_file(
     recursive: bool = False,
 ) -> Response:
     """Remove a file, or a folder with `recursive=true`."""
-    await _ready(request, db, workspace.id, hub, touch=True)
+    await _ready(request, db, workspace.id, hub, touch="files")
     await streams.simple(hub, workspace.id, "file_delete", path=path, recursive=recursive)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -261,5 +262,5 @@ async def list_files(
     request: Request, db: DbSession, workspace: WorkspaceParam, actor: Connect, hub: HubDep, path: PathQuery
 ) -> wire.FileList:
     """The entries of a folder in the workspace."""
-    await _ready(request, db, workspace.id, hub, touch=True)
+    await _ready(request, db, workspace.id, hub, touch="files")
     return await streams.list_files(hub, workspace.id, path)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.provisioner import builds, events, logs, tasks, workspaces
+from dockyard.provisioner import builds, events, logs, schedules, tasks, workspaces
 from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.store.models import Workspace, WorkspaceBuild
@@ -157,6 +157,18 @@ def set_workspace_ttl(
     return workspaces.to_wire(db, workspaces.set_ttl(db, actor, workspace, body.seconds()))
 
 
+@router.put("/api/v2/workspaces/{workspace}/autostart")
+def set_workspace_autostart(
+    body: wire.ScheduleRequest,
+    workspace: WorkspaceParam,
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
+) -> wire.Workspace:
+    """Set the cron schedule (in a time zone) on which the stopped workspace starts; null turns it off."""
+    schedules.set_schedule(db, actor, workspace, body)
+    return workspaces.to_wire(db, workspaces.load(db, workspace))
+
+
 @router.post("/api/v2/workspaces/{workspace}/builds", status_code=status.HTTP_201_CREATED)
 def create_build(
     body: wire.CreateBuildRequest,
@@ -209,7 +221,8 @@ async def watch_workspace(
     workspace: WorkspaceParam,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
 ) -> EventSourceResponse:
-    """Server-sent events: the workspace as JSON (`event: workspace`) each time its status or build changes."""
+    """Server-sent events: the workspace as JSON (`event: workspace`) each time its status or build changes,
+    and `event: warning` (a `LifetimeWarning`) shortly before an automatic idle or TTL stop."""
     db.close()  # the stream reads with short-lived sessions of its own
     sessions = request.app.state.read_sessions
 
@@ -224,8 +237,16 @@ async def watch_workspace(
                     current.latest_build.status,
                     current.status_reason,
                     current.task.updated_at if current.task else None,
+                    current.lifetime.warned if current.lifetime else None,
                 )
                 if key != last:
+                    if (
+                        current.lifetime is not None
+                        and current.lifetime.warned
+                        and (last is None or not last[-1])
+                    ):
+                        warning = _warning(current, current.lifetime)
+                        yield format_sse_event(data_str=warning.model_dump_json(), event="warning")
                     last = key
                     yield format_sse_event(data_str=current.model_dump_json(), event="workspace")
                 if current.status == wire.WorkspaceStatus.DELETED:
@@ -233,6 +254,22 @@ async def watch_workspace(
                 await waiter.wait(waiter.recheck)
 
     return EventSourceResponse(stream())
+
+
+def _warning(workspace: wire.Workspace, lifetime: wire.WorkspaceLifetime) -> wire.LifetimeWarning:
+    assert lifetime.stops_at is not None
+    if lifetime.stop_reason == "idle":
+        why, keep = "nothing has used it", "use it (SSH, a terminal, exec, files) to keep it running"
+    else:
+        why, keep = "its TTL runs out", f"run `dockyard extend {workspace.name} 2h` to keep it"
+    return wire.LifetimeWarning(
+        workspace_id=workspace.id,
+        workspace_name=workspace.name,
+        stop_reason=lifetime.stop_reason or "ttl",
+        stops_at=lifetime.stops_at,
+        message=f"Workspace {workspace.name!r} stops at {lifetime.stops_at.isoformat(timespec='seconds')}: "
+        f"{why}; {keep}.",
+    )
 
 
 @router.get("/api/v2/workspacebuilds/{build}")
