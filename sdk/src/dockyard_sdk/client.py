@@ -511,6 +511,14 @@ class Client:
             if event.event == "workspace":
                 yield m.Workspace.model_validate_json(event.data)
 
+    def watch_events(self, workspace: str) -> Iterator[m.Workspace | m.LifetimeWarning]:
+        """Like `watch_workspace`, and also the warning sent shortly before an automatic idle or TTL stop."""
+        for event in self._events(f"/api/v2/workspaces/{_segment(workspace)}/watch", {}):
+            if event.event == "workspace":
+                yield m.Workspace.model_validate_json(event.data)
+            elif event.event == "warning":
+                yield m.LifetimeWarning.model_validate_json(event.data)
+
     def _events(self, path: str, params: Mapping[str, Any]) -> Iterator[ServerSentEvent]:
         try:
             with connect_sse(
