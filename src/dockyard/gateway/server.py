@@ -27,7 +27,7 @@ from dockyard.gateway.sessions import ForwardSession, SessionRefused, WorkspaceS
 from dockyard.provisioner import workspaces
 from dockyard.provisioner.status import derive
 from dockyard.store.models import Workspace
-from dockyard.tunnel import bridge, connect
+from dockyard.tunnel import bridge, connect, state
 from dockyard.tunnel.frames import FrameStream, ProtocolError
 from dockyard_sdk import models as wire
 
@@ -383,6 +383,14 @@ class _Connection(asyncssh.SSHServer):
                     progress(waiting)
                 await connect.ensure_ready(self._gateway.sessions, hub, identity.actor, target.workspace_id)
             self._workspace_id = target.workspace_id
+            await asyncio.to_thread(
+                state.record_use,
+                self._gateway.sessions,
+                identity.actor,
+                target.workspace_id,
+                "workspace.ssh",
+                {"kind": kind, "peer": self._peer},
+            )
             if self._heartbeat is None:
                 reason = "port_forward" if kind == "dial" else "ssh"
                 self._heartbeat = asyncio.ensure_future(

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, aliased
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import builds, events, lifetimes, queue, schedules, tasks
+from dockyard.provisioner import builds, events, idempotency_keys, lifetimes, queue, quotas, schedules, tasks
 from dockyard.provisioner.status import derive
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.store import audit, warmnetworks
@@ -38,6 +38,8 @@ class Loaded:
 
 def _visible(actor: Actor, workspace: Workspace) -> bool:
     if not (actor.is_owner or workspace.owner_id == actor.user_id):
+        return False
+    if actor.own_workspaces_only and workspace.created_by_token_id != actor.token_id:
         return False
     return actor.allows_workspace(
         workspace.id, workspace.name, template_id=workspace.template_id, template_name=workspace.template.name
@@ -103,6 +105,8 @@ def search(
         query = query.where(Workspace.deleted.is_(False))
     if not actor.is_owner:
         query = query.where(Workspace.owner_id == actor.user_id)
+    if actor.own_workspaces_only:
+        query = query.where(Workspace.created_by_token_id == actor.token_id)
     if owner:
         owner_id = actor.user_id if owner == "me" else owner
         query = query.join(User, User.id == Workspace.owner_id).where(
@@ -263,10 +267,19 @@ def _resolve_template(
 
 
 def create(
-    db: Session, actor: Actor, request: wire.CreateWorkspaceRequest, *, capacity: HostCapacity | None
+    db: Session,
+    actor: Actor,
+    request: wire.CreateWorkspaceRequest,
+    *,
+    capacity: HostCapacity | None,
+    idempotency: idempotency_keys.Claim | None = None,
 ) -> Loaded:
-    """Validate, then write the workspace and its first `start` build in one transaction."""
+    """Validate, then write the workspace and its first `start` build in one transaction.
+
+    With an idempotency claim, the key is inserted in that same transaction: of two concurrent retries only
+    one commits, and the other returns what it made (`idempotency_keys.replay`)."""
     actor.require(wire.Scope.TEMPLATE_USE)
+    quotas.check_create_rate(db, actor)
     template, version = _resolve_template(db, actor, request)
     owner = db.get(User, actor.user_id)
     assert owner is not None
@@ -293,8 +306,11 @@ def create(
         template_version_id=version.id,
         name=name,
         parameters=values,
+        created_by_token_id=actor.token_id,
     )
     rendered = render_for(manifest, values, workspace=workspace, owner=owner)
+    workspace.cpu_millis = round(float(rendered.resources.cpu) * 1000)
+    workspace.memory_bytes = rendered.resources.memory_bytes
     problems = _check_resources(rendered, capacity)
     if problems:
         raise ValidationFailed("The template asks for more than this host can give.", problems)
@@ -334,9 +350,16 @@ def create(
             status_code=201,
             detail={"template": template.name, "version": version.number},
         )
+        if idempotency is not None:
+            idempotency_keys.record(db, idempotency, workspace_id=workspace.id)
         db.commit()
     except IntegrityError as exc:
         db.rollback()
+        if idempotency is not None:
+            # A concurrent retry with the same key committed first: its workspace is the answer.
+            replayed = idempotency_keys.replay(db, idempotency)
+            if replayed is not None:
+                return load(db, replayed)
         raise Conflict(f"You already have a workspace named {name!r}.") from exc
     queue.wakeup.notify()
     events.job_queued(db, build.id)

@@ -205,6 +205,25 @@ def touch(sessions: sessionmaker[Session], workspace_id: str, reason: str) -> No
         db.commit()
 
 
+def record_use(
+    sessions: sessionmaker[Session], actor: Actor, workspace_id: str, action: str, detail: dict[str, Any]
+) -> None:
+    """An audit row for a use of a running workspace (exec, terminal, port forward, files, SSH), naming the token
+    it was made with: what a token did inside a workspace is in the audit log, not only what it changed."""
+    with sessions() as db:
+        workspace = db.get(Workspace, workspace_id)
+        audit.record(
+            db,
+            actor,
+            action,
+            resource_type="workspace",
+            resource_id=workspace_id,
+            resource_name=workspace.name if workspace else "",
+            detail={**detail, "token": actor.token_id} if actor.token_id else detail,
+        )
+        db.commit()
+
+
 def to_wire(row: WorkspaceAgent | None) -> wire.WorkspaceAgent | None:
     if row is None:
         return None
@@ -243,7 +262,8 @@ def task(sessions: sessionmaker[Session], workspace_id: str, message: dict[str, 
         workspace = db.get(Workspace, workspace_id)
         if workspace is None or workspace.deleted:
             return False
-        tasks.report(db, workspace, report, actor=None, source="agent")
+        # Audited as the agent's: everything done with an agent token is in the audit log.
+        tasks.report(db, workspace, report, actor=AGENT_ACTOR, source="agent")
     return True
 
 

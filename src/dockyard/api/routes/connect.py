@@ -43,6 +43,16 @@ async def _ready(
         await asyncio.to_thread(state.touch, sessions, workspace_id, touch)
 
 
+async def _audit(
+    request: Request | WebSocket, actor: Actor, workspace_id: str, action: str, **detail: Any
+) -> None:
+    await asyncio.to_thread(state.record_use, request.app.state.sessions, actor, workspace_id, action, detail)
+
+
+def _command(command: list[str] | str) -> str:
+    return (command if isinstance(command, str) else " ".join(command))[:500]
+
+
 @router.post("/api/v2/workspaces/{workspace}/exec")
 async def exec_command(
     request: Request,
@@ -54,6 +64,7 @@ async def exec_command(
 ) -> wire.ExecResult:
     """Run a command in the running workspace and return its exit code and output when it ends."""
     await _ready(request, db, workspace.id, hub)
+    await _audit(request, actor, workspace.id, "workspace.exec", command=_command(body.command))
     activity = asyncio.ensure_future(bridge.keep_active(request.app.state.sessions, workspace.id, "exec"))
     try:
         return await streams.exec_collect(hub, workspace.id, body)
@@ -81,6 +92,9 @@ async def exec_stream(
             [Validation(".".join(str(p) for p in e["loc"]), e["msg"]) for e in getattr(exc, "errors", list)()]
             or [Validation("body", str(exc))],
         ) from exc
+    await _audit(
+        websocket, actor, workspace.id, "workspace.exec", command=_command(start.command), stream=True
+    )
     params = streams.exec_params(start.command, start.cwd, start.env)
     if start.pty is not None:
         params["pty"] = start.pty.model_dump()
@@ -141,6 +155,7 @@ async def terminal(
     params: dict[str, Any] = {"reconnect": session_id, "width": width, "height": height}
     if command:
         params["command"] = command
+    await _audit(websocket, actor, workspace.id, "workspace.terminal", command=(command or "")[:500])
     stream = await hub.open(workspace.id, "pty", **params)
     await websocket.accept()
     try:
@@ -167,6 +182,7 @@ async def dial(
     """A TCP connection made inside the workspace (port forwarding); raw bytes as binary messages both ways.
     The client's text message `{"type": "eof"}` half-closes the connection (the client sends no more)."""
     await _ready(websocket, db, workspace.id, hub)
+    await _audit(websocket, actor, workspace.id, "workspace.port_forward", host=host, port=port)
     stream = await hub.open(workspace.id, "dial", host=host, port=port)
     try:
         answer = await stream.read_json()
@@ -196,6 +212,7 @@ async def read_file(
 ) -> StreamingResponse:
     """A file's content from the workspace, streamed as bytes."""
     await _ready(request, db, workspace.id, hub, touch="files")
+    await _audit(request, actor, workspace.id, "workspace.file.read", path=path)
     meta, content = await streams.read_file(hub, workspace.id, path)
     # No Content-Length: the size stat() gave is not a promise (/proc files say 0, a log grows while it is
     # read), and a body that differs from a declared length is a broken response. X-File-Size is that size.
@@ -231,6 +248,7 @@ async def write_file(
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         raise PayloadTooLarge(f"The upload is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
     await _ready(request, db, workspace.id, hub, touch="files")
+    await _audit(request, actor, workspace.id, "workspace.file.write", path=path)
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in request.stream():
@@ -253,6 +271,7 @@ async def delete_file(
 ) -> Response:
     """Remove a file, or a folder with `recursive=true`."""
     await _ready(request, db, workspace.id, hub, touch="files")
+    await _audit(request, actor, workspace.id, "workspace.file.delete", path=path, recursive=recursive)
     await streams.simple(hub, workspace.id, "file_delete", path=path, recursive=recursive)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -263,4 +282,5 @@ async def list_files(
 ) -> wire.FileList:
     """The entries of a folder in the workspace."""
     await _ready(request, db, workspace.id, hub, touch="files")
+    await _audit(request, actor, workspace.id, "workspace.file.list", path=path)
     return await streams.list_files(hub, workspace.id, path)

@@ -5,7 +5,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, format_sse_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.provisioner import builds, events, logs, schedules, tasks, workspaces
+from dockyard.provisioner import builds, events, idempotency_keys, logs, schedules, tasks, workspaces
 from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.store.models import Workspace, WorkspaceBuild
@@ -42,10 +42,25 @@ def create_workspace(
     body: wire.CreateWorkspaceRequest,
     db: DbSession,
     runtime: RuntimeDep,
+    response: Response,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_CREATE)],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="A retry with the same key and body returns the same workspace, never a second one.",
+        ),
+    ] = None,
 ) -> wire.Workspace:
     """Create a workspace from a template and queue its first start build."""
-    loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime))
+    claim = None
+    if idempotency_key is not None:
+        claim = idempotency_keys.claim(actor, idempotency_key, body)
+        earlier = idempotency_keys.replay(db, claim)
+        if earlier is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return workspaces.to_wire(db, workspaces.load(db, earlier))
+    loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime), idempotency=claim)
     return workspaces.to_wire(db, loaded)
 
 
