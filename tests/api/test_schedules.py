@@ -40,9 +40,24 @@ def test_autostart_is_stored_with_its_zone_and_next_time(h: Harness) -> None:
 @pytest.mark.parametrize(
     ("schedule", "zone", "field", "detail"),
     [
-        ("61 * * * *", "UTC", "autostart", "'61 * * * *' is not five cron fields (minute hour day month weekday)"),
-        ("0 9 * * 1-5 *", "UTC", "autostart", "'0 9 * * 1-5 *' is not five cron fields (minute hour day month weekday)"),
-        ("0 9 * * 1-5", "Mars/Olympus", "timezone", "'Mars/Olympus' is not an IANA time zone, e.g. Europe/Berlin"),
+        (
+            "61 * * * *",
+            "UTC",
+            "autostart",
+            "'61 * * * *' is not five cron fields (minute hour day month weekday)",
+        ),
+        (
+            "0 9 * * 1-5 *",
+            "UTC",
+            "autostart",
+            "'0 9 * * 1-5 *' is not five cron fields (minute hour day month weekday)",
+        ),
+        (
+            "0 9 * * 1-5",
+            "Mars/Olympus",
+            "timezone",
+            "'Mars/Olympus' is not an IANA time zone, e.g. Europe/Berlin",
+        ),
     ],
 )
 def test_a_bad_schedule_is_422_naming_the_field_and_changes_nothing(
@@ -102,7 +117,9 @@ def test_extend_respects_the_templates_maximum(h: Harness) -> None:
     before = h.admin.get_workspace(ws.id).deadline
     error = _refusal(lambda: h.admin.set_ttl(ws.id, "4h"))
     assert (error.status_code, error.message) == (422, "The TTL is longer than the template allows.")
-    assert [(v.field, v.detail) for v in error.validations] == [("ttl", "4h is above the template's maximum 3h")]
+    assert [(v.field, v.detail) for v in error.validations] == [
+        ("ttl", "4h is above the template's maximum 3h")
+    ]
     assert h.admin.get_workspace(ws.id).deadline == before
     extended = h.admin.set_ttl(ws.id, "2h")
     assert extended.deadline is not None
@@ -120,5 +137,7 @@ def test_create_with_a_ttl_above_the_maximum_is_refused(h: Harness) -> None:
         lambda: h.admin.create_workspace(m.CreateWorkspaceRequest(template="capped", name="x", ttl="5h"))
     )
     assert error.status_code == 422
-    assert [(v.field, v.detail) for v in error.validations] == [("ttl", "5h is above the template's maximum 3h")]
+    assert [(v.field, v.detail) for v in error.validations] == [
+        ("ttl", "5h is above the template's maximum 3h")
+    ]
     assert h.admin.list_workspaces().count == 0

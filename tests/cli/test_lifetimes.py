@@ -45,7 +45,9 @@ def test_schedule_sets_and_clears_autostart(logged_in: Cli) -> None:
     assert result.stderr == (
         f"sch starts on '0 9 * * 1-5' (Europe/Berlin); next at {plan.next_at.strftime('%Y-%m-%dT%H:%MZ')}\n"
     )
-    assert re.search(r"\nAUTOSTART +0 9 \* \* 1-5 \(Europe/Berlin\), next ", logged_in.ok("show", "sch").stdout)
+    assert re.search(
+        r"\nAUTOSTART +0 9 \* \* 1-5 \(Europe/Berlin\), next ", logged_in.ok("show", "sch").stdout
+    )
 
     bad = logged_in("schedule", "sch", "--autostart", "0 9 * *", "--tz", "Nowhere/Else")
     assert bad.exit_code == 1

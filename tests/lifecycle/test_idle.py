@@ -72,7 +72,9 @@ def test_an_idle_workspace_is_warned_then_stopped(h: Harness) -> None:
     assert isinstance(warning, m.LifetimeWarning)
     assert (warning.workspace_name, warning.stop_reason) == ("idle-b", "idle")
     assert warning.message.startswith("Workspace 'idle-b' stops at ")
-    assert warning.message.endswith(": nothing has used it; use it (SSH, a terminal, exec, files) to keep it running.")
+    assert warning.message.endswith(
+        ": nothing has used it; use it (SSH, a terminal, exec, files) to keep it running."
+    )
     after = next(watcher)
     assert isinstance(after, m.Workspace)
     assert after.lifetime is not None
