@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from dockyard import logs as logging
 from dockyard.errors import Conflict
 from dockyard.provisioner import builds, events, lifetimes
+from dockyard.provisioner.builds import latest_or_none
 from dockyard.store.models import Workspace
 from dockyard.store.types import utcnow
 from dockyard_sdk.models import BuildReason, Transition
@@ -55,7 +56,7 @@ def _check(db: Session, workspace_id: str) -> str | None:
     workspace = db.get(Workspace, workspace_id)
     if workspace is None:
         return None
-    build = builds.latest_or_none(db, workspace)
+    build = latest_or_none(db, workspace)
     now = utcnow()
     plan = lifetimes.plan(workspace, build, now) if build is not None else None
     if plan is None:
