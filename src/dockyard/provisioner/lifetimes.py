@@ -13,10 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from dockyard.errors import Validation
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.tunnel import state
 from dockyard_sdk import models as wire
+from dockyard_sdk.manifest import TemplateManifest
 from dockyard_sdk.models import BuildStatus, Transition
+from dockyard_sdk.units import format_duration, parse_duration
 
 # An open session re-marks its workspace every heartbeat; a workspace is only idle once a few heartbeats were
 # missed, so a shorter idle timeout acts as this one (a loaded machine delays the heartbeat threads).
@@ -90,6 +93,34 @@ def plan(workspace: Workspace, build: WorkspaceBuild, now: datetime) -> Plan | N
         stop_reason=stop_reason,
         warn_from=warn_from,
     )
+
+
+def max_ttl_seconds(manifest: TemplateManifest) -> int | None:
+    limit = manifest.lifetime.max_ttl
+    return int(parse_duration(limit).total_seconds()) if limit else None
+
+
+def check_max_ttl(manifest: TemplateManifest, seconds: int | None, *, field: str) -> list[Validation]:
+    limit = max_ttl_seconds(manifest)
+    if limit is None:
+        return []
+    if seconds is None:
+        return [
+            Validation(
+                field, f"a workspace of this template needs a TTL (at most {manifest.lifetime.max_ttl})"
+            )
+        ]
+    if seconds > limit:
+        return [
+            Validation(
+                field, f"{_duration(seconds)} is above the template's maximum {manifest.lifetime.max_ttl}"
+            )
+        ]
+    return []
+
+
+def _duration(seconds: int) -> str:
+    return format_duration(timedelta(seconds=seconds))
 
 
 def _secs(delta: timedelta) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -25,7 +24,7 @@ from dockyard.templates import service as templates
 from dockyard.tunnel import state as agent_state
 from dockyard_sdk import models as wire
 from dockyard_sdk.manifest import TemplateManifest
-from dockyard_sdk.units import format_duration, parse_duration
+from dockyard_sdk.units import parse_duration
 
 
 @dataclass(frozen=True)
@@ -205,34 +204,6 @@ def _check_resources(rendered: TemplateManifest, capacity: HostCapacity | None) 
     return problems
 
 
-def max_ttl_seconds(manifest: TemplateManifest) -> int | None:
-    limit = manifest.lifetime.max_ttl
-    return int(parse_duration(limit).total_seconds()) if limit else None
-
-
-def _check_max_ttl(manifest: TemplateManifest, seconds: int | None, *, field: str) -> list[Validation]:
-    limit = max_ttl_seconds(manifest)
-    if limit is None:
-        return []
-    if seconds is None:
-        return [
-            Validation(
-                field, f"a workspace of this template needs a TTL (at most {manifest.lifetime.max_ttl})"
-            )
-        ]
-    if seconds > limit:
-        return [
-            Validation(
-                field, f"{_duration(seconds)} is above the template's maximum {manifest.lifetime.max_ttl}"
-            )
-        ]
-    return []
-
-
-def _duration(seconds: int) -> str:
-    return format_duration(timedelta(seconds=seconds))
-
-
 def render_for(
     manifest: TemplateManifest, values: dict[str, Any], *, workspace: Workspace, owner: User
 ) -> TemplateManifest:
@@ -317,7 +288,7 @@ def create(
     ttl = request.ttl_seconds()
     if ttl is None and rendered.lifetime.ttl:
         ttl = int(parse_duration(rendered.lifetime.ttl).total_seconds())
-    problems = _check_max_ttl(rendered, ttl, field="ttl")
+    problems = lifetimes.check_max_ttl(rendered, ttl, field="ttl")
     if problems:
         raise ValidationFailed("The TTL is longer than the template allows.", problems)
     workspace.ttl_seconds = ttl
@@ -416,51 +387,4 @@ def update(db: Session, actor: Actor, workspace: Workspace, request: wire.Update
             detail=changes,
         )
         db.commit()
-    return Loaded(workspace, current)
-
-
-def set_ttl(db: Session, actor: Actor, workspace: Workspace, seconds: int | None) -> Loaded:
-    """Set the TTL; a running workspace's deadline moves to `seconds` from now, with no build and no restart.
-
-    A stopped workspace keeps the new TTL for its next start. Nothing is restarted, so SSH sessions, terminals
-    and a coding agent's task carry on across an extension.
-    """
-    current = builds.latest(db, workspace)
-    if workspace.deleted or current.transition == wire.Transition.DELETE.value:
-        raise Conflict(f"Workspace {workspace.name!r} is being deleted; its TTL cannot change.")
-    version = db.get(TemplateVersion, workspace.template_version_id)
-    if version is not None:
-        owner = db.get(User, workspace.owner_id)
-        assert owner is not None
-        manifest = render_for(
-            templates.version_to_wire(version).manifest,
-            workspace.parameters,
-            workspace=workspace,
-            owner=owner,
-        )
-        problems = _check_max_ttl(manifest, seconds, field="ttl")
-        if problems:
-            raise ValidationFailed("The TTL is longer than the template allows.", problems)
-    before = workspace.deadline
-    workspace.ttl_seconds = seconds
-    if current.transition == wire.Transition.START.value and current.status in (
-        wire.BuildStatus.PENDING,
-        wire.BuildStatus.RUNNING,
-        wire.BuildStatus.SUCCEEDED,
-    ):
-        workspace.deadline = utcnow() + timedelta(seconds=seconds) if seconds else None
-    audit.record(
-        db,
-        actor,
-        "workspace.ttl",
-        resource_type="workspace",
-        resource_id=workspace.id,
-        resource_name=workspace.name,
-        detail={
-            "ttl_seconds": seconds,
-            "deadline_before": before.isoformat() if before else None,
-            "deadline": workspace.deadline.isoformat() if workspace.deadline else None,
-        },
-    )
-    db.commit()
     return Loaded(workspace, current)

@@ -14,7 +14,16 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.provisioner import builds, events, idempotency_keys, logs, schedules, tasks, workspaces
+from dockyard.provisioner import (
+    builds,
+    deadlines,
+    events,
+    idempotency_keys,
+    logs,
+    schedules,
+    tasks,
+    workspaces,
+)
 from dockyard.provisioner.status import ACTIVE_BUILD_STATUSES
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.store.models import Workspace, WorkspaceBuild
@@ -169,7 +178,7 @@ def set_workspace_ttl(
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
 ) -> wire.Workspace:
     """Set the TTL: a running workspace's deadline moves to that long from now, without a restart."""
-    return workspaces.to_wire(db, workspaces.set_ttl(db, actor, workspace, body.seconds()))
+    return workspaces.to_wire(db, deadlines.set_ttl(db, actor, workspace, body.seconds()))
 
 
 @router.put("/api/v2/workspaces/{workspace}/autostart")
