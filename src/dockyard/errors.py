@@ -75,8 +75,15 @@ class TooManyRequests(DockyardError):
 
     status_code = 429
 
-    def __init__(self, message: str, *, retry_after: float, detail: str = "") -> None:
-        super().__init__(message, detail=detail)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        detail: str = "",
+        validations: list[Validation] | None = None,
+    ) -> None:
+        super().__init__(message, detail=detail, validations=validations)
         self.retry_after = retry_after
 
 

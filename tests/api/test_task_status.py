@@ -80,7 +80,11 @@ def test_orchestrators_report_and_wait_without_polling(ah: Harness) -> None:
         assert listed[0].task is not None
         assert listed[0].task.state == m.TaskState.DONE
         audit = ah.admin.audit(action="workspace.task").audit_logs
-        assert [(row.resource_name, row.detail["state"]) for row in audit] == [("waited", "working")]
+        # Newest first; the report made inside the workspace (with its agent token) is audited as the agent's.
+        assert [(row.resource_name, row.detail["state"], row.username) for row in audit] == [
+            ("waited", "done", "agent"),
+            ("waited", "working", "admin"),
+        ]
 
 
 def test_bad_reports_name_the_field(ah: Harness) -> None:

@@ -14,11 +14,6 @@ from tests.harness import Harness, manifest_yaml, tar_gz
 
 UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [
     (
-        {"lifetime": {"ttl": "{{ parameters.ttl_hours }}h", "idle_timeout": "30m"}},
-        "lifetime.idle_timeout",
-        "not supported yet: nothing stops idle workspaces yet; use `lifetime.ttl`",
-    ),
-    (
         {"network": {"egress": "allowlist", "allow": ["github.com", "10.1.0.0/16"]}},
         "network.egress",
         "not supported yet: `allowlist` (with `allow` hosts) is not enforced yet; use `none` or `all`",

@@ -126,7 +126,7 @@ def test_the_proxy_command_without_credentials(tmp_path: Path) -> None:
 def test_the_help_table_matches_each_command(name: str) -> None:
     # The table lets `--help` list commands without importing them; it must say what the command itself says.
     command = load(name, COMMANDS[name])
-    own = (command.short_help or command.help or "").strip().splitlines()[0]
+    own = " ".join((command.short_help or command.help or "").strip().split("\n\n")[0].split())
     assert (command.name, COMMANDS[name].summary) == (name, own)
 
 

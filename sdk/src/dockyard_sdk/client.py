@@ -225,6 +225,22 @@ class Client:
     def revoke_token(self, token: str, user: str = "me") -> None:
         self.request("DELETE", f"/api/v2/users/{_segment(user)}/tokens/{_segment(token)}")
 
+    def get_user_quota(self, user: str = "me") -> m.Quota:
+        return self._get(f"/api/v2/users/{_segment(user)}/quota", m.Quota)
+
+    def set_user_quota(self, user: str, limits: m.QuotaLimits) -> m.Quota:
+        """Replace a user's limits (owners only); fields left out mean no limit."""
+        return self._send("PUT", f"/api/v2/users/{_segment(user)}/quota", m.Quota, limits)
+
+    def get_token_quota(self, token: str, user: str = "me") -> m.Quota:
+        return self._get(f"/api/v2/users/{_segment(user)}/tokens/{_segment(token)}/quota", m.Quota)
+
+    def set_token_quota(self, token: str, limits: m.QuotaLimits, user: str = "me") -> m.Quota:
+        """Replace a token's limits (its user, with another credential, or an owner)."""
+        return self._send(
+            "PUT", f"/api/v2/users/{_segment(user)}/tokens/{_segment(token)}/quota", m.Quota, limits
+        )
+
     # --- templates ---------------------------------------------------------------------------------------------
 
     def list_templates(self) -> builtins.list[m.Template]:
@@ -384,14 +400,25 @@ class Client:
         body = m.TtlRequest(ttl_ms=int(ttl * 1000)) if isinstance(ttl, int | float) else m.TtlRequest(ttl=ttl)
         return self._send("PUT", f"/api/v2/workspaces/{_segment(workspace)}/ttl", m.Workspace, body)
 
-    def create_workspace(self, request: m.CreateWorkspaceRequest) -> m.Workspace:
+    def create_workspace(
+        self, request: m.CreateWorkspaceRequest, *, idempotency_key: str | None = None
+    ) -> m.Workspace:
+        """With `idempotency_key`, a retry of the same request returns the workspace the first one made."""
+        headers = {"Content-Type": "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         return self._send(
             "POST",
             "/api/v2/workspaces",
             m.Workspace,
             content=request.model_dump_json(exclude_unset=True, by_alias=False),
-            headers={"Content-Type": "application/json"},
+            headers=headers,
         )
+
+    def set_autostart(self, workspace: str, schedule: str | None, timezone: str = "UTC") -> m.Workspace:
+        """Start the stopped workspace on a cron schedule in `timezone`; None turns autostart off."""
+        body = m.ScheduleRequest(autostart=schedule, timezone=timezone)
+        return self._send("PUT", f"/api/v2/workspaces/{_segment(workspace)}/autostart", m.Workspace, body)
 
     def list_workspaces(
         self,
@@ -487,6 +514,14 @@ class Client:
         for event in self._events(f"/api/v2/workspaces/{_segment(workspace)}/watch", {}):
             if event.event == "workspace":
                 yield m.Workspace.model_validate_json(event.data)
+
+    def watch_events(self, workspace: str) -> Iterator[m.Workspace | m.LifetimeWarning]:
+        """Like `watch_workspace`, and also the warning sent shortly before an automatic idle or TTL stop."""
+        for event in self._events(f"/api/v2/workspaces/{_segment(workspace)}/watch", {}):
+            if event.event == "workspace":
+                yield m.Workspace.model_validate_json(event.data)
+            elif event.event == "warning":
+                yield m.LifetimeWarning.model_validate_json(event.data)
 
     def _events(self, path: str, params: Mapping[str, Any]) -> Iterator[ServerSentEvent]:
         try:

@@ -290,9 +290,16 @@ class Lifetime(_Strict):
     ttl: str | None = Field(None, description="Time until the workspace is stopped or deleted, e.g. 8h.")
     on_ttl: OnTtl = OnTtl.STOP
     """`stop` or `delete` the workspace when the TTL runs out."""
-    idle_timeout: str | None = Field(None, description="Stop after this long without connections, e.g. 30m.")
+    idle_timeout: str | None = Field(
+        None,
+        description="Stop after this long without use (SSH, terminals, exec, port forwards, files, or a task "
+        "reporting `working`), e.g. 30m.",
+    )
+    max_ttl: str | None = Field(
+        None, description="The longest TTL a workspace may be given or extended to, e.g. 24h."
+    )
 
-    @field_validator("ttl", "idle_timeout")
+    @field_validator("ttl", "idle_timeout", "max_ttl")
     @classmethod
     def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or _templated(value, info):
@@ -409,14 +416,9 @@ class Unsupported:
 
 
 # The one list of fields that are refused at push because nothing would act on them: a template that asks for
-# an allow-list or an idle timeout must not silently get something else. The schema keeps them (so errors
+# an allow-list must not silently get something else. The schema keeps them (so errors
 # point at the field and stored versions still load); lift an entry when its feature lands.
 NOT_SUPPORTED: tuple[Unsupported, ...] = (
-    Unsupported(
-        "lifetime.idle_timeout",
-        lambda m: m.lifetime.idle_timeout is not None,
-        "nothing stops idle workspaces yet; use `lifetime.ttl`",
-    ),
     Unsupported(
         "network.egress",
         lambda m: m.network.egress == Egress.ALLOWLIST,

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from dockyard_sdk.manifest import ParameterSpec, TemplateManifest
 from dockyard_sdk.names import Name
-from dockyard_sdk.units import parse_duration
+from dockyard_sdk.units import parse_duration, parse_size
 
 
 class Scope(StrEnum):
@@ -249,6 +249,9 @@ class CreateTokenRequest(Request):
     lifetime: str = Field("30d", description="How long the token is valid, e.g. 4h, 30d.")
     scopes: list[Scope] = Field(default_factory=lambda: [Scope.ALL], min_length=1)
     """What the token may do, within the user's role; `all` by default."""
+    own_workspaces_only: bool = Field(
+        False, description="The token sees and acts on only the workspaces it created itself."
+    )
     allow_list: list[str] = Field(
         default_factory=list,
         description="What this token may touch, each entry naming its kind: `template:NAME`, "
@@ -287,6 +290,8 @@ class ApiToken(Model):
     """Template or workspace names/ids this token may touch; empty means no restriction."""
     login_type: str
     """`password` for a session from a login, `token` for a created token."""
+    own_workspaces_only: bool = False
+    """Whether the token sees only the workspaces it created."""
     created_at: datetime
     """When the token was created."""
     expires_at: datetime
@@ -819,6 +824,123 @@ class Workspace(Model):
         None, description="The agent inside the workspace; none before its first start."
     )
     task: TaskStatus | None = Field(None, description="The coding task's last reported state, if any.")
+    idle_timeout_ms: int | None = Field(
+        None, description="Stopped after this long without activity (the template's `lifetime.idle_timeout`)."
+    )
+    lifetime: WorkspaceLifetime | None = Field(
+        None, description="Why it counts as active and when it stops by itself; null unless running."
+    )
+    autostart: AutostartSchedule | None = Field(
+        None, description="When a stopped workspace starts by itself."
+    )
+
+
+class WorkspaceLifetime(Model):
+    """A running workspace's activity, and the automatic stop ahead of it."""
+
+    active: bool
+    """Whether something counts as using the workspace now."""
+    active_reason: str = ""
+    """Why it counts as active (e.g. `ssh session`, `task working`), or why not."""
+    last_activity_at: datetime | None = None
+    """When it was last used: SSH, terminals, exec, port forwards, files, or a task reporting `working`."""
+    last_activity_reason: str | None = None
+    """What that use was: `ssh`, `terminal`, `exec`, `port_forward`, `files`, `task` or `started`."""
+    idle_stop_at: datetime | None = None
+    """When it stops if nothing uses it until then; null without an idle timeout or while a task works."""
+    stops_at: datetime | None = None
+    """The next automatic stop (or delete): the earlier of the TTL deadline and the idle stop."""
+    stop_reason: str | None = None
+    """What that stop is due to: `ttl` or `idle`."""
+    warned: bool = False
+    """Whether the warning event for that stop was sent."""
+
+
+class LifetimeWarning(Model):
+    """Sent on the watch stream (`event: warning`) shortly before an automatic stop."""
+
+    workspace_id: str
+    """The workspace's id."""
+    workspace_name: str
+    """The workspace's name."""
+    stop_reason: str
+    """`idle` or `ttl`."""
+    stops_at: datetime
+    """When the stop is due."""
+    message: str
+    """What happens, and how to keep the workspace."""
+
+
+class AutostartSchedule(Model):
+    """A cron schedule, in a time zone, on which a stopped workspace starts."""
+
+    schedule: str
+    """Five cron fields, e.g. `0 9 * * 1-5`."""
+    timezone: str
+    """An IANA time zone, e.g. `Europe/Berlin`."""
+    next_at: datetime | None = None
+    """The next time it is due."""
+
+
+class ScheduleRequest(Request):
+    """Set or clear a workspace's autostart schedule."""
+
+    autostart: str | None = Field(
+        None, max_length=128, description="Five cron fields, e.g. `0 9 * * 1-5`; null turns autostart off."
+    )
+    timezone: str = Field("UTC", max_length=64, description="An IANA time zone, e.g. `Europe/Berlin`.")
+
+
+class QuotaLimits(Request):
+    """Limits for a user or a token; a null field means no limit."""
+
+    max_workspaces: int | None = Field(None, ge=0, le=100_000, description="Workspaces running at once.")
+    max_cpu: float | None = Field(None, ge=0, le=1_000_000, description="CPU cores of running workspaces.")
+    max_memory: str | int | None = Field(
+        None, description="Memory of running workspaces, e.g. `64Gi` (or bytes)."
+    )
+    creates_per_minute: int | None = Field(
+        None, ge=0, le=100_000, description="Workspace creates in any 60 s (per token only)."
+    )
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+
+class QuotaUsage(Model):
+    """What counts against a quota now."""
+
+    workspaces: int
+    """Workspaces that are running or starting."""
+    cpu: float
+    """Their CPU cores."""
+    memory_bytes: int
+    """Their memory, in bytes."""
+    creates_last_minute: int = 0
+    """Workspaces created in the last 60 s (tokens)."""
+
+
+class Quota(Model):
+    """A user's or token's limits and what uses them now."""
+
+    subject_type: str
+    """`user` or `token`."""
+    subject_id: str
+    """The user's or token's id."""
+    max_workspaces: int | None = None
+    """Workspaces running at once; null for no limit."""
+    max_cpu: float | None = None
+    """CPU cores of running workspaces; null for no limit."""
+    max_memory_bytes: int | None = None
+    """Memory of running workspaces in bytes; null for no limit."""
+    creates_per_minute: int | None = None
+    """Workspace creates in any 60 s; null for no limit."""
+    usage: QuotaUsage
+    """What counts against these limits now."""
 
 
 class WorkspaceList(Model):

@@ -26,6 +26,8 @@ class Actor:
     allow_list: frozenset[str] = frozenset()
     token_id: str | None = None
     ip: str = ""
+    # The token sees (and acts on) only the workspaces it created itself.
+    own_workspaces_only: bool = False
     _granted: frozenset[Scope] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +86,7 @@ class Actor:
             allow_list=self.allow_list,
             token_id=self.token_id,
             ip=ip,
+            own_workspaces_only=self.own_workspaces_only,
         )
 
 

@@ -66,6 +66,7 @@ def to_wire(token: ApiToken) -> wire.ApiToken:
         scopes=[wire.Scope(s) for s in token.scopes],
         allow_list=list(token.allow_list),
         login_type=token.login_type,
+        own_workspaces_only=token.own_workspaces_only,
         created_at=token.created_at,
         expires_at=token.expires_at,
         last_used_at=token.last_used_at,
@@ -81,6 +82,7 @@ def issue(
     scopes: list[wire.Scope],
     allow_list: list[str],
     login_type: str = "token",
+    own_workspaces_only: bool = False,
 ) -> tuple[str, ApiToken]:
     """Insert a token row and return (secret key, row). The caller commits."""
     token_id = random_suffix(10)
@@ -93,6 +95,7 @@ def issue(
         scopes=sorted({s.value for s in scopes}),
         allow_list=sorted(set(allow_list)),
         login_type=login_type,
+        own_workspaces_only=own_workspaces_only,
         expires_at=utcnow() + lifetime,
     )
     db.add(token)
@@ -118,6 +121,11 @@ def create(db: Session, actor: Actor, user: User, request: wire.CreateTokenReque
             "A token cannot reach more than the token that creates it.",
             validations=[Validation("allow_list", "must be a subset of your token's allow_list")],
         )
+    if actor.own_workspaces_only and not request.own_workspaces_only:
+        raise Forbidden(
+            "A token cannot reach more than the token that creates it.",
+            validations=[Validation("own_workspaces_only", "must be true: your token sees only its own")],
+        )
     if db.scalar(select(ApiToken.id).where(ApiToken.user_id == user.id, ApiToken.name == request.name)):
         raise Conflict(
             f"A token named {request.name!r} already exists.",
@@ -130,6 +138,7 @@ def create(db: Session, actor: Actor, user: User, request: wire.CreateTokenReque
         lifetime=parse_duration(request.lifetime),
         scopes=list(request.scopes),
         allow_list=request.allow_list,
+        own_workspaces_only=request.own_workspaces_only,
     )
     audit.record(
         db,
@@ -143,6 +152,7 @@ def create(db: Session, actor: Actor, user: User, request: wire.CreateTokenReque
             "user": user.username,
             "scopes": token.scopes,
             "allow_list": token.allow_list,
+            "own_workspaces_only": token.own_workspaces_only,
             "expires_at": token.expires_at.isoformat(),
         },
     )
@@ -317,6 +327,7 @@ def authenticate(db: Session, key: str) -> Actor:
         scopes=frozenset(wire.Scope(s) for s in token.scopes),
         allow_list=frozenset(token.allow_list),
         token_id=token.id,
+        own_workspaces_only=token.own_workspaces_only,
     )
     cache.put(token_id, token.hashed_secret, actor, token.expires_at, generation=generation)
     return actor

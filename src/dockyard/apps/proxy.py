@@ -192,7 +192,9 @@ class AppsMiddleware:
         query = scope.get("query_string", b"").decode("latin-1")
         url_path = path + (f"?{query}" if query else "")
         if scope["type"] == "websocket":
-            activity = asyncio.ensure_future(bridge.keep_active(app_state.sessions, resolved.workspace_id))
+            activity = asyncio.ensure_future(
+                bridge.keep_active(app_state.sessions, resolved.workspace_id, "app")
+            )
             try:
                 await self._websocket(scope, receive, send, target, headers, resolved, url_path)
             finally:
@@ -203,14 +205,15 @@ class AppsMiddleware:
 
     def _touch(self, sessions: Any, workspace_id: str) -> None:
         """App traffic keeps the workspace from idling; a page's many asset requests make one write at most
-        every ACTIVITY_INTERVAL (the database write is throttled too, but each would still be a round trip)."""
+        every state.ACTIVITY_HEARTBEAT seconds (the database write is throttled too, but each would still be a
+        round trip)."""
         now = time.monotonic()
-        if now - self._touched.get(workspace_id, -bridge.ACTIVITY_INTERVAL) < bridge.ACTIVITY_INTERVAL:
+        if now - self._touched.get(workspace_id, -state.ACTIVITY_HEARTBEAT) < state.ACTIVITY_HEARTBEAT:
             return
         if len(self._touched) > 10_000:
             self._touched.clear()
         self._touched[workspace_id] = now
-        task = asyncio.ensure_future(asyncio.to_thread(state.touch, sessions, workspace_id))
+        task = asyncio.ensure_future(asyncio.to_thread(state.touch, sessions, workspace_id, "app"))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

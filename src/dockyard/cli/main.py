@@ -55,6 +55,19 @@ COMMANDS: dict[str, Entry] = {
         "Create a workspace from a repository's devcontainer.json, with no template written by hand.",
         _WORKSPACES,
     ),
+    "extend": Entry(
+        "lifetimes",
+        "extend",
+        "Move a running workspace's deadline to DURATION from now, without a restart (within the template's"
+        " maximum).",
+        _WORKSPACES,
+    ),
+    "schedule": Entry(
+        "lifetimes",
+        "schedule",
+        "Start a stopped workspace on a cron schedule in a time zone (`--off` turns it off).",
+        _WORKSPACES,
+    ),
     "list": Entry("workspaces", "list_workspaces", "List your workspaces (--all: everyone's).", _WORKSPACES),
     "show": Entry(
         "workspaces",

@@ -115,6 +115,7 @@ def print_details(workspace: m.Workspace) -> None:
         ("CREATED", output.when(workspace.created_at)),
         ("LAST USED", output.when(workspace.last_used_at)),
     ]
+    pairs += lifetime_pairs(workspace)
     output.print_rich(output.fields(pairs))
     typer.echo()
     usage = usage_pairs(workspace.agent.stats if workspace.agent is not None else None)
@@ -142,6 +143,25 @@ def print_details(workspace: m.Workspace) -> None:
     if build.error:
         details.append(("ERROR", build.error))
     output.print_rich(output.fields(details))
+
+
+def lifetime_pairs(workspace: m.Workspace) -> list[tuple[str, str]]:
+    """Why the workspace counts as active, when it stops by itself, and when it starts."""
+    pairs = []
+    if workspace.idle_timeout_ms:
+        pairs.append(("IDLE TIMEOUT", format_duration(timedelta(milliseconds=workspace.idle_timeout_ms))))
+    life = workspace.lifetime
+    if life is not None:
+        pairs.append(("ACTIVE", f"{'yes' if life.active else 'no'} ({life.active_reason})"))
+        if life.stops_at is not None:
+            warned = ", warned" if life.warned else ""
+            pairs.append(("AUTO STOP", f"{output.when(life.stops_at)} ({life.stop_reason}{warned})"))
+    if workspace.autostart is not None:
+        plan = workspace.autostart
+        pairs.append(
+            ("AUTOSTART", f"{plan.schedule} ({plan.timezone}), next {output.when(plan.next_at, never='-')}")
+        )
+    return pairs
 
 
 def size_text(size: int) -> str:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dockyard.cli import config, output
+from dockyard.cli import config, output, quotas
 from dockyard.cli.errors import build_request
 from dockyard.cli.output import Column, OutputFormat, OutputOption
 from dockyard_sdk import models as m
@@ -32,6 +32,9 @@ def create(
             "A bare NAME means template:NAME.",
         ),
     ] = None,
+    own_workspaces_only: Annotated[
+        bool, typer.Option("--own-workspaces-only", help="See and act on only the workspaces it creates.")
+    ] = False,
     user: UserOption = "me",
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
@@ -44,6 +47,7 @@ def create(
         lifetime=lifetime,
         scopes=scopes or None,
         allow_list=allow_list or None,
+        own_workspaces_only=own_workspaces_only or None,
     )
     with config.session() as client:
         created = client.create_token(request, user=user)
@@ -94,3 +98,6 @@ def revoke(
     with config.session() as client:
         client.revoke_token(token, user=user)
     output.message(f"Revoked token {token}")
+
+
+app.command("quota")(quotas.token_quota)

@@ -1,4 +1,4 @@
-"""`dockyard users create | list`."""
+"""`dockyard users create | list | quota`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dockyard.cli import config, output
+from dockyard.cli import config, output, quotas
 from dockyard.cli.errors import build_request
 from dockyard.cli.output import Column, OutputFormat, OutputOption
 from dockyard_sdk import models as m
@@ -74,3 +74,6 @@ def list_users(
         rows=found,
         empty="No users match.",
     )
+
+
+app.command("quota")(quotas.user_quota)

@@ -101,6 +101,7 @@ def _actor(user: User, token: ApiToken | None) -> Actor:
         scopes=frozenset(wire.Scope(s) for s in token.scopes) if token else frozenset({Scope.ALL}),
         allow_list=frozenset(token.allow_list) if token else frozenset(),
         token_id=token.id if token else None,
+        own_workspaces_only=token.own_workspaces_only if token else False,
     )
 
 

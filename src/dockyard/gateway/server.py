@@ -25,7 +25,7 @@ from dockyard.errors import DockyardError, Forbidden, NotFound
 from dockyard.gateway import auth, ca, keys
 from dockyard.gateway.auth import Identity, Refused
 from dockyard.gateway.sessions import ForwardSession, SessionRefused, WorkspaceSession
-from dockyard.tunnel import connect, state
+from dockyard.tunnel import bridge, connect, state
 from dockyard.tunnel.frames import FrameStream, ProtocolError
 from dockyard.workspaces import service as workspaces
 from dockyard.workspaces.status import derive
@@ -33,8 +33,6 @@ from dockyard_sdk import models as wire
 
 log = logs.get(__name__)
 
-# Touch the workspace's last_used_at at most this often while bytes flow (the SQL throttles it too).
-ACTIVITY_INTERVAL = 30.0
 LOGIN_TIMEOUT = 30.0
 KEEPALIVE_INTERVAL = 30.0
 KEEPALIVE_COUNT_MAX = 3
@@ -216,7 +214,8 @@ class _Connection(asyncssh.SSHServer):
         self._candidate: tuple[bytes, Identity] | None = None
         self._identity: Identity | None = None
         self._workspace_id: str | None = None
-        self._last_activity = float("-inf")
+        # Marks the workspace active for as long as this SSH connection has reached it (tunnel/bridge.py).
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # --- authentication ---------------------------------------------------------------------------------------
 
@@ -334,6 +333,8 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gateway.connections.discard(self)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._began and self._identity is None:
             # One failure per connection that tried and never got in (each refused key counts, so that one
             # connection cannot try many for the price of one); a successful login costs nothing.
@@ -381,7 +382,19 @@ class _Connection(asyncssh.SSHServer):
                     progress(waiting)
                 await connect.ensure_ready(self._gateway.sessions, hub, identity.actor, target.workspace_id)
             self._workspace_id = target.workspace_id
-            self.activity()
+            await asyncio.to_thread(
+                state.record_use,
+                self._gateway.sessions,
+                identity.actor,
+                target.workspace_id,
+                "workspace.ssh",
+                {"kind": kind, "peer": self._peer},
+            )
+            if self._heartbeat is None:
+                reason = "port_forward" if kind == "dial" else "ssh"
+                self._heartbeat = asyncio.ensure_future(
+                    bridge.keep_active(self._gateway.sessions, target.workspace_id, reason)
+                )
             return await hub.open(target.workspace_id, kind, **params)
         except DockyardError as exc:
             # Starting or reaching the workspace failed (a failed build, an agent that never connected, …):
@@ -389,14 +402,9 @@ class _Connection(asyncssh.SSHServer):
             raise SessionRefused(f"{exc.message} {exc.detail}".strip()) from None
 
     def activity(self) -> None:
-        workspace_id = self._workspace_id
-        if workspace_id is None:
-            return
-        now = asyncio.get_running_loop().time()
-        if now - self._last_activity < ACTIVITY_INTERVAL:
-            return
-        self._last_activity = now
-        self._gateway.spawn(asyncio.to_thread(state.touch, self._gateway.sessions, workspace_id))
+        # Bytes flowing need no write of their own: the connection's heartbeat marks the workspace active
+        # for as long as the connection is open, at most once every few seconds.
+        return
 
     def refused(self) -> None:
         # Queued after the refusal's message and exit status, so the client sees both before the disconnect.

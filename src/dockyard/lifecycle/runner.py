@@ -1,6 +1,6 @@
 """Hosts the background work of a control-plane process: provisioner workers and the lifecycle loops.
 
-Every replica runs workers; the lifecycle loops (reconcile, TTL, drift, warm networks) run only on the replica
+Every replica runs workers; the lifecycle loops (reconcile, TTL, idle, autostart, drift, warm networks) run only on the replica
 holding the lease (`lifecycle/leader.py`). Idle workers wake on the pubsub's jobs channel, so a build queued by
 any replica starts at once wherever a worker is free.
 """
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.events import Subscription, bus_of, channels
-from dockyard.lifecycle import reconcile, ttl
+from dockyard.lifecycle import autostart, idle, reconcile, ttl
 from dockyard.lifecycle.leader import FOLLOWER_RETRY, Lease, SingleProcess
 from dockyard.provisioner import queue
 from dockyard.provisioner.instance import Instance
@@ -120,6 +120,10 @@ class Background:
                 reconcile.recover_orphaned_builds(db, self.instance)
         with self.sessions() as db:
             ttl.enforce_deadlines(db)
+        with self.sessions() as db:
+            idle.enforce_idle(db)
+        with self.sessions() as db:
+            autostart.start_due(db)
         with self.sessions() as db:
             try:
                 reconcile.observe_drift(db, self.runtime)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound
-from dockyard.provisioner import events, queue
+from dockyard.provisioner import events, queue, quotas
 from dockyard.store import audit
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
@@ -67,6 +67,8 @@ def create_build(
     """Check the transition is allowed from the current status (else Conflict) and queue the build."""
     current = latest_or_none(db, workspace)
     check_transition(workspace, current, transition)
+    if transition == Transition.START and actor is not None:
+        quotas.check_start(db, actor, workspace)
     # The workspace holds the wanted version and parameters (PATCH changes them); each build snapshots them.
     template_version_id = template_version_id or workspace.template_version_id
     parameters = dict(workspace.parameters) if parameters is None else parameters

@@ -80,6 +80,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
+    # Sees (and acts on) only the workspaces it created itself.
+    own_workspaces_only: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -175,6 +177,17 @@ class Workspace(Base):
     task_links: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
     task_source: Mapped[str | None] = mapped_column(String(16))
     task_updated_at: Mapped[datetime | None]
+    # What last_used_at was about (`ssh`, `exec`, `files`, …): why the workspace counts as active.
+    last_activity_reason: Mapped[str | None] = mapped_column(String(32))
+    # The automatic stop the last warning announced; a later one (after activity) is warned about again.
+    stop_warned_for: Mapped[datetime | None]
+    autostart_timezone: Mapped[str | None] = mapped_column(String(64))
+    autostart_next_at: Mapped[datetime | None]
+    # Which API token created it: per-token quotas and `own_workspaces_only` tokens count by this.
+    created_by_token_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    # The rendered template's resources at creation, so quotas add them up without rendering every template.
+    cpu_millis: Mapped[int | None] = mapped_column(Integer)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     owner: Mapped[User] = relationship(lazy="joined")
     template: Mapped[Template] = relationship(lazy="joined")
@@ -349,3 +362,31 @@ class AgentSession(Base):
     )
     replica_id: Mapped[str] = mapped_column(String(64), index=True)
     connected_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Quota(Base):
+    """Limits for a user or an API token; a missing row or a null column means no limit."""
+
+    __tablename__ = "quotas"
+
+    subject_type: Mapped[str] = mapped_column(String(8), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    max_workspaces: Mapped[int | None] = mapped_column(Integer)
+    max_cpu_millis: Mapped[int | None] = mapped_column(Integer)
+    max_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    creates_per_minute: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A create's `Idempotency-Key`: the unique pair is what makes concurrent retries make one workspace."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(36))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    workspace_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -18,15 +18,14 @@ STDOUT_TAG = b"\x01"
 STDERR_TAG = b"\x02"
 # How a pump ends when its side goes away: not errors.
 _ENDINGS = (WebSocketDisconnect, EOFError, ConnectionError, ProtocolError)
-# How often a long session refreshes the workspace's last_used_at.
-ACTIVITY_INTERVAL = 30.0
 
 
-async def keep_active(sessions: sessionmaker[Session], workspace_id: str) -> None:
-    """Mark the workspace used now and every ACTIVITY_INTERVAL while the session lasts (cancel to end)."""
+async def keep_active(sessions: sessionmaker[Session], workspace_id: str, reason: str) -> None:
+    """Mark the workspace used now and every heartbeat while the session lasts (cancel to end): an open
+    terminal, exec or forward counts as activity even while no byte moves."""
     while True:
-        await asyncio.to_thread(state.touch, sessions, workspace_id)
-        await asyncio.sleep(ACTIVITY_INTERVAL)
+        await asyncio.to_thread(state.touch, sessions, workspace_id, reason)
+        await asyncio.sleep(state.ACTIVITY_HEARTBEAT)
 
 
 async def run_until_first(*coroutines: Awaitable[Any]) -> None:

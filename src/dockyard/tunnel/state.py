@@ -20,8 +20,10 @@ from dockyard_sdk import models as wire
 
 __all__ = ["SETTLED", "STALE_AFTER", "limits_reason", "reset", "to_wire"]
 
-# Activity is written at most this often per workspace: idle auto-stop needs minutes, not milliseconds.
-ACTIVITY_EVERY = timedelta(seconds=30)
+# Activity is written at most this often per workspace (never per byte); sessions that stay open re-mark it
+# every ACTIVITY_HEARTBEAT, a little more often, so a heartbeat is never swallowed by the throttle.
+ACTIVITY_EVERY = timedelta(seconds=4)
+ACTIVITY_HEARTBEAT = 5.0
 # Who audit rows about agent connections name: whatever connected, not a user.
 AGENT_ACTOR = Actor(
     user_id="", username="agent", role=wire.Role.MEMBER, organization_id="", scopes=frozenset()
@@ -150,8 +152,12 @@ def stats(sessions: sessionmaker[Session], workspace_id: str, message: dict[str,
         db.commit()
 
 
-def touch(sessions: sessionmaker[Session], workspace_id: str) -> None:
-    """Record that someone used the workspace (SSH, terminal, exec, files, port forward)."""
+def touch(sessions: sessionmaker[Session], workspace_id: str, reason: str) -> None:
+    """Record that someone used the workspace, and how: `ssh`, `terminal`, `exec`, `port_forward`, `files`.
+
+    This is what idle auto-stop reads (lifecycle/idle.py); a process running in the background alone never
+    calls it.
+    """
     now = utcnow()
     with sessions() as db:
         db.execute(
@@ -161,7 +167,26 @@ def touch(sessions: sessionmaker[Session], workspace_id: str) -> None:
                 (Workspace.last_used_at.is_(None)) | (Workspace.last_used_at < now - ACTIVITY_EVERY),
             )
             # Activity is not an edit: updated_at keeps its value.
-            .values(last_used_at=now, updated_at=Workspace.updated_at)
+            .values(last_used_at=now, last_activity_reason=reason, updated_at=Workspace.updated_at)
+        )
+        db.commit()
+
+
+def record_use(
+    sessions: sessionmaker[Session], actor: Actor, workspace_id: str, action: str, detail: dict[str, Any]
+) -> None:
+    """An audit row for a use of a running workspace (exec, terminal, port forward, files, SSH), naming the token
+    it was made with: what a token did inside a workspace is in the audit log, not only what it changed."""
+    with sessions() as db:
+        workspace = db.get(Workspace, workspace_id)
+        audit.record(
+            db,
+            actor,
+            action,
+            resource_type="workspace",
+            resource_id=workspace_id,
+            resource_name=workspace.name if workspace else "",
+            detail={**detail, "token": actor.token_id} if actor.token_id else detail,
         )
         db.commit()
 
@@ -178,5 +203,6 @@ def task(sessions: sessionmaker[Session], workspace_id: str, message: dict[str, 
         workspace = db.get(Workspace, workspace_id)
         if workspace is None or workspace.deleted:
             return False
-        tasks.report(db, workspace, report, actor=None, source="agent")
+        # Audited as the agent's: everything done with an agent token is in the audit log.
+        tasks.report(db, workspace, report, actor=AGENT_ACTOR, source="agent")
     return True

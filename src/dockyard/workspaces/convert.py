@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.provisioner import agents as agent_state
-from dockyard.provisioner import tasks
+from dockyard.provisioner import lifetimes, schedules, tasks
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
+from dockyard.store.types import utcnow
 from dockyard.workspaces.queries import Loaded
 from dockyard.workspaces.status import derive
 from dockyard_sdk import models as wire
@@ -92,6 +93,7 @@ def to_wire_many(db: Session, rows: Sequence[Loaded]) -> list[wire.Workspace]:
     names = _usernames(db, (r.build.initiator_id for r in rows))
     agents = _agents(db, [r.workspace.id for r in rows])
     listed = []
+    now = utcnow()
     for workspace, build in ((r.workspace, r.build) for r in rows):
         status, reason = derive(workspace, build)
         agent = agent_state.to_wire(agents.get(workspace.id))
@@ -120,6 +122,11 @@ def to_wire_many(db: Session, rows: Sequence[Loaded]) -> list[wire.Workspace]:
                 last_used_at=workspace.last_used_at,
                 agent=agent,
                 task=tasks.to_wire(workspace),
+                idle_timeout_ms=workspace.idle_timeout_seconds * 1000
+                if workspace.idle_timeout_seconds
+                else None,
+                lifetime=lifetimes.to_wire(workspace, build, now),
+                autostart=schedules.to_wire(workspace),
             )
         )
     return listed

@@ -32,11 +32,14 @@ def readable(actor: Actor) -> ColumnElement[bool]:
 
     The owner role reads every workspace, other roles their own. A token's allow-list narrows that to the
     workspaces it names and those made from the templates it names, by id or name; entries are typed, so
-    `template:dev` never covers a workspace named `dev` (the same rule as `Actor.allows_workspace`).
+    `template:dev` never covers a workspace named `dev` (the same rule as `Actor.allows_workspace`). A token
+    limited to its own workspaces reads only those it created.
     """
     clauses: list[ColumnElement[bool]] = []
     if not actor.is_owner:
         clauses.append(Workspace.owner_id == actor.user_id)
+    if actor.own_workspaces_only:
+        clauses.append(Workspace.created_by_token_id == actor.token_id)
     if actor.allow_list:
         allowed: list[ColumnElement[bool]] = []
         named = actor.listed("workspace")

@@ -4,7 +4,6 @@ re-exported here, so callers import the one service module."""
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -13,14 +12,13 @@ from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import builds, events, queue
+from dockyard.provisioner import builds, events, idempotency_keys, lifetimes, queue, quotas
 from dockyard.provisioner.plans import render_for
 from dockyard.runtimes.base import HostCapacity, network_class
 from dockyard.store import audit
 from dockyard.store.models import Template, TemplateVersion, User
 from dockyard.store.models import Workspace as Workspace
 from dockyard.store.models import WorkspaceBuild as WorkspaceBuild
-from dockyard.store.types import utcnow
 from dockyard.templates import parameters as parameter_rules
 from dockyard.templates import service as templates
 from dockyard.warmpool import store as warmnetworks
@@ -91,10 +89,19 @@ def _resolve_template(
 
 
 def create(
-    db: Session, actor: Actor, request: wire.CreateWorkspaceRequest, *, capacity: HostCapacity | None
+    db: Session,
+    actor: Actor,
+    request: wire.CreateWorkspaceRequest,
+    *,
+    capacity: HostCapacity | None,
+    idempotency: idempotency_keys.Claim | None = None,
 ) -> Loaded:
-    """Validate, then write the workspace and its first `start` build in one transaction."""
+    """Validate, then write the workspace and its first `start` build in one transaction.
+
+    With an idempotency claim, the key is inserted in that same transaction: of two concurrent retries only
+    one commits, and the other returns what it made (`idempotency_keys.replay`)."""
     actor.require(wire.Scope.TEMPLATE_USE)
+    quotas.check_create_rate(db, actor)
     template, version = _resolve_template(db, actor, request)
     owner = db.get(User, actor.user_id)
     assert owner is not None
@@ -121,14 +128,20 @@ def create(
         template_version_id=version.id,
         name=name,
         parameters=values,
+        created_by_token_id=actor.token_id,
     )
     rendered = render_for(manifest, values, workspace=workspace, owner=owner)
+    workspace.cpu_millis = round(float(rendered.resources.cpu) * 1000)
+    workspace.memory_bytes = rendered.resources.memory_bytes
     problems = _check_resources(rendered, capacity)
     if problems:
         raise ValidationFailed("The template asks for more than this host can give.", problems)
     ttl = request.ttl_seconds()
     if ttl is None and rendered.lifetime.ttl:
         ttl = int(parse_duration(rendered.lifetime.ttl).total_seconds())
+    problems = lifetimes.check_max_ttl(rendered, ttl, field="ttl")
+    if problems:
+        raise ValidationFailed("The TTL is longer than the template allows.", problems)
     workspace.ttl_seconds = ttl
     if rendered.lifetime.idle_timeout:
         workspace.idle_timeout_seconds = int(parse_duration(rendered.lifetime.idle_timeout).total_seconds())
@@ -159,9 +172,16 @@ def create(
             status_code=201,
             detail={"template": template.name, "version": version.number},
         )
+        if idempotency is not None:
+            idempotency_keys.record(db, idempotency, workspace_id=workspace.id)
         db.commit()
     except IntegrityError as exc:
         db.rollback()
+        if idempotency is not None:
+            # A concurrent retry with the same key committed first: its workspace is the answer.
+            replayed = idempotency_keys.replay(db, idempotency)
+            if replayed is not None:
+                return load(db, replayed)
         raise Conflict(f"You already have a workspace named {name!r}.") from exc
     queue.wakeup.notify()
     events.job_queued(db, build.id)
@@ -218,38 +238,4 @@ def update(db: Session, actor: Actor, workspace: Workspace, request: wire.Update
             detail=changes,
         )
         db.commit()
-    return Loaded(workspace, current)
-
-
-def set_ttl(db: Session, actor: Actor, workspace: Workspace, seconds: int | None) -> Loaded:
-    """Set the TTL; a running workspace's deadline moves to `seconds` from now, with no build and no restart.
-
-    A stopped workspace keeps the new TTL for its next start. Nothing is restarted, so SSH sessions, terminals
-    and a coding agent's task carry on across an extension.
-    """
-    current = builds.latest(db, workspace)
-    if workspace.deleted or current.transition == wire.Transition.DELETE.value:
-        raise Conflict(f"Workspace {workspace.name!r} is being deleted; its TTL cannot change.")
-    before = workspace.deadline
-    workspace.ttl_seconds = seconds
-    if current.transition == wire.Transition.START.value and current.status in (
-        wire.BuildStatus.PENDING,
-        wire.BuildStatus.RUNNING,
-        wire.BuildStatus.SUCCEEDED,
-    ):
-        workspace.deadline = utcnow() + timedelta(seconds=seconds) if seconds else None
-    audit.record(
-        db,
-        actor,
-        "workspace.ttl",
-        resource_type="workspace",
-        resource_id=workspace.id,
-        resource_name=workspace.name,
-        detail={
-            "ttl_seconds": seconds,
-            "deadline_before": before.isoformat() if before else None,
-            "deadline": workspace.deadline.isoformat() if workspace.deadline else None,
-        },
-    )
-    db.commit()
     return Loaded(workspace, current)

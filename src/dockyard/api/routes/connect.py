@@ -31,15 +31,26 @@ PathQuery = Annotated[
 
 
 async def _ready(
-    request: Request | WebSocket, db: DbSession, workspace_id: str, hub: HubDep, *, touch: bool = False
+    request: Request | WebSocket, db: DbSession, workspace_id: str, hub: HubDep, *, touch: str | None = None
 ) -> None:
-    """Refuse unless the workspace runs with its agent connected; `touch` records a one-shot use of it."""
+    """Refuse unless the workspace runs with its agent connected; `touch` records a one-shot use of it (its
+    reason, e.g. `files`)."""
     # A session can last hours; it must not hold a pooled database connection all that time.
     db.close()
     sessions = request.app.state.sessions
     await connect.require_running(sessions, hub, workspace_id)
     if touch:
-        await asyncio.to_thread(state.touch, sessions, workspace_id)
+        await asyncio.to_thread(state.touch, sessions, workspace_id, touch)
+
+
+async def _audit(
+    request: Request | WebSocket, actor: Actor, workspace_id: str, action: str, **detail: Any
+) -> None:
+    await asyncio.to_thread(state.record_use, request.app.state.sessions, actor, workspace_id, action, detail)
+
+
+def _command(command: list[str] | str) -> str:
+    return (command if isinstance(command, str) else " ".join(command))[:500]
 
 
 @router.post("/api/v2/workspaces/{workspace}/exec")
@@ -53,7 +64,8 @@ async def exec_command(
 ) -> wire.ExecResult:
     """Run a command in the running workspace and return its exit code and output when it ends."""
     await _ready(request, db, workspace.id, hub)
-    activity = asyncio.ensure_future(bridge.keep_active(request.app.state.sessions, workspace.id))
+    await _audit(request, actor, workspace.id, "workspace.exec", command=_command(body.command))
+    activity = asyncio.ensure_future(bridge.keep_active(request.app.state.sessions, workspace.id, "exec"))
     try:
         return await streams.exec_collect(hub, workspace.id, body)
     finally:
@@ -80,6 +92,9 @@ async def exec_stream(
             [Validation(".".join(str(p) for p in e["loc"]), e["msg"]) for e in getattr(exc, "errors", list)()]
             or [Validation("body", str(exc))],
         ) from exc
+    await _audit(
+        websocket, actor, workspace.id, "workspace.exec", command=_command(start.command), stream=True
+    )
     params = streams.exec_params(start.command, start.cwd, start.env)
     if start.pty is not None:
         params["pty"] = start.pty.model_dump()
@@ -92,7 +107,7 @@ async def exec_stream(
                 bridge.agent_to_client(
                     websocket, stream, tagged=start.pty is None, on_exit=exit_message.update
                 ),
-                bridge.keep_active(websocket.app.state.sessions, workspace.id),
+                bridge.keep_active(websocket.app.state.sessions, workspace.id, "exec"),
             ),
             start.timeout,
         )
@@ -140,13 +155,14 @@ async def terminal(
     params: dict[str, Any] = {"reconnect": session_id, "width": width, "height": height}
     if command:
         params["command"] = command
+    await _audit(websocket, actor, workspace.id, "workspace.terminal", command=(command or "")[:500])
     stream = await hub.open(workspace.id, "pty", **params)
     await websocket.accept()
     try:
         await bridge.run_until_first(
             bridge.client_to_agent(websocket, stream, control={"resize", "signal"}),
             bridge.agent_to_client(websocket, stream, tagged=False, on_exit=lambda _: None),
-            bridge.keep_active(websocket.app.state.sessions, workspace.id),
+            bridge.keep_active(websocket.app.state.sessions, workspace.id, "terminal"),
         )
     finally:
         await stream.close()
@@ -166,6 +182,7 @@ async def dial(
     """A TCP connection made inside the workspace (port forwarding); raw bytes as binary messages both ways.
     The client's text message `{"type": "eof"}` half-closes the connection (the client sends no more)."""
     await _ready(websocket, db, workspace.id, hub)
+    await _audit(websocket, actor, workspace.id, "workspace.port_forward", host=host, port=port)
     stream = await hub.open(workspace.id, "dial", host=host, port=port)
     try:
         answer = await stream.read_json()
@@ -175,7 +192,7 @@ async def dial(
         await bridge.run_until_first(
             bridge.raw_client_to_agent(websocket, stream.writer, half_close=True),
             bridge.raw_agent_to_client(websocket, stream.reader),
-            bridge.keep_active(websocket.app.state.sessions, workspace.id),
+            bridge.keep_active(websocket.app.state.sessions, workspace.id, "port_forward"),
         )
     finally:
         await stream.close()
@@ -194,7 +211,8 @@ async def read_file(
     request: Request, db: DbSession, workspace: WorkspaceParam, actor: Connect, hub: HubDep, path: PathQuery
 ) -> StreamingResponse:
     """A file's content from the workspace, streamed as bytes."""
-    await _ready(request, db, workspace.id, hub, touch=True)
+    await _ready(request, db, workspace.id, hub, touch="files")
+    await _audit(request, actor, workspace.id, "workspace.file.read", path=path)
     meta, content = await streams.read_file(hub, workspace.id, path)
     # No Content-Length: the size stat() gave is not a promise (/proc files say 0, a log grows while it is
     # read), and a body that differs from a declared length is a broken response. X-File-Size is that size.
@@ -229,7 +247,8 @@ async def write_file(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         raise PayloadTooLarge(f"The upload is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
-    await _ready(request, db, workspace.id, hub, touch=True)
+    await _ready(request, db, workspace.id, hub, touch="files")
+    await _audit(request, actor, workspace.id, "workspace.file.write", path=path)
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in request.stream():
@@ -251,7 +270,8 @@ async def delete_file(
     recursive: bool = False,
 ) -> Response:
     """Remove a file, or a folder with `recursive=true`."""
-    await _ready(request, db, workspace.id, hub, touch=True)
+    await _ready(request, db, workspace.id, hub, touch="files")
+    await _audit(request, actor, workspace.id, "workspace.file.delete", path=path, recursive=recursive)
     await streams.simple(hub, workspace.id, "file_delete", path=path, recursive=recursive)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -261,5 +281,6 @@ async def list_files(
     request: Request, db: DbSession, workspace: WorkspaceParam, actor: Connect, hub: HubDep, path: PathQuery
 ) -> wire.FileList:
     """The entries of a folder in the workspace."""
-    await _ready(request, db, workspace.id, hub, touch=True)
+    await _ready(request, db, workspace.id, hub, touch="files")
+    await _audit(request, actor, workspace.id, "workspace.file.list", path=path)
     return await streams.list_files(hub, workspace.id, path)

@@ -13,6 +13,7 @@ from dockyard.accounts.limits import AuthLimiter
 from dockyard.api.deps import AUTHENTICATED, PUBLIC, SESSION_COOKIE, DbSession, UserParam, client_ip, scoped
 from dockyard.api.origins import CSRF_COOKIE, csrf_token_for
 from dockyard.errors import Forbidden, TooManyRequests, Unauthorized
+from dockyard.provisioner import quotas
 from dockyard_sdk import models as wire
 from dockyard_sdk.models import Scope
 
@@ -173,3 +174,46 @@ def revoke_token(
     if user.id != actor.user_id and not actor.can(Scope.USER_ADMIN):
         raise Forbidden("Only an owner can revoke another user's tokens.")
     tokens.revoke(db, actor, tokens.get(db, user, token))
+
+
+@router.get("/{user}/quota")
+def get_user_quota(
+    user: UserParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]
+) -> wire.Quota:
+    """A user's limits (concurrent workspaces, CPU, memory) and what uses them now."""
+    if user.id != actor.user_id:
+        actor.require(Scope.USER_ADMIN)
+    return quotas.to_wire(db, quotas.USER, user.id)
+
+
+@router.put("/{user}/quota")
+def set_user_quota(
+    body: wire.QuotaLimits, user: UserParam, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_ADMIN)]
+) -> wire.Quota:
+    """Replace a user's limits (owners only). A limit below current use is accepted: running workspaces are
+    left alone, and new creates and starts are refused (429) until use drops below it."""
+    return quotas.set_limits(db, actor, quotas.USER, user.id, body, name=user.username)
+
+
+@router.get("/{user}/tokens/{token}/quota")
+def get_token_quota(
+    user: UserParam, token: str, db: DbSession, actor: Annotated[Actor, scoped(Scope.USER_READ)]
+) -> wire.Quota:
+    """A token's limits (including `creates_per_minute`) and what uses them now."""
+    if user.id != actor.user_id:
+        actor.require(Scope.USER_ADMIN)
+    return quotas.to_wire(db, quotas.TOKEN, tokens.get(db, user, token).id)
+
+
+@router.put("/{user}/tokens/{token}/quota")
+def set_token_quota(
+    body: wire.QuotaLimits,
+    user: UserParam,
+    token: str,
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.TOKEN_WRITE)],
+) -> wire.Quota:
+    """Replace a token's limits: its user (with another credential) or an owner; never the token itself."""
+    row = tokens.get(db, user, token)
+    quotas.require_token_quota_writer(actor, row)
+    return quotas.set_limits(db, actor, quotas.TOKEN, row.id, body, name=row.name)

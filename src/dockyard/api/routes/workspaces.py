@@ -5,7 +5,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, format_sse_event
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.provisioner import builds, events, logs, tasks
+from dockyard.provisioner import builds, deadlines, events, idempotency_keys, logs, schedules, tasks
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.tunnel import state as agent_state
 from dockyard.workspaces import service as workspaces
@@ -41,10 +41,25 @@ def create_workspace(
     body: wire.CreateWorkspaceRequest,
     db: DbSession,
     runtime: RuntimeDep,
+    response: Response,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_CREATE)],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="A retry with the same key and body returns the same workspace, never a second one.",
+        ),
+    ] = None,
 ) -> wire.Workspace:
     """Create a workspace from a template and queue its first start build."""
-    loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime))
+    claim = None
+    if idempotency_key is not None:
+        claim = idempotency_keys.claim(actor, idempotency_key, body)
+        earlier = idempotency_keys.replay(db, claim)
+        if earlier is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return workspaces.to_wire(db, workspaces.load(db, earlier))
+    loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime), idempotency=claim)
     return workspaces.to_wire(db, loaded)
 
 
@@ -153,7 +168,19 @@ def set_workspace_ttl(
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
 ) -> wire.Workspace:
     """Set the TTL: a running workspace's deadline moves to that long from now, without a restart."""
-    return workspaces.to_wire(db, workspaces.set_ttl(db, actor, workspace, body.seconds()))
+    return workspaces.to_wire(db, deadlines.set_ttl(db, actor, workspace, body.seconds()))
+
+
+@router.put("/api/v2/workspaces/{workspace}/autostart")
+def set_workspace_autostart(
+    body: wire.ScheduleRequest,
+    workspace: WorkspaceParam,
+    db: DbSession,
+    actor: Annotated[Actor, scoped(Scope.WORKSPACE_OPERATE)],
+) -> wire.Workspace:
+    """Set the cron schedule (in a time zone) on which the stopped workspace starts; null turns it off."""
+    schedules.set_schedule(db, actor, workspace, body)
+    return workspaces.to_wire(db, workspaces.load(db, workspace))
 
 
 @router.post("/api/v2/workspaces/{workspace}/builds", status_code=status.HTTP_201_CREATED)
@@ -203,7 +230,8 @@ async def watch_workspace(
     workspace: WorkspaceParam,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
 ) -> EventSourceResponse:
-    """Server-sent events: the workspace as JSON (`event: workspace`) each time its status or build changes."""
+    """Server-sent events: the workspace as JSON (`event: workspace`) each time its status or build changes,
+    and `event: warning` (a `LifetimeWarning`) shortly before an automatic idle or TTL stop."""
     db.close()  # the stream reads with short-lived sessions of its own
     sessions = request.app.state.read_sessions
 
@@ -218,8 +246,16 @@ async def watch_workspace(
                     current.latest_build.status,
                     current.status_reason,
                     current.task.updated_at if current.task else None,
+                    current.lifetime.warned if current.lifetime else None,
                 )
                 if key != last:
+                    if (
+                        current.lifetime is not None
+                        and current.lifetime.warned
+                        and (last is None or not last[-1])
+                    ):
+                        warning = _warning(current, current.lifetime)
+                        yield format_sse_event(data_str=warning.model_dump_json(), event="warning")
                     last = key
                     yield format_sse_event(data_str=current.model_dump_json(), event="workspace")
                 if current.status == wire.WorkspaceStatus.DELETED:
@@ -227,6 +263,22 @@ async def watch_workspace(
                 await waiter.wait(waiter.recheck)
 
     return EventSourceResponse(stream())
+
+
+def _warning(workspace: wire.Workspace, lifetime: wire.WorkspaceLifetime) -> wire.LifetimeWarning:
+    assert lifetime.stops_at is not None
+    if lifetime.stop_reason == "idle":
+        why, keep = "nothing has used it", "use it (SSH, a terminal, exec, files) to keep it running"
+    else:
+        why, keep = "its TTL runs out", f"run `dockyard extend {workspace.name} 2h` to keep it"
+    return wire.LifetimeWarning(
+        workspace_id=workspace.id,
+        workspace_name=workspace.name,
+        stop_reason=lifetime.stop_reason or "ttl",
+        stops_at=lifetime.stops_at,
+        message=f"Workspace {workspace.name!r} stops at {lifetime.stops_at.isoformat(timespec='seconds')}: "
+        f"{why}; {keep}.",
+    )
 
 
 @router.get("/api/v2/workspacebuilds/{build}")
