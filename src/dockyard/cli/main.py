@@ -13,6 +13,7 @@ from dockyard.cli import (
     devcontainer,
     doctor,
     forward,
+    gitauth,
     images,
     mcp,
     output,
@@ -22,6 +23,7 @@ from dockyard.cli import (
     templates,
     tokens,
     users,
+    webhooks,
     workspaces,
 )
 from dockyard.cli.errors import CliError
@@ -102,6 +104,8 @@ app.command("port-forward", rich_help_panel=_CONNECT)(forward.port_forward)
 app.command("config-ssh", rich_help_panel=_CONNECT)(sshconfig.config_ssh)
 app.command("ssh-cert", rich_help_panel=_CONNECT)(sshkeys.ssh_cert)
 app.add_typer(sshkeys.app, name="ssh-keys", rich_help_panel=_CONNECT)
+app.add_typer(gitauth.app, name="git-auth", rich_help_panel=_CONNECT)
+app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(templates.app, name="templates")
 app.add_typer(devcontainer.app, name="devcontainer")
 app.add_typer(tokens.app, name="tokens")

@@ -9,13 +9,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.accounts.actor import Actor
+from dockyard.gitauth import broker
 from dockyard.provisioner import logs, tasks
 from dockyard.store import audit
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard.templates import formats
 from dockyard.templates import service as templates
 from dockyard.tunnel.links import Origin
 from dockyard_sdk import models as wire
+from dockyard_sdk.manifest import GitSpec, TemplateManifest
 from dockyard_sdk.units import parse_duration
 
 # A row that says "connected" but has not been refreshed for this long belongs to a server that died.
@@ -45,6 +48,7 @@ def reset(db: Session, workspace_id: str, build_id: str) -> None:
     row.connection = wire.AgentConnection.CONNECTING
     row.lifecycle = wire.AgentLifecycle.CREATED
     row.exit_code = None
+    row.error = None
     row.started_at = None
     row.ready_at = None
     row.stats = {}
@@ -52,33 +56,70 @@ def reset(db: Session, workspace_id: str, build_id: str) -> None:
     db.commit()
 
 
-def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any] | None:
-    """The scripts an agent runs, from the workspace's latest start build; None for an unknown workspace."""
+def _rendered(db: Session, workspace_id: str) -> tuple[Workspace, User, TemplateManifest] | None:
+    """The workspace's manifest as its latest start build rendered it; None for an unknown workspace."""
     from dockyard.provisioner.workspaces import render_for
 
+    workspace = db.get(Workspace, workspace_id)
+    if workspace is None or workspace.deleted:
+        return None
+    build = db.scalar(
+        select(WorkspaceBuild)
+        .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.transition == "start")
+        .order_by(WorkspaceBuild.number.desc())
+        .limit(1)
+    )
+    owner = db.get(User, workspace.owner_id)
+    if build is None or owner is None:
+        return None
+    version = db.get(TemplateVersion, build.template_version_id)
+    if version is None:
+        return None
+    manifest = templates.version_to_wire(version).manifest
+    return workspace, owner, render_for(manifest, build.parameters, workspace=workspace, owner=owner)
+
+
+def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any] | None:
+    """The scripts an agent runs, from the workspace's latest start build; None for an unknown workspace."""
     with sessions() as db:
-        workspace = db.get(Workspace, workspace_id)
-        if workspace is None or workspace.deleted:
-            return None
-        build = db.scalar(
-            select(WorkspaceBuild)
-            .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.transition == "start")
-            .order_by(WorkspaceBuild.number.desc())
-            .limit(1)
+        found = _rendered(db, workspace_id)
+    if found is None:
+        return None
+    rendered = found[2]
+    return {
+        "startup_script": rendered.startup_script,
+        "startup_timeout": parse_duration(rendered.startup_timeout).total_seconds(),
+        "shutdown_script": rendered.shutdown_script,
+        "git": _git_welcome(rendered.git),
+    }
+
+
+def _git_welcome(spec: GitSpec | None) -> dict[str, str] | None:
+    """What the agent clones before the startup script; `error` (a start_error) when it must not."""
+    if spec is None or not spec.repo:
+        return None
+    # A template may write the repository literally rather than through a `git-url` parameter: the same
+    # checks apply, so no value reaches git as an option or a remote helper.
+    try:
+        repo = formats.git_url(spec.repo)
+        branch = formats.git_ref(spec.branch)
+    except ValueError as exc:
+        return {"error": f"git: {exc}"}
+    return {"repo": repo, "branch": branch, "path": spec.path}
+
+
+def git_credential(
+    sessions: sessionmaker[Session], workspace_id: str, *, protocol: str, host: str
+) -> dict[str, Any]:
+    """An agent asks for a git credential for its workspace's git (`gitauth/broker.py` decides)."""
+    with sessions() as db:
+        found = _rendered(db, workspace_id)
+        if found is None:
+            return {"error": "the workspace no longer exists"}
+        workspace, owner, rendered = found
+        return broker.release(
+            db, AGENT_ACTOR, workspace=workspace, owner=owner, spec=rendered.git, protocol=protocol, host=host
         )
-        owner = db.get(User, workspace.owner_id)
-        if build is None or owner is None:
-            return None
-        version = db.get(TemplateVersion, build.template_version_id)
-        if version is None:
-            return None
-        manifest = templates.version_to_wire(version).manifest
-        rendered = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
-        return {
-            "startup_script": rendered.startup_script,
-            "startup_timeout": parse_duration(rendered.startup_timeout).total_seconds(),
-            "shutdown_script": rendered.shutdown_script,
-        }
 
 
 def live_workspaces(sessions: sessionmaker[Session], workspace_ids: set[str]) -> set[str]:
@@ -139,7 +180,14 @@ def disconnected(sessions: sessionmaker[Session], workspace_id: str) -> None:
             db.commit()
 
 
-def lifecycle(sessions: sessionmaker[Session], workspace_id: str, state: str, exit_code: int | None) -> None:
+def lifecycle(
+    sessions: sessionmaker[Session],
+    workspace_id: str,
+    state: str,
+    exit_code: int | None,
+    *,
+    error: str | None = None,
+) -> None:
     try:
         value = wire.AgentLifecycle(state)
     except ValueError:
@@ -154,6 +202,7 @@ def lifecycle(sessions: sessionmaker[Session], workspace_id: str, state: str, ex
         elif value in SETTLED:
             row.ready_at = row.ready_at or now
             row.exit_code = exit_code
+            row.error = error[:2000] if error else None
         db.commit()
 
 
@@ -214,6 +263,7 @@ def to_wire(row: WorkspaceAgent | None) -> wire.WorkspaceAgent | None:
         lifecycle=wire.AgentLifecycle(row.lifecycle),
         version=row.version,
         exit_code=row.exit_code,
+        error=row.error,
         first_connected_at=row.first_connected_at,
         last_connected_at=row.last_connected_at,
         disconnected_at=row.disconnected_at,
