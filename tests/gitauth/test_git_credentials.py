@@ -26,7 +26,7 @@ from tests.live import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
-USER, PASSWORD = "robot", "s3cret-token-7f1e9a"  # noqa: S105 - the test server's credential
+USER, PASSWORD = "robot", "s3cret-token-7f1e9a"
 GIT_MANIFEST: dict[str, Any] = {
     **BASE_MANIFEST,
     "name": "gitws",
@@ -119,9 +119,11 @@ def test_a_repository_that_does_not_exist_is_a_start_error_with_git_s_message(
     _register(ah, host)
     ws = _create(ah, f"http://{host}/nothing.git", "task-1", "norepo")
 
-    assert ws.agent is not None and ws.agent.error is not None
+    assert ws.agent is not None
+    assert ws.agent.error is not None
     assert ws.agent.lifecycle == m.AgentLifecycle.START_ERROR
-    assert "fatal: repository" in ws.agent.error and "not found" in ws.agent.error
+    assert "fatal: repository" in ws.agent.error
+    assert "not found" in ws.agent.error
 
 
 def test_clone_branch_commit_push_with_a_brokered_credential(
@@ -157,16 +159,20 @@ def test_an_existing_task_branch_is_checked_out(ah: Harness, origin: tuple[str, 
     _register(ah, host)
     ws = _create(ah, f"http://{host}/app.git", "existing", "existing")
 
-    assert ws.agent is not None and ws.agent.lifecycle == m.AgentLifecycle.READY, ws.agent
+    assert ws.agent is not None
+    assert ws.agent.lifecycle == m.AgentLifecycle.READY, ws.agent
     status = _sh(ah, ws, "git -C project status -sb").stdout
     assert status.startswith("## existing...origin/existing"), status
 
 
-def test_the_credential_is_in_no_file_and_no_environment(ah: Harness, origin: tuple[str, Path, GitApp]) -> None:
+def test_the_credential_is_in_no_file_and_no_environment(
+    ah: Harness, origin: tuple[str, Path, GitApp]
+) -> None:
     host, _bare, _app = origin
     _register(ah, host)
     ws = _create(ah, f"http://{host}/app.git", "task-1", "nowhere")
-    assert ws.agent is not None and ws.agent.lifecycle == m.AgentLifecycle.READY
+    assert ws.agent is not None
+    assert ws.agent.lifecycle == m.AgentLifecycle.READY
     runtime = ah.runtime
     assert isinstance(runtime, FakeRuntime)
     home = Path(runtime.homes[ws.id])
@@ -198,7 +204,9 @@ def test_credentials_are_released_only_for_the_repository_s_host(
     ws = _create(ah, f"http://{host}/app.git", "task-1", "hosts")
 
     def ask(protocol: str, asked: str) -> m.ExecResult:
-        return _sh(ah, ws, f"printf 'protocol={protocol}\\nhost={asked}\\n\\n' | dockyard-agent git-credential get")
+        return _sh(
+            ah, ws, f"printf 'protocol={protocol}\\nhost={asked}\\n\\n' | dockyard-agent git-credential get"
+        )
 
     other = ask("https", "other.example")
     assert (other.exit_code, other.stdout) == (0, "")
@@ -208,7 +216,8 @@ def test_credentials_are_released_only_for_the_repository_s_host(
     own = ask("http", host)
     assert own.stdout == f"username={USER}\npassword={PASSWORD}\n"
     actions = [e.action for e in ah.admin.audit(resource_type="workspace", resource=ws.id).audit_logs]
-    assert actions.count("gitauth.refuse") >= 2 and "gitauth.release" in actions
+    assert actions.count("gitauth.refuse") >= 2
+    assert "gitauth.release" in actions
 
 
 def test_the_git_auth_api_ladder_and_validation(ah: Harness) -> None:
@@ -230,9 +239,12 @@ def test_the_git_auth_api_ladder_and_validation(ah: Harness) -> None:
 
     listed = alice.list_git_auth()
     assert [(c.host, c.username) for c in listed] == [("github.com", "x-access-token")]
-    assert "alice-token" not in ah.http().get(
-        "/api/v2/users/me/git-auth", headers={"Authorization": f"Bearer {alice.token}"}
-    ).text
+    assert (
+        "alice-token"
+        not in ah.http()
+        .get("/api/v2/users/me/git-auth", headers={"Authorization": f"Bearer {alice.token}"})
+        .text
+    )
     assert reader.list_git_auth() == []
     alice.remove_git_auth("github.com")
     assert alice.list_git_auth() == []

@@ -34,7 +34,9 @@ class Receiver:
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         return [
-            json.loads(body) for headers, body in list(self.received) if kind in (None, headers["x-dockyard-event"])
+            json.loads(body)
+            for headers, body in list(self.received)
+            if kind in (None, headers["x-dockyard-event"])
         ]
 
 
@@ -43,7 +45,7 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if state.delay:
                 time.sleep(state.delay)
@@ -82,7 +84,8 @@ def _until(check: Any, timeout: float = 15) -> None:
 def test_task_and_status_changes_are_posted_signed(h: Harness, receiver: Receiver) -> None:
     _fast(h)
     hook = h.admin.add_webhook(m.CreateWebhookRequest(url=receiver.url))
-    assert hook.secret.startswith("whsec_") and hook.status == m.WebhookStatus.ACTIVE
+    assert hook.secret.startswith("whsec_")
+    assert hook.status == m.WebhookStatus.ACTIVE
 
     ws = h.workspace(name="hooked")
     h.admin.report_task(ws.id, m.TaskReport(state=m.TaskState.DONE, summary="PR opened"))
@@ -93,7 +96,8 @@ def test_task_and_status_changes_are_posted_signed(h: Harness, receiver: Receive
     assert task["workspace"]["name"] == "hooked"
     assert (task["task"]["summary"], task["task"]["source"]) == ("PR opened", "api")
     statuses = [e["workspace"]["status"] for e in receiver.events("workspace.status")]
-    assert statuses[-1] == "running" and len(statuses) == len(set(statuses))
+    assert statuses[-1] == "running"
+    assert len(statuses) == len(set(statuses))
     for headers, body in receiver.received:
         expected = "sha256=" + hmac.new(hook.secret.encode(), body, hashlib.sha256).hexdigest()
         assert headers["x-dockyard-signature"] == expected
@@ -128,7 +132,7 @@ def test_an_endpoint_that_keeps_failing_is_marked_failing_and_never_blocks_build
     ws = h.workspace(name="unhooked")
     for state in (m.TaskState.WORKING, m.TaskState.WAITING_INPUT, m.TaskState.DONE):
         h.admin.report_task(ws.id, m.TaskReport(state=state))
-    # Each delivery takes at least 2 × 0.5 s: the build and the reports did not wait for any of them.
+    # Each delivery takes at least 2 x 0.5 s: the build and the reports did not wait for any of them.
     assert ws.status == m.WorkspaceStatus.RUNNING
     assert time.monotonic() - started < 5
 
@@ -160,9 +164,12 @@ def test_webhooks_belong_to_their_user(h: Harness, receiver: Receiver) -> None:
         reader.add_webhook(m.CreateWebhookRequest(url=receiver.url))
     assert h.http().get("/api/v2/users/me/webhooks").status_code == 401
     assert [w.id for w in alice.list_webhooks()] == [hook.id]
-    assert "a-secret-of-16-chars" not in h.http().get(
-        "/api/v2/users/me/webhooks", headers={"Authorization": f"Bearer {alice.token}"}
-    ).text
+    assert (
+        "a-secret-of-16-chars"
+        not in h.http()
+        .get("/api/v2/users/me/webhooks", headers={"Authorization": f"Bearer {alice.token}"})
+        .text
+    )
     # Bob's workspaces are not alice's business.
     _fast(h)
     h.admin.report_task(h.workspace(name="admins").id, m.TaskReport(state=m.TaskState.DONE))

@@ -1354,7 +1354,13 @@ class Agent:
         for batcher in self.batchers.values():
             batcher.flush()
         self.state, self.state_exit_code, self.state_error = state, exit_code, error
-        self.send({"type": "lifecycle", "state": state, "exit_code": exit_code, "error": error})
+        self.send(self._lifecycle_message())
+
+    def _lifecycle_message(self) -> dict[str, Any]:
+        message = {"type": "lifecycle", "state": self.state, "exit_code": self.state_exit_code}
+        if self.state_error is not None:
+            message["error"] = self.state_error
+        return message
 
     # the control connection
 
@@ -1422,14 +1428,7 @@ class Agent:
         self.control = conn
         # The server may have restarted and forgotten us: tell it where we are before the backlog.
         if self.state is not None and not any(m["type"] == "lifecycle" for m in self.outbox):
-            conn.send_json(
-                {
-                    "type": "lifecycle",
-                    "state": self.state,
-                    "exit_code": self.state_exit_code,
-                    "error": self.state_error,
-                }
-            )
+            conn.send_json(self._lifecycle_message())
         while self.outbox:
             conn.send_json(self.outbox.popleft())
         self.outbox_lines = 0
