@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import yaml
 
 from tests.cli.conftest import Cli
+from tests.gitauth.test_git_credentials import GIT_MANIFEST, PASSWORD, USER, git
+from tests.gitserver import serve
 from tests.harness import Harness
+from tests.live import free_port
 
 
 def test_git_auth_add_reads_the_token_from_stdin_and_never_shows_it(logged_in: Cli, h: Harness) -> None:
@@ -51,3 +57,27 @@ def test_webhooks_add_prints_only_the_secret(logged_in: Cli, h: Harness) -> None
     assert "URL" in bad.stderr
     logged_in.ok("webhooks", "remove", hook.id)
     assert h.admin.list_webhooks() == []
+
+
+def test_create_says_which_credential_is_missing(logged_in: Cli, h: Harness, tmp_path: Path) -> None:
+    # A real git server on loopback that wants a credential nobody registered.
+    root = tmp_path / "git"
+    root.mkdir()
+    git("init", "--bare", "--initial-branch=main", str(root / "app.git"))
+    port = free_port()
+    server, _app = serve(str(root), host="127.0.0.1", port=port, user=USER, password=PASSWORD)
+    try:
+        h.template({"dockyard.yaml": yaml.safe_dump(GIT_MANIFEST, sort_keys=False)})
+        result = logged_in(
+            "create", "nocred", "--template", "gitws", "--param", f"repo=http://127.0.0.1:{port}/app.git"
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+
+    assert result.exit_code == 1
+    assert (
+        f"error: nocred did not start: cloning http://127.0.0.1:{port}/app.git failed: dockyard-agent: admin has "
+        f"no git credential for 127.0.0.1:{port}; run `dockyard git-auth add 127.0.0.1:{port}` to register a "
+        "credential for it" in " ".join(result.stderr.split())
+    )
+    assert "Last lines of the clone's output:" in result.stderr

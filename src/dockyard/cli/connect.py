@@ -43,6 +43,7 @@ _SETTLED = {m.AgentLifecycle.READY, m.AgentLifecycle.START_ERROR, m.AgentLifecyc
 _POLL_SECONDS = 1.0
 _LOG_TAIL = 20
 _STARTUP_STAGE = "startup_script"
+_GIT_STAGE = "git"
 # An editor reconnects often; renewing this early keeps its next connection from meeting an expired certificate.
 _RENEW_WITHIN = timedelta(hours=8)
 
@@ -173,15 +174,23 @@ def wait_ready(
         output.message(f"Workspace {workspace.name} is ready{took}")
         return current
     problem = (
-        f"the startup script of {workspace.name} failed with exit code {agent.exit_code}"
+        # The agent's own reason (a failed clone names the host and `dockyard git-auth add`) says more.
+        f"{workspace.name} did not start: {agent.error}"
+        if agent.error
+        else f"the startup script of {workspace.name} failed with exit code {agent.exit_code}"
         if agent.lifecycle is m.AgentLifecycle.START_ERROR
         else f"the startup script of {workspace.name} did not finish within its startup timeout"
     )
-    tail = [line for line in client.build_logs(build_id) if line.stage == _STARTUP_STAGE][-_LOG_TAIL:]
+    stage = _GIT_STAGE if agent.error else _STARTUP_STAGE
+    tail = [line for line in client.build_logs(build_id) if line.stage == stage][-_LOG_TAIL:]
     if not strict:
         output.warning(problem)
     if tail:
-        output.message("Last lines of the startup script's output:")
+        output.message(
+            "Last lines of the clone's output:"
+            if agent.error
+            else "Last lines of the startup script's output:"
+        )
         for line in tail:
             output.message(log_text(line))
     if strict:
