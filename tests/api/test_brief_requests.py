@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +18,12 @@ from typing import Any
 import pytest
 import uvicorn
 
+from dockyard.api.app import create_app
+from dockyard.config import Settings
+from dockyard_sdk import Client
 from dockyard_sdk import models as m
-from tests.harness import Harness, make_harness
+from tests.fakes import FakeRuntime
+from tests.harness import Harness, make_harness, manifest_yaml, tar_gz
 from tests.live import free_port
 
 README = Path(__file__).parents[2] / "README.md"
@@ -204,3 +210,82 @@ def test_a_real_form_body_is_left_alone(bh: Harness) -> None:
     assert response.status_code == 422
     assert response.json()["validations"][0]["field"] == "body"
     assert bh.admin.list_workspaces().workspaces == []
+
+
+@pytest.fixture
+def agent_served(tmp_path: Path, database_url: str) -> Iterator[tuple[Client, str]]:
+    """A whole server on a real port, lifespan included (so the agent hub lives on uvicorn's loop), whose
+    workspaces run the real agent as local processes."""
+    data_dir = Path(tempfile.gettempdir()) / f"dy-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]}"
+    (tmp_path / "data").mkdir()
+    data_dir.symlink_to(tmp_path / "data")
+    settings = Settings(
+        data_dir=data_dir, database_url=database_url, access_log=False, ssh_listen="", warm_networks={}
+    )
+    runtime = FakeRuntime(agents=True)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, runtime=runtime), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    with Client(url, (data_dir / "admin-token").read_text().strip()) as client:
+        yield client, url
+    server.should_exit = True
+    thread.join(10)
+    runtime.close()
+    data_dir.unlink()
+
+
+def test_the_readme_s_exec_and_file_examples_work_as_printed(
+    agent_served: tuple[Client, str], tmp_path: Path
+) -> None:
+    # The README's create example names a repository on a host this machine must not reach; the commands
+    # below run in a workspace of a local template instead, with the README's lines as printed.
+    client, url = agent_served
+    client.create_template(tar_gz({"dockyard.yaml": manifest_yaml(startup_script="true")}))
+    created = client.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="readme"))
+    ws = client.get_workspace(created.id, wait="ready", timeout=60)
+    assert ws.agent is not None
+    assert ws.agent.lifecycle == m.AgentLifecycle.READY
+    client.exec(ws.id, m.ExecRequest(command="mkdir -p app && echo '<testsuite/>' > app/report.xml"))
+    text = README.read_text()
+    exec_line = re.search(r"^curl [^\n]*-d '\{\"command\".*?/exec", text, re.M | re.S)
+    upload = re.search(r"^curl [^\n]*-T patch\.diff [^\n]*$", text, re.M)
+    download = re.search(r"^curl [^\n]*files\?path=app/report\.xml\"$", text, re.M)
+    assert exec_line is not None, "the README's exec example moved"
+    assert upload is not None, "the README's upload example moved"
+    assert download is not None, "the README's download example moved"
+    (tmp_path / "patch.diff").write_text("--- a\n+++ b\n")
+    env = {"TOKEN": str(client.token), "ID": ws.id}
+
+    def run(line: str) -> tuple[int, str]:
+        done = subprocess.run(
+            ["bash", "-c", line.replace("http://127.0.0.1:3000", url) + " -sS -w '\\n%{http_code}'"],
+            env={"PATH": os.environ["PATH"], **env},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        body, _, status = done.stdout.rpartition("\n")
+        return int(status), body
+
+    status, body = run(exec_line.group(0))
+    assert status == 200, body
+    result = m.ExecResult.model_validate_json(body)
+    assert result.exit_code is not None
+    assert result.timed_out is False
+    status, body = run(upload.group(0))
+    assert status in (200, 201), body
+    assert client.read_file(ws.id, "app/patch.diff") == b"--- a\n+++ b\n"
+    status, body = run(download.group(0))
+    assert (status, body) == (200, "<testsuite/>\n")

@@ -625,6 +625,26 @@ class Client:
         """The raw SSH protocol to the gateway, for the workspace: what an SSH client's ProxyCommand carries."""
         return streams.ByteStream(self.open_websocket(f"/api/v2/workspaces/{_segment(workspace)}/ssh"))
 
+    # --- git credentials and webhooks -------------------------------------------------------------------------
+
+    def list_git_auth(self, user: str = "me") -> builtins.list[m.GitAuth]:
+        return self._get(f"/api/v2/users/{_segment(user)}/git-auth", list[m.GitAuth])
+
+    def add_git_auth(self, request: m.CreateGitAuthRequest, *, user: str = "me") -> m.GitAuth:
+        return self._send("POST", f"/api/v2/users/{_segment(user)}/git-auth", m.GitAuth, request)
+
+    def remove_git_auth(self, host: str, *, user: str = "me") -> None:
+        self.request("DELETE", f"/api/v2/users/{_segment(user)}/git-auth/{_segment(host)}")
+
+    def list_webhooks(self, user: str = "me") -> builtins.list[m.Webhook]:
+        return self._get(f"/api/v2/users/{_segment(user)}/webhooks", list[m.Webhook])
+
+    def add_webhook(self, request: m.CreateWebhookRequest, *, user: str = "me") -> m.CreatedWebhook:
+        return self._send("POST", f"/api/v2/users/{_segment(user)}/webhooks", m.CreatedWebhook, request)
+
+    def remove_webhook(self, webhook: str, *, user: str = "me") -> None:
+        self.request("DELETE", f"/api/v2/users/{_segment(user)}/webhooks/{_segment(webhook)}")
+
     # --- SSH keys and certificates ---------------------------------------------------------------------------
 
     def list_ssh_keys(self, user: str = "me") -> builtins.list[m.SshKey]:

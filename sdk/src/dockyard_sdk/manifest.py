@@ -335,6 +335,26 @@ class Network(_Strict):
         return self
 
 
+class GitPush(StrEnum):
+    """What a workspace may push with its owner's git credential."""
+
+    ANY = "any"
+    TASK_BRANCH = "task-branch"
+
+
+class GitSpec(_Strict):
+    """The repository a workspace works on: cloned, and its task branch checked out, before it is ready."""
+
+    repo: str = ""
+    """A git URL or path; empty means no repository (the step is skipped)."""
+    branch: str = ""
+    """The task branch: checked out if the repository has it, else created from the default branch."""
+    path: str = Field("project", pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+    """Where to clone, relative to the home folder."""
+    push: GitPush = GitPush.ANY
+    """`task-branch` limits pushes with the owner's credential to the task branch."""
+
+
 class TemplateManifest(_Strict):
     """The parsed `dockyard.yaml` of one template version."""
 
@@ -372,6 +392,8 @@ class TemplateManifest(_Strict):
     """When the workspace is stopped or deleted by itself."""
     network: Network = Field(default_factory=Network)
     """Outbound network access."""
+    git: GitSpec | None = None
+    """The repository to clone before the workspace is ready, with credentials brokered by Dockyard."""
 
     @field_validator("env")
     @classmethod
@@ -423,6 +445,12 @@ NOT_SUPPORTED: tuple[Unsupported, ...] = (
         "network.egress",
         lambda m: m.network.egress == Egress.ALLOWLIST,
         "`allowlist` (with `allow` hosts) is not enforced yet; use `none` or `all`",
+    ),
+    Unsupported(
+        "git.push",
+        lambda m: m.git is not None and m.git.push == GitPush.TASK_BRANCH,
+        'limiting pushes to the task branch needs the git proxy (docs/SECURITY.md, "Git credentials"); '
+        "use `any`",
     ),
 )
 

@@ -731,6 +731,10 @@ class WorkspaceAgent(Model):
     version: str = ""
     """The agent's version; empty before it connected."""
     exit_code: int | None = Field(None, description="Exit code of the startup script when it failed.")
+    error: str | None = Field(
+        None,
+        description="Why startup failed, when the agent can say more than an exit code (a failed clone).",
+    )
     first_connected_at: datetime | None = None
     """When the agent first connected."""
     last_connected_at: datetime | None = None
@@ -1209,6 +1213,86 @@ class CreateSshKeyRequest(Request):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
     """A name for the key, unique per user."""
     public_key: str = Field(min_length=16, max_length=16384, description="One OpenSSH public key line.")
+
+
+class GitAuth(Model):
+    """A credential registered for one git host; its secret is never shown again."""
+
+    id: str
+    """The credential's id."""
+    host: str = Field(description="The git host, as git names it (`github.com`, `git.example:8443`).")
+    username: str
+    """The user name git is given with the secret."""
+    created_at: datetime
+    """When the credential was registered."""
+    last_used_at: datetime | None
+    """When an agent last received it."""
+
+
+class CreateGitAuthRequest(Request):
+    """A credential for a git host (a personal access token, or a password)."""
+
+    host: str = Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$",
+        description="The git host, with `:port` when not the default (`github.com`, `127.0.0.1:8080`).",
+    )
+    username: str = Field(
+        "x-access-token",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\s:]+$",
+        description="The user name git sends; hosts that take a token accept any name.",
+    )
+    password: str = Field(min_length=1, max_length=4096, description="The token or password.")
+
+
+class WebhookStatus(StrEnum):
+    """Whether a webhook is being delivered to, or has failed too often in a row."""
+
+    ACTIVE = "active"
+    FAILING = "failing"
+
+
+class Webhook(Model):
+    """An outgoing webhook for task and workspace status changes of its user's workspaces."""
+
+    id: str
+    """The webhook's id."""
+    url: str
+    """Where events are posted."""
+    status: WebhookStatus
+    """`failing` after too many deliveries in a row failed; delivery goes on, and a success clears it."""
+    consecutive_failures: int
+    """Deliveries that failed in a row (each after its retries)."""
+    last_error: str | None
+    """Why the last failed delivery failed."""
+    last_delivery_at: datetime | None
+    """When an event was last delivered."""
+    created_at: datetime
+    """When the webhook was added."""
+
+
+class CreatedWebhook(Webhook):
+    """A new webhook with its signing secret, shown only this once."""
+
+    secret: str
+    """The HMAC-SHA256 key of the `X-Dockyard-Signature` header."""
+
+
+class CreateWebhookRequest(Request):
+    """Where to post task and workspace status changes."""
+
+    url: str = Field(
+        min_length=8,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="An http:// or https:// URL that takes POSTed JSON.",
+    )
+    secret: str | None = Field(
+        None, min_length=16, max_length=128, description="The signing key; made for you when left out."
+    )
 
 
 class SshCertificateRequest(Request):

@@ -33,6 +33,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import pty
 import pwd
@@ -74,6 +75,8 @@ READ_LIMIT = 4 << 20
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 4.0
 HELLO_TIMEOUT = 30.0
+# How long a git credential request may wait for the control plane.
+CREDENTIAL_TIMEOUT = 20.0
 # A coding task's states, as `dockyard-agent report` takes them and the API shows them.
 TASK_STATES = ("working", "idle", "waiting_input", "done", "failed")
 TASK_SUMMARY_MAX = 2000
@@ -1425,6 +1428,7 @@ class Agent:
         self.welcome: dict[str, Any] = {}
         self.state: str | None = None
         self.state_exit_code: int | None = None
+        self.state_error: str | None = None
         self.outbox: deque[dict[str, Any]] = deque()
         self.outbox_lines = 0
         self.batchers: dict[str, LogBatcher] = {}
@@ -1434,6 +1438,9 @@ class Agent:
         self.started = False
         self.startup: asyncio.Task[None] | None = None
         self.shutting_down = False
+        # Git credential requests waiting for the control plane's answer, by request id.
+        self.credential_requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.request_ids = itertools.count(1)
         umask = os.umask(0o022)
         os.umask(umask)
         self.umask = umask
@@ -1485,12 +1492,19 @@ class Agent:
         tools = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin")
         if os.path.isdir(tools):
             os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+            os.environ.update(git_helper_env(os.path.join(tools, "dockyard-agent")))
         return server
 
     async def _task_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 10)
-            report = check_task_report(decode_json(line.strip()) or {})
+            message = decode_json(line.strip()) or {}
+            if message.get("kind") == "git-credential":
+                answer = await self._git_credential(message)
+                writer.write(encode_json(answer) + b"\n")
+                await writer.drain()
+                return
+            report = check_task_report(message)
             if isinstance(report, str):
                 writer.write(encode_json({"ok": False, "error": report}) + b"\n")
             else:
@@ -1501,6 +1515,35 @@ class Agent:
             pass
         finally:
             writer.close()
+
+    async def _git_credential(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Ask the control plane for a git credential, for git's credential helper; it is only ever in memory."""
+        protocol, host = message.get("protocol"), message.get("host")
+        if not isinstance(protocol, str) or not isinstance(host, str) or not host:
+            return {"ok": False, "error": "git did not name a protocol and host"}
+        # Right after a (re)start the control connection may still be on its way.
+        for _ in range(50):
+            if self.control is not None and not self.control.closing():
+                break
+            await asyncio.sleep(0.1)
+        control = self.control
+        if control is None or control.closing():
+            return {"ok": False, "error": "the control plane is not connected; try again"}
+        request_id = str(next(self.request_ids))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.credential_requests[request_id] = future
+        try:
+            control.send_json(
+                {"type": "git_credential", "id": request_id, "protocol": protocol, "host": host}
+            )
+            answer = await asyncio.wait_for(future, CREDENTIAL_TIMEOUT)
+        except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError before Python 3.11
+            return {"ok": False, "error": "the control plane did not answer"}
+        finally:
+            self.credential_requests.pop(request_id, None)
+        if isinstance(answer.get("error"), str):
+            return {"ok": False, "error": answer["error"]}
+        return {"ok": True, "username": answer.get("username", ""), "password": answer.get("password", "")}
 
     # messages to the control plane
 
@@ -1542,12 +1585,18 @@ class Agent:
         for line in message.rstrip("\n").split("\n"):
             batcher.add(line[:LOG_LINE_MAX])
 
-    def set_state(self, state: str, exit_code: int | None = None) -> None:
+    def set_state(self, state: str, exit_code: int | None = None, *, error: str | None = None) -> None:
         # A state change goes after the lines that led to it.
         for batcher in self.batchers.values():
             batcher.flush()
-        self.state, self.state_exit_code = state, exit_code
-        self.send({"type": "lifecycle", "state": state, "exit_code": exit_code})
+        self.state, self.state_exit_code, self.state_error = state, exit_code, error
+        self.send(self._lifecycle_message())
+
+    def _lifecycle_message(self) -> dict[str, Any]:
+        message = {"type": "lifecycle", "state": self.state, "exit_code": self.state_exit_code}
+        if self.state_error is not None:
+            message["error"] = self.state_error
+        return message
 
     # the control connection
 
@@ -1620,7 +1669,7 @@ class Agent:
         self.control = conn
         # The server may have restarted and forgotten us: tell it where we are before the backlog.
         if self.state is not None and not any(m["type"] == "lifecycle" for m in self.outbox):
-            conn.send_json({"type": "lifecycle", "state": self.state, "exit_code": self.state_exit_code})
+            conn.send_json(self._lifecycle_message())
         while self.outbox:
             conn.send_json(self.outbox.popleft())
         self.outbox_lines = 0
@@ -1649,12 +1698,27 @@ class Agent:
                 stream = message.get("stream")
                 if isinstance(stream, str):
                     spawn_task(self._stream(stream, message))
+            elif kind == "git_credential":
+                waiting = self.credential_requests.get(str(message.get("id")))
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(message)
 
     # lifecycle
 
     async def _startup(self, welcome: dict[str, Any]) -> None:
         script = welcome.get("startup_script")
         self.set_state("starting")
+        git = welcome.get("git")
+        if isinstance(git, dict) and isinstance(git.get("error"), str):
+            self.set_state("start_error", None, error=git["error"])
+            return
+        if isinstance(git, dict) and git.get("repo"):
+            error = await self._clone(git, _number(welcome.get("startup_timeout"), 0))
+            if self.shutting_down:
+                return
+            if error is not None:
+                self.set_state("start_error", error[0], error=error[1])
+                return
         if not isinstance(script, str) or not script.strip():
             self.set_state("ready")
             self._start_apps(welcome)
@@ -1681,7 +1745,33 @@ class Agent:
             if isinstance(slug, str) and isinstance(command, str) and command.strip():
                 spawn_task(self._run_script("app:" + slug[:28], command, 0))
 
-    async def _run_script(self, source: str, script: str, timeout: float) -> int | None:
+    async def _clone(self, git: dict[str, Any], timeout: float) -> tuple[int | None, str] | None:
+        """Clone the workspace's repository and check out its task branch; None, or (exit code, why not)."""
+        output: list[str] = []
+        env = {
+            "DOCKYARD_GIT_REPO": str(git.get("repo", "")),
+            "DOCKYARD_GIT_BRANCH": str(git.get("branch", "")),
+            "DOCKYARD_GIT_PATH": str(git.get("path") or "project"),
+            # Without a terminal git would wait for a password forever; the helper is the only way in.
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+        code = await self._run_script("git", CLONE_SCRIPT, timeout, env=env, tee=output.append)
+        if code == 0:
+            return None
+        if code is None:
+            return None, "cloning the repository timed out"
+        lines = [line for line in output if line.strip() and not line.startswith("+ ")]
+        return code, clone_error(lines, str(git.get("repo", "")))
+
+    async def _run_script(
+        self,
+        source: str,
+        script: str,
+        timeout: float,
+        *,
+        env: dict[str, str] | None = None,
+        tee: Callable[[str], None] | None = None,
+    ) -> int | None:
         """Run a script with `bash -l` (or `sh`) in the home folder, its output as log lines.
 
         Returns the exit code, or None when it outlived `timeout` (> 0) and was killed.
@@ -1690,7 +1780,13 @@ class Agent:
         import tempfile
 
         batcher = self.batcher(source)
-        lines = LineSplitter(batcher.add)
+
+        def add(line: str) -> None:
+            batcher.add(line)
+            if tee is not None:
+                tee(line)
+
+        lines = LineSplitter(add)
         folder = tempfile.mkdtemp(prefix="dockyard-")
         path = os.path.join(folder, source)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
@@ -1705,7 +1801,7 @@ class Agent:
                     child,
                     argv,
                     cwd=self.home,
-                    env=child_env(),
+                    env=child_env(env),
                     stdin=subprocess.DEVNULL,
                     stderr=subprocess.STDOUT,
                 )
@@ -2148,6 +2244,87 @@ def check_task_report(message: dict[str, Any]) -> dict[str, Any] | str:
     return {"state": state, "summary": summary, "links": links}
 
 
+# Clone the repository (unless a previous start did) and check out the task branch: the one the repository
+# already has, or a new one from the default branch the clone checked out. Values arrive in the environment,
+# never in the script's text.
+CLONE_SCRIPT = r"""set -e
+dir="$HOME/$DOCKYARD_GIT_PATH"
+if [ ! -e "$dir/.git" ]; then
+  git clone -- "$DOCKYARD_GIT_REPO" "$dir"
+fi
+cd "$dir"
+branch="$DOCKYARD_GIT_BRANCH"
+if [ -n "$branch" ]; then
+  if git show-ref --verify --quiet "refs/heads/$branch"; then
+    git checkout --quiet "$branch" --
+  elif git show-ref --verify --quiet "refs/remotes/origin/$branch"; then
+    git checkout --quiet --track -b "$branch" "origin/$branch" --
+  else
+    git checkout --quiet -b "$branch"
+  fi
+  echo "on branch $branch"
+fi
+"""
+_GIT_MESSAGE_PREFIXES = ("fatal:", "error:", "remote:", "dockyard-agent:")
+
+
+def clone_error(lines: list[str], repo: str) -> str:
+    """One line saying why the clone failed, in git's own words (and the credential helper's)."""
+    picked = [line.strip() for line in lines if line.strip().startswith(_GIT_MESSAGE_PREFIXES)]
+    picked = list(dict.fromkeys(picked))[-4:] or [line.strip() for line in lines[-2:]]
+    return f"cloning {repo} failed: " + " ".join(picked)
+
+
+def git_helper_env(tool: str, environ: Any = None) -> dict[str, str]:
+    """Git configuration through the environment (git 2.31+): `dockyard-agent git-credential` as the
+    credential helper of every git the agent's children run. Nothing is written to the workspace's disk."""
+    environ = os.environ if environ is None else environ
+    try:
+        index = int(environ.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        index = 0
+    quoted = "'" + tool.replace("'", "'\\''") + "'"
+    return {
+        "GIT_CONFIG_COUNT": str(index + 1),
+        f"GIT_CONFIG_KEY_{index}": "credential.helper",
+        f"GIT_CONFIG_VALUE_{index}": f"!{quoted} git-credential",
+    }
+
+
+def git_credential_main(argv: list[str]) -> int:
+    """`dockyard-agent git-credential get`: git's credential helper protocol, answered by the control plane
+    through this workspace's agent. `store` and `erase` do nothing: there is nothing here to store."""
+    fields: dict[str, str] = {}
+    for line in sys.stdin:
+        line = line.rstrip("\n")
+        if not line:
+            break
+        key, _, value = line.partition("=")
+        fields[key] = value
+    if argv[:1] != ["get"]:
+        return 0
+    path = os.environ.get(TASK_SOCKET_ENV, "")
+    if not path:
+        print(f"dockyard-agent: ${TASK_SOCKET_ENV} is not set: no Dockyard agent to ask", file=sys.stderr)
+        return 1
+    ask = {"kind": "git-credential", "protocol": fields.get("protocol", ""), "host": fields.get("host", "")}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CREDENTIAL_TIMEOUT + 10)
+            sock.connect(path)
+            sock.sendall(encode_json(ask) + b"\n")
+            answer = decode_json(sock.makefile("rb").readline().strip()) or {}
+    except OSError as exc:
+        print(f"dockyard-agent: cannot reach the workspace agent at {path}: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        # Git goes on without a credential and fails with its own message after this one.
+        print(f"dockyard-agent: {answer.get('error', 'no credential')}", file=sys.stderr)
+        return 0
+    sys.stdout.write(f"username={answer.get('username', '')}\npassword={answer.get('password', '')}\n")
+    return 0
+
+
 REPORT_USAGE = """usage: dockyard-agent report STATE [SUMMARY] [--link NAME=URL]...
 
 Tell Dockyard (and whoever waits on this workspace) what the coding task is doing.
@@ -2239,6 +2416,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
+    if argv[:1] == ["git-credential"]:
+        return git_credential_main(argv[1:])
     options = parse_args(argv)
     socket_path = options.get("socket") or os.environ.get("DOCKYARD_AGENT_SOCKET", "")
     # A URL wins over the socket: a runtime that sets both means the network (the socket may not exist).

@@ -24,11 +24,13 @@ from dockyard.api.routes import (
     connect,
     docs,
     doctor,
+    gitauth,
     health,
     mcp,
     ssh,
     templates,
     users,
+    webhooks,
     workspaces,
 )
 from dockyard.apps import tickets
@@ -52,6 +54,7 @@ from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.install import install_agent
 from dockyard.tunnel.links import AgentLinks
 from dockyard.web import pages as web
+from dockyard.webhooks.sender import WebhookSender
 from dockyard_sdk.models import ErrorResponse
 
 log = logs.get(__name__)
@@ -79,6 +82,8 @@ ROUTERS = (
     connect.router,
     apps.router,
     ssh.router,
+    gitauth.router,
+    webhooks.router,
     agentstreams.router,
     agentlink.router,
     audit.router,
@@ -171,6 +176,9 @@ def create_app(
         )
         background.start()
         app.state.background = background
+        sender = WebhookSender(app.state.sessions, events_bus)
+        sender.start()
+        app.state.webhooks = sender
         app.state.mcp = mcp.session_manager(app.state.sessions)
         try:
             async with app.state.mcp.run():
@@ -180,6 +188,7 @@ def create_app(
             await gateway.close()
             await hub.close()
             background.stop()
+            sender.stop()
             for subscription in cache_subscriptions:
                 subscription.cancel()
             events_bus.close()

@@ -43,8 +43,9 @@ _SETTLED = {m.AgentLifecycle.READY, m.AgentLifecycle.START_ERROR, m.AgentLifecyc
 _POLL_SECONDS = 1.0
 _LOG_TAIL = 20
 _STARTUP_STAGE = "startup_script"
-# Dev container lifecycle hooks (run by the control plane) log under their own stage.
+# Dev container lifecycle hooks (run by the control plane) log under their own stage, the clone under `git`.
 _HOOK_STAGE = "devcontainer"
+_GIT_STAGE = "git"
 _AGENT_STAGES = (_STARTUP_STAGE, _HOOK_STAGE)
 # An editor reconnects often; renewing this early keeps its next connection from meeting an expired certificate.
 _RENEW_WITHIN = timedelta(hours=8)
@@ -176,11 +177,15 @@ def wait_ready(
         output.message(f"Workspace {workspace.name} is ready{took}")
         return current
     problem = (
-        f"the startup script of {workspace.name} failed with exit code {agent.exit_code}"
+        # The agent's own reason (a failed clone names the host and `dockyard git-auth add`) says more.
+        f"{workspace.name} did not start: {agent.error}"
+        if agent.error
+        else f"the startup script of {workspace.name} failed with exit code {agent.exit_code}"
         if agent.lifecycle is m.AgentLifecycle.START_ERROR
         else f"the startup script of {workspace.name} did not finish within its startup timeout"
     )
-    tail = [line for line in client.build_logs(build_id) if line.stage in _AGENT_STAGES][-_LOG_TAIL:]
+    stages = (_GIT_STAGE,) if agent.error else _AGENT_STAGES
+    tail = [line for line in client.build_logs(build_id) if line.stage in stages][-_LOG_TAIL:]
     hook = next((line for line in reversed(tail) if line.stage == _HOOK_STAGE), None)
     if hook is not None and agent.lifecycle is m.AgentLifecycle.START_ERROR and "failed" in hook.output:
         # A dev container lifecycle hook failed, not the startup script; its own line names it.
@@ -188,7 +193,11 @@ def wait_ready(
     if not strict:
         output.warning(problem)
     if tail:
-        output.message("Last lines of the startup script's output:")
+        output.message(
+            "Last lines of the clone's output:"
+            if agent.error
+            else "Last lines of the startup script's output:"
+        )
         for line in tail:
             output.message(log_text(line))
     if strict:

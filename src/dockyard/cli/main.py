@@ -135,6 +135,16 @@ COMMANDS: dict[str, Entry] = {
     "ssh-keys": Entry(
         "sshkeys", "app", "Register SSH public keys for the SSH gateway.", _CONNECT, group=True
     ),
+    "git-auth": Entry(
+        "gitauth",
+        "app",
+        "Register credentials for git hosts; workspaces' git receives them only when it needs them.",
+        _CONNECT,
+        group=True,
+    ),
+    "webhooks": Entry(
+        "webhooks", "app", "Post task and workspace status changes to your own endpoints.", group=True
+    ),
     "templates": Entry("templates", "app", "Push and inspect templates.", group=True),
     "devcontainer": Entry(
         "devcontainer", "app", "Dev container configurations (devcontainer.json).", group=True

@@ -35,6 +35,7 @@ def reset(db: Session, workspace_id: str, build_id: str) -> None:
     row.connection = wire.AgentConnection.CONNECTING
     row.lifecycle = wire.AgentLifecycle.CREATED
     row.exit_code = None
+    row.error = None
     row.started_at = None
     row.ready_at = None
     row.stats = {}
@@ -57,6 +58,7 @@ def to_wire(row: WorkspaceAgent | None) -> wire.WorkspaceAgent | None:
         lifecycle=wire.AgentLifecycle(row.lifecycle),
         version=row.version,
         exit_code=row.exit_code,
+        error=row.error,
         first_connected_at=row.first_connected_at,
         last_connected_at=row.last_connected_at,
         disconnected_at=row.disconnected_at,

@@ -13,6 +13,7 @@ from dockyard.runtimes.plan import (
     AppPort,
     AppProcess,
     Egress,
+    GitPlan,
     Home,
     ImageBuild,
     NetworkPolicy,
@@ -20,10 +21,10 @@ from dockyard.runtimes.plan import (
     WorkspacePlan,
 )
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceBuild
-from dockyard.templates import render
+from dockyard.templates import formats, render
 from dockyard.templates import service as templates
 from dockyard.templates.devcontainer.plan import Plan as DevcontainerPlan
-from dockyard_sdk.manifest import TemplateManifest
+from dockyard_sdk.manifest import GitSpec, TemplateManifest
 from dockyard_sdk.units import parse_duration, parse_size
 
 
@@ -36,6 +37,17 @@ def render_for(
         workspace={"name": workspace.name, "id": workspace.id or "", "owner": owner.username},
         owner={"username": owner.username, "email": owner.email},
     )
+
+
+def _git_plan(spec: GitSpec | None) -> GitPlan | None:
+    if spec is None or not spec.repo:
+        return None
+    # A template may write the repository literally rather than through a `git-url` parameter: the same
+    # checks apply, so no value reaches git as an option or a remote helper.
+    try:
+        return GitPlan(repo=formats.git_url(spec.repo), branch=formats.git_ref(spec.branch), path=spec.path)
+    except ValueError as exc:
+        return GitPlan(error=f"git: {exc}")
 
 
 def make_plan(
@@ -67,6 +79,7 @@ def make_plan(
             apps=tuple(
                 AppProcess(slug=app.slug, command=app.command) for app in rendered.apps if app.command
             ),
+            git=_git_plan(rendered.git),
         )
     build_spec = rendered.build
     return WorkspacePlan(

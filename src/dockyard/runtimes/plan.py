@@ -100,6 +100,21 @@ class AppProcess(_Frozen):
     command: str
 
 
+class GitPlan(_Frozen):
+    """The repository the agent clones, and the task branch it checks out, before the startup script; or why it
+    must not (`error`, which the agent reports as its start error)."""
+
+    repo: str = ""
+    branch: str = ""
+    path: str = "project"
+    error: str = ""
+
+    def welcome(self) -> dict[str, str]:
+        if self.error:
+            return {"error": self.error}
+        return {"repo": self.repo, "branch": self.branch, "path": self.path}
+
+
 class AgentPlan(_Frozen):
     """How the agent gets into the workspace and what it runs once it is connected."""
 
@@ -109,6 +124,7 @@ class AgentPlan(_Frozen):
     startup_timeout_seconds: float = 600.0
     shutdown_script: str = ""
     apps: tuple[AppProcess, ...] = ()
+    git: GitPlan | None = None
 
     def welcome(self) -> dict[str, Any]:
         """The scripts part of the hub's welcome message (docs/AGENT_PROTOCOL.md)."""
@@ -117,6 +133,7 @@ class AgentPlan(_Frozen):
             "startup_timeout": self.startup_timeout_seconds,
             "shutdown_script": self.shutdown_script,
             "apps": [{"slug": app.slug, "command": app.command} for app in self.apps],
+            "git": self.git.welcome() if self.git is not None else None,
         }
 
 

@@ -265,6 +265,8 @@ class WorkspaceAgent(Base):
     lifecycle: Mapped[str] = mapped_column(String(16), default="created")
     version: Mapped[str] = mapped_column(String(32), default="")
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    # Why startup failed, in one line, when the agent knows better than an exit code (a failed clone).
+    error: Mapped[str | None] = mapped_column(Text)
     first_connected_at: Mapped[datetime | None]
     last_connected_at: Mapped[datetime | None]
     disconnected_at: Mapped[datetime | None]
@@ -390,3 +392,38 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     workspace_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class GitCredential(Base):
+    """A user's credential for one git host, encrypted with the deployment's git key (`gitauth/credentials.py`).
+    Released only to agents of that user's workspaces whose repository is on that host."""
+
+    __tablename__ = "git_credentials"
+    __table_args__ = (UniqueConstraint("user_id", "host"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # As git names it to a credential helper: lower-case host, with `:port` when not the default.
+    host: Mapped[str] = mapped_column(String(255))
+    username: Mapped[str] = mapped_column(String(255))
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
+class Webhook(Base):
+    """An outgoing webhook: task and workspace status changes of its user's workspaces are posted to `url`,
+    signed with `secret` (`webhooks/`)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(128))
+    # `active`, or `failing` after too many deliveries in a row failed (a later success makes it active again).
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_delivery_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

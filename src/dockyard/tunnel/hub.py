@@ -20,6 +20,7 @@ replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -486,6 +487,7 @@ class AgentHub:
         if kind == "lifecycle":
             lifecycle = str(message.get("state", ""))
             exit_code = message.get("exit_code")
+            error = message.get("error")
             session.lifecycle = lifecycle
             if lifecycle == "ready" and self.on_ready is not None and await self.on_ready(workspace_id):
                 return  # dev container hooks run now, and their waitFor decides when the agent is ready
@@ -495,6 +497,7 @@ class AgentHub:
                 workspace_id,
                 lifecycle,
                 exit_code if isinstance(exit_code, int) else None,
+                error=error if isinstance(error, str) else None,
             )
             events.changed(self.sessions, workspace_id)
         elif kind == "log":
@@ -509,6 +512,20 @@ class AgentHub:
         elif kind == "task":
             await asyncio.to_thread(state.task, self.sessions, workspace_id, message)
             events.changed(self.sessions, workspace_id)
+        elif kind == "git_credential":
+            # Answered off the read loop: a slow database must not hold up the agent's other messages.
+            self._spawn(self._git_credential(session, message))
+
+    async def _git_credential(self, session: AgentSession, message: dict[str, Any]) -> None:
+        answer = await asyncio.to_thread(
+            state.git_credential,
+            self.sessions,
+            session.workspace_id,
+            protocol=str(message.get("protocol", "")),
+            host=str(message.get("host", "")),
+        )
+        with contextlib.suppress(ConnectionError, OSError):
+            await session.send({"type": "git_credential", "id": str(message.get("id", "")), **answer})
 
     async def _ping_loop(self) -> None:
         while True:

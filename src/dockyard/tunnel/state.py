@@ -9,14 +9,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.accounts.actor import Actor
+from dockyard.gitauth import broker
 from dockyard.provisioner import logs, tasks
 from dockyard.provisioner.agents import SETTLED, STALE_AFTER, limits_reason, reset, to_wire
 from dockyard.runtimes.plan import AgentPlan, WorkspacePlan
 from dockyard.store import audit
-from dockyard.store.models import Workspace, WorkspaceAgent, WorkspaceBuild
+from dockyard.store.models import User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.tunnel.links import Origin
 from dockyard_sdk import models as wire
+from dockyard_sdk.manifest import GitSpec
 
 __all__ = ["SETTLED", "STALE_AFTER", "limits_reason", "reset", "to_wire"]
 
@@ -31,23 +33,44 @@ AGENT_ACTOR = Actor(
 
 
 def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any] | None:
-    """The scripts an agent runs, from the plan of the workspace's latest start build; None for an unknown
-    workspace. A start build made before plans were stored has none: its agent gets no scripts (it ran them
-    when it first connected, and a reconnecting agent does not run them again)."""
+    """The scripts an agent runs (and the repository it clones first), from the plan of the workspace's latest
+    start build; None for an unknown workspace. A start build made before plans were stored has none: its agent
+    gets no scripts (it ran them when it first connected, and a reconnecting agent does not run them again)."""
     with sessions() as db:
         workspace = db.get(Workspace, workspace_id)
         if workspace is None or workspace.deleted:
             return None
-        build = db.scalar(
-            select(WorkspaceBuild)
-            .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.transition == "start")
-            .order_by(WorkspaceBuild.number.desc())
-            .limit(1)
-        )
-        if build is None:
-            return None
-        agent = WorkspacePlan.from_stored(build.plan).agent if build.plan else None
+        plan = _latest_plan(db, workspace)
+    agent = plan.agent if plan is not None else None
     return (agent or AgentPlan()).welcome()
+
+
+def _latest_plan(db: Session, workspace: Workspace) -> WorkspacePlan | None:
+    build = db.scalar(
+        select(WorkspaceBuild)
+        .where(WorkspaceBuild.workspace_id == workspace.id, WorkspaceBuild.transition == "start")
+        .order_by(WorkspaceBuild.number.desc())
+        .limit(1)
+    )
+    return WorkspacePlan.from_stored(build.plan) if build is not None and build.plan else None
+
+
+def git_credential(
+    sessions: sessionmaker[Session], workspace_id: str, *, protocol: str, host: str
+) -> dict[str, Any]:
+    """An agent asks for a git credential for its workspace's repository (`gitauth/broker.py` decides), as
+    the plan of its latest start build names it."""
+    with sessions() as db:
+        workspace = db.get(Workspace, workspace_id)
+        owner = db.get(User, workspace.owner_id) if workspace is not None and not workspace.deleted else None
+        if workspace is None or owner is None:
+            return {"error": "the workspace no longer exists"}
+        plan = _latest_plan(db, workspace)
+        git = plan.agent.git if plan is not None and plan.agent is not None else None
+        spec = GitSpec(repo=git.repo) if git is not None and not git.error else None
+        return broker.release(
+            db, AGENT_ACTOR, workspace=workspace, owner=owner, spec=spec, protocol=protocol, host=host
+        )
 
 
 def live_workspaces(sessions: sessionmaker[Session], workspace_ids: set[str]) -> set[str]:
@@ -108,7 +131,14 @@ def disconnected(sessions: sessionmaker[Session], workspace_id: str) -> None:
             db.commit()
 
 
-def lifecycle(sessions: sessionmaker[Session], workspace_id: str, state: str, exit_code: int | None) -> None:
+def lifecycle(
+    sessions: sessionmaker[Session],
+    workspace_id: str,
+    state: str,
+    exit_code: int | None,
+    *,
+    error: str | None = None,
+) -> None:
     try:
         value = wire.AgentLifecycle(state)
     except ValueError:
@@ -123,6 +153,7 @@ def lifecycle(sessions: sessionmaker[Session], workspace_id: str, state: str, ex
         elif value in SETTLED:
             row.ready_at = row.ready_at or now
             row.exit_code = exit_code
+            row.error = error[:2000] if error else None
         db.commit()
 
 

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: task and workspace status changes posted, signed, to users' endpoints (docs/AGENTS.md)."""

@@ -1,0 +1,138 @@
+"""Brokered git credentials in a real Docker workspace with no egress: the git server is a container of the
+test's own (tests/gitserver.py in the base image) joined to the workspace's network as `git.test`. The clone,
+the task branch and a push go through the credential helper, and afterwards the secret is found in no file of
+the container and in no process's environment."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+from sqlalchemy import select
+
+from dockyard.runtimes.docker import DockerRuntime
+from dockyard.runtimes.docker.naming import container_name, network_name
+from dockyard.store.models import Workspace
+from dockyard_sdk import models as m
+from tests.gitauth.test_git_credentials import GIT_MANIFEST, PASSWORD, USER, git
+from tests.harness import Harness, make_harness
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+
+GITSERVER = Path(__file__).parents[1] / "gitserver.py"
+HOST = "git.test:8080"
+# Reads every process's environment as root and says which ones hold the secret (given as an argument, so
+# that this process's own environment does not).
+ENVIRON_PROBE = """
+import glob, sys
+hits = []
+for path in glob.glob('/proc/[0-9]*/environ'):
+    try:
+        if sys.argv[1].encode() in open(path, 'rb').read():
+            hits.append(path)
+    except OSError:
+        pass
+print(len(glob.glob('/proc/[0-9]*/environ')), hits)
+"""
+
+
+@pytest.fixture
+def dh(tmp_path: Path, database_url: str, engine: DockerRuntime, base_image: str) -> Iterator[Harness]:
+    runtime = DockerRuntime(subnet_pool="10.234.0.0/16", ready_timeout=60)
+    harness = make_harness(tmp_path, database_url, runtime=runtime)
+    try:
+        yield harness
+    finally:
+        with harness.app.state.sessions() as db:
+            ids = list(db.scalars(select(Workspace.id)))
+        harness.close()
+        for workspace_id in ids:
+            runtime.delete(workspace_id, lambda line: None)
+        runtime.close()
+
+
+@pytest.fixture
+def git_container(tmp_path: Path, base_image: str) -> Iterator[tuple[Any, Path]]:
+    root = tmp_path / "srv"
+    root.mkdir()
+    bare = root / "app.git"
+    git("init", "--bare", "--initial-branch=main", str(bare))
+    seed = tmp_path / "seed"
+    git("clone", str(bare), str(seed))
+    (seed / "README").write_text("hello\n")
+    git("add", "README", cwd=seed)
+    git("commit", "-m", "first", cwd=seed)
+    git("push", "origin", "HEAD:main", cwd=seed)
+    client = docker.from_env()
+    container = client.containers.run(
+        base_image,
+        ["python3", "/gitserver.py", "/srv/git", "8080", USER, PASSWORD],
+        name=f"dockyard-test-git-{uuid.uuid4().hex[:8]}",
+        detach=True,
+        volumes={str(root): {"bind": "/srv/git", "mode": "rw"}, str(GITSERVER): {"bind": "/gitserver.py"}},
+        labels={"dockyard.test": "gitserver"},
+    )
+    try:
+        yield container, bare
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def test_clone_push_and_no_trace_of_the_credential_in_a_docker_workspace(
+    dh: Harness, git_container: tuple[Any, Path]
+) -> None:
+    container, bare = git_container
+    manifest = {**GIT_MANIFEST, "network": {"egress": "none"}, "resources": {"cpu": 1, "memory": "512Mi"}}
+    dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+    dh.admin.add_git_auth(m.CreateGitAuthRequest(host=HOST, username=USER, password=PASSWORD))
+    created = dh.admin.create_workspace(
+        m.CreateWorkspaceRequest(
+            template="gitws",
+            name="dockergit",
+            parameters={"repo": f"http://{HOST}/app.git", "branch": "task-9"},
+        )
+    )
+    first = dh.admin.get_workspace(created.id, wait="ready", timeout=120)
+    # Nothing answers as git.test on the workspace's network yet: git's own message says so.
+    assert first.agent is not None
+    assert first.agent.lifecycle == m.AgentLifecycle.START_ERROR
+    assert first.agent.error is not None
+    assert "Could not resolve host: git.test" in first.agent.error
+
+    client = docker.from_env()
+    client.networks.get(network_name(created.id)).connect(container, aliases=["git.test"])
+    dh.await_build(dh.admin.stop_workspace(created.id).workspace_id)
+    dh.admin.start_workspace(created.id)
+    ws = dh.admin.get_workspace(created.id, wait="ready", timeout=120)
+    assert ws.agent is not None
+    assert (ws.agent.lifecycle, ws.agent.error) == (m.AgentLifecycle.READY, None)
+
+    def sh(command: str) -> m.ExecResult:
+        return dh.admin.exec(ws.id, m.ExecRequest(command=command, timeout=60))
+
+    assert sh("git -C project rev-parse --abbrev-ref HEAD").stdout.strip() == "task-9"
+    pushed = sh(
+        "cd project && echo x > X && git add X && "
+        "git -c user.name=a -c user.email=a@example.com commit -qm from-docker && git push -q origin task-9"
+    )
+    assert pushed.exit_code == 0, pushed.stderr
+    assert git("--git-dir", str(bare), "log", "-1", "--format=%s", "task-9") == "from-docker"
+
+    workspace = client.containers.get(container_name(ws.id))
+    code, found = workspace.exec_run(
+        ["grep", "-rlsF", "--exclude-dir=proc", "--exclude-dir=sys", "--exclude-dir=dev", PASSWORD, "/"],
+        user="root",
+    )
+    assert (code, found) == (1, b"")
+    code, environ = workspace.exec_run(["python3", "-c", ENVIRON_PROBE, PASSWORD], user="root")
+    assert code == 0, environ
+    count, hits = environ.decode().split(" ", 1)
+    assert int(count) >= 2
+    assert hits.strip() == "[]"
+    client.close()
