@@ -71,7 +71,7 @@ class FakeRuntime:
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            agent_links=frozenset({LinkKind.UNIX_SOCKET}) if self.agent_folders else frozenset(),
+            agent_links=frozenset({LinkKind.UNIX_SOCKET, LinkKind.NETWORK}) if self.agent_folders else frozenset(),
             egress=frozenset({Egress.NONE, Egress.ALL}),
             gpu=self.gpu,
             resume_keeps_root=True,
@@ -149,9 +149,14 @@ class FakeRuntime:
             **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG")},
             **plan.env,
             "HOME": home,
-            "DOCKYARD_AGENT_SOCKET": str(link / "hub.sock"),
             "DOCKYARD_AGENT_TOKEN_FILE": str(link / "token"),
         }
+        assert plan.agent is not None
+        if plan.agent.link.kind == LinkKind.NETWORK:
+            assert plan.agent.link.url
+            env["DOCKYARD_URL"] = plan.agent.link.url
+        else:
+            env["DOCKYARD_AGENT_SOCKET"] = str(link / "hub.sock")
         self.agent_env[plan.workspace_id] = env
         assert plan.workload()[-1].startswith(str(Path(LINK_MOUNT).parent))
         script = str(program / Path(plan.workload()[-1]).name)

@@ -86,6 +86,8 @@ def test_the_worker_stores_the_rendered_plan_on_the_build(h: Harness) -> None:
         "startup_script": "echo plan-a > ~/name",
         "startup_timeout": 120.0,
         "shutdown_script": "echo bye",
+        "apps": [],
+        "git": None,
     }
     stop = h.admin.create_build(ws.id, m.CreateBuildRequest(transition=m.Transition.STOP))
     h.await_build(ws.id)

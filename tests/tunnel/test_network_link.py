@@ -48,8 +48,8 @@ def _ready(h: Harness, workspace_id: str, timeout: float = 30) -> m.Workspace:
 def test_an_agent_with_a_url_connects_over_the_network_and_serves_streams(net: Harness) -> None:
     ws = net.admin.create_workspace(m.CreateWorkspaceRequest(template=net.template().name, name="netdev"))
     ready = _ready(net, ws.id)
-    spec = net.runtime.specs[ws.id]  # type: ignore[attr-defined]
-    assert spec.env["DOCKYARD_URL"] == net.settings.agent_url
+    env = net.runtime.agent_env[ws.id]  # type: ignore[attr-defined]
+    assert env["DOCKYARD_URL"] == net.settings.agent_url
     assert ready.agent is not None
     assert ready.agent.lifecycle == m.AgentLifecycle.READY
     # The fake cannot tell where connections come from: the token alone admitted it, and the hub says so.
@@ -67,8 +67,8 @@ def test_egress_none_keeps_the_socket(net: Harness) -> None:
     template = net.template(name="closed", network={"egress": "none"})
     ws = net.admin.create_workspace(m.CreateWorkspaceRequest(template=template.name, name="closed"))
     _ready(net, ws.id)
-    spec = net.runtime.specs[ws.id]  # type: ignore[attr-defined]
-    assert "DOCKYARD_URL" not in spec.env
+    env = net.runtime.agent_env[ws.id]  # type: ignore[attr-defined]
+    assert "DOCKYARD_URL" not in env
     assert _hub(net)._agents[ws.id].origin.transport == "socket"
 
 
