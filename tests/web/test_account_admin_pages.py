@@ -287,3 +287,20 @@ def test_audit_filters_and_pages(wh: Harness) -> None:
     assert 'value="user."' in bad.text
     future = http.get("/admin/audit", params={"since": "2999-01-01T00:00"})
     assert "No entries match these filters." in future.text
+
+
+def test_every_account_and_admin_route_needs_a_session(wh: Harness) -> None:
+    from fastapi.routing import APIRoute
+
+    from dockyard.web import account, admin
+
+    http = wh.http()
+    for router in (account.router, admin.router):
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            path = route.path.replace("{ref}", "x").replace("{template}", "py")
+            for method in route.methods:
+                response = http.request(method, path, follow_redirects=False)
+                assert response.status_code == 303, f"{method} {path}"
+                back = path if method == "GET" else "/workspaces"
+                assert response.headers["location"] == f"/login?next={back}"
