@@ -281,6 +281,7 @@ def test_audit_filters_and_pages(wh: Harness) -> None:
         == wh.admin.audit(action="user.create").count - 50
     )
     assert 'rel="prev"' in second.text
+    assert "page 1 of 2" in http.get("/admin/audit", params={"action": "user.create", "page": "x"}).text
     bad = http.get("/admin/audit", params={"since": "yesterday", "action": "user."})
     assert bad.status_code == 422
     assert _field_error(bad.text, "a-since") == "&#39;yesterday&#39; is not a time like 2026-01-31T09:30"

@@ -205,12 +205,14 @@ def audit_page(
     workspace: Annotated[str, Query(max_length=64)] = "",
     since: Annotated[str, Query(max_length=40)] = "",
     until: Annotated[str, Query(max_length=40)] = "",
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_number: Annotated[str, Query(alias="page", max_length=8)] = "1",
 ) -> HTMLResponse:
     try:
         actor.require(Scope.AUDIT_READ)
     except DockyardError as exc:
         return error_page(request, actor, exc)
+    # A hand-edited `page=` falls back to the first page rather than a JSON error.
+    page = max(1, int(page_number)) if page_number.isdigit() else 1
     filters = {"user": user, "action": action, "workspace": workspace, "since": since, "until": until}
     start, bad_since = _time("since", since)
     end, bad_until = _time("until", until)
