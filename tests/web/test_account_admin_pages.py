@@ -305,3 +305,22 @@ def test_every_account_and_admin_route_needs_a_session(wh: Harness) -> None:
                 assert response.status_code == 303, f"{method} {path}"
                 back = path if method == "GET" else "/workspaces"
                 assert response.headers["location"] == f"/login?next={back}"
+
+
+def test_audit_time_range_and_workspace_filter(wh: Harness) -> None:
+    http = _logged_in(wh, "olive", role=m.Role.OWNER)
+    wh.template(name="py")
+    alice = wh.user("alice")
+    created = wh.await_build(
+        alice.create_workspace(m.CreateWorkspaceRequest(template="py", name="demo")).id, client=alice
+    )
+    alice.stop_workspace(created.id)
+    past = http.get("/admin/audit", params={"until": "2000-01-01T00:00"})
+    assert "No entries match these filters." in past.text
+    window = {"since": "2000-01-01T00:00", "until": "2999-01-01T00:00", "workspace": "demo"}
+    page = http.get("/admin/audit", params=window)
+    expected = wh.admin.audit(resource_type="workspace", resource="demo")
+    assert expected.count >= 2
+    assert f">{expected.count} entries<" in page.text
+    for entry in expected.audit_logs:
+        assert f'id="audit-{entry.id}"' in page.text
