@@ -71,7 +71,9 @@ class FakeRuntime:
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            agent_links=frozenset({LinkKind.UNIX_SOCKET, LinkKind.NETWORK}) if self.agent_folders else frozenset(),
+            agent_links=frozenset({LinkKind.UNIX_SOCKET, LinkKind.NETWORK})
+            if self.agent_folders
+            else frozenset(),
             egress=frozenset({Egress.NONE, Egress.ALL}),
             gpu=self.gpu,
             resume_keeps_root=True,

@@ -16,7 +16,7 @@ from dockyard.apps import service as apps_service
 from dockyard.errors import DockyardError, NotFound, Unauthorized
 from dockyard.provisioner import builds
 from dockyard.templates import service as templates_service
-from dockyard.web import apps, create, live, session
+from dockyard.web import account, admin, apps, create, live, session
 from dockyard.web.assets import static_files
 from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, LoginRequired, page_actor
@@ -39,6 +39,8 @@ def install(app: FastAPI) -> None:
     app.include_router(live.router)
     app.include_router(create.router)
     app.include_router(apps.router)
+    app.include_router(account.router)
+    app.include_router(admin.router)
     app.include_router(router)
     app.add_exception_handler(LoginRequired, _login_required)
 
