@@ -279,10 +279,13 @@ def provisioner(
     from dockyard.runtimes.factory import make_runtime
     from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
     from dockyard.store.migrate import current_revision, head_revision
+    from dockyard.tunnel.install import install_agent
     from dockyard.tunnel.links import AgentLinks
 
     logs.configure(log_format)
     settings = Settings(data_dir=data_dir, database_url=database_url, agent_url=agent_url.strip())
+    # Workspaces this process starts mount the agent from its own data dir (another host's, or a fresh one).
+    install_agent(settings.agent_dir)
     engine = make_engine(settings.resolved_database_url)
     if current_revision(engine) != head_revision():
         typer.echo(
