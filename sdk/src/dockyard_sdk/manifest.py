@@ -328,6 +328,15 @@ class Network(_Strict):
         return self
 
 
+class KubernetesOverlay(_Strict):
+    """Kubernetes-only additions; other runtimes ignore them, so a template stays portable."""
+
+    pod: dict[str, Any] = Field(default_factory=dict)
+    """Pod spec fields merged into the workspace pod: containers (sidecars, or `workspace` to add env and
+    mounts to the workspace container), initContainers, volumes, nodeSelector, tolerations, affinity,
+    priorityClassName, topologySpreadConstraints, dnsConfig, runtimeClassName. Checked at push."""
+
+
 class TemplateManifest(_Strict):
     """The parsed `dockyard.yaml` of one template version."""
 
@@ -365,6 +374,8 @@ class TemplateManifest(_Strict):
     """When the workspace is stopped or deleted by itself."""
     network: Network = Field(default_factory=Network)
     """Outbound network access."""
+    kubernetes: KubernetesOverlay | None = None
+    """Pod-spec overlay for the Kubernetes runtime."""
 
     @field_validator("env")
     @classmethod

@@ -266,6 +266,8 @@ class Worker:
             gpu=int(rendered.resources.gpu),
             sudo=rendered.sudo,
             egress=rendered.network.egress.value,
+            egress_allow=tuple(rendered.network.allow),
+            kubernetes_pod=dict(rendered.kubernetes.pod) if rendered.kubernetes is not None else {},
             env=env,
             **agent,
         )

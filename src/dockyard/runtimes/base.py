@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from dockyard.errors import DockyardError
 
@@ -94,6 +94,10 @@ class WorkspaceSpec:
     files: dict[str, bytes] = field(default_factory=dict)
     # Host folders bind-mounted into the container: the agent's folder (script and control-plane socket).
     mounts: tuple[BindMount, ...] = ()
+    # Addresses or CIDRs reachable with egress "allowlist" (runtimes that can enforce them).
+    egress_allow: tuple[str, ...] = ()
+    # The template's pod-spec overlay (`kubernetes.pod`, checked at push); only the Kubernetes runtime reads it.
+    kubernetes_pod: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 class ContainerState(StrEnum):
