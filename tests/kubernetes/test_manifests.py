@@ -43,6 +43,7 @@ def test_pod_is_non_root_without_capabilities_or_escalation() -> None:
     }
     body = pod["spec"]
     assert body["automountServiceAccountToken"] is False
+    assert body["hostname"] == "my-workspace"
     assert body["restartPolicy"] == "Never"
     assert body["securityContext"]["runAsNonRoot"] is True
     assert body["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

@@ -99,6 +99,11 @@ def cpu_quantity(cores: float) -> str:
     return f"{max(1, round(cores * 1000))}m"
 
 
+def hostname(name: str) -> str:
+    """A pod hostname (a DNS label) from the workspace's name."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-") or "workspace"
+
+
 def home_path(spec: WorkspaceSpec) -> str:
     return f"/home/{spec.user}"
 
@@ -189,7 +194,7 @@ def pod(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "hostname": label_value(spec.name).lower().strip("-_.")[:63] or "workspace",
+        "hostname": hostname(spec.name),
         "terminationGracePeriodSeconds": 10,
         "securityContext": {
             "runAsNonRoot": True,

@@ -12,6 +12,8 @@ reconcile pass. Starts wait on the same stream instead of polling.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
 import threading
 import time
@@ -164,6 +166,10 @@ class KubernetesRuntime:
             log("sudo is not available on Kubernetes: the pod runs without privilege escalation")
         owner = self._owner()
         namespace = self.options.namespace
+        # The kubelet checks a hostPath as it is: a symlinked data dir is given by its real path.
+        spec = dataclasses.replace(
+            spec, mounts=tuple(dataclasses.replace(m, source=os.path.realpath(m.source)) for m in spec.mounts)
+        )
         self._ensure_home(spec, log)
         lap("volume")
         try:
