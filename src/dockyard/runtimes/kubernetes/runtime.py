@@ -200,6 +200,7 @@ class KubernetesRuntime:
             )
             if same and alive and not current["metadata"].get("deletionTimestamp"):
                 log(f"Pod {name} exists already")
+                uid = current["metadata"]["uid"]
             else:
                 log(
                     f"Replacing pod {name}: {'its configuration changed' if not same else observation.detail}"
@@ -212,9 +213,12 @@ class KubernetesRuntime:
             with self.cache.changed:
                 self.cache.expected.discard(spec.workspace_id)
                 self.cache.gone.pop(spec.workspace_id, None)
-            self.core.create_namespaced_pod(namespace, body(wanted), _request_timeout=CALL_TIMEOUT)
+            created = raw(
+                self.core.create_namespaced_pod, namespace, body(wanted), _request_timeout=CALL_TIMEOUT
+            )
+            uid = created["metadata"]["uid"]
             lap("create")
-        observation = self._wait_running(spec.workspace_id, name, log)
+        observation = self._wait_running(spec.workspace_id, name, uid, log)
         lap("start")
         return Observation(
             observation.workspace_id,
@@ -294,35 +298,39 @@ class KubernetesRuntime:
                 return None
             raise
 
-    def _wait_running(self, workspace_id: str, name: str, log: LogSink) -> Observation:
-        """Wait on the watch for the pod to run; fail at once with the cluster's reason when it cannot."""
+    def _wait_running(self, workspace_id: str, name: str, uid: str, log: LogSink) -> Observation:
+        """Wait on the watch for pod `uid` to run; fail at once with the cluster's reason when it cannot."""
         deadline = time.monotonic() + self.options.ready_timeout
         said = ""
-        with self.cache.changed:
-            while True:
-                pod = self.cache.pods.get(workspace_id) if self.cache.synced else None
-                if pod is None and not self.cache.synced:
-                    pod = self._read_pod(name)
-                if pod is not None:
-                    observation = states.observe(workspace_id, pod)
-                    if observation.state == ContainerState.RUNNING:
-                        log(f"Pod {name} is running on {(pod.get('spec') or {}).get('nodeName', '?')}")
-                        return observation
-                    failure = states.start_failure(pod)
-                    if failure:
-                        raise RuntimeFailure(f"Pod {name} cannot start: {failure}")
-                    if observation.detail != said:
-                        said = observation.detail
-                        log(f"Pod {name}: {said}")
-                elif self.cache.synced and workspace_id in self.cache.gone:
-                    raise RuntimeFailure(
-                        f"Pod {name} went away while starting: {self.cache.gone[workspace_id]}"
-                    )
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RuntimeFailure(
-                        f"Pod {name} did not run within {self.options.ready_timeout:g} s ({said or 'no status'})."
-                    )
+        while True:
+            with self.cache.changed:
+                synced = self.cache.synced
+                pod = self.cache.pods.get(workspace_id)
+                gone = self.cache.gone.get(workspace_id, "")
+            if not synced:
+                pod = self._read_pod(name)
+            # The cache may still hold the pod this one replaced, until the watch delivers its deletion.
+            if pod is not None and pod["metadata"].get("uid") != uid:
+                pod = None
+            if pod is not None:
+                observation = states.observe(workspace_id, pod)
+                if observation.state == ContainerState.RUNNING:
+                    log(f"Pod {name} is running on {(pod.get('spec') or {}).get('nodeName', '?')}")
+                    return observation
+                failure = states.start_failure(pod)
+                if failure:
+                    raise RuntimeFailure(f"Pod {name} cannot start: {failure}")
+                if observation.detail != said:
+                    said = observation.detail
+                    log(f"Pod {name}: {said}")
+            elif synced and gone:
+                raise RuntimeFailure(f"Pod {name} went away while starting: {gone}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeFailure(
+                    f"Pod {name} did not run within {self.options.ready_timeout:g} s ({said or 'no status'})."
+                )
+            with self.cache.changed:
                 # Woken by every watch event; the timeout also covers a watch that is reconnecting.
                 self.cache.changed.wait(min(left, 1.0))
 
@@ -373,10 +381,24 @@ class KubernetesRuntime:
                     log(f"Removed {kind} {name}")
             if self.options.storage_class == LOCAL_STORAGE_CLASS:
                 self._remove_local_volume(manifests.volume_name(namespace, workspace_id), log)
+            # Claims and volumes carry protection finalizers and go a moment after the pod: a delete that
+            # returns has left nothing labelled with the workspace.
+            deadline = time.monotonic() + 60
+            while left := [r.name for r in self.managed_resources() if r.workspace_id == workspace_id]:
+                if time.monotonic() > deadline:
+                    raise RuntimeFailure(f"Still there 60 s after the delete: {', '.join(left)}")
+                time.sleep(0.25)
+            with self.cache.changed:
+                self.cache.gone.pop(workspace_id, None)
+                self.cache.expected.discard(workspace_id)
+            if self.options.storage_class == LOCAL_STORAGE_CLASS:
+                self._remove_local_folder(manifests.volume_name(namespace, workspace_id))
 
     def _remove_local_volume(self, name: str, log: LogSink) -> None:
         if _deleted(lambda n: self.core.delete_persistent_volume(n), name):
             log(f"Removed local volume {name}")
+
+    def _remove_local_folder(self, name: str) -> None:
         # The folder is on the node; it can be removed from here only where the node is this host.
         folder = Path(self.options.local_volume_root) / name
         if self.options.host_paths and folder.is_dir():
@@ -459,10 +481,11 @@ class KubernetesRuntime:
             raise ValueError(f"unknown resource kind {resource.kind!r}")
         with translate(self.address):
             # Only what still carries this deployment's label: the listing may be old.
+            if resource.name not in {r.name for r in self.managed_resources() if r.kind == resource.kind}:
+                return
+            _deleted(removers[resource.kind], resource.name)
             if resource.kind == "persistentvolume":
-                self._remove_local_volume(resource.name, lambda line: None)
-            elif resource.name in {r.name for r in self.managed_resources() if r.kind == resource.kind}:
-                _deleted(removers[resource.kind], resource.name)
+                self._remove_local_folder(resource.name)
 
     # -- isolation ----------------------------------------------------------------------------------------
 
