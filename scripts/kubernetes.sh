@@ -142,7 +142,209 @@ EOF
     rm -rf "$tmp"
 }
 
+# --- certificates and configuration ----------------------------------------------------------------------------
+cert() { # cert NAME CN [O] [SAN]: a key and a certificate signed by the cluster's CA
+    local name=$1 cn=$2 org=${3:-} san=${4:-} subject
+    subject="/CN=$cn"
+    [[ -n $org ]] && subject="/O=$org$subject"
+    openssl genrsa -out "$STATE/pki/$name.key" 2048 2>/dev/null
+    openssl req -new -key "$STATE/pki/$name.key" -subj "$subject" -out "$STATE/pki/$name.csr" 2>/dev/null
+    local ext="$STATE/pki/$name.ext"
+    {
+        echo "basicConstraints=CA:FALSE"
+        echo "keyUsage=critical,digitalSignature,keyEncipherment"
+        echo "extendedKeyUsage=serverAuth,clientAuth"
+        [[ -z $san ]] || echo "subjectAltName=$san"
+    } >"$ext"
+    openssl x509 -req -in "$STATE/pki/$name.csr" -CA "$STATE/pki/ca.crt" -CAkey "$STATE/pki/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$ext" -out "$STATE/pki/$name.crt" 2>/dev/null
+    rm -f "$STATE/pki/$name.csr" "$ext"
+}
+
+kubeconfig() { # kubeconfig FILE CERT-NAME
+    local file=$1 name=$2
+    cat >"$file" <<CONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: dockyard
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority: $STATE/pki/ca.crt
+users:
+- name: $name
+  user:
+    client-certificate: $STATE/pki/$name.crt
+    client-key: $STATE/pki/$name.key
+contexts:
+- name: dockyard
+  context: {cluster: dockyard, user: $name}
+current-context: dockyard
+CONFIG
+    chmod 600 "$file"
+}
+
+make_pki() {
+    [[ -f $STATE/pki/admin.crt && -f $STATE/pki/limited.crt ]] && return
+    mkdir -p "$STATE/pki"
+    chmod 700 "$STATE" "$STATE/pki"
+    openssl genrsa -out "$STATE/pki/ca.key" 2048 2>/dev/null
+    openssl req -x509 -new -key "$STATE/pki/ca.key" -subj "/CN=dockyard-test-ca" -days 3650 \
+        -out "$STATE/pki/ca.crt" 2>/dev/null
+    cert apiserver kube-apiserver "" \
+        "IP:127.0.0.1,IP:10.254.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+    # One identity in system:masters for the control plane's parts, the kubelet and the tests.
+    cert admin admin system:masters
+    # An identity RBAC grants nothing: what a server with a wrong role sees (tests of `dockyard server`'s checks).
+    cert limited dockyard-limited
+    openssl genrsa -out "$STATE/pki/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$STATE/pki/sa.key" -pubout -out "$STATE/pki/sa.pub" 2>/dev/null
+    kubeconfig "$STATE/admin.kubeconfig" admin
+    kubeconfig "$STATE/limited.kubeconfig" limited
+}
+
+pause_image() {
+    docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 && return
+    local tmp
+    tmp=$(mktemp -d)
+    cp "$CACHE/bin/pause" "$tmp/pause"
+    printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' >"$tmp/Dockerfile"
+    docker build -q -t "$PAUSE_IMAGE" "$tmp" >/dev/null
+    rm -rf "$tmp"
+}
+
+# --- processes --------------------------------------------------------------------------------------------------
+start_process() { # start_process NAME COMMAND...: detached, its pid in $STATE/run/NAME.pid
+    local name=$1
+    shift
+    mkdir -p "$STATE/run" "$STATE/log"
+    setsid "$@" >"$STATE/log/$name.log" 2>&1 </dev/null &
+    echo $! >"$STATE/run/$name.pid"
+}
+
+alive() { [[ -f $STATE/run/$1.pid ]] && kill -0 "$(cat "$STATE/run/$1.pid")" 2>/dev/null; }
+
+wait_for() { # wait_for SECONDS WHAT COMMAND...
+    local seconds=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < seconds * 4; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.25
+    done
+    die "$what did not come up within ${seconds}s; see $STATE/log/"
+}
+
+kubectl_() { "$CACHE/bin/kubectl" --kubeconfig "$STATE/admin.kubeconfig" "$@"; }
+
+node_ready() {
+    kubectl_ get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null |
+        grep -q True
+}
+
+status() { alive kube-apiserver && alive kubelet && kubectl_ get --raw /readyz >/dev/null 2>&1 && node_ready; }
+
+up() {
+    build
+    if status; then
+        echo "$STATE/admin.kubeconfig"
+        return
+    fi
+    # Leftovers of a cluster that died (a reboot): stop what is left before starting afresh.
+    down >/dev/null 2>&1 || true
+    docker version >/dev/null 2>&1 || die "the Docker engine is not running"
+    make_pki
+    pause_image
+    local pki=$STATE/pki
+    note "starting etcd on 127.0.0.1:$ETCD_PORT"
+    start_process etcd etcd --name dockyard --data-dir "$STATE/etcd" \
+        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "dockyard=http://127.0.0.1:$ETCD_PEER_PORT"
+    wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+    note "starting kube-apiserver on 127.0.0.1:$API_PORT"
+    start_process kube-apiserver "$CACHE/bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" --insecure-port 0 \
+        --service-cluster-ip-range "$SERVICE_CIDR" --client-ca-file "$pki/ca.crt" \
+        --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+        --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+        --service-account-issuer https://kubernetes.default.svc.cluster.local \
+        --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
+        --kubelet-preferred-address-types InternalIP --authorization-mode Node,RBAC --allow-privileged=true \
+        --endpoint-reconciler-type none
+    wait_for 120 kube-apiserver kubectl_ get --raw /readyz
+    note "starting kube-controller-manager and kube-scheduler"
+    start_process kube-controller-manager "$CACHE/bin/kube-controller-manager" \
+        --kubeconfig "$STATE/admin.kubeconfig" --leader-elect=false --port 0 --secure-port 0 \
+        --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+        --use-service-account-credentials=false --controllers '*,-nodeipam,-cloud-node-lifecycle'
+    start_process kube-scheduler "$CACHE/bin/kube-scheduler" --kubeconfig "$STATE/admin.kubeconfig" \
+        --leader-elect=false --port 0 --secure-port 0
+    note "starting the kubelet (dockershim on the local dockerd)"
+    mkdir -p "$STATE/kubelet"
+    cat >"$STATE/kubelet.yaml" <<CONFIG
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: $KUBELET_PORT
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $pki/ca.crt}
+authorization: {mode: Webhook}
+cgroupDriver: cgroupfs
+failSwapOn: false
+clusterDomain: cluster.local
+evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
+CONFIG
+    start_process kubelet "$CACHE/bin/kubelet" --config "$STATE/kubelet.yaml" \
+        --kubeconfig "$STATE/admin.kubeconfig" --container-runtime docker \
+        --docker-endpoint unix:///var/run/docker.sock --pod-infra-container-image "$PAUSE_IMAGE" \
+        --hostname-override "$NODE_NAME" --node-ip 127.0.0.1 --root-dir "$STATE/kubelet" \
+        --cert-dir "$STATE/kubelet/pki"
+    wait_for 120 "the node" status
+    # Pods are refused until the namespace's default service account exists (the controller makes it).
+    wait_for 60 "the default service account" kubectl_ get serviceaccount default
+    echo "$STATE/admin.kubeconfig"
+}
+
+down() {
+    local name pid
+    for name in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
+        if alive "$name"; then
+            pid=$(cat "$STATE/run/$name.pid")
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 40); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.25
+            done
+            kill -9 "$pid" 2>/dev/null || true
+            note "stopped $name"
+        fi
+        rm -f "$STATE/run/$name.pid"
+    done
+    # The pods' containers (and their pause sandboxes) that this kubelet made on the engine; nothing else.
+    if docker version >/dev/null 2>&1; then
+        local ids
+        ids=$(docker ps -aq --filter "label=io.kubernetes.docker.type" 2>/dev/null || true)
+        if [[ -n $ids ]]; then
+            # shellcheck disable=SC2086 # one id per word
+            docker rm -f $ids >/dev/null 2>&1 || true
+        fi
+    fi
+    # Mounts the kubelet made under its root dir (volumes) go with it.
+    grep -o " $STATE/kubelet[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r mount; do
+        umount "$mount" 2>/dev/null || true
+    done
+}
+
 case ${1:-} in
     build) build ;;
-    *) ;;
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    -h | --help | "") sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
+    *) die "unknown command $1 (up, down, build, status)" ;;
 esac
