@@ -28,7 +28,8 @@ ETCD_PORT=${DOCKYARD_K8S_ETCD_PORT:-12379}
 ETCD_PEER_PORT=$((ETCD_PORT + 1))
 KUBELET_PORT=${DOCKYARD_K8S_KUBELET_PORT:-10250}
 SERVICE_CIDR=10.254.0.0/24
-NODE_NAME=dockyard-node
+# The node is named by its address: the API server reaches the kubelet by it (a loopback node IP is refused).
+NODE_NAME=127.0.0.1
 
 note() { printf '    %s\n' "$*" >&2; }
 die() {
@@ -92,7 +93,7 @@ build() {
     ensure_build_packages
     mkdir -p "$CACHE/src"
     local src
-    src=$(find "$CACHE/src" -maxdepth 1 -type d -name "kubernetes-$VERSION*" | head -n 1)
+    src=$(find "$CACHE/src" -maxdepth 1 -type d -name "kubernetes-*" | head -n 1)
     if [[ -z $src ]]; then
         note "fetching the source package kubernetes ($VERSION)"
         (cd "$CACHE/src" && apt-get source -q "kubernetes=$VERSION*" >/dev/null 2>&1 ||
@@ -273,7 +274,7 @@ up() {
         --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
         --service-account-issuer https://kubernetes.default.svc.cluster.local \
         --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
-        --kubelet-preferred-address-types InternalIP --authorization-mode Node,RBAC --allow-privileged=true \
+        --kubelet-preferred-address-types Hostname --authorization-mode Node,RBAC --allow-privileged=true \
         --endpoint-reconciler-type none
     wait_for 120 kube-apiserver kubectl_ get --raw /readyz
     note "starting kube-controller-manager and kube-scheduler"
@@ -305,7 +306,7 @@ CONFIG
     start_process kubelet "$CACHE/bin/kubelet" --config "$STATE/kubelet.yaml" \
         --kubeconfig "$STATE/admin.kubeconfig" --container-runtime docker \
         --docker-endpoint unix:///var/run/docker.sock --pod-infra-container-image "$PAUSE_IMAGE" \
-        --hostname-override "$NODE_NAME" --node-ip 127.0.0.1 --root-dir "$STATE/kubelet" \
+        --hostname-override "$NODE_NAME" --root-dir "$STATE/kubelet" \
         --cert-dir "$STATE/kubelet/pki"
     wait_for 120 "the node" status
     # Pods are refused until the namespace's default service account exists (the controller makes it).

@@ -61,6 +61,8 @@ def options(kubeconfig: str, namespace: str, tmp_path: Path) -> KubernetesOption
         local_volume_root=str(tmp_path / "volumes"),
         host_paths=True,
         ready_timeout=90,
+        # No registry can be reached here: a missing image must fail without the engine trying to pull.
+        image_pull_policy="Never",
     )
 
 

@@ -181,7 +181,7 @@ def pod(
     container: dict[str, Any] = {
         "name": WORKSPACE_CONTAINER,
         "image": spec.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": options.image_pull_policy,
         "command": list(spec.command),
         "env": _env(spec),
         "workingDir": home,
@@ -207,7 +207,7 @@ def pod(
         "volumes": volumes,
     }
     if options.storage_class == LOCAL_STORAGE_CLASS:
-        pod_spec["initContainers"] = [home_owner(spec, home)]
+        pod_spec["initContainers"] = [home_owner(spec, home, pull=options.image_pull_policy)]
     if options.runtime_class:
         pod_spec["runtimeClassName"] = options.runtime_class
     if options.image_pull_secrets:
@@ -231,7 +231,7 @@ def pod(
     return manifest
 
 
-def home_owner(spec: WorkspaceSpec, home: str) -> dict[str, Any]:
+def home_owner(spec: WorkspaceSpec, home: str, *, pull: str = "IfNotPresent") -> dict[str, Any]:
     """An init container that gives a fresh hostPath home to the user: the one step that runs as root.
 
     It holds CHOWN alone (every other capability dropped, no escalation) and touches only the home's top
@@ -241,7 +241,7 @@ def home_owner(spec: WorkspaceSpec, home: str) -> dict[str, Any]:
     return {
         "name": HOME_INIT_CONTAINER,
         "image": spec.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": pull,
         "command": ["/bin/sh", "-c", script],
         "resources": {
             "limits": {"cpu": "100m", "memory": "64Mi"},

@@ -20,6 +20,8 @@ class KubernetesOptions:
     # gVisor, Kata, ... when the cluster has such a RuntimeClass; "" for the node's default.
     runtime_class: str = ""
     image_pull_secrets: tuple[str, ...] = ()
+    # "Never" where no registry may be reached (the test cluster): a missing image fails without a pull.
+    image_pull_policy: str = "IfNotPresent"
     # Host folders in the workspace spec (the agent's folder and its link socket) become hostPath volumes. Only
     # correct when the pods run on the server's own host (a one-node cluster); with the networked agent link
     # the agent dials the server instead and no host folder is needed.

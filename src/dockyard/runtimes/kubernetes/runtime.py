@@ -258,6 +258,24 @@ class KubernetesRuntime:
                 _request_timeout=CALL_TIMEOUT,
             )
             self._claim(existing["metadata"].get("labels") or {}, f"Claim {name}")
+        if self.options.storage_class == LOCAL_STORAGE_CLASS:
+            # Bound before the pod exists: the scheduler retries a pod with an unbound claim only after a
+            # back-off of up to a minute. (Other classes may bind on first use, so they are not waited for.)
+            deadline = time.monotonic() + 30
+            while True:
+                phase = (
+                    raw(
+                        self.core.read_namespaced_persistent_volume_claim,
+                        name,
+                        self.options.namespace,
+                        _request_timeout=CALL_TIMEOUT,
+                    )
+                    .get("status", {})
+                    .get("phase")
+                )
+                if phase == "Bound" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
 
     def _apply_policy(self, policy: dict[str, Any], log: LogSink) -> None:
         name = policy["metadata"]["name"]
@@ -410,12 +428,13 @@ class KubernetesRuntime:
     # -- observing ----------------------------------------------------------------------------------------
 
     def _ensure_watch(self) -> None:
-        self._owner()
+        selector = manifests.selector(self._owner())
+        core = self.core  # outside the lock: making the client takes it
         with self._lock:
             if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(
                     target=watch_pods,
-                    args=(self.core, self.options.namespace, manifests.selector(self._owner())),
+                    args=(core, self.options.namespace, selector),
                     kwargs={"cache": self.cache, "stop": self._stop},
                     daemon=True,
                     name="dockyard-k8s-watch",

@@ -72,7 +72,11 @@ def start_problem(pod: Mapping[str, Any]) -> str:
     status = pod.get("status") or {}
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return f"unschedulable: {condition.get('message') or condition.get('reason') or 'no node fits'}"
+            message = condition.get("message") or condition.get("reason") or "no node fits"
+            # A claim that is being bound is a wait, not a failure.
+            if "unbound immediate PersistentVolumeClaims" in message:
+                return ""
+            return f"unschedulable: {message}"
     for container in _statuses(pod, "initContainerStatuses") + _statuses(pod):
         waiting = (container.get("state") or {}).get("waiting") or {}
         why = waiting.get("reason") or ""
