@@ -24,6 +24,7 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 import kubernetes.watch
+import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
 from dockyard import logs
@@ -66,6 +67,7 @@ class KubernetesRuntime:
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self.agent_folders: AgentFolders | None = None
+        self._gpu: bool | None = None
         if deployment is not None:
             self.bind_deployment(deployment)
 
@@ -93,15 +95,28 @@ class KubernetesRuntime:
         return Capabilities(
             agent_links=links,
             egress=frozenset(Egress) if enforced else frozenset({Egress.ALL}),
-            # GPUs are an extended resource the scheduler places; a node without them leaves the pod pending,
-            # and the start fails with the scheduler's reason.
-            gpu=True,
+            gpu=self._has_gpu(),
             # A claim's size bounds the home only on storage that enforces it; the local class does not.
             disk_quota=self.options.storage_class != LOCAL_STORAGE_CLASS,
             resume_keeps_root=False,
             host_isolation=enforced,
             prepared_networks=False,
         )
+
+    def _has_gpu(self) -> bool:
+        # GPUs are an extended resource a device plugin advertises on nodes; without one a pod asking for a GPU
+        # never schedules. Asked once: listing nodes needs a cluster-wide grant the runtime may lack (then no).
+        if self._gpu is None:
+            try:
+                nodes = raw(self.core.list_node, _request_timeout=CALL_TIMEOUT)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError):
+                return False
+            self._gpu = any(
+                int(((node.get("status") or {}).get("allocatable") or {}).get(manifests.GPU_RESOURCE, "0"))
+                > 0
+                for node in nodes.get("items") or []
+            )
+        return self._gpu
 
     def _owner(self) -> str:
         if self.deployment is None:
