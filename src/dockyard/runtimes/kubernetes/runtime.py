@@ -492,9 +492,28 @@ class KubernetesRuntime:
     def observe(self, workspace_id: str) -> Observation:
         with translate(self.address):
             pod = self._read_pod(manifests.pod_name(workspace_id))
-        with self.cache.changed:
-            gone = self.cache.gone.get(workspace_id, "")
+            with self.cache.changed:
+                gone = self.cache.gone.get(workspace_id, "")
+            if pod is None and not gone and self._has_claim(workspace_id):
+                # A stop deletes the pod and keeps the home claim: the workspace is down and still there.
+                return Observation(
+                    workspace_id, ContainerState.STOPPED, None, "stopped: no pod, the home is kept"
+                )
         return states.observe(workspace_id, pod, gone=gone)
+
+    def _has_claim(self, workspace_id: str) -> bool:
+        try:
+            raw(
+                self.core.read_namespaced_persistent_volume_claim,
+                manifests.claim_name(workspace_id),
+                self.options.namespace,
+                _request_timeout=CALL_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def agent_addresses(self, workspace_id: str) -> frozenset[str] | None:
         # Pod addresses are the network plugin's and may be reused or NATed on the way to the server.
