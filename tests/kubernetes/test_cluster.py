@@ -96,7 +96,8 @@ def test_start_stop_start_keeps_home_and_delete_leaves_nothing(k8s: KubernetesRu
         ("persistentvolume", volume),
         ("persistentvolumeclaim", claim),
     ]
-    assert k8s.observe(workspace.workspace_id).state == ContainerState.MISSING
+    stopped = k8s.observe(workspace.workspace_id)
+    assert (stopped.state, stopped.detail) == (ContainerState.STOPPED, "stopped: no pod, the home is kept")
     # A stop Dockyard asked for is not reported as a deletion by someone else.
     assert workspace.workspace_id not in k8s.observe_all()
 
