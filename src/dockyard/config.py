@@ -36,6 +36,8 @@ class Settings:
     kubernetes_host_paths: bool = False
     # Let template overlays ask for privileged containers, root, added capabilities and host folders.
     kubernetes_allow_privileged: bool = False
+    # The operator's word that the cluster's network plugin enforces NetworkPolicies (egress none/allowlist).
+    kubernetes_policies_enforced: bool = False
     # Docker hands out ~30 bridge networks from its default pools; workspaces get /28s from this range instead.
     # Empty leaves it to Docker's pools.
     workspace_subnets: str = "10.213.0.0/16"

@@ -63,3 +63,12 @@ AllowPrivileged = Annotated[
         help="Let template pod overlays ask for privileged containers, root and host folders.",
     ),
 ]
+PoliciesEnforced = Annotated[
+    bool,
+    typer.Option(
+        "--kubernetes-policies-enforced/--no-kubernetes-policies-enforced",
+        envvar="DOCKYARD_KUBERNETES_POLICIES_ENFORCED",
+        help="The cluster's network plugin enforces NetworkPolicies (Calico, Cilium, ...): only then are "
+        "templates with egress none or allowlist accepted (Dockyard cannot check it through the API).",
+    ),
+]

@@ -166,6 +166,7 @@ def server(
     image_pull_secrets: kubeflags.PullSecrets = None,
     kubernetes_host_paths: kubeflags.HostPaths = False,
     kubernetes_allow_privileged: kubeflags.AllowPrivileged = False,
+    kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
@@ -217,6 +218,7 @@ def server(
         kubernetes_image_pull_secrets=[s for v in image_pull_secrets or [] for s in v.split(",") if s],
         kubernetes_host_paths=kubernetes_host_paths,
         kubernetes_allow_privileged=kubernetes_allow_privileged,
+        kubernetes_policies_enforced=kubernetes_policies_enforced,
     )
     try:
         host, port = settings.host_port
@@ -296,6 +298,7 @@ def provisioner(
     image_pull_secrets: kubeflags.PullSecrets = None,
     kubernetes_host_paths: kubeflags.HostPaths = False,
     kubernetes_allow_privileged: kubeflags.AllowPrivileged = False,
+    kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
 ) -> None:
     """Run provisioner workers alone, against the same database as the server."""
     import signal
@@ -322,6 +325,7 @@ def provisioner(
         kubernetes_image_pull_secrets=[s for v in image_pull_secrets or [] for s in v.split(",") if s],
         kubernetes_host_paths=kubernetes_host_paths,
         kubernetes_allow_privileged=kubernetes_allow_privileged,
+        kubernetes_policies_enforced=kubernetes_policies_enforced,
         agent_url=agent_url.strip(),
     )
     engine = make_engine(settings.resolved_database_url)

@@ -52,6 +52,7 @@ def kubernetes_options(settings: Settings) -> KubernetesOptions:
         image_pull_secrets=tuple(settings.kubernetes_image_pull_secrets),
         host_paths=settings.kubernetes_host_paths,
         allow_privileged=settings.kubernetes_allow_privileged,
+        policies_enforced=settings.kubernetes_policies_enforced,
     )
 
 
