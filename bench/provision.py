@@ -277,7 +277,14 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--runtime", choices=("docker", "kubernetes"), default="docker")
     args = parser.parse_args()
+    if args.runtime == "kubernetes":
+        # bench/provision_kubernetes.py: runtime starts against bare pods, on the cluster of DOCKYARD_KUBECONFIG.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from provision_kubernetes import main as kubernetes_main
+
+        sys.exit(kubernetes_main(args.quick))
     sequential, parallel, cycles = (5, 10, 3) if args.quick else (20, 50, 10)
     docker("image", "inspect", IMAGE)  # fails clearly when the base image is missing
     missed: list[str] = []

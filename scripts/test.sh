@@ -4,6 +4,8 @@
 #   bash scripts/test.sh                  # everything (about 5 minutes on 2 cores)
 #   bash scripts/test.sh --fast           # leave out tests marked `slow` (the API fuzzer)
 #   bash scripts/test.sh -- -x -k tokens  # arguments after `--` go to both pytest runs
+#   bash scripts/test.sh --kubernetes     # also build the Kubernetes cluster if it is not cached (10+ minutes)
+#   bash scripts/test.sh --no-kubernetes  # leave out the Kubernetes cluster and its tests
 #
 # Setup, skipped when already satisfied so that a second run starts at once:
 #   apt-get: postgresql (tests/pg.py starts a throwaway cluster with initdb/pg_ctl as the postgres user; the
@@ -11,7 +13,10 @@
 #   uv (pip, into a small tools venv) when it is not on PATH; `uv sync --frozen` into .venv/.
 # Checks, all run even when one fails: lock file current, ruff check, ruff format --check, mypy, the import
 # rules of docs/ARCHITECTURE.md (import-linter, contracts in pyproject.toml), pytest on
-# SQLite (the whole suite), pytest on PostgreSQL (the database-facing folders, without `sqlite_only` tests).
+# SQLite (the whole suite), pytest on PostgreSQL (the database-facing folders, without `sqlite_only` tests),
+# pytest on Kubernetes (tests marked `kubernetes`, against the one-node cluster of scripts/kubernetes.sh, which
+# is started in the background while the other checks run, then stopped at the end) when its binaries are
+# cached in /var/cache/dockyard/kubernetes or `--kubernetes` / DOCKYARD_KUBERNETES=1 asks for the build.
 # Exits non-zero when any of them fails.
 set -euo pipefail
 
@@ -19,10 +24,16 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 VENV=${UV_PROJECT_ENVIRONMENT:-$REPO/.venv}
 FAST=0
+# auto: the Kubernetes end-to-end tests run when the cluster's binaries are cached (scripts/kubernetes.sh), since
+# building them from source takes 10+ minutes of both cores and would push CI on a fresh machine past its time.
+KUBERNETES=${DOCKYARD_KUBERNETES:-auto}
+[[ $KUBERNETES == auto || $KUBERNETES == 0 ]] || KUBERNETES=1
 PYTEST_ARGS=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --fast) FAST=1 ;;
+        --kubernetes) KUBERNETES=1 ;;
+        --no-kubernetes) KUBERNETES=0 ;;
         --) shift; PYTEST_ARGS=("$@"); break ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown option $1 (pytest arguments go after --)" >&2; exit 2 ;;
@@ -49,7 +60,7 @@ step "System packages"
 source "$REPO/scripts/lib/packages.sh"
 if has_apt; then
     # The OpenSSH client, sftp-server and rsync are the real clients of the SSH gateway tests.
-    install_missing postgresql openssh-client openssh-sftp-server rsync git python3 python3-venv curl ca-certificates e2fsprogs mount chromium
+    install_missing postgresql openssh-client openssh-sftp-server rsync git python3 python3-venv curl ca-certificates e2fsprogs mount chromium etcd-server openssl
 else
     note "no apt-get here; expecting PostgreSQL's initdb, ssh and git to be installed already"
 fi
@@ -77,6 +88,24 @@ export DOCKYARD_REQUIRE_DOCKER=1
 # --- checks -----------------------------------------------------------------------------------------------------
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# The cluster starts (and, when asked to, builds: about 10 minutes the first time, at low priority) while the
+# other checks run.
+K8S_PID=""
+K8S_SKIPPED=""
+if [[ $KUBERNETES == auto ]]; then
+    if bash "$REPO/scripts/kubernetes.sh" cached >/dev/null 2>&1; then
+        KUBERNETES=1
+    else
+        KUBERNETES=0
+        K8S_SKIPPED="Kubernetes end-to-end tests skipped: the cluster's binaries are not cached in ${DOCKYARD_K8S_CACHE:-/var/cache/dockyard/kubernetes}; run \`bash scripts/test.sh --kubernetes\` (or DOCKYARD_KUBERNETES=1) to build them (10+ minutes) and run the tests"
+    fi
+fi
+if [[ $KUBERNETES -eq 1 ]]; then
+    step "Kubernetes cluster (in the background: bash scripts/kubernetes.sh up)"
+    bash "$REPO/scripts/kubernetes.sh" up >"$WORK/kubernetes-up.log" 2>&1 &
+    K8S_PID=$!
+    trap 'if [[ -n $K8S_PID ]]; then bash "$REPO/scripts/kubernetes.sh" down >/dev/null 2>&1 || true; fi; rm -rf "$WORK"' EXIT
+fi
 RESULTS=()
 FAILED=0
 
@@ -100,10 +129,10 @@ run_check() {
     RESULTS+=("$status|$(elapsed "$start")|$name|${summary:0:90}")
 }
 
-markers=()
-[[ $FAST -eq 1 ]] && markers=(-m "not slow")
-postgres_markers=(-m "not sqlite_only")
-[[ $FAST -eq 1 ]] && postgres_markers=(-m "not sqlite_only and not slow")
+markers=(-m "not kubernetes")
+[[ $FAST -eq 1 ]] && markers=(-m "not slow and not kubernetes")
+postgres_markers=(-m "not sqlite_only and not kubernetes")
+[[ $FAST -eq 1 ]] && postgres_markers=(-m "not sqlite_only and not slow and not kubernetes")
 
 run_check "uv.lock matches pyproject.toml" "$UV" lock --check
 run_check "ruff check" "$VENV/bin/ruff" check --output-format concise .
@@ -113,6 +142,26 @@ run_check "import rules (lint-imports)" "$VENV/bin/lint-imports" --no-cache
 run_check "pytest on SQLite" "$VENV/bin/pytest" -q "${markers[@]}" "${PYTEST_ARGS[@]}"
 run_check "pytest on PostgreSQL" "$VENV/bin/pytest" -q --db postgres "${postgres_markers[@]}" \
     "${POSTGRES_PATHS[@]}" "${PYTEST_ARGS[@]}"
+
+kubernetes_tests() {
+    if [[ $K8S_STATUS -ne 0 ]]; then
+        tail -n 30 "$WORK/kubernetes-up.log"
+        echo "error: bash scripts/kubernetes.sh up failed"
+        return 1
+    fi
+    local kubeconfig
+    kubeconfig=$(tail -n 1 "$WORK/kubernetes-up.log")
+    DOCKYARD_KUBECONFIG=$kubeconfig DOCKYARD_REQUIRE_KUBERNETES=1 \
+        "$VENV/bin/pytest" -q -m kubernetes tests/kubernetes tests/runtimes/conformance "${PYTEST_ARGS[@]}"
+}
+if [[ -n $K8S_PID ]]; then
+    # Waited for here: run_check runs its command in a pipeline's subshell, which cannot wait for it.
+    K8S_STATUS=0
+    wait "$K8S_PID" || K8S_STATUS=$?
+    run_check "pytest on Kubernetes" kubernetes_tests
+fi
+
+[[ -z $K8S_SKIPPED ]] || { step "pytest on Kubernetes"; note "$K8S_SKIPPED"; }
 
 # --- summary ----------------------------------------------------------------------------------------------------
 step "Summary ($(elapsed "$STARTED") s)"
@@ -124,4 +173,5 @@ done
 passed=$((${#RESULTS[@]} - FAILED))
 echo
 echo "checks: $passed passed, $FAILED failed"
+[[ -z $K8S_SKIPPED ]] || echo "$K8S_SKIPPED"
 [[ $FAILED -eq 0 ]]

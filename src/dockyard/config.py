@@ -22,8 +22,22 @@ class Settings:
     builtin_templates: bool = True
     # Whether to trust X-Forwarded-For from this many proxies when recording client addresses.
     trusted_proxies: int = 0
-    # Where workspaces run: "docker" (the engine at DOCKER_HOST or the default socket).
+    # Where workspaces run: "docker" (the engine at DOCKER_HOST or the default socket) or "kubernetes".
     runtime: str = "docker"
+    # The Kubernetes runtime (docs/KUBERNETES.md): a kubeconfig (None: in-cluster, else ~/.kube/config), the
+    # workspaces' namespace, the home claims' storage class ("dockyard-local" makes a hostPath volume per claim),
+    # a RuntimeClass for every pod ("" for the node's default) and image pull secrets.
+    kubeconfig: str | None = None
+    kubernetes_namespace: str = "dockyard-workspaces"
+    kubernetes_storage_class: str = "dockyard-local"
+    kubernetes_runtime_class: str = ""
+    kubernetes_image_pull_secrets: list[str] = field(default_factory=list)
+    # Mount the agent's host folders into pods (hostPath): only where the pods run on this host (one node).
+    kubernetes_host_paths: bool = False
+    # Let template overlays ask for privileged containers, root, added capabilities and host folders.
+    kubernetes_allow_privileged: bool = False
+    # The operator's word that the cluster's network plugin enforces NetworkPolicies (egress none/allowlist).
+    kubernetes_policies_enforced: bool = False
     # Docker hands out ~30 bridge networks from its default pools; workspaces get /28s from this range instead.
     # Empty leaves it to Docker's pools.
     workspace_subnets: str = "10.213.0.0/16"

@@ -129,6 +129,8 @@ def test_a_build_from_before_plans_welcomes_its_agent_without_scripts(h: Harness
         "startup_script": "",
         "startup_timeout": 600.0,
         "shutdown_script": "",
+        "apps": [],
+        "git": None,
     }
 
 

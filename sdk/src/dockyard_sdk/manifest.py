@@ -355,6 +355,15 @@ class GitSpec(_Strict):
     """`task-branch` limits pushes with the owner's credential to the task branch."""
 
 
+class KubernetesOverlay(_Strict):
+    """Kubernetes-only additions; other runtimes ignore them, so a template stays portable."""
+
+    pod: dict[str, Any] = Field(default_factory=dict)
+    """Pod spec fields merged into the workspace pod: containers (sidecars, or `workspace` to add env and
+    mounts to the workspace container), initContainers, volumes, nodeSelector, tolerations, affinity,
+    priorityClassName, topologySpreadConstraints, dnsConfig, runtimeClassName. Checked at push."""
+
+
 class TemplateManifest(_Strict):
     """The parsed `dockyard.yaml` of one template version."""
 
@@ -394,6 +403,8 @@ class TemplateManifest(_Strict):
     """Outbound network access."""
     git: GitSpec | None = None
     """The repository to clone before the workspace is ready, with credentials brokered by Dockyard."""
+    kubernetes: KubernetesOverlay | None = None
+    """Pod-spec overlay for the Kubernetes runtime."""
 
     @field_validator("env")
     @classmethod

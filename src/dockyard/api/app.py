@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,8 +43,8 @@ from dockyard.events import Bus, Subscription, channels, make_pubsub
 from dockyard.gateway.server import Gateway
 from dockyard.lifecycle.leader import make_lease
 from dockyard.lifecycle.runner import Background
-from dockyard.runtimes.base import Runtime
-from dockyard.runtimes.factory import make_runtime
+from dockyard.runtimes.base import Runtime, RuntimeFailure
+from dockyard.runtimes.factory import runtime_for
 from dockyard.store import keys
 from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
@@ -121,6 +122,19 @@ def subscribe_caches(bus: Bus) -> list[Subscription]:
     ]
 
 
+def check_runtime(runtime: Runtime) -> None:
+    """Say at start what keeps the runtime from working (an API that does not answer, a missing namespace, RBAC).
+
+    The server starts anyway, so that `dockyard doctor` shows the same reason and builds fail with it.
+    """
+    try:
+        runtime.ping()
+    except RuntimeFailure as exc:
+        log.error(f"the {runtime.name} runtime cannot be used: {exc.message}", detail=exc.detail)
+    else:
+        log.info(f"the {runtime.name} runtime answers")
+
+
 def create_app(
     settings: Settings,
     *,
@@ -131,15 +145,12 @@ def create_app(
     # Before the database is first opened: SQLite gives its WAL and shared-memory files the database's mode.
     datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
     engine = engine or make_engine(settings.resolved_database_url)
-    runtime = runtime or make_runtime(
-        settings.runtime,
-        workspace_subnets=settings.workspace_subnets,
-        disks_dir=settings.disks_dir,
-        host_ports=settings.agent_url_ports,
-    )
+    runtime = runtime or runtime_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.runtime == "kubernetes":
+            await asyncio.to_thread(check_runtime, runtime)
         install_agent(settings.agent_dir)
         links = AgentLinks(settings.agent_links_dir)
         hub = AgentHub(

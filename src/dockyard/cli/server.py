@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from dockyard.cli import kubernetes_options as kubeflags
 from dockyard.config import Settings, default_data_dir
 
 if TYPE_CHECKING:
@@ -44,7 +45,10 @@ def server(
         str, typer.Option("--log-format", envvar="DOCKYARD_LOG_FORMAT", help="auto, json or console.")
     ] = "auto",
     runtime: Annotated[
-        str, typer.Option("--runtime", envvar="DOCKYARD_RUNTIME", help="Where workspaces run: docker.")
+        str,
+        typer.Option(
+            "--runtime", envvar="DOCKYARD_RUNTIME", help="Where workspaces run: docker or kubernetes."
+        ),
     ] = "docker",
     workspace_subnets: Annotated[
         str,
@@ -155,6 +159,14 @@ def server(
             "(default: from --listen).",
         ),
     ] = "",
+    kubeconfig: kubeflags.Kubeconfig = None,
+    namespace: kubeflags.Namespace = "dockyard-workspaces",
+    storage_class: kubeflags.StorageClass = "dockyard-local",
+    runtime_class: kubeflags.RuntimeClass = "",
+    image_pull_secrets: kubeflags.PullSecrets = None,
+    kubernetes_host_paths: kubeflags.HostPaths = False,
+    kubernetes_allow_privileged: kubeflags.AllowPrivileged = False,
+    kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
@@ -199,6 +211,14 @@ def server(
         allow_open_data_dir=allow_open_data_dir,
         agent_url=agent_url.strip(),
         relay_url=relay_url.strip(),
+        kubeconfig=kubeconfig,
+        kubernetes_namespace=namespace,
+        kubernetes_storage_class=storage_class,
+        kubernetes_runtime_class=runtime_class,
+        kubernetes_image_pull_secrets=[s for v in image_pull_secrets or [] for s in v.split(",") if s],
+        kubernetes_host_paths=kubernetes_host_paths,
+        kubernetes_allow_privileged=kubernetes_allow_privileged,
+        kubernetes_policies_enforced=kubernetes_policies_enforced,
     )
     try:
         host, port = settings.host_port
@@ -251,7 +271,10 @@ def provisioner(
     data_dir: DataDir = default_data_dir(),
     database_url: DatabaseUrl = None,
     runtime: Annotated[
-        str, typer.Option("--runtime", envvar="DOCKYARD_RUNTIME", help="Where workspaces run: docker.")
+        str,
+        typer.Option(
+            "--runtime", envvar="DOCKYARD_RUNTIME", help="Where workspaces run: docker or kubernetes."
+        ),
     ] = "docker",
     workspace_subnets: Annotated[
         str,
@@ -268,6 +291,14 @@ def provisioner(
         str,
         typer.Option("--agent-url", envvar="DOCKYARD_AGENT_URL", help="As for the server."),
     ] = "",
+    kubeconfig: kubeflags.Kubeconfig = None,
+    namespace: kubeflags.Namespace = "dockyard-workspaces",
+    storage_class: kubeflags.StorageClass = "dockyard-local",
+    runtime_class: kubeflags.RuntimeClass = "",
+    image_pull_secrets: kubeflags.PullSecrets = None,
+    kubernetes_host_paths: kubeflags.HostPaths = False,
+    kubernetes_allow_privileged: kubeflags.AllowPrivileged = False,
+    kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
 ) -> None:
     """Run provisioner workers alone, against the same database as the server."""
     import signal
@@ -276,14 +307,28 @@ def provisioner(
     from dockyard import logs
     from dockyard.events import Bus, make_pubsub
     from dockyard.lifecycle.runner import Background
-    from dockyard.runtimes.factory import make_runtime
+    from dockyard.runtimes.factory import runtime_for
     from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
     from dockyard.store.migrate import current_revision, head_revision
     from dockyard.tunnel.install import install_agent
     from dockyard.tunnel.links import AgentLinks
 
     logs.configure(log_format)
-    settings = Settings(data_dir=data_dir, database_url=database_url, agent_url=agent_url.strip())
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        runtime=runtime,
+        workspace_subnets=workspace_subnets,
+        kubeconfig=kubeconfig,
+        kubernetes_namespace=namespace,
+        kubernetes_storage_class=storage_class,
+        kubernetes_runtime_class=runtime_class,
+        kubernetes_image_pull_secrets=[s for v in image_pull_secrets or [] for s in v.split(",") if s],
+        kubernetes_host_paths=kubernetes_host_paths,
+        kubernetes_allow_privileged=kubernetes_allow_privileged,
+        kubernetes_policies_enforced=kubernetes_policies_enforced,
+        agent_url=agent_url.strip(),
+    )
     # Workspaces this process starts mount the agent from its own data dir (another host's, or a fresh one).
     install_agent(settings.agent_dir)
     engine = make_engine(settings.resolved_database_url)
@@ -298,12 +343,7 @@ def provisioner(
     # every server about this process's builds.
     bus = Bus(make_pubsub(libpq_url(settings.resolved_database_url)))
     sessions = make_sessionmaker(engine, bus=bus)
-    engine_runtime = make_runtime(
-        runtime,
-        workspace_subnets=workspace_subnets,
-        disks_dir=settings.disks_dir,
-        host_ports=settings.agent_url_ports,
-    )
+    engine_runtime = runtime_for(settings)
     with sessions() as db:
         engine_runtime.bind_deployment(keys.deployment_id(db))
     # The server runs the lifecycle loops; extra provisioner processes only take builds off the queue.

@@ -50,6 +50,9 @@ def drift_reason(observation: Observation) -> str | None:
     if observation.state == ContainerState.RUNNING:
         return None
     killed = killed_by(observation.exit_code)
+    if observation.state == ContainerState.EXITED and observation.exit_code is None:
+        # No exit code: the runtime ended it without its workload exiting (a Kubernetes eviction).
+        return f"the container ended: {observation.detail or 'no reason given'}"
     if observation.state == ContainerState.EXITED:
         return f"the container exited with code {observation.exit_code}" + (
             f": {killed}" if killed else f": {observation.detail}" if observation.detail else ""

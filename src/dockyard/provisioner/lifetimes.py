@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 
 from dockyard.errors import Validation
 from dockyard.store.models import Workspace, WorkspaceBuild
-from dockyard.tunnel import state
 from dockyard_sdk import models as wire
 from dockyard_sdk.manifest import TemplateManifest
 from dockyard_sdk.models import BuildStatus, Transition
@@ -23,7 +22,11 @@ from dockyard_sdk.units import format_duration, parse_duration
 
 # An open session re-marks its workspace every heartbeat; a workspace is only idle once a few heartbeats were
 # missed, so a shorter idle timeout acts as this one (a loaded machine delays the heartbeat threads).
-MIN_IDLE = timedelta(seconds=3 * state.ACTIVITY_HEARTBEAT)
+# Activity is written at most this often per workspace (never per byte); sessions that stay open re-mark it
+# every ACTIVITY_HEARTBEAT, a little more often, so a heartbeat is never swallowed by the throttle.
+ACTIVITY_EVERY = timedelta(seconds=4)
+ACTIVITY_HEARTBEAT = 5.0
+MIN_IDLE = timedelta(seconds=3 * ACTIVITY_HEARTBEAT)
 # Warn this long before an automatic stop, or a quarter of the timeout when that is shorter.
 WARN_BEFORE = timedelta(minutes=5)
 

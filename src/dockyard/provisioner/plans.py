@@ -112,4 +112,5 @@ def make_plan(
         },
         agent=agent,
         apps=tuple(AppPort(slug=app.slug, port=app.port, share=app.share.value) for app in rendered.apps),
+        kubernetes_pod=dict(rendered.kubernetes.pod) if rendered.kubernetes is not None else {},
     )

@@ -179,6 +179,9 @@ class WorkspacePlan(_Frozen):
     apps: tuple[AppPort, ...] = ()
     # Extra labels a runtime puts on what it makes, next to its own (workspace, deployment).
     labels: dict[str, str] = Field(default_factory=dict)
+    # The template's pod-spec overlay (`kubernetes.pod`, checked at push): only the Kubernetes runtime reads it,
+    # others ignore it, so that a template stays portable.
+    kubernetes_pod: dict[str, Any] = Field(default_factory=dict)
 
     def workload(self) -> tuple[str, ...]:
         if self.command is not None:

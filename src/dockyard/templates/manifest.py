@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from dockyard import yamlload
 from dockyard.errors import Validation, ValidationFailed
+from dockyard.runtimes.kubernetes import overlay
 from dockyard.templates import parameters, render
 from dockyard.templates.archive import MANIFEST, TemplateFiles
 from dockyard.templates.devcontainer import plan as devcontainer_plan
@@ -25,8 +26,11 @@ def _locate(problems: list[Validation], node: Any) -> list[Validation]:
     return located
 
 
-def parse(text: str) -> TemplateManifest:
-    """Parse and check a manifest as written (template expressions allowed), with file and line in errors."""
+def parse(text: str, *, allow_privileged: bool = False) -> TemplateManifest:
+    """Parse and check a manifest as written (template expressions allowed), with file and line in errors.
+
+    `allow_privileged` is the deployment admin's consent to pod overlays that loosen isolation.
+    """
     data, node = yamlload.load(text, filename=MANIFEST)
     if not isinstance(data, dict):
         raise ValidationFailed(
@@ -52,6 +56,15 @@ def parse(text: str) -> TemplateManifest:
         raise ValidationFailed(
             f"{MANIFEST} uses what Dockyard does not support yet.", _locate(problems, node)
         )
+    if manifest.kubernetes is not None:
+        problems = [
+            Validation(field, detail)
+            for field, detail in overlay.validate(manifest.kubernetes.pod, allow_privileged=allow_privileged)
+        ]
+        if problems:
+            raise ValidationFailed(
+                f"{MANIFEST} has a Kubernetes pod overlay Dockyard refuses.", _locate(problems, node)
+            )
     problems = [
         Validation(field, problem)
         for field, script in _scripts(manifest)
@@ -77,7 +90,7 @@ def _placeholder(kind: str) -> Any:
     return {"number": 1, "bool": False, "list(string)": []}.get(kind, "x")
 
 
-def load(files: TemplateFiles) -> TemplateManifest:
+def load(files: TemplateFiles, *, allow_privileged: bool = False) -> TemplateManifest:
     """The manifest of a template's files, checked against the files it names."""
     try:
         text = files.text(MANIFEST)
@@ -90,7 +103,7 @@ def load(files: TemplateFiles) -> TemplateManifest:
         raise ValidationFailed(
             f"{MANIFEST} is not UTF-8 text.", [Validation("(root)", "not UTF-8", file=MANIFEST)]
         ) from None
-    manifest = parse(text)
+    manifest = parse(text, allow_privileged=allow_privileged)
     named: list[tuple[str, str]] = []
     if manifest.build is not None:
         prefix = "" if manifest.build.context in (".", "") else manifest.build.context.rstrip("/") + "/"

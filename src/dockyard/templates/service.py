@@ -209,9 +209,15 @@ def _new_version(
 
 
 def create(
-    db: Session, actor: Actor, files: TemplateFiles, *, name: str | None = None, message: str = ""
+    db: Session,
+    actor: Actor,
+    files: TemplateFiles,
+    *,
+    name: str | None = None,
+    message: str = "",
+    allow_privileged: bool = False,
 ) -> Template:
-    parsed = manifest.load(files)
+    parsed = manifest.load(files, allow_privileged=allow_privileged)
     name = name or parsed.name
     if db.scalar(
         select(Template.id).where(Template.organization_id == actor.organization_id, Template.name == name)
@@ -260,9 +266,13 @@ def create_version(
     *,
     message: str = "",
     activate: bool = True,
+    allow_privileged: bool = False,
 ) -> tuple[TemplateVersion, bool]:
-    """Push files as a new version. Identical content returns the existing version (created=False)."""
-    parsed = manifest.load(files)
+    """Push files as a new version. Identical content returns the existing version (created=False).
+
+    `allow_privileged`: the admin lets Kubernetes pod overlays loosen isolation (`--kubernetes-allow-privileged`).
+    """
+    parsed = manifest.load(files, allow_privileged=allow_privileged)
     content_hash = files.content_hash
     version = db.scalar(
         select(TemplateVersion).where(

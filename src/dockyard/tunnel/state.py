@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -12,6 +11,7 @@ from dockyard.accounts.actor import Actor
 from dockyard.gitauth import broker
 from dockyard.provisioner import logs, tasks
 from dockyard.provisioner.agents import SETTLED, STALE_AFTER, limits_reason, reset, to_wire
+from dockyard.provisioner.lifetimes import ACTIVITY_EVERY, ACTIVITY_HEARTBEAT
 from dockyard.runtimes.plan import AgentPlan, WorkspacePlan
 from dockyard.store import audit
 from dockyard.store.models import User, Workspace, WorkspaceAgent, WorkspaceBuild
@@ -20,12 +20,16 @@ from dockyard.tunnel.links import Origin
 from dockyard_sdk import models as wire
 from dockyard_sdk.manifest import GitSpec
 
-__all__ = ["SETTLED", "STALE_AFTER", "limits_reason", "reset", "to_wire"]
+__all__ = [
+    "ACTIVITY_EVERY",
+    "ACTIVITY_HEARTBEAT",
+    "SETTLED",
+    "STALE_AFTER",
+    "limits_reason",
+    "reset",
+    "to_wire",
+]
 
-# Activity is written at most this often per workspace (never per byte); sessions that stay open re-mark it
-# every ACTIVITY_HEARTBEAT, a little more often, so a heartbeat is never swallowed by the throttle.
-ACTIVITY_EVERY = timedelta(seconds=4)
-ACTIVITY_HEARTBEAT = 5.0
 # Who audit rows about agent connections name: whatever connected, not a user.
 AGENT_ACTOR = Actor(
     user_id="", username="agent", role=wire.Role.MEMBER, organization_id="", scopes=frozenset()

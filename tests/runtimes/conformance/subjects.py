@@ -44,6 +44,9 @@ class Subject:
     labelled: Callable[[str], list[str]]
     links: AgentLinks
     agent_dir: Path
+    # Limits the engine is known not to apply per workspace ("pids" on Kubernetes: the kubelet's is node-wide);
+    # the suite checks the others and names these in the runtime's docs rather than pretending.
+    gaps: frozenset[str] = frozenset()
 
 
 SubjectFactory = Callable[[pytest.FixtureRequest, Path], contextlib.AbstractContextManager[Subject]]
@@ -189,3 +192,96 @@ def hub_socket(links: AgentLinks, workspace_id: str, *, uid: int) -> socket.sock
     listener.settimeout(30)
     assert LINK_MOUNT.endswith("/link")
     return listener
+
+
+@subject("kubernetes")
+@contextlib.contextmanager
+def kubernetes_subject(request: pytest.FixtureRequest, tmp: Path) -> Iterator[Subject]:
+    """The one-node cluster of scripts/kubernetes.sh (pods on this host, so host folders reach them)."""
+    kubeconfig = os.environ.get("DOCKYARD_KUBECONFIG", "")
+    if not kubeconfig or not Path(kubeconfig).is_file():
+        if os.environ.get("DOCKYARD_REQUIRE_KUBERNETES") == "1":
+            pytest.fail("no Kubernetes cluster (DOCKYARD_KUBECONFIG), but DOCKYARD_REQUIRE_KUBERNETES=1")
+        pytest.skip("no Kubernetes cluster: set DOCKYARD_KUBECONFIG (bash scripts/kubernetes.sh up)")
+    import kubernetes.client
+    import kubernetes.stream
+
+    from dockyard.runtimes.kubernetes import cluster, manifests
+    from dockyard.runtimes.kubernetes.options import KubernetesOptions
+    from dockyard.runtimes.kubernetes.runtime import KubernetesRuntime
+
+    namespace = f"dockyard-conf-{uuid.uuid4().hex[:8]}"
+    api = cluster.client(kubeconfig)
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespace(
+        cluster.body({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    )
+    agent_dir, links = _folders(tmp)
+    options = KubernetesOptions(
+        kubeconfig=kubeconfig,
+        namespace=namespace,
+        local_volume_root=str(tmp / "volumes"),
+        host_paths=True,
+        ready_timeout=90,
+        image_pull_policy="Never",
+    )
+    runtime = KubernetesRuntime(options, deployment=f"conf-{uuid.uuid4().hex[:8]}")
+    runtime.bind_agent(agent_dir, links.root)
+    made: list[str] = []
+
+    def run(workspace_id: str, argv: list[str]) -> str:
+        output: str = kubernetes.stream.stream(
+            core.connect_get_namespaced_pod_exec,
+            manifests.pod_name(workspace_id),
+            namespace,
+            container=manifests.WORKSPACE_CONTAINER,
+            command=argv,
+            stderr=False,
+            stdin=False,
+            stdout=True,
+            tty=False,
+        )
+        return output
+
+    def limits(workspace_id: str) -> Resources:
+        pod = core.read_namespaced_pod(manifests.pod_name(workspace_id), namespace)
+        applied = pod.spec.containers[0].resources.limits
+        cpu = applied["cpu"]
+        cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+        # The kubelet limits pids node-wide (podPidsLimit), not per pod: 0 says "not limited" (Subject.gaps).
+        return Resources(cpu=cores, memory_bytes=int(applied["memory"]), pids=0)
+
+    def routes_out(workspace_id: str) -> bool:
+        # What the runtime asks of the cluster: an egress rule to anywhere. (This cluster's plugin does not
+        # enforce policies, so the runtime offers egress `all` alone and the suite starts nothing else.)
+        policy = kubernetes.client.NetworkingV1Api(api).read_namespaced_network_policy(
+            manifests.policy_name(workspace_id), namespace
+        )
+        rules = policy.spec.egress or []
+        return any(
+            peer.ip_block is not None and peer.ip_block.cidr in ("0.0.0.0/0", "::/0")
+            for rule in rules
+            for peer in rule.to or []
+        )
+
+    def labelled(workspace_id: str) -> list[str]:
+        return [r.name for r in runtime.managed_resources() if r.workspace_id == workspace_id]
+
+    try:
+        yield Subject(
+            runtime,
+            _plans({"image": "dockyard/base:bookworm", "cpu": 0.5, "memory_bytes": 256 * 2**20}, made),
+            run,
+            limits,
+            routes_out,
+            labelled,
+            links,
+            agent_dir,
+            gaps=frozenset({"pids"}),
+        )
+    finally:
+        for workspace_id in made:
+            runtime.delete(workspace_id, lambda line: None)
+        runtime.close()
+        core.delete_namespace(namespace)
+        api.close()

@@ -135,9 +135,12 @@ async def create_template(
 ) -> wire.Template:
     """Create a template from an uploaded template folder; it becomes version v1."""
     files = await read_upload(request)
+    privileged = request.app.state.settings.kubernetes_allow_privileged
 
     def work() -> wire.Template:
-        return service.to_wire(db, service.create(db, actor, files, name=name, message=message))
+        return service.to_wire(
+            db, service.create(db, actor, files, name=name, message=message, allow_privileged=privileged)
+        )
 
     return await run_in_threadpool(work)
 
@@ -189,10 +192,11 @@ async def create_version(
 ) -> wire.TemplateVersion:
     """Push a new version. Pushing content identical to an existing version returns that version (200)."""
     files = await read_upload(request)
+    privileged = request.app.state.settings.kubernetes_allow_privileged
 
     def work() -> wire.TemplateVersion:
         version, created = service.create_version(
-            db, actor, template, files, message=message, activate=activate
+            db, actor, template, files, message=message, activate=activate, allow_privileged=privileged
         )
         if not created:
             response.status_code = status.HTTP_200_OK

@@ -1,0 +1,153 @@
+"""Provisioning on Kubernetes: Dockyard's runtime against bare pods of the same image, with the same client.
+
+    DOCKYARD_KUBECONFIG=$(bash scripts/kubernetes.sh up | tail -n 1) \\
+        .venv/bin/python bench/provision.py --runtime kubernetes [--quick]
+
+Measured in one run, in a namespace of its own (removed at the end):
+- bare: a pod of `dockyard/base:bookworm` running `sleep infinity`, created and waited on (watch) until Running,
+  sequentially (p50) and 20 at once (wall time);
+- Dockyard: `KubernetesRuntime.start` of a workspace (home claim and local volume, network policy, the
+  restricted pod with its home-owner init container) until Running, sequentially (p50) and 20 at once;
+- stop (pod deleted and gone, home kept) and start again (a new pod on the same claim), p50 of each.
+The agent is not part of this measure (the runtime's share of a create); target ratio <= 1.5.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kubernetes.client
+import kubernetes.watch
+
+from dockyard.runtimes.base import WorkspaceSpec
+from dockyard.runtimes.kubernetes import cluster
+from dockyard.runtimes.kubernetes.options import KubernetesOptions
+from dockyard.runtimes.kubernetes.runtime import KubernetesRuntime
+
+IMAGE = "dockyard/base:bookworm"
+
+
+def report(line: str) -> None:
+    print(line, flush=True)
+
+
+def bare_pod(core: kubernetes.client.CoreV1Api, namespace: str) -> float:
+    name = f"bare-{uuid.uuid4().hex[:10]}"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "bare"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": IMAGE,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sleep", "infinity"],
+                }
+            ],
+        },
+    }
+    started = time.perf_counter()
+    core.create_namespaced_pod(namespace, cluster.body(manifest))
+    watch = kubernetes.watch.Watch()
+    for event in watch.stream(
+        core.list_namespaced_pod, namespace, field_selector=f"metadata.name={name}", timeout_seconds=120
+    ):
+        if (event["raw_object"].get("status") or {}).get("phase") == "Running":
+            watch.stop()
+            break
+    return time.perf_counter() - started
+
+
+def spec(index: int) -> WorkspaceSpec:
+    workspace_id = f"b{uuid.uuid4().hex[:10]}"
+    return WorkspaceSpec(
+        workspace_id=workspace_id,
+        name=f"bench-{index}",
+        owner="bench",
+        owner_id="bench",
+        template="bench",
+        build_id="bench",
+        image=IMAGE,
+        cpu=0.1,
+        memory_bytes=128 * 2**20,
+        egress="none",
+    )
+
+
+def dockyard_start(runtime: KubernetesRuntime, workspace: WorkspaceSpec) -> float:
+    started = time.perf_counter()
+    runtime.start(workspace, lambda line: None)
+    return time.perf_counter() - started
+
+
+def at_once(count: int, work: Any) -> float:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(work, range(count)))
+    return time.perf_counter() - started
+
+
+def main(quick: bool) -> int:
+    kubeconfig = os.environ.get("DOCKYARD_KUBECONFIG", "")
+    if not kubeconfig:
+        print("error: set DOCKYARD_KUBECONFIG (bash scripts/kubernetes.sh up prints it)", file=sys.stderr)
+        return 2
+    sequential, parallel, cycles = (3, 5, 2) if quick else (10, 20, 5)
+    api = cluster.client(kubeconfig)
+    core = kubernetes.client.CoreV1Api(api)
+    namespace = f"dockyard-bench-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(
+        cluster.body({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    )
+    options = KubernetesOptions(kubeconfig=kubeconfig, namespace=namespace, host_paths=True)
+    runtime = KubernetesRuntime(options, deployment=f"bench-{uuid.uuid4().hex[:8]}")
+    try:
+        # The service account the admission step needs appears a moment after the namespace.
+        while not core.list_namespaced_service_account(namespace).items:
+            time.sleep(0.2)
+        bare_pod(core, namespace)  # warm the kubelet and the image the same way for both sides
+        bare = [bare_pod(core, namespace) for _ in range(sequential)]
+        report(f"bare pod create -> Running, {sequential} sequential: p50 {statistics.median(bare):.2f} s")
+        bare_wall = at_once(parallel, lambda _: bare_pod(core, namespace))
+        report(f"bare pods, {parallel} at once: {bare_wall:.2f} s")
+        workspaces = [spec(i) for i in range(sequential + parallel)]
+        ours = [dockyard_start(runtime, w) for w in workspaces[:sequential]]
+        ratio = statistics.median(ours) / statistics.median(bare)
+        report(
+            f"dockyard start -> Running, {sequential} sequential: p50 {statistics.median(ours):.2f} s "
+            f"(ratio {ratio:.2f}, target <= 1.5)"
+        )
+        wall = at_once(parallel, lambda i: dockyard_start(runtime, workspaces[sequential + i]))
+        report(
+            f"dockyard starts, {parallel} at once: {wall:.2f} s (ratio {wall / bare_wall:.2f}, target <= 1.5)"
+        )
+        stops, starts = [], []
+        for _ in range(cycles):
+            started = time.perf_counter()
+            runtime.stop(workspaces[0].workspace_id, lambda line: None)
+            stops.append(time.perf_counter() - started)
+            starts.append(dockyard_start(runtime, workspaces[0]))
+        report(
+            f"stop p50 {statistics.median(stops):.2f} s, start after stop p50 {statistics.median(starts):.2f} s"
+        )
+    finally:
+        for resource in runtime.managed_resources():
+            runtime.remove_resource(resource)
+        runtime.close()
+        core.delete_namespace(namespace)
+        api.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--quick" in sys.argv))

@@ -1,0 +1,279 @@
+"""The pure half of the Kubernetes runtime: workspace specs as objects, pods as observations, overlays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dockyard.runtimes.base import ContainerState
+from dockyard.runtimes.kubernetes import manifests, overlay, states
+from dockyard.runtimes.kubernetes.options import KubernetesOptions
+from dockyard.runtimes.kubernetes.spec import BindMount, WorkspaceSpec
+
+DEPLOYMENT = "dep-1"
+
+
+def spec(**overrides: Any) -> WorkspaceSpec:
+    values: dict[str, Any] = {
+        "workspace_id": "0f6c1b2e-1111-4222-8333-944455556666",
+        "name": "My_Workspace",
+        "owner": "alice@example",
+        "owner_id": "u1",
+        "template": "python",
+        "build_id": "b1",
+        "image": "dockyard/base:bookworm",
+        "cpu": 2.0,
+        "memory_bytes": 2 * 2**30,
+        "env": {"A": "1"},
+        **overrides,
+    }
+    return WorkspaceSpec(**values)
+
+
+def test_pod_is_non_root_without_capabilities_or_escalation() -> None:
+    pod = manifests.pod(spec(), KubernetesOptions(namespace="ws"), deployment=DEPLOYMENT)
+    assert pod["metadata"]["name"] == "dockyard-ws-0f6c1b2e-1111-4222-8333-944455556666"
+    assert pod["metadata"]["namespace"] == "ws"
+    assert pod["metadata"]["labels"] == {
+        "dockyard.dev/managed": "true",
+        "dockyard.dev/workspace": "0f6c1b2e-1111-4222-8333-944455556666",
+        "dockyard.dev/owner": "alice-example",
+        "dockyard.dev/template": "python",
+        "dockyard.dev/deployment": DEPLOYMENT,
+    }
+    body = pod["spec"]
+    assert body["automountServiceAccountToken"] is False
+    assert body["hostname"] == "my-workspace"
+    assert body["restartPolicy"] == "Never"
+    assert body["securityContext"]["runAsNonRoot"] is True
+    assert body["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = body["containers"]
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["resources"] == {
+        "limits": {"cpu": "2000m", "memory": str(2 * 2**30)},
+        "requests": {"cpu": "500m", "memory": str(2**29)},
+    }
+    assert {"name": "A", "value": "1"} in container["env"]
+    assert {"name": "HOME", "value": "/home/dev"} in container["env"]
+    assert container["volumeMounts"] == [{"name": "home", "mountPath": "/home/dev"}]
+    # The local storage class's hostPath home is handed to the user by a CHOWN-only init container.
+    (init,) = body["initContainers"]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert init["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "runtimeClassName" not in body
+
+
+def test_gpus_runtime_class_and_pull_secrets() -> None:
+    options = KubernetesOptions(
+        runtime_class="gvisor", image_pull_secrets=("regcred",), storage_class="fast", request_fraction=1.0
+    )
+    pod = manifests.pod(spec(gpu=2), options, deployment=DEPLOYMENT)
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "2"
+    assert resources["requests"] == resources["limits"]
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "initContainers" not in pod["spec"]
+
+
+def test_host_folders_are_refused_unless_the_pods_run_on_this_host() -> None:
+    mounted = spec(mounts=(BindMount("/srv/agent", "/run/dockyard"),))
+    with pytest.raises(ValueError, match="mounts no host folders"):
+        manifests.pod(mounted, KubernetesOptions(), deployment=DEPLOYMENT)
+    pod = manifests.pod(mounted, KubernetesOptions(host_paths=True), deployment=DEPLOYMENT)
+    assert pod["spec"]["volumes"][1] == {
+        "name": "host-0",
+        "hostPath": {"path": "/srv/agent", "type": "Directory"},
+    }
+    assert pod["spec"]["containers"][0]["volumeMounts"][1] == {
+        "name": "host-0",
+        "mountPath": "/run/dockyard",
+        "readOnly": True,
+    }
+
+
+def test_claim_and_local_volume_are_bound_to_each_other() -> None:
+    options = KubernetesOptions(namespace="ws")
+    claim = manifests.claim(spec(disk_bytes=2**30), options, deployment=DEPLOYMENT)
+    volume = manifests.local_volume(spec(disk_bytes=2**30), options, deployment=DEPLOYMENT)
+    assert claim["spec"]["resources"]["requests"]["storage"] == str(2**30)
+    assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
+    assert volume["spec"]["claimRef"] == {"namespace": "ws", "name": claim["metadata"]["name"]}
+    assert volume["spec"]["hostPath"]["path"].startswith("/var/lib/dockyard-volumes/dockyard-home-")
+    assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+
+
+@pytest.mark.parametrize(
+    ("egress", "allow", "expected"),
+    [
+        ("none", (), []),
+        (
+            "all",
+            (),
+            [{"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16", "10.254.0.0/24"]}, {"cidr": "::/0"}],
+        ),
+        (
+            "allowlist",
+            ("192.0.2.7", "198.51.100.0/24"),
+            [{"cidr": "192.0.2.7/32"}, {"cidr": "198.51.100.0/24"}],
+        ),
+    ],
+)
+def test_network_policy_egress(egress: str, allow: tuple[str, ...], expected: list[dict[str, Any]]) -> None:
+    policy = manifests.network_policy(
+        spec(egress=egress),
+        KubernetesOptions(),
+        deployment=DEPLOYMENT,
+        allow=allow,
+        cluster_cidrs=("10.244.0.0/16", "10.254.0.0/24"),
+    )
+    body = policy["spec"]
+    assert body["podSelector"] == {"matchLabels": {"dockyard.dev/workspace": spec().workspace_id}}
+    assert body["policyTypes"] == ["Ingress", "Egress"]
+    dockyard = {
+        "podSelector": {
+            "matchLabels": {"dockyard.dev/component": "server", "dockyard.dev/deployment": DEPLOYMENT}
+        },
+        "namespaceSelector": {},
+    }
+    # Ingress only from Dockyard's own pods: no other workspace (pod-to-pod) reaches it.
+    assert body["ingress"] == [{"from": [dockyard]}]
+    assert body["egress"][0] == {"to": [dockyard]}
+    assert [rule["to"][0]["ipBlock"] for rule in body["egress"][1:]] == expected
+
+
+def test_an_allow_list_of_host_names_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"'pypi\.org' is not an address or CIDR"):
+        manifests.network_policy(
+            spec(egress="allowlist"), KubernetesOptions(), deployment=DEPLOYMENT, allow=("pypi.org",)
+        )
+
+
+# --- observations ---------------------------------------------------------------------------------------------
+
+
+def _pod(phase: str, *, container: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
+    statuses = [{"name": "workspace", **(container or {})}]
+    return {"metadata": {"name": "p"}, "status": {"phase": phase, "containerStatuses": statuses, **status}}
+
+
+def test_observations_of_pods() -> None:
+    running = states.observe("w", _pod("Running", container={"state": {"running": {}}}, podIP="172.17.0.5"))
+    assert (running.state, running.address) == (ContainerState.RUNNING, "172.17.0.5")
+    oom = states.observe(
+        "w", _pod("Failed", container={"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}})
+    )
+    assert (oom.state, oom.detail) == (ContainerState.OOM_KILLED, "killed: out of memory")
+    evicted = states.observe(
+        "w", _pod("Failed", reason="Evicted", message="The node was low on resource: memory.")
+    )
+    assert (evicted.state, evicted.detail) == (
+        ContainerState.EXITED,
+        "evicted: The node was low on resource: memory.",
+    )
+    gone = states.observe("w", None, gone="the pod was deleted outside Dockyard")
+    assert (gone.state, gone.detail) == (ContainerState.MISSING, "the pod was deleted outside Dockyard")
+
+
+def test_unschedulable_and_image_errors_are_final_with_the_clusters_reason() -> None:
+    unschedulable = {
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                }
+            ],
+        }
+    }
+    assert (
+        states.start_failure(unschedulable) == "unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+    )
+    pull = _pod(
+        "Pending",
+        container={
+            "state": {"waiting": {"reason": "ErrImagePull", "message": "pull access denied for nope"}}
+        },
+    )
+    assert states.start_failure(pull) == "ErrImagePull: pull access denied for nope"
+    creating = _pod("Pending", container={"state": {"waiting": {"reason": "ContainerCreating"}}})
+    assert states.start_failure(creating) is None
+
+
+# --- template overlays ----------------------------------------------------------------------------------------
+
+
+def test_an_overlay_adds_env_mounts_sidecars_and_scheduling() -> None:
+    extra = {
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "gpu", "operator": "Exists"}],
+        "volumes": [{"name": "cache", "emptyDir": {}}],
+        "containers": [
+            {
+                "name": "workspace",
+                "env": [{"name": "B", "value": "2"}],
+                "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+            },
+            {"name": "db", "image": "postgres:15"},
+        ],
+    }
+    assert overlay.validate(extra) == []
+    pod = manifests.pod(spec(), KubernetesOptions(), deployment=DEPLOYMENT, overlay=extra)
+    body = pod["spec"]
+    assert body["nodeSelector"] == {"disk": "ssd"}
+    assert [c["name"] for c in body["containers"]] == ["workspace", "db"]
+    workspace = body["containers"][0]
+    assert {"name": "B", "value": "2"} in workspace["env"]
+    assert {"name": "A", "value": "1"} in workspace["env"]
+    assert [m["mountPath"] for m in workspace["volumeMounts"]] == ["/home/dev", "/cache"]
+    assert workspace["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert [v["name"] for v in body["volumes"]] == ["home", "cache"]
+    # The hash changes with the overlay, so a start replaces a pod made from another version.
+    plain = manifests.pod(spec(), KubernetesOptions(), deployment=DEPLOYMENT)
+    assert (
+        plain["metadata"]["annotations"]["dockyard.dev/config-hash"]
+        != pod["metadata"]["annotations"]["dockyard.dev/config-hash"]
+    )
+
+
+def test_overlays_that_loosen_isolation_are_refused_unless_allowed() -> None:
+    extra = {
+        "hostNetwork": True,
+        "containers": [
+            {"name": "workspace", "image": "other"},
+            {"name": "dind", "image": "docker:dind", "securityContext": {"privileged": True}, "tty": True},
+        ],
+        "volumes": [{"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}}],
+    }
+    assert overlay.validate(extra) == [
+        (
+            "kubernetes.pod.hostNetwork",
+            "loosens the workspace's isolation; allowed: affinity, containers, dnsConfig, initContainers, "
+            "nodeSelector, priorityClassName, runtimeClassName, tolerations, topologySpreadConstraints, volumes",
+        ),
+        ("kubernetes.pod.containers[0].image", "the workspace container's is set by Dockyard"),
+        ("kubernetes.pod.containers[1].tty", "is not a container field a template may set"),
+        (
+            "kubernetes.pod.containers[1].securityContext.privileged",
+            "privileged containers, root and added capabilities need an admin's consent",
+        ),
+        ("kubernetes.pod.volumes[0].hostPath", "host folders need an admin's consent"),
+    ]
+    allowed = overlay.validate(extra, allow_privileged=True)
+    assert [field for field, _ in allowed] == [
+        "kubernetes.pod.hostNetwork",
+        "kubernetes.pod.containers[0].image",
+        "kubernetes.pod.containers[1].tty",
+    ]
