@@ -249,11 +249,17 @@ def test_an_agent_link_docker_cannot_give_is_refused() -> None:
     plan = workspace_plan(
         workspace_id="w1", name="w", owner="o", owner_id="1", template="t", build_id="b", image="i"
     )
+    # A network link needs the URL the agent dials; the token still travels in the link folder.
     networked = plan.model_copy(
         update={"agent": AgentPlan(link=AgentLink(kind=LinkKind.NETWORK, url="https://x.invalid"))}
     )
+    spec = from_plan(networked, AgentFolders(Path("/a"), Path("/b")))
+    assert spec.env["DOCKYARD_URL"] == "https://x.invalid"
+    assert "DOCKYARD_AGENT_SOCKET" not in spec.env
+    assert spec.env["DOCKYARD_AGENT_TOKEN_FILE"].startswith("/run/dockyard/link")
+    no_url = plan.model_copy(update={"agent": AgentPlan(link=AgentLink(kind=LinkKind.NETWORK))})
     with pytest.raises(RuntimeFailure, match="cannot give the agent a network link"):
-        from_plan(networked, AgentFolders(Path("/a"), Path("/b")))
+        from_plan(no_url, AgentFolders(Path("/a"), Path("/b")))
     socketed = plan.model_copy(update={"agent": AgentPlan()})
     with pytest.raises(RuntimeFailure, match="cannot give the agent a unix_socket link"):
         from_plan(socketed, None)
