@@ -126,8 +126,10 @@ def _gib(size: int) -> str:
 
 def check_start(db: Session, actor: Actor, workspace: Workspace) -> None:
     """Before a create or start: refuse (429) when the owner or the acting token would pass a limit."""
-    # Serialises one user's creates and starts on PostgreSQL, so two cannot both take the last slot.
-    db.execute(select(User.id).where(User.id == workspace.owner_id).with_for_update())
+    # Serialises one user's creates and starts on PostgreSQL, so two cannot both take the last slot. FOR NO KEY
+    # UPDATE: the new workspace row's foreign key already holds KEY SHARE on the user, and a plain FOR UPDATE
+    # after it deadlocks two creates that each hold one.
+    db.execute(select(User.id).where(User.id == workspace.owner_id).with_for_update(key_share=True))
     cpu, memory = workspace.cpu_millis or 0, workspace.memory_bytes or 0
     owner = db.get(User, workspace.owner_id)
     user_quota = db.get(Quota, (USER, workspace.owner_id))

@@ -24,6 +24,9 @@ class Actor(Protocol):
     def ip(self) -> str: ...
 
 
+RESOURCE_NAME_MAX = 128
+
+
 def record(
     db: Session,
     actor: Actor,
@@ -41,7 +44,9 @@ def record(
         action=action,
         resource_type=resource_type,
         resource_id=resource_id,
-        resource_name=resource_name,
+        # Names the audit row shows (a git host, a webhook URL) may be longer than the column; the full value,
+        # where it matters, is in `detail`.
+        resource_name=resource_name[:RESOURCE_NAME_MAX],
         ip=actor.ip,
         status_code=status_code,
         detail=detail or {},

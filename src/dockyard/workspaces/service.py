@@ -111,6 +111,11 @@ def create(
             Workspace.owner_id == owner.id, Workspace.name == name, Workspace.deleted.is_(False)
         )
     ):
+        if idempotency is not None:
+            # A retry with the same key whose first attempt committed meanwhile: that workspace is the answer.
+            replayed = idempotency_keys.replay(db, idempotency)
+            if replayed is not None:
+                return load(db, replayed)
         raise Conflict(
             f"You already have a workspace named {name!r}.",
             validations=[Validation("name", f"{name!r} is taken")],
