@@ -92,6 +92,20 @@ class AgentLink(_Frozen):
     # NETWORK: the control plane's URL the agent dials.
     url: str | None = None
 
+    def env(self) -> dict[str, str]:
+        """What tells the agent its way in, for a runtime that mounts the workspace's link folder at LINK_MOUNT.
+
+        The token travels in a file of that folder, never in the environment, which anyone who may inspect the
+        container or read the pod sees.
+        """
+        env = {"DOCKYARD_AGENT_TOKEN_FILE": f"{LINK_MOUNT}/{TOKEN_NAME}"}
+        if self.kind == LinkKind.NETWORK:
+            assert self.url is not None
+            env["DOCKYARD_URL"] = self.url
+        else:
+            env["DOCKYARD_AGENT_SOCKET"] = f"{LINK_MOUNT}/{SOCKET_NAME}"
+        return env
+
 
 class AppProcess(_Frozen):
     """A template app's long-running command, which the agent starts once the startup script settled."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.runtimes.base import RuntimeFailure
-from dockyard.runtimes.plan import AGENT_MOUNT, LINK_MOUNT, SOCKET_NAME, TOKEN_NAME, LinkKind, WorkspacePlan
+from dockyard.runtimes.plan import AGENT_MOUNT, LINK_MOUNT, LinkKind, WorkspacePlan
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,7 @@ def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
         link = plan.agent.link
         if agent is None or (link.kind == LinkKind.NETWORK and not link.url):
             raise RuntimeFailure(f"The Docker runtime here cannot give the agent a {link.kind.value} link.")
-        # The token travels in a file of the workspace's private link, never in the container's environment,
-        # which `docker inspect` shows to anyone with access to the engine.
-        env["DOCKYARD_AGENT_TOKEN_FILE"] = f"{LINK_MOUNT}/{TOKEN_NAME}"
-        if link.kind == LinkKind.NETWORK:
-            assert link.url is not None
-            env["DOCKYARD_URL"] = link.url
-        else:
-            env["DOCKYARD_AGENT_SOCKET"] = f"{LINK_MOUNT}/{SOCKET_NAME}"
+        env.update(link.env())
         mounts = (
             BindMount(str(agent.program), AGENT_MOUNT),
             BindMount(str(agent.links / plan.workspace_id), LINK_MOUNT),

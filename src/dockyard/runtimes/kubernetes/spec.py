@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.runtimes.base import RuntimeFailure
-from dockyard.runtimes.plan import AGENT_MOUNT, LINK_MOUNT, SOCKET_NAME, TOKEN_NAME, LinkKind, WorkspacePlan
+from dockyard.runtimes.plan import AGENT_MOUNT, LINK_MOUNT, LinkKind, WorkspacePlan
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,7 @@ def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
             raise RuntimeFailure(
                 f"The Kubernetes runtime here cannot give the agent a {link.kind.value} link."
             )
-        # The token travels in a file of the workspace's private link, never in the pod's spec, which anyone
-        # who may read pods sees.
-        env["DOCKYARD_AGENT_TOKEN_FILE"] = f"{LINK_MOUNT}/{TOKEN_NAME}"
-        if link.kind == LinkKind.NETWORK:
-            assert link.url is not None
-            env["DOCKYARD_URL"] = link.url
-        else:
-            env["DOCKYARD_AGENT_SOCKET"] = f"{LINK_MOUNT}/{SOCKET_NAME}"
+        env.update(link.env())
         mounts = (
             BindMount(str(agent.program), AGENT_MOUNT),
             BindMount(str(agent.links / plan.workspace_id), LINK_MOUNT),
