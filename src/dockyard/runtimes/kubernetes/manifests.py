@@ -8,21 +8,27 @@ Per workspace `w`, in the runtime's namespace:
 - PersistentVolumeClaim `dockyard-home-w` (and, on the local storage class, the PersistentVolume bound to it);
 - NetworkPolicy `dockyard-ws-w`: no ingress but from Dockyard's own pods, egress none / all / CIDR allow-list,
   and never to other pods (the cluster's pod and service ranges are carved out of "all").
+- Secret `dockyard-agent-w`: the agent's token, projected into the pod at AGENT_MOUNT/link/token next to the
+  agent's program, which comes from one ConfigMap per agent version (`dockyard-agent-<digest>`, shared by the
+  deployment's pods and labelled without a workspace).
 
 Every object carries the labels of `labels()`; the runtime lists and deletes by them.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.runtimes.kubernetes.options import LOCAL_STORAGE_CLASS, KubernetesOptions
 from dockyard.runtimes.kubernetes.spec import BindMount, WorkspaceSpec
+from dockyard.runtimes.plan import AGENT_MOUNT, LINK_MOUNT, TOKEN_NAME
 
 PREFIX = "dockyard.dev"
 LABEL_MANAGED = f"{PREFIX}/managed"
@@ -59,6 +65,10 @@ def policy_name(workspace_id: str) -> str:
 
 def claim_name(workspace_id: str) -> str:
     return f"dockyard-home-{_checked(workspace_id)}"
+
+
+def secret_name(workspace_id: str) -> str:
+    return f"dockyard-agent-{_checked(workspace_id)}"
 
 
 def volume_name(namespace: str, workspace_id: str) -> str:
@@ -165,14 +175,21 @@ def pod(
     *,
     deployment: str,
     overlay: Mapping[str, Any] | None = None,
+    agent_files: AgentFiles | None = None,
 ) -> dict[str, Any]:
-    """The workspace's pod. `overlay` is the template's `kubernetes.pod` (checked at push), merged last."""
+    """The workspace's pod. `overlay` is the template's `kubernetes.pod` (checked at push), merged last;
+    `agent_files` is the agent's ConfigMap, for a spec whose agent is projected."""
     if spec.mounts and not options.host_paths:
         raise ValueError(
             "this Kubernetes runtime mounts no host folders (the agent's folder and link); "
             "they work only where the pods run on the server's host (host_paths)"
         )
     host_volumes, host_mounts = _host_volumes(spec.mounts)
+    if spec.agent_projected:
+        if not agent_files:
+            raise ValueError("the agent's ConfigMap is needed for a pod whose agent dials the network")
+        host_volumes.append(agent_volume(spec.workspace_id, agent_files))
+        host_mounts.append({"name": AGENT_VOLUME, "mountPath": AGENT_MOUNT, "readOnly": True})
     home = home_path(spec)
     volumes: list[dict[str, Any]] = [
         {"name": "home", "persistentVolumeClaim": {"claimName": claim_name(spec.workspace_id)}},
@@ -229,6 +246,114 @@ def pod(
         manifest["spec"] = merge(manifest["spec"], overlay)
     manifest["metadata"]["annotations"][ANNOTATION_CONFIG] = config_hash(manifest["spec"])
     return manifest
+
+
+# --- the agent --------------------------------------------------------------------------------------------------
+
+AGENT_VOLUME = "dockyard-agent"
+AGENT_TOKEN_KEY = "token"  # noqa: S105 - a key name
+
+
+@dataclass(frozen=True)
+class AgentFiles:
+    """The agent's program folder as one ConfigMap: its name and which key becomes which path (and mode)."""
+
+    name: str
+    items: tuple[tuple[str, str, int], ...]  # (key, path under AGENT_MOUNT, mode)
+    data: Mapping[str, bytes] = field(compare=False, repr=False)
+
+
+def agent_program(files: Mapping[str, tuple[bytes, int]]) -> AgentFiles:
+    """`files`: path under the agent folder -> (content, mode). Named by content, so that every version of the
+    agent has its own ConfigMap and a pod never sees its program change under it."""
+    digest = hashlib.sha256()
+    items = []
+    for path in sorted(files):
+        content, mode = files[path]
+        digest.update(f"{path}\0{mode}\0{len(content)}\0".encode() + content)
+        # Keys are [-._a-zA-Z0-9]+: a path's folders become dashes.
+        items.append((path.replace("/", "--"), path, mode))
+    return AgentFiles(
+        name=f"dockyard-agent-{digest.hexdigest()[:12]}",
+        items=tuple(items),
+        data={key: files[path][0] for key, path, _ in items},
+    )
+
+
+def agent_config_map(files: AgentFiles, options: KubernetesOptions, *, deployment: str) -> dict[str, Any]:
+    text: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for key, content in files.data.items():
+        try:
+            text[key] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            binary[key] = base64.b64encode(content).decode()
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": files.name,
+            "namespace": options.namespace,
+            "labels": {
+                **options.labels,
+                LABEL_MANAGED: "true",
+                LABEL_DEPLOYMENT: deployment,
+                LABEL_COMPONENT: "agent",
+            },
+        },
+        "data": text,
+        "binaryData": binary,
+        # A version's program never changes: the kubelet need not watch it.
+        "immutable": True,
+    }
+
+
+def agent_secret(
+    spec: WorkspaceSpec, token: str, options: KubernetesOptions, *, deployment: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": secret_name(spec.workspace_id),
+            "namespace": options.namespace,
+            "labels": labels(spec, deployment, extra=options.labels),
+        },
+        "data": {AGENT_TOKEN_KEY: base64.b64encode(token.strip().encode()).decode()},
+    }
+
+
+def agent_volume(workspace_id: str, files: AgentFiles) -> dict[str, Any]:
+    """The agent's program and the workspace's token in one read-only folder at AGENT_MOUNT.
+
+    The token file is 0400; the pod's fsGroup (the workspace user's own group) adds group read, so the user
+    reads it and nobody else in the pod does. One projected volume rather than a Secret mounted inside the
+    ConfigMap's folder: a read-only volume cannot take another's mount point.
+    """
+    link = LINK_MOUNT.removeprefix(AGENT_MOUNT).strip("/")
+    return {
+        "name": AGENT_VOLUME,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {
+                    "configMap": {
+                        "name": files.name,
+                        "items": [
+                            {"key": key, "path": path, "mode": mode} for key, path, mode in files.items
+                        ],
+                    }
+                },
+                {
+                    "secret": {
+                        "name": secret_name(workspace_id),
+                        "items": [{"key": AGENT_TOKEN_KEY, "path": f"{link}/{TOKEN_NAME}", "mode": 0o400}],
+                    }
+                },
+            ],
+        },
+    }
 
 
 def home_owner(spec: WorkspaceSpec, home: str, *, pull: str = "IfNotPresent") -> dict[str, Any]:

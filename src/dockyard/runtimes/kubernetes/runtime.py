@@ -46,7 +46,7 @@ from dockyard.runtimes.kubernetes.errors import translate
 from dockyard.runtimes.kubernetes.options import LOCAL_STORAGE_CLASS, KubernetesOptions
 from dockyard.runtimes.kubernetes.spec import AgentFolders, WorkspaceSpec, from_plan
 from dockyard.runtimes.kubernetes.watch import PodCache, raw, watch_pods
-from dockyard.runtimes.plan import Capabilities, Egress, LinkKind, WorkspacePlan
+from dockyard.runtimes.plan import TOKEN_NAME, Capabilities, Egress, LinkKind, WorkspacePlan
 
 _log = logs.get("dockyard.runtimes.kubernetes")
 # What the runtime must be allowed to do in its namespace; `ping` checks each, so RBAC problems show at start.
@@ -67,6 +67,8 @@ class KubernetesRuntime:
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self.agent_folders: AgentFolders | None = None
+        # The agent ConfigMaps known to exist (one per agent version).
+        self._agent_maps: set[str] = set()
         self._gpu: bool | None = None
         if deployment is not None:
             self.bind_deployment(deployment)
@@ -82,13 +84,13 @@ class KubernetesRuntime:
         self.agent_folders = AgentFolders(program_dir, links_dir)
 
     def capabilities(self) -> Capabilities:
-        # Both agent links need the agent's program and the workspace's token file in the pod, which come from
-        # host folders: only where the pods run on the server's own host.
-        links = (
-            frozenset({LinkKind.UNIX_SOCKET, LinkKind.NETWORK})
-            if self.agent_folders is not None and self.options.host_paths
-            else frozenset()
-        )
+        # The network link's agent and token travel by ConfigMap and Secret, so any node will do; the socket
+        # link needs host folders, only right where the pods run on the server's own host.
+        links: frozenset[LinkKind] = frozenset()
+        if self.agent_folders is not None:
+            links = frozenset(
+                {LinkKind.NETWORK} | ({LinkKind.UNIX_SOCKET} if self.options.host_paths else set())
+            )
         # Egress `none` and `allowlist` (CIDRs) are NetworkPolicies, which only the cluster's network plugin
         # enforces; without the operator's word that it does, the runtime offers only what it can keep.
         enforced = self.options.policies_enforced
@@ -220,6 +222,8 @@ class KubernetesRuntime:
         )
         self._ensure_home(spec, log)
         lap("volume")
+        agent = self._ensure_agent(spec, log) if spec.agent_projected else None
+        lap("agent")
         try:
             policy = manifests.network_policy(
                 spec,
@@ -233,7 +237,9 @@ class KubernetesRuntime:
         self._apply_policy(policy, log)
         lap("network")
         try:
-            wanted = manifests.pod(spec, self.options, deployment=owner, overlay=spec.kubernetes_pod)
+            wanted = manifests.pod(
+                spec, self.options, deployment=owner, overlay=spec.kubernetes_pod, agent_files=agent
+            )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from exc
         name = wanted["metadata"]["name"]
@@ -324,6 +330,43 @@ class KubernetesRuntime:
                 if phase == "Bound" or time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
+
+    def _ensure_agent(self, spec: WorkspaceSpec, log: LogSink) -> manifests.AgentFiles:
+        """The agent's ConfigMap (once per version) and the workspace's token Secret (at every start, since
+        each build issues a new token)."""
+        assert self.agent_folders is not None  # from_plan projects the agent only with folders bound
+        files = manifests.agent_program(_program_files(self.agent_folders.program))
+        namespace = self.options.namespace
+        if files.name not in self._agent_maps:
+            config_map = manifests.agent_config_map(files, self.options, deployment=self._owner())
+            try:
+                self.core.create_namespaced_config_map(
+                    namespace, body(config_map), _request_timeout=CALL_TIMEOUT
+                )
+                log(f"Created agent program {files.name}")
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            self._agent_maps.add(files.name)
+        token_file = self.agent_folders.links / spec.workspace_id / TOKEN_NAME
+        try:
+            token = token_file.read_text()
+        except OSError as exc:
+            raise RuntimeFailure(
+                f"The agent's token for workspace {spec.workspace_id} is missing.", detail=str(exc)
+            ) from exc
+        secret = manifests.agent_secret(spec, token, self.options, deployment=self._owner())
+        name = secret["metadata"]["name"]
+        try:
+            self.core.create_namespaced_secret(namespace, body(secret), _request_timeout=CALL_TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            existing = raw(self.core.read_namespaced_secret, name, namespace, _request_timeout=CALL_TIMEOUT)
+            self._claim(existing["metadata"].get("labels") or {}, f"Secret {name}")
+            secret["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            self.core.replace_namespaced_secret(name, namespace, body(secret), _request_timeout=CALL_TIMEOUT)
+        return files
 
     def _apply_policy(self, policy: dict[str, Any], log: LogSink) -> None:
         name = policy["metadata"]["name"]
@@ -442,6 +485,11 @@ class KubernetesRuntime:
                     manifests.claim_name(workspace_id),
                     lambda n: self.core.delete_namespaced_persistent_volume_claim(n, namespace),
                 ),
+                (
+                    "agent token",
+                    manifests.secret_name(workspace_id),
+                    lambda n: self.core.delete_namespaced_secret(n, namespace),
+                ),
             ):
                 if _deleted(remove, name):
                     log(f"Removed {kind} {name}")
@@ -516,8 +564,21 @@ class KubernetesRuntime:
         return True
 
     def agent_addresses(self, workspace_id: str) -> frozenset[str] | None:
-        # Pod addresses are the network plugin's and may be reused or NATed on the way to the server.
-        return None
+        # The pod's address: its agent's connections come from it where pods reach the server without NAT
+        # (the usual pod network; a server outside the cluster behind NAT cannot check, see KUBERNETES.md).
+        with self.cache.changed:
+            synced = self.cache.synced
+            pod = self.cache.pods.get(workspace_id)
+        if not synced:
+            with translate(self.address):
+                pod = self._read_pod(manifests.pod_name(workspace_id))
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return frozenset()
+        status = pod.get("status") or {}
+        addresses = {ip["ip"] for ip in status.get("podIPs") or [] if ip.get("ip")}
+        if status.get("podIP"):
+            addresses.add(status["podIP"])
+        return frozenset(addresses)
 
     def observe_all(self) -> dict[str, Observation]:
         self._ensure_watch()
@@ -542,6 +603,7 @@ class KubernetesRuntime:
             ("pod", self.core.list_namespaced_pod, (namespace,)),
             ("persistentvolumeclaim", self.core.list_namespaced_persistent_volume_claim, (namespace,)),
             ("networkpolicy", self.networking.list_namespaced_network_policy, (namespace,)),
+            ("secret", self.core.list_namespaced_secret, (namespace,)),
         ]
         if self.options.storage_class == LOCAL_STORAGE_CLASS:
             listings.append(("persistentvolume", self.core.list_persistent_volume, ()))
@@ -566,6 +628,7 @@ class KubernetesRuntime:
             ),
             "networkpolicy": lambda n: self.networking.delete_namespaced_network_policy(n, namespace),
             "persistentvolume": lambda n: self.core.delete_persistent_volume(n),
+            "secret": lambda n: self.core.delete_namespaced_secret(n, namespace),
         }
         if resource.kind not in removers:
             raise ValueError(f"unknown resource kind {resource.kind!r}")
@@ -589,6 +652,22 @@ class KubernetesRuntime:
 
     def repair_host_isolation(self) -> HostIsolation:
         return self.host_isolation()
+
+
+def _program_files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """The agent's installed folder (tunnel/install.py): its files by relative path, executables 0555."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        # `link` is the socket link's mount point; dotfiles are another process's half-written copies.
+        if (
+            not path.is_file()
+            or relative.parts[0] == "link"
+            or any(p.startswith(".") for p in relative.parts)
+        ):
+            continue
+        files[relative.as_posix()] = (path.read_bytes(), 0o555 if os.access(path, os.X_OK) else 0o444)
+    return files
 
 
 def _deleted(remove: Callable[[str], object], name: str) -> bool:

@@ -1,7 +1,10 @@
 """The Kubernetes runtime's own description of one workspace pod, made from a `WorkspacePlan`.
 
-Host folders (the agent's program and the workspace's private link) become hostPath volumes, which is only
-correct where the pods run on the server's own host (`host_paths`); `manifests.pod` refuses them otherwise.
+The agent reaches the pod one of two ways. With a `network` link (the default) its program comes from a
+ConfigMap and its token from the workspace's Secret, both projected at AGENT_MOUNT, and it dials DOCKYARD_URL:
+any node will do. A `unix_socket` link needs the agent's folder and the workspace's link folder as hostPath
+volumes, which is only correct where the pods run on the server's own host (`host_paths`); `manifests.pod`
+refuses host folders otherwise.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class WorkspaceSpec:
     files: dict[str, bytes] = field(default_factory=dict)
     # Host folders mounted into the pod as hostPath volumes (the agent's folder and the workspace's link).
     mounts: tuple[BindMount, ...] = ()
+    # The agent's program (a ConfigMap) and token (this workspace's Secret) projected at AGENT_MOUNT.
+    agent_projected: bool = False
     # Addresses or CIDRs reachable with egress "allowlist" (a NetworkPolicy's ipBlocks).
     egress_allow: tuple[str, ...] = ()
     # The template's pod-spec overlay (`kubernetes.pod`, checked at push).
@@ -64,6 +69,7 @@ class AgentFolders:
 def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
     env = dict(plan.env)
     mounts: tuple[BindMount, ...] = ()
+    projected = False
     if plan.agent is not None:
         link = plan.agent.link
         if agent is None or (link.kind == LinkKind.NETWORK and not link.url):
@@ -71,10 +77,13 @@ def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
                 f"The Kubernetes runtime here cannot give the agent a {link.kind.value} link."
             )
         env.update(link.env())
-        mounts = (
-            BindMount(str(agent.program), AGENT_MOUNT),
-            BindMount(str(agent.links / plan.workspace_id), LINK_MOUNT),
-        )
+        if link.kind == LinkKind.UNIX_SOCKET:
+            mounts = (
+                BindMount(str(agent.program), AGENT_MOUNT),
+                BindMount(str(agent.links / plan.workspace_id), LINK_MOUNT),
+            )
+        else:
+            projected = True
     return WorkspaceSpec(
         workspace_id=plan.workspace_id,
         name=plan.name,
@@ -96,6 +105,7 @@ def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
         command=list(plan.workload()),
         files={path: text.encode() for path, text in plan.files.items()},
         mounts=mounts,
+        agent_projected=projected,
         egress_allow=tuple(plan.network.allow),
         kubernetes_pod=dict(plan.kubernetes_pod),
     )
