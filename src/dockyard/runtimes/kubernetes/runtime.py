@@ -462,13 +462,36 @@ class KubernetesRuntime:
             log(f"Pod {name} does not exist; nothing to stop")
             return
         # The next pod has the same name: wait until this one is gone so that the create does not conflict.
-        deadline = time.monotonic() + 60
-        while self._read_pod(name) is not None:
+        # The kubelet removes a pod's object only at its next status sync after the clean-up (10 s and more on
+        # a busy node); once every container has ended, nothing runs on the home any more, and the object is
+        # removed at once (grace period 0, for that pod's uid only).
+        deadline = time.monotonic() + 120
+        forced = False
+        while (pod := self._current_pod(workspace_id, name)) is not None:
+            if not forced and _ended(pod):
+                forced = _deleted(
+                    lambda n: self.core.delete_namespaced_pod(
+                        n,
+                        self.options.namespace,
+                        grace_period_seconds=0,
+                        body=body({"preconditions": {"uid": pod["metadata"]["uid"]}}),
+                        _request_timeout=CALL_TIMEOUT,
+                    ),
+                    name,
+                    conflict_ok=True,
+                )
             if time.monotonic() > deadline:
-                raise RuntimeFailure(f"Pod {name} was not gone 60 s after its deletion.")
+                raise RuntimeFailure(f"Pod {name} was not gone 120 s after its deletion.")
             with self.cache.changed:
                 self.cache.changed.wait(0.5)
         log(f"Pod {name} is gone")
+
+    def _current_pod(self, workspace_id: str, name: str) -> dict[str, Any] | None:
+        """The pod as the watch last saw it (read from the API while the watch is not connected)."""
+        with self.cache.changed:
+            if self.cache.synced:
+                return self.cache.pods.get(workspace_id)
+        return self._read_pod(name)
 
     def delete(self, workspace_id: str, log: LogSink) -> None:
         with translate(self.address):
@@ -670,11 +693,23 @@ def _program_files(folder: Path) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-def _deleted(remove: Callable[[str], object], name: str) -> bool:
+def _ended(pod: dict[str, Any]) -> bool:
+    """Whether every container of the pod has ended (or none ever started), as the kubelet reported."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    if not (pod.get("spec") or {}).get("nodeName"):
+        return True  # never scheduled: nothing ever ran
+    containers = status.get("containerStatuses") or []
+    return bool(containers) and all("terminated" in (c.get("state") or {}) for c in containers)
+
+
+def _deleted(remove: Callable[[str], object], name: str, *, conflict_ok: bool = False) -> bool:
     try:
         remove(name)
     except ApiException as exc:
-        if exc.status == 404:
+        # 409: a precondition failed (the name already belongs to a newer pod).
+        if exc.status == 404 or (conflict_ok and exc.status == 409):
             return False
         raise
     return True
