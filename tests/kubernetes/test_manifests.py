@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from dockyard.runtimes.base import ContainerState
 from dockyard.runtimes.kubernetes import manifests, overlay, states
 from dockyard.runtimes.kubernetes.options import KubernetesOptions
-from dockyard.runtimes.kubernetes.spec import BindMount, WorkspaceSpec
+from dockyard.runtimes.kubernetes.spec import AgentFolders, BindMount, WorkspaceSpec, from_plan
+from dockyard.runtimes.plan import AgentLink, AgentPlan, Egress, LinkKind, WorkspacePlan
+from dockyard.tunnel.door import LinkDoor
 
 DEPLOYMENT = "dep-1"
 
@@ -99,6 +102,113 @@ def test_host_folders_are_refused_unless_the_pods_run_on_this_host() -> None:
         "mountPath": "/run/dockyard",
         "readOnly": True,
     }
+
+
+def test_a_network_agent_comes_by_config_map_and_secret_without_host_folders() -> None:
+    plan = WorkspacePlan(
+        workspace_id="w1",
+        name="w",
+        owner="alice",
+        owner_id="u1",
+        template="t",
+        build_id="b1",
+        image="img",
+        agent=AgentPlan(link=AgentLink(kind=LinkKind.NETWORK, url="http://10.0.0.5:3000")),
+    )
+    workspace = from_plan(plan, AgentFolders(Path("/srv/agent"), Path("/srv/links")))
+    assert (workspace.mounts, workspace.agent_projected) == ((), True)
+    assert workspace.env["DOCKYARD_URL"] == "http://10.0.0.5:3000"
+    assert workspace.env["DOCKYARD_AGENT_TOKEN_FILE"] == "/run/dockyard/link/token"
+    program = manifests.agent_program(
+        {
+            "agent.py": (b"print(1)\n", 0o444),
+            "bin/dockyard-agent": (b"#!/bin/sh\n", 0o555),
+            "x.pyc": (b"\xff", 0o444),
+        }
+    )
+    # Named by content: another version of the agent is another ConfigMap.
+    assert (
+        program.name
+        == manifests.agent_program(
+            {
+                "agent.py": (b"print(1)\n", 0o444),
+                "bin/dockyard-agent": (b"#!/bin/sh\n", 0o555),
+                "x.pyc": (b"\xff", 0o444),
+            }
+        ).name
+    )
+    assert program.name != manifests.agent_program({"agent.py": (b"print(2)\n", 0o444)}).name
+    config_map = manifests.agent_config_map(program, KubernetesOptions(namespace="ws"), deployment=DEPLOYMENT)
+    assert config_map["data"] == {"agent.py": "print(1)\n", "bin--dockyard-agent": "#!/bin/sh\n"}
+    assert config_map["binaryData"] == {"x.pyc": "/w=="}
+    assert config_map["metadata"]["labels"] == {
+        "dockyard.dev/managed": "true",
+        "dockyard.dev/deployment": DEPLOYMENT,
+        "dockyard.dev/component": "agent",
+    }
+    secret = manifests.agent_secret(
+        workspace, "dya_w1_abc\n", KubernetesOptions(namespace="ws"), deployment=DEPLOYMENT
+    )
+    assert (secret["metadata"]["name"], secret["data"]) == (
+        "dockyard-agent-w1",
+        {"token": "ZHlhX3cxX2FiYw=="},
+    )
+    assert secret["metadata"]["labels"]["dockyard.dev/workspace"] == "w1"
+
+    with pytest.raises(ValueError, match="ConfigMap is needed"):
+        manifests.pod(workspace, KubernetesOptions(), deployment=DEPLOYMENT)
+    pod = manifests.pod(workspace, KubernetesOptions(), deployment=DEPLOYMENT, agent_files=program)
+    volume = pod["spec"]["volumes"][1]
+    assert volume == {
+        "name": "dockyard-agent",
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {
+                    "configMap": {
+                        "name": program.name,
+                        "items": [
+                            {"key": "agent.py", "path": "agent.py", "mode": 0o444},
+                            {"key": "bin--dockyard-agent", "path": "bin/dockyard-agent", "mode": 0o555},
+                            {"key": "x.pyc", "path": "x.pyc", "mode": 0o444},
+                        ],
+                    }
+                },
+                {
+                    "secret": {
+                        "name": "dockyard-agent-w1",
+                        "items": [{"key": "token", "path": "link/token", "mode": 0o400}],
+                    }
+                },
+            ],
+        },
+    }
+    assert not any("hostPath" in v for v in pod["spec"]["volumes"])
+    assert pod["spec"]["containers"][0]["volumeMounts"][1] == {
+        "name": "dockyard-agent",
+        "mountPath": "/run/dockyard",
+        "readOnly": True,
+    }
+    # The token file is the user's through the pod's fsGroup (its own group), nobody else's.
+    assert pod["spec"]["securityContext"]["fsGroup"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("offered", "egress", "expected"),
+    [
+        ({LinkKind.NETWORK}, Egress.NONE, LinkKind.NETWORK),
+        ({LinkKind.NETWORK}, Egress.ALL, LinkKind.NETWORK),
+        ({LinkKind.NETWORK, LinkKind.UNIX_SOCKET}, Egress.NONE, LinkKind.UNIX_SOCKET),
+        ({LinkKind.NETWORK, LinkKind.UNIX_SOCKET}, Egress.ALL, LinkKind.NETWORK),
+    ],
+)
+def test_a_runtime_that_offers_only_the_network_link_gets_it_whatever_the_egress(
+    offered: set[LinkKind], egress: Egress, expected: LinkKind
+) -> None:
+    door = LinkDoor(None, None, url="http://10.0.0.5:3000")  # type: ignore[arg-type]
+    link = door.link(frozenset(offered), egress=egress)
+    assert link is not None
+    assert link.kind == expected
 
 
 def test_claim_and_local_volume_are_bound_to_each_other() -> None:
