@@ -28,7 +28,7 @@ from typing import Any
 
 from dockyard.runtimes.kubernetes.options import LOCAL_STORAGE_CLASS, KubernetesOptions
 from dockyard.runtimes.kubernetes.spec import BindMount, WorkspaceSpec
-from dockyard.runtimes.plan import AGENT_MOUNT, LINK_MOUNT, TOKEN_NAME
+from dockyard.runtimes.plan import AGENT_MOUNT, IDLE_COMMAND, LINK_MOUNT, TOKEN_NAME
 
 PREFIX = "dockyard.dev"
 LABEL_MANAGED = f"{PREFIX}/managed"
@@ -176,9 +176,11 @@ def pod(
     deployment: str,
     overlay: Mapping[str, Any] | None = None,
     agent_files: AgentFiles | None = None,
+    fresh_home: bool = True,
 ) -> dict[str, Any]:
     """The workspace's pod. `overlay` is the template's `kubernetes.pod` (checked at push), merged last;
-    `agent_files` is the agent's ConfigMap, for a spec whose agent is projected."""
+    `agent_files` is the agent's ConfigMap, for a spec whose agent is projected. `fresh_home`: the local home
+    volume may still be root's, so the pod hands it to the user first (one more container start)."""
     if spec.mounts and not options.host_paths:
         raise ValueError(
             "this Kubernetes runtime mounts no host folders (the agent's folder and link); "
@@ -199,7 +201,7 @@ def pod(
         "name": WORKSPACE_CONTAINER,
         "image": spec.image,
         "imagePullPolicy": options.image_pull_policy,
-        "command": list(spec.command),
+        "command": _workload(spec.command),
         "env": _env(spec),
         "workingDir": home,
         "resources": _resources(spec, options),
@@ -223,7 +225,7 @@ def pod(
         "containers": [container],
         "volumes": volumes,
     }
-    if options.storage_class == LOCAL_STORAGE_CLASS:
+    if options.storage_class == LOCAL_STORAGE_CLASS and fresh_home:
         pod_spec["initContainers"] = [home_owner(spec, home, pull=options.image_pull_policy)]
     if options.runtime_class:
         pod_spec["runtimeClassName"] = options.runtime_class
@@ -386,8 +388,19 @@ def home_owner(spec: WorkspaceSpec, home: str, *, pull: str = "IfNotPresent") ->
 
 
 def config_hash(pod_spec: Mapping[str, Any]) -> str:
-    """What a running pod was made from: a start finds a pod with the same hash and keeps it."""
-    return hashlib.sha256(json.dumps(pod_spec, sort_keys=True).encode()).hexdigest()[:16]
+    """What a running pod was made from: a start finds a pod with the same hash and keeps it. The home's
+    one-off init container is left out: a pod made with it runs the same workspace as one made without."""
+    inits = [c for c in pod_spec.get("initContainers") or [] if c.get("name") != HOME_INIT_CONTAINER]
+    hashed = {**pod_spec, "initContainers": inits}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _workload(command: Sequence[str]) -> list[str]:
+    # `sleep infinity` as PID 1 ignores SIGTERM, so every stop would sit out the grace period; the same idle
+    # workload that ends when asked.
+    if tuple(command) == IDLE_COMMAND:
+        return ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
+    return list(command)
 
 
 # --- the home ---------------------------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ class KubernetesRuntime:
         spec = dataclasses.replace(
             spec, mounts=tuple(dataclasses.replace(m, source=os.path.realpath(m.source)) for m in spec.mounts)
         )
-        self._ensure_home(spec, log)
+        fresh_home = self._ensure_home(spec, log)
         lap("volume")
         agent = self._ensure_agent(spec, log) if spec.agent_projected else None
         lap("agent")
@@ -238,7 +238,12 @@ class KubernetesRuntime:
         lap("network")
         try:
             wanted = manifests.pod(
-                spec, self.options, deployment=owner, overlay=spec.kubernetes_pod, agent_files=agent
+                spec,
+                self.options,
+                deployment=owner,
+                overlay=spec.kubernetes_pod,
+                agent_files=agent,
+                fresh_home=fresh_home,
             )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from exc
@@ -283,12 +288,16 @@ class KubernetesRuntime:
             timings=timings,
         )
 
-    def _ensure_home(self, spec: WorkspaceSpec, log: LogSink) -> None:
+    def _ensure_home(self, spec: WorkspaceSpec, log: LogSink) -> bool:
+        """Make the home claim (and its local volume); True when a local home may still be root's, which the
+        pod's init container then hands to the user."""
         owner = self._owner()
         claim = manifests.claim(spec, self.options, deployment=owner)
         name = claim["metadata"]["name"]
+        fresh = False
         if self.options.storage_class == LOCAL_STORAGE_CLASS:
             volume = manifests.local_volume(spec, self.options, deployment=owner)
+            fresh = not self._own_local_folder(volume["spec"]["hostPath"]["path"], spec.uid)
             try:
                 self.core.create_persistent_volume(body(volume), _request_timeout=CALL_TIMEOUT)
                 log(
@@ -305,6 +314,8 @@ class KubernetesRuntime:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            # An existing claim's home was handed over by the pod that first used it.
+            fresh = False
             existing = raw(
                 self.core.read_namespaced_persistent_volume_claim,
                 name,
@@ -329,7 +340,18 @@ class KubernetesRuntime:
                 )
                 if phase == "Bound" or time.monotonic() > deadline:
                     break
-                time.sleep(0.1)
+                time.sleep(0.05)
+        return fresh
+
+    def _own_local_folder(self, path: str, uid: int) -> bool:
+        """Where the node is this host, make the local home's folder the user's here: no init container."""
+        if not self.options.host_paths or os.geteuid() != 0:
+            return False
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder.stat().st_uid == 0:
+            os.chown(folder, uid, uid)
+        return True
 
     def _ensure_agent(self, spec: WorkspaceSpec, log: LogSink) -> manifests.AgentFiles:
         """The agent's ConfigMap (once per version) and the workspace's token Secret (at every start, since
