@@ -221,7 +221,8 @@ def test_rbac_that_forbids_pods_is_named(options: KubernetesOptions) -> None:
     assert info.value.message == (
         "RBAC forbids this server to create pods, delete pods, get pods, list pods, watch pods, "
         "create persistentvolumeclaims, delete persistentvolumeclaims, get persistentvolumeclaims, "
-        "list persistentvolumeclaims, create networkpolicies, delete networkpolicies, get networkpolicies, "
+        "list persistentvolumeclaims, create secrets, delete secrets, get secrets, list secrets, update secrets, "
+        "create configmaps, create networkpolicies, delete networkpolicies, get networkpolicies, "
         "list networkpolicies, update networkpolicies, create persistentvolumes, delete persistentvolumes, "
         f"get persistentvolumes, list persistentvolumes in namespace {options.namespace}."
     )

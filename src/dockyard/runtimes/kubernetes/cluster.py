@@ -16,6 +16,8 @@ from dockyard.runtimes.kubernetes.watch import raw
 NEEDED = (
     ("", "pods", ("create", "delete", "get", "list", "watch")),
     ("", "persistentvolumeclaims", ("create", "delete", "get", "list")),
+    ("", "secrets", ("create", "delete", "get", "list", "update")),
+    ("", "configmaps", ("create",)),
     ("networking.k8s.io", "networkpolicies", ("create", "delete", "get", "list", "update")),
 )
 NEEDED_LOCAL = (("", "persistentvolumes", ("create", "delete", "get", "list")),)
