@@ -282,9 +282,12 @@ up() {
     start_process kube-controller-manager "$CACHE/bin/kube-controller-manager" \
         --kubeconfig "$STATE/admin.kubeconfig" --leader-elect=false --port 0 --secure-port 0 \
         --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-        --use-service-account-credentials=false --controllers '*,-nodeipam,-cloud-node-lifecycle'
+        --use-service-account-credentials=false --controllers '*,-nodeipam,-cloud-node-lifecycle' \
+        --kube-api-qps 100 --kube-api-burst 200
+    # The clients' default rate limits (20/s for the controllers, 5/s for the kubelet) queue a burst of pod
+    # starts behind each other on a test machine; a real cluster's control plane is sized for its load.
     start_process kube-scheduler "$CACHE/bin/kube-scheduler" --kubeconfig "$STATE/admin.kubeconfig" \
-        --leader-elect=false --port 0 --secure-port 0
+        --leader-elect=false --port 0 --secure-port 0 --kube-api-qps 100 --kube-api-burst 200
     note "starting the kubelet (dockershim on the local dockerd)"
     mkdir -p "$STATE/kubelet"
     cat >"$STATE/kubelet.yaml" <<CONFIG
@@ -303,6 +306,8 @@ cgroupDriver: cgroupfs
 failSwapOn: false
 clusterDomain: cluster.local
 evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
+kubeAPIQPS: 100
+kubeAPIBurst: 200
 CONFIG
     start_process kubelet "$CACHE/bin/kubelet" --config "$STATE/kubelet.yaml" \
         --kubeconfig "$STATE/admin.kubeconfig" --container-runtime docker \
