@@ -23,9 +23,9 @@ class LinkDoor:
         self.url = url
 
     def link(self, capabilities: frozenset[LinkKind], *, egress: Egress) -> AgentLink | None:
-        # A workspace without egress has no route to a replica; it keeps the socket, which only the server
-        # on its host listens on.
-        if self.url and egress != Egress.NONE and LinkKind.NETWORK in capabilities:
+        # A workspace without egress, or whose only way out is the egress proxy, has no route to a replica; it
+        # keeps the socket, which only the server on its host listens on.
+        if self.url and egress == Egress.ALL and LinkKind.NETWORK in capabilities:
             return AgentLink(kind=LinkKind.NETWORK, url=self.url)
         if LinkKind.UNIX_SOCKET in capabilities:
             return AgentLink(kind=LinkKind.UNIX_SOCKET)

@@ -150,6 +150,41 @@ class HostFirewall:
         ]
         return [*allowed, ["-i", bridge, *tag, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]]
 
+    def openings(
+        self, bridge: str, workspace_id: str, address: str, *, tcp: Sequence[int], udp: Sequence[int]
+    ) -> list[list[str]]:
+        """RETURN rules for ports of one host address (the bridge's own gateway), e.g. the egress proxy's."""
+        tag = ["-m", "comment", "--comment", self._comment(workspace_id)]
+        return [
+            [
+                "-i",
+                bridge,
+                "-d",
+                f"{address}/32",
+                "-p",
+                proto,
+                "-m",
+                proto,
+                "--dport",
+                str(port),
+                *tag,
+                "-j",
+                "RETURN",
+            ]
+            for proto, ports in (("tcp", tcp), ("udp", udp))
+            for port in ports
+        ]
+
+    def open(
+        self, bridge: str, workspace_id: str, address: str, *, tcp: Sequence[int], udp: Sequence[int]
+    ) -> None:
+        """Install the openings that are missing, ahead of the bridge's REJECT (whenever that was added)."""
+        self._ensure_chain()
+        for spec in self.openings(bridge, workspace_id, address, tcp=tcp, udp=udp):
+            if not self._check(CHAIN, *spec):
+                # Position 2: after the rule for replies, before any REJECT.
+                self._must("-I", CHAIN, "2", *spec)
+
     def isolate(self, bridge: str, workspace_id: str) -> bool:
         """Install the bridge's rules unless they are there; True when something was added."""
         specs = self.specs(bridge, workspace_id)

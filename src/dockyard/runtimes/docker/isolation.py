@@ -73,6 +73,24 @@ class BridgeIsolation:
             return
         self._isolated.add(bridge)
 
+    def open(
+        self,
+        network_id: str,
+        workspace_id: str,
+        address: str,
+        *,
+        tcp: Sequence[int],
+        udp: Sequence[int],
+        log: LogSink,
+    ) -> None:
+        """Let the network reach these ports of `address` on the host (its egress proxy)."""
+        try:
+            self.firewall.open(naming.bridge_name(network_id), workspace_id, address, tcp=tcp, udp=udp)
+        except FirewallUnavailable as exc:
+            # Without iptables nothing on the host is closed to begin with: the proxy is reachable anyway.
+            self._failed(exc)
+            log(f"WARNING: {exc.message}")
+
     def release(self, network_id: str) -> None:
         bridge = naming.bridge_name(network_id)
         self._isolated.discard(bridge)
