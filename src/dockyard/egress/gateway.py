@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from dockyard import logs
 from dockyard.egress import dns
@@ -75,6 +75,7 @@ class EgressGateway:
         self.proxy_port = proxy_port
         self.dns_port = dns_port
         self._listeners: dict[str, _Listener] = {}
+        self._stopped = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="egress-gateway", daemon=True)
         self._thread.start()
@@ -87,7 +88,8 @@ class EgressGateway:
         self._call(self._open(workspace_id, address, ipaddress.IPv4Network(subnet, strict=False), policy))
 
     def close(self, workspace_id: str) -> None:
-        self._call(self._close(workspace_id))
+        if not self._stopped:
+            self._call(self._close(workspace_id))
 
     def serving(self) -> set[str]:
         return set(self._listeners)
@@ -95,10 +97,15 @@ class EgressGateway:
     def stop(self) -> None:
         for workspace_id in list(self._listeners):
             self.close(workspace_id)
+        # Workspaces deleted after this (a runtime outliving its server, in tests) have nothing left to close.
+        self._stopped = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
     def _call(self, coroutine: Any) -> Any:
+        if self._stopped:
+            coroutine.close()
+            raise RuntimeFailure("The egress proxy of this process has stopped.")
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(timeout=30)
 
@@ -129,13 +136,13 @@ class EgressGateway:
         except OSError as exc:
             for server in listener.servers:
                 server.close()
-            if exc.errno == errno.EADDRINUSE:
-                # Another process of this deployment (a server beside a `dockyard provisioner`) serves it.
-                log.info("egress proxy already served by another process", workspace=workspace_id)
-                return
+            # EADDRINUSE: another process of this deployment (a `dockyard provisioner` beside the server)
+            # serves the workspace, or a host service holds the port on every address. Either way this process
+            # cannot, and a start must not pretend it can.
+            hint = " (is another process listening on it?)" if exc.errno == errno.EADDRINUSE else ""
             raise RuntimeFailure(
                 f"The egress proxy cannot listen on {address} ports {self.proxy_port} and {self.dns_port}: "
-                f"{exc.strerror or exc}.",
+                f"{exc.strerror or exc}{hint}.",
             ) from exc
         self._listeners[workspace_id] = listener
 
@@ -207,8 +214,7 @@ class _DnsProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if ipaddress.IPv4Address(addr[0]) not in self.listener.subnet:

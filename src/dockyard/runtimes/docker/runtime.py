@@ -121,6 +121,7 @@ class DockerRuntime:
         self._disks_mounted = False
         self.agent_folders: AgentFolders | None = None
         self.egress: EgressProxy | None = None
+        self._egress_refused: set[str] = set()
         self._gpu: bool | None = None
 
     # -- the deployment ---------------------------------------------------------------------------------
@@ -645,7 +646,10 @@ class DockerRuntime:
         try:
             self.egress.open(workspace_id, address=attached["Gateway"], subnet=str(subnet), allow=allow)
         except RuntimeFailure as exc:
-            _log.warning("cannot serve a workspace's egress again", workspace=workspace_id, error=exc.message)
+            # Once per workspace: each reconcile pass would say it again.
+            if workspace_id not in self._egress_refused:
+                self._egress_refused.add(workspace_id)
+                _log.warning("cannot serve a workspace's egress", workspace=workspace_id, error=exc.message)
             return
         self._guard().open(
             str(attached.get("NetworkID", "")),
