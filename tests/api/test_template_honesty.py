@@ -70,7 +70,9 @@ def test_a_new_version_with_an_unsupported_field_leaves_the_template_as_it_was(h
     assert h.admin.get_template("py").active_version_id == template.active_version_id
 
 
-def test_allow_list_entries_that_are_no_host_wildcard_address_or_cidr_are_refused_naming_each(h: Harness) -> None:
+def test_allow_list_entries_that_are_no_host_wildcard_address_or_cidr_are_refused_naming_each(
+    h: Harness,
+) -> None:
     allow = [
         "github.com",
         "https://github.com/org",
@@ -123,7 +125,10 @@ def test_allow_list_entries_that_are_no_host_wildcard_address_or_cidr_are_refuse
 
 
 def test_an_allow_list_is_accepted_and_a_rendered_entry_is_checked_too(h: Harness) -> None:
-    network = {"egress": "allowlist", "allow": ["github.com", "*.pypi.org", "10.1.0.0/16", "{{ parameters.branch }}"]}
+    network = {
+        "egress": "allowlist",
+        "allow": ["github.com", "*.pypi.org", "10.1.0.0/16", "{{ parameters.branch }}"],
+    }
     template = h.template(name="fenced", network=network)
     assert template.active_version is not None
     assert template.active_version.manifest.network.allow == network["allow"]
@@ -133,7 +138,10 @@ def test_an_allow_list_is_accepted_and_a_rendered_entry_is_checked_too(h: Harnes
         )
     assert info.value.status_code == 422
     assert [(v.field, v.detail) for v in info.value.validations] == [
-        ("network.allow.3", "after rendering: 'http://x.org/' is a URL; write the host name alone, e.g. x.org")
+        (
+            "network.allow.3",
+            "after rendering: 'http://x.org/' is a URL; write the host name alone, e.g. x.org",
+        )
     ]
     assert h.admin.list_workspaces().workspaces == []
 

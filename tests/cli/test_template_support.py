@@ -29,7 +29,9 @@ def test_push_refuses_unsupported_fields_before_uploading(logged_in: Cli, tmp_pa
     assert logged_in.h.admin.list_templates() == []
 
 
-def test_push_refuses_an_allow_list_entry_that_is_no_host_wildcard_or_cidr(logged_in: Cli, tmp_path: Path) -> None:
+def test_push_refuses_an_allow_list_entry_that_is_no_host_wildcard_or_cidr(
+    logged_in: Cli, tmp_path: Path
+) -> None:
     folder = tmp_path / "t"
     folder.mkdir()
     (folder / "dockyard.yaml").write_text(

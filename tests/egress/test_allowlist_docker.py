@@ -107,7 +107,8 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
     created = dh.admin.create_workspace(m.CreateWorkspaceRequest(template="fenced", name="fenced"))
     ws = dh.admin.get_workspace(created.id, wait="ready", timeout=120)
     assert ws.latest_build.status == m.BuildStatus.SUCCEEDED, dh.admin.build_logs(ws.latest_build.id)
-    assert ws.agent is not None and ws.agent.lifecycle == m.AgentLifecycle.READY
+    assert ws.agent is not None
+    assert ws.agent.lifecycle == m.AgentLifecycle.READY
 
     def sh(command: str) -> str:
         result = dh.admin.exec(ws.id, m.ExecRequest(command=command, timeout=30))
