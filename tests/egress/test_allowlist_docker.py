@@ -13,6 +13,7 @@ containers' addresses with its static host entries (`--egress-host`), the way an
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +102,11 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
         **BASE_MANIFEST,
         "name": "fenced",
         "resources": {"cpu": 1, "memory": "512Mi"},
-        "network": {"egress": "allowlist", "allow": ["allowed.test", "*.pypi.test"]},
+        # The CIDR: allowed.test's address alone, reachable directly as well.
+        "network": {
+            "egress": "allowlist",
+            "allow": ["allowed.test", "*.pypi.test", f"{servers['allowed.test']}/32"],
+        },
     }
     dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
     created = dh.admin.create_workspace(m.CreateWorkspaceRequest(template="fenced", name="fenced"))
@@ -130,20 +135,25 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
     resolve = 'import socket, sys\ntry: print(socket.gethostbyname(sys.argv[1]))\nexcept OSError as e: print("no", e)'
     assert sh(f"python3 -c '{resolve}' allowed.test") == allowed
     assert sh(f"python3 -c '{resolve}' denied.test").startswith("no ")
-    # Without the proxy nothing leaves the network: not to either server, not to any other address.
+    # Without the proxy only the CIDR entry is reachable: allowed.test's address, not denied.test's.
     probe = (
         "import socket, sys\ns = socket.socket(); s.settimeout(3)\n"
         'try: s.connect((sys.argv[1], 8080)); print("connected")\nexcept OSError as e: print("blocked", e)'
     )
-    for address in (allowed, denied):
-        assert sh(f"python3 -c '{probe}' {address}").startswith("blocked"), address
-    assert sh("curl -s -m 5 --noproxy '*' http://allowed.test:8080/ || echo failed").endswith("failed")
+    assert sh(f"python3 -c '{probe}' {allowed}") == "connected"
+    assert sh(f"python3 -c '{probe}' {denied}").startswith("blocked")
+    assert sh(f"curl -s -m 5 --noproxy '*' http://{denied}:8080/ || echo failed").endswith("failed")
+    assert sh(f"curl -sS -m 5 --noproxy '*' http://{allowed}:8080/") == "allowed.test"
 
     # The host firewall opens exactly the proxy's two ports on the workspace's own gateway.
     attached = docker.from_env().containers.get(container_name(ws.id)).attrs["NetworkSettings"]["Networks"]
     gateway = attached[network_name(ws.id)]["Gateway"]
     rules = chain_rules()
     openings = [n for n, rule in enumerate(rules) if f"-d {gateway}/32" in rule]
+    forwards = subprocess.run(
+        ["iptables", "-w", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True
+    )
+    assert sum(f"{allowed}/32" in line and ws.id in line for line in forwards.stdout.splitlines()) == 2
     assert sorted(rules[n].split("--dport ")[1].split()[0] for n in openings) == ["3128", "53"], rules
     bridge = bridge_name(docker.from_env().networks.get(network_name(ws.id)).id)
     reject = next(n for n, rule in enumerate(rules) if f"-i {bridge}" in rule and "REJECT" in rule)

@@ -91,6 +91,16 @@ class BridgeIsolation:
             self._failed(exc)
             log(f"WARNING: {exc.message}")
 
+    def forward(
+        self, network_id: str, workspace_id: str, subnet: str, networks: Sequence[str], *, log: LogSink
+    ) -> None:
+        """Let the network reach these CIDRs directly (an allow-list's address entries)."""
+        try:
+            self.firewall.forward(naming.bridge_name(network_id), workspace_id, subnet, networks)
+        except FirewallUnavailable as exc:
+            self._failed(exc)
+            log(f"WARNING: {exc.message}; the allow-list's CIDRs are reachable through the proxy only")
+
     def release(self, network_id: str) -> None:
         bridge = naming.bridge_name(network_id)
         self._isolated.discard(bridge)

@@ -54,6 +54,7 @@ from dockyard.runtimes.docker.isolation import BridgeIsolation, Networks
 from dockyard.runtimes.docker.spec import AgentFolders, WorkspaceSpec, from_plan
 from dockyard.runtimes.docker.subnets import SubnetPool
 from dockyard.runtimes.plan import Capabilities, Egress, LinkKind, WorkspacePlan
+from dockyard_sdk.egress import EntryKind, parse_entries
 
 _log = logs.get("dockyard.runtimes.docker")
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
@@ -339,12 +340,29 @@ class DockerRuntime:
             udp=(self.egress.dns_port,),
             log=log,
         )
+        direct = self._direct_networks(spec.egress_allow, log)
+        if direct:
+            self._guard().forward(network_id, spec.workspace_id, str(subnet), direct, log=log)
         log(
             f"Egress through the proxy at {gateway}:{self.egress.proxy_port} ({', '.join(spec.egress_allow)})"
         )
         return dataclasses.replace(
             spec, env={**spec.env, **proxy_env(gateway, self.egress.proxy_port)}, dns=(gateway,)
         )
+
+    def _direct_networks(self, allow: tuple[str, ...], log: LogSink) -> list[str]:
+        """The allow-list's CIDRs (without a port) that the workspace may reach without the proxy; never one that
+        overlaps the workspace subnets, which would open a way to other workspaces."""
+        pool = self.subnets.pool if self.subnets is not None else None
+        direct = []
+        for entry in parse_entries(list(allow)):
+            if entry.kind != EntryKind.ADDRESS or entry.port is not None:
+                continue
+            if pool is not None and entry.network.overlaps(pool):
+                log(f"{entry.value} overlaps the workspace networks: reachable through the proxy only")
+                continue
+            direct.append(entry.value)
+        return direct
 
     def _claim(self, labels: dict[str, str] | None, what: str) -> None:
         """Refuse to use an object another deployment made (a shared database copied to a second server)."""
