@@ -137,12 +137,12 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
     assert sh(f"python3 -c '{resolve}' denied.test").startswith("no ")
     # Without the proxy only the CIDR entry is reachable: allowed.test's address, not denied.test's.
     probe = (
-        "import socket, sys\ns = socket.socket(); s.settimeout(3)\n"
+        "import socket, sys\ns = socket.socket(); s.settimeout(2)\n"
         'try: s.connect((sys.argv[1], 8080)); print("connected")\nexcept OSError as e: print("blocked", e)'
     )
     assert sh(f"python3 -c '{probe}' {allowed}") == "connected"
     assert sh(f"python3 -c '{probe}' {denied}").startswith("blocked")
-    assert sh(f"curl -s -m 5 --noproxy '*' http://{denied}:8080/ || echo failed").endswith("failed")
+    assert sh(f"curl -s -m 3 --noproxy '*' http://{denied}:8080/ || echo failed").endswith("failed")
     assert sh(f"curl -sS -m 5 --noproxy '*' http://{allowed}:8080/") == "allowed.test"
 
     # The host firewall opens exactly the proxy's two ports on the workspace's own gateway.
