@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dockyard.runtimes.base import (
     ContainerState,
@@ -68,6 +69,9 @@ class FakeRuntime:
 
     def bind_agent(self, program_dir: Path, links_dir: Path) -> None:
         self.agent_folders = (program_dir, links_dir)
+
+    def bind_egress(self, proxy: Any) -> None:
+        self.egress_proxy = proxy
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

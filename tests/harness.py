@@ -158,6 +158,8 @@ def make_harness(
     warm_networks: dict[str, int] | None = None,
     agent_url: str = "",
     relay_url: str = "",
+    egress_hosts: dict[str, str] | None = None,
+    egress_proxy_port: int = 3128,
 ) -> Harness:
     """A server on `database_url` with a fake runtime unless one is given; the lifecycle loop is slow by
     default so tests drive it with `h.app.state.background.tick()`."""
@@ -182,6 +184,8 @@ def make_harness(
         warm_networks=warm_networks or {},
         agent_url=agent_url,
         relay_url=relay_url,
+        egress_hosts=egress_hosts or {},
+        egress_proxy_port=egress_proxy_port,
     )
     runtime = runtime or FakeRuntime()
     app = create_app(settings, runtime=runtime)

@@ -58,6 +58,11 @@ class Settings:
     # comma-separated). When set, agents of workspaces with egress dial it over the network (any replica may
     # hold them) instead of their link socket, and the host firewall lets workspaces reach its port.
     agent_url: str = ""
+    # The egress proxy of `allowlist` workspaces (docs/SECURITY.md, "Egress allow-lists"): its ports on each such
+    # workspace's gateway address, and static host entries it resolves before the host's resolver (NAME -> IPv4).
+    egress_proxy_port: int = 3128
+    egress_dns_port: int = 53
+    egress_hosts: dict[str, str] = field(default_factory=dict)
     # How other replicas reach this one to relay client streams to the agents it holds (e.g.
     # http://10.0.0.5:3000). Default: derived from `listen` (loopback when it listens on every address).
     relay_url: str = ""

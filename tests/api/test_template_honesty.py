@@ -14,11 +14,6 @@ from tests.harness import Harness, manifest_yaml, tar_gz
 
 UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [
     (
-        {"network": {"egress": "allowlist", "allow": ["github.com", "10.1.0.0/16"]}},
-        "network.egress",
-        "not supported yet: `allowlist` (with `allow` hosts) is not enforced yet; use `none` or `all`",
-    ),
-    (
         {"git": {"repo": "https://git.example/org/repo.git", "branch": "task-1", "push": "task-branch"}},
         "git.push",
         'not supported yet: limiting pushes to the task branch needs the git proxy (docs/SECURITY.md, "Git'
@@ -64,15 +59,91 @@ def test_a_new_version_with_an_unsupported_field_leaves_the_template_as_it_was(h
             tar_gz(
                 {
                     "dockyard.yaml": manifest_yaml(
-                        name="py", network={"egress": "allowlist", "allow": ["x.org"]}
+                        name="py", git={"repo": "https://x.org/r.git", "branch": "b", "push": "task-branch"}
                     )
                 }
             ),
         )
     assert info.value.status_code == 422
-    assert [v.field for v in info.value.validations] == ["network.egress"]
+    assert [v.field for v in info.value.validations] == ["git.push"]
     assert [v.number for v in h.admin.list_template_versions("py")] == [1]
     assert h.admin.get_template("py").active_version_id == template.active_version_id
+
+
+def test_allow_list_entries_that_are_no_host_wildcard_address_or_cidr_are_refused_naming_each(
+    h: Harness,
+) -> None:
+    allow = [
+        "github.com",
+        "https://github.com/org",
+        "*.pypi.org",
+        "files.*.org",
+        "10.1.0.0/16",
+        "10.1.0.1/16",
+        "two words",
+        "::1",
+        "host:99999",
+        "registry.npmjs.org:443",
+    ]
+    text = manifest_yaml(network={"egress": "allowlist", "allow": allow})
+    error = _refused(h, text)
+    assert error.status_code == 422
+    assert error.message == "dockyard.yaml is invalid."
+    lines = text.splitlines()
+    assert [(v.field, v.detail, v.line) for v in error.validations] == [
+        (
+            "network.allow.1",
+            "'https://github.com/org' is a URL; write the host name alone, e.g. github.com",
+            lines.index("  - https://github.com/org") + 1,
+        ),
+        (
+            "network.allow.3",
+            "'files.*.org': a wildcard is written *.domain (e.g. *.pypi.org) and matches the names below it",
+            lines.index("  - files.*.org") + 1,
+        ),
+        (
+            "network.allow.5",
+            "'10.1.0.1/16' is not an IPv4 CIDR (10.1.0.1/16 has host bits set)",
+            lines.index("  - 10.1.0.1/16") + 1,
+        ),
+        (
+            "network.allow.6",
+            "'two words' contains spaces; write one host, wildcard, address or CIDR per entry",
+            lines.index("  - two words") + 1,
+        ),
+        (
+            "network.allow.7",
+            "'::1' looks like an IPv6 address; workspace networks are IPv4 only",
+            next(n for n, line in enumerate(lines, 1) if "::1" in line),
+        ),
+        (
+            "network.allow.8",
+            "'host:99999' has port '99999'; a port is a number from 1 to 65535",
+            lines.index("  - host:99999") + 1,
+        ),
+    ]
+
+
+def test_an_allow_list_is_accepted_and_a_rendered_entry_is_checked_too(h: Harness) -> None:
+    network = {
+        "egress": "allowlist",
+        "allow": ["github.com", "*.pypi.org", "10.1.0.0/16", "{{ parameters.branch }}"],
+    }
+    template = h.template(name="fenced", network=network)
+    assert template.active_version is not None
+    assert template.active_version.manifest.network.allow == network["allow"]
+    with pytest.raises(ApiError) as info:
+        h.admin.create_workspace(
+            m.CreateWorkspaceRequest(template="fenced", name="bad", parameters={"branch": "http://x.org/"})
+        )
+    assert info.value.status_code == 422
+    assert [(v.field, v.detail) for v in info.value.validations] == [
+        (
+            "network.allow.3",
+            "after rendering: 'http://x.org/' is a URL; write the host name alone, e.g. x.org",
+        )
+    ]
+    assert h.admin.list_workspaces().workspaces == []
 
 
 def test_apps_and_plain_egress_are_fine(h: Harness) -> None:

@@ -12,7 +12,7 @@ def test_push_refuses_unsupported_fields_before_uploading(logged_in: Cli, tmp_pa
     (folder / "dockyard.yaml").write_text(
         manifest_yaml(
             name="sandbox",
-            network={"egress": "allowlist", "allow": ["github.com"]},
+            git={"repo": "https://git.example/org/repo.git", "branch": "task-1", "push": "task-branch"},
         )
     )
 
@@ -20,10 +20,35 @@ def test_push_refuses_unsupported_fields_before_uploading(logged_in: Cli, tmp_pa
 
     assert result.exit_code == 1
     lines = (folder / "dockyard.yaml").read_text().splitlines()
-    egress = lines.index("  egress: allowlist") + 1
+    push = lines.index("  push: task-branch") + 1
     assert result.stderr == (
         "error: dockyard.yaml uses what Dockyard does not support yet.\n"
-        f"  dockyard.yaml:{egress}: network.egress: not supported yet: `allowlist` (with `allow` hosts) is not "
-        "enforced yet; use `none` or `all`\n"
+        f"  dockyard.yaml:{push}: git.push: not supported yet: limiting pushes to the task branch needs the git "
+        'proxy (docs/SECURITY.md, "Git credentials"); use `any`\n'
+    )
+    assert logged_in.h.admin.list_templates() == []
+
+
+def test_push_refuses_an_allow_list_entry_that_is_no_host_wildcard_or_cidr(
+    logged_in: Cli, tmp_path: Path
+) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "dockyard.yaml").write_text(
+        manifest_yaml(
+            name="sandbox",
+            network={"egress": "allowlist", "allow": ["github.com", "https://pypi.org/simple", "*.pypi.org"]},
+        )
+    )
+
+    result = logged_in("templates", "push", str(folder))
+
+    assert result.exit_code == 1
+    lines = (folder / "dockyard.yaml").read_text().splitlines()
+    entry = lines.index("  - https://pypi.org/simple") + 1
+    assert result.stderr == (
+        "error: dockyard.yaml is invalid.\n"
+        f"  dockyard.yaml:{entry}: network.allow.1: 'https://pypi.org/simple' is a URL; write the host name "
+        "alone, e.g. pypi.org\n"
     )
     assert logged_in.h.admin.list_templates() == []

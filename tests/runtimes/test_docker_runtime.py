@@ -247,7 +247,8 @@ def test_two_workspaces_cannot_reach_each_other(runtime: DockerRuntime, new_spec
     ] * 2
 
 
-# An allowlist is refused until it can be enforced (tests/runtimes/conformance: capabilities are honest).
+# Without the egress proxy an allowlist is refused (tests/runtimes/conformance: capabilities are honest); with it,
+# tests/egress/test_allowlist_docker.py.
 @pytest.mark.parametrize(("egress", "internal"), [("none", True), ("all", False)])
 def test_egress_decides_whether_the_network_is_internal(
     runtime: DockerRuntime, new_spec: SpecFactory, egress: str, internal: bool

@@ -489,6 +489,14 @@ class Client:
     def list_builds(self, workspace: str) -> builtins.list[m.WorkspaceBuild]:
         return self._get(f"/api/v2/workspaces/{_segment(workspace)}/builds", list[m.WorkspaceBuild])
 
+    def egress_events(self, workspace: str, *, limit: int = 100, offset: int = 0) -> m.EgressEventList:
+        """The workspace's egress log (allowed and denied connections through the proxy), newest first."""
+        return self._get(
+            f"/api/v2/workspaces/{_segment(workspace)}/egress",
+            m.EgressEventList,
+            {"limit": limit, "offset": offset},
+        )
+
     def get_build(self, build: str) -> m.WorkspaceBuild:
         return self._get(f"/api/v2/workspacebuilds/{_segment(build)}", m.WorkspaceBuild)
 

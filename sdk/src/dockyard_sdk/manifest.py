@@ -17,8 +17,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from dockyard_sdk.egress import parse_entry
 from dockyard_sdk.names import Name, ParameterName
 from dockyard_sdk.units import parse_duration, parse_size
 
@@ -323,8 +333,28 @@ class Network(_Strict):
     egress: Egress = Egress.ALL
     """`none`, `all` or `allowlist` (with `allow`)."""
     allow: list[str] = Field(
-        default_factory=list, description="Hosts or CIDRs reachable with egress allowlist."
+        default_factory=list,
+        description="What egress allowlist reaches: host names (github.com), wildcards (*.pypi.org), IPv4 "
+        "addresses or CIDRs (10.1.0.0/16), each optionally with :port.",
     )
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_entries(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        problems = []
+        for index, text in enumerate(value):
+            if _templated(text, info):
+                continue
+            entry, problem = parse_entry(text)
+            if entry is None:
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("allow_entry", problem), loc=(index,), input=text
+                    )
+                )
+        if problems:
+            raise ValidationError.from_exception_data("allow", problems)
+        return value
 
     @model_validator(mode="after")
     def _allow_only_with_allowlist(self) -> Network:
@@ -452,11 +482,6 @@ class Unsupported:
 # an allow-list must not silently get something else. The schema keeps them (so errors
 # point at the field and stored versions still load); lift an entry when its feature lands.
 NOT_SUPPORTED: tuple[Unsupported, ...] = (
-    Unsupported(
-        "network.egress",
-        lambda m: m.network.egress == Egress.ALLOWLIST,
-        "`allowlist` (with `allow` hosts) is not enforced yet; use `none` or `all`",
-    ),
     Unsupported(
         "git.push",
         lambda m: m.git is not None and m.git.push == GitPush.TASK_BRANCH,

@@ -441,6 +441,35 @@ class AuditLogList(Model):
     """How many entries match in all pages."""
 
 
+class EgressEvent(Model):
+    """One connection (or DNS question) an `allowlist` workspace made through the egress proxy."""
+
+    id: int
+    """The entry's id; larger is newer."""
+    time: datetime
+    """When the proxy decided."""
+    protocol: str
+    """`connect` (an HTTP CONNECT tunnel, e.g. https), `http` (a plain HTTP request) or `dns`."""
+    host: str
+    """The host name or address asked for."""
+    port: int
+    """The port asked for (0 for DNS)."""
+    decision: str
+    """`allowed`, `denied` (not in the allow-list, or an address the proxy never dials) or `failed` (allowed,
+    but the host could not be resolved or reached)."""
+    reason: str
+    """Why it was denied or failed; empty when allowed."""
+
+
+class EgressEventList(Model):
+    """One page of a workspace's egress log, newest first."""
+
+    events: list[EgressEvent]
+    """The entries on this page."""
+    count: int
+    """How many entries the workspace has in all pages."""
+
+
 # --- workspaces ----------------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from dockyard.api.routes import (
     connect,
     docs,
     doctor,
+    egress,
     gitauth,
     health,
     mcp,
@@ -39,6 +40,7 @@ from dockyard.apps.health import HealthChecker
 from dockyard.apps.proxy import AppsMiddleware
 from dockyard.apps.routing import Wildcard
 from dockyard.config import Settings
+from dockyard.egress import service as egress_service
 from dockyard.events import Bus, Subscription, channels, make_pubsub
 from dockyard.gateway.server import Gateway
 from dockyard.lifecycle.leader import make_lease
@@ -80,6 +82,7 @@ ROUTERS = (
     users.router,
     templates.router,
     workspaces.router,
+    egress.router,
     connect.router,
     apps.router,
     ssh.router,
@@ -184,6 +187,7 @@ def create_app(
             data_dir=settings.data_dir,
             warm_networks=settings.warm_networks,
             agent_url=settings.agent_url,
+            egress=egress_service.start(app.state.sessions, settings),
         )
         background.start()
         app.state.background = background

@@ -98,6 +98,12 @@ COMMANDS: dict[str, Entry] = {
         "workspaces", "logs", "Print a build's log (the latest build's unless --build is given).", _WORKSPACES
     ),
     "builds": Entry("workspaces", "builds", "List a workspace's builds, newest first.", _WORKSPACES),
+    "egress": Entry(
+        "egress",
+        "egress",
+        "Show a workspace's egress log: connections its allow-list let through or refused, newest first.",
+        _WORKSPACES,
+    ),
     "cancel": Entry("workspaces", "cancel", "Cancel the workspace's build in progress.", _WORKSPACES),
     "exec": Entry(
         "connect",

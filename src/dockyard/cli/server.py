@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -159,6 +160,26 @@ def server(
             "(default: from --listen).",
         ),
     ] = "",
+    egress_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--egress-host",
+            envvar="DOCKYARD_EGRESS_HOSTS",
+            help="NAME=IPV4: a static entry the egress proxy resolves before the host's resolver "
+            "(repeatable, or comma-separated).",
+            show_default=False,
+        ),
+    ] = None,
+    egress_proxy_port: Annotated[
+        int,
+        typer.Option(
+            "--egress-proxy-port",
+            envvar="DOCKYARD_EGRESS_PROXY_PORT",
+            min=1,
+            max=65535,
+            help="The egress proxy's port on the gateway address of each allowlist workspace.",
+        ),
+    ] = 3128,
     kubeconfig: kubeflags.Kubeconfig = None,
     namespace: kubeflags.Namespace = "dockyard-workspaces",
     storage_class: kubeflags.StorageClass = "dockyard-local",
@@ -190,8 +211,17 @@ def server(
             Wildcard.parse(wildcard_access_url)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--wildcard-access-url") from None
+    hosts: dict[str, str] = {}
+    for entry in (e.strip() for value in egress_hosts or [] for e in value.split(",")):
+        name, _, address = entry.partition("=")
+        try:
+            hosts[name.strip().lower()] = str(ipaddress.IPv4Address(address.strip()))
+        except ValueError:
+            raise typer.BadParameter(f"{entry!r} is not NAME=IPV4", param_hint="--egress-host") from None
     logs.configure(log_format)
     settings = Settings(
+        egress_hosts=hosts,
+        egress_proxy_port=egress_proxy_port,
         wildcard_access_url=wildcard_access_url.strip(),
         listen=listen,
         data_dir=data_dir,
@@ -337,6 +367,7 @@ def provisioner(
             "error: the database is not migrated; start the server or run `dockyard db migrate`", err=True
         )
         raise typer.Exit(1)
+    from dockyard.egress import service as egress_service
     from dockyard.store import keys
 
     # The pubsub tells this process's workers about builds queued by any server, and tells waiting requests on
@@ -356,6 +387,7 @@ def provisioner(
         agent_links=AgentLinks(settings.agent_links_dir),
         data_dir=settings.data_dir,
         agent_url=settings.agent_url,
+        egress=egress_service.start(sessions, settings),
     )
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

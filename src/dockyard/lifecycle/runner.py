@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
+from dockyard.egress.service import Egress
 from dockyard.events import Subscription, bus_of, channels
 from dockyard.lifecycle import autostart, idle, reconcile, ttl
 from dockyard.lifecycle.leader import FOLLOWER_RETRY, Lease, SingleProcess
@@ -43,7 +44,12 @@ class Background:
         warm_networks: dict[str, int] | None = None,
         lease: Lease | None = None,
         agent_url: str = "",
+        egress: Egress | None = None,
     ) -> None:
+        # `allowlist` workspaces go out through this process's egress proxy.
+        self.egress = egress
+        if egress is not None:
+            runtime.bind_egress(egress.gateway)
         self.agents: LinkDoor | None = None
         if agent_dir is not None and agent_links is not None:
             # The runtime mounts these; the workers give each workspace's link its token.
@@ -110,6 +116,8 @@ class Background:
         if self.instance is not None:
             self.instance.release()
         self.lease.release()
+        if self.egress is not None:
+            self.egress.stop()
 
     def tick(self) -> None:
         """One pass of every lifecycle loop (the loop calls this; tests call it directly)."""

@@ -127,11 +127,26 @@ class HostCapacity:
     memory_bytes: int
 
 
+class EgressProxy(Protocol):
+    """The control plane's egress proxy (`dockyard.egress`), as a runtime drives it: an `allowlist` workspace's
+    only way out, listening on an address of the host that only that workspace reaches."""
+
+    proxy_port: int
+    dns_port: int
+
+    def open(self, workspace_id: str, *, address: str, subnet: str, allow: tuple[str, ...]) -> None:
+        """Serve the workspace (whose connections come from `subnet`) on `address`; raises RuntimeFailure."""
+
+    def close(self, workspace_id: str) -> None: ...
+
+    def serving(self) -> set[str]:
+        """The workspaces this process serves now."""
+
+
 def network_class(egress: str) -> str:
     """Which workspaces can share a network made ahead of them: "open" has egress, "internal" has none.
 
-    An allowlist counts as internal until its hosts are enforced (a filtering proxy or firewall rules per
-    network); such a workspace gets no egress at all rather than all of it.
+    An allowlist is internal: its only way out is the egress proxy on the network's gateway.
     """
     return "open" if egress == "all" else "internal"
 
@@ -147,6 +162,10 @@ class Runtime(Protocol):
     def bind_agent(self, program_dir: Path, links_dir: Path) -> None:
         """Where this host keeps the agent's program and each workspace's private link folder
         (`<links_dir>/<workspace id>`), which `unix_socket` agent links need; without it there are none."""
+
+    def bind_egress(self, proxy: EgressProxy) -> None:
+        """The egress proxy `allowlist` workspaces go out through; without one (or where the runtime cannot
+        confine a workspace to it) `allowlist` is not among `capabilities().egress`."""
 
     def capabilities(self) -> Capabilities:
         """What this runtime can do here; callers branch on it, never on the runtime's name."""

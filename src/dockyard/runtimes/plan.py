@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dockyard_sdk.egress import EntryKind, parse_entry
+
 # Where the agent's program appears inside every workspace (docs/AGENT_PROTOCOL.md), and where a workspace with a
 # `unix_socket` link finds its private link folder (the hub's socket and the agent's token).
 AGENT_MOUNT = "/run/dockyard"
@@ -211,12 +213,19 @@ class WorkspacePlan(_Frozen):
         return cls.model_validate(value)
 
 
+def _names_host(text: str) -> bool:
+    entry, _ = parse_entry(text)
+    return entry is None or entry.kind != EntryKind.ADDRESS or entry.port is not None
+
+
 class Capabilities(_Frozen):
     """What a runtime can do on this host; reported, so callers branch on it rather than on its name."""
 
     # Agent links the runtime can provide (UNIX_SOCKET needs the runtime on the server's host).
     agent_links: frozenset[LinkKind] = frozenset()
     egress: frozenset[Egress] = frozenset({Egress.ALL})
+    # An `allowlist` may name hosts and wildcards (an egress proxy), not only addresses and CIDRs.
+    egress_names: bool = False
     gpu: bool = False
     # `resources.disk` bounds the home (otherwise the home shares the host's disk).
     disk_quota: bool = False
@@ -233,6 +242,13 @@ class Capabilities(_Frozen):
             return f"The template asks for {plan.resources.gpu} GPU(s); this runtime has none."
         if plan.network.egress not in self.egress:
             return f"This runtime cannot enforce egress {plan.network.egress.value!r}."
+        if plan.network.egress == Egress.ALLOWLIST and not self.egress_names:
+            names = [text for text in plan.network.allow if _names_host(text)]
+            if names:
+                return (
+                    f"This runtime's egress allow-lists match addresses and CIDRs only; {names[0]!r} names a "
+                    "host, which needs an egress proxy (the Docker runtime has one)."
+                )
         if plan.agent is not None and plan.agent.link.kind not in self.agent_links:
             return f"This runtime cannot give an agent a {plan.agent.link.kind.value} link."
         return ""

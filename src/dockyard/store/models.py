@@ -427,3 +427,22 @@ class Webhook(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_delivery_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EgressEvent(Base):
+    """One connection (or DNS question) of an `allowlist` workspace through the egress proxy, allowed or not
+    (`egress/`)."""
+
+    __tablename__ = "egress_events"
+    __table_args__ = (Index("ix_egress_events_workspace_id_id", "workspace_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+    # `connect` (HTTP CONNECT), `http` (a plain HTTP request) or `dns`.
+    protocol: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=0)
+    # `allowed`, `denied` (not in the allow-list) or `failed` (allowed, but the upstream could not be reached).
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(255), default="")

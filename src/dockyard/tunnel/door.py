@@ -23,11 +23,12 @@ class LinkDoor:
         self.url = url
 
     def link(self, capabilities: frozenset[LinkKind], *, egress: Egress) -> AgentLink | None:
-        # A workspace without egress has no route to a replica; it keeps the socket, which only the server
-        # on its host listens on. A runtime that offers the network link alone keeps the route to the control
-        # plane open itself (Kubernetes: its network policies admit Dockyard's pods whatever the egress).
+        # A workspace without egress, or whose only way out is the egress proxy, has no route to a replica; it
+        # keeps the socket, which only the server on its host listens on. A runtime that offers the network link
+        # alone keeps the route to the control plane open itself (Kubernetes: its network policies admit
+        # Dockyard's pods whatever the egress).
         network_only = LinkKind.UNIX_SOCKET not in capabilities
-        if self.url and (egress != Egress.NONE or network_only) and LinkKind.NETWORK in capabilities:
+        if self.url and (egress == Egress.ALL or network_only) and LinkKind.NETWORK in capabilities:
             return AgentLink(kind=LinkKind.NETWORK, url=self.url)
         if LinkKind.UNIX_SOCKET in capabilities:
             return AgentLink(kind=LinkKind.UNIX_SOCKET)

@@ -39,6 +39,9 @@ def create_args(
         naming.LABEL_BUILD: spec.build_id,
         naming.LABEL_CONFIG: config_hash,
     }
+    if spec.egress == "allowlist":
+        # What the egress proxy enforces, so that a restarted server serves the running workspace again.
+        labels[naming.LABEL_EGRESS_ALLOW] = json.dumps(list(spec.egress_allow))
     device_requests = (
         [docker.types.DeviceRequest(count=spec.gpu, capabilities=[["gpu"]])] if spec.gpu > 0 else None
     )
@@ -55,6 +58,7 @@ def create_args(
         "environment": dict(spec.env),
         "labels": labels,
         "network": network,
+        "dns": list(spec.dns) or None,
         "mounts": [
             docker.types.Mount(target=bootstrap.home_of(spec), source=volume, type="volume"),
             *(
@@ -84,7 +88,7 @@ def config_hash(spec: WorkspaceSpec, image_id: str, nano_cpus: int) -> str:
     Not the build id, owner or template name: those are labels only, and a new build of an unchanged workspace
     must find its stopped container again.
     """
-    config = {
+    config: dict[str, Any] = {
         "version": CONFIG_VERSION,
         "image": image_id,
         "name": spec.name,
@@ -101,6 +105,9 @@ def config_hash(spec: WorkspaceSpec, image_id: str, nano_cpus: int) -> str:
         "mounts": [[m.source, m.target, m.read_only] for m in spec.mounts],
         "files": sorted((path, hashlib.sha256(data).hexdigest()) for path, data in spec.files.items()),
     }
+    if spec.egress_allow:
+        # Only when set, so that containers made before allow-lists keep their hash.
+        config["egress_allow"] = list(spec.egress_allow)
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
 
 

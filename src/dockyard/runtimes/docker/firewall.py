@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from dockyard.runtimes.base import RuntimeFailure
 
 CHAIN = "DOCKYARD-INPUT"
+# Docker's chain for the administrator's FORWARD rules, run before its own: where an allow-list's CIDRs are let
+# through an internal network.
+FORWARD_CHAIN = "DOCKER-USER"
 COMMENT_PREFIX = "dockyard:"
 _ESTABLISHED = ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"]
 _TIMEOUT = 30.0
@@ -150,6 +153,91 @@ class HostFirewall:
         ]
         return [*allowed, ["-i", bridge, *tag, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]]
 
+    def openings(
+        self, bridge: str, workspace_id: str, address: str, *, tcp: Sequence[int], udp: Sequence[int]
+    ) -> list[list[str]]:
+        """RETURN rules for ports of one host address (the bridge's own gateway), e.g. the egress proxy's."""
+        tag = ["-m", "comment", "--comment", self._comment(workspace_id)]
+        return [
+            [
+                "-i",
+                bridge,
+                "-d",
+                f"{address}/32",
+                "-p",
+                proto,
+                "-m",
+                proto,
+                "--dport",
+                str(port),
+                *tag,
+                "-j",
+                "RETURN",
+            ]
+            for proto, ports in (("tcp", tcp), ("udp", udp))
+            for port in ports
+        ]
+
+    def open(
+        self, bridge: str, workspace_id: str, address: str, *, tcp: Sequence[int], udp: Sequence[int]
+    ) -> None:
+        """Install the openings that are missing, ahead of the bridge's REJECT (whenever that was added)."""
+        self._ensure_chain()
+        for spec in self.openings(bridge, workspace_id, address, tcp=tcp, udp=udp):
+            if not self._check(CHAIN, *spec):
+                # Position 2: after the rule for replies, before any REJECT.
+                self._must("-I", CHAIN, "2", *spec)
+
+    def forwards(
+        self, bridge: str, workspace_id: str, subnet: str, networks: Sequence[str]
+    ) -> list[list[str]]:
+        """(table, chain, rule...) letting an internal network reach these CIDRs directly: accepted in
+        DOCKER-USER (which FORWARD runs before Docker's isolation chains drop the traffic), with replies, and
+        masqueraded like an ordinary bridge's traffic."""
+        tag = ["-m", "comment", "--comment", self._comment(workspace_id)]
+        rules = []
+        for cidr in networks:
+            rules += [
+                ["filter", FORWARD_CHAIN, "-d", cidr, "-i", bridge, *tag, "-j", "ACCEPT"],
+                [
+                    "filter",
+                    FORWARD_CHAIN,
+                    "-s",
+                    cidr,
+                    "-o",
+                    bridge,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "RELATED,ESTABLISHED",
+                    *tag,
+                    "-j",
+                    "ACCEPT",
+                ],
+                ["nat", "POSTROUTING", "-s", subnet, "-d", cidr, "!", "-o", bridge, *tag, "-j", "MASQUERADE"],
+            ]
+        return rules
+
+    def forward(self, bridge: str, workspace_id: str, subnet: str, networks: Sequence[str]) -> None:
+        for table, chain, *spec in self.forwards(bridge, workspace_id, subnet, networks):
+            result = self._call("-t", table, "-C", chain, *spec)
+            if result.returncode == 0:
+                continue
+            self._must("-t", table, "-I", chain, "1", *spec)
+
+    def _release_forwards(self, bridge: str) -> None:
+        prefix = f"{COMMENT_PREFIX}{self.deployment}:"
+        for table, chain in (("filter", FORWARD_CHAIN), ("nat", "POSTROUTING")):
+            result = self._call("-t", table, "-S", chain)
+            if result.returncode != 0:
+                continue
+            for line in result.stdout.splitlines():
+                words = shlex.split(line)
+                spec = tuple(words[2:])
+                comment = _option(spec, "--comment") or ""
+                if words[:2] == ["-A", chain] and comment.startswith(prefix) and bridge in spec:
+                    self._call("-t", table, "-D", chain, *spec)
+
     def isolate(self, bridge: str, workspace_id: str) -> bool:
         """Install the bridge's rules unless they are there; True when something was added."""
         specs = self.specs(bridge, workspace_id)
@@ -169,6 +257,7 @@ class HostFirewall:
         rules = [rule for rule in self.rules() if rule.bridge == bridge]
         for rule in rules:
             self._call("-D", CHAIN, *rule.spec)
+        self._release_forwards(bridge)
         return len(rules)
 
     def rules(self) -> list[Rule]:

@@ -73,6 +73,34 @@ class BridgeIsolation:
             return
         self._isolated.add(bridge)
 
+    def open(
+        self,
+        network_id: str,
+        workspace_id: str,
+        address: str,
+        *,
+        tcp: Sequence[int],
+        udp: Sequence[int],
+        log: LogSink,
+    ) -> None:
+        """Let the network reach these ports of `address` on the host (its egress proxy)."""
+        try:
+            self.firewall.open(naming.bridge_name(network_id), workspace_id, address, tcp=tcp, udp=udp)
+        except FirewallUnavailable as exc:
+            # Without iptables nothing on the host is closed to begin with: the proxy is reachable anyway.
+            self._failed(exc)
+            log(f"WARNING: {exc.message}")
+
+    def forward(
+        self, network_id: str, workspace_id: str, subnet: str, networks: Sequence[str], *, log: LogSink
+    ) -> None:
+        """Let the network reach these CIDRs directly (an allow-list's address entries)."""
+        try:
+            self.firewall.forward(naming.bridge_name(network_id), workspace_id, subnet, networks)
+        except FirewallUnavailable as exc:
+            self._failed(exc)
+            log(f"WARNING: {exc.message}; the allow-list's CIDRs are reachable through the proxy only")
+
     def release(self, network_id: str) -> None:
         bridge = naming.bridge_name(network_id)
         self._isolated.discard(bridge)

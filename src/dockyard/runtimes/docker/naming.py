@@ -14,6 +14,8 @@ LABEL_OWNER = "dockyard.workspace.owner"
 LABEL_TEMPLATE = "dockyard.template"
 LABEL_BUILD = "dockyard.build"
 LABEL_CONFIG = "dockyard.config-hash"
+# An allowlist workspace's entries (JSON), read back to serve it again after a restart.
+LABEL_EGRESS_ALLOW = "dockyard.egress.allow"
 # The deployment (one database) that made the object; a deployment lists and removes only its own objects.
 LABEL_DEPLOYMENT = "dockyard.deployment"
 

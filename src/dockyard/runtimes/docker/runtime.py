@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
+import json
 import os
 import threading
 import time
@@ -36,6 +38,7 @@ from dockyard import logs
 from dockyard.runtimes.base import (
     ContainerConflict,
     ContainerState,
+    EgressProxy,
     HostCapacity,
     HostIsolation,
     ImageSpec,
@@ -51,6 +54,7 @@ from dockyard.runtimes.docker.isolation import BridgeIsolation, Networks
 from dockyard.runtimes.docker.spec import AgentFolders, WorkspaceSpec, from_plan
 from dockyard.runtimes.docker.subnets import SubnetPool
 from dockyard.runtimes.plan import Capabilities, Egress, LinkKind, WorkspacePlan
+from dockyard_sdk.egress import EntryKind, parse_entries
 
 _log = logs.get("dockyard.runtimes.docker")
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
@@ -117,6 +121,8 @@ class DockerRuntime:
         self.disks = disks.HomeDisks(disks_dir) if disks_dir is not None else None
         self._disks_mounted = False
         self.agent_folders: AgentFolders | None = None
+        self.egress: EgressProxy | None = None
+        self._egress_refused: set[str] = set()
         self._gpu: bool | None = None
 
     # -- the deployment ---------------------------------------------------------------------------------
@@ -134,6 +140,9 @@ class DockerRuntime:
     def bind_agent(self, program_dir: Path, links_dir: Path) -> None:
         self.agent_folders = AgentFolders(program_dir, links_dir)
 
+    def bind_egress(self, proxy: EgressProxy) -> None:
+        self.egress = proxy
+
     def capabilities(self) -> Capabilities:
         return self._capabilities(probe_gpu=True)
 
@@ -143,8 +152,9 @@ class DockerRuntime:
             agent_links=frozenset({LinkKind.UNIX_SOCKET, LinkKind.NETWORK})
             if self.agent_folders
             else frozenset(),
-            # An allowlist needs a filtering proxy; until then it would be either too open or too closed.
-            egress=frozenset({Egress.NONE, Egress.ALL}),
+            # An allowlist workspace sits on an internal network whose only exit is the egress proxy.
+            egress=frozenset(Egress) if self.egress is not None else frozenset({Egress.NONE, Egress.ALL}),
+            egress_names=self.egress is not None,
             gpu=self._has_gpu() if probe_gpu else False,
             disk_quota=self.disks is not None,
             resume_keeps_root=True,
@@ -286,6 +296,10 @@ class DockerRuntime:
         lap("inspect")
         internal = network_class(spec.egress) == "internal"
         network, network_id = self._ensure_network(spec.workspace_id, internal=internal, log=log)
+        if spec.egress == Egress.ALLOWLIST:
+            # The proxy's address is not in the configuration hash: it changes only with the network, and a
+            # container on a replaced network is made afresh below anyway.
+            spec = self._open_egress(spec, network_id, log)
         lap("network")
         attached = states.network_id(container.attrs, network) if container is not None else None
         if container is not None and attached not in (None, network_id):
@@ -307,6 +321,48 @@ class DockerRuntime:
         lap("start")
         observation = self._observe(spec.workspace_id)
         return dataclasses.replace(observation, timings=timings)
+
+    def _open_egress(self, spec: WorkspaceSpec, network_id: str, log: LogSink) -> WorkspaceSpec:
+        """Serve the workspace from the egress proxy on its network's gateway, and point it there."""
+        if self.egress is None:
+            raise RuntimeFailure("This runtime has no egress proxy, so it cannot enforce egress 'allowlist'.")
+        config = (self.client.api.inspect_network(network_id).get("IPAM") or {}).get("Config") or [{}]
+        subnet = ipaddress.IPv4Network(config[0]["Subnet"])
+        # Docker gives a bridge the subnet's first address unless told otherwise.
+        gateway = config[0].get("Gateway") or str(next(subnet.hosts()))
+        gateway = gateway.split("/")[0]
+        self.egress.open(spec.workspace_id, address=gateway, subnet=str(subnet), allow=spec.egress_allow)
+        self._guard().open(
+            network_id,
+            spec.workspace_id,
+            gateway,
+            tcp=(self.egress.proxy_port,),
+            udp=(self.egress.dns_port,),
+            log=log,
+        )
+        direct = self._direct_networks(spec.egress_allow, log)
+        if direct:
+            self._guard().forward(network_id, spec.workspace_id, str(subnet), direct, log=log)
+        log(
+            f"Egress through the proxy at {gateway}:{self.egress.proxy_port} ({', '.join(spec.egress_allow)})"
+        )
+        return dataclasses.replace(
+            spec, env={**spec.env, **proxy_env(gateway, self.egress.proxy_port)}, dns=(gateway,)
+        )
+
+    def _direct_networks(self, allow: tuple[str, ...], log: LogSink) -> list[str]:
+        """The allow-list's CIDRs (without a port) that the workspace may reach without the proxy; never one that
+        overlaps the workspace subnets, which would open a way to other workspaces."""
+        pool = self.subnets.pool if self.subnets is not None else None
+        direct = []
+        for entry in parse_entries(list(allow)):
+            if entry.kind != EntryKind.ADDRESS or entry.port is not None:
+                continue
+            if pool is not None and entry.network.overlaps(pool):
+                log(f"{entry.value} overlaps the workspace networks: reachable through the proxy only")
+                continue
+            direct.append(entry.value)
+        return direct
 
     def _claim(self, labels: dict[str, str] | None, what: str) -> None:
         """Refuse to use an object another deployment made (a shared database copied to a second server)."""
@@ -501,6 +557,8 @@ class DockerRuntime:
                 pass
             if self.disks is not None:
                 self.disks.remove(workspace_id, log)
+            if self.egress is not None:
+                self.egress.close(workspace_id)
             network_name = naming.network_name(workspace_id)
             for network in self.client.networks.list(names=[network_name]):
                 if network.name == network_name:
@@ -585,10 +643,40 @@ class DockerRuntime:
                     continue
                 networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
                 address = states.network_address(networks, naming.network_name(workspace_id))
+                if state == "running" and naming.LABEL_EGRESS_ALLOW in summary["Labels"]:
+                    self._serve_again(workspace_id, summary["Labels"], networks)
                 result[workspace_id] = states.from_state(
                     workspace_id, state, 143 if match else None, False, "", address
                 )
             return result
+
+    def _serve_again(self, workspace_id: str, labels: dict[str, str], networks: dict[str, Any]) -> None:
+        """Serve a running allowlist workspace this process does not serve (the server restarted)."""
+        if self.egress is None or workspace_id in self.egress.serving():
+            return
+        attached = networks.get(naming.network_name(workspace_id)) or {}
+        if not attached.get("Gateway") or not attached.get("IPAddress"):
+            return
+        subnet = ipaddress.IPv4Interface(
+            f"{attached['IPAddress']}/{attached.get('IPPrefixLen') or 32}"
+        ).network
+        allow = tuple(json.loads(labels[naming.LABEL_EGRESS_ALLOW]))
+        try:
+            self.egress.open(workspace_id, address=attached["Gateway"], subnet=str(subnet), allow=allow)
+        except RuntimeFailure as exc:
+            # Once per workspace: each reconcile pass would say it again.
+            if workspace_id not in self._egress_refused:
+                self._egress_refused.add(workspace_id)
+                _log.warning("cannot serve a workspace's egress", workspace=workspace_id, error=exc.message)
+            return
+        self._guard().open(
+            str(attached.get("NetworkID", "")),
+            workspace_id,
+            attached["Gateway"],
+            tcp=(self.egress.proxy_port,),
+            udp=(self.egress.dns_port,),
+            log=lambda line: _log.warning(line),
+        )
 
     def managed_resources(self) -> list[ManagedResource]:
         """This deployment's objects; those without a deployment label belong to none and are never listed."""
@@ -655,6 +743,20 @@ class DockerRuntime:
     def repair_host_isolation(self) -> HostIsolation:
         with translate(self.base_url):
             return self._guard().repair(self._networks())
+
+
+def proxy_env(address: str, port: int) -> dict[str, str]:
+    """What makes ordinary tools (curl, pip, git, npm, Python's urllib) use the egress proxy."""
+    url = f"http://{address}:{port}"
+    no_proxy = "localhost,127.0.0.1"
+    return {
+        "HTTP_PROXY": url,
+        "HTTPS_PROXY": url,
+        "http_proxy": url,
+        "https_proxy": url,
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+    }
 
 
 def _workspace_of(labels: dict[str, str] | None) -> str:

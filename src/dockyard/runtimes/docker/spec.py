@@ -42,6 +42,9 @@ class WorkspaceSpec:
     gpu: int = 0
     sudo: bool = False
     egress: str = "all"  # none | all | allowlist
+    # allowlist: the entries, and the resolver the container is given (the egress proxy's DNS).
+    egress_allow: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     # Command run as the workspace user once the container is set up: the agent, or `sleep infinity`.
     command: list[str] = field(default_factory=lambda: ["sleep", "infinity"])
@@ -88,6 +91,7 @@ def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
         gpu=plan.resources.gpu,
         sudo=plan.home.sudo,
         egress=plan.network.egress.value,
+        egress_allow=tuple(plan.network.allow),
         env=env,
         command=list(plan.workload()),
         files={path: text.encode() for path, text in plan.files.items()},

@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from dockyard import logs
 from dockyard.runtimes.base import (
     ContainerState,
+    EgressProxy,
     HostCapacity,
     HostIsolation,
     ImageBuildFailed,
@@ -82,6 +83,11 @@ class KubernetesRuntime:
 
     def bind_agent(self, program_dir: Path, links_dir: Path) -> None:
         self.agent_folders = AgentFolders(program_dir, links_dir)
+
+    def bind_egress(self, proxy: EgressProxy) -> None:
+        # Pods leave the node through the cluster's network, where Dockyard's proxy cannot stand in the way;
+        # allow-lists here are network policies over addresses and CIDRs (`capabilities().egress_names` is off).
+        pass
 
     def capabilities(self) -> Capabilities:
         # The network link's agent and token travel by ConfigMap and Secret, so any node will do; the socket

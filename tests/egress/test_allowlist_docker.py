@@ -1,0 +1,182 @@
+"""Egress allow-lists through the real engine, the real agent and the real proxy: one workspace whose only way
+out is the egress proxy, against two containers of the test's own playing `allowed.test` and `denied.test`
+(network aliases on an internal network of the test's, so nothing here can reach further than this machine).
+
+From inside the workspace: curl (plain HTTP and a CONNECT tunnel) and Python's urllib reach allowed.test through
+the proxy the environment names; denied.test is refused with 403; DNS answers allowed.test and not denied.test;
+a connection that bypasses the proxy goes nowhere. The log (API and CLI) shows both decisions.
+
+The proxy runs on the host, where Docker's aliases do not resolve, so the deployment maps the two names to the
+containers' addresses with its static host entries (`--egress-host`), the way an operator pins a name.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+from sqlalchemy import select
+
+from dockyard.runtimes.docker import DockerRuntime
+from dockyard.runtimes.docker.naming import bridge_name, container_name, network_name
+from dockyard.store.models import Workspace
+from dockyard_sdk import models as m
+from tests.harness import BASE_MANIFEST, Harness, make_harness
+from tests.security.conftest import chain_rules
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(240)]
+
+# Answers every GET with its own name.
+SERVE = (
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = sys.argv[1].encode()\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+)
+
+
+@pytest.fixture
+def servers(base_image: str) -> Iterator[dict[str, str]]:
+    """allowed.test and denied.test, by name -> address."""
+    client = docker.from_env()
+    tag = uuid.uuid4().hex[:8]
+    labels = {"dockyard.test": "egress"}
+    network = client.networks.create(
+        f"dockyard-test-egress-{tag}", driver="bridge", internal=True, labels=labels
+    )
+    made: list[Any] = []
+    try:
+        addresses = {}
+        for name in ("allowed.test", "denied.test"):
+            container = client.containers.create(
+                base_image,
+                ["python3", "-c", SERVE, name],
+                name=f"dockyard-test-{name.split('.')[0]}-{tag}",
+                labels=labels,
+                network=network.name,
+            )
+            made.append(container)
+            # Aliases on the test's own network: the names these containers answer to there.
+            network.disconnect(container)
+            network.connect(container, aliases=[name])
+            container.start()
+            container.reload()
+            addresses[name] = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        yield addresses
+    finally:
+        for container in made:
+            container.remove(force=True)
+        network.remove()
+        client.close()
+
+
+@pytest.fixture
+def dh(tmp_path: Path, database_url: str, servers: dict[str, str]) -> Iterator[Harness]:
+    runtime = DockerRuntime(subnet_pool="10.238.0.0/16", ready_timeout=60)
+    harness = make_harness(tmp_path, database_url, runtime=runtime, egress_hosts=servers)
+    try:
+        yield harness
+    finally:
+        with harness.app.state.sessions() as db:
+            ids = list(db.scalars(select(Workspace.id)))
+        harness.close()
+        for workspace_id in ids:
+            runtime.delete(workspace_id, lambda line: None)
+        runtime.close()
+
+
+def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attempt_is_logged(
+    dh: Harness, servers: dict[str, str]
+) -> None:
+    manifest = {
+        **BASE_MANIFEST,
+        "name": "fenced",
+        "resources": {"cpu": 1, "memory": "512Mi"},
+        # The CIDR: allowed.test's address alone, reachable directly as well.
+        "network": {
+            "egress": "allowlist",
+            "allow": ["allowed.test", "*.pypi.test", f"{servers['allowed.test']}/32"],
+        },
+    }
+    dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+    created = dh.admin.create_workspace(m.CreateWorkspaceRequest(template="fenced", name="fenced"))
+    ws = dh.admin.get_workspace(created.id, wait="ready", timeout=120)
+    assert ws.latest_build.status == m.BuildStatus.SUCCEEDED, dh.admin.build_logs(ws.latest_build.id)
+    assert ws.agent is not None
+    assert ws.agent.lifecycle == m.AgentLifecycle.READY
+
+    def sh(command: str) -> str:
+        result = dh.admin.exec(ws.id, m.ExecRequest(command=command, timeout=30))
+        return (result.stdout + result.stderr).strip()
+
+    allowed, denied = servers["allowed.test"], servers["denied.test"]
+    # Ordinary tools find the proxy in the environment: plain HTTP, a CONNECT tunnel, Python's urllib.
+    assert sh("curl -sS -m 10 http://allowed.test:8080/") == "allowed.test"
+    assert sh("curl -sS -m 10 --proxytunnel http://allowed.test:8080/") == "allowed.test"
+    urllib = "import urllib.request as u; print(u.urlopen('http://allowed.test:8080/', timeout=10).read().decode())"
+    assert sh(f'python3 -c "{urllib}"') == "allowed.test"
+    # The other name is refused by the proxy, whichever way it is asked for.
+    assert sh("curl -s -o /dev/null -w '%{http_code}' -m 10 http://denied.test:8080/") == "403"
+    assert (
+        sh("curl -s -o /dev/null -w '%{http_connect}' -m 10 --proxytunnel http://denied.test:8080/") == "403"
+    )
+    assert sh(f"curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://{denied}:8080/") == "403"
+    # DNS answers allowed names only.
+    resolve = 'import socket, sys\ntry: print(socket.gethostbyname(sys.argv[1]))\nexcept OSError as e: print("no", e)'
+    assert sh(f"python3 -c '{resolve}' allowed.test") == allowed
+    assert sh(f"python3 -c '{resolve}' denied.test").startswith("no ")
+    # Without the proxy only the CIDR entry is reachable: allowed.test's address, not denied.test's.
+    probe = (
+        "import socket, sys\ns = socket.socket(); s.settimeout(2)\n"
+        'try: s.connect((sys.argv[1], 8080)); print("connected")\nexcept OSError as e: print("blocked", e)'
+    )
+    assert sh(f"python3 -c '{probe}' {allowed}") == "connected"
+    assert sh(f"python3 -c '{probe}' {denied}").startswith("blocked")
+    assert sh(f"curl -s -m 3 --noproxy '*' http://{denied}:8080/ || echo failed").endswith("failed")
+    assert sh(f"curl -sS -m 5 --noproxy '*' http://{allowed}:8080/") == "allowed.test"
+
+    # The host firewall opens exactly the proxy's two ports on the workspace's own gateway.
+    attached = docker.from_env().containers.get(container_name(ws.id)).attrs["NetworkSettings"]["Networks"]
+    gateway = attached[network_name(ws.id)]["Gateway"]
+    rules = chain_rules()
+    openings = [n for n, rule in enumerate(rules) if f"-d {gateway}/32" in rule]
+    forwards = subprocess.run(
+        ["iptables", "-w", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True
+    )
+    assert sum(f"{allowed}/32" in line and ws.id in line for line in forwards.stdout.splitlines()) == 2
+    assert sorted(rules[n].split("--dport ")[1].split()[0] for n in openings) == ["3128", "53"], rules
+    bridge = bridge_name(docker.from_env().networks.get(network_name(ws.id)).id)
+    reject = next(n for n, rule in enumerate(rules) if f"-i {bridge}" in rule and "REJECT" in rule)
+    assert all(f"-i {bridge}" in rules[n] and rules[n].endswith("-j RETURN") and n < reject for n in openings)
+
+    dh.app.state.background.egress.log.flush()
+    page = dh.admin.egress_events(ws.id, limit=1000)
+    seen = {(e.protocol, e.host, e.port, e.decision, e.reason) for e in page.events}
+    assert page.count == len(page.events)
+    assert {
+        ("http", "allowed.test", 8080, "allowed", ""),
+        ("connect", "allowed.test", 8080, "allowed", ""),
+        ("dns", "allowed.test", 0, "allowed", ""),
+        ("http", "denied.test", 8080, "denied", "not in the allow-list"),
+        ("connect", "denied.test", 8080, "denied", "not in the allow-list"),
+        ("http", denied, 8080, "denied", "not in the allow-list"),
+        ("dns", "denied.test", 0, "denied", "not in the allow-list"),
+    } <= seen, seen
+    assert {e.decision for e in page.events} == {"allowed", "denied"}
+    # Newest first, and pages do not overlap.
+    ids = [e.id for e in page.events]
+    assert ids == sorted(ids, reverse=True)
+    first, second = dh.admin.egress_events(ws.id, limit=2), dh.admin.egress_events(ws.id, limit=2, offset=2)
+    assert [e.id for e in first.events + second.events] == ids[:4]
+    assert first.count == len(ids)
+    assert json.loads(page.model_dump_json())["events"][0]["id"] == ids[0]
