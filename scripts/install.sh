@@ -129,7 +129,11 @@ ensure_uv
 step "Dockyard into $VENV"
 cd "$REPO"
 # --no-dev: a server needs no test tools. --inexact: leave a developer's test tools in place if .venv has them.
-"$UV" sync --frozen --no-dev --inexact --quiet
+# --compile-bytecode, and compileall for Dockyard's own (editable) sources: every CLI command and every
+# `ssh dockyard.<ws>` starts a Python process, which must not compile its imports from source each time when
+# bytecode cannot be written (a read-only tree, PYTHONDONTWRITEBYTECODE).
+"$UV" sync --frozen --no-dev --inexact --quiet --compile-bytecode
+"$VENV/bin/python" -m compileall -q "$REPO/src" "$REPO/sdk/src" >/dev/null
 DOCKYARD=$VENV/bin/dockyard
 [[ -x $DOCKYARD ]] || die "$DOCKYARD is missing after uv sync"
 note "$("$VENV/bin/python" -c 'import dockyard; print("dockyard", dockyard.__version__)')"

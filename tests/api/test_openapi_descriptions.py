@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
+from dockyard.api.descriptions import describe
 from dockyard_sdk import models as m
 from tests.harness import Harness
 
@@ -63,6 +64,7 @@ def test_an_explicit_description_wins_over_the_docstring() -> None:
         documented: int = 0
         """From the docstring."""
 
+    describe([Probe])
     properties = Probe.model_json_schema()["properties"]
     assert properties["explicit"]["description"] == "From Field."
     assert properties["documented"]["description"] == "From the docstring."

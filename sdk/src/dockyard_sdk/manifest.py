@@ -47,8 +47,9 @@ def _templated(value: Any, info: ValidationInfo) -> bool:
 
 
 class _Strict(BaseModel):
-    # Attribute docstrings become the fields' descriptions in the OpenAPI document.
-    model_config = ConfigDict(extra="forbid", validate_default=True, use_attribute_docstrings=True)
+    # Attribute docstrings become the fields' descriptions in the OpenAPI document (read by the server, as for
+    # `models.Model`).
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
 
 class ParameterType(StrEnum):

@@ -74,10 +74,13 @@ def _nul_path(value: Any, path: str) -> str | None:
 class Model(BaseModel):
     """The base of every wire model: a field's attribute docstring is its description in the OpenAPI document.
 
-    An explicit `Field(description=...)` wins over the docstring.
+    An explicit `Field(description=...)` wins over the docstring. The server reads the docstrings (see
+    `dockyard.api.descriptions`); a client does not need them, and pydantic's `use_attribute_docstrings` parses
+    each class's source when it is defined, which cost every CLI command a third of its start-up. For the same
+    reason a model builds its validator when it is first used, not when it is imported.
     """
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(defer_build=True)
 
 
 class Request(Model):
