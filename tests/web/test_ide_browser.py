@@ -117,7 +117,7 @@ def _open_app(page: Page, live: LiveServer, ws: m.Workspace, slug: str, tmp_path
 def _listening(live: LiveServer, ws: m.Workspace) -> list[str]:
     result = live.client.exec(ws.id, m.ExecRequest(command="ss -Hltn | awk '{print $4}'"))
     assert result.exit_code == 0, result
-    return result.stdout.split()
+    return [str(address) for address in result.stdout.split()]
 
 
 def test_code_server_workbench_opens_through_the_app_proxy_for_the_owner_only(
@@ -235,3 +235,22 @@ def test_devcontainer_extensions_are_installed_into_code_server(ide: LiveServer)
     listed = ide.client.exec(ws.id, m.ExecRequest(command="code-server --list-extensions"))
     assert listed.stdout.split() == ["dockyard-test.hello"], listed
     assert "devcontainer.extensions" in ide.client.get_workspace(ws.id).latest_build.timings
+
+
+def test_a_second_build_finds_the_images_and_their_cached_saves(ide_images: dict[str, str]) -> None:
+    import docker
+
+    lines: list[str] = []
+    started = time.monotonic()
+    for name, tag in ide_images.items():
+        assert recipes.build_image(name, log=lines.append) == tag
+    assert time.monotonic() - started < 60
+    assert "Image dockyard/code-server:bookworm already exists" in lines
+    assert "Image dockyard/desktop:bookworm already exists" in lines
+    client = docker.from_env()
+    try:
+        for name, tag in ide_images.items():
+            key = client.images.get(tag).labels[recipes.RECIPE_LABEL]
+            assert (recipes.default_cache_dir() / f"{name}-{key}.tar").stat().st_size > 100_000_000
+    finally:
+        client.close()
