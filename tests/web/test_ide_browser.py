@@ -35,19 +35,20 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 SUFFIX = ".apps.test"
 
 
+_BUILT: dict[str, str] = {}
+
+
+def _image(name: str) -> str:
+    """The recipe's image, built (or waited for) on first use in this session."""
+    if name not in _BUILT:
+        started = time.monotonic()
+        _BUILT[name] = recipes.build_image(name, log=lambda line: print("images:", line))
+        print(f"image {name} ready after {time.monotonic() - started:.1f} s")
+    return _BUILT[name]
+
+
 @pytest.fixture(scope="module")
-def ide_images(base_image: str) -> dict[str, str]:
-    def log(line: str) -> None:
-        print("images:", line)
-
-    started = time.monotonic()
-    tags = {name: recipes.build_image(name, log=log) for name in ("code-server", "desktop")}
-    print(f"images ready after {time.monotonic() - started:.1f} s")
-    return tags
-
-
-@pytest.fixture(scope="module")
-def ide(ide_images: dict[str, str]) -> Iterator[LiveServer]:
+def ide(base_image: str) -> Iterator[LiveServer]:
     live = start_live_server(
         subnets="10.243.0.0/16",
         args=lambda url: [
@@ -92,6 +93,7 @@ def _shot(page: Page, tmp_path: Path, name: str) -> None:
 
 def _logged_in(browser: Browser, live: LiveServer) -> Page:
     page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.on("console", lambda message: print("console:", message.type, message.text))
     page.on("pageerror", lambda error: print("pageerror:", error))
     page.goto(f"{live.url}/login")
     page.get_by_label("Username").fill(live.client.me().username)
@@ -103,9 +105,14 @@ def _logged_in(browser: Browser, live: LiveServer) -> Page:
 
 def _open_app(page: Page, live: LiveServer, ws: m.Workspace, slug: str, tmp_path: Path) -> str:
     """Open the app from the workspace page once its health check passes; the app host's URL."""
+    deadline = time.monotonic() + 180
+    # The page shows the health it was rendered with; wait for the check to pass before loading it.
+    while [a.health for a in live.client.list_apps(ws.id).apps if a.slug == slug] != ["healthy"]:
+        assert time.monotonic() < deadline, live.client.list_apps(ws.id)
+        time.sleep(1)
     page.goto(f"{live.url}/workspaces/{ws.id}")
     app = page.locator(f'[data-app="{slug}"]')
-    expect(app.locator(".health")).to_have_text("healthy", timeout=180_000)
+    expect(app.locator(".health")).to_have_text("healthy")
     _shot(page, tmp_path, f"{slug}-workspace")
     url = app.locator("a.button").get_attribute("href")
     port = live.url.rsplit(":", 1)[1]
@@ -123,13 +130,14 @@ def _listening(live: LiveServer, ws: m.Workspace) -> list[str]:
 def test_code_server_workbench_opens_through_the_app_proxy_for_the_owner_only(
     ide: LiveServer, browser: Browser, tmp_path: Path
 ) -> None:
+    _image("code-server")
     ws = ide.workspace("vscode", template="code-server", timeout=300)
     page = _logged_in(browser, ide)
     url = _open_app(page, ide, ws, "code", tmp_path)
     expect(page.locator(".monaco-workbench")).to_be_visible(timeout=120_000)
-    # The folder the template opens, in the explorer's title.
-    expect(page.locator(".monaco-workbench")).to_contain_text("PROJECT", timeout=60_000)
     _shot(page, tmp_path, "code-server-workbench")
+    # The folder the template opens, in the window's title.
+    expect(page).to_have_title(re.compile(r"\bproject\b"), timeout=60_000)
     page.context.close()
 
     # code-server checks nobody itself: it must listen on the workspace's loopback only.
@@ -143,21 +151,41 @@ def test_code_server_workbench_opens_through_the_app_proxy_for_the_owner_only(
     anonymous.context.close()
 
 
+WHITE_PIXELS = """(() => {
+  const canvas = document.querySelector('#noVNC_container canvas');
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let white = 0;
+  for (let i = 0; i < data.length; i += 4) if (data[i] > 200 && data[i + 1] > 200 && data[i + 2] > 200) white++;
+  return white;
+})()"""
+
+
 def test_novnc_desktop_canvas_appears_through_the_app_proxy(
     ide: LiveServer, browser: Browser, tmp_path: Path
 ) -> None:
+    _image("desktop")
     ws = ide.workspace("desk", template="desktop", timeout=300)
     page = _logged_in(browser, ide)
     _open_app(page, ide, ws, "desktop", tmp_path)
     # index.html hands over to noVNC, which connects its WebSocket through the proxy and draws the screen.
     expect(page).to_have_url(re.compile(r"/vnc\.html\?autoconnect=true"), timeout=30_000)
+    _shot(page, tmp_path, "desktop-connecting")
     canvas = page.locator("#noVNC_container canvas")
-    expect(canvas).to_be_visible(timeout=60_000)
-    deadline = time.monotonic() + 60
-    while page.evaluate("document.querySelector('#noVNC_container canvas').width") != 1280:
-        assert time.monotonic() < deadline, "noVNC did not get the 1280x800 screen"
+    try:
+        expect(canvas).to_be_visible(timeout=60_000)
+    except AssertionError:
+        # Seen on a machine at load 30: noVNC's ~40 module files through the proxy, one of them stalled, and
+        # the page never started. Kept as an artifact, then a reload (which a user would do) must connect.
+        _shot(page, tmp_path, "desktop-not-started")
+        print("noVNC did not start; reloading", page.url)
+        page.reload()
+        expect(canvas).to_be_visible(timeout=120_000)
+    # The screen is drawn: the 1280x800 display, with the xterm's white window on the black root.
+    deadline = time.monotonic() + 90
+    while page.evaluate(WHITE_PIXELS) < 10_000:
+        assert time.monotonic() < deadline, page.evaluate(WHITE_PIXELS)
         time.sleep(0.5)
-    time.sleep(1)  # let the first frame paint before the artifact is taken
+    assert page.evaluate("document.querySelector('#noVNC_container canvas').width") == 1280
     _shot(page, tmp_path, "desktop-novnc")
     page.context.close()
     listening = _listening(ide, ws)
@@ -196,6 +224,7 @@ def _vsix() -> bytes:
 
 
 def test_devcontainer_extensions_are_installed_into_code_server(ide: LiveServer) -> None:
+    _image("code-server")
     config = {
         "image": "dockyard/code-server:bookworm",
         # The marketplace on loopback, where nothing listens: the id's install fails here without any traffic
@@ -237,9 +266,10 @@ def test_devcontainer_extensions_are_installed_into_code_server(ide: LiveServer)
     assert "devcontainer.extensions" in ide.client.get_workspace(ws.id).latest_build.timings
 
 
-def test_a_second_build_finds_the_images_and_their_cached_saves(ide_images: dict[str, str]) -> None:
+def test_a_second_build_finds_the_images_and_their_cached_saves(base_image: str) -> None:
     import docker
 
+    ide_images = {name: _image(name) for name in ("code-server", "desktop")}
     lines: list[str] = []
     started = time.monotonic()
     for name, tag in ide_images.items():
