@@ -18,7 +18,7 @@
 # is started in the background while the other checks run, then stopped at the end) when its binaries are
 # cached in /var/cache/dockyard/kubernetes or `--kubernetes` / DOCKYARD_KUBERNETES=1 asks for the build.
 # The workspace images of the built-in code-server and desktop templates (`dockyard images build`, from Debian's
-# mirrors, PyPI and npm; about 5 minutes the first time, then loaded from /var/cache/dockyard/images) are built
+# mirrors, PyPI and npm; many minutes the first time, then loaded from /var/cache/dockyard/images) are built
 # in the background from the start; their browser tests (tests/web/test_ide_browser.py) wait for the build.
 # Exits non-zero when any of them fails.
 set -euo pipefail

@@ -45,7 +45,7 @@ def build(
 
     The build reaches Debian's mirrors, PyPI and npm through the host's network and takes minutes the first
     time; the image is then kept in the engine and saved to /var/cache/dockyard/images (DOCKYARD_IMAGE_CACHE),
-    so a later build is a no-op and a fresh engine loads it in seconds.
+    so a later build is a no-op and a fresh engine loads it instead of building.
     """
     from dockyard.runtimes import recipes
     from dockyard.runtimes.base import RuntimeFailure

@@ -5,7 +5,7 @@ Each recipe is a Dockerfile built with the host's network, since the package reg
 npm) are reachable from containers only that way here, and with the host's CA bundle in the build context for
 the HTTPS ones. The result is keyed by everything that shapes it (the recipe's files, its pinned versions and the
 base image's package list): the engine's image carries the key as a label, and a `docker save` of it is kept in
-the image cache outside the repository, so a fresh engine loads it in seconds instead of building for minutes.
+the image cache outside the repository, so a fresh engine loads it instead of building for minutes.
 """
 
 from __future__ import annotations
