@@ -17,6 +17,9 @@
 # pytest on Kubernetes (tests marked `kubernetes`, against the one-node cluster of scripts/kubernetes.sh, which
 # is started in the background while the other checks run, then stopped at the end) when its binaries are
 # cached in /var/cache/dockyard/kubernetes or `--kubernetes` / DOCKYARD_KUBERNETES=1 asks for the build.
+# The workspace images of the built-in code-server and desktop templates (`dockyard images build`, from Debian's
+# mirrors, PyPI and npm; many minutes the first time, then loaded from /var/cache/dockyard/images) are built
+# in the background from the start; their browser tests (tests/web/test_ide_browser.py) wait for the build.
 # Exits non-zero when any of them fails.
 set -euo pipefail
 
@@ -90,6 +93,17 @@ export DOCKYARD_REQUIRE_DOCKER=1
 # --- checks -----------------------------------------------------------------------------------------------------
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# Started first so that it overlaps with everything else; the builds hold a lock that the IDE tests wait on.
+step "Workspace images code-server and desktop (in the background: dockyard images build)"
+(
+    started=$(now)
+    status=0
+    nice -n 10 "$VENV/bin/dockyard" images build desktop &&
+        nice -n 10 "$VENV/bin/dockyard" images build code-server || status=$?
+    elapsed "$started" >"$WORK/images.seconds"
+    exit "$status"
+) >"$WORK/images.log" 2>&1 &
+IMAGES_PID=$!
 # The cluster starts (and, when asked to, builds: about 10 minutes the first time, at low priority) while the
 # other checks run.
 K8S_PID=""
@@ -144,6 +158,22 @@ run_check "import rules (lint-imports)" "$VENV/bin/lint-imports" --no-cache
 run_check "pytest on SQLite" "$VENV/bin/pytest" -q "${markers[@]}" "${PYTEST_ARGS[@]}"
 run_check "pytest on PostgreSQL" "$VENV/bin/pytest" -q --db postgres "${postgres_markers[@]}" \
     "${POSTGRES_PATHS[@]}" "${PYTEST_ARGS[@]}"
+
+images_built() {
+    local seconds
+    seconds=$(cat "$WORK/images.seconds")
+    grep -E '^(Image|Loading|Building|Saving|error)' "$WORK/images.log" || true
+    if [[ $IMAGES_STATUS -ne 0 ]]; then
+        tail -n 30 "$WORK/images.log"
+        echo "error: dockyard images build failed"
+        return 1
+    fi
+    echo "images ready after $seconds s (in the background)"
+}
+# The tests waited for the build already (its lock); this reports how it went.
+IMAGES_STATUS=0
+wait "$IMAGES_PID" || IMAGES_STATUS=$?
+run_check "workspace images (background)" images_built
 
 kubernetes_tests() {
     if [[ $K8S_STATUS -ne 0 ]]; then

@@ -665,3 +665,34 @@ def test_images_build_base_failure_is_one_error(cli: Cli, monkeypatch: pytest.Mo
         1,
         "error: mmdebstrap failed with exit code 1.\n  E: cannot reach the mirror\n",
     )
+
+
+def test_images_build_names_a_recipe_and_reports_failures_as_one_error(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockyard.runtimes import recipes
+
+    calls: list[tuple[str, bool]] = []
+
+    def build(name: str, *, log: LogSink, force: bool = False) -> str:
+        calls.append((name, force))
+        if name == "desktop":
+            raise ImageBuildFailed("the image build failed: apt-get exited 100", detail="E: no mirror")
+        log(f"Image {recipes.RECIPES[name].tag} already exists")
+        return recipes.RECIPES[name].tag
+
+    monkeypatch.setattr(recipes, "build_image", build)
+    unknown = cli("images", "build", "vscode")
+    assert (unknown.exit_code, unknown.stderr) == (
+        1,
+        "error: unknown image recipe 'vscode'\n  the recipes are code-server, desktop\n",
+    )
+    assert calls == []
+    built = cli("images", "build", "code-server", "--force")
+    assert (built.exit_code, built.stderr) == (0, "Image dockyard/code-server:bookworm already exists\n")
+    failed = cli("images", "build", "desktop")
+    assert (failed.exit_code, failed.stderr) == (
+        1,
+        "error: the image build failed: apt-get exited 100\n  E: no mirror\n",
+    )
+    assert calls == [("code-server", True), ("desktop", False)]

@@ -28,7 +28,7 @@ from dockyard.store.types import utcnow
 from dockyard.templates import devcontainers
 from dockyard.templates.devcontainer import variables
 from dockyard.templates.devcontainer.plan import RUN_HOOKS, Plan, Step
-from dockyard.tunnel import state
+from dockyard.tunnel import extensions, state
 from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.streams import exec_collect
 from dockyard_sdk import models as wire
@@ -114,6 +114,8 @@ class LifecycleHooks:
                     return
             if not ready:
                 await self._ready(workspace_id, work.build_id)
+            if plan.extensions:
+                await self._extensions(workspace_id, work)
         except DockyardError as exc:
             # The agent went away (a stop) or refused the stream; the next connection's `ready` resumes here.
             log.info("dev container hooks interrupted", workspace=workspace_id, error=exc.message)
@@ -147,6 +149,33 @@ class LifecycleHooks:
         await asyncio.to_thread(state.lifecycle, self.sessions, workspace_id, "ready", None)
         events.changed(self.sessions, workspace_id)
         return True
+
+    async def _extensions(self, workspace_id: str, work: _Work) -> None:
+        """Install `customizations.vscode.extensions` into the browser IDE, after the hooks (which may be what
+        installs it) and after readiness (a marketplace may be slow); every start, as installing is idempotent
+        and a recreated container may have lost them."""
+        say = await _say(self.sessions, work.build_id)
+        await say(f"installing {len(work.plan.extensions)} VS Code extension(s) into the browser IDE")
+        started = time.perf_counter()
+        result = await exec_collect(
+            self.hub,
+            workspace_id,
+            extensions.request(
+                work.plan.extensions, cwd=work.plan.workspace_folder, env=dict(work.plan.remote_env)
+            ),
+        )
+        for line in (result.stdout + result.stderr).splitlines():
+            if line.strip():
+                await say(line)
+        seconds = round(time.perf_counter() - started, 4)
+        await asyncio.to_thread(self._timing, work.build_id, "extensions", seconds)
+
+    def _timing(self, build_id: str, name: str, seconds: float) -> None:
+        with self.sessions() as db:
+            build = db.get(WorkspaceBuild, build_id)
+            if build is not None:
+                build.timings = {**(build.timings or {}), f"devcontainer.{name}": seconds}
+                db.commit()
 
     async def _step(self, workspace_id: str, work: _Work, step: Step) -> int:
         row_id = await asyncio.to_thread(self._begin, workspace_id, work.build_id, step.hook)

@@ -34,6 +34,12 @@ def local_or_pull(client: docker.DockerClient, image: str, log: LogSink, *, pull
     else:
         log(f"Using image {image}")
         return image
+    # Imported here: the recipes module builds through this runtime's engine URL.
+    from dockyard.runtimes.recipes import TAGS
+
+    if image in TAGS:
+        # Built on the host, never published: a pull would only ask a registry for a name it cannot have.
+        raise missing(image, f"build it on the Docker host with `dockyard images build {TAGS[image]}`")
     if not pull:
         raise missing(image, "it is not on this engine and pulling is turned off")
     repository, tag = docker.utils.parse_repository_tag(image)

@@ -10,7 +10,7 @@ from dockyard.accounts.actor import Actor
 from dockyard.templates import archive, service
 
 ROOT = Path(__file__).parent
-NAMES = ("base", "ai-agent-sandbox")
+NAMES = ("base", "ai-agent-sandbox", "code-server", "desktop")
 
 
 def install(db: Session, actor: Actor) -> None:
