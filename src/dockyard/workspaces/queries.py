@@ -25,6 +25,8 @@ class Loaded:
 
     workspace: Workspace
     build: WorkspaceBuild
+    # Set when a create claimed a warm pool member: what the agent is to be told (tunnel/claims.py).
+    claim: dict[str, Any] | None = None
 
 
 def readable(actor: Actor) -> ColumnElement[bool]:
