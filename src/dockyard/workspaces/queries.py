@@ -118,7 +118,8 @@ class Filters:
 
 
 def _filtered(query: Q, actor: Actor, build: type[WorkspaceBuild], filters: Filters) -> Q:
-    query = query.where(readable(actor))
+    # Unclaimed warm pool members are the pool's, shown by `/prebuilds`, not anyone's workspaces yet.
+    query = query.where(readable(actor), Workspace.prebuild_preset.is_(None))
     if not filters.include_deleted:
         query = query.where(Workspace.deleted.is_(False))
     if filters.owner:

@@ -238,7 +238,7 @@ def _claimed(
     postCreate/postStart). The container's labels and hostname keep the pool's values, since Docker cannot
     change them on a running container: ownership lives in the database, and every listing filters by it."""
     current = builds.latest(db, member)
-    member.owner_id = owner.id
+    member.owner = owner
     member.organization_id = actor.organization_id
     if request_name is not None:
         member.name = request_name
