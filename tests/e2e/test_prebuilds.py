@@ -93,7 +93,8 @@ def test_a_pool_fills_is_claimed_refills_and_follows_the_active_version(
     for ws in claimed:
         assert ws.owner_name == "alice"
         assert ws.status == m.WorkspaceStatus.RUNNING
-        assert ws.agent is not None and ws.agent.lifecycle == m.AgentLifecycle.READY
+        assert ws.agent is not None
+        assert ws.agent.lifecycle == m.AgentLifecycle.READY
         assert ws.latest_build.reason == m.BuildReason.CLAIM
         assert set(ws.latest_build.timings) >= {"claim", "ready"}
         # Same container, and the agent kept its connection (no re-dial, no second startup).
