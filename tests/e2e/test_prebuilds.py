@@ -148,6 +148,13 @@ def test_a_pool_fills_is_claimed_refills_and_follows_the_active_version(
     assert _member_ids(h).isdisjoint(refilled)
     assert h.admin.get_workspace(a1.id).status == m.WorkspaceStatus.RUNNING
 
+    # A claim is held to the claimant's quota too, and a refused one leaves the member in the pool.
+    with pytest.raises(ApiError) as refused:
+        _create(alice, "a4")
+    assert refused.value.status_code == 429
+    assert [v.field for v in refused.value.validations] == ["max_workspaces"]
+    assert h.admin.prebuilds("pooled").presets[0].ready == 2
+
     metrics = h.http().get("/metrics").text
     assert 'dockyard_prebuild_claims_total{template="pooled"} 2.0' in metrics
     assert 'dockyard_workspace_ready_seconds_count{path="pool_claim",template="pooled"} 2.0' in metrics

@@ -238,7 +238,9 @@ def _claimed(
     postCreate/postStart). The container's labels and hostname keep the pool's values, since Docker cannot
     change them on a running container: ownership lives in the database, and every listing filters by it."""
     current = builds.latest(db, member)
+    # Both: the relationship for the answer's owner name, the column for the quota check before the flush.
     member.owner = owner
+    member.owner_id = owner.id
     member.organization_id = actor.organization_id
     if request_name is not None:
         member.name = request_name
