@@ -14,6 +14,11 @@ Needs a running Docker engine and the base image (`dockyard images build-base`).
 - stop and start of one workspace (p50 of each).
 Targets (issue 3): p50 <= 1.0 s and ratio <= 2.5; parallel ratio <= 1.5.
 
+`--pool-claim N` measures warm workspace pools instead (issue 15): a template with a preset of 3 instances,
+then N creates that claim a member, one at a time after the pool refilled, each timed from the create request
+until the workspace's agent is ready (client wall time, and the server's own `ready` timing); one cold create
+of the same template with other values for comparison. Target: claim to ready p50 <= 50 ms.
+
 Each figure is printed as soon as it is measured, before anything is cleaned up. The benchmark removes only
 what it made: its baseline containers, volumes and networks carry a label with this run's id, and the servers'
 leftovers (warm networks outlive their server on purpose) are found by the server's deployment id, so other
@@ -278,7 +283,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--runtime", choices=("docker", "kubernetes"), default="docker")
+    parser.add_argument("--pool-claim", type=int, default=0, metavar="N", help="measure N warm pool claims")
     args = parser.parse_args()
+    if args.pool_claim:
+        docker("image", "inspect", IMAGE)
+        missed_claims: list[str] = []
+        pool_claims(args.pool_claim, missed_claims)
+        report("targets met" if not missed_claims else f"targets missed: {', '.join(missed_claims)}")
+        sys.exit(1 if args.check and missed_claims else 0)
     if args.runtime == "kubernetes":
         # bench/provision_kubernetes.py: runtime starts against bare pods, on the cluster of DOCKYARD_KUBECONFIG.
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -384,6 +396,70 @@ def run(sequential: int, parallel: int, cycles: int, missed: list[str]) -> None:
         )
         if warm_ratio > 1.5:
             missed.append("parallel")
+
+
+POOL_TEMPLATE = """
+name: pool
+image: dockyard/base:bookworm
+resources: {cpu: 1, memory: 512Mi}
+parameters:
+  - {name: size, type: string, default: small}
+prebuilds:
+  - {parameters: {size: small}, instances: %d}
+"""
+
+
+def await_pool(client: Client, ready: int) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        [preset] = client.prebuilds("pool").presets
+        if preset.ready >= ready:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the pool did not reach {ready} ready members within 300 s: {preset}")
+        time.sleep(0.05)
+
+
+def claim_until_ready(client: Client, name: str, **parameters: str) -> tuple[float, m.Workspace]:
+    started = time.perf_counter()
+    created = client.create_workspace(
+        m.CreateWorkspaceRequest(template="pool", name=name, parameters=parameters)
+    )
+    if created.agent is None or created.agent.lifecycle != m.AgentLifecycle.READY:
+        created = client.get_workspace(created.id, wait="ready", timeout=300)
+    return time.perf_counter() - started, created
+
+
+def pool_claims(count: int, missed: list[str], instances: int = 3) -> None:
+    with server(workers=max(8, os.cpu_count() or 2)) as (client, _pid):
+        folder = Path(tempfile.mkdtemp(prefix="dockyard-bench-pool-"))
+        (folder / "dockyard.yaml").write_text(POOL_TEMPLATE % instances)
+        client.create_template(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        walls: list[float] = []
+        server_side: list[float] = []
+        for index in range(count):
+            await_pool(client, instances)
+            wall, ws = claim_until_ready(client, f"claim-{index}")
+            if ws.latest_build.reason != m.BuildReason.CLAIM:
+                raise SystemExit(f"create {index} was not a claim: {ws.latest_build.reason}")
+            walls.append(wall)
+            server_side.append(client.get_workspace(ws.id).latest_build.timings["ready"])
+        p50, p95 = statistics.median(walls), percentile(walls, 0.95)
+        report(
+            f"pool claim until agent ready ({count} sequential, client wall): p50 {p50 * 1000:.1f} ms, "
+            f"p95 {p95 * 1000:.1f} ms (target p50 <= 50 ms); server-side create-to-ready p50 "
+            f"{statistics.median(server_side) * 1000:.1f} ms, p95 {percentile(server_side, 0.95) * 1000:.1f} ms"
+        )
+        if p50 > 0.05:
+            missed.append("pool claim")
+        cold, ws = claim_until_ready(client, "cold", size="large")
+        report(
+            f"cold create of the same template until agent ready: {cold:.3f} s "
+            f"(server-side {client.get_workspace(ws.id).latest_build.timings.get('ready', 0):.3f} s)"
+        )
+        # The pool's members go with the server's deployment (`server` removes its objects at the end).
+        delete_all(client)
 
 
 if __name__ == "__main__":

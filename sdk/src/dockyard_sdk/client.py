@@ -249,6 +249,12 @@ class Client:
     def get_template(self, template: str) -> m.Template:
         return self._get(f"/api/v2/templates/{_segment(template)}", m.Template)
 
+    def prebuilds(self, template: str | None = None) -> m.PrebuildList:
+        """Warm pool presets: of one template, or of every template you may see."""
+        if template is not None:
+            return self._get(f"/api/v2/templates/{_segment(template)}/prebuilds", m.PrebuildList)
+        return self._get("/api/v2/prebuilds", m.PrebuildList)
+
     def create_template(
         self, source: Path | bytes, *, name: str | None = None, message: str = ""
     ) -> m.Template:

@@ -395,6 +395,21 @@ class KubernetesOverlay(_Strict):
     priorityClassName, topologySpreadConstraints, dnsConfig, runtimeClassName. Checked at push."""
 
 
+MAX_PREBUILD_INSTANCES = 20
+"""The most pool members one preset may keep (a pool member holds a whole running workspace)."""
+
+
+class Prebuild(_Strict):
+    """A preset of parameter values whose workspaces are kept started ahead of demand (a warm pool).
+
+    A create from the active version with exactly these values (after defaults) claims a pool member."""
+
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Parameter values of the preset; unnamed parameters take their defaults."""
+    instances: int = Field(1, ge=0, le=MAX_PREBUILD_INSTANCES)
+    """How many started workspaces to keep ready for this preset (0 keeps none)."""
+
+
 class TemplateManifest(_Strict):
     """The parsed `dockyard.yaml` of one template version."""
 
@@ -436,6 +451,8 @@ class TemplateManifest(_Strict):
     """The repository to clone before the workspace is ready, with credentials brokered by Dockyard."""
     kubernetes: KubernetesOverlay | None = None
     """Pod-spec overlay for the Kubernetes runtime."""
+    prebuilds: list[Prebuild] = Field(default_factory=list, max_length=10)
+    """Presets kept started in a warm pool, claimed by matching creates (docs/ARCHITECTURE.md, "Prebuilds")."""
 
     @field_validator("env")
     @classmethod

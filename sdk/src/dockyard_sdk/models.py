@@ -379,6 +379,40 @@ class Template(Model):
     """The id of the user who created it; null if unknown."""
 
 
+class PrebuildPreset(Model):
+    """One preset of a template's warm pool, for the template's active version."""
+
+    template: str
+    """The template's name."""
+    template_version_id: str
+    """The version whose members this preset keeps (the active one)."""
+    version: int
+    """That version's number."""
+    preset: str
+    """The preset's key: a hash of the version and its parameter values."""
+    parameters: dict[str, Any]
+    """The preset's parameter values, defaults filled in: a create with exactly these claims a member."""
+    desired: int
+    """How many members the template asks for."""
+    ready: int
+    """Members started with their agent ready: a create can claim these now."""
+    building: int
+    """Members being made (queued, starting, or running their startup part)."""
+    failed: int
+    """Members whose start failed; the pool replaces them."""
+    images: list[str]
+    """The images the ready members run."""
+
+
+class PrebuildList(Model):
+    """Warm pool presets of the templates you may use."""
+
+    presets: list[PrebuildPreset]
+    """One entry per preset of each template's active version."""
+    outdated: int
+    """Members of versions that are no longer active, waiting to be removed."""
+
+
 class UpdateTemplateRequest(Request):
     """Changes to a template; omitted fields are left as they are."""
 
@@ -503,6 +537,10 @@ class BuildReason(StrEnum):
     IDLE = "idle"
     AUTOSTART = "autostart"
     RECONCILE = "reconcile"
+    PREBUILD = "prebuild"
+    """The warm pool made or removed one of its members (behind user builds in the queue)."""
+    CLAIM = "claim"
+    """A create took a started pool member: the build records the claim, nothing was restarted."""
 
 
 class WorkspaceStatus(StrEnum):

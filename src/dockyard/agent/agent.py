@@ -1702,6 +1702,35 @@ class Agent:
                 waiting = self.credential_requests.get(str(message.get("id")))
                 if waiting is not None and not waiting.done():
                     waiting.set_result(message)
+            elif kind == "claim":
+                # Handled before the next frame is read, so every stream the control plane opens after the
+                # claim already sees the new owner's environment.
+                self._claimed(message)
+
+    def _claimed(self, message: dict[str, Any]) -> None:
+        """A warm pool member was claimed: take the owner's environment for what starts from now on, then
+        clone their repository (with their credentials). Nothing restarts; open sessions go on."""
+        env = message.get("env")
+        if isinstance(env, dict):
+            for key, value in env.items():
+                if isinstance(key, str) and key and "=" not in key and isinstance(value, str):
+                    os.environ[key] = value
+        git = message.get("git")
+        if isinstance(git, dict):
+            spawn_task(self._claim_clone(git, _number(message.get("startup_timeout"), 0)))
+
+    async def _claim_clone(self, git: dict[str, Any], timeout: float) -> None:
+        if self.startup is not None:
+            await asyncio.shield(self.startup)
+        self.set_state("starting")
+        if isinstance(git.get("error"), str):
+            self.set_state("start_error", None, error=git["error"])
+            return
+        error = await self._clone(git, timeout)
+        if error is not None:
+            self.set_state("start_error", error[0], error=error[1])
+        else:
+            self.set_state("ready", 0)
 
     # lifecycle
 

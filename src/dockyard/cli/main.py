@@ -153,6 +153,11 @@ COMMANDS: dict[str, Entry] = {
         "webhooks", "app", "Post task and workspace status changes to your own endpoints.", group=True
     ),
     "templates": Entry("templates", "app", "Push and inspect templates.", group=True),
+    "prebuilds": Entry(
+        "prebuilds",
+        "prebuilds",
+        "List warm workspace pools (prebuilds): each preset's desired, ready and building members.",
+    ),
     "devcontainer": Entry(
         "devcontainer", "app", "Dev container configurations (devcontainer.json).", group=True
     ),

@@ -25,6 +25,7 @@ from dockyard.runtimes.base import Runtime, RuntimeFailure
 from dockyard.tunnel.door import LinkDoor
 from dockyard.tunnel.links import AgentLinks
 from dockyard.warmpool.pool import WarmPool
+from dockyard.warmpool.prebuild_pool import PrebuildPool
 
 log = logging.get(__name__)
 
@@ -62,6 +63,8 @@ class Background:
             self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks)
         elif warm_networks:
             log.warning("this runtime makes no networks ahead of workspaces: --warm-networks is ignored")
+        # Warm workspace pools run wherever the lifecycle loops do; templates without `prebuilds` cost one query.
+        self.prebuild_pool = PrebuildPool(sessions)
         self.sessions = sessions
         self.runtime = runtime
         self.workers = workers
@@ -100,6 +103,13 @@ class Background:
                     "warm-networks",
                     lambda: pool.run(self.stop_event, self.reconcile_interval, leading=self.lease.leading),
                 )
+            prebuild_pool = self.prebuild_pool
+            self._spawn(
+                "prebuilds",
+                lambda: prebuild_pool.run(
+                    self.stop_event, self.reconcile_interval, leading=self.lease.leading
+                ),
+            )
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -108,6 +118,7 @@ class Background:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
+        self.prebuild_pool.wakeup.set()
         if self._jobs is not None:
             self._jobs.cancel()
         queue.wakeup.notify()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -111,6 +111,42 @@ def create_build(
         queue.wakeup.notify()
         events.job_queued(db, build.id)
         events.changed(db, workspace.id)
+    return build
+
+
+def claim_build(
+    db: Session,
+    workspace: Workspace,
+    *,
+    actor: Actor,
+    plan: dict[str, Any],
+    requested_at: datetime,
+) -> WorkspaceBuild:
+    """Record a warm pool claim as the workspace's next build: a `start` that has already succeeded, since the
+    container runs and nothing is restarted. It carries the claimant's plan (their name, owner and env), which
+    the agent's welcome reads from now on. The caller has moved the workspace to its new owner."""
+    current = latest(db, workspace)
+    quotas.check_start(db, actor, workspace)
+    now = utcnow()
+    build = WorkspaceBuild(
+        workspace_id=workspace.id,
+        number=current.number + 1,
+        transition=Transition.START.value,
+        status=BuildStatus.SUCCEEDED,
+        reason=BuildReason.CLAIM.value,
+        initiator_id=actor.user_id or None,
+        template_version_id=current.template_version_id,
+        parameters=dict(current.parameters),
+        plan=plan,
+        ready_path="pool_claim",
+        timings={},
+        created_at=requested_at,
+        started_at=now,
+        completed_at=now,
+    )
+    db.add(build)
+    workspace.deadline = now + timedelta(seconds=workspace.ttl_seconds) if workspace.ttl_seconds else None
+    workspace.updated_at = now
     return build
 
 

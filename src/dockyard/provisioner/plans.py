@@ -39,7 +39,7 @@ def render_for(
     )
 
 
-def _git_plan(spec: GitSpec | None) -> GitPlan | None:
+def git_plan(spec: GitSpec | None) -> GitPlan | None:
     if spec is None or not spec.repo:
         return None
     # A template may write the repository literally rather than through a `git-url` parameter: the same
@@ -79,7 +79,7 @@ def make_plan(
             apps=tuple(
                 AppProcess(slug=app.slug, command=app.command) for app in rendered.apps if app.command
             ),
-            git=_git_plan(rendered.git),
+            git=git_plan(rendered.git),
         )
     build_spec = rendered.build
     return WorkspacePlan(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.store.models import WorkspaceBuild
 from dockyard.store.types import utcnow
-from dockyard_sdk.models import BuildStatus
+from dockyard_sdk.models import BuildReason, BuildStatus
 
 
 class Wakeup:
@@ -39,7 +39,10 @@ def claim(db: Session, worker: str) -> WorkspaceBuild | None:
     query = (
         select(WorkspaceBuild.id)
         .where(WorkspaceBuild.status == BuildStatus.PENDING)
-        .order_by(WorkspaceBuild.created_at)
+        # Warm pool builds go last: refilling a pool must never delay a user's create.
+        .order_by(
+            case((WorkspaceBuild.reason == BuildReason.PREBUILD.value, 1), else_=0), WorkspaceBuild.created_at
+        )
         .limit(1)
     )
     if db.get_bind().dialect.name == "postgresql":

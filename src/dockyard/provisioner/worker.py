@@ -64,6 +64,8 @@ class BuildContext:
         self.build_id = build_id
         self.stage = "queue"
         self.timings: dict[str, float] = {}
+        # The image the start ran (a build's tag): recorded on the stored plan, e.g. for a pool member.
+        self.image: str | None = None
         self._checked = time.monotonic()
 
     def log(self, line: str) -> None:
@@ -189,7 +191,7 @@ class Worker:
         if error:
             ctx.stage = "error" if status == BuildStatus.FAILED else "cancel"
             ctx.log(error)
-        self._finish(build_id, transition, status, error, ctx.timings)
+        self._finish(build_id, transition, status, error, ctx.timings, image=ctx.image)
 
     def _workspace_id(self, build_id: str) -> str:
         with self.sessions() as db:
@@ -238,6 +240,7 @@ class Worker:
             assert isinstance(built, str)
             image = built
         plan = plan.model_copy(update={"image": image})
+        ctx.image = image
         if self.agents is not None and plan.agent is not None:
             self.agents.open(plan.workspace_id, kind=plan.agent.link.kind, uid=plan.home.uid)
         observation = ctx.phase("container", lambda: self.runtime.start(plan, ctx.log))
@@ -284,6 +287,8 @@ class Worker:
         status: BuildStatus,
         error: str,
         timings: dict[str, float],
+        *,
+        image: str | None = None,
     ) -> None:
         with self.sessions() as db:
             build = db.get(WorkspaceBuild, build_id)
@@ -296,6 +301,8 @@ class Worker:
                 timings["total"] = round((now - build.created_at).total_seconds(), 4)
             # Dev container hooks may have added theirs already (the agent can be ready before this commit).
             build.timings = {**(build.timings or {}), **timings}
+            if image and build.plan and build.plan.get("image") != image:
+                build.plan = {**build.plan, "image": image}
             if transition == Transition.DELETE and status == BuildStatus.SUCCEEDED:
                 workspace = db.get(Workspace, build.workspace_id)
                 if workspace is not None:

@@ -188,6 +188,9 @@ class Workspace(Base):
     # The rendered template's resources at creation, so quotas add them up without rendering every template.
     cpu_millis: Mapped[int | None] = mapped_column(Integer)
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Set while the workspace is an unclaimed warm pool member: the preset it was made for (warmpool/prebuilds.py).
+    # A claim clears it in the same conditional UPDATE that moves the owner, so a member is claimed once.
+    prebuild_preset: Mapped[str | None] = mapped_column(String(64), index=True)
 
     owner: Mapped[User] = relationship(lazy="joined")
     template: Mapped[Template] = relationship(lazy="joined")
@@ -215,6 +218,9 @@ class WorkspaceBuild(Base):
     timings: Mapped[dict[str, Any]]
     # A start build's resolved plan (runtimes/plan.py), rendered once when its worker first runs it.
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # For a workspace's first build (create or claim): how it became ready (`cold`, `warm_network`,
+    # `pool_claim`), so the agent's `ready` adds the create-to-ready time to the timings and the histogram.
+    ready_path: Mapped[str | None] = mapped_column(String(16))
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     worker: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,6 +45,9 @@ def parse(text: str, *, allow_privileged: bool = False) -> TemplateManifest:
     problems = parameters.defaults_problems(manifest.parameters)
     if problems:
         raise ValidationFailed(f"{MANIFEST} is invalid.", _locate(problems, node))
+    problems = _prebuild_problems(manifest)
+    if problems:
+        raise ValidationFailed(f"{MANIFEST} has prebuilds the template cannot make.", _locate(problems, node))
     # Rendering with the defaults catches Jinja syntax errors and misspelt parameter names at push time.
     defaults = {p.name: p.default for p in manifest.parameters if p.default is not None}
     missing = {p.name: _placeholder(p.type) for p in manifest.parameters if p.default is None}
@@ -75,6 +79,30 @@ def parse(text: str, *, allow_privileged: bool = False) -> TemplateManifest:
             f"{MANIFEST} puts parameter values into a script unquoted.", _locate(problems, node)
         )
     return manifest
+
+
+def _prebuild_problems(manifest: TemplateManifest) -> list[Validation]:
+    """Each preset's values must be valid for the template (a create with them would be refused otherwise),
+    and no two presets may be equal (a create could not tell which pool to claim from)."""
+    problems: list[Validation] = []
+    seen: dict[str, int] = {}
+    for index, prebuild in enumerate(manifest.prebuilds):
+        values, found = parameters.validate(
+            manifest.parameters, prebuild.parameters, template_name=manifest.name
+        )
+        problems += [Validation(f"prebuilds.{index}.parameters.{p.field}", p.detail) for p in found]
+        if found:
+            continue
+        key = json.dumps(values, sort_keys=True, default=str)
+        if key in seen:
+            problems.append(
+                Validation(
+                    f"prebuilds.{index}.parameters",
+                    f"the same values as prebuilds[{seen[key]}]; merge them and add up their instances",
+                )
+            )
+        seen.setdefault(key, index)
+    return problems
 
 
 def _scripts(manifest: TemplateManifest) -> list[tuple[str, str]]:

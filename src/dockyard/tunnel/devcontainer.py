@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dockyard import logs as logging
 from dockyard.errors import DockyardError
 from dockyard.provisioner import events, logs
-from dockyard.store.models import DevcontainerStep, TemplateVersion, WorkspaceAgent, WorkspaceBuild
+from dockyard.store.models import DevcontainerStep, TemplateVersion, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.templates import devcontainers
 from dockyard.templates.devcontainer import variables
@@ -40,11 +40,17 @@ HOOK_TIMEOUT = 3600.0
 OUTPUT_KEPT = 64 * 1024
 
 
+# A warm pool member runs these before its claim (they prepare the content, not the user's session); the
+# claim runs the rest, the specification's "post" hooks.
+POOL_HOOKS = ("onCreateCommand", "updateContentCommand")
+
+
 @dataclass(frozen=True)
 class _Work:
     build_id: str
     plan: Plan
     done: frozenset[str]
+    pooled: bool = False
 
 
 class LifecycleHooks:
@@ -86,7 +92,9 @@ class LifecycleHooks:
                 )
             ).all()
             done = {hook for hook, by in rows if Step(hook, None).once or by == build.id}
-            return _Work(build.id, plan, frozenset(done))
+            workspace = db.get(Workspace, workspace_id)
+            pooled = workspace is not None and workspace.prebuild_preset is not None
+            return _Work(build.id, plan, frozenset(done), pooled)
 
     async def _run(self, workspace_id: str, work: _Work) -> None:
         try:
@@ -99,6 +107,8 @@ class LifecycleHooks:
         ready = False
         try:
             for step in plan.steps:
+                if work.pooled and step.hook not in POOL_HOOKS:
+                    break  # the member is ready for a claim, which runs the rest for its owner
                 if not await asyncio.to_thread(self._current, workspace_id, work.build_id):
                     return  # a newer start took over the workspace; its own run does the rest
                 if not ready and RUN_HOOKS.index(step.hook) > wait_index:

@@ -216,6 +216,14 @@ class AgentHub:
             return True
         return self._live_holder(workspace_id, self._holders) is not None
 
+    async def tell(self, workspace_id: str, message: dict[str, Any]) -> bool:
+        """Send a control message to an agent this replica holds; False when it holds none."""
+        session = self._agents.get(workspace_id)
+        if session is None or session.closed:
+            return False
+        await session.send(message)
+        return True
+
     def verify_relay(self, token: str, workspace_id: str) -> str | None:
         """The replica that signed a relay token for this workspace, or None."""
         return replicas.verify_relay_token(self._relay_key, token, workspace_id)

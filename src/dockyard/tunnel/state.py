@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.accounts.actor import Actor
 from dockyard.gitauth import broker
-from dockyard.provisioner import logs, tasks
+from dockyard.provisioner import logs, metrics, tasks
 from dockyard.provisioner.agents import SETTLED, STALE_AFTER, limits_reason, reset, to_wire
 from dockyard.provisioner.lifetimes import ACTIVITY_EVERY, ACTIVITY_HEARTBEAT
 from dockyard.runtimes.plan import AgentPlan, WorkspacePlan
@@ -45,8 +45,13 @@ def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any
         if workspace is None or workspace.deleted:
             return None
         plan = _latest_plan(db, workspace)
+        pooled = workspace.prebuild_preset is not None
     agent = plan.agent if plan is not None else None
-    return (agent or AgentPlan()).welcome()
+    welcome = (agent or AgentPlan()).welcome()
+    if pooled:
+        # A warm pool member clones after its claim, with its owner's credentials (tunnel/claims.py).
+        welcome["git"] = None
+    return welcome
 
 
 def _latest_plan(db: Session, workspace: Workspace) -> WorkspacePlan | None:
@@ -158,7 +163,23 @@ def lifecycle(
             row.ready_at = row.ready_at or now
             row.exit_code = exit_code
             row.error = error[:2000] if error else None
+        ready = _time_to_ready(db, row.build_id) if value == wire.AgentLifecycle.READY else None
         db.commit()
+    if ready is not None:
+        metrics.READY.labels(*ready[:2]).observe(ready[2])
+
+
+def _time_to_ready(db: Session, build_id: str | None) -> tuple[str, str, float] | None:
+    """For a workspace's first build (a create or a claim): the create-to-ready time, once, in its timings.
+    Returns the histogram's labels and value."""
+    build = db.get(WorkspaceBuild, build_id) if build_id else None
+    if build is None or build.ready_path is None or "ready" in (build.timings or {}):
+        return None
+    seconds = round((utcnow() - build.created_at).total_seconds(), 4)
+    build.timings = {**(build.timings or {}), "ready": seconds}
+    workspace = db.get(Workspace, build.workspace_id)
+    template = workspace.template.name if workspace is not None else ""
+    return template, build.ready_path, seconds
 
 
 def append_log(sessions: sessionmaker[Session], workspace_id: str, source: str, lines: list[str]) -> None:

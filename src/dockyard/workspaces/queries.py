@@ -25,6 +25,8 @@ class Loaded:
 
     workspace: Workspace
     build: WorkspaceBuild
+    # Set when a create claimed a warm pool member: what the agent is to be told (tunnel/claims.py).
+    claim: dict[str, Any] | None = None
 
 
 def readable(actor: Actor) -> ColumnElement[bool]:
@@ -116,7 +118,8 @@ class Filters:
 
 
 def _filtered(query: Q, actor: Actor, build: type[WorkspaceBuild], filters: Filters) -> Q:
-    query = query.where(readable(actor))
+    # Unclaimed warm pool members are the pool's, shown by `/prebuilds`, not anyone's workspaces yet.
+    query = query.where(readable(actor), Workspace.prebuild_preset.is_(None))
     if not filters.include_deleted:
         query = query.where(Workspace.deleted.is_(False))
     if filters.owner:

@@ -4,6 +4,7 @@ re-exported here, so callers import the one service module."""
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -12,15 +13,18 @@ from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
-from dockyard.provisioner import builds, events, idempotency_keys, lifetimes, queue, quotas
+from dockyard.provisioner import builds, events, idempotency_keys, lifetimes, metrics, plans, queue, quotas
 from dockyard.provisioner.plans import render_for
 from dockyard.runtimes.base import HostCapacity, network_class
+from dockyard.runtimes.plan import WorkspacePlan
 from dockyard.store import audit
-from dockyard.store.models import Template, TemplateVersion, User
+from dockyard.store.models import Template, TemplateVersion, User, WorkspaceAgent, new_id
 from dockyard.store.models import Workspace as Workspace
 from dockyard.store.models import WorkspaceBuild as WorkspaceBuild
+from dockyard.store.types import utcnow
 from dockyard.templates import parameters as parameter_rules
 from dockyard.templates import service as templates
+from dockyard.warmpool import prebuild_pool, prebuilds
 from dockyard.warmpool import store as warmnetworks
 from dockyard.workspaces.convert import build_to_wire as build_to_wire
 from dockyard.workspaces.convert import builds_to_wire as builds_to_wire
@@ -100,6 +104,7 @@ def create(
 
     With an idempotency claim, the key is inserted in that same transaction: of two concurrent retries only
     one commits, and the other returns what it made (`idempotency_keys.replay`)."""
+    requested_at = utcnow()
     actor.require(wire.Scope.TEMPLATE_USE)
     quotas.check_create_rate(db, actor)
     template, version = _resolve_template(db, actor, request)
@@ -150,6 +155,25 @@ def create(
     workspace.ttl_seconds = ttl
     if rendered.lifetime.idle_timeout:
         workspace.idle_timeout_seconds = int(parse_duration(rendered.lifetime.idle_timeout).total_seconds())
+    preset = prebuilds.matching(template, version, values) if manifest.prebuilds else None
+    if manifest.prebuilds and preset is None:
+        metrics.MISSES.labels(template.name, "no_preset").inc()
+    if preset is not None:
+        member = prebuilds.claim(db, preset)
+        if member is not None:
+            return _claimed(
+                db,
+                actor,
+                member,
+                request_name=request.name,
+                blueprint=workspace,
+                manifest=manifest,
+                owner=owner,
+                requested_at=requested_at,
+                idempotency=idempotency,
+                template=template,
+                version=version,
+            )
     # A warm network made for a future workspace id: taking the id takes the network (rolled back with us).
     warm_id = warmnetworks.claim(db, network_class(rendered.network.egress.value))
     if warm_id is not None:
@@ -167,6 +191,7 @@ def create(
             commit=False,
             record_audit=False,
         )
+        build.ready_path = metrics.WARM_NETWORK if warm_id is not None else metrics.COLD
         audit.record(
             db,
             actor,
@@ -191,6 +216,105 @@ def create(
     queue.wakeup.notify()
     events.job_queued(db, build.id)
     return Loaded(workspace, build)
+
+
+def _claimed(
+    db: Session,
+    actor: Actor,
+    member: Workspace,
+    *,
+    request_name: str | None,
+    blueprint: Workspace,
+    manifest: TemplateManifest,
+    owner: User,
+    requested_at: datetime,
+    idempotency: idempotency_keys.Claim | None,
+    template: Template,
+    version: TemplateVersion,
+) -> Loaded:
+    """Hand a claimed pool member to its new owner in the create's transaction: ownership, name, lifetime and
+    the plan move; the container keeps running and its agent stays connected (tunnel/claims.py then tells it
+    the owner's environment and runs what is the user's: the clone with their credentials, dev container
+    postCreate/postStart). The container's labels and hostname keep the pool's values, since Docker cannot
+    change them on a running container: ownership lives in the database, and every listing filters by it."""
+    current = builds.latest(db, member)
+    # Both: the relationship for the answer's owner name, the column for the quota check before the flush.
+    member.owner = owner
+    member.owner_id = owner.id
+    member.organization_id = actor.organization_id
+    if request_name is not None:
+        member.name = request_name
+    member.ttl_seconds = blueprint.ttl_seconds
+    member.idle_timeout_seconds = blueprint.idle_timeout_seconds
+    member.created_by_token_id = actor.token_id
+    member.created_at = requested_at
+    member.last_used_at = None
+    rendered = render_for(manifest, member.parameters, workspace=member, owner=owner)
+    pooled = WorkspacePlan.from_stored(current.plan or {})
+    git = plans.git_plan(rendered.git)
+    agent = pooled.agent.model_copy(update={"git": git}) if pooled.agent is not None else None
+    build_id = new_id()
+    plan = pooled.model_copy(
+        update={
+            "name": member.name,
+            "owner": owner.username,
+            "owner_id": owner.id,
+            "build_id": build_id,
+            "env": {
+                **pooled.env,
+                **rendered.env,
+                "DOCKYARD_WORKSPACE_NAME": member.name,
+                "DOCKYARD_WORKSPACE_OWNER": owner.username,
+            },
+            "agent": agent,
+        }
+    )
+    build = builds.claim_build(db, member, actor=actor, plan=plan.stored(), requested_at=requested_at)
+    build.id = build_id
+    # The user's part runs after the claim: the workspace counts as ready when it has (the agent says so).
+    waits = git is not None or manifest.devcontainer is not None
+    agent_row = db.get(WorkspaceAgent, member.id)
+    if agent_row is not None:
+        agent_row.build_id = build_id
+        if waits:
+            agent_row.lifecycle = wire.AgentLifecycle.STARTING.value
+            agent_row.ready_at = None
+    audit.record(
+        db,
+        actor,
+        "workspace.create",
+        resource_type="workspace",
+        resource_id=member.id,
+        resource_name=member.name,
+        status_code=201,
+        detail={"template": template.name, "version": version.number, "claimed": True},
+    )
+    if idempotency is not None:
+        idempotency_keys.record(db, idempotency, workspace_id=member.id)
+    seconds = round((utcnow() - requested_at).total_seconds(), 4)
+    build.timings = {"claim": seconds, **({} if waits else {"ready": seconds})}
+    try:
+        db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise Conflict(
+            f"You already have a workspace named {member.name!r}.",
+            validations=[Validation("name", f"{member.name!r} is taken")],
+        ) from exc
+    metrics.CLAIMS.labels(template.name).inc()
+    metrics.CLAIM_SECONDS.labels(template.name).observe(seconds)
+    if not waits:
+        metrics.READY.labels(template.name, metrics.POOL_CLAIM).observe(seconds)
+    events.changed(db, member.id)
+    prebuild_pool.wake()
+    message = {
+        "type": "claim",
+        "env": plan.env,
+        "git": git.welcome() if git is not None else None,
+        "startup_timeout": agent.startup_timeout_seconds if agent is not None else 0,
+        "hooks": manifest.devcontainer is not None,
+    }
+    return Loaded(member, build, claim=message)
 
 
 def update(db: Session, actor: Actor, workspace: Workspace, request: wire.UpdateWorkspaceRequest) -> Loaded:

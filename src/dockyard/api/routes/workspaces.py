@@ -5,16 +5,18 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, format_sse_event
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from dockyard.accounts.actor import Actor
-from dockyard.api.deps import BuildParam, DbSession, RuntimeDep, UserParam, WorkspaceParam, scoped
+from dockyard.api.deps import BuildParam, DbSession, HubDep, RuntimeDep, UserParam, WorkspaceParam, scoped
 from dockyard.errors import Validation, ValidationFailed
 from dockyard.provisioner import builds, deadlines, events, idempotency_keys, logs, schedules, tasks
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
+from dockyard.tunnel import claims
 from dockyard.tunnel import state as agent_state
 from dockyard.workspaces import service as workspaces
 from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES
@@ -41,6 +43,7 @@ def create_workspace(
     body: wire.CreateWorkspaceRequest,
     db: DbSession,
     runtime: RuntimeDep,
+    hub: HubDep,
     response: Response,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_CREATE)],
     idempotency_key: Annotated[
@@ -60,6 +63,9 @@ def create_workspace(
             response.headers["Idempotent-Replayed"] = "true"
             return workspaces.to_wire(db, workspaces.load(db, earlier))
     loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime), idempotency=claim)
+    if loaded.claim is not None:
+        # Before answering: a client that execs right after the create must find the owner's environment.
+        anyio.from_thread.run(claims.after_claim, hub, loaded.workspace.id, loaded.claim)
     return workspaces.to_wire(db, loaded)
 
 
