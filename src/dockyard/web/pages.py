@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -139,6 +140,8 @@ def workspaces_page(
     actor: PageActor,
     status: Annotated[str, Query(max_length=16)] = "",
     template: Annotated[str, Query(max_length=64)] = "",
+    owner: Annotated[str, Query(max_length=64)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
     try:
         actor.require(Scope.WORKSPACE_READ)
@@ -148,15 +151,30 @@ def workspaces_page(
     except ValueError:
         wanted = None
         status = ""
-    rows, count = workspaces.search(db, actor, template=template or None, status=wanted, limit=200)
+    rows, count = workspaces.search(
+        db,
+        actor,
+        template=template or None,
+        owner=owner or None,
+        status=wanted,
+        limit=live.PAGE_SIZE,
+        offset=(page - 1) * live.PAGE_SIZE,
+    )
     listed = workspaces.to_wire_many(db, rows)
     catalog = templates_service.visible(actor, templates_service.catalog.load(db, actor))
+    filters = {k: v for k, v in (("status", status), ("template", template), ("owner", owner)) if v}
     context = {
         "workspaces": listed,
         "count": count,
         "status": status,
         "template": template,
+        "owner": owner,
         "templates": catalog,
+        "page": page,
+        "first": (page - 1) * live.PAGE_SIZE + 1,
+        "pages": max(1, -(-count // live.PAGE_SIZE)),
+        "query": urlencode(filters),
+        "events_query": urlencode({k: v for k, v in (*filters.items(), ("page", page)) if k != "status"}),
     }
     return render(request, "workspaces.html", context, actor=actor)
 
