@@ -32,8 +32,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from api import say, server  # noqa: E402
 from list import cpu_seconds, percentile, seed  # noqa: E402
+
+from api import say, server  # noqa: E402
 
 TARGET_P50_MS = 50.0
 CHROMIUM = "/usr/bin/chromium"
@@ -111,9 +112,8 @@ def pages(args: argparse.Namespace) -> bool:
 
 
 def terminal(args: argparse.Namespace) -> None:
-    from playwright.sync_api import expect, sync_playwright
-
     from livesrv import start_live_server, stop_live_server
+    from playwright.sync_api import expect, sync_playwright
 
     live = start_live_server(subnets="10.247.0.0/16")
     try:
