@@ -61,6 +61,10 @@ def create_args(
                 docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
                 for m in spec.mounts
             ),
+            *(
+                docker.types.Mount(target=v.target, source=v.name, type="volume", read_only=v.read_only)
+                for v in spec.volumes
+            ),
         ],
         "init": True,
         "nano_cpus": nano_cpus,
@@ -101,6 +105,9 @@ def config_hash(spec: WorkspaceSpec, image_id: str, nano_cpus: int) -> str:
         "mounts": [[m.source, m.target, m.read_only] for m in spec.mounts],
         "files": sorted((path, hashlib.sha256(data).hexdigest()) for path, data in spec.files.items()),
     }
+    if spec.volumes:
+        # Only when there are some: the hash of every existing container stays what it was.
+        config["volumes"] = [[v.name, v.target, v.read_only] for v in spec.volumes]
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
 
 
