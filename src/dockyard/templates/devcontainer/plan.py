@@ -298,8 +298,9 @@ def _mounts(
             refuse(path, f"target {target} would hide the workspace's own files ({', '.join(_RESERVED)})")
             continue
         if kind == "volume":
-            # An anonymous volume gets a name from its target, so that a restart finds it again.
-            name = source or "anon" + target.replace("/", "-")
+            # An anonymous volume gets a name from its target, so that a restart finds it again. The runtime
+            # makes every name unique to the workspace, which is what `${devcontainerId}` is for in a name.
+            name = source.replace("${devcontainerId}", "dc") or "anon" + target.replace("/", "-")
             if not _VOLUME.match(name):
                 refuse(path, f"volume name {name!r} is not a Docker volume name")
                 continue
