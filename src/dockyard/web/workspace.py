@@ -19,7 +19,6 @@ from dockyard.api.deps import DbSession
 from dockyard.apps import service as apps_service
 from dockyard.errors import DockyardError, Validation
 from dockyard.provisioner import restart
-from dockyard.store.models import TemplateVersion
 from dockyard.templates import service as templates_service
 from dockyard.web import session
 from dockyard.web.create import MAX_FIELDS, values_from_form
@@ -47,9 +46,8 @@ def text_of(value: Any) -> str:
 
 def mutable_specs(db: Session, workspace: wire.Workspace) -> list[ParameterSpec]:
     """The parameters of the version the workspace will start with next that may still change."""
-    version = db.get(TemplateVersion, workspace.template_version_id)
-    if version is None:  # pragma: no cover - a workspace's version is never deleted
-        return []
+    template = workspaces.load_id(db, workspace.id).workspace.template
+    version = templates_service.get_version(db, template, workspace.template_version_id)
     manifest = templates_service.version_to_wire(version).manifest
     return [spec for spec in manifest.parameters if spec.mutable]
 
