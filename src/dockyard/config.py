@@ -36,6 +36,8 @@ class Settings:
     kubernetes_host_paths: bool = False
     # Let template overlays ask for privileged containers, root, added capabilities and host folders.
     kubernetes_allow_privileged: bool = False
+    # Host folders (and what is under them) that dev container `mounts` may bind; none by default.
+    devcontainer_host_binds: list[str] = field(default_factory=list)
     # The operator's word that the cluster's network plugin enforces NetworkPolicies (egress none/allowlist).
     kubernetes_policies_enforced: bool = False
     # Docker hands out ~30 bridge networks from its default pools; workspaces get /28s from this range instead.

@@ -79,7 +79,12 @@ CASES = [
         ".devcontainer/devcontainer.json asks for what Dockyard cannot honour.",
         [
             ("runArgs[2]", "'--privileged' runs the container privileged, which workspaces may not", 3),
-            ("mounts[0]", "binds from the host are refused (no admin setting allows them here)", 4),
+            (
+                "mounts[0]",
+                "binds from the host are refused: /etc is not in a folder an admin allows "
+                "(dockyard server --devcontainer-allow-host-bind PATH)",
+                4,
+            ),
         ],
     ),
     (

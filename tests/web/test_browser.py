@@ -16,7 +16,13 @@ from tests.web.conftest import PASSWORD
 PARAMETERS = [
     {"name": "branch", "type": "string", "default": "main", "description": "Branch to check out"},
     {"name": "size", "type": "string", "default": "small", "options": ["small", "large"]},
-    {"name": "ttl_hours", "type": "number", "default": 4, "validation": {"min": 1, "max": 24}},
+    {
+        "name": "ttl_hours",
+        "type": "number",
+        "default": 4,
+        "mutable": True,
+        "validation": {"min": 1, "max": 24},
+    },
 ]
 
 
@@ -88,7 +94,7 @@ def test_the_dashboard_journey(wh: Harness, served: str, chromium: Any, tmp_path
     row.get_by_role("link", name="demo").click()
     expect(page.locator("#ws-status")).to_have_text("stopped")
     expect(page.locator("#ssh-command")).to_have_value("ssh dockyard.demo")
-    page.get_by_role("button", name="Start").click()
+    page.get_by_role("button", name="Start", exact=True).click()
     expect(page.locator("#ws-status")).to_have_text("running", timeout=20_000)
     expect(page.locator("#ws-build")).to_contain_text("start: succeeded")
     # The log follows the new build, line by line as the API stores them.
@@ -100,6 +106,23 @@ def test_the_dashboard_journey(wh: Harness, served: str, chromium: Any, tmp_path
     assert stored, "the fake runtime's build wrote no log lines"
     expect(log).to_contain_text(f"[{stored[-1]['stage']}] {stored[-1]['output'].rstrip()}")
     _shot(page, tmp_path, "workspace")
+
+    # The mutable parameter's form: the API's message at the field, then "Restart now" applies a valid value.
+    expect(page.locator("#ws-parameters")).not_to_contain_text("size")
+    page.get_by_label("ttl_hours").fill("30")
+    page.get_by_role("button", name="Save parameters").click()
+    expect(page.locator("#p-ttl_hours-error")).to_have_text("30 is above the maximum 24")
+    expect(page.get_by_label("ttl_hours")).to_have_value("30")
+    assert alice.get_workspace(created.id).parameters["ttl_hours"] == 4
+    page.get_by_label("ttl_hours").fill("6")
+    page.get_by_label("Restart now to apply them").check()
+    page.get_by_role("button", name="Save parameters").click()
+    expect(page.locator("#ws-build")).to_contain_text(f"#{build.number + 2} start: succeeded", timeout=30_000)
+    expect(page.locator("#ws-status")).to_have_text("running")
+    expect(page.locator("#ws-params")).to_contain_text("6")
+    # Restart from the page: a stop and a start, followed live.
+    page.get_by_role("button", name="Restart", exact=True).click()
+    expect(page.locator("#ws-build")).to_contain_text(f"#{build.number + 4} start: succeeded", timeout=30_000)
     alice.stop_workspace(created.id)
     expect(page.locator("#ws-status")).to_have_text("stopped", timeout=20_000)
 

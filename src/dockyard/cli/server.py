@@ -188,6 +188,15 @@ def server(
     kubernetes_host_paths: kubeflags.HostPaths = False,
     kubernetes_allow_privileged: kubeflags.AllowPrivileged = False,
     kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
+    devcontainer_host_binds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--devcontainer-allow-host-bind",
+            envvar="DOCKYARD_DEVCONTAINER_ALLOW_HOST_BIND",
+            help="A host folder that dev container `mounts` may bind (it and what is under it; repeatable). "
+            "Binds from the host are refused by default.",
+        ),
+    ] = None,
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
@@ -249,6 +258,7 @@ def server(
         kubernetes_host_paths=kubernetes_host_paths,
         kubernetes_allow_privileged=kubernetes_allow_privileged,
         kubernetes_policies_enforced=kubernetes_policies_enforced,
+        devcontainer_host_binds=[p for v in devcontainer_host_binds or [] for p in v.split(",") if p],
     )
     try:
         host, port = settings.host_port

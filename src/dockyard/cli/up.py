@@ -79,7 +79,8 @@ def up(
         config_file = os.path.relpath(location.path, folder.resolve()).replace(os.sep, "/")
         files = _files(folder, only_devcontainer=url is not None)
         try:
-            plan = plans.read(files, config_file, workspace_name=template_name, env={})
+            # Binds are the server's to allow (--devcontainer-allow-host-bind): its push decides.
+            plan = plans.read(files, config_file, workspace_name=template_name, env={}, host_binds=None)
         except DockyardError as exc:
             raise _cli_error(exc) from exc
         manifest = _manifest(template_name, config_file, url=url, workspace_folder=plan.workspace_folder)

@@ -13,6 +13,7 @@ from dockyard.runtimes.plan import (
     AppPort,
     AppProcess,
     Egress,
+    ExtraMount,
     GitPlan,
     Home,
     ImageBuild,
@@ -113,4 +114,13 @@ def make_plan(
         agent=agent,
         apps=tuple(AppPort(slug=app.slug, port=app.port, share=app.share.value) for app in rendered.apps),
         kubernetes_pod=dict(rendered.kubernetes.pod) if rendered.kubernetes is not None else {},
+        mounts=tuple(
+            ExtraMount(
+                target=m.target,
+                volume=m.source if m.kind == "volume" else "",
+                host_path=m.source if m.kind == "bind" else "",
+                read_only=m.read_only,
+            )
+            for m in (devcontainer.mounts if devcontainer is not None else ())
+        ),
     )

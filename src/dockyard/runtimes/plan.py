@@ -153,6 +153,17 @@ class AgentPlan(_Frozen):
         }
 
 
+class ExtraMount(_Frozen):
+    """A folder beyond the home: a named volume of this workspace (kept across stops, removed with it), or a host
+    folder an admin allowed (dev container `mounts`)."""
+
+    target: str
+    # The volume's name within the workspace; the runtime makes it unique to the workspace.
+    volume: str = ""
+    host_path: str = ""
+    read_only: bool = False
+
+
 class ImageBuild(_Frozen):
     """A Dockerfile among the template version's files (stored once per content hash)."""
 
@@ -198,6 +209,7 @@ class WorkspacePlan(_Frozen):
     # The template's pod-spec overlay (`kubernetes.pod`, checked at push): only the Kubernetes runtime reads it,
     # others ignore it, so that a template stays portable.
     kubernetes_pod: dict[str, Any] = Field(default_factory=dict)
+    mounts: tuple[ExtraMount, ...] = ()
 
     def workload(self) -> tuple[str, ...]:
         if self.command is not None:
@@ -235,6 +247,8 @@ class Capabilities(_Frozen):
     host_isolation: bool = False
     # `prepare_network` makes a network ahead of a workspace (the warm-network pool).
     prepared_networks: bool = False
+    # `WorkspacePlan.mounts`: extra named volumes and allowed host folders.
+    extra_mounts: bool = False
 
     def refusal(self, plan: WorkspacePlan) -> str:
         """Why this runtime cannot run `plan` as written, or "" when it can."""
@@ -249,6 +263,9 @@ class Capabilities(_Frozen):
                     f"This runtime's egress allow-lists match addresses and CIDRs only; {names[0]!r} names a "
                     "host, which needs an egress proxy (the Docker runtime has one)."
                 )
+
+        if plan.mounts and not self.extra_mounts:
+            return "This runtime cannot mount the dev container's `mounts`."
         if plan.agent is not None and plan.agent.link.kind not in self.agent_links:
             return f"This runtime cannot give an agent a {plan.agent.link.kind.value} link."
         return ""

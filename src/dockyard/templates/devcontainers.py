@@ -23,7 +23,8 @@ def plan_of(files: TemplateFiles, manifest: TemplateManifest) -> plans.Plan | No
     if manifest.devcontainer is None:
         return None
     data = {path: f.data for path, f in files.files.items() if f.link is None}
-    return plans.read(data, manifest.devcontainer, workspace_name=manifest.name, env={})
+    # Binds were checked against the admin's folders when the version was pushed.
+    return plans.read(data, manifest.devcontainer, workspace_name=manifest.name, env={}, host_binds=None)
 
 
 def plan_for(db: Session, version: TemplateVersion) -> plans.Plan | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -118,7 +119,9 @@ def _placeholder(kind: str) -> Any:
     return {"number": 1, "bool": False, "list(string)": []}.get(kind, "x")
 
 
-def load(files: TemplateFiles, *, allow_privileged: bool = False) -> TemplateManifest:
+def load(
+    files: TemplateFiles, *, allow_privileged: bool = False, host_binds: Sequence[str] = ()
+) -> TemplateManifest:
     """The manifest of a template's files, checked against the files it names."""
     try:
         text = files.text(MANIFEST)
@@ -150,5 +153,7 @@ def load(files: TemplateFiles, *, allow_privileged: bool = False) -> TemplateMan
     if manifest.devcontainer is not None:
         # Everything the configuration asks for is checked now, so that no workspace fails on it later.
         data = {path: f.data for path, f in files.files.items() if f.link is None}
-        devcontainer_plan.read(data, manifest.devcontainer, workspace_name=manifest.name, env={})
+        devcontainer_plan.read(
+            data, manifest.devcontainer, workspace_name=manifest.name, env={}, host_binds=host_binds
+        )
     return manifest

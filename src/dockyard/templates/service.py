@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -216,8 +217,9 @@ def create(
     name: str | None = None,
     message: str = "",
     allow_privileged: bool = False,
+    host_binds: Sequence[str] = (),
 ) -> Template:
-    parsed = manifest.load(files, allow_privileged=allow_privileged)
+    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
     name = name or parsed.name
     if db.scalar(
         select(Template.id).where(Template.organization_id == actor.organization_id, Template.name == name)
@@ -267,12 +269,14 @@ def create_version(
     message: str = "",
     activate: bool = True,
     allow_privileged: bool = False,
+    host_binds: Sequence[str] = (),
 ) -> tuple[TemplateVersion, bool]:
     """Push files as a new version. Identical content returns the existing version (created=False).
 
-    `allow_privileged`: the admin lets Kubernetes pod overlays loosen isolation (`--kubernetes-allow-privileged`).
+    `allow_privileged`: the admin lets Kubernetes pod overlays loosen isolation (`--kubernetes-allow-privileged`);
+    `host_binds`: the host folders dev container bind mounts may use (`--devcontainer-allow-host-bind`).
     """
-    parsed = manifest.load(files, allow_privileged=allow_privileged)
+    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
     content_hash = files.content_hash
     version = db.scalar(
         select(TemplateVersion).where(

@@ -54,7 +54,7 @@ def _initial(spec: ParameterSpec) -> str:
     return str(spec.default)
 
 
-def _values(specs: list[ParameterSpec], form: FormData) -> tuple[dict[str, Any], dict[str, str]]:
+def values_from_form(specs: list[ParameterSpec], form: FormData) -> tuple[dict[str, Any], dict[str, str]]:
     """Parameter values to send (blank means "not given", so defaults apply) and the raw text to show again."""
     sent: dict[str, Any] = {}
     typed: dict[str, str] = {}
@@ -133,7 +133,7 @@ async def create(request: Request, db: DbSession, runtime: RuntimeDep, actor: Pa
         found, specs = _specs(db, actor, str(form.get("template") or "")[:64])
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    sent, typed = _values(specs, form)
+    sent, typed = values_from_form(specs, form)
     name = str(form.get("name") or "").strip()
     try:
         body = wire.CreateWorkspaceRequest(template=found.id, name=name or None, parameters=sent)

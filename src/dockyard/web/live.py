@@ -24,14 +24,25 @@ router = APIRouter(include_in_schema=False)
 
 # Changes made in this process wake the stream at once; this is the fallback for other processes' builds.
 POLL_SECONDS = 2.0
-MAX_ROWS = 200
+# The list page's page size: rendering 200 rows cost ~65 ms of CPU here, 50 about a quarter of it.
+PAGE_SIZE = 50
 
 Row = dict[str, str]
 
 
-def snapshot(sessions: sessionmaker[Session], actor: Actor, template: str | None) -> dict[str, Row]:
+def snapshot(
+    sessions: sessionmaker[Session],
+    actor: Actor,
+    template: str | None,
+    *,
+    owner: str | None = None,
+    page: int = 1,
+) -> dict[str, Row]:
+    """The rows of one page of the list, as the page shows them (its filters but status, which rows leave)."""
     with sessions() as db:
-        rows, _ = workspaces.search(db, actor, template=template, limit=MAX_ROWS)
+        rows, _ = workspaces.search(
+            db, actor, template=template, owner=owner, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        )
         found = {}
         for loaded in rows:
             status, reason = derive(loaded.workspace, loaded.build)
@@ -62,6 +73,8 @@ async def workspace_events(
     request: Request,
     actor: Annotated[Actor, Depends(page_actor)],
     template: Annotated[str, Query(max_length=64)] = "",
+    owner: Annotated[str, Query(max_length=64)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> EventSourceResponse:
     """`event: workspace` with a row's id, status, reason and latest build whenever one changes; a row that
     disappears is sent once as `deleted`. The first events describe every row."""
@@ -71,7 +84,9 @@ async def workspace_events(
     async def stream() -> AsyncIterator[bytes]:
         last: dict[str, Row] = {}
         while not await request.is_disconnected():
-            current = await run_in_threadpool(snapshot, sessions, actor, template or None)
+            current = await run_in_threadpool(
+                lambda: snapshot(sessions, actor, template or None, owner=owner or None, page=page)
+            )
             for key, row in current.items():
                 if last.get(key) != row:
                     yield format_sse_event(data_str=json.dumps(row), event="workspace")

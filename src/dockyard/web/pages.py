@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -12,11 +13,10 @@ from pydantic import ValidationError
 from dockyard.accounts import tokens, users
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, client_ip
-from dockyard.apps import service as apps_service
 from dockyard.errors import DockyardError, NotFound, Unauthorized
 from dockyard.provisioner import builds
 from dockyard.templates import service as templates_service
-from dockyard.web import account, admin, apps, create, live, session
+from dockyard.web import account, admin, apps, create, live, session, workspace
 from dockyard.web.assets import static_files
 from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, LoginRequired, page_actor
@@ -41,6 +41,8 @@ def install(app: FastAPI) -> None:
     app.include_router(apps.router)
     app.include_router(account.router)
     app.include_router(admin.router)
+    # Before `router`: its `POST /workspaces/{ref}/{action}` would take restart, update and parameters.
+    app.include_router(workspace.router)
     app.include_router(router)
     app.add_exception_handler(LoginRequired, _login_required)
 
@@ -138,6 +140,8 @@ def workspaces_page(
     actor: PageActor,
     status: Annotated[str, Query(max_length=16)] = "",
     template: Annotated[str, Query(max_length=64)] = "",
+    owner: Annotated[str, Query(max_length=64)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
     try:
         actor.require(Scope.WORKSPACE_READ)
@@ -147,15 +151,30 @@ def workspaces_page(
     except ValueError:
         wanted = None
         status = ""
-    rows, count = workspaces.search(db, actor, template=template or None, status=wanted, limit=200)
+    rows, count = workspaces.search(
+        db,
+        actor,
+        template=template or None,
+        owner=owner or None,
+        status=wanted,
+        limit=live.PAGE_SIZE,
+        offset=(page - 1) * live.PAGE_SIZE,
+    )
     listed = workspaces.to_wire_many(db, rows)
     catalog = templates_service.visible(actor, templates_service.catalog.load(db, actor))
+    filters = {k: v for k, v in (("status", status), ("template", template), ("owner", owner)) if v}
     context = {
         "workspaces": listed,
         "count": count,
         "status": status,
         "template": template,
+        "owner": owner,
         "templates": catalog,
+        "page": page,
+        "first": (page - 1) * live.PAGE_SIZE + 1,
+        "pages": max(1, -(-count // live.PAGE_SIZE)),
+        "query": urlencode(filters),
+        "events_query": urlencode({k: v for k, v in (*filters.items(), ("page", page)) if k != "status"}),
     }
     return render(request, "workspaces.html", context, actor=actor)
 
@@ -166,27 +185,16 @@ def _load(db: DbSession, actor: Actor, ref: str) -> wire.Workspace:
     return workspaces.to_wire(db, workspaces.load(db, row))
 
 
-def _apps(request: Request, db: DbSession, workspace: wire.Workspace) -> list[wire.WorkspaceApp]:
-    from dockyard.api.routes.apps import base_url
-
-    return apps_service.list_apps(
-        db,
-        workspaces.load_id(db, workspace.id).workspace,
-        base_url=base_url(request),
-        wildcard=request.app.state.apps_wildcard,
-        checker=getattr(request.app.state, "apps_health", None),
-    )
-
-
 @router.get("/workspaces/{ref}")
 def workspace_page(request: Request, db: DbSession, actor: PageActor, ref: str) -> HTMLResponse:
     try:
-        workspace = _load(db, actor, ref[:80])
+        found = _load(db, actor, ref[:80])
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    return render(
-        request, "workspace.html", {"w": workspace, "apps": _apps(request, db, workspace)}, actor=actor
+    context = workspace.page_context(
+        db, found, apps=workspace.workspace_apps(request, db, found), saved=request.query_params.get("saved")
     )
+    return render(request, "workspace.html", context, actor=actor)
 
 
 @router.get("/workspaces/{ref}/terminal")
@@ -202,11 +210,11 @@ def terminal_page(
         # Not a terminal id this page made: open a fresh tab rather than fail the page.
         session = ""
     try:
-        workspace = _load(db, actor, ref[:80])
+        found = _load(db, actor, ref[:80])
         actor.require(Scope.WORKSPACE_CONNECT)
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    context = {"w": workspace, "session": session}
+    context = {"w": found, "session": session}
     return render(request, "terminal.html", context, actor=actor, inline_styles=True)
 
 
@@ -214,12 +222,12 @@ def terminal_page(
 def workspace_detail(request: Request, db: DbSession, actor: PageActor, ref: str) -> HTMLResponse:
     """The part of the workspace page that changes; the page swaps it in on each server-sent event."""
     try:
-        workspace = _load(db, actor, ref[:80])
+        found = _load(db, actor, ref[:80])
     except NotFound:
         return render(request, "_deleted.html", {}, actor=actor)
     except DockyardError as exc:
         return error_page(request, actor, exc)
-    context = {"w": workspace, "apps": _apps(request, db, workspace)}
+    context = {"w": found, "apps": workspace.workspace_apps(request, db, found)}
     return render(request, "_workspace_detail.html", context, actor=actor)
 
 

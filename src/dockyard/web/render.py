@@ -23,6 +23,19 @@ _env = Environment(
     lstrip_blocks=True,
 )
 _env.globals["static"] = static_url
+
+
+def size_text(size: int) -> str:
+    """Bytes in binary units, as templates write them (and `dockyard show` prints them): 512 MiB, 1.5 GiB."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} TiB"
+
+
+_env.filters["size"] = size_text
 _env.globals["statuses"] = [s.value for s in wire.WorkspaceStatus if s != wire.WorkspaceStatus.DELETED]
 pages = Jinja2Templates(env=_env)
 

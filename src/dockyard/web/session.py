@@ -72,7 +72,7 @@ async def page_actor(request: Request) -> Actor:
     """The logged-in user, from the session cookie only; anyone else is sent to log in and come back."""
     key = request.cookies.get(SESSION_COOKIE)
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    if request.method != "GET" or request.url.path.endswith(("/events", "/detail")):
+    if request.method != "GET" or request.url.path.endswith(("/events", "/detail", "/stats")):
         # Coming back to a form's target or a page fragment would be a 405 or a bare fragment: go home.
         here = "/workspaces"
     if not key:

@@ -15,7 +15,7 @@ import pytest
 from dockyard.errors import ValidationFailed
 from dockyard.templates.devcontainer import layer
 from dockyard.templates.devcontainer.features import Feature, option_env_name
-from dockyard.templates.devcontainer.plan import Port, Step, read
+from dockyard.templates.devcontainer.plan import Mount, Port, Step, read
 
 CONFIG = ".devcontainer/devcontainer.json"
 
@@ -133,7 +133,7 @@ def test_features_and_run_arguments_dockyard_cannot_honour() -> None:
                 "./opt": {"nope": 1},
             },
             "runArgs": ["--network=host", "--cap-add", "SYS_ADMIN", "--shm-size=1g"],
-            "mounts": [{"type": "volume", "source": "cache", "target": "/cache"}],
+            "mounts": [{"type": "bind", "source": "/etc", "target": "/cache"}],
             "remoteEnv": {"X": None},
         },
         **_feature("priv", {"id": "priv", "privileged": True}),
@@ -143,7 +143,11 @@ def test_features_and_run_arguments_dockyard_cannot_honour() -> None:
         ("runArgs[0]", "'--network=host' chooses the container's network, which workspaces may not"),
         ("runArgs[1]", "'--cap-add' adds capabilities, which workspaces may not"),
         ("runArgs[3]", "'--shm-size=1g' is not one of the run arguments Dockyard accepts (--env, --init)"),
-        ("mounts[0]", "volume mounts are not supported yet; the home folder persists"),
+        (
+            "mounts[0]",
+            "binds from the host are refused: /etc is not in a folder an admin allows "
+            "(dockyard server --devcontainer-allow-host-bind PATH)",
+        ),
         (
             'features["https://example.com/f.tgz"]',
             "feature https://example.com/f.tgz cannot be fetched: its registry example.com is not reachable "
@@ -206,3 +210,85 @@ def test_nothing_from_the_configuration_can_add_a_line_to_the_generated_dockerfi
         ('features["./f"]', "the feature's containerEnv name 'A\\nRUN x' is not a variable name"),
         ("workspaceFolder", "'/w\\nRUN curl evil' is not a plain absolute folder"),
     ]
+
+
+def test_mounts_in_both_forms_become_volumes_or_allowed_binds() -> None:
+    config = {
+        "image": "x",
+        "mounts": [
+            "source=cache-${devcontainerId},target=/cache,type=volume",
+            {"type": "volume", "target": "/var/lib/data"},
+            "type=bind,src=/srv/shared/data,dst=/data,readonly",
+            {"type": "bind", "source": "/srv/shared", "target": "/shared"},
+        ],
+    }
+    data = {CONFIG: json.dumps(config).encode()}
+    plan = read(data, CONFIG, workspace_name="repo", host_binds=["/srv/shared/"])
+    assert plan.mounts == (
+        Mount("volume", "/cache", "cache-dc"),
+        Mount("volume", "/var/lib/data", "anon-var-lib-data"),
+        Mount("bind", "/data", "/srv/shared/data", read_only=True),
+        Mount("bind", "/shared", "/srv/shared"),
+    )
+    # Without the admin's folder the binds are refused, each naming its property; nothing else is.
+    with pytest.raises(ValidationFailed) as info:
+        read(data, CONFIG, workspace_name="repo", host_binds=["/srv/other", "/"])
+    assert [(v.field, v.file, v.line) for v in info.value.validations] == [
+        ("mounts[2]", CONFIG, 1),
+        ("mounts[3]", CONFIG, 1),
+    ]
+    assert all("binds from the host are refused" in v.detail for v in info.value.validations)
+
+
+def test_mounts_dockyard_refuses() -> None:
+    problems = _problems(
+        {
+            "image": "x",
+            "mounts": [
+                "type=tmpfs,target=/tmp/x",
+                {"type": "volume", "source": "v", "target": "/home/dev/x"},
+                {"type": "volume", "source": "v", "target": "relative"},
+                {"type": "volume", "source": "bad name!", "target": "/x"},
+                "type=bind,source=/srv/../etc,target=/y",
+            ],
+        }
+    )
+    assert [(field, detail) for field, detail, _ in problems] == [
+        ("mounts[0]", "tmpfs mounts are not supported (volume, and bind where an admin allows it)"),
+        (
+            "mounts[1]",
+            "target /home/dev/x would hide the workspace's own files (/home, /run/dockyard, /proc, /sys, /dev)",
+        ),
+        ("mounts[2]", "target 'relative' is not a plain absolute folder"),
+        ("mounts[3]", "volume name 'bad name!' is not a Docker volume name"),
+        (
+            "mounts[4]",
+            "binds from the host are refused: /srv/../etc is not in a folder an admin allows "
+            "(dockyard server --devcontainer-allow-host-bind PATH)",
+        ),
+    ]
+
+
+def test_update_remote_user_uid_renumbers_the_remote_user_unless_turned_off() -> None:
+    files = {CONFIG: json.dumps({"image": "x", "remoteUser": "vscode"}).encode()}
+    plan = read(files, CONFIG, workspace_name="repo")
+    assert plan.update_remote_user_uid is True
+    dockerfile = _dockerfile(plan, files)
+    assert f"RUN {layer.update_uid_script('vscode')}" in dockerfile
+    assert "REMOTE_USER=vscode NEW_UID=1000 NEW_GID=1000;" in dockerfile
+
+    files = {
+        CONFIG: json.dumps({"image": "x", "remoteUser": "vscode", "updateRemoteUserUID": False}).encode()
+    }
+    plan = read(files, CONFIG, workspace_name="repo")
+    assert plan.update_remote_user_uid is False
+    assert "NEW_UID" not in _dockerfile(plan, files)
+    assert plan.notes == (
+        "updateRemoteUserUID false: the image's user keeps its uid, which must be the home volume's (1000)",
+    )
+
+
+def _dockerfile(plan: Any, files: dict[str, bytes]) -> str:
+    archive = layer.context(plan, files, base_image="sha256:abc", modes={})
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        return tar.extractfile(layer.DOCKERFILE).read().decode()  # type: ignore[union-attr]

@@ -136,10 +136,14 @@ async def create_template(
     """Create a template from an uploaded template folder; it becomes version v1."""
     files = await read_upload(request)
     privileged = request.app.state.settings.kubernetes_allow_privileged
+    binds = request.app.state.settings.devcontainer_host_binds
 
     def work() -> wire.Template:
         return service.to_wire(
-            db, service.create(db, actor, files, name=name, message=message, allow_privileged=privileged)
+            db,
+            service.create(
+                db, actor, files, name=name, message=message, allow_privileged=privileged, host_binds=binds
+            ),
         )
 
     return await run_in_threadpool(work)
@@ -193,10 +197,18 @@ async def create_version(
     """Push a new version. Pushing content identical to an existing version returns that version (200)."""
     files = await read_upload(request)
     privileged = request.app.state.settings.kubernetes_allow_privileged
+    binds = request.app.state.settings.devcontainer_host_binds
 
     def work() -> wire.TemplateVersion:
         version, created = service.create_version(
-            db, actor, template, files, message=message, activate=activate, allow_privileged=privileged
+            db,
+            actor,
+            template,
+            files,
+            message=message,
+            activate=activate,
+            allow_privileged=privileged,
+            host_binds=binds,
         )
         if not created:
             response.status_code = status.HTTP_200_OK

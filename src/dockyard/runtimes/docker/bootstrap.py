@@ -85,6 +85,14 @@ if [ "$(stat -c %u "$home")" != "$uid" ]; then
     fi
 fi
 
+# A new dev container volume is an empty folder of root's, as the home is: its top goes to the user too.
+hand_over() {
+    if [ "$(stat -c %u "$1")" = 0 ] && [ -z "$(ls -A "$1")" ]; then
+        chown "$uid:$gid" "$1" || failed "cannot hand $1 to $user"
+    fi
+}
+__VOLUMES__
+
 if [ "$sudo" = 1 ]; then
     command -v sudo >/dev/null 2>&1 || unusable "the template asks for sudo but the image has no sudo"
     mkdir -p /etc/sudoers.d
@@ -176,6 +184,7 @@ def script(spec: WorkspaceSpec) -> str:
         "__UNUSABLE__": str(EXIT_UNUSABLE_IMAGE),
         "__FAILED__": str(EXIT_SETUP_FAILED),
         "__FILES__": "\n".join(lines),
+        "__VOLUMES__": "\n".join(f"hand_over {_q(v.target)}" for v in spec.volumes if not v.read_only),
         "__COMMAND__": " ".join(_q(arg) for arg in spec.command),
         "__REQUIRE__": _require(spec.command[0]),
     }

@@ -65,6 +65,10 @@ def create_args(
                 docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
                 for m in spec.mounts
             ),
+            *(
+                docker.types.Mount(target=v.target, source=v.name, type="volume", read_only=v.read_only)
+                for v in spec.volumes
+            ),
         ],
         "init": True,
         "nano_cpus": nano_cpus,
@@ -108,6 +112,9 @@ def config_hash(spec: WorkspaceSpec, image_id: str, nano_cpus: int) -> str:
     if spec.egress_allow:
         # Only when set, so that containers made before allow-lists keep their hash.
         config["egress_allow"] = list(spec.egress_allow)
+    if spec.volumes:
+        # Only when there are some: the hash of every existing container stays what it was.
+        config["volumes"] = [[v.name, v.target, v.read_only] for v in spec.volumes]
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -42,6 +42,11 @@ def volume_name(workspace_id: str) -> str:
     return f"dockyard-home-{_checked(workspace_id)}"
 
 
+def extra_volume_name(workspace_id: str, name: str) -> str:
+    """A dev container volume of the workspace (`mounts`); the name passed the plan's volume-name check."""
+    return f"dockyard-vol-{_checked(workspace_id)}-{name}"
+
+
 def object_labels(workspace_id: str) -> dict[str, str]:
     """Labels on every network and volume (and container) Dockyard creates for a workspace."""
     return {LABEL_MANAGED: "true", LABEL_WORKSPACE: workspace_id}

@@ -160,6 +160,7 @@ class DockerRuntime:
             resume_keeps_root=True,
             host_isolation=self.isolation is not None and self.isolation.available,
             prepared_networks=True,
+            extra_mounts=True,
         )
 
     def _has_gpu(self) -> bool:
@@ -274,6 +275,12 @@ class DockerRuntime:
         # An existing volume keeps its labels; one made before deployment labels stays unlabelled (and so is
         # never listed as an orphan), since its home cannot be moved to a new volume here.
         self._claim(self.client.api.inspect_volume(volume).get("Labels"), f"Volume {volume}")
+        for extra in spec.volumes:
+            # Created if missing (the engine returns an existing one as it is), claimed like the home.
+            self.client.volumes.create(
+                extra.name, labels=naming.owned_labels(spec.workspace_id, self._owner())
+            )
+            self._claim(self.client.api.inspect_volume(extra.name).get("Labels"), f"Volume {extra.name}")
         if limit is not None:
             # The agent reports home usage against it; in the config hash, so a new limit means a new container.
             spec = dataclasses.replace(spec, env={**spec.env, DISK_LIMIT_VARIABLE: str(limit)})
@@ -539,6 +546,20 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 log(f"Container {name} went away while stopping")
 
+    def _remove_extra_volumes(self, workspace_id: str, log: LogSink) -> None:
+        """The workspace's dev container volumes: this deployment's, labelled with the workspace."""
+        selector = {
+            "label": [
+                f"{naming.LABEL_WORKSPACE}={workspace_id}",
+                f"{naming.LABEL_DEPLOYMENT}={self._owner()}",
+            ]
+        }
+        prefix = naming.extra_volume_name(workspace_id, "")
+        for found in self.client.api.volumes(filters=selector).get("Volumes") or []:
+            if found["Name"].startswith(prefix):
+                self.client.api.remove_volume(found["Name"], force=True)
+                log(f"Removed volume {found['Name']}")
+
     def delete(self, workspace_id: str, log: LogSink) -> None:
         with translate(self.base_url):
             name = naming.container_name(workspace_id)
@@ -555,6 +576,7 @@ class DockerRuntime:
                 log(f"Removed volume {volume_name}")
             except docker.errors.NotFound:
                 pass
+            self._remove_extra_volumes(workspace_id, log)
             if self.disks is not None:
                 self.disks.remove(workspace_id, log)
             if self.egress is not None:

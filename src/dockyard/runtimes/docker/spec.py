@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.runtimes.base import RuntimeFailure
+from dockyard.runtimes.docker import naming
 from dockyard.runtimes.plan import AGENT_MOUNT, LINK_MOUNT, LinkKind, WorkspacePlan
 
 
@@ -19,6 +20,15 @@ class BindMount:
     source: str
     target: str
     read_only: bool = True
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A named volume of the workspace besides its home (made labelled as the workspace's, removed with it)."""
+
+    name: str
+    target: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class WorkspaceSpec:
     files: dict[str, bytes] = field(default_factory=dict)
     # Host folders bind-mounted into the container: the agent's folder and the workspace's link.
     mounts: tuple[BindMount, ...] = ()
+    # Dev container `mounts`: named volumes of the workspace.
+    volumes: tuple[VolumeMount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,14 @@ def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
             BindMount(str(agent.program), AGENT_MOUNT),
             BindMount(str(agent.links / plan.workspace_id), LINK_MOUNT),
         )
+    for extra in plan.mounts:
+        if extra.host_path:
+            mounts += (BindMount(extra.host_path, extra.target, read_only=extra.read_only),)
+    volumes = tuple(
+        VolumeMount(naming.extra_volume_name(plan.workspace_id, m.volume), m.target, read_only=m.read_only)
+        for m in plan.mounts
+        if m.volume
+    )
     return WorkspaceSpec(
         workspace_id=plan.workspace_id,
         name=plan.name,
@@ -96,4 +116,5 @@ def from_plan(plan: WorkspacePlan, agent: AgentFolders | None) -> WorkspaceSpec:
         command=list(plan.workload()),
         files={path: text.encode() for path, text in plan.files.items()},
         mounts=mounts,
+        volumes=volumes,
     )

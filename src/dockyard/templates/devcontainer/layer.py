@@ -45,6 +45,8 @@ def context(plan: Plan, files: Mapping[str, bytes], *, base_image: str, modes: M
         )
         for name, value in feature.container_env.items():
             lines.append(f"ENV {name}={json.dumps(value)}")
+    if plan.user is not None and plan.update_remote_user_uid:
+        lines.append(f"RUN {update_uid_script(plan.user)}")
     for path, data in files.items():
         if path not in _NOT_CONTENT:
             members[f"workspace/{path}"] = (data, modes.get(path, 0o644))
@@ -57,6 +59,34 @@ def context(plan: Plan, files: Mapping[str, bytes], *, base_image: str, modes: M
     if not any(p.startswith("workspace/") for p in members):
         members["workspace/.dockyard-keep"] = (b"", 0o644)
     return _tar(members)
+
+
+def update_uid_script(user: str) -> str:
+    """updateRemoteUserUID as the reference CLI's updateUID.Dockerfile does it, with the home volume's owner
+    (uid and gid 1000, WorkspaceSpec.uid) in place of the local user: the image's user is renumbered so that the
+    files in the home volume are theirs. A user missing from the image is left to the workspace's setup step
+    (which creates it with that uid). Unlike the reference, another user already holding the uid (`dev` in
+    Dockyard's base image, `ubuntu` in Ubuntu's) does not stop it: the uid is what owns files, and the setup step
+    accepts shared uids too. A group already holding the gid keeps the user's old group, as the reference does.
+    `user` passed plan.py's user-name check, so it is safe in a shell word and a sed pattern."""
+    script = _UPDATE_UID.replace("@USER@", user).replace("@UID@", str(UID))
+    return " ".join(script.split())
+
+
+_UPDATE_UID = r"""
+REMOTE_USER=@USER@ NEW_UID=@UID@ NEW_GID=@UID@;
+eval $(sed -n "s/^${REMOTE_USER}:[^:]*:\([^:]*\):\([^:]*\):[^:]*:\([^:]*\).*/OLD_UID=\1;OLD_GID=\2;HOME_FOLDER=\3/p" /etc/passwd);
+eval $(sed -n "s/^\([^:]*\):[^:]*:${NEW_GID}:.*/EXISTING_GROUP=\1/p" /etc/group);
+if [ -z "$OLD_UID" ]; then echo "updateRemoteUserUID: no user $REMOTE_USER in the image yet";
+elif [ "$OLD_UID" = "$NEW_UID" ] && [ "$OLD_GID" = "$NEW_GID" ]; then echo "updateRemoteUserUID: $REMOTE_USER has $NEW_UID:$NEW_GID";
+else
+  if [ "$OLD_GID" != "$NEW_GID" ] && [ -n "$EXISTING_GROUP" ]; then NEW_GID="$OLD_GID"; fi;
+  echo "updateRemoteUserUID: $REMOTE_USER from $OLD_UID:$OLD_GID to $NEW_UID:$NEW_GID";
+  sed -i -e "s/^\(${REMOTE_USER}:[^:]*:\)[^:]*:[^:]*/\1${NEW_UID}:${NEW_GID}/" /etc/passwd;
+  if [ "$OLD_GID" != "$NEW_GID" ]; then sed -i -e "s/^\([^:]*:[^:]*:\)${OLD_GID}:/\1${NEW_GID}:/" /etc/group; fi;
+  if [ -d "$HOME_FOLDER" ]; then chown -R "$NEW_UID:$NEW_GID" "$HOME_FOLDER"; fi;
+fi
+"""
 
 
 def content_hash(archive: bytes, base_image_id: str) -> str:

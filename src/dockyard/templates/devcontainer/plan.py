@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,6 +61,19 @@ class Port:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """One of `mounts`: a named volume of the workspace (kept across stops, removed with the workspace) or, where
+    an admin allows the host folder, a bind."""
+
+    kind: str
+    """`volume` or `bind`."""
+    target: str
+    source: str
+    """The volume's name (made unique to the workspace by the runtime), or the host folder of a bind."""
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class Step:
     hook: str
     command: Any
@@ -96,16 +109,28 @@ class Plan:
     extensions: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
     """What was taken differently from the specification, for the dry run and the build log."""
+    mounts: tuple[Mount, ...] = ()
+    update_remote_user_uid: bool = True
+    """Give the image's remoteUser the home volume's uid/gid (the specification's default on Linux)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def read(
-    files: Mapping[str, bytes], config_file: str, *, workspace_name: str, env: Mapping[str, str] | None = None
+    files: Mapping[str, bytes],
+    config_file: str,
+    *,
+    workspace_name: str,
+    env: Mapping[str, str] | None = None,
+    host_binds: Sequence[str] | None = (),
 ) -> Plan:
     """The plan of the configuration at `config_file` among `files`; ValidationFailed names file, line and
-    property for everything that cannot be honoured."""
+    property for everything that cannot be honoured.
+
+    `host_binds`: the host folders an admin lets bind mounts use (`dockyard server
+    --devcontainer-allow-host-bind`); None skips that check, for a version that passed it when it was pushed.
+    """
     data = files.get(config_file)
     if data is None:
         raise ValidationFailed(
@@ -178,12 +203,7 @@ def read(
         refuse(("securityOpt",), "workspaces keep Dockyard's security options")
     container_env = dict(config.container_env)
     _run_args(config.run_args, container_env, refuse)
-    for index, mount in enumerate(config.mounts):
-        kind = mount.type if isinstance(mount, model.MountSpec) else _mount_type(mount)
-        if kind == "bind":
-            refuse(("mounts", index), "binds from the host are refused (no admin setting allows them here)")
-        else:
-            refuse(("mounts", index), f"{kind} mounts are not supported yet; the home folder persists")
+    mounts = _mounts(config.mounts, host_binds, refuse)
     if "workspaceMount" in config.raw:
         refuse(("workspaceMount",), "the repository's files are copied into the image, not mounted")
     user = config.remote_user or config.container_user
@@ -208,8 +228,10 @@ def read(
     notes = []
     if config.override_command is False:
         notes.append("overrideCommand false: the Dockyard agent is the container's command all the same")
-    if config.update_remote_user_uid is not None:
-        notes.append("updateRemoteUserUID: the workspace user always has uid 1000")
+    if config.update_remote_user_uid is False and user is not None:
+        notes.append(
+            "updateRemoteUserUID false: the image's user keeps its uid, which must be the home volume's (1000)"
+        )
     return Plan(
         config_file=config_file,
         image=image,
@@ -229,15 +251,83 @@ def read(
         wait_for=config.wait_for or DEFAULT_WAIT_FOR,
         extensions=config.vscode_extensions,
         notes=tuple(notes),
+        mounts=mounts,
+        update_remote_user_uid=config.update_remote_user_uid is not False,
     )
 
 
-def _mount_type(text: str) -> str:
+# Docker's volume names; the runtime prefixes the workspace's id.
+_VOLUME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Where the workspace's own mounts are: a mount there would hide the home or the agent.
+_RESERVED = ("/home", "/run/dockyard", "/proc", "/sys", "/dev")
+
+
+def _mount_fields(text: str) -> dict[str, str]:
+    """Docker's `--mount` syntax, as the specification's string form: `type=volume,source=x,target=/y`."""
+    fields: dict[str, str] = {}
     for part in text.split(","):
-        key, _, value = part.partition("=")
-        if key.strip() == "type":
-            return value.strip()
-    return "volume"
+        key, has_value, value = part.partition("=")
+        key = key.strip().lower()
+        fields[
+            {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}.get(key, key)
+        ] = value.strip() if has_value else "true"
+    return fields
+
+
+def _mounts(
+    entries: tuple[str | model.MountSpec, ...], host_binds: Sequence[str] | None, refuse: Refuse
+) -> tuple[Mount, ...]:
+    found: list[Mount] = []
+    for index, entry in enumerate(entries):
+        path = ("mounts", index)
+        if isinstance(entry, model.MountSpec):
+            kind, target, source, read_only = entry.type, entry.target, entry.source or "", False
+        else:
+            fields = _mount_fields(entry)
+            kind, target, source = (
+                fields.get("type", "volume"),
+                fields.get("target", ""),
+                fields.get("source", ""),
+            )
+            read_only = fields.get("readonly", "false").lower() in ("true", "1")
+        target = posixpath.normpath(target) if target else ""
+        if not target.startswith("/") or not _FOLDER.match(target):
+            refuse(path, f"target {target!r} is not a plain absolute folder")
+            continue
+        if target == "/" or any(target == r or target.startswith(r + "/") for r in _RESERVED):
+            refuse(path, f"target {target} would hide the workspace's own files ({', '.join(_RESERVED)})")
+            continue
+        if kind == "volume":
+            # An anonymous volume gets a name from its target, so that a restart finds it again. The runtime
+            # makes every name unique to the workspace, which is what `${devcontainerId}` is for in a name.
+            name = source.replace("${devcontainerId}", "dc") or "anon" + target.replace("/", "-")
+            if not _VOLUME.match(name):
+                refuse(path, f"volume name {name!r} is not a Docker volume name")
+                continue
+            found.append(Mount("volume", target, name, read_only))
+        elif kind == "bind":
+            if host_binds is not None and not _bind_allowed(source, host_binds):
+                refuse(
+                    path,
+                    f"binds from the host are refused: {source or '(no source)'} is not in a folder an admin "
+                    "allows (dockyard server --devcontainer-allow-host-bind PATH)",
+                )
+                continue
+            found.append(Mount("bind", target, posixpath.normpath(source), read_only))
+        else:
+            refuse(path, f"{kind} mounts are not supported (volume, and bind where an admin allows it)")
+    return tuple(found)
+
+
+def _bind_allowed(source: str, allowed: Sequence[str]) -> bool:
+    if not source.startswith("/") or "/../" in source + "/":
+        return False
+    source = posixpath.normpath(source)
+    for folder in allowed:
+        folder = posixpath.normpath(folder)
+        if folder != "/" and (source == folder or source.startswith(folder + "/")):
+            return True
+    return False
 
 
 def _run_args(run_args: tuple[str, ...], env: dict[str, str], refuse: Refuse) -> None:

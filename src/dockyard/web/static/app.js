@@ -50,8 +50,11 @@ function watchList(table) {
 }
 
 // Follows one build's log; a new build (a start after a stop) replaces it.
+// The agent's startup script writes to the start build's log as stage "startup_script"; its own box shows those.
 function followLog(pre, buildId) {
   if (pre.followed) pre.followed.close();
+  const startup = document.getElementById("startup-log");
+  if (startup) startup.textContent = "";
   pre.dataset.build = buildId;
   pre.dataset.state = "following";
   pre.textContent = "";
@@ -65,6 +68,10 @@ function followLog(pre, buildId) {
       lastId = line.id;
       pre.append(document.createTextNode("[" + line.stage + "] " + line.output.replace(/\n$/, "") + "\n"));
       pre.scrollTop = pre.scrollHeight;
+      if (startup && line.stage === "startup_script") {
+        startup.append(document.createTextNode(line.output.replace(/\n$/, "") + "\n"));
+        startup.scrollTop = startup.scrollHeight;
+      }
     });
     source.addEventListener("end", () => {
       source.close();
