@@ -18,12 +18,6 @@ UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [
         "network.egress",
         "not supported yet: `allowlist` (with `allow` hosts) is not enforced yet; use `none` or `all`",
     ),
-    (
-        {"git": {"repo": "https://git.example/org/repo.git", "branch": "task-1", "push": "task-branch"}},
-        "git.push",
-        'not supported yet: limiting pushes to the task branch needs the git proxy (docs/SECURITY.md, "Git'
-        ' credentials"); use `any`',
-    ),
 ]
 
 

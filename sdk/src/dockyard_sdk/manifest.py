@@ -352,7 +352,8 @@ class GitSpec(_Strict):
     path: str = Field("project", pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
     """Where to clone, relative to the home folder."""
     push: GitPush = GitPush.ANY
-    """`task-branch` limits pushes with the owner's credential to the task branch."""
+    """`task-branch`: the credential never enters the workspace; its git goes through Dockyard's git proxy,
+    which refuses pushes to any ref but `refs/heads/<branch>`."""
 
 
 class KubernetesOverlay(_Strict):
@@ -456,12 +457,6 @@ NOT_SUPPORTED: tuple[Unsupported, ...] = (
         "network.egress",
         lambda m: m.network.egress == Egress.ALLOWLIST,
         "`allowlist` (with `allow` hosts) is not enforced yet; use `none` or `all`",
-    ),
-    Unsupported(
-        "git.push",
-        lambda m: m.git is not None and m.git.push == GitPush.TASK_BRANCH,
-        'limiting pushes to the task branch needs the git proxy (docs/SECURITY.md, "Git credentials"); '
-        "use `any`",
     ),
 )
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from dockyard_sdk.manifest import ParameterSpec, TemplateManifest
+from dockyard_sdk.manifest import GitPush, ParameterSpec, TemplateManifest
 from dockyard_sdk.names import Name
 from dockyard_sdk.units import parse_duration, parse_size
 
@@ -252,6 +252,11 @@ class CreateTokenRequest(Request):
     own_workspaces_only: bool = Field(
         False, description="The token sees and acts on only the workspaces it created itself."
     )
+    git_push: GitPush = Field(
+        GitPush.ANY,
+        description="`task-branch`: the workspaces this token creates push only their task branch, through "
+        "Dockyard's git proxy, whatever their template says.",
+    )
     allow_list: list[str] = Field(
         default_factory=list,
         description="What this token may touch, each entry naming its kind: `template:NAME`, "
@@ -292,6 +297,8 @@ class ApiToken(Model):
     """`password` for a session from a login, `token` for a created token."""
     own_workspaces_only: bool = False
     """Whether the token sees only the workspaces it created."""
+    git_push: GitPush = GitPush.ANY
+    """`task-branch`: the workspaces it creates push only their task branch."""
     created_at: datetime
     """When the token was created."""
     expires_at: datetime

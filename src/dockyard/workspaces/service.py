@@ -134,6 +134,7 @@ def create(
         name=name,
         parameters=values,
         created_by_token_id=actor.token_id,
+        git_push=actor.git_push,
     )
     rendered = render_for(manifest, values, workspace=workspace, owner=owner)
     workspace.cpu_millis = round(float(rendered.resources.cpu) * 1000)

@@ -1,0 +1,32 @@
+"""git push limits on tokens and workspaces
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-03 15:30:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0012"
+down_revision: str | None = "0011"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("api_tokens") as batch:
+        batch.add_column(sa.Column("git_push", sa.String(length=16), nullable=False, server_default="any"))
+    with op.batch_alter_table("workspaces") as batch:
+        batch.add_column(sa.Column("git_push", sa.String(length=16), nullable=False, server_default="any"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("workspaces") as batch:
+        batch.drop_column("git_push")
+    with op.batch_alter_table("api_tokens") as batch:
+        batch.drop_column("git_push")
