@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from dockyard_sdk.manifest import GitPush, ParameterSpec, TemplateManifest
+from dockyard_sdk.manifest import GitPush as GitPush
+from dockyard_sdk.manifest import ParameterSpec, TemplateManifest
 from dockyard_sdk.names import Name
 from dockyard_sdk.units import parse_duration, parse_size
 

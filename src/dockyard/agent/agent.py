@@ -1593,10 +1593,9 @@ class Agent:
             conn.send_json(_error("no git connection is waiting for this stream"))
             return
         conn.send_json({"type": "ok"})
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting.set_result(conn)
-        conn.closed.add_done_callback(lambda _task: done.done() or done.set_result(None))
-        await done
+        # The connection's own task relays it; this stream's handler lasts as long as the connection.
+        await asyncio.shield(conn.closed)
 
     # messages to the control plane
 
