@@ -349,8 +349,9 @@ class GitSpec(_Strict):
     """A git URL or path; empty means no repository (the step is skipped)."""
     branch: str = ""
     """The task branch: checked out if the repository has it, else created from the default branch."""
-    path: str = Field("project", pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
-    """Where to clone, relative to the home folder."""
+    path: str = Field("project", pattern=r"^/?[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+    """Where to clone: relative to the home folder, or an absolute path (a dev container's workspace folder,
+    which may already hold the image's copy of the configuration: the clone then takes the folder over)."""
     push: GitPush = GitPush.ANY
     """`task-branch`: the credential never enters the workspace; its git goes through Dockyard's git proxy,
     which refuses pushes to any ref but `refs/heads/<branch>`."""

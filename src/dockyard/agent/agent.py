@@ -2311,9 +2311,22 @@ def check_task_report(message: dict[str, Any]) -> dict[str, Any] | str:
 # already has, or a new one from the default branch the clone checked out. Values arrive in the environment,
 # never in the script's text.
 CLONE_SCRIPT = r"""set -e
-dir="$HOME/$DOCKYARD_GIT_PATH"
+case "$DOCKYARD_GIT_PATH" in
+  /*) dir="$DOCKYARD_GIT_PATH" ;;
+  *) dir="$HOME/$DOCKYARD_GIT_PATH" ;;
+esac
 if [ ! -e "$dir/.git" ]; then
-  git clone -- "$DOCKYARD_GIT_REPO" "$dir"
+  if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
+    # A folder the image already filled (a dev container's workspace folder): clone beside it, move the
+    # repository in and check it out over the files, which the repository's own versions replace.
+    tmp="$(mktemp -d)"
+    git clone --no-checkout -- "$DOCKYARD_GIT_REPO" "$tmp/clone"
+    mv "$tmp/clone/.git" "$dir/.git"
+    rm -rf "$tmp"
+    git -C "$dir" reset --quiet --hard
+  else
+    git clone -- "$DOCKYARD_GIT_REPO" "$dir"
+  fi
 fi
 cd "$dir"
 branch="$DOCKYARD_GIT_BRANCH"
