@@ -1280,6 +1280,8 @@ class Webhook(Model):
     """When an event was last delivered."""
     created_at: datetime
     """When the webhook was added."""
+    token_id: str | None = None
+    """The token whose workspaces alone it hears about; null: all of its user's workspaces."""
 
 
 class CreatedWebhook(Webhook):
@@ -1300,6 +1302,14 @@ class CreateWebhookRequest(Request):
     )
     secret: str | None = Field(
         None, min_length=16, max_length=128, description="The signing key; made for you when left out."
+    )
+    token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="One of the user's tokens (id or name): the webhook then gets only the events of "
+        "workspaces created with that token. A token that sees only its own workspaces always gets a webhook "
+        "of its own.",
     )
 
 

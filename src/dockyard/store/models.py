@@ -432,3 +432,7 @@ class Webhook(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_delivery_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A token's webhook: only events of the workspaces that token created (`workspaces.created_by_token_id`).
+    token_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True, default=None
+    )

@@ -1,4 +1,4 @@
-"""git push limits on tokens and workspaces
+"""git push limits on tokens and workspaces, per-token webhooks
 
 Revision ID: 0012
 Revises: 0011
@@ -23,9 +23,19 @@ def upgrade() -> None:
         batch.add_column(sa.Column("git_push", sa.String(length=16), nullable=False, server_default="any"))
     with op.batch_alter_table("workspaces") as batch:
         batch.add_column(sa.Column("git_push", sa.String(length=16), nullable=False, server_default="any"))
+    with op.batch_alter_table("webhooks") as batch:
+        batch.add_column(sa.Column("token_id", sa.String(length=16), nullable=True))
+        batch.create_index("ix_webhooks_token_id", ["token_id"], unique=False)
+        batch.create_foreign_key(
+            "fk_webhooks_token_id_api_tokens", "api_tokens", ["token_id"], ["id"], ondelete="CASCADE"
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhooks") as batch:
+        batch.drop_constraint("fk_webhooks_token_id_api_tokens", type_="foreignkey")
+        batch.drop_index("ix_webhooks_token_id")
+        batch.drop_column("token_id")
     with op.batch_alter_table("workspaces") as batch:
         batch.drop_column("git_push")
     with op.batch_alter_table("api_tokens") as batch:
