@@ -1565,6 +1565,11 @@ class Agent:
         return None
 
     async def _git_proxy_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # While the control connection is re-dialing, git waits a little rather than failing at once.
+        for _ in range(50):
+            if self.control is not None and not self.control.closing():
+                break
+            await asyncio.sleep(0.1)
         control = self.control
         if control is None or control.closing():
             writer.close()
