@@ -7,8 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from dockyard_sdk import models as m
 from tests.cli.conftest import Cli
+from tests.gitserver import serve
 from tests.harness import Harness, manifest_yaml, tar_gz
+from tests.live import free_port
 
 CONFIG = (
     '{\n  "image": "dockyard/base:bookworm",\n  "forwardPorts": [8000],\n  "postCreateCommand": "make"\n}\n'
@@ -83,7 +88,8 @@ def test_up_of_a_git_url_reads_it_here_and_clones_it_in_the_workspace(logged_in:
         == "Workspace origin from template origin (.devcontainer/devcontainer.json)"
     )
     assert (
-        f"  clone: {url} into /workspaces/origin (by git inside the workspace)" in result.stdout.splitlines()
+        f"  clone: {url} into /workspaces/origin (by the agent, with your brokered git credential)"
+        in result.stdout.splitlines()
     )
 
 
@@ -108,3 +114,60 @@ def test_up_never_pushes_over_a_hand_written_template(logged_in: Cli, tmp_path: 
     assert result.stderr.startswith("error: Template taken exists and was not made by `dockyard up`.\n")
     assert len(h.admin.list_template_versions("taken")) == 1
     assert h.admin.list_workspaces().workspaces == []
+
+
+def test_up_of_a_private_repository_clones_it_with_the_brokered_credential(
+    logged_in: Cli, tmp_path: Path, h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real `git http-backend` behind basic auth, the real agent: the workspace's clone is the template's git
+    step, so the credential registered with `dockyard git-auth add` is what gets it in."""
+    folder = tmp_path / "ws"
+    config = json.dumps({"image": "dockyard/base:bookworm", "workspaceFolder": str(folder)})
+    seed = _repo(tmp_path / "seed", config)
+    (seed / ".git/HEAD").unlink()
+    (seed / ".git").rmdir()
+    root = tmp_path / "srv"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(root / "app.git")], check=True)
+    run = {"cwd": seed, "check": True, "capture_output": True}
+    subprocess.run(["git", "init", "-q", "-b", "main"], **run)  # type: ignore[call-overload]
+    subprocess.run(["git", "add", "-A"], **run)  # type: ignore[call-overload]
+    subprocess.run(  # type: ignore[call-overload]
+        ["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "private"], **run
+    )
+    subprocess.run(["git", "push", "-q", str(root / "app.git"), "HEAD:main"], **run)  # type: ignore[call-overload]
+    port = free_port()
+    server, app = serve(str(root), host="127.0.0.1", port=port, user="robot", password="s3cret-up")
+    host = f"127.0.0.1:{port}"
+    # Reading the configuration happens here, with the user's own git and credentials (never the agent's).
+    helper = "!f() { echo username=robot; echo password=s3cret-up; }; f"
+    for key, value in {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "credential.helper"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", helper)
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
+    # The image's copy of the configuration in the workspace folder, which the clone takes over.
+    (folder / ".devcontainer").mkdir(parents=True)
+    (folder / ".devcontainer/devcontainer.json").write_text(config)
+    try:
+        h.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username="robot", password="s3cret-up"))
+        created = json.loads(logged_in.ok("up", f"http://{host}/app.git", "--no-wait", "-o", "json").stdout)
+        [version] = h.admin.list_template_versions("app")
+        assert version.manifest.git is not None
+        assert (version.manifest.git.repo, version.manifest.git.path) == (
+            f"http://{host}/app.git",
+            str(folder),
+        )
+        assert version.manifest.startup_script == ""
+        ws = h.admin.get_workspace(created["id"], wait="ready", timeout=60)
+    finally:
+        server.shutdown()
+    assert ws.agent is not None
+    assert (ws.agent.lifecycle, ws.agent.error) == (m.AgentLifecycle.READY, None)
+    assert (folder / "main.py").read_text() == "print()\n"
+    log = subprocess.run(["git", "-C", str(folder), "log", "--format=%s"], capture_output=True, text=True)
+    status = subprocess.run(
+        ["git", "-C", str(folder), "status", "--porcelain"], capture_output=True, text=True
+    )
+    assert (log.stdout, status.stdout) == ("private\n", "")
+    actions = [e.action for e in h.admin.audit(resource_type="workspace", resource=ws.id).audit_logs]
+    assert "gitauth.release" in actions
+    assert any(authorized for _method, _path, authorized in app.requests)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ import yaml
 from dockyard_sdk import Forbidden, ValidationError
 from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
-from tests.gitserver import GitApp, serve
+from tests.gitserver import GitApp
 from tests.harness import BASE_MANIFEST, Harness
-from tests.live import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,26 +50,6 @@ def git(*args: str, cwd: Path | None = None) -> str:
     }
     done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
     return done.stdout.strip()
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[tuple[str, Path, GitApp]]:
-    """A bare repository `app.git` (default branch main, plus a branch `existing`) served with basic auth."""
-    root = tmp_path / "git"
-    root.mkdir()
-    bare = root / "app.git"
-    git("init", "--bare", "--initial-branch=main", str(bare))
-    work = tmp_path / "seed"
-    git("clone", str(bare), str(work))
-    (work / "README").write_text("hello\n")
-    git("add", "README", cwd=work)
-    git("commit", "-m", "first", cwd=work)
-    git("push", "origin", "HEAD:main", cwd=work)
-    git("push", "origin", "HEAD:existing", cwd=work)
-    port = free_port()
-    server, app = serve(str(root), host="127.0.0.1", port=port, user=USER, password=PASSWORD)
-    yield f"127.0.0.1:{port}", bare, app
-    server.shutdown()
 
 
 def _create(h: Harness, repo: str, branch: str, name: str) -> m.Workspace:

@@ -136,3 +136,55 @@ def test_clone_push_and_no_trace_of_the_credential_in_a_docker_workspace(
     assert int(count) >= 2
     assert hits.strip() == "[]"
     client.close()
+
+
+def test_a_limited_docker_workspace_with_no_network_pushes_its_task_branch_through_the_proxy(
+    dh: Harness, origin: tuple[str, Path, Any]
+) -> None:
+    """No egress at all: git reaches the repository (on the host's loopback, out of the container's reach) only
+    through the agent's link and the control plane's git proxy, which holds the credential."""
+    host, bare, _app = origin
+    git_spec = {**GIT_MANIFEST["git"], "push": "task-branch"}
+    manifest = {
+        **GIT_MANIFEST,
+        "git": git_spec,
+        "network": {"egress": "none"},
+        "resources": {"cpu": 1, "memory": "512Mi"},
+    }
+    dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+    dh.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+    created = dh.admin.create_workspace(
+        m.CreateWorkspaceRequest(
+            template="gitws",
+            name="proxied",
+            parameters={"repo": f"http://{host}/app.git", "branch": "task-9"},
+        )
+    )
+    ws = dh.admin.get_workspace(created.id, wait="ready", timeout=120)
+    assert ws.agent is not None
+    assert (ws.agent.lifecycle, ws.agent.error) == (m.AgentLifecycle.READY, None)
+
+    def sh(command: str) -> m.ExecResult:
+        return dh.admin.exec(ws.id, m.ExecRequest(command=command, timeout=60))
+
+    commit = "git -c user.name=a -c user.email=a@example.com commit -qm"
+    pushed = sh(f"cd project && echo x > X && git add X && {commit} from-docker && git push -q origin task-9")
+    assert pushed.exit_code == 0, pushed.stderr
+    assert git("--git-dir", str(bare), "log", "-1", "--format=%s", "task-9") == "from-docker"
+    main = sh("cd project && git push origin HEAD:main")
+    assert main.exit_code == 1
+    assert "(dockyard: this workspace may push only its task branch refs/heads/task-9)" in main.stderr
+    assert git("--git-dir", str(bare), "log", "-1", "--format=%s", "main") == "first"
+
+    client = docker.from_env()
+    workspace = client.containers.get(container_name(ws.id))
+    # Where anything could have been written: the home volume, and what the container changed in its image.
+    written = sorted({"/home", *(c["Path"] for c in workspace.diff() or [] if c["Kind"] != 2)})
+    found = workspace.exec_run(
+        ["find", *written, "-type", "f", "-exec", "grep", "-lF", PASSWORD, "{}", "+"], user="root"
+    ).output
+    assert found == b""
+    code, environ = workspace.exec_run(["python3", "-c", ENVIRON_PROBE, PASSWORD], user="root")
+    assert code == 0, environ
+    assert environ.decode().split(" ", 1)[1].strip() == "[]"
+    client.close()

@@ -40,8 +40,7 @@ class Receiver:
         ]
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+def _serve() -> Iterator[Receiver]:
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -66,6 +65,16 @@ def receiver() -> Iterator[Receiver]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield state
     server.shutdown()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from _serve()
+
+
+@pytest.fixture
+def second_receiver() -> Iterator[Receiver]:
+    yield from _serve()
 
 
 def _fast(h: Harness, *, attempts: int = 3) -> WebhookSender:
@@ -177,3 +186,46 @@ def test_webhooks_belong_to_their_user(h: Harness, receiver: Receiver) -> None:
     assert receiver.received == []
     alice.remove_webhook(hook.id)
     assert alice.list_webhooks() == []
+
+
+def test_a_token_s_webhook_hears_only_of_the_workspaces_that_token_created(
+    h: Harness, receiver: Receiver, second_receiver: Receiver
+) -> None:
+    _fast(h)
+    ci = h.admin.create_token(m.CreateTokenRequest(name="ci"))
+    with_ci = h.client(ci.key)
+    hook = with_ci.add_webhook(m.CreateWebhookRequest(url=second_receiver.url, token="ci"))
+    assert hook.token_id == ci.id
+    h.admin.add_webhook(m.CreateWebhookRequest(url=receiver.url))
+    by_admin = h.workspace(name="by-admin")
+    created = with_ci.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="by-ci"))
+    by_ci = h.await_build(created.id)
+    for ws in (by_admin, by_ci):
+        h.admin.report_task(ws.id, m.TaskReport(state=m.TaskState.DONE))
+
+    def done(r: Receiver) -> set[str]:
+        return {e["workspace"]["name"] for e in r.events("task.state")}
+
+    _until(lambda: done(receiver) == {"by-admin", "by-ci"} and done(second_receiver) == {"by-ci"})
+    names = {e["workspace"]["name"] for e in second_receiver.events()}
+    assert names == {"by-ci"}
+
+    with pytest.raises(ValidationError) as unknown:
+        h.admin.add_webhook(m.CreateWebhookRequest(url=receiver.url, token="nope"))
+    assert [(v.field, v.detail) for v in unknown.value.validations] == [
+        ("token", "admin has no token 'nope'")
+    ]
+    # A token that sees only its own workspaces hears only of them, and sees only its own webhooks.
+    own = h.admin.create_token(m.CreateTokenRequest(name="own", own_workspaces_only=True))
+    with_own = h.client(own.key)
+    with pytest.raises(Forbidden) as wider:
+        with_own.add_webhook(m.CreateWebhookRequest(url=receiver.url, token="ci"))
+    assert [(v.field, v.detail) for v in wider.value.validations] == [
+        ("token", "must be this token (or left out)")
+    ]
+    mine = with_own.add_webhook(m.CreateWebhookRequest(url=receiver.url))
+    assert mine.token_id == own.id
+    assert [w.id for w in with_own.list_webhooks()] == [mine.id]
+    with pytest.raises(NotFound):
+        with_own.remove_webhook(hook.id)
+    assert len(h.admin.list_webhooks()) == 3

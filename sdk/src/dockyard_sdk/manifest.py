@@ -380,10 +380,12 @@ class GitSpec(_Strict):
     """A git URL or path; empty means no repository (the step is skipped)."""
     branch: str = ""
     """The task branch: checked out if the repository has it, else created from the default branch."""
-    path: str = Field("project", pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
-    """Where to clone, relative to the home folder."""
+    path: str = Field("project", pattern=r"^/?[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+    """Where to clone: relative to the home folder, or an absolute path (a dev container's workspace folder,
+    which may already hold the image's copy of the configuration: the clone then takes the folder over)."""
     push: GitPush = GitPush.ANY
-    """`task-branch` limits pushes with the owner's credential to the task branch."""
+    """`task-branch`: the credential never enters the workspace; its git goes through Dockyard's git proxy,
+    which refuses pushes to any ref but `refs/heads/<branch>`."""
 
 
 class KubernetesOverlay(_Strict):
@@ -499,14 +501,7 @@ class Unsupported:
 # The one list of fields that are refused at push because nothing would act on them: a template that asks for
 # an allow-list must not silently get something else. The schema keeps them (so errors
 # point at the field and stored versions still load); lift an entry when its feature lands.
-NOT_SUPPORTED: tuple[Unsupported, ...] = (
-    Unsupported(
-        "git.push",
-        lambda m: m.git is not None and m.git.push == GitPush.TASK_BRANCH,
-        'limiting pushes to the task branch needs the git proxy (docs/SECURITY.md, "Git credentials"); '
-        "use `any`",
-    ),
-)
+NOT_SUPPORTED: tuple[Unsupported, ...] = ()
 
 
 def unsupported(manifest: TemplateManifest) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from dockyard_sdk.manifest import GitPush as GitPush
 from dockyard_sdk.manifest import ParameterSpec, TemplateManifest
 from dockyard_sdk.names import Name
 from dockyard_sdk.units import parse_duration, parse_size
@@ -255,6 +256,11 @@ class CreateTokenRequest(Request):
     own_workspaces_only: bool = Field(
         False, description="The token sees and acts on only the workspaces it created itself."
     )
+    git_push: GitPush = Field(
+        GitPush.ANY,
+        description="`task-branch`: the workspaces this token creates push only their task branch, through "
+        "Dockyard's git proxy, whatever their template says.",
+    )
     allow_list: list[str] = Field(
         default_factory=list,
         description="What this token may touch, each entry naming its kind: `template:NAME`, "
@@ -295,6 +301,8 @@ class ApiToken(Model):
     """`password` for a session from a login, `token` for a created token."""
     own_workspaces_only: bool = False
     """Whether the token sees only the workspaces it created."""
+    git_push: GitPush = GitPush.ANY
+    """`task-branch`: the workspaces it creates push only their task branch."""
     created_at: datetime
     """When the token was created."""
     expires_at: datetime
@@ -1342,6 +1350,8 @@ class Webhook(Model):
     """When an event was last delivered."""
     created_at: datetime
     """When the webhook was added."""
+    token_id: str | None = None
+    """The token whose workspaces alone it hears about; null: all of its user's workspaces."""
 
 
 class CreatedWebhook(Webhook):
@@ -1362,6 +1372,14 @@ class CreateWebhookRequest(Request):
     )
     secret: str | None = Field(
         None, min_length=16, max_length=128, description="The signing key; made for you when left out."
+    )
+    token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="One of the user's tokens (id or name): the webhook then gets only the events of "
+        "workspaces created with that token. A token that sees only its own workspaces always gets a webhook "
+        "of its own.",
     )
 
 

@@ -28,6 +28,8 @@ class Actor:
     ip: str = ""
     # The token sees (and acts on) only the workspaces it created itself.
     own_workspaces_only: bool = False
+    # `task-branch`: the workspaces this token creates push only their task branch.
+    git_push: str = "any"
     _granted: frozenset[Scope] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +89,7 @@ class Actor:
             token_id=self.token_id,
             ip=ip,
             own_workspaces_only=self.own_workspaces_only,
+            git_push=self.git_push,
         )
 
 

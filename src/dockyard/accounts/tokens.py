@@ -67,6 +67,7 @@ def to_wire(token: ApiToken) -> wire.ApiToken:
         allow_list=list(token.allow_list),
         login_type=token.login_type,
         own_workspaces_only=token.own_workspaces_only,
+        git_push=wire.GitPush(token.git_push),
         created_at=token.created_at,
         expires_at=token.expires_at,
         last_used_at=token.last_used_at,
@@ -83,6 +84,7 @@ def issue(
     allow_list: list[str],
     login_type: str = "token",
     own_workspaces_only: bool = False,
+    git_push: str = "any",
 ) -> tuple[str, ApiToken]:
     """Insert a token row and return (secret key, row). The caller commits."""
     token_id = random_suffix(10)
@@ -96,6 +98,7 @@ def issue(
         allow_list=sorted(set(allow_list)),
         login_type=login_type,
         own_workspaces_only=own_workspaces_only,
+        git_push=git_push,
         expires_at=utcnow() + lifetime,
     )
     db.add(token)
@@ -126,6 +129,11 @@ def create(db: Session, actor: Actor, user: User, request: wire.CreateTokenReque
             "A token cannot reach more than the token that creates it.",
             validations=[Validation("own_workspaces_only", "must be true: your token sees only its own")],
         )
+    if actor.git_push == "task-branch" and request.git_push != wire.GitPush.TASK_BRANCH:
+        raise Forbidden(
+            "A token cannot reach more than the token that creates it.",
+            validations=[Validation("git_push", "must be task-branch: your token pushes only task branches")],
+        )
     if db.scalar(select(ApiToken.id).where(ApiToken.user_id == user.id, ApiToken.name == request.name)):
         raise Conflict(
             f"A token named {request.name!r} already exists.",
@@ -139,6 +147,7 @@ def create(db: Session, actor: Actor, user: User, request: wire.CreateTokenReque
         scopes=list(request.scopes),
         allow_list=request.allow_list,
         own_workspaces_only=request.own_workspaces_only,
+        git_push=request.git_push.value,
     )
     audit.record(
         db,
@@ -153,6 +162,7 @@ def create(db: Session, actor: Actor, user: User, request: wire.CreateTokenReque
             "scopes": token.scopes,
             "allow_list": token.allow_list,
             "own_workspaces_only": token.own_workspaces_only,
+            "git_push": token.git_push,
             "expires_at": token.expires_at.isoformat(),
         },
     )
@@ -328,6 +338,7 @@ def authenticate(db: Session, key: str) -> Actor:
         allow_list=frozenset(token.allow_list),
         token_id=token.id,
         own_workspaces_only=token.own_workspaces_only,
+        git_push=token.git_push,
     )
     cache.put(token_id, token.hashed_secret, actor, token.expires_at, generation=generation)
     return actor

@@ -1441,6 +1441,9 @@ class Agent:
         # Git credential requests waiting for the control plane's answer, by request id.
         self.credential_requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.request_ids = itertools.count(1)
+        # Connections to the git proxy port waiting for their stream to the control plane, by connection id.
+        self.git_proxy_waiting: dict[str, asyncio.Future[Conn]] = {}
+        self.git_proxy: asyncio.AbstractServer | None = None
         umask = os.umask(0o022)
         os.umask(umask)
         self.umask = umask
@@ -1453,6 +1456,7 @@ class Agent:
             "file_delete": self._file_delete,
             "file_list": self._file_list,
             "file_stat": self._file_stat,
+            "git_proxy": self._git_proxy_stream,
         }
 
     async def run(self) -> int:
@@ -1544,6 +1548,59 @@ class Agent:
         if isinstance(answer.get("error"), str):
             return {"ok": False, "error": answer["error"]}
         return {"ok": True, "username": answer.get("username", ""), "password": answer.get("password", "")}
+
+    # the git proxy: git's requests for the repository, relayed to the control plane, which holds the credential
+
+    async def _start_git_proxy(self, repo: str) -> str | None:
+        """Listen on loopback and point git at it for the repository (`url.<proxy>.insteadOf`), so every git
+        the agent's children run reaches the repository through the control plane. This only routes: the
+        limit is enforced there, and git run without this setting finds no credential at all."""
+        if self.git_proxy is None:
+            try:
+                self.git_proxy = await asyncio.start_server(self._git_proxy_client, "127.0.0.1", 0)
+            except OSError as exc:
+                return f"cannot start the git proxy on 127.0.0.1: {exc}"
+            port = self.git_proxy.sockets[0].getsockname()[1]
+            os.environ.update(git_proxy_env(f"http://127.0.0.1:{port}/", repo))
+        return None
+
+    async def _git_proxy_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # While the control connection is re-dialing, git waits a little rather than failing at once.
+        for _ in range(50):
+            if self.control is not None and not self.control.closing():
+                break
+            await asyncio.sleep(0.1)
+        control = self.control
+        if control is None or control.closing():
+            writer.close()
+            return
+        connection = str(next(self.request_ids))
+        future: asyncio.Future[Conn] = asyncio.get_running_loop().create_future()
+        self.git_proxy_waiting[connection] = future
+        try:
+            control.send_json({"type": "git_proxy", "id": connection})
+            conn = await asyncio.wait_for(future, DIAL_TIMEOUT)
+        except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError before Python 3.11
+            writer.close()
+            return
+        finally:
+            self.git_proxy_waiting.pop(connection, None)
+        try:
+            await _pipe(conn, reader, writer)
+        finally:
+            writer.close()
+            conn.close()
+
+    async def _git_proxy_stream(self, conn: Conn, message: dict[str, Any]) -> None:
+        """The control plane's stream for one git proxy connection: raw bytes both ways once `ok` is sent."""
+        waiting = self.git_proxy_waiting.get(str(message.get("connection")))
+        if waiting is None or waiting.done():
+            conn.send_json(_error("no git connection is waiting for this stream"))
+            return
+        conn.send_json({"type": "ok"})
+        waiting.set_result(conn)
+        # The connection's own task relays it; this stream's handler lasts as long as the connection.
+        await asyncio.shield(conn.closed)
 
     # messages to the control plane
 
@@ -1741,6 +1798,11 @@ class Agent:
         if isinstance(git, dict) and isinstance(git.get("error"), str):
             self.set_state("start_error", None, error=git["error"])
             return
+        if isinstance(git, dict) and git.get("repo") and git.get("proxy"):
+            problem = await self._start_git_proxy(str(git["repo"]))
+            if problem is not None:
+                self.set_state("start_error", None, error=problem)
+                return
         if isinstance(git, dict) and git.get("repo"):
             error = await self._clone(git, _number(welcome.get("startup_timeout"), 0))
             if self.shutting_down:
@@ -2041,13 +2103,7 @@ class Agent:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.send_json({"type": "ok"})
         try:
-            tasks = {spawn_task(_copy(conn.reader, writer)), spawn_task(_copy(reader, conn.writer))}
-            while tasks:
-                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                if not all(task.result() for task in done):
-                    for task in tasks:
-                        task.cancel()
-                    break
+            await _pipe(conn, reader, writer)
         finally:
             writer.close()
 
@@ -2235,6 +2291,18 @@ class Agent:
         )
 
 
+async def _pipe(conn: Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Raw bytes both ways between a stream to the control plane and a local connection, until both ends
+    are done or either fails."""
+    tasks = {spawn_task(_copy(conn.reader, writer)), spawn_task(_copy(reader, conn.writer))}
+    while tasks:
+        done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if not all(task.result() for task in done):
+            for task in tasks:
+                task.cancel()
+            break
+
+
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     """Copy until EOF and pass the half-close on; False when either side failed."""
     try:
@@ -2277,9 +2345,22 @@ def check_task_report(message: dict[str, Any]) -> dict[str, Any] | str:
 # already has, or a new one from the default branch the clone checked out. Values arrive in the environment,
 # never in the script's text.
 CLONE_SCRIPT = r"""set -e
-dir="$HOME/$DOCKYARD_GIT_PATH"
+case "$DOCKYARD_GIT_PATH" in
+  /*) dir="$DOCKYARD_GIT_PATH" ;;
+  *) dir="$HOME/$DOCKYARD_GIT_PATH" ;;
+esac
 if [ ! -e "$dir/.git" ]; then
-  git clone -- "$DOCKYARD_GIT_REPO" "$dir"
+  if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
+    # A folder the image already filled (a dev container's workspace folder): clone beside it, move the
+    # repository in and check it out over the files, which the repository's own versions replace.
+    tmp="$(mktemp -d)"
+    git clone --no-checkout -- "$DOCKYARD_GIT_REPO" "$tmp/clone"
+    mv "$tmp/clone/.git" "$dir/.git"
+    rm -rf "$tmp"
+    git -C "$dir" reset --quiet --hard
+  else
+    git clone -- "$DOCKYARD_GIT_REPO" "$dir"
+  fi
 fi
 cd "$dir"
 branch="$DOCKYARD_GIT_BRANCH"
@@ -2317,6 +2398,20 @@ def git_helper_env(tool: str, environ: Any = None) -> dict[str, str]:
         "GIT_CONFIG_COUNT": str(index + 1),
         f"GIT_CONFIG_KEY_{index}": "credential.helper",
         f"GIT_CONFIG_VALUE_{index}": f"!{quoted} git-credential",
+    }
+
+
+def git_proxy_env(proxy: str, repo: str, environ: Any = None) -> dict[str, str]:
+    """Git configuration through the environment: the repository's URL rewritten to the agent's git proxy."""
+    environ = os.environ if environ is None else environ
+    try:
+        index = int(environ.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        index = 0
+    return {
+        "GIT_CONFIG_COUNT": str(index + 1),
+        f"GIT_CONFIG_KEY_{index}": f"url.{proxy}.insteadOf",
+        f"GIT_CONFIG_VALUE_{index}": repo,
     }
 
 

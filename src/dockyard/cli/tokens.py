@@ -35,6 +35,14 @@ def create(
     own_workspaces_only: Annotated[
         bool, typer.Option("--own-workspaces-only", help="See and act on only the workspaces it creates.")
     ] = False,
+    git_push: Annotated[
+        m.GitPush,
+        typer.Option(
+            "--git-push",
+            help="task-branch: the workspaces it creates push only their task branch (through Dockyard's "
+            "git proxy), whatever their template says.",
+        ),
+    ] = m.GitPush.ANY,
     user: UserOption = "me",
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
@@ -48,6 +56,7 @@ def create(
         scopes=scopes or None,
         allow_list=allow_list or None,
         own_workspaces_only=own_workspaces_only or None,
+        git_push=git_push,
     )
     with config.session() as client:
         created = client.create_token(request, user=user)

@@ -2,9 +2,9 @@
 
 A local folder is uploaded as a template of its own (named after the folder), its `dockyard.yaml` written here and naming
 the folder's devcontainer.json; pushing the same files again reuses the version (and its cached image). A git
-URL is cloned here only to read its configuration: the template carries the `.devcontainer` files, and the
-workspace clones the repository itself (with git, inside the workspace) into the workspace folder on its first
-start. The configuration is checked here before anything is uploaded, so a refused one leaves nothing behind.
+URL is cloned here (with your own git and its credentials) only to read its configuration: the template carries
+the `.devcontainer` files and a `git:` section, so the workspace's agent clones the repository into the workspace
+folder on its first start with the credential registered with `dockyard git-auth add`, as for any template. The configuration is checked here before anything is uploaded, so a refused one leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -184,20 +184,10 @@ def _manifest(template: str, config_file: str, *, url: str | None, workspace_fol
         f"devcontainer: {json.dumps(config_file)}",
     ]
     if url:
-        # The repository is the workspace's own: cloned inside it (once, into the workspace folder).
-        script = (
-            f"folder={_sh(workspace_folder)}\n"
-            'if [ ! -d "$folder/.git" ]; then\n'
-            '  git -C "$folder" init -q && git -C "$folder" remote add origin ' + _sh(url) + " &&\n"
-            '  git -C "$folder" fetch -q --depth 1 origin && git -C "$folder" checkout -q -f FETCH_HEAD\n'
-            "fi\n"
-        )
-        lines.append(f"startup_script: {json.dumps(script)}")
+        # The template's git step, as any template's: the agent clones the repository into the workspace folder
+        # before the hooks run, with the user's git credential brokered by Dockyard (`dockyard git-auth add`).
+        lines.append(f"git: {json.dumps({'repo': url, 'path': workspace_folder})}")
     return "\n".join(lines) + "\n"
-
-
-def _sh(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _tar_gz(files: dict[str, bytes], folder: Path) -> bytes:
@@ -255,7 +245,7 @@ def _print_plan(
         )
     say(f"  user: {plan.user or 'dev'}; workspace folder: {plan.workspace_folder}")
     if url:
-        say(f"  clone: {url} into {plan.workspace_folder} (by git inside the workspace)")
+        say(f"  clone: {url} into {plan.workspace_folder} (by the agent, with your brokered git credential)")
     if plan.resources:
         say("  resources: " + ", ".join(f"{k}={v}" for k, v in plan.resources.items()))
     for port in plan.ports:

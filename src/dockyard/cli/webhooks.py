@@ -17,10 +17,18 @@ app = typer.Typer(help="Post task and workspace status changes to your own endpo
 @app.command("add")
 def add(
     url: Annotated[str, typer.Argument(metavar="URL", help="An http:// or https:// URL that takes JSON.")],
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", help="One of your tokens (name or id): only events of workspaces created with it."
+        ),
+    ] = None,
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Add a webhook and print its signing secret, which is shown only this once."""
-    request = build_request(m.CreateWebhookRequest, names={"url": "URL"}, url=url)
+    request = build_request(
+        m.CreateWebhookRequest, names={"url": "URL", "token": "--token"}, url=url, token=token
+    )
     with config.session() as client:
         created = client.add_webhook(request)
     if output_format is OutputFormat.JSON:
@@ -35,6 +43,7 @@ def add(
 _COLUMNS: list[Column[m.Webhook]] = [
     Column("ID", lambda w: w.id),
     Column("URL", lambda w: w.url),
+    Column("TOKEN", lambda w: w.token_id or "-"),
     Column("STATUS", lambda w: w.status.value),
     Column("FAILURES", lambda w: str(w.consecutive_failures)),
     Column("LAST DELIVERY", lambda w: output.when(w.last_delivery_at)),

@@ -102,6 +102,7 @@ def _actor(user: User, token: ApiToken | None) -> Actor:
         allow_list=frozenset(token.allow_list) if token else frozenset(),
         token_id=token.id if token else None,
         own_workspaces_only=token.own_workspaces_only if token else False,
+        git_push=token.git_push if token else "any",
     )
 
 

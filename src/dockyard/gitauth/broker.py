@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.gitauth.credentials import hint, normalize_host, secret_for
+from dockyard.gitauth.pktline import RefUpdate
+from dockyard.gitauth.proxy import Upstream, basic
 from dockyard.store import audit
 from dockyard.store.models import User, Workspace
-from dockyard_sdk.manifest import GitSpec
+from dockyard_sdk.manifest import GitPush, GitSpec
 
 
 def repo_origin(repo: str) -> tuple[str, str] | None:
@@ -57,6 +59,12 @@ def release(
 def _decide(db: Session, *, owner: User, spec: GitSpec | None, protocol: str, host: str) -> dict[str, Any]:
     if spec is None or not spec.repo:
         return {"error": f"no credential for {host}: this workspace has no git repository in its template"}
+    if spec.push == GitPush.TASK_BRANCH:
+        # Handing the credential out would undo the limit: with it, git could push anywhere, bypassing the proxy.
+        return {
+            "error": f"no credential for {host}: this workspace may push only its task branch, so its git "
+            "reaches the repository through the Dockyard git proxy and the credential never enters it"
+        }
     origin = repo_origin(spec.repo)
     if origin is None:
         return {
@@ -72,3 +80,64 @@ def _decide(db: Session, *, owner: User, spec: GitSpec | None, protocol: str, ho
     if found is None:
         return {"error": f"{owner.username} has no git credential for {origin[1]}; {hint(origin[1])}"}
     return {"username": found[0], "password": found[1]}
+
+
+def upstream(
+    db: Session, actor: Actor, *, workspace: Workspace, owner: User, spec: GitSpec | None
+) -> Upstream:
+    """Where the git proxy sends a workspace's git, with the owner's credential for its repository's host; or
+    why not (git prints it). Audited like a release to the agent, with `via: proxy`."""
+    origin = repo_origin(spec.repo) if spec is not None and spec.repo else None
+    if spec is None or spec.push != GitPush.TASK_BRANCH or origin is None:
+        # The agent only asks for the proxy when its welcome said to; anything else is a confused agent.
+        return Upstream(error="dockyard: this workspace's git does not go through the Dockyard git proxy")
+    found = secret_for(db, owner.id, origin[1])
+    error = (
+        ""
+        if found is not None
+        else f"dockyard: {owner.username} has no git credential for {origin[1]}; {hint(origin[1])}"
+    )
+    audit.record(
+        db,
+        actor,
+        "gitauth.release" if not error else "gitauth.refuse",
+        resource_type="workspace",
+        resource_id=workspace.id,
+        resource_name=workspace.name,
+        status_code=200 if not error else 403,
+        detail={
+            "protocol": origin[0],
+            "host": origin[1],
+            "via": "proxy",
+            **({"error": error} if error else {}),
+        },
+    )
+    db.commit()
+    if found is None:
+        return Upstream(error=error)
+    return Upstream(repo=spec.repo, branch=spec.branch, authorization=basic(*found))
+
+
+def record_push(
+    db: Session,
+    actor: Actor,
+    *,
+    workspace: Workspace,
+    updates: tuple[RefUpdate, ...],
+    refused: dict[str, str],
+) -> None:
+    """Every push through the proxy is an audit row: its refs, and whether it was forwarded or refused."""
+    audit.record(
+        db,
+        actor,
+        "gitauth.push_refused" if refused else "gitauth.push",
+        resource_type="workspace",
+        resource_id=workspace.id,
+        resource_name=workspace.name,
+        status_code=403 if refused else 200,
+        detail={
+            "refs": [u.ref for u in updates][:50],
+            **({"refused": sorted(refused)[:50]} if refused else {}),
+        },
+    )
+    db.commit()

@@ -25,7 +25,7 @@ from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceBui
 from dockyard.templates import formats, render
 from dockyard.templates import service as templates
 from dockyard.templates.devcontainer.plan import Plan as DevcontainerPlan
-from dockyard_sdk.manifest import GitSpec, TemplateManifest
+from dockyard_sdk.manifest import GitPush, GitSpec, TemplateManifest
 from dockyard_sdk.units import parse_duration, parse_size
 
 
@@ -40,13 +40,20 @@ def render_for(
     )
 
 
-def git_plan(spec: GitSpec | None) -> GitPlan | None:
+def git_plan(spec: GitSpec | None, *, workspace: Workspace) -> GitPlan | None:
     if spec is None or not spec.repo:
         return None
+    # The template's limit, or the one of the token that created the workspace: either one is enough.
+    limited = GitPush.TASK_BRANCH in (spec.push, workspace.git_push)
     # A template may write the repository literally rather than through a `git-url` parameter: the same
     # checks apply, so no value reaches git as an option or a remote helper.
     try:
-        return GitPlan(repo=formats.git_url(spec.repo), branch=formats.git_ref(spec.branch), path=spec.path)
+        return GitPlan(
+            repo=formats.git_url(spec.repo),
+            branch=formats.git_ref(spec.branch),
+            path=spec.path,
+            push=(GitPush.TASK_BRANCH if limited else GitPush.ANY).value,
+        )
     except ValueError as exc:
         return GitPlan(error=f"git: {exc}")
 
@@ -80,7 +87,7 @@ def make_plan(
             apps=tuple(
                 AppProcess(slug=app.slug, command=app.command) for app in rendered.apps if app.command
             ),
-            git=git_plan(rendered.git),
+            git=git_plan(rendered.git, workspace=workspace),
         )
     build_spec = rendered.build
     return WorkspacePlan(

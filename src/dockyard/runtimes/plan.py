@@ -123,12 +123,19 @@ class GitPlan(_Frozen):
     repo: str = ""
     branch: str = ""
     path: str = "project"
+    # `task-branch`: the workspace's git reaches the repository only through the control plane's git proxy,
+    # which holds the credential and refuses pushes to any other ref (gitauth/proxy.py).
+    push: str = "any"
     error: str = ""
 
-    def welcome(self) -> dict[str, str]:
+    @property
+    def proxied(self) -> bool:
+        return self.push == "task-branch"
+
+    def welcome(self) -> dict[str, Any]:
         if self.error:
             return {"error": self.error}
-        return {"repo": self.repo, "branch": self.branch, "path": self.path}
+        return {"repo": self.repo, "branch": self.branch, "path": self.path, "proxy": self.proxied}
 
 
 class AgentPlan(_Frozen):

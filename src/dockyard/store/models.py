@@ -82,6 +82,8 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None]
     # Sees (and acts on) only the workspaces it created itself.
     own_workspaces_only: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    # `task-branch`: workspaces this token creates push only their task branch (docs/SECURITY.md).
+    git_push: Mapped[str] = mapped_column(String(16), default="any", server_default="any")
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -185,6 +187,9 @@ class Workspace(Base):
     autostart_next_at: Mapped[datetime | None]
     # Which API token created it: per-token quotas and `own_workspaces_only` tokens count by this.
     created_by_token_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    # `task-branch` when the token that created it was limited so: kept on the row, so the limit outlives the
+    # token and holds whoever starts the workspace later.
+    git_push: Mapped[str] = mapped_column(String(16), default="any", server_default="any")
     # The rendered template's resources at creation, so quotas add them up without rendering every template.
     cpu_millis: Mapped[int | None] = mapped_column(Integer)
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
@@ -433,6 +438,10 @@ class Webhook(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_delivery_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A token's webhook: only events of the workspaces that token created (`workspaces.created_by_token_id`).
+    token_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True, default=None
+    )
 
 
 class EgressEvent(Base):

@@ -33,6 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dockyard import __version__
 from dockyard import logs as logging
 from dockyard.errors import Conflict
+from dockyard.gitauth import proxy as gitproxy
+from dockyard.gitauth.pktline import RefUpdate
 from dockyard.provisioner import events
 from dockyard.tunnel import frames, relay, replicas, state, tokens
 from dockyard.tunnel.frames import FrameStream, ProtocolError
@@ -523,6 +525,8 @@ class AgentHub:
         elif kind == "git_credential":
             # Answered off the read loop: a slow database must not hold up the agent's other messages.
             self._spawn(self._git_credential(session, message))
+        elif kind == "git_proxy":
+            self._spawn(self._git_proxy(session, message))
 
     async def _git_credential(self, session: AgentSession, message: dict[str, Any]) -> None:
         answer = await asyncio.to_thread(
@@ -534,6 +538,33 @@ class AgentHub:
         )
         with contextlib.suppress(ConnectionError, OSError):
             await session.send({"type": "git_credential", "id": str(message.get("id", "")), **answer})
+
+    async def _git_proxy(self, session: AgentSession, message: dict[str, Any]) -> None:
+        """Git in the workspace opened a connection to the agent's git proxy port: take a stream for it and
+        serve git's smart HTTP on it here, where the credential is (gitauth/proxy.py)."""
+        workspace_id = session.workspace_id
+        connection = str(message.get("id", ""))[:32]
+        try:
+            stream = await self.open_local(workspace_id, "git_proxy", connection=connection)
+        except AgentUnavailable as exc:
+            log.info("git proxy: no stream from the agent", workspace=workspace_id, error=exc.message)
+            return
+        try:
+            answer = await stream.read_json()
+            if answer.get("type") != "ok":
+                return
+            upstream = await asyncio.to_thread(state.git_upstream, self.sessions, workspace_id)
+
+            async def on_push(updates: tuple[RefUpdate, ...], refused: dict[str, str]) -> None:
+                await asyncio.to_thread(state.git_push, self.sessions, workspace_id, updates, refused)
+
+            await gitproxy.serve(stream.reader, stream.writer, upstream, on_push=on_push)
+        except (EOFError, ConnectionError, ProtocolError, ValueError) as exc:
+            log.info(
+                "git proxy connection ended", workspace=workspace_id, error=str(exc) or type(exc).__name__
+            )
+        finally:
+            await stream.close()
 
     async def _ping_loop(self) -> None:
         while True:

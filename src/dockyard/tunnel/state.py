@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.accounts.actor import Actor
 from dockyard.gitauth import broker
+from dockyard.gitauth.pktline import RefUpdate
+from dockyard.gitauth.proxy import Upstream
 from dockyard.provisioner import logs, metrics, tasks
 from dockyard.provisioner.agents import SETTLED, STALE_AFTER, limits_reason, reset, to_wire
 from dockyard.provisioner.lifetimes import ACTIVITY_EVERY, ACTIVITY_HEARTBEAT
@@ -18,7 +20,7 @@ from dockyard.store.models import User, Workspace, WorkspaceAgent, WorkspaceBuil
 from dockyard.store.types import utcnow
 from dockyard.tunnel.links import Origin
 from dockyard_sdk import models as wire
-from dockyard_sdk.manifest import GitSpec
+from dockyard_sdk.manifest import GitPush, GitSpec
 
 __all__ = [
     "ACTIVITY_EVERY",
@@ -70,16 +72,51 @@ def git_credential(
     """An agent asks for a git credential for its workspace's repository (`gitauth/broker.py` decides), as
     the plan of its latest start build names it."""
     with sessions() as db:
-        workspace = db.get(Workspace, workspace_id)
-        owner = db.get(User, workspace.owner_id) if workspace is not None and not workspace.deleted else None
-        if workspace is None or owner is None:
+        found = _git_spec(db, workspace_id)
+        if found is None:
             return {"error": "the workspace no longer exists"}
-        plan = _latest_plan(db, workspace)
-        git = plan.agent.git if plan is not None and plan.agent is not None else None
-        spec = GitSpec(repo=git.repo) if git is not None and not git.error else None
+        workspace, owner, spec = found
         return broker.release(
             db, AGENT_ACTOR, workspace=workspace, owner=owner, spec=spec, protocol=protocol, host=host
         )
+
+
+def git_upstream(sessions: sessionmaker[Session], workspace_id: str) -> Upstream:
+    """Where the git proxy forwards a connection from this workspace's agent, and with which credential."""
+    with sessions() as db:
+        found = _git_spec(db, workspace_id)
+        if found is None:
+            return Upstream(error="dockyard: the workspace no longer exists")
+        workspace, owner, spec = found
+        return broker.upstream(db, AGENT_ACTOR, workspace=workspace, owner=owner, spec=spec)
+
+
+def git_push(
+    sessions: sessionmaker[Session],
+    workspace_id: str,
+    updates: tuple[RefUpdate, ...],
+    refused: dict[str, str],
+) -> None:
+    with sessions() as db:
+        workspace = db.get(Workspace, workspace_id)
+        if workspace is not None:
+            broker.record_push(db, AGENT_ACTOR, workspace=workspace, updates=updates, refused=refused)
+
+
+def _git_spec(db: Session, workspace_id: str) -> tuple[Workspace, User, GitSpec | None] | None:
+    """The workspace, its owner and its repository as the plan of its latest start build names it."""
+    workspace = db.get(Workspace, workspace_id)
+    owner = db.get(User, workspace.owner_id) if workspace is not None and not workspace.deleted else None
+    if workspace is None or owner is None:
+        return None
+    plan = _latest_plan(db, workspace)
+    git = plan.agent.git if plan is not None and plan.agent is not None else None
+    spec = (
+        GitSpec(repo=git.repo, branch=git.branch, path=git.path, push=GitPush(git.push))
+        if git is not None and not git.error
+        else None
+    )
+    return workspace, owner, spec
 
 
 def live_workspaces(sessions: sessionmaker[Session], workspace_ids: set[str]) -> set[str]:

@@ -128,7 +128,13 @@ class WebhookSender:
             current = workspaces.to_wire(db, workspaces.load(db, row))
             hooks = [
                 (hook.id, hook.url, hook.secret)
-                for hook in db.scalars(select(Webhook).where(Webhook.user_id == row.owner_id))
+                for hook in db.scalars(
+                    select(Webhook).where(
+                        Webhook.user_id == row.owner_id,
+                        # A token's webhook hears only of the workspaces that token created.
+                        Webhook.token_id.is_(None) | (Webhook.token_id == row.created_by_token_id),
+                    )
+                )
             ]
         events = self._events(current)
         if current.status == wire.WorkspaceStatus.DELETED:

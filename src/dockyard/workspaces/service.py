@@ -139,6 +139,7 @@ def create(
         name=name,
         parameters=values,
         created_by_token_id=actor.token_id,
+        git_push=actor.git_push,
     )
     rendered = render_for(manifest, values, workspace=workspace, owner=owner)
     workspace.cpu_millis = round(float(rendered.resources.cpu) * 1000)
@@ -247,11 +248,12 @@ def _claimed(
     member.ttl_seconds = blueprint.ttl_seconds
     member.idle_timeout_seconds = blueprint.idle_timeout_seconds
     member.created_by_token_id = actor.token_id
+    member.git_push = actor.git_push
     member.created_at = requested_at
     member.last_used_at = None
     rendered = render_for(manifest, member.parameters, workspace=member, owner=owner)
     pooled = WorkspacePlan.from_stored(current.plan or {})
-    git = plans.git_plan(rendered.git)
+    git = plans.git_plan(rendered.git, workspace=member)
     agent = pooled.agent.model_copy(update={"git": git}) if pooled.agent is not None else None
     build_id = new_id()
     plan = pooled.model_copy(
