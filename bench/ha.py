@@ -150,7 +150,7 @@ def start_server(url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the server refuses a data dir others can read
     env = {
         **os.environ,
         "DOCKYARD_DATABASE_URL": url,

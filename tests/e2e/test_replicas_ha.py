@@ -227,7 +227,11 @@ def test_either_replica_serves_the_agent_and_the_survivor_takes_it_over(
             submit: Callable[..., Future[object]] = pool.submit
             sent += [(i % 2, "create", submit(create, i % 2, name)) for i, name in enumerate(load_names)]
             sent += [(dead, "exec", submit(run, dead, i)) for i in range(LOAD // 2)]
-            time.sleep(0.3)  # the creates and the dead replica's execs are on their way
+            # Once one create has been answered by the replica about to die, the others are still on their way.
+            first_answered = time.monotonic() + 30
+            while not any(f.done() for i, k, f in sent if (i, k) == (dead, "create")):
+                assert time.monotonic() < first_answered, "no create answered in 30 s"
+                time.sleep(0.02)
             cluster.running[f"server{dead}"].kill()
             killed = time.monotonic()
             sent += [(survivor, "exec", submit(run, survivor, i)) for i in range(LOAD // 2, LOAD)]
