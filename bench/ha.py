@@ -4,6 +4,7 @@
     .venv/bin/python bench/ha.py --quick    # events: 200 messages, 10 waits
     .venv/bin/python bench/ha.py --agents 200 --execs 30   # relay and reconnect (below), no events
     .venv/bin/python bench/ha.py --check    # exit 1 when a target is missed
+    .venv/bin/python bench/ha.py --api 15 --clients 8      # API req/s, one replica vs two
 
 A throwaway PostgreSQL cluster (tests/pg.py, the one the test suite uses) is started and migrated, then:
 1. pubsub: a second Python process publishes messages through `PostgresPubsub`, each carrying its send time;
@@ -21,6 +22,12 @@ Wall clocks are compared within one host, so they agree.
 4. reconnect: `kill -9` replica A; every agent's re-dial goes to B (the next URL of its list). Measured: the
    time from the kill to each agent's welcome on B, and the most welcomes in any 100 ms (a stampede would put
    them all in one). Target: all back within 10 s.
+5. API throughput (`--api SECONDS`): two `dockyard server` processes on that database (no workers), one
+   workspace; `--clients` threads, each with its own connection, alternate authenticated
+   `GET /api/v2/workspaces` and `GET /api/v2/workspaces/{id}` for SECONDS against replica A alone, then for
+   SECONDS spread over A and B (half the clients each). Printed: requests/s of each and the ratio. On one
+   2-core machine shared with the clients the ratio says how much a second process adds there, not what a
+   second machine would.
 """
 
 from __future__ import annotations
@@ -143,7 +150,7 @@ def start_server(url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the server refuses a data dir others can read
     env = {
         **os.environ,
         "DOCKYARD_DATABASE_URL": url,
@@ -202,6 +209,49 @@ def wait_latency(url: str, rounds: int) -> list[float]:
                 assert build.completed_at is not None, build
                 latencies.append((answered - build.completed_at).total_seconds() * 1000)
         return latencies
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+
+
+def api_throughput(url: str, seconds: float, clients: int) -> list[tuple[str, bool]]:
+    import httpx
+
+    root = Path(tempfile.mkdtemp(prefix="dy-ha-"))
+    first, url_a = start_server(url, root / "a")
+    processes = [first]
+    try:
+        second, url_b = start_server(url, root / "b")
+        processes.append(second)
+        token = (root / "a" / "admin-token").read_text().strip()
+        with Client(url_a, token) as a:
+            ws = a.create_workspace(m.CreateWorkspaceRequest(template="base", name="api-bench"))
+        paths = ["/api/v2/workspaces", f"/api/v2/workspaces/{ws.id}"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def rate(bases: list[str]) -> float:
+            done = [0] * clients
+            stop = time.monotonic() + seconds
+
+            def work(index: int) -> None:
+                with httpx.Client(base_url=bases[index % len(bases)], headers=headers, timeout=30) as http:
+                    http.get(paths[0]).raise_for_status()  # connect and warm up outside the count
+                    while time.monotonic() < stop:
+                        http.get(paths[done[index] % 2]).raise_for_status()
+                        done[index] += 1
+
+            started = time.monotonic()
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(work, range(clients)))
+            return sum(done) / (time.monotonic() - started)
+
+        one = rate([url_a])
+        two = rate([url_a, url_b])
+        return [
+            (f"API, {clients} clients, GET list and GET one alternately: one replica {one:.0f} req/s", True),
+            (f"API, same clients over two replicas: {two:.0f} req/s ({two / one:.2f}x one replica)", True),
+        ]
     finally:
         for process in processes:
             process.terminate()
@@ -484,6 +534,10 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--agents", type=int, default=0, help="relay and reconnect with this many agents")
     parser.add_argument("--execs", type=int, default=30, help="execs per path in the relay measurement")
+    parser.add_argument(
+        "--api", type=float, default=0, help="API req/s, one replica vs two, for SECONDS each"
+    )
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients for --api")
     parser.add_argument("--replica", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
@@ -500,7 +554,11 @@ def main() -> None:
     say("starting a throwaway PostgreSQL cluster")
     results = []
     with database() as url:
-        if args.agents:
+        if args.api:
+            say(f"API: {args.clients} clients for {args.api:.0f} s on one replica, then on two")
+            results = api_throughput(url, args.api, args.clients)
+            print("API throughput with two replicas vs one (PostgreSQL)")
+        elif args.agents:
             results = relay_and_reconnect(url, args.agents, args.execs)
             print("replicas: relayed streams and agents reconnecting (network agent link)")
         else:

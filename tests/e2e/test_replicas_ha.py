@@ -1,8 +1,16 @@
 """HA with real processes: two `dockyard server` replicas on one PostgreSQL, a separate `dockyard provisioner`,
 Docker workspaces whose agents dial the replicas over the network (docs/ARCHITECTURE.md, "Replicas").
 
-Exec, files and a PTY work through either replica (one of them relays to the other); after `kill -9` of the
-replica holding the agent, the agent is back on the survivor within 10 s and the survivor serves it.
+Exec, files, a PTY and OpenSSH through each replica's gateway work through either replica (one of them relays
+to the other). Then, with 20 creates and 20 execs in flight, `kill -9` of the replica holding the agent: its
+agents are back on the survivor within 10 s, every workspace (including any create the dead replica committed
+before it died) ends running with its agent ready, no build is left behind, every request sent to the survivor
+succeeds, and requests sent to the dead replica fail with connection errors only.
+
+The survivor's execs go to the workspace whose agent the dead replica held, issued as the kill lands: they must
+wait for the agent to re-dial and then succeed. (An exec already streaming through the dead replica at that
+instant cannot survive it, wherever the client sent it: its bytes and the process's pipes ran through the
+replica that died.)
 """
 
 from __future__ import annotations
@@ -11,17 +19,20 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 
 from dockyard.store.db import normalize_url
-from dockyard.store.models import AgentSession, Replica
+from dockyard.store.models import AgentSession, Replica, WorkspaceBuild
 from dockyard_sdk import Client
 from dockyard_sdk import models as m
+from dockyard_sdk.errors import ConnectionFailed
 from dockyard_sdk.streams import PtySize
+from tests.gateway.conftest import make_key, openssh_for, register_key, text_of
 from tests.live import DOCKYARD, _healthy, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.timeout(900)]
@@ -36,6 +47,7 @@ class Processes:
         self.root = Path(tempfile.mkdtemp(prefix="dy-ha-"))
         self.database_url = database_url
         self.ports = [free_port(), free_port()]
+        self.ssh_ports = [free_port(), free_port()]
         self.urls = [f"http://{HOST}:{port}" for port in self.ports]
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -68,7 +80,7 @@ class Processes:
                 "--relay-url",
                 self.urls[index],
                 "--ssh-listen",
-                "",
+                f"127.0.0.1:{self.ssh_ports[index]}",
                 "--provisioner-workers",
                 "0",
             ],
@@ -103,7 +115,7 @@ def cluster(database_url: str, db_kind: str, base_image: str) -> Iterator[Proces
     try:
         processes.server(0)
         processes.server(1)
-        processes.start("provisioner", ["provisioner", "--workers", "2"])
+        processes.start("provisioner", ["provisioner", "--workers", "4"])
         yield processes
     finally:
         processes.stop()
@@ -122,7 +134,54 @@ def _holder(database_url: str, workspace_id: str) -> str | None:
         engine.dispose()
 
 
-def test_either_replica_serves_the_agent_and_the_survivor_takes_it_over(cluster: Processes) -> None:
+def _held_by(database_url: str, relay_url: str) -> set[str]:
+    """The workspaces whose agents the replica at `relay_url` holds, as the database says."""
+    engine = create_engine(normalize_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return set(
+                conn.execute(
+                    select(AgentSession.workspace_id)
+                    .join(Replica, AgentSession.replica_id == Replica.id)
+                    .where(Replica.relay_url == relay_url)
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+
+
+def _unfinished_builds(database_url: str) -> int:
+    engine = create_engine(normalize_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.scalar(
+                    select(func.count())
+                    .select_from(WorkspaceBuild)
+                    .where(WorkspaceBuild.status != "succeeded")
+                )
+                or 0
+            )
+    finally:
+        engine.dispose()
+
+
+LOAD = 20
+
+
+def _outcome(future: Future[object]) -> str:
+    """`ok`, or `connection error` for a replica that could not be reached (or died mid-request); anything
+    else (an HTTP error, a timeout) fails the test."""
+    try:
+        future.result(timeout=300)
+    except ConnectionFailed:
+        return "connection error"
+    return "ok"
+
+
+def test_either_replica_serves_the_agent_and_the_survivor_takes_it_over(
+    cluster: Processes, tmp_path: Path
+) -> None:
     token = (cluster.root / "server0" / "admin-token").read_text().strip()
     clients = [Client(url, token, timeout=120) for url in cluster.urls]
     created = clients[0].create_workspace(m.CreateWorkspaceRequest(template="base", name="ha"))
@@ -134,7 +193,9 @@ def test_either_replica_serves_the_agent_and_the_survivor_takes_it_over(cluster:
         result = client.exec(created.id, m.ExecRequest(command=f"echo via-{index}; exit {index + 3}"))
         assert (result.exit_code, result.stdout) == (index + 3, f"via-{index}\n")
         client.write_file(created.id, f"from-{index}.txt", f"replica {index}".encode())
-    for client in clients:
+    key = make_key(tmp_path / "keys")
+    register_key(clients[0], key)
+    for index, client in enumerate(clients):
         assert client.read_file(created.id, "from-0.txt") == b"replica 0"
         assert client.read_file(created.id, "from-1.txt") == b"replica 1"
         # Exits 0 only when its stdin and stdout are a terminal: the PTY reached the agent through this replica.
@@ -143,24 +204,92 @@ def test_either_replica_serves_the_agent_and_the_survivor_takes_it_over(cluster:
         ) as pty:
             _, _, exited = pty.wait()
         assert exited.exit_code == 0
+        # The OpenSSH client through this replica's own gateway (relayed when the other one holds the agent).
+        ssh = openssh_for(client, tmp_path / f"ssh-{index}", ("127.0.0.1", cluster.ssh_ports[index]))
+        answer = text_of(ssh.run("ha", key, f"cat from-{1 - index}.txt; echo; echo ssh-{index}"))
+        assert answer == (0, f"replica {1 - index}\nssh-{index}\n", "")
 
     dead = cluster.urls.index(holder)
     survivor = 1 - dead
-    killed = time.monotonic()
-    cluster.running[f"server{dead}"].kill()
-    cluster.running[f"server{dead}"].wait()
-    while _holder(cluster.database_url, created.id) != cluster.urls[survivor]:
-        assert time.monotonic() - killed < 10, cluster.log(f"server{survivor}")
-        time.sleep(0.1)
-    back = time.monotonic() - killed
-    result = clients[survivor].exec(created.id, m.ExecRequest(command=["cat", "from-1.txt"]))
-    assert (result.exit_code, result.stdout) == (0, "replica 1")
-    shown = clients[survivor].get_workspace(created.id)
-    assert shown.agent is not None
-    assert shown.agent.status == m.AgentConnection.CONNECTED
-    print(f"agent back on the surviving replica {back:.2f} s after kill -9")
-    clients[survivor].delete_workspace(created.id)
-    done = clients[survivor].get_workspace(created.id, wait="done", timeout=120)
-    assert done.status == m.WorkspaceStatus.DELETED
+    load_names = [f"load-{i}" for i in range(LOAD)]
+    try:
+        with ThreadPoolExecutor(2 * LOAD) as pool:
+
+            def create(index: int, name: str) -> m.Workspace:
+                return clients[index].create_workspace(m.CreateWorkspaceRequest(template="base", name=name))
+
+            def run(index: int, i: int) -> m.ExecResult:
+                result = clients[index].exec(created.id, m.ExecRequest(command=f"sleep 1; echo exec-{i}"))
+                assert (result.exit_code, result.stdout) == (0, f"exec-{i}\n"), result
+                return result
+
+            sent: list[tuple[int, str, Future[object]]] = []
+            submit: Callable[..., Future[object]] = pool.submit
+            sent += [(i % 2, "create", submit(create, i % 2, name)) for i, name in enumerate(load_names)]
+            sent += [(dead, "exec", submit(run, dead, i)) for i in range(LOAD // 2)]
+            # Once one create has been answered by the replica about to die, the others are still on their way.
+            first_answered = time.monotonic() + 30
+            while not any(f.done() for i, k, f in sent if (i, k) == (dead, "create")):
+                assert time.monotonic() < first_answered, "no create answered in 30 s"
+                time.sleep(0.02)
+            cluster.running[f"server{dead}"].kill()
+            killed = time.monotonic()
+            sent += [(survivor, "exec", submit(run, survivor, i)) for i in range(LOAD // 2, LOAD)]
+            cluster.running[f"server{dead}"].wait()
+            orphans = _held_by(cluster.database_url, cluster.urls[dead])
+            assert created.id in orphans
+            while moved := orphans & _held_by(cluster.database_url, cluster.urls[dead]):
+                assert time.monotonic() - killed < 10, (moved, cluster.log(f"server{survivor}"))
+                time.sleep(0.1)
+            back = time.monotonic() - killed
+            outcomes = [(index, kind, _outcome(future)) for index, kind, future in sent]
+        on_survivor = [outcome for outcome in outcomes if outcome[0] == survivor]
+        assert {outcome[2] for outcome in on_survivor} == {"ok"}, on_survivor
+        assert len(on_survivor) == LOAD  # half the creates and half the execs
+        assert {outcome[2] for outcome in outcomes} <= {"ok", "connection error"}
+
+        # Every workspace ends running, including creates the dead replica committed before it died.
+        survivor_client = clients[survivor]
+        listed = survivor_client.list_workspaces(limit=100).workspaces
+        loaded = [ws for ws in listed if ws.name in load_names]
+        survived_creates = sum(1 for index, kind, result in outcomes if kind == "create" and result == "ok")
+        assert len(loaded) >= survived_creates
+        with ThreadPoolExecutor(len(loaded)) as pool:
+            final = list(
+                pool.map(lambda ws: survivor_client.get_workspace(ws.id, wait="ready", timeout=300), loaded)
+            )
+        assert {(ws.status, ws.agent.lifecycle if ws.agent else None) for ws in final} == {
+            (m.WorkspaceStatus.RUNNING, m.AgentLifecycle.READY)
+        }, [(ws.name, ws.status, ws.status_reason, ws.agent) for ws in final]
+        held = _held_by(cluster.database_url, cluster.urls[survivor])
+        assert {ws.id for ws in final} | {created.id} <= held
+        assert _unfinished_builds(cluster.database_url) == 0
+        result = survivor_client.exec(created.id, m.ExecRequest(command=["cat", "from-1.txt"]))
+        assert (result.exit_code, result.stdout) == (0, "replica 1")
+        failed = sum(1 for outcome in outcomes if outcome[2] != "ok")
+        print(
+            f"kill -9 with {LOAD} creates and {LOAD} execs in flight: {len(orphans)} agents back on the survivor "
+            f"{back:.2f} s after the kill, {len(final)} workspaces running, {failed} requests failed (all to "
+            "the dead replica, with connection errors)"
+        )
+    finally:
+        _delete_everything(clients[survivor])
     for client in clients:
         client.close()
+
+
+def _delete_everything(client: Client) -> None:
+    """Leave nothing on the shared engine: delete every workspace through the survivor, in parallel."""
+    found = [
+        ws for ws in client.list_workspaces(limit=100).workspaces if ws.status != m.WorkspaceStatus.DELETED
+    ]
+
+    def delete(ws: m.Workspace) -> m.Workspace:
+        # A build still in progress (the test failed early) must end before the delete is accepted.
+        client.get_workspace(ws.id, wait="done", timeout=300)
+        client.delete_workspace(ws.id)
+        return client.get_workspace(ws.id, wait="done", timeout=300)
+
+    with ThreadPoolExecutor(max(1, len(found))) as pool:
+        done = list(pool.map(delete, found))
+    assert {ws.status for ws in done} <= {m.WorkspaceStatus.DELETED}, [(ws.name, ws.status) for ws in done]

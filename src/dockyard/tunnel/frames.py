@@ -52,6 +52,10 @@ class FrameStream:
         return message
 
     def write_nowait(self, kind: int, payload: bytes = b"") -> None:
+        if self.writer.is_closing():
+            # uvloop raises RuntimeError on a closed transport (asyncio's own loop drops the bytes): either
+            # way the peer is gone, which callers handle as a ConnectionError.
+            raise ConnectionResetError("the connection is closed")
         # Large payloads are split, so a caller may hand over any chunk it read.
         if len(payload) <= MAX_PAYLOAD:
             self.writer.write(_HEADER.pack(kind, len(payload)) + payload)

@@ -74,6 +74,10 @@ class AgentUnavailable(Conflict):
     """The workspace's agent has no live connection to this server."""
 
 
+class _SessionGone(AgentUnavailable):
+    """The request was never sent: the agent's connection closed under it (the agent is re-dialing)."""
+
+
 class _Unreachable(Exception):
     """The replica that holds an agent did not answer a relay."""
 
@@ -248,12 +252,22 @@ class AgentHub:
         lost: str | None = None
         while True:
             if workspace_id in self._agents:
-                return await self.open_local(workspace_id, kind, **params)
+                try:
+                    return await self.open_local(workspace_id, kind, **params)
+                except _SessionGone as exc:
+                    if loop.time() >= deadline:
+                        raise
+                    lost = str(exc)
+                    await asyncio.sleep(0.1)
+                    continue
             holder = self._live_holder(workspace_id, self._holders)
             if holder is None:
                 # It may have connected since the last refresh.
                 found = await asyncio.to_thread(replicas.holders, self.sessions, workspace_id)
                 holder = self._live_holder(workspace_id, found)
+                if holder is None and lost is None:
+                    # Another request already found its holder dead: wait for the agent as that one does.
+                    lost = self._skipped(workspace_id, found)
             if holder is not None:
                 try:
                     return await self._open_relayed(holder, workspace_id, kind, params)
@@ -268,6 +282,16 @@ class AgentHub:
                     detail=f"{lost}; the agent did not reconnect within {RELAY_GRACE:.0f} s.",
                 )
             await asyncio.sleep(0.1)
+
+    def _skipped(self, workspace_id: str, known: dict[str, replicas.Holder]) -> str | None:
+        """Why the workspace's holder is being skipped (it did not answer a moment ago), or None."""
+        holder = known.get(workspace_id)
+        if holder is None or holder.replica_id == self.replica_id:
+            return None
+        failed = self._unreachable.get(holder.replica_id)
+        if failed is None or time.monotonic() - failed >= replicas.STALE_AFTER.total_seconds():
+            return None
+        return f"{holder.relay_url} did not answer"
 
     def _live_holder(self, workspace_id: str, known: dict[str, replicas.Holder]) -> replicas.Holder | None:
         holder = known.get(workspace_id)
@@ -311,7 +335,12 @@ class AgentHub:
         future: asyncio.Future[FrameStream] = asyncio.get_running_loop().create_future()
         self._pending[stream_id] = (workspace_id, future)
         try:
-            await session.send({"type": "open", "stream": stream_id, "kind": kind, **params})
+            try:
+                await session.send({"type": "open", "stream": stream_id, "kind": kind, **params})
+            except ConnectionError as exc:
+                raise _SessionGone(
+                    "The workspace's agent connection closed.", detail="It is reconnecting; try again."
+                ) from exc
             return await asyncio.wait_for(future, self.open_timeout)
         except (TimeoutError, ConnectionError, EOFError) as exc:
             raise AgentUnavailable(
@@ -443,6 +472,16 @@ class AgentHub:
                 log.info("replacing an unresponsive agent connection", workspace=workspace_id)
                 await previous.stream.close()
             session = AgentSession(workspace_id, stream, str(hello.get("version", ""))[:32], origin)
+            session.welcome = {
+                "type": "welcome",
+                "workspace_id": workspace_id,
+                **welcome,
+                "heartbeat": self.heartbeat,
+                "stats_interval": self.stats_interval,
+            }
+            # Welcomed before it is findable: a stream request that overtook the welcome (a client waiting for
+            # this agent to come back from a dead replica) made the agent drop the new connection.
+            await session.send(session.welcome)
             self._agents[workspace_id] = session
             try:
                 await asyncio.to_thread(state.connected, self.sessions, workspace_id, session.version)
@@ -451,20 +490,12 @@ class AgentHub:
             except BaseException:
                 del self._agents[workspace_id]
                 raise
-        session.welcome = {
-            "type": "welcome",
-            "workspace_id": workspace_id,
-            **welcome,
-            "heartbeat": self.heartbeat,
-            "stats_interval": self.stats_interval,
-        }
         return session
 
     async def _control(self, origin: Origin, stream: FrameStream, hello: dict[str, Any]) -> None:
         session = await self._admit(origin, stream, hello)
         workspace_id, version = session.workspace_id, session.version
         try:
-            await session.send(session.welcome)
             events.changed(self.sessions, workspace_id)
             log.info("agent connected", workspace=workspace_id, version=version, origin=origin.describe())
             while True:

@@ -12,7 +12,7 @@ from dockyard.provisioner import agents as agent_state
 from dockyard.provisioner import lifetimes, schedules, tasks
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
-from dockyard.workspaces.queries import Loaded
+from dockyard.workspaces.queries import Loaded, Names
 from dockyard.workspaces.status import derive
 from dockyard_sdk import models as wire
 
@@ -94,23 +94,24 @@ def to_wire_many(db: Session, rows: Sequence[Loaded]) -> list[wire.Workspace]:
     agents = _agents(db, [r.workspace.id for r in rows])
     listed = []
     now = utcnow()
-    for workspace, build in ((r.workspace, r.build) for r in rows):
+    for row in rows:
+        workspace, build = row.workspace, row.build
+        shown = row.names or Names.of(workspace)
         status, reason = derive(workspace, build)
         agent = agent_state.to_wire(agents.get(workspace.id))
         if status == wire.WorkspaceStatus.RUNNING and not reason and agent is not None:
             reason = agent_state.limits_reason(agent.stats)
-        template = workspace.template
         listed.append(
             wire.Workspace(
                 id=workspace.id,
                 name=workspace.name,
                 owner_id=workspace.owner_id,
-                owner_name=workspace.owner.username,
+                owner_name=shown.owner_name,
                 template_id=workspace.template_id,
-                template_name=template.name,
+                template_name=shown.template_name,
                 template_version_id=workspace.template_version_id,
                 template_version_name=_version_name(numbers, workspace.template_version_id),
-                outdated=template.active_version_id not in (None, workspace.template_version_id),
+                outdated=shown.template_active_version_id not in (None, workspace.template_version_id),
                 parameters=workspace.parameters,
                 status=status,
                 status_reason=reason,
