@@ -128,7 +128,8 @@ class GitServer:
         threading.Thread(target=self._join_all, daemon=True).start()
 
     def _join_all(self) -> None:
-        assert self._events is not None and self._events.stdout is not None
+        assert self._events is not None
+        assert self._events.stdout is not None
         with ThreadPoolExecutor(8) as pool:
             for line in self._events.stdout:
                 actor = json.loads(line)["Actor"]
