@@ -196,7 +196,7 @@ def server(workers: int | str, warm_networks: str = "0") -> Iterator[tuple[Clien
     url = f"http://127.0.0.1:{port}"
     deployment = ""
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded 2-core host imports the server slowly
         while not (data_dir / "admin-token").exists() or not _healthy(url):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"server did not start; see {data_dir / 'server.log'}")
