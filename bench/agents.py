@@ -275,7 +275,7 @@ def fleet_run(
         left, objects = leftovers(client, deployment)
     waited = time.perf_counter() - started
     report(
-        f"  after the TTL ({ttl}, {waited:.0f} s after the creates): {left} workspaces, "
+        f"  after the TTL ({ttl} min, {waited:.0f} s after the creates): {left} workspaces, "
         f"{objects['containers']} containers, {objects['volumes']} volumes, {objects['networks']} networks of "
         f"this deployment left (target 0)"
     )
@@ -310,7 +310,7 @@ def main() -> None:
                 m.CreateGitAuthRequest(host=GIT_HOST, username=GIT_USER, password=GIT_PASSWORD)
             )
             for size in sizes:
-                fleet_run(client, size, args.ttl, int(minutes) * 60, deployment, missed)
+                fleet_run(client, size, minutes, int(minutes) * 60, deployment, missed)
             report(
                 f"task branches pushed to the git server: {gitserver.branches()}; server peak RSS "
                 f"{rss_peak_mb(pid):.0f} MB"
