@@ -193,7 +193,7 @@ def agent(client: Client, http: httpx.Client, index: int, run: str, ttl: str, fl
     sent = time.perf_counter()
     workspace_id = brief_create(http, index, run, ttl)
     fleet.accepted.append(time.perf_counter() - sent)
-    ws = client.get_workspace(workspace_id, wait="ready", timeout=900)
+    ws = client.get_workspace(workspace_id, wait="ready", timeout=600)
     if ws.agent is None or ws.agent.lifecycle != m.AgentLifecycle.READY:
         error = ws.agent.error if ws.agent is not None else ws.status_reason
         raise RuntimeError(f"{ws.name} is {ws.status.value}, agent not ready: {error}")
