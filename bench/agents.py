@@ -17,8 +17,10 @@ and push p50, failures, the server's peak RSS, and once every TTL has run out: w
 deployment's containers, volumes and networks left (target 0 each).
 
 The git server is `tests/gitserver.py` (git http-backend behind basic auth) in a container of this benchmark's own,
-joined to each workspace's network as `git.test` the moment the network appears (workspaces have no egress, and
-bridges do not reach each other), as tests/gitauth/test_git_docker.py does. Nothing but this run's own objects and
+joined to each workspace's network as `git.test` (workspaces have no egress, and bridges do not reach each other),
+as tests/gitauth/test_git_docker.py does. The agent clones before the workspace is ready, so the host must be on
+the network first: the server keeps N internal warm networks (made before each fleet, and joined), which the
+creates claim; the bare runs likewise start on networks that exist. Leftovers are counted per workspace id. Nothing but this run's own objects and
 its server's deployment is touched or removed. Runs from the install's virtualenv (no pytest).
 """
 
@@ -38,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker as dockerlib
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,10 +118,12 @@ class GitServer:
         )  # fmt: skip
         self._events: subprocess.Popen[str] | None = None
         self.joined = 0
+        self.deployment = ""
 
     def follow(self, deployment: str) -> None:
         """Join each network the deployment makes, as soon as the engine reports it."""
         self.deployment = deployment
+        self.engine = dockerlib.from_env(timeout=300)
         # Network events carry no labels: the name says "a workspace's", an inspect says whose.
         self._events = subprocess.Popen(
             ["docker", "events", "--format", "{{json .}}", "--filter", "type=network", "--filter",
@@ -136,19 +141,26 @@ class GitServer:
                 if actor.get("Attributes", {}).get("name", "").startswith("dockyard-ws-"):
                     pool.submit(self._join, actor["ID"])
 
+    def join_existing(self) -> int:
+        """Join every network of the deployment not joined yet; returns how many the git host is on."""
+        networks = self.engine.api.networks(filters={"label": f"dockyard.deployment={self.deployment}"})
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(self._join, [n["Id"] for n in networks]))
+        return len(networks)
+
     def _join(self, network: str) -> None:
-        owner = subprocess.run(
-            ["docker", "network", "inspect", "-f", '{{index .Labels "dockyard.deployment"}}', network],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if owner.stdout.strip() != self.deployment:
-            return
-        done = subprocess.run(
-            ["docker", "network", "connect", "--alias", "git.test", network, self.container],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if done.returncode == 0:
+        try:
+            attrs = self.engine.api.inspect_network(network)
+            if (attrs.get("Labels") or {}).get("dockyard.deployment") != self.deployment:
+                return
+            if self.container in (attrs.get("Containers") or {}):
+                return
+            self.engine.api.connect_container_to_network(self.container, network, aliases=["git.test"])
             self.joined += 1
+        except dockerlib.errors.APIError as exc:
+            # Gone again (a workspace deleted) or joined meanwhile: nothing to do.
+            if exc.status_code not in (403, 404, 409):
+                print(f"cannot join the git host to network {network}: {exc}", file=sys.stderr)
 
     def branches(self) -> int:
         return len(git("--git-dir", str(self.bare), "branch", "--list", "task-*").split())
@@ -156,6 +168,7 @@ class GitServer:
     def close(self) -> None:
         if self._events is not None:
             self._events.terminate()
+            self.engine.close()
         subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
 
 
@@ -166,6 +179,7 @@ class Fleet:
     tests: list[float] = field(default_factory=list)
     pushes: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
 
 
 def brief_create(http: httpx.Client, index: int, run: str, ttl_minutes: str) -> str:
@@ -192,6 +206,7 @@ def brief_create(http: httpx.Client, index: int, run: str, ttl_minutes: str) -> 
 def agent(client: Client, http: httpx.Client, index: int, run: str, ttl: str, fleet: Fleet) -> None:
     sent = time.perf_counter()
     workspace_id = brief_create(http, index, run, ttl)
+    fleet.ids.add(workspace_id)
     fleet.accepted.append(time.perf_counter() - sent)
     ws = client.get_workspace(workspace_id, wait="ready", timeout=600)
     if ws.agent is None or ws.agent.lifecycle != m.AgentLifecycle.READY:
@@ -213,20 +228,47 @@ def agent(client: Client, http: httpx.Client, index: int, run: str, ttl: str, fl
         raise RuntimeError(f"{ws.name}: report done exited {done.exit_code}: {done.stderr[-300:]}")
 
 
-def leftovers(client: Client, deployment: str) -> tuple[int, dict[str, int]]:
-    live = [w for w in client.list_workspaces(limit=1000).workspaces if w.status != m.WorkspaceStatus.DELETED]
+def leftovers(client: Client, deployment: str, workspace_ids: set[str]) -> tuple[int, dict[str, int]]:
+    """The fleet's workspaces not yet deleted, and the engine objects of this deployment labelled with one of
+    them (the warm networks the pool keeps belong to no workspace yet)."""
+    live = [
+        w
+        for w in client.list_workspaces(limit=1000).workspaces
+        if w.id in workspace_ids and w.status != m.WorkspaceStatus.DELETED
+    ]
     label = f"label=dockyard.deployment={deployment}"
+    owner = '{{.Label "dockyard.workspace.id"}}'
     found = {
-        "containers": len(docker("ps", "-aq", "--filter", label).split()),
-        "volumes": len(docker("volume", "ls", "-q", "--filter", label).split()),
-        "networks": len(docker("network", "ls", "-q", "--filter", label).split()),
+        kind: len(set(docker(*command, "--filter", label, "--format", owner).split()) & workspace_ids)
+        for kind, command in (
+            ("containers", ("ps", "-a")),
+            ("volumes", ("volume", "ls")),
+            ("networks", ("network", "ls")),
+        )
     }
     return len(live), found
 
 
+def await_pool(client: Client, size: int, gitserver: GitServer) -> None:
+    """The warm networks the fleet will claim are made, and the git host is on every one of them."""
+    deadline = time.monotonic() + 600
+    while client.doctor().warm_networks.get("internal", 0) < size:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server did not make {size} warm networks within 600 s")
+        time.sleep(1)
+    gitserver.join_existing()
+
+
 def fleet_run(
-    client: Client, size: int, ttl: str, ttl_seconds: float, deployment: str, missed: list[str]
+    client: Client,
+    size: int,
+    ttl: str,
+    ttl_seconds: float,
+    deployment: str,
+    gitserver: GitServer,
+    missed: list[str],
 ) -> None:
+    await_pool(client, size, gitserver)
     bare = bare_parallel(size)
     report(f"{size} bare docker run -d + exec true at a concurrency of {size}: {bare:.2f} s")
     run = uuid.uuid4().hex[:6]
@@ -269,10 +311,10 @@ def fleet_run(
         missed.append(f"{size} agents")
     # Every workspace was created at about the same time: its TTL ends within a reconcile pass of the last one.
     deadline = started + ttl_seconds + 120 + size
-    left, objects = leftovers(client, deployment)
+    left, objects = leftovers(client, deployment, fleet.ids)
     while (left or any(objects.values())) and time.perf_counter() < deadline:
         time.sleep(5)
-        left, objects = leftovers(client, deployment)
+        left, objects = leftovers(client, deployment, fleet.ids)
     waited = time.perf_counter() - started
     report(
         f"  after the TTL ({ttl} min, {waited:.0f} s after the creates): {left} workspaces, "
@@ -301,8 +343,9 @@ def main() -> None:
     missed: list[str] = []
     gitserver = GitServer(work)
     try:
-        # No warm networks: every network then belongs to a workspace, so "0 left" means no leak.
-        with server(workers="auto", warm_networks="0") as (client, pid):
+        # The git host must be on a workspace's network before its agent clones, which happens before the
+        # workspace is ready: the fleet's networks are made ahead (the warm pool) and joined as they appear.
+        with server(workers="auto", warm_networks=f"open=0,internal={max(sizes)}") as (client, pid):
             deployment = client.doctor().deployment
             gitserver.follow(deployment)
             client.create_template(provision_template())
@@ -310,7 +353,7 @@ def main() -> None:
                 m.CreateGitAuthRequest(host=GIT_HOST, username=GIT_USER, password=GIT_PASSWORD)
             )
             for size in sizes:
-                fleet_run(client, size, minutes, int(minutes) * 60, deployment, missed)
+                fleet_run(client, size, minutes, int(minutes) * 60, deployment, gitserver, missed)
             report(
                 f"task branches pushed to the git server: {gitserver.branches()}; server peak RSS "
                 f"{rss_peak_mb(pid):.0f} MB"
