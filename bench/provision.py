@@ -215,6 +215,11 @@ def server(workers: int | str, warm_networks: str = "0") -> Iterator[tuple[Clien
             remove_deployment(deployment)
         except subprocess.CalledProcessError as exc:
             print(f"cleanup of deployment {deployment} failed: {exc.stderr.strip()}", file=sys.stderr)
+        if sys.exc_info()[0] is not None:
+            # The figures are printed; the server's side of a failure is in its log, kept for reading.
+            kept = Path(tempfile.mkdtemp(prefix="dockyard-bench-log-")) / "server.log"
+            shutil.copy(data_dir / "server.log", kept)
+            print(f"the server's log is kept at {kept}", file=sys.stderr)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
