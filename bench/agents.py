@@ -108,11 +108,12 @@ class GitServer:
         git("add", "-A", cwd=seed)
         git("commit", "-qm", "project", cwd=seed)
         git("push", "-q", "origin", "HEAD:main", cwd=seed)
+        # Not the baseline's label: the bare runs' cleanup removes everything that carries it.
         # The server runs as root in its container and writes pushed objects there.
         subprocess.run(["chmod", "-R", "a+rwX", str(root)], check=True)
         self.bare = bare
         self.container = docker(
-            "run", "-d", "--label", provision.BASELINE, "-v", f"{root}:/srv/git", "-v",
+            "run", "-d", "--label", f"{provision.BASELINE}-git", "-v", f"{root}:/srv/git", "-v",
             f"{GITSERVER}:/gitserver.py:ro", IMAGE, "python3", "/gitserver.py", "/srv/git", "8080", GIT_USER,
             GIT_PASSWORD,
         )  # fmt: skip
