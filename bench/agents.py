@@ -27,6 +27,7 @@ its server's deployment is touched or removed. Runs from the install's virtualen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -163,6 +164,15 @@ class GitServer:
             if exc.status_code not in (403, 404, 409):
                 print(f"cannot join the git host to network {network}: {exc}", file=sys.stderr)
 
+    def leave(self, workspace_id: str) -> None:
+        """Leave a workspace's network once its agent has pushed: a network with the git host still on it
+        cannot be removed, and the TTL's delete would fail on it."""
+        # Not on it (a create that failed early) or the network gone: nothing to leave.
+        with contextlib.suppress(dockerlib.errors.APIError):
+            self.engine.api.disconnect_container_from_network(
+                self.container, f"dockyard-ws-{workspace_id}", force=True
+            )
+
     def branches(self) -> int:
         return len(git("--git-dir", str(self.bare), "branch", "--list", "task-*").split())
 
@@ -205,7 +215,15 @@ def brief_create(http: httpx.Client, index: int, run: str, ttl_minutes: str) -> 
     return str(reply.json()["id"])
 
 
-def agent(client: Client, http: httpx.Client, index: int, run: str, ttl: str, fleet: Fleet) -> None:
+def agent(
+    client: Client,
+    http: httpx.Client,
+    gitserver: GitServer,
+    index: int,
+    run: str,
+    ttl: str,
+    fleet: Fleet,
+) -> None:
     sent = time.perf_counter()
     workspace_id = brief_create(http, index, run, ttl)
     fleet.ids.add(workspace_id)
@@ -228,6 +246,7 @@ def agent(client: Client, http: httpx.Client, index: int, run: str, ttl: str, fl
     )
     if done.exit_code != 0:
         raise RuntimeError(f"{ws.name}: report done exited {done.exit_code}: {done.stderr[-300:]}")
+    gitserver.leave(workspace_id)
 
 
 def leftovers(client: Client, deployment: str, workspace_ids: set[str]) -> tuple[int, dict[str, int]]:
@@ -295,9 +314,11 @@ def fleet_run(
 
     def one(index: int) -> None:
         try:
-            agent(wide, http, index, run, ttl, fleet)
+            agent(wide, http, gitserver, index, run, ttl, fleet)
         except Exception as exc:  # noqa: BLE001 - one agent's failure is a figure, not the end of the run
             fleet.failures.append(str(exc))
+            for workspace_id in fleet.ids:
+                gitserver.leave(workspace_id)
 
     with ThreadPoolExecutor(size) as pool:
         list(pool.map(one, range(size)))
