@@ -102,7 +102,7 @@ def start_live_server(*, subnets: str, extra_env: dict[str, str] | None = None) 
         stdout=(data_dir / "server.log").open("a"),
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 180  # a loaded machine imports slowly
+    deadline = time.monotonic() + 180  # a loaded 2-core host imports the server slowly
     while not (data_dir / "admin-token").exists() or not _healthy(url):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()

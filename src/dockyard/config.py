@@ -43,8 +43,9 @@ class Settings:
     # Docker hands out ~30 bridge networks from its default pools; workspaces get /28s from this range instead.
     # Empty leaves it to Docker's pools.
     workspace_subnets: str = "10.213.0.0/16"
-    # Provisioner workers inside the server; 0 when builds run in separate `dockyard provisioner` processes.
-    provisioner_workers: int = 4
+    # Provisioner workers inside the server; 0 when builds run in separate `dockyard provisioner` processes;
+    # None sizes them to the host (provisioner/sizing.py).
+    provisioner_workers: int | None = None
     # Seconds between reconciliation passes (drift, stale builds, TTL deadlines).
     reconcile_interval: float = 5.0
     # The SSH gateway's address; empty turns the listener off (`dockyard ssh --stdio` still works).

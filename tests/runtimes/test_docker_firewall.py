@@ -148,3 +148,31 @@ def test_other_iptables_failures_are_runtime_failures() -> None:
     assert not isinstance(failure.value, FirewallUnavailable)
     assert failure.value.message.startswith("Host firewall: `iptables -A DOCKYARD-INPUT -i br-aaa")
     assert failure.value.message.endswith("failed: iptables: Invalid argument.")
+
+
+def test_a_fresh_bridge_is_isolated_without_a_check_first() -> None:
+    # Each iptables call waits for the xtables lock the engine holds while it makes networks: a bridge made
+    # just now cannot have rules yet, so a burst of starts skips the -C per network.
+    iptables = FakeIptables()
+    firewall = HostFirewall("dep1", runner=iptables)
+    firewall.probe()
+    iptables.calls.clear()
+
+    assert firewall.isolate("br-new", "ws-n", fresh=True) is True
+
+    assert iptables.calls == [
+        [
+            "iptables",
+            "-w",
+            "-A",
+            CHAIN,
+            "-i",
+            "br-new",
+            "-m",
+            "comment",
+            "--comment",
+            "dockyard:dep1:ws-n",
+            *REJECT,
+        ]
+    ]
+    assert firewall.isolated_bridges() == {"br-new": "ws-n"}

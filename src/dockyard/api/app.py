@@ -46,6 +46,7 @@ from dockyard.events import Bus, Subscription, channels, make_pubsub
 from dockyard.gateway.server import Gateway
 from dockyard.lifecycle.leader import make_lease
 from dockyard.lifecycle.runner import Background
+from dockyard.provisioner.sizing import worker_count
 from dockyard.runtimes.base import Runtime, RuntimeFailure
 from dockyard.runtimes.factory import runtime_for
 from dockyard.store import keys
@@ -149,7 +150,10 @@ def create_app(
 ) -> FastAPI:
     # Before the database is first opened: SQLite gives its WAL and shared-memory files the database's mode.
     datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
-    engine = engine or make_engine(settings.resolved_database_url)
+    # Every worker may hold a connection for a moment beside the request threads' 40.
+    engine = engine or make_engine(
+        settings.resolved_database_url, pool_size=40 + worker_count(settings.provisioner_workers)
+    )
     runtime = runtime or runtime_for(settings)
 
     @asynccontextmanager
@@ -182,7 +186,7 @@ def create_app(
             app.state.sessions,
             runtime,
             lease=make_lease(settings.resolved_database_url),
-            workers=settings.provisioner_workers,
+            workers=worker_count(settings.provisioner_workers),
             reconcile_interval=settings.reconcile_interval,
             agent_dir=settings.agent_dir,
             agent_links=links,

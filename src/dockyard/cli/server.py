@@ -60,14 +60,14 @@ def server(
         ),
     ] = "10.213.0.0/16",
     provisioner_workers: Annotated[
-        int,
+        str,
         typer.Option(
             "--provisioner-workers",
             envvar="DOCKYARD_PROVISIONER_WORKERS",
-            min=0,
-            help="Build workers inside the server (0 when `dockyard provisioner` processes run them).",
+            help="Build workers inside the server: auto (8 per CPU, 8 to 64), a number, or 0 when "
+            "`dockyard provisioner` processes run them.",
         ),
-    ] = 4,
+    ] = "auto",
     trusted_proxies: Annotated[
         int,
         typer.Option(
@@ -211,6 +211,7 @@ def server(
         warm_sizes = parse_sizes(warm_networks)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--warm-networks") from None
+    workers = _workers(provisioner_workers, "--provisioner-workers")
     origins = [o for value in allowed_origins or [] for o in value.split(",") if o.strip()]
     for value, hint in [(access_url, "--access-url"), *((o, "--allowed-origin") for o in origins)]:
         if value and parse_origin(value.strip()) is None:
@@ -239,7 +240,7 @@ def server(
         log_format=log_format,
         trusted_proxies=trusted_proxies,
         runtime=runtime,
-        provisioner_workers=provisioner_workers,
+        provisioner_workers=workers,
         workspace_subnets=workspace_subnets,
         ssh_listen=ssh_listen,
         ssh_hostname=ssh_hostname,
@@ -321,9 +322,13 @@ def provisioner(
         typer.Option("--workspace-subnets", envvar="DOCKYARD_WORKSPACE_SUBNETS", help="As for the server."),
     ] = "10.213.0.0/16",
     workers: Annotated[
-        int,
-        typer.Option("--workers", envvar="DOCKYARD_PROVISIONER_WORKERS", min=1, help="Concurrent builds."),
-    ] = 4,
+        str,
+        typer.Option(
+            "--workers",
+            envvar="DOCKYARD_PROVISIONER_WORKERS",
+            help="Concurrent builds: auto (8 per CPU, 8 to 64) or a number.",
+        ),
+    ] = "auto",
     log_format: Annotated[
         str, typer.Option("--log-format", envvar="DOCKYARD_LOG_FORMAT", help="auto, json or console.")
     ] = "auto",
@@ -347,12 +352,16 @@ def provisioner(
     from dockyard import logs
     from dockyard.events import Bus, make_pubsub
     from dockyard.lifecycle.runner import Background
+    from dockyard.provisioner.sizing import worker_count
     from dockyard.runtimes.factory import runtime_for
     from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
     from dockyard.store.migrate import current_revision, head_revision
     from dockyard.tunnel.install import install_agent
     from dockyard.tunnel.links import AgentLinks
 
+    count = worker_count(_workers(workers, "--workers"))
+    if count < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--workers")
     logs.configure(log_format)
     settings = Settings(
         data_dir=data_dir,
@@ -371,7 +380,7 @@ def provisioner(
     )
     # Workspaces this process starts mount the agent from its own data dir (another host's, or a fresh one).
     install_agent(settings.agent_dir)
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, pool_size=count)
     if current_revision(engine) != head_revision():
         typer.echo(
             "error: the database is not migrated; start the server or run `dockyard db migrate`", err=True
@@ -391,7 +400,7 @@ def provisioner(
     background = Background(
         sessions,
         engine_runtime,
-        workers=workers,
+        workers=count,
         lifecycle=False,
         agent_dir=settings.agent_dir,
         agent_links=AgentLinks(settings.agent_links_dir),
@@ -403,7 +412,7 @@ def provisioner(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopped.set())
     background.start()
-    logs.get("dockyard.provisioner").info("provisioner started", workers=workers, runtime=runtime)
+    logs.get("dockyard.provisioner").info("provisioner started", workers=count, runtime=runtime)
     stopped.wait()
     background.stop()
     bus.close()
@@ -516,3 +525,12 @@ async def _serve_gateway(settings: Settings, sessions: sessionmaker[Session], ur
     finally:
         await gateway.close()
         await hub.close()
+
+
+def _workers(text: str, option: str) -> int | None:
+    from dockyard.provisioner.sizing import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None

@@ -32,10 +32,20 @@ class Wakeup:
 
 
 wakeup = Wakeup()
+# One claim at a time per process. A queued build wakes every idle worker; with dozens of workers on SQLite's
+# single writer, each one's claim UPDATE queued for the write lock behind the others (and behind the creates
+# that queued the builds) until the busy timeout failed them, creates included. Claims take milliseconds; the
+# workers still run their builds at once. Other processes are kept apart by the database, as before.
+_claiming = threading.Lock()
 
 
 def claim(db: Session, worker: str) -> WorkspaceBuild | None:
     """Take the oldest pending build, or None. Commits the claim."""
+    with _claiming:
+        return _claim(db, worker)
+
+
+def _claim(db: Session, worker: str) -> WorkspaceBuild | None:
     query = (
         select(WorkspaceBuild.id)
         .where(WorkspaceBuild.status == BuildStatus.PENDING)

@@ -200,33 +200,37 @@ def home_volume(
     log: LogSink,
     *,
     labels: dict[str, str],
-) -> int | None:
-    """Make the workspace's home volume if needed; returns the size it is limited to, None when it is not."""
+) -> tuple[int | None, dict[str, str] | None]:
+    """Make the workspace's home volume if needed; returns the size it is limited to (None when it is not)
+    and the volume's labels (an existing volume keeps its own).
+
+    The engine's low-level create answers with the volume as it is, made or found, which spares an inspect
+    of it per start.
+    """
     if spec.disk_bytes is None:
-        client.volumes.create(volume, labels=labels)
-        return None
+        return None, client.api.create_volume(volume, labels=labels).get("Labels")
     if disks is None:
         log("The template sets resources.disk, but this runtime has no folder for home disks: not enforced")
-        client.volumes.create(volume, labels=labels)
-        return None
+        return None, client.api.create_volume(volume, labels=labels).get("Labels")
     mountpoint = disks.ensure(spec.workspace_id, spec.disk_bytes, uid=spec.uid, log=log)
     try:
         existing = client.api.inspect_volume(volume)
     except docker.errors.NotFound:
         existing = None
     if existing is None:
-        client.volumes.create(
+        created = client.api.create_volume(
             volume,
             driver="local",
             driver_opts={"type": "none", "o": "bind", "device": str(mountpoint)},
             labels=labels,
         )
+        existing = created
     elif (existing.get("Options") or {}).get("device") != str(mountpoint):
         # Made before the template limited the disk: the data is in it, so it stays as it is.
         log(f"Volume {volume} predates the disk limit and is not limited")
-        return None
+        return None, existing.get("Labels")
     # The image's own size: an older disk keeps the size it was made with.
-    return disks.image(spec.workspace_id).stat().st_size
+    return disks.image(spec.workspace_id).stat().st_size, existing.get("Labels")
 
 
 # linux/fs.h: the inode flags ioctls (what chattr uses) and the immutable flag.

@@ -238,11 +238,16 @@ class HostFirewall:
                 if words[:2] == ["-A", chain] and comment.startswith(prefix) and bridge in spec:
                     self._call("-t", table, "-D", chain, *spec)
 
-    def isolate(self, bridge: str, workspace_id: str) -> bool:
-        """Install the bridge's rules unless they are there; True when something was added."""
+    def isolate(self, bridge: str, workspace_id: str, *, fresh: bool = False) -> bool:
+        """Install the bridge's rules unless they are there; True when something was added.
+
+        `fresh`: the bridge was made just now, so no rule can name it yet (bridge names come from network ids,
+        never reused) and the check is skipped: each iptables call waits for the xtables lock, which the engine
+        holds while it makes networks and starts containers.
+        """
         specs = self.specs(bridge, workspace_id)
         self._ensure_chain()
-        if self._check(CHAIN, *specs[-1]):
+        if not fresh and self._check(CHAIN, *specs[-1]):
             return False
         for spec in specs:
             result = self._call("-A", CHAIN, *spec)

@@ -60,13 +60,14 @@ class BridgeIsolation:
         """Check every bridge again on its next use (the rules were changed behind this process's back)."""
         self._isolated.clear()
 
-    def isolate(self, network_id: str, workspace_id: str, log: LogSink) -> None:
-        """Refuse the network's connections to the host, unless this process knows the rules are there."""
+    def isolate(self, network_id: str, workspace_id: str, log: LogSink, *, fresh: bool = False) -> None:
+        """Refuse the network's connections to the host, unless this process knows the rules are there
+        (`fresh`: the network was made just now, see `HostFirewall.isolate`)."""
         bridge = naming.bridge_name(network_id)
         if bridge in self._isolated:
             return
         try:
-            self.firewall.isolate(bridge, workspace_id)
+            self.firewall.isolate(bridge, workspace_id, fresh=fresh)
         except FirewallUnavailable as exc:
             self._failed(exc)
             log(f"WARNING: {exc.message}")

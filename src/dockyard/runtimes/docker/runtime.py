@@ -25,7 +25,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,11 @@ DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 DISK_LIMIT_VARIABLE = "DOCKYARD_HOME_DISK_LIMIT"
 # A stop is SIGTERM (docker-init forwards it to the workload), then SIGKILL after the timeout.
 STOP_TIMEOUT = 5
+# Network creates this process has in the engine at once. The engine makes networks one at a time under one
+# lock, which its container starts need too: fifty creates waiting there in no order slowed every start of a
+# burst, while a short queue here hands networks out first come, first served and leaves the engine free for
+# the containers whose networks are made.
+NETWORK_CONCURRENCY = 2
 
 
 def engine_url() -> str:
@@ -94,6 +99,7 @@ class DockerRuntime:
         host_ports: Sequence[int] = (),
         iptables: str = "iptables",
         disks_dir: Path | None = None,
+        network_concurrency: int = NETWORK_CONCURRENCY,
     ) -> None:
         self.base_url = base_url or engine_url()
         self._explicit_url = base_url is not None
@@ -107,6 +113,7 @@ class DockerRuntime:
         self._lock = threading.Lock()
         self._capacity: HostCapacity | None = None
         self._build_locks: dict[str, threading.Lock] = {}
+        self._network_gate = threading.BoundedSemaphore(network_concurrency)
         # Docker's default address pools hold ~30 bridge networks, one per workspace here; a pool of small
         # subnets (a /16 cut into /28s holds 4096) is how a host runs hundreds of workspaces.
         self.subnets = SubnetPool(subnet_pool, subnet_prefix) if subnet_pool else None
@@ -264,50 +271,62 @@ class DockerRuntime:
 
         name = naming.container_name(spec.workspace_id)
         volume = naming.volume_name(spec.workspace_id)
-        limit = disks.home_volume(
-            self.client,
-            self.disks,
-            spec,
-            volume,
-            log,
-            labels=naming.owned_labels(spec.workspace_id, self._owner()),
-        )
-        # An existing volume keeps its labels; one made before deployment labels stays unlabelled (and so is
-        # never listed as an orphan), since its home cannot be moved to a new volume here.
-        self._claim(self.client.api.inspect_volume(volume).get("Labels"), f"Volume {volume}")
-        for extra in spec.volumes:
-            # Created if missing (the engine returns an existing one as it is), claimed like the home.
-            self.client.volumes.create(
-                extra.name, labels=naming.owned_labels(spec.workspace_id, self._owner())
-            )
-            self._claim(self.client.api.inspect_volume(extra.name).get("Labels"), f"Volume {extra.name}")
-        if limit is not None:
-            # The agent reports home usage against it; in the config hash, so a new limit means a new container.
-            spec = dataclasses.replace(spec, env={**spec.env, DISK_LIMIT_VARIABLE: str(limit)})
-        lap("volume")
-        image_id = self._image_id(spec.image)
-        nano_cpus = self._nano_cpus(spec, log)
-        config_hash = containers.config_hash(spec, image_id, nano_cpus)
-        container = self._get_container(name)
-        if container is not None:
-            self._claim(container.labels, f"Container {name}")
-            state = container.attrs["State"]["Status"]
-            changed = container.labels.get(naming.LABEL_CONFIG) != config_hash
-            # Made before deployment labels: recreated once, so that it is listed as this deployment's.
-            unlabelled = naming.LABEL_DEPLOYMENT not in container.labels
-            if changed or unlabelled or state in ("dead", "removing"):
-                why = "its configuration changed" if changed else f"it is {state}"
-                log(f"Removing container {name}: {'it has no deployment' if unlabelled else why}")
-                container.remove(force=True, v=True)
-                container = None
-        lap("inspect")
         internal = network_class(spec.egress) == "internal"
-        network, network_id = self._ensure_network(spec.workspace_id, internal=internal, log=log)
+        # The network is independent of the volume, the image and the container lookup, and is the slow part
+        # of a cold start (the engine makes networks one at a time): it is made on a thread of its own while
+        # this one does the rest, and waited for only when the container needs it.
+        networking = _Timed(lambda: self._ensure_network(spec.workspace_id, internal=internal, log=log))
+        try:
+            limit, volume_labels = disks.home_volume(
+                self.client,
+                self.disks,
+                spec,
+                volume,
+                log,
+                labels=naming.owned_labels(spec.workspace_id, self._owner()),
+            )
+            # An existing volume keeps its labels; one made before deployment labels stays unlabelled (and so
+            # is never listed as an orphan), since its home cannot be moved to a new volume here.
+            self._claim(volume_labels, f"Volume {volume}")
+            for extra in spec.volumes:
+                # Created if missing (the engine returns an existing one as it is), claimed like the home.
+                self.client.volumes.create(
+                    extra.name, labels=naming.owned_labels(spec.workspace_id, self._owner())
+                )
+                self._claim(self.client.api.inspect_volume(extra.name).get("Labels"), f"Volume {extra.name}")
+            if limit is not None:
+                # The agent reports home usage against it; in the config hash, so a new limit means a new
+                # container.
+                spec = dataclasses.replace(spec, env={**spec.env, DISK_LIMIT_VARIABLE: str(limit)})
+            lap("volume")
+            image_id = self._image_id(spec.image)
+            nano_cpus = self._nano_cpus(spec, log)
+            config_hash = containers.config_hash(spec, image_id, nano_cpus)
+            container = self._get_container(name)
+            if container is not None:
+                self._claim(container.labels, f"Container {name}")
+                state = container.attrs["State"]["Status"]
+                changed = container.labels.get(naming.LABEL_CONFIG) != config_hash
+                # Made before deployment labels: recreated once, so that it is listed as this deployment's.
+                unlabelled = naming.LABEL_DEPLOYMENT not in container.labels
+                if changed or unlabelled or state in ("dead", "removing"):
+                    why = "its configuration changed" if changed else f"it is {state}"
+                    log(f"Removing container {name}: {'it has no deployment' if unlabelled else why}")
+                    container.remove(force=True, v=True)
+                    container = None
+            lap("inspect")
+        except BaseException:
+            # Never leave the network's thread making things behind a build that has failed already.
+            networking.join()
+            raise
+        network, network_id = networking.result()
+        timings["network"] = networking.seconds
+        lap("network.wait")
         if spec.egress == Egress.ALLOWLIST:
             # The proxy's address is not in the configuration hash: it changes only with the network, and a
             # container on a replaced network is made afresh below anyway.
             spec = self._open_egress(spec, network_id, log)
-        lap("network")
+            lap("network.egress")
         attached = states.network_id(container.attrs, network) if container is not None else None
         if container is not None and attached not in (None, network_id):
             # Its network was removed while it was stopped; the engine cannot start it on the new one. (A
@@ -407,6 +426,7 @@ class DockerRuntime:
     def _ensure_network(self, workspace_id: str, *, internal: bool, log: LogSink) -> tuple[str, str]:
         """Return the workspace network's name and id, creating it if needed."""
         name = naming.network_name(workspace_id)
+        # The name filter matches substrings; only the exact name is this workspace's network.
         existing = [n for n in self.client.networks.list(names=[name]) if n.name == name]
         for network in existing:
             labels = network.attrs.get("Labels")
@@ -429,15 +449,17 @@ class DockerRuntime:
                 if subnet
                 else None
             )
-            network = self.client.networks.create(
-                name,
-                driver="bridge",
-                internal=internal,
-                check_duplicate=True,
-                labels=naming.owned_labels(workspace_id, self._owner()),
-                ipam=ipam,
-            )
-            created.append(str(network.id))
+            # The low-level call: the high-level one inspects the network it made, one more engine call.
+            with self._network_gate:
+                network = self.client.api.create_network(
+                    name,
+                    driver="bridge",
+                    internal=internal,
+                    check_duplicate=True,
+                    labels=naming.owned_labels(workspace_id, self._owner()),
+                    ipam=ipam,
+                )
+            created.append(str(network["Id"]))
 
         try:
             if self.subnets is None:
@@ -457,7 +479,7 @@ class DockerRuntime:
                     detail=explanation(exc),
                 ) from exc
             raise
-        self._guard().isolate(created[0], workspace_id, log)
+        self._guard().isolate(created[0], workspace_id, log, fresh=True)
         return name, created[0]
 
     def _create_container(
@@ -779,6 +801,36 @@ def proxy_env(address: str, port: int) -> dict[str, str]:
         "NO_PROXY": no_proxy,
         "no_proxy": no_proxy,
     }
+
+
+class _Timed:
+    """Run `work` on a thread of its own; `result()` waits for it and returns (or raises) what it did."""
+
+    def __init__(self, work: Callable[[], tuple[str, str]]) -> None:
+        self._work = work
+        self._value: tuple[str, str] | None = None
+        self._error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name="docker-network", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._value = self._work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which re-raises it
+            self._error = exc
+        self.seconds = round(time.perf_counter() - started, 4)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> tuple[str, str]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def _workspace_of(labels: dict[str, str] | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,10 @@ from dockyard.runtimes.base import RuntimeFailure
 from dockyard.runtimes.docker.errors import explanation
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# How long one listing of the engine's subnets serves the creates that follow it. Listing every network for
+# every create made a burst of N creates cost N full listings on an engine that makes networks one at a time;
+# a subnet taken meanwhile by another process is refused by the engine ("overlaps") and the search moves on.
+LISTING_TTL = 2.0
 
 
 class SubnetPool:
@@ -32,6 +37,9 @@ class SubnetPool:
         # Subnets this process is creating networks in right now; the engine does not list them yet.
         self._reserved: set[Network] = set()
         self._lock = threading.Lock()
+        self._listed: list[Network] = []
+        self._listed_at = -LISTING_TTL
+        self._listing = threading.Lock()
 
     def candidate(self, index: int) -> Network:
         size = 2 ** (self.pool.max_prefixlen - self.prefix)
@@ -46,7 +54,7 @@ class SubnetPool:
         search starts at a place derived from the workspace id, so control-plane processes sharing one engine
         seldom try the same subnet; when they do, the engine refuses the second and the search moves on.
         """
-        in_use = [net for net in _engine_subnets(client) if net.version == self.pool.version]
+        in_use = [net for net in self._engine_subnets(client) if net.version == self.pool.version]
         start = int(hashlib.sha256(workspace_id.encode()).hexdigest(), 16) % self.count
         for step in range(self.count):
             subnet = self.candidate((start + step) % self.count)
@@ -56,10 +64,14 @@ class SubnetPool:
                 self._reserved.add(subnet)
             try:
                 create(str(subnet))
+                with self._listing:
+                    self._listed.append(subnet)
                 return
             except docker.errors.APIError as exc:
                 if exc.status_code == 403 and "overlaps" in explanation(exc):
                     in_use.append(subnet)
+                    with self._listing:
+                        self._listed.append(subnet)
                     continue
                 raise
             finally:
@@ -69,8 +81,16 @@ class SubnetPool:
             f"No free /{self.prefix} subnet is left in the workspace subnet pool {self.pool}."
         )
 
+    def _engine_subnets(self, client: docker.DockerClient) -> list[Network]:
+        """The engine's subnets as listed at most LISTING_TTL ago, plus those this pool made since."""
+        with self._listing:
+            if time.monotonic() - self._listed_at > LISTING_TTL:
+                self._listed = _list_subnets(client)
+                self._listed_at = time.monotonic()
+            return list(self._listed)
 
-def _engine_subnets(client: docker.DockerClient) -> list[Network]:
+
+def _list_subnets(client: docker.DockerClient) -> list[Network]:
     subnets: list[Network] = []
     networks: list[dict[str, Any]] = client.api.networks()
     for network in networks:
