@@ -77,7 +77,8 @@ def test_the_pool_prepares_the_content_and_the_claim_runs_the_owners_hooks(
     assert claimed.id == member
     assert claimed.latest_build.reason == m.BuildReason.CLAIM
     ready = alice.get_workspace(claimed.id, wait="ready", timeout=60)
-    assert ready.agent is not None and ready.agent.lifecycle == m.AgentLifecycle.READY
+    assert ready.agent is not None
+    assert ready.agent.lifecycle == m.AgentLifecycle.READY
 
     # postStart runs after readiness (waitFor is updateContentCommand by default): wait for its line.
     deadline = time.monotonic() + 60
@@ -86,7 +87,13 @@ def test_the_pool_prepares_the_content_and_the_claim_runs_the_owners_hooks(
         time.sleep(0.3)
     # The same container; the create hooks ran once, in the pool; the owner's ran after the claim, as them.
     assert docker_client.containers.get(container_name(member)).id == container
-    assert _hooks_log(docker_client, member) == ["oncreate", "updatecontent", "postcreate", "alice", "poststart"]
+    assert _hooks_log(docker_client, member) == [
+        "oncreate",
+        "updatecontent",
+        "postcreate",
+        "alice",
+        "poststart",
+    ]
     assert _steps(h, member) == [
         "onCreateCommand",
         "updateContentCommand",
