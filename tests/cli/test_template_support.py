@@ -6,29 +6,6 @@ from tests.cli.conftest import Cli
 from tests.harness import manifest_yaml
 
 
-def test_push_refuses_unsupported_fields_before_uploading(logged_in: Cli, tmp_path: Path) -> None:
-    folder = tmp_path / "t"
-    folder.mkdir()
-    (folder / "dockyard.yaml").write_text(
-        manifest_yaml(
-            name="sandbox",
-            git={"repo": "https://git.example/org/repo.git", "branch": "task-1", "push": "task-branch"},
-        )
-    )
-
-    result = logged_in("templates", "push", str(folder))
-
-    assert result.exit_code == 1
-    lines = (folder / "dockyard.yaml").read_text().splitlines()
-    push = lines.index("  push: task-branch") + 1
-    assert result.stderr == (
-        "error: dockyard.yaml uses what Dockyard does not support yet.\n"
-        f"  dockyard.yaml:{push}: git.push: not supported yet: limiting pushes to the task branch needs the git "
-        'proxy (docs/SECURITY.md, "Git credentials"); use `any`\n'
-    )
-    assert logged_in.h.admin.list_templates() == []
-
-
 def test_push_refuses_an_allow_list_entry_that_is_no_host_wildcard_or_cidr(
     logged_in: Cli, tmp_path: Path
 ) -> None:

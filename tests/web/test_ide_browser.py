@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -67,22 +64,16 @@ def ide(base_image: str) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(chromium: Browser) -> Iterator[Browser]:
     """Chromium resolving `*.apps.test` to loopback and no other name at all: VS Code's workbench may look for
-    its marketplace, and nothing may leave the machine."""
-    if shutil.which(CHROMIUM) is None:
-        if os.environ.get("DOCKYARD_REQUIRE_DOCKER"):
-            pytest.fail("Debian's chromium is missing, but scripts/test.sh should have installed it")
-        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
+    its marketplace, and nothing may leave the machine. Launched by the session's Playwright (one per process:
+    a second sync Playwright cannot start while the dashboard tests' one runs)."""
     rules = f"MAP *{SUFFIX} 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, f"--host-resolver-rules={rules}"]
-        )
-        yield launched
-        launched.close()
+    launched = chromium.browser_type.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, f"--host-resolver-rules={rules}"]
+    )
+    yield launched
+    launched.close()
 
 
 def _shot(page: Page, tmp_path: Path, name: str) -> None:

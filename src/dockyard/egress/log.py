@@ -29,8 +29,10 @@ MAX_QUEUED = 100_000
 class EgressLog:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
-        # Items are attempts, or an Event that a flush waits on.
-        self._queue: queue.Queue[tuple[str, datetime, Attempt] | threading.Event] = queue.Queue(MAX_QUEUED)
+        # Items are attempts, an Event that a flush waits on, or None: write what is queued and end.
+        self._queue: queue.Queue[tuple[str, datetime, Attempt] | threading.Event | None] = queue.Queue(
+            MAX_QUEUED
+        )
         self.lost = 0
         self._thread = threading.Thread(target=self._run, name="egress-log", daemon=True)
         self._thread.start()
@@ -47,16 +49,21 @@ class EgressLog:
         self._queue.put(done)
         done.wait(timeout)
 
-    def stop(self) -> None:
-        self.flush()
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued and end the writer's thread (a process makes one log per server it runs)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
 
     def _run(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             item = self._queue.get()
             batch: list[tuple[str, datetime, Attempt]] = []
             waiters: list[threading.Event] = []
             while True:
-                if isinstance(item, threading.Event):
+                if item is None:
+                    stopping = True
+                elif isinstance(item, threading.Event):
                     waiters.append(item)
                 else:
                     batch.append(item)
