@@ -16,7 +16,7 @@ from dockyard_sdk import models as m
 from tests.harness import manifest_yaml, tar_gz
 from tests.live import LiveServer
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.docker, pytest.mark.engine_only, pytest.mark.timeout(300)]
 
 
 def _sh(live: LiveServer, ws: m.Workspace, command: str, **kwargs: object) -> m.ExecResult:

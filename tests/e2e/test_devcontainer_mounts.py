@@ -18,7 +18,7 @@ from dockyard_sdk import models as m
 from tests.harness import tar_gz
 from tests.live import LiveServer, start_live_server, stop_live_server
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.docker, pytest.mark.engine_only, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

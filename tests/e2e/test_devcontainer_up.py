@@ -18,7 +18,7 @@ import pytest
 from dockyard_sdk import models as m
 from tests.live import DOCKYARD, LiveServer, free_port
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.docker, pytest.mark.engine_only, pytest.mark.timeout(900)]
 
 CONFIG = """// a repository's dev container
 {
