@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select, update
 
+from dockyard.store.models import IdempotencyKey
+from dockyard.store.types import utcnow
 from dockyard_sdk import ApiError, Client
 from dockyard_sdk import models as m
 from tests.harness import Harness
@@ -163,6 +167,30 @@ def test_an_idempotent_create_returns_the_same_workspace(h: Harness) -> None:
     assert _names(h) == ["idem"]
     # The same body under a new key is a new create (here refused: the name is taken).
     assert _error(lambda: _create(h.admin, "idem", idempotency_key="job-43")).status_code == 409
+
+
+def test_an_idempotency_key_is_kept_for_a_day(h: Harness) -> None:
+    h.template()
+    first = _create(h.admin, "day", idempotency_key="daily")
+    with h.app.state.sessions() as db:
+        db.execute(update(IdempotencyKey).values(created_at=utcnow() - timedelta(hours=23)))
+        db.commit()
+    h.app.state.background.tick()
+    # Within the day: still a replay, even with a body that would now be refused.
+    assert _create(h.admin, "day", idempotency_key="daily").id == first.id
+    with h.app.state.sessions() as db:
+        db.execute(update(IdempotencyKey).values(created_at=utcnow() - timedelta(hours=25)))
+        db.commit()
+    # Expired before the sweep ran: the key is free again, and the same key makes a new workspace.
+    second = _create(h.admin, "day2", idempotency_key="daily")
+    assert second.id != first.id
+    with h.app.state.sessions() as db:
+        db.execute(update(IdempotencyKey).values(created_at=utcnow() - timedelta(hours=25)))
+        db.commit()
+    h.app.state.background.tick()
+    with h.app.state.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
+    assert _names(h) == ["day", "day2"]
 
 
 def test_concurrent_retries_with_one_key_make_one_workspace(h: Harness) -> None:

@@ -18,7 +18,7 @@ from dockyard.egress.service import Egress
 from dockyard.events import Subscription, bus_of, channels
 from dockyard.lifecycle import autostart, idle, reconcile, ttl
 from dockyard.lifecycle.leader import FOLLOWER_RETRY, Lease, SingleProcess
-from dockyard.provisioner import queue
+from dockyard.provisioner import idempotency_keys, queue
 from dockyard.provisioner.instance import Instance
 from dockyard.provisioner.worker import Worker
 from dockyard.runtimes.base import Runtime, RuntimeFailure
@@ -143,6 +143,8 @@ class Background:
             idle.enforce_idle(db)
         with self.sessions() as db:
             autostart.start_due(db)
+        with self.sessions() as db:
+            idempotency_keys.expire(db)
         with self.sessions() as db:
             try:
                 reconcile.observe_drift(db, self.runtime)
