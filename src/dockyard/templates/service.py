@@ -17,10 +17,10 @@ from dockyard.events import bus_of, channels
 from dockyard.store import audit
 from dockyard.store.models import Template as Template
 from dockyard.store.models import TemplateArchive, TemplateVersion, Workspace
-from dockyard.templates import archive, manifest
+from dockyard.templates import archive, devcontainer_repo, manifest
 from dockyard.templates.archive import TemplateFiles
 from dockyard_sdk import models as wire
-from dockyard_sdk.manifest import TemplateManifest
+from dockyard_sdk.manifest import DevcontainerRepo, TemplateManifest
 
 # Versions never change once written, so their wire form can be kept for the life of the process.
 _version_cache: dict[str, wire.TemplateVersion] = {}
@@ -209,6 +209,17 @@ def _new_version(
     return version
 
 
+def _load(
+    db: Session, actor: Actor, files: TemplateFiles, *, allow_privileged: bool, host_binds: Sequence[str]
+) -> tuple[TemplateFiles, TemplateManifest]:
+    """The files and manifest a version stores: as pushed, plus, for a configuration in a repository, the
+    configuration's files fetched now with the pusher's git credential (before anything is written)."""
+    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
+    if isinstance(parsed.devcontainer, DevcontainerRepo):
+        return devcontainer_repo.fetch(db, actor, files, parsed, host_binds=host_binds)
+    return files, parsed
+
+
 def create(
     db: Session,
     actor: Actor,
@@ -219,7 +230,7 @@ def create(
     allow_privileged: bool = False,
     host_binds: Sequence[str] = (),
 ) -> Template:
-    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
+    files, parsed = _load(db, actor, files, allow_privileged=allow_privileged, host_binds=host_binds)
     name = name or parsed.name
     if db.scalar(
         select(Template.id).where(Template.organization_id == actor.organization_id, Template.name == name)
@@ -276,7 +287,7 @@ def create_version(
     `allow_privileged`: the admin lets Kubernetes pod overlays loosen isolation (`--kubernetes-allow-privileged`);
     `host_binds`: the host folders dev container bind mounts may use (`--devcontainer-allow-host-bind`).
     """
-    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
+    files, parsed = _load(db, actor, files, allow_privileged=allow_privileged, host_binds=host_binds)
     content_hash = files.content_hash
     version = db.scalar(
         select(TemplateVersion).where(
