@@ -139,7 +139,9 @@ def _source(parsed: TemplateManifest) -> str:
         return f"build {parsed.build.dockerfile}"
     source = parsed.devcontainer
     if isinstance(source, DevcontainerRepo):
-        return f"devcontainer {source.file} from {source.repo} at {source.commit[:12] or source.ref or 'HEAD'}"
+        return (
+            f"devcontainer {source.file} from {source.repo} at {source.commit[:12] or source.ref or 'HEAD'}"
+        )
     return f"devcontainer {source}"
 
 
