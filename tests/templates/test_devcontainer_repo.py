@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.cli.templates import _source
 from dockyard_sdk import NotFound, ValidationError
 from dockyard_sdk import models as m
 from dockyard_sdk.manifest import GitSpec
@@ -114,6 +115,8 @@ def test_a_template_uses_a_private_repositorys_configuration_fetched_with_the_pu
     for f in first.files:
         assert PASSWORD.encode() not in ah.admin.get_template_file("fromrepo", first.id, f.path)
     assert all(authorized for _method, _path, authorized in app.requests)
+    # `dockyard templates show` says where it came from.
+    assert _source(first.manifest) == f"devcontainer .devcontainer/devcontainer.json from {url} at {head[:12]}"
     # The workspace works on that repository: its git section defaults to it, cloned into the workspace folder.
     assert first.manifest.git == GitSpec(repo=url, path=str(tmp_path / "ws"))
 
