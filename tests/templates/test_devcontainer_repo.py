@@ -116,7 +116,9 @@ def test_a_template_uses_a_private_repositorys_configuration_fetched_with_the_pu
         assert PASSWORD.encode() not in ah.admin.get_template_file("fromrepo", first.id, f.path)
     assert all(authorized for _method, _path, authorized in app.requests)
     # `dockyard templates show` says where it came from.
-    assert _source(first.manifest) == f"devcontainer .devcontainer/devcontainer.json from {url} at {head[:12]}"
+    assert (
+        _source(first.manifest) == f"devcontainer .devcontainer/devcontainer.json from {url} at {head[:12]}"
+    )
     # The workspace works on that repository: its git section defaults to it, cloned into the workspace folder.
     assert first.manifest.git == GitSpec(repo=url, path=str(tmp_path / "ws"))
 
