@@ -264,6 +264,7 @@ def test_a_template_builds_a_workspace_from_a_private_repositorys_configuration(
                 "image": "dockyard/base:bookworm",
                 "features": {"./hello": {"greeting": "from-repo"}},
                 "postCreateCommand": "cat /etc/hello > ~/hello.txt",
+                "waitFor": "postCreateCommand",
             }
         ),
         ".devcontainer/hello/devcontainer-feature.json": json.dumps(

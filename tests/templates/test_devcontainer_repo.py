@@ -41,6 +41,7 @@ def private(tmp_path: Path) -> Iterator[tuple[str, Path, Path, GitApp]]:
         "features": {"./hello": {"greeting": "hey"}},
         "workspaceFolder": str(folder),
         "postCreateCommand": "echo made > made.txt",
+        "waitFor": "postCreateCommand",
     }
     files = {
         ".devcontainer/devcontainer.json": json.dumps(config),
@@ -115,6 +116,8 @@ def test_a_template_uses_a_private_repositorys_configuration_fetched_with_the_pu
     for f in first.files:
         assert PASSWORD.encode() not in ah.admin.get_template_file("fromrepo", first.id, f.path)
     assert all(authorized for _method, _path, authorized in app.requests)
+    [created] = ah.admin.audit(action="template.create").audit_logs
+    assert created.detail["devcontainer"] == {"repo": url, "ref": "", "commit": head}
     # `dockyard templates show` says where it came from.
     assert (
         _source(first.manifest) == f"devcontainer .devcontainer/devcontainer.json from {url} at {head[:12]}"

@@ -220,6 +220,14 @@ def _load(
     return files, parsed
 
 
+def _source(parsed: TemplateManifest) -> dict[str, Any]:
+    """For the audit row: where a configuration fetched from a repository came from."""
+    source = parsed.devcontainer
+    if not isinstance(source, DevcontainerRepo):
+        return {}
+    return {"devcontainer": {"repo": source.repo, "ref": source.ref, "commit": source.commit}}
+
+
 def create(
     db: Session,
     actor: Actor,
@@ -261,7 +269,7 @@ def create(
             resource_id=template.id,
             resource_name=template.name,
             status_code=201,
-            detail={"version": version.number, "content_hash": version.content_hash},
+            detail={"version": version.number, "content_hash": version.content_hash, **_source(parsed)},
         )
         db.commit()
     except IntegrityError as exc:
@@ -322,7 +330,12 @@ def create_version(
             resource_id=template.id,
             resource_name=template.name,
             status_code=201,
-            detail={"version": version.number, "content_hash": version.content_hash, "activated": activate},
+            detail={
+                "version": version.number,
+                "content_hash": version.content_hash,
+                "activated": activate,
+                **_source(parsed),
+            },
         )
     db.commit()
     _changed(db, actor.organization_id)
