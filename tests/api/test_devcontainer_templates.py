@@ -30,7 +30,8 @@ def test_a_dev_container_template_is_accepted(h: Harness) -> None:
         "image": "dockyard/base:bookworm",
         "features": {"./tool": {"flavour": "mild"}},
         "postCreateCommand": "echo hi",
-        "forwardPorts": [3000],
+        "forwardPorts": [3000, 9229, 4000],
+        "portsAttributes": {"3000": {"label": "web"}, "9229": {"onAutoForward": "ignore"}},
     }
     created = h.admin.create_template(
         tar_gz(
@@ -46,6 +47,13 @@ def test_a_dev_container_template_is_accepted(h: Harness) -> None:
     )
     assert created.active_version is not None
     assert created.active_version.manifest.devcontainer == CONFIG
+    # Its forwarded ports are the workspace's apps (but for an ignored one).
+    ws = h.workspace("dc", name="dc-ws")
+    apps = h.admin.list_apps(ws.id).apps
+    assert [(a.slug, a.display_name, a.port, a.share) for a in apps] == [
+        ("port-3000", "web", 3000, "owner"),
+        ("port-4000", "Port 4000", 4000, "owner"),
+    ]
 
 
 CASES = [

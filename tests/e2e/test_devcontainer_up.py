@@ -16,6 +16,9 @@ import docker
 import pytest
 
 from dockyard_sdk import models as m
+from tests.gitauth.test_git_credentials import git
+from tests.gitserver import serve
+from tests.harness import tar_gz
 from tests.live import DOCKYARD, LiveServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.engine_only, pytest.mark.timeout(900)]
@@ -243,3 +246,57 @@ def test_up_refuses_a_configuration_before_making_anything(
         "  .devcontainer/devcontainer.json:3: privileged: workspaces never run privileged\n"
     )
     assert [t.name for t in live.client.list_templates()] == before
+
+
+def test_a_template_builds_a_workspace_from_a_private_repositorys_configuration(
+    live: LiveServer, tmp_path: Path
+) -> None:
+    """`devcontainer: {repo}`: the server fetches the configuration with the pusher's git credential and the
+    engine builds its feature into the workspace (the agent's clone of the repository is tested with the real
+    agent in tests/templates/test_devcontainer_repo.py; here the template's own `git:` turns it off)."""
+    root = tmp_path / "srv"
+    seed = tmp_path / "seed"
+    git("init", "-q", "--bare", "--initial-branch=main", str(root / "app.git"))
+    git("clone", "-q", str(root / "app.git"), str(seed))
+    files = {
+        ".devcontainer/devcontainer.json": json.dumps(
+            {
+                "image": "dockyard/base:bookworm",
+                "features": {"./hello": {"greeting": "from-repo"}},
+                "postCreateCommand": "cat /etc/hello > ~/hello.txt",
+                "waitFor": "postCreateCommand",
+            }
+        ),
+        ".devcontainer/hello/devcontainer-feature.json": json.dumps(
+            {"id": "hello", "options": {"greeting": {"type": "string", "default": "hi"}}}
+        ),
+        ".devcontainer/hello/install.sh": "#!/bin/sh\necho $GREETING > /etc/hello\n",
+    }
+    for path, text in files.items():
+        (seed / path).parent.mkdir(parents=True, exist_ok=True)
+        (seed / path).write_text(text)
+    git("add", "-A", cwd=seed)
+    git("commit", "-qm", "config", cwd=seed)
+    git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    port = free_port()
+    server, _app = serve(str(root), host="127.0.0.1", port=port, user="robot", password="e2e-secret")
+    url = f"http://127.0.0.1:{port}/app.git"
+    try:
+        live.client.add_git_auth(
+            m.CreateGitAuthRequest(host=f"127.0.0.1:{port}", username="robot", password="e2e-secret")
+        )
+        manifest = f'name: repo-config\ndevcontainer: {{repo: "{url}"}}\ngit: {{repo: ""}}\n'
+        template = live.client.create_template(tar_gz({"dockyard.yaml": manifest}))
+    finally:
+        server.shutdown()
+    version = live.client.get_template_version("repo-config", template.active_version_id or "")
+    assert version.manifest.model_dump()["devcontainer"]["commit"] == git(
+        "-C", str(seed), "rev-parse", "HEAD"
+    )
+    created = live.client.create_workspace(
+        m.CreateWorkspaceRequest(template="repo-config", name="repo-config")
+    )
+    ws = live.client.get_workspace(created.id, wait="ready", timeout=300)
+    assert ws.agent is not None
+    assert (ws.agent.lifecycle, ws.agent.error) == (m.AgentLifecycle.READY, None)
+    assert _sh(live, ws, "cat ~/hello.txt; ls -A /workspaces/repo-config") == "from-repo\n.devcontainer\n"

@@ -388,6 +388,23 @@ class GitSpec(_Strict):
     which refuses pushes to any ref but `refs/heads/<branch>`."""
 
 
+class DevcontainerRepo(_Strict):
+    """A repository whose dev container configuration a template uses, fetched by the server at push."""
+
+    repo: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """An http(s) git URL; fetched with the pushing user's credential for its host (`dockyard git-auth add`)."""
+    path: str = Field("", max_length=1024)
+    """The configuration's path in the repository (`.devcontainer/devcontainer.json`, `.devcontainer.json`,
+    `.devcontainer/NAME/devcontainer.json`) or a configuration name (`NAME`); empty finds it in the
+    specification's order."""
+    ref: str = Field("", max_length=256)
+    """A branch, tag or commit; empty is the repository's default branch."""
+    commit: str = ""
+    """Set by the server: the commit the version's configuration files were read from."""
+    file: str = ""
+    """Set by the server: the configuration's path among the version's files."""
+
+
 class KubernetesOverlay(_Strict):
     """Kubernetes-only additions; other runtimes ignore them, so a template stays portable."""
 
@@ -429,8 +446,10 @@ class TemplateManifest(_Strict):
     """CPU, memory, GPU, disk and process limits."""
     image: str | None = Field(None, description="An image to run, e.g. dockyard/base:bookworm.")
     build: BuildSpec | None = Field(None, description="Build a Dockerfile from the template's files.")
-    devcontainer: str | None = Field(
-        None, description="Path of a devcontainer.json among the template's files."
+    devcontainer: str | DevcontainerRepo | None = Field(
+        None,
+        description="Path of a devcontainer.json among the template's files, or a repository whose "
+        "configuration the template uses (`{repo, path, ref}`).",
     )
     user: str = Field("dev", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     """The Unix user the workspace runs as."""
@@ -455,6 +474,13 @@ class TemplateManifest(_Strict):
     """Pod-spec overlay for the Kubernetes runtime."""
     prebuilds: list[Prebuild] = Field(default_factory=list, max_length=10)
     """Presets kept started in a warm pool, claimed by matching creates (docs/ARCHITECTURE.md, "Prebuilds")."""
+
+    @property
+    def devcontainer_file(self) -> str | None:
+        """The configuration's path among the version's files (known for a repository once it was fetched)."""
+        if isinstance(self.devcontainer, DevcontainerRepo):
+            return self.devcontainer.file or None
+        return self.devcontainer
 
     @field_validator("env")
     @classmethod

@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 from dockyard.accounts.actor import Actor
 from dockyard.apps.routing import Target
 from dockyard.errors import NotFound, Unauthorized
+from dockyard.provisioner import devcontainer_image
 from dockyard.provisioner.plans import render_for
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceBuild
+from dockyard.templates import devcontainers
 from dockyard.templates import service as templates
 from dockyard.workspaces import service as workspaces
 from dockyard_sdk.manifest import App, AppShare
@@ -62,10 +64,15 @@ def apps_of(db: Session, workspace: Workspace) -> tuple[App, ...]:
     if version is None or owner is None:
         return ()
     manifest = templates.version_to_wire(version).manifest
-    if not manifest.apps:
+    # A dev container's forwarded ports are apps too (provisioner/devcontainer_image.py).
+    devcontainer = devcontainers.plan_for(db, version)
+    if not manifest.apps and (devcontainer is None or not devcontainer.ports):
         rendered: tuple[App, ...] = ()
     else:
-        rendered = tuple(render_for(manifest, build.parameters, workspace=workspace, owner=owner).apps)
+        full = render_for(manifest, build.parameters, workspace=workspace, owner=owner)
+        if devcontainer is not None:
+            full = devcontainer_image.apply(devcontainer, full)
+        rendered = tuple(full.apps)
     if len(_cache) > 4096:
         _cache.clear()
     _cache[build.id] = rendered

@@ -11,7 +11,7 @@ from dockyard.cli import config, output
 from dockyard.cli.output import Column, OutputFormat, OutputOption
 from dockyard_sdk import ApiError, Client
 from dockyard_sdk import models as m
-from dockyard_sdk.manifest import ParameterSpec, TemplateManifest
+from dockyard_sdk.manifest import DevcontainerRepo, ParameterSpec, TemplateManifest
 
 app = typer.Typer(help="Push and inspect templates.", no_args_is_help=True)
 
@@ -137,7 +137,12 @@ def _source(parsed: TemplateManifest) -> str:
         return f"image {parsed.image}"
     if parsed.build is not None:
         return f"build {parsed.build.dockerfile}"
-    return f"devcontainer {parsed.devcontainer}"
+    source = parsed.devcontainer
+    if isinstance(source, DevcontainerRepo):
+        return (
+            f"devcontainer {source.file} from {source.repo} at {source.commit[:12] or source.ref or 'HEAD'}"
+        )
+    return f"devcontainer {source}"
 
 
 def _resources(parsed: TemplateManifest) -> str:

@@ -10,7 +10,7 @@ from dockyard.runtimes.base import ImageSpec
 from dockyard.templates.archive import TemplateFiles
 from dockyard.templates.devcontainer import layer
 from dockyard.templates.devcontainer.plan import Plan
-from dockyard_sdk.manifest import Resources, TemplateManifest
+from dockyard_sdk.manifest import App, Resources, TemplateManifest
 
 
 def base_spec(plan: Plan, files: TemplateFiles, *, template: str) -> ImageSpec:
@@ -42,8 +42,8 @@ def layer_spec(plan: Plan, files: TemplateFiles, *, template: str, base_image: s
 
 
 def apply(plan: Plan, manifest: TemplateManifest) -> TemplateManifest:
-    """The rendered manifest with what the configuration decides: its user, its environment, and
-    hostRequirements where the template left a resource at its default."""
+    """The rendered manifest with what the configuration decides: its user, its environment,
+    hostRequirements where the template left a resource at its default, and its forwarded ports as apps."""
     defaults = Resources()
     resources = manifest.resources.model_copy(
         update={
@@ -57,5 +57,22 @@ def apply(plan: Plan, manifest: TemplateManifest) -> TemplateManifest:
             "user": plan.user or manifest.user,
             "env": {**plan.container_env, **plan.remote_env, **manifest.env},
             "resources": resources,
+            "apps": [*manifest.apps, *port_apps(plan, manifest.apps)],
         }
     )
+
+
+def port_apps(plan: Plan, apps: list[App]) -> list[App]:
+    """`forwardPorts` (labelled by `portsAttributes`) as the workspace's apps, `port-N`, opened by their owner
+    through the apps proxy; a port the template already serves as an app, or marked `"onAutoForward":
+    "ignore"`, is left out."""
+    taken = {app.port for app in apps}
+    slugs = {app.slug for app in apps}
+    found = []
+    for port in plan.ports:
+        slug = f"port-{port.port}"
+        if port.port in taken or slug in slugs or port.on_auto_forward == "ignore":
+            continue
+        taken.add(port.port)
+        found.append(App(slug=slug, display_name=port.label or f"Port {port.port}", port=port.port))
+    return found

@@ -20,11 +20,12 @@ _lock = threading.Lock()
 def plan_of(files: TemplateFiles, manifest: TemplateManifest) -> plans.Plan | None:
     """The plan of the manifest's `devcontainer`, or None when it has none; ValidationFailed when it cannot be
     honoured. `${localEnv:…}` reads nothing of the server's environment: the server is not the user's machine."""
-    if manifest.devcontainer is None:
+    config_file = manifest.devcontainer_file
+    if config_file is None:
         return None
     data = {path: f.data for path, f in files.files.items() if f.link is None}
     # Binds were checked against the admin's folders when the version was pushed.
-    return plans.read(data, manifest.devcontainer, workspace_name=manifest.name, env={}, host_binds=None)
+    return plans.read(data, config_file, workspace_name=manifest.name, env={}, host_binds=None)
 
 
 def plan_for(db: Session, version: TemplateVersion) -> plans.Plan | None:

@@ -139,7 +139,8 @@ def load(
     if manifest.build is not None:
         prefix = "" if manifest.build.context in (".", "") else manifest.build.context.rstrip("/") + "/"
         named.append(("build.dockerfile", prefix + manifest.build.dockerfile))
-    if manifest.devcontainer is not None:
+    if isinstance(manifest.devcontainer, str):
+        # A repository's configuration is fetched, and checked, by `devcontainer_repo` once the push is read.
         named.append(("devcontainer", manifest.devcontainer))
     missing = [(field, path) for field, path in named if path not in files.files]
     if missing:
@@ -150,7 +151,7 @@ def load(
                 [Validation(field, f"file {path!r} is not in the template") for field, path in missing], node
             ),
         )
-    if manifest.devcontainer is not None:
+    if isinstance(manifest.devcontainer, str):
         # Everything the configuration asks for is checked now, so that no workspace fails on it later.
         data = {path: f.data for path, f in files.files.items() if f.link is None}
         devcontainer_plan.read(

@@ -17,10 +17,10 @@ from dockyard.events import bus_of, channels
 from dockyard.store import audit
 from dockyard.store.models import Template as Template
 from dockyard.store.models import TemplateArchive, TemplateVersion, Workspace
-from dockyard.templates import archive, manifest
+from dockyard.templates import archive, devcontainer_repo, manifest
 from dockyard.templates.archive import TemplateFiles
 from dockyard_sdk import models as wire
-from dockyard_sdk.manifest import TemplateManifest
+from dockyard_sdk.manifest import DevcontainerRepo, TemplateManifest
 
 # Versions never change once written, so their wire form can be kept for the life of the process.
 _version_cache: dict[str, wire.TemplateVersion] = {}
@@ -209,6 +209,25 @@ def _new_version(
     return version
 
 
+def _load(
+    db: Session, actor: Actor, files: TemplateFiles, *, allow_privileged: bool, host_binds: Sequence[str]
+) -> tuple[TemplateFiles, TemplateManifest]:
+    """The files and manifest a version stores: as pushed, plus, for a configuration in a repository, the
+    configuration's files fetched now with the pusher's git credential (before anything is written)."""
+    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
+    if isinstance(parsed.devcontainer, DevcontainerRepo):
+        return devcontainer_repo.fetch(db, actor, files, parsed, host_binds=host_binds)
+    return files, parsed
+
+
+def _source(parsed: TemplateManifest) -> dict[str, Any]:
+    """For the audit row: where a configuration fetched from a repository came from."""
+    source = parsed.devcontainer
+    if not isinstance(source, DevcontainerRepo):
+        return {}
+    return {"devcontainer": {"repo": source.repo, "ref": source.ref, "commit": source.commit}}
+
+
 def create(
     db: Session,
     actor: Actor,
@@ -219,7 +238,7 @@ def create(
     allow_privileged: bool = False,
     host_binds: Sequence[str] = (),
 ) -> Template:
-    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
+    files, parsed = _load(db, actor, files, allow_privileged=allow_privileged, host_binds=host_binds)
     name = name or parsed.name
     if db.scalar(
         select(Template.id).where(Template.organization_id == actor.organization_id, Template.name == name)
@@ -250,7 +269,7 @@ def create(
             resource_id=template.id,
             resource_name=template.name,
             status_code=201,
-            detail={"version": version.number, "content_hash": version.content_hash},
+            detail={"version": version.number, "content_hash": version.content_hash, **_source(parsed)},
         )
         db.commit()
     except IntegrityError as exc:
@@ -276,7 +295,7 @@ def create_version(
     `allow_privileged`: the admin lets Kubernetes pod overlays loosen isolation (`--kubernetes-allow-privileged`);
     `host_binds`: the host folders dev container bind mounts may use (`--devcontainer-allow-host-bind`).
     """
-    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
+    files, parsed = _load(db, actor, files, allow_privileged=allow_privileged, host_binds=host_binds)
     content_hash = files.content_hash
     version = db.scalar(
         select(TemplateVersion).where(
@@ -311,7 +330,12 @@ def create_version(
             resource_id=template.id,
             resource_name=template.name,
             status_code=201,
-            detail={"version": version.number, "content_hash": version.content_hash, "activated": activate},
+            detail={
+                "version": version.number,
+                "content_hash": version.content_hash,
+                "activated": activate,
+                **_source(parsed),
+            },
         )
     db.commit()
     _changed(db, actor.organization_id)

@@ -22,8 +22,9 @@ from dockyard.templates.devcontainer.plan import Plan
 DOCKERFILE = "Dockerfile.dockyard"
 # The workspace user's uid (WorkspaceSpec.uid): the repository's files are theirs.
 UID = 1000
-# Files a template has that are not the repository's.
-_NOT_CONTENT = frozenset({"dockyard.yaml"})
+# Files a template has that are not the repository's (the second is written by the server for a configuration
+# fetched from a repository: templates/devcontainer_repo.py).
+_NOT_CONTENT = frozenset({"dockyard.yaml", "dockyard.source.json"})
 
 
 def context(plan: Plan, files: Mapping[str, bytes], *, base_image: str, modes: Mapping[str, int]) -> bytes:
