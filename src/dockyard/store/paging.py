@@ -11,9 +11,7 @@ from sqlalchemy.orm import Session
 T = TypeVar("T")
 
 
-def newest_first(
-    db: Session, query: Select[T], key: Any, *, limit: int, offset: int
-) -> tuple[list[T], int]:
+def newest_first(db: Session, query: Select[T], key: Any, *, limit: int, offset: int) -> tuple[list[T], int]:
     """`limit` rows from `offset`, largest `key` first, and the total count."""
     rows = list(db.scalars(query.order_by(key.desc()).limit(limit).offset(offset)))
     if offset == 0 and len(rows) < limit:
