@@ -209,6 +209,8 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
     assert "not in this workspace's allow-list" in sh(
         f"{bare} --resolve denied.test:80:{denied} http://denied.test/"
     )
+    # Other ports go by address: one the DNS responder gave out for a name allowed there (any port, here).
+    assert sh(f"{bare} http://allowed.test:8080/") == "allowed.test"
     # An allowed SNI sent to denied.test's address is dialled as the proxy resolves the name: allowed.test.
     assert sh(f"{bare} --resolve allowed.test:443:{denied} https://allowed.test/") == "allowed.test"
 
@@ -247,6 +249,7 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
         ("dns", "denied.test", 0, "denied", "not in the allow-list"),
         # Intercepted: by address (the CIDR entry), by SNI, by Host.
         ("tcp", allowed, 8080, "allowed", ""),
+        ("tcp", "allowed.test", 8080, "allowed", ""),
         ("tcp", denied, 8080, "denied", "not in the allow-list"),
         ("tls", "allowed.test", 443, "allowed", ""),
         ("tls", "denied.test", 443, "denied", "not in the allow-list"),
