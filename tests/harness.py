@@ -160,6 +160,7 @@ def make_harness(
     relay_url: str = "",
     egress_hosts: dict[str, str] | None = None,
     egress_proxy_port: int = 3128,
+    egress_intercept_port: int = 3129,
 ) -> Harness:
     """A server on `database_url` with a fake runtime unless one is given; the lifecycle loop is slow by
     default so tests drive it with `h.app.state.background.tick()`."""
@@ -186,6 +187,7 @@ def make_harness(
         relay_url=relay_url,
         egress_hosts=egress_hosts or {},
         egress_proxy_port=egress_proxy_port,
+        egress_intercept_port=egress_intercept_port,
     )
     runtime = runtime or FakeRuntime()
     app = create_app(settings, runtime=runtime)

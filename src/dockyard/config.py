@@ -64,6 +64,8 @@ class Settings:
     # The egress proxy of `allowlist` workspaces (docs/SECURITY.md, "Egress allow-lists"): its ports on each such
     # workspace's gateway address, and static host entries it resolves before the host's resolver (NAME -> IPv4).
     egress_proxy_port: int = 3128
+    # Where the host firewall redirects the workspace's other TCP connections (TLS SNI, HTTP Host, addresses).
+    egress_intercept_port: int = 3129
     egress_dns_port: int = 53
     egress_hosts: dict[str, str] = field(default_factory=dict)
     # How other replicas reach this one to relay client streams to the agents it holds (e.g.

@@ -3,8 +3,9 @@ out is the egress proxy, against two containers of the test's own playing `allow
 (network aliases on an internal network of the test's, so nothing here can reach further than this machine).
 
 From inside the workspace: curl (plain HTTP and a CONNECT tunnel) and Python's urllib reach allowed.test through
-the proxy the environment names; denied.test is refused with 403; DNS answers allowed.test and not denied.test;
-a connection that bypasses the proxy goes nowhere. The log (API and CLI) shows both decisions.
+the proxy the environment names; denied.test is refused with 403; DNS answers allowed.test and not denied.test.
+A program that knows no proxy (an empty environment) is intercepted: TLS on 443 goes by its SNI, plain HTTP on
+80 by its Host, other ports by the address (the CIDR entry). The log (API and CLI) shows every decision.
 
 The proxy runs on the host, where Docker's aliases do not resolve, so the deployment maps the two names to the
 containers' addresses with its static host entries (`--egress-host`), the way an operator pins a name.
@@ -33,20 +34,59 @@ from tests.security.conftest import chain_rules
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(240)]
 
-# Answers every GET with its own name.
+# Answers every GET with its own name: plain HTTP on 8080 and 80, HTTPS on 443 (the certificate in $CERT).
 SERVE = (
-    "import http.server, sys\n"
+    "import http.server, os, ssl, sys, threading\n"
     "class H(http.server.BaseHTTPRequestHandler):\n"
     "    def do_GET(self):\n"
     "        body = sys.argv[1].encode()\n"
     "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
     "        self.wfile.write(body)\n"
-    "http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+    "def run(port, tls=False):\n"
+    "    server = http.server.ThreadingHTTPServer(('0.0.0.0', port), H)\n"
+    "    if tls:\n"
+    "        open('/tmp/cert.pem', 'w').write(os.environ['CERT'])\n"
+    "        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); context.load_cert_chain('/tmp/cert.pem')\n"
+    "        server.socket = context.wrap_socket(server.socket, server_side=True)\n"
+    "    server.serve_forever()\n"
+    "threading.Thread(target=run, args=(80,), daemon=True).start()\n"
+    "threading.Thread(target=run, args=(443, True), daemon=True).start()\n"
+    "run(8080)\n"
 )
 
 
+def _certificate(directory: Path) -> str:
+    """A self-signed certificate for both names, with its key (one PEM)."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=egress-test",
+            "-addext",
+            "subjectAltName=DNS:allowed.test,DNS:denied.test",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    return cert.read_text() + key.read_text()
+
+
 @pytest.fixture
-def servers(base_image: str) -> Iterator[dict[str, str]]:
+def servers(base_image: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """allowed.test and denied.test, by name -> address."""
     client = docker.from_env()
     tag = uuid.uuid4().hex[:8]
@@ -55,6 +95,7 @@ def servers(base_image: str) -> Iterator[dict[str, str]]:
         f"dockyard-test-egress-{tag}", driver="bridge", internal=True, labels=labels
     )
     made: list[Any] = []
+    pem = _certificate(tmp_path)
     try:
         addresses = {}
         for name in ("allowed.test", "denied.test"):
@@ -64,6 +105,7 @@ def servers(base_image: str) -> Iterator[dict[str, str]]:
                 name=f"dockyard-test-{name.split('.')[0]}-{tag}",
                 labels=labels,
                 network=network.name,
+                environment={"CERT": pem},
             )
             made.append(container)
             # Aliases on the test's own network: the names these containers answer to there.
@@ -120,6 +162,21 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
         return (result.stdout + result.stderr).strip()
 
     allowed, denied = servers["allowed.test"], servers["denied.test"]
+    # Without the proxy (and before DNS gave out allowed.test's address) only the CIDR entry is reachable:
+    # every TCP connection lands on the intercepting proxy, which lets allowed.test's address through and
+    # closes denied.test's at once.
+    probe = (
+        "import socket, sys\ns = socket.socket(); s.settimeout(5)\n"
+        "try:\n"
+        '    s.connect((sys.argv[1], 8080)); s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")\n'
+        '    print("answered" if s.recv(4096) else "blocked")\n'
+        'except OSError as e: print("blocked", e)'
+    )
+    assert sh(f"python3 -c '{probe}' {allowed}") == "answered"
+    assert sh(f"python3 -c '{probe}' {denied}").startswith("blocked")
+    assert sh(f"curl -s -m 5 --noproxy '*' http://{denied}:8080/ || echo failed").endswith("failed")
+    assert sh(f"curl -sS -m 5 --noproxy '*' http://{allowed}:8080/") == "allowed.test"
+
     # Ordinary tools find the proxy in the environment: plain HTTP, a CONNECT tunnel, Python's urllib.
     assert sh("curl -sS -m 10 http://allowed.test:8080/") == "allowed.test"
     assert sh("curl -sS -m 10 --proxytunnel http://allowed.test:8080/") == "allowed.test"
@@ -135,15 +192,27 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
     resolve = 'import socket, sys\ntry: print(socket.gethostbyname(sys.argv[1]))\nexcept OSError as e: print("no", e)'
     assert sh(f"python3 -c '{resolve}' allowed.test") == allowed
     assert sh(f"python3 -c '{resolve}' denied.test").startswith("no ")
-    # Without the proxy only the CIDR entry is reachable: allowed.test's address, not denied.test's.
-    probe = (
-        "import socket, sys\ns = socket.socket(); s.settimeout(2)\n"
-        'try: s.connect((sys.argv[1], 8080)); print("connected")\nexcept OSError as e: print("blocked", e)'
+
+    # A program with no proxy in its environment: TLS by SNI on 443, HTTP by Host on 80. denied.test has no
+    # DNS answer, so curl is handed its address; the proxy refuses by the name asked for.
+    bare = "env -i PATH=/usr/bin:/bin curl -sS -m 10 -k"
+    assert sh(f"{bare} https://allowed.test/") == "allowed.test"
+    assert sh(f"{bare} http://allowed.test/") == "allowed.test"
+    refused = sh(f"{bare} --resolve denied.test:443:{denied} https://denied.test/ || echo refused")
+    # curl's exit is non-zero and the server's answer ("denied.test") never came.
+    assert "refused" in refused.splitlines(), refused
+    assert "denied.test" not in refused.splitlines(), refused
+    assert (
+        sh(f"{bare} -o /dev/null -w '%{{http_code}}' --resolve denied.test:80:{denied} http://denied.test/")
+        == "403"
     )
-    assert sh(f"python3 -c '{probe}' {allowed}") == "connected"
-    assert sh(f"python3 -c '{probe}' {denied}").startswith("blocked")
-    assert sh(f"curl -s -m 3 --noproxy '*' http://{denied}:8080/ || echo failed").endswith("failed")
-    assert sh(f"curl -sS -m 5 --noproxy '*' http://{allowed}:8080/") == "allowed.test"
+    assert "not in this workspace's allow-list" in sh(
+        f"{bare} --resolve denied.test:80:{denied} http://denied.test/"
+    )
+    # Other ports go by address: one the DNS responder gave out for a name allowed there (any port, here).
+    assert sh(f"{bare} http://allowed.test:8080/") == "allowed.test"
+    # An allowed SNI sent to denied.test's address is dialled as the proxy resolves the name: allowed.test.
+    assert sh(f"{bare} --resolve allowed.test:443:{denied} https://allowed.test/") == "allowed.test"
 
     # The host firewall opens exactly the proxy's two ports on the workspace's own gateway.
     attached = docker.from_env().containers.get(container_name(ws.id)).attrs["NetworkSettings"]["Networks"]
@@ -154,8 +223,15 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
         ["iptables", "-w", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True
     )
     assert sum(f"{allowed}/32" in line and ws.id in line for line in forwards.stdout.splitlines()) == 2
-    assert sorted(rules[n].split("--dport ")[1].split()[0] for n in openings) == ["3128", "53"], rules
+    assert sorted(rules[n].split("--dport ")[1].split()[0] for n in openings) == ["3128", "3129", "53"], rules
     bridge = bridge_name(docker.from_env().networks.get(network_name(ws.id)).id)
+    redirects = subprocess.run(
+        ["iptables", "-w", "-t", "nat", "-S", "PREROUTING"], capture_output=True, text=True, check=True
+    )
+    redirect = [line for line in redirects.stdout.splitlines() if f"-i {bridge}" in line]
+    assert len(redirect) == 1, redirect
+    assert "-p tcp" in redirect[0], redirect
+    assert "--to-ports 3129" in redirect[0], redirect
     reject = next(n for n, rule in enumerate(rules) if f"-i {bridge}" in rule and "REJECT" in rule)
     assert all(f"-i {bridge}" in rules[n] and rules[n].endswith("-j RETURN") and n < reject for n in openings)
 
@@ -171,6 +247,14 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
         ("connect", "denied.test", 8080, "denied", "not in the allow-list"),
         ("http", denied, 8080, "denied", "not in the allow-list"),
         ("dns", "denied.test", 0, "denied", "not in the allow-list"),
+        # Intercepted: by address (the CIDR entry), by SNI, by Host.
+        ("tcp", allowed, 8080, "allowed", ""),
+        ("tcp", "allowed.test", 8080, "allowed", ""),
+        ("tcp", denied, 8080, "denied", "not in the allow-list"),
+        ("tls", "allowed.test", 443, "allowed", ""),
+        ("tls", "denied.test", 443, "denied", "not in the allow-list"),
+        ("http", "allowed.test", 80, "allowed", ""),
+        ("http", "denied.test", 80, "denied", "not in the allow-list"),
     } <= seen, seen
     assert {e.decision for e in page.events} == {"allowed", "denied"}
     # Newest first, and pages do not overlap.

@@ -1,13 +1,16 @@
 """The egress log through the API and the CLI, scoped like every workspace read; and the pieces of the proxy
-that need no engine: the allow-list's matching, the DNS answer, the request head."""
+that need no engine: the allow-list's matching, the DNS answer, the request head, the TLS server name and the
+intercepting proxy's decision by address."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import ssl
 
 import pytest
 
-from dockyard.egress import dns
+from dockyard.egress import dns, intercept, sni
 from dockyard.egress.policy import Policy
 from dockyard.egress.proxy import Attempt, BadRequest, parse_head
 from dockyard.runtimes.plan import Capabilities, Egress, NetworkPolicy
@@ -152,3 +155,58 @@ def test_a_runtime_without_a_proxy_refuses_host_names_in_an_allow_list() -> None
     )
     assert Capabilities(egress=frozenset(Egress), egress_names=True).refusal(names) == ""
     assert Capabilities().refusal(cidrs) == "This runtime cannot enforce egress 'allowlist'."
+
+
+def _client_hello(server_hostname: str) -> bytes:
+    """The first bytes Python's TLS client sends (OpenSSL's ClientHello)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    context = ssl.create_default_context()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def _read_hello(data: bytes) -> tuple[bytes, str]:
+    async def read() -> tuple[bytes, str]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await sni.read_hello(reader)
+
+    return asyncio.run(read())
+
+
+def test_the_tls_server_name_is_read_from_the_client_hello_and_kept_to_send_on() -> None:
+    hello = _client_hello("Allowed.Test")
+    assert _read_hello(hello + b"more") == (hello, "allowed.test")
+    # A hello split over two records is read whole.
+    body = hello[5:]
+    split = b"\x16\x03\x01" + (40).to_bytes(2, "big") + body[:40]
+    split += b"\x16\x03\x01" + (len(body) - 40).to_bytes(2, "big") + body[40:]
+    assert _read_hello(split) == (split, "allowed.test")
+    # Clients send no server name for an address: the proxy goes by the address then.
+    assert _read_hello(_client_hello("10.1.2.3"))[1] == ""
+    for data, problem in (
+        (b"GET / HTTP/1.1\r\n\r\n", "the first record is not a TLS handshake"),
+        (hello[:20], "the client ended inside a TLS record"),
+    ):
+        with pytest.raises(sni.NotTls) as info:
+            _read_hello(data)
+        # What was read is sent on as it came when the address allows the connection.
+        assert (str(info.value), info.value.raw) == (problem, data[: len(info.value.raw)])
+        assert info.value.raw
+
+
+def test_an_intercepted_connection_is_allowed_by_a_cidr_or_a_name_dns_gave_out_for_it() -> None:
+    policy = Policy.of(["10.1.0.0/16", "git.example:22", "allowed.test"])
+    given = {"192.0.2.9": ("other.test", "git.example"), "192.0.2.10": ("allowed.test",)}
+
+    def names(address: str) -> tuple[str, ...]:
+        return given.get(address, ())
+
+    assert intercept.by_address(policy, "10.1.2.3", 5432, names) == "10.1.2.3"
+    assert intercept.by_address(policy, "192.0.2.9", 22, names) == "git.example"
+    assert intercept.by_address(policy, "192.0.2.9", 443, names) == ""
+    assert intercept.by_address(policy, "192.0.2.10", 8080, names) == "allowed.test"
+    assert intercept.by_address(policy, "192.0.2.11", 22, names) == ""

@@ -18,14 +18,25 @@ class FakeIptables:
     """Keeps rules per chain the way iptables does, and records every call."""
 
     def __init__(self) -> None:
-        self.chains: dict[str, list[list[str]]] = {"INPUT": [["-j", "ACCEPT"]]}
+        # Chains of other tables than filter are keyed "table/chain".
+        self.chains: dict[str, list[list[str]]] = {
+            "INPUT": [["-j", "ACCEPT"]],
+            "DOCKER-USER": [],
+            "nat/PREROUTING": [],
+            "nat/POSTROUTING": [],
+        }
         self.calls: list[list[str]] = []
 
     def __call__(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         argv = list(argv)
         self.calls.append(argv)
         assert argv[:2] == ["iptables", "-w"]
+        table = "filter"
+        if argv[2] == "-t":
+            table, argv = argv[3], argv[:2] + argv[4:]
         op, chain, rest = argv[2], argv[3], argv[4:]
+        name = chain
+        chain = chain if table == "filter" else f"{table}/{chain}"
 
         def done(code: int = 0, out: str = "", err: str = "") -> subprocess.CompletedProcess[str]:
             return subprocess.CompletedProcess(argv, code, out, err)
@@ -49,8 +60,8 @@ class FakeIptables:
                 return done(1)
             rules.remove(rest)
         elif op == "-S":
-            lines = [f"-N {chain}"] + [
-                f"-A {chain} " + " ".join(f'"{w}"' if ":" in w else w for w in rule) for rule in rules
+            lines = [f"-N {name}"] + [
+                f"-A {name} " + " ".join(f'"{w}"' if ":" in w else w for w in rule) for rule in rules
             ]
             return done(out="\n".join(lines) + "\n")
         return done()
@@ -176,3 +187,21 @@ def test_a_fresh_bridge_is_isolated_without_a_check_first() -> None:
         ]
     ]
     assert firewall.isolated_bridges() == {"br-new": "ws-n"}
+
+
+def test_an_allowlist_bridge_is_redirected_to_the_intercepting_port_until_released() -> None:
+    iptables = FakeIptables()
+    firewall = HostFirewall("dep1", runner=iptables)
+    firewall.isolate("br-aaa", "ws-a")
+    firewall.intercept("br-aaa", "ws-a", "10.238.0.0/24", 3129)
+    firewall.intercept("br-aaa", "ws-a", "10.238.0.0/24", 3129)
+    firewall.forward("br-aaa", "ws-a", "10.238.0.0/24", ["192.0.2.0/24"])
+
+    assert iptables.chains["nat/PREROUTING"] == [
+        ["-i", "br-aaa", "-p", "tcp", "!", "-d", "10.238.0.0/24", "-m", "comment", "--comment",
+         "dockyard:dep1:ws-a", "-j", "REDIRECT", "--to-ports", "3129"],
+    ]  # fmt: skip
+    assert len(iptables.chains["DOCKER-USER"]) == 2
+    assert firewall.release("br-aaa") == 1
+    assert iptables.chains["nat/PREROUTING"] == iptables.chains["DOCKER-USER"] == []
+    assert iptables.chains["nat/POSTROUTING"] == []

@@ -487,14 +487,17 @@ class AuditLogList(Model):
 
 
 class EgressEvent(Model):
-    """One connection (or DNS question) an `allowlist` workspace made through the egress proxy."""
+    """One connection (or DNS question) an `allowlist` workspace made through the egress proxy (or that the proxy
+    intercepted)."""
 
     id: int
     """The entry's id; larger is newer."""
     time: datetime
     """When the proxy decided."""
     protocol: str
-    """`connect` (an HTTP CONNECT tunnel, e.g. https), `http` (a plain HTTP request) or `dns`."""
+    """`connect` (an HTTP CONNECT tunnel, e.g. https), `http` (a plain HTTP request, through the proxy or
+    intercepted on port 80), `tls` (an intercepted TLS connection, by its SNI), `tcp` (an intercepted connection,
+    by its address) or `dns`."""
     host: str
     """The host name or address asked for."""
     port: int

@@ -180,6 +180,17 @@ def server(
             help="The egress proxy's port on the gateway address of each allowlist workspace.",
         ),
     ] = 3128,
+    egress_intercept_port: Annotated[
+        int,
+        typer.Option(
+            "--egress-intercept-port",
+            envvar="DOCKYARD_EGRESS_INTERCEPT_PORT",
+            min=1,
+            max=65535,
+            help="The port on each allowlist workspace's gateway address where the host firewall redirects "
+            "the workspace's other TCP connections (checked by TLS SNI, HTTP Host or address).",
+        ),
+    ] = 3129,
     kubeconfig: kubeflags.Kubeconfig = None,
     namespace: kubeflags.Namespace = "dockyard-workspaces",
     storage_class: kubeflags.StorageClass = "dockyard-local",
@@ -232,6 +243,7 @@ def server(
     settings = Settings(
         egress_hosts=hosts,
         egress_proxy_port=egress_proxy_port,
+        egress_intercept_port=egress_intercept_port,
         wildcard_access_url=wildcard_access_url.strip(),
         listen=listen,
         data_dir=data_dir,

@@ -3,9 +3,11 @@ network this process opened.
 
 Per workspace it listens on the workspace network's gateway address (the host's side of the workspace's own
 bridge, which nothing else on the engine can reach): the HTTP proxy on `proxy_port` and a DNS responder on
-`dns_port` (UDP). The listener a connection arrives on names its workspace, as the hub's per-workspace socket
+`dns_port` (UDP), and the intercepting listener on `intercept_port`, where the host firewall redirects every other
+TCP connection the workspace opens (`intercept.py`: checked by TLS SNI on 443, `Host` on 80, the address
+otherwise). The listener a connection arrives on names its workspace, as the hub's per-workspace socket
 does for agents; a peer outside the workspace's subnet is dropped anyway. The workspace network is internal, and
-the host firewall lets it reach only these two ports on its own gateway (`runtimes/docker`), so this is its only
+the host firewall lets it reach only these ports on its own gateway (`runtimes/docker`), so this is its only
 way out.
 
 Upstream names resolve through static entries (`hosts`, the deployment's `--egress-host NAME=IP`) and then the
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from dockyard import logs
-from dockyard.egress import dns
+from dockyard.egress import dns, intercept
 from dockyard.egress.policy import Policy
 from dockyard.egress.proxy import Attempt, serve
 from dockyard.runtimes.base import RuntimeFailure
@@ -38,6 +40,7 @@ from dockyard.runtimes.base import RuntimeFailure
 log = logs.get(__name__)
 
 PROXY_PORT = 3128
+INTERCEPT_PORT = 3129
 DNS_PORT = 53
 _NEVER = (
     ipaddress.IPv4Network("0.0.0.0/8"),
@@ -45,6 +48,10 @@ _NEVER = (
     ipaddress.IPv4Network("169.254.0.0/16"),
     ipaddress.IPv4Network("224.0.0.0/3"),
 )
+
+# How many answers each workspace's memory keeps (the oldest go first): a CDN address shared by many names.
+_ANSWERS_KEPT = 4096
+_NAMES_PER_ADDRESS = 16
 
 # (workspace id, attempt) for every connection and DNS question.
 Recorder = Callable[[str, Attempt], None]
@@ -57,6 +64,18 @@ class _Listener:
     subnet: ipaddress.IPv4Network
     policy: Policy
     servers: list[Any] = field(default_factory=list)
+    # Address -> the allowed names the DNS responder gave it out for, newest last (intercept.by_address).
+    answered: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def remember(self, name: str, addresses: list[str]) -> None:
+        for address in addresses:
+            names = (*(n for n in self.answered.pop(address, ()) if n != name), name)
+            self.answered[address] = names[-_NAMES_PER_ADDRESS:]
+        while len(self.answered) > _ANSWERS_KEPT:
+            del self.answered[next(iter(self.answered))]
+
+    def names(self, address: str) -> tuple[str, ...]:
+        return self.answered.get(address, ())
 
 
 class EgressGateway:
@@ -68,12 +87,14 @@ class EgressGateway:
         forbidden: tuple[str, ...] = (),
         proxy_port: int = PROXY_PORT,
         dns_port: int = DNS_PORT,
+        intercept_port: int = INTERCEPT_PORT,
     ) -> None:
         self.record = record
         self.hosts = {name.lower().rstrip("."): address for name, address in (hosts or {}).items()}
         self.forbidden = tuple(ipaddress.IPv4Network(n) for n in forbidden)
         self.proxy_port = proxy_port
         self.dns_port = dns_port
+        self.intercept_port = intercept_port
         self._listeners: dict[str, _Listener] = {}
         self._stopped = False
         self._loop = asyncio.new_event_loop()
@@ -129,6 +150,14 @@ class EgressGateway:
                     lambda r, w: self._proxy(listener, r, w), address, self.proxy_port, reuse_address=True
                 )
             )
+            listener.servers.append(
+                await asyncio.start_server(
+                    lambda r, w: self._intercept(listener, r, w),
+                    address,
+                    self.intercept_port,
+                    reuse_address=True,
+                )
+            )
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _DnsProtocol(self, listener), local_addr=(address, self.dns_port)
             )
@@ -141,7 +170,8 @@ class EgressGateway:
             # cannot, and a start must not pretend it can.
             hint = " (is another process listening on it?)" if exc.errno == errno.EADDRINUSE else ""
             raise RuntimeFailure(
-                f"The egress proxy cannot listen on {address} ports {self.proxy_port} and {self.dns_port}: "
+                f"The egress proxy cannot listen on {address} ports {self.proxy_port}, {self.intercept_port} and "
+                f"{self.dns_port}: "
                 f"{exc.strerror or exc}{hint}.",
             ) from exc
         self._listeners[workspace_id] = listener
@@ -164,6 +194,29 @@ class EgressGateway:
             reader,
             writer,
             policy=lambda: listener.policy,
+            resolve=self.resolve,
+            screen=self.screen,
+            record=lambda attempt: self._record(listener.workspace_id, attempt),
+        )
+
+    async def _intercept(
+        self, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        destination = intercept.original_destination(writer)
+        if not peer or ipaddress.IPv4Address(peer[0]) not in listener.subnet or destination is None:
+            writer.close()
+            return
+        if destination == (listener.address, self.intercept_port):
+            # Asked for by its own address, not redirected: there is nothing to check it against.
+            writer.close()
+            return
+        await intercept.serve(
+            reader,
+            writer,
+            destination=destination,
+            policy=lambda: listener.policy,
+            names=listener.names,
             resolve=self.resolve,
             screen=self.screen,
             record=lambda attempt: self._record(listener.workspace_id, attempt),
@@ -247,4 +300,5 @@ class _DnsProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(dns.answer(question, dns.NXDOMAIN), addr)
             return
         record(workspace, Attempt("dns", question.name, 0, "allowed"))
+        self.listener.remember(question.name, addresses)
         self.transport.sendto(dns.answer(question, dns.NOERROR, tuple(addresses)), addr)

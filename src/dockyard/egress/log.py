@@ -10,12 +10,13 @@ import queue
 import threading
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs
 from dockyard.egress.proxy import Attempt
+from dockyard.store import paging
 from dockyard.store.models import EgressEvent
 from dockyard.store.types import utcnow
 
@@ -103,18 +104,5 @@ class EgressLog:
 
 def search(db: Session, workspace_id: str, *, limit: int, offset: int) -> tuple[list[EgressEvent], int]:
     """A page of the workspace's events, newest first, and how many there are."""
-    rows = list(
-        db.scalars(
-            select(EgressEvent)
-            .where(EgressEvent.workspace_id == workspace_id)
-            .order_by(EgressEvent.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-    )
-    if offset == 0 and len(rows) < limit:
-        return rows, len(rows)
-    count = db.scalar(
-        select(func.count()).select_from(EgressEvent).where(EgressEvent.workspace_id == workspace_id)
-    )
-    return rows, int(count or 0)
+    query = select(EgressEvent).where(EgressEvent.workspace_id == workspace_id)
+    return paging.newest_first(db, query, EgressEvent.id, limit=limit, offset=offset)

@@ -24,7 +24,7 @@ _HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "
 
 @dataclass(frozen=True)
 class Attempt:
-    protocol: str  # connect | http
+    protocol: str  # connect | http | tls | tcp | dns
     host: str
     port: int
     decision: str  # allowed | denied | failed
@@ -90,7 +90,7 @@ def parse_head(head: bytes) -> Request:
     return Request(method, host, port, "http", upstream.encode("latin-1"))
 
 
-async def _reply(writer: asyncio.StreamWriter, status: str, text: str) -> None:
+async def reply(writer: asyncio.StreamWriter, status: str, text: str) -> None:
     body = (text + "\n").encode()
     writer.write(
         f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
@@ -101,7 +101,7 @@ async def _reply(writer: asyncio.StreamWriter, status: str, text: str) -> None:
         await writer.drain()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -130,19 +130,19 @@ async def serve(
         try:
             request = parse_head(head)
         except BadRequest as exc:
-            await _reply(writer, "400 Bad Request", f"Dockyard egress proxy: {exc}")
+            await reply(writer, "400 Bad Request", f"Dockyard egress proxy: {exc}")
             return
         if not policy().allows(request.host, request.port):
             record(Attempt(request.protocol, request.host, request.port, "denied", "not in the allow-list"))
-            await _reply(
+            await reply(
                 writer,
                 "403 Forbidden",
                 f"Dockyard egress proxy: {request.host}:{request.port} is not in this workspace's allow-list",
             )
             return
-        upstream = await _dial(request, resolve=resolve, screen=screen, record=record)
+        upstream = await dial(request, resolve=resolve, screen=screen, record=record)
         if upstream is None:
-            await _reply(writer, "502 Bad Gateway", f"Dockyard egress proxy: cannot reach {request.host}")
+            await reply(writer, "502 Bad Gateway", f"Dockyard egress proxy: cannot reach {request.host}")
             return
         up_reader, up_writer = upstream
         record(Attempt(request.protocol, request.host, request.port, "allowed"))
@@ -151,14 +151,14 @@ async def serve(
         else:
             up_writer.write(request.head)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
             up_writer.close()
     finally:
         writer.close()
 
 
-async def _dial(
+async def dial(
     request: Request, *, resolve: Resolve, screen: Screen, record: Record
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
     try:

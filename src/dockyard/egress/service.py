@@ -33,6 +33,7 @@ def start(sessions: sessionmaker[Session], settings: Settings) -> Egress:
         forbidden=(settings.workspace_subnets,) if settings.workspace_subnets else (),
         proxy_port=settings.egress_proxy_port,
         dns_port=settings.egress_dns_port,
+        intercept_port=settings.egress_intercept_port,
     )
     return Egress(gateway, record)
 

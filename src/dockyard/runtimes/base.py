@@ -133,6 +133,7 @@ class EgressProxy(Protocol):
 
     proxy_port: int
     dns_port: int
+    intercept_port: int
 
     def open(self, workspace_id: str, *, address: str, subnet: str, allow: tuple[str, ...]) -> None:
         """Serve the workspace (whose connections come from `subnet`) on `address`; raises RuntimeFailure."""

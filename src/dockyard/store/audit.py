@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dockyard.store import paging
 from dockyard.store.models import AuditLog
 
 
@@ -83,6 +84,4 @@ def search(
         query = query.where(AuditLog.time >= since)
     if until:
         query = query.where(AuditLog.time < until)
-    count = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = db.scalars(query.order_by(AuditLog.id.desc()).limit(limit).offset(offset)).all()
-    return list(rows), count
+    return paging.newest_first(db, query, AuditLog.id, limit=limit, offset=offset)

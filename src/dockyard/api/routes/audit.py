@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, scoped
+from dockyard.api.paging import Limit, Offset
 from dockyard.errors import Validation, ValidationFailed
 from dockyard.store import audit
 from dockyard_sdk import models as wire
@@ -37,8 +38,8 @@ def search_audit(
     resource: Annotated[str | None, Query(max_length=64, description="Resource id or name.")] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> wire.AuditLogList:
     """Audit log entries, newest first, filtered by user, action, resource or time (owners only)."""
     rows, count = audit.search(

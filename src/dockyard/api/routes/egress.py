@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, WorkspaceParam, scoped
+from dockyard.api.paging import Limit, Offset
 from dockyard.egress import service as egress
 from dockyard_sdk import models as wire
 from dockyard_sdk.models import Scope
@@ -20,8 +21,8 @@ def list_egress_events(
     workspace: WorkspaceParam,
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.WORKSPACE_READ)],
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> wire.EgressEventList:
     """Connections and DNS questions of an `allowlist` workspace through the egress proxy, newest first."""
     return egress.events(db, workspace, limit=limit, offset=offset)

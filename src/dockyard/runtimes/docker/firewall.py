@@ -218,8 +218,38 @@ class HostFirewall:
             ]
         return rules
 
+    def redirects(self, bridge: str, workspace_id: str, subnet: str, port: int) -> list[list[str]]:
+        """(table, chain, rule...) sending every TCP connection the network opens beyond its own subnet to the
+        egress proxy's intercepting port on the bridge's address (REDIRECT picks the incoming interface's
+        address, the gateway); the allow-list's CIDRs included, so each connection is checked and logged."""
+        tag = ["-m", "comment", "--comment", self._comment(workspace_id)]
+        return [
+            [
+                "nat",
+                "PREROUTING",
+                "-i",
+                bridge,
+                "-p",
+                "tcp",
+                "!",
+                "-d",
+                subnet,
+                *tag,
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                str(port),
+            ],
+        ]
+
     def forward(self, bridge: str, workspace_id: str, subnet: str, networks: Sequence[str]) -> None:
-        for table, chain, *spec in self.forwards(bridge, workspace_id, subnet, networks):
+        self._insert(self.forwards(bridge, workspace_id, subnet, networks))
+
+    def intercept(self, bridge: str, workspace_id: str, subnet: str, port: int) -> None:
+        self._insert(self.redirects(bridge, workspace_id, subnet, port))
+
+    def _insert(self, rules: list[list[str]]) -> None:
+        for table, chain, *spec in rules:
             result = self._call("-t", table, "-C", chain, *spec)
             if result.returncode == 0:
                 continue
@@ -227,7 +257,7 @@ class HostFirewall:
 
     def _release_forwards(self, bridge: str) -> None:
         prefix = f"{COMMENT_PREFIX}{self.deployment}:"
-        for table, chain in (("filter", FORWARD_CHAIN), ("nat", "POSTROUTING")):
+        for table, chain in (("filter", FORWARD_CHAIN), ("nat", "POSTROUTING"), ("nat", "PREROUTING")):
             result = self._call("-t", table, "-S", chain)
             if result.returncode != 0:
                 continue

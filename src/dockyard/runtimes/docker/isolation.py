@@ -102,6 +102,14 @@ class BridgeIsolation:
             self._failed(exc)
             log(f"WARNING: {exc.message}; the allow-list's CIDRs are reachable through the proxy only")
 
+    def intercept(self, network_id: str, workspace_id: str, subnet: str, port: int, *, log: LogSink) -> None:
+        """Send the network's TCP connections beyond its subnet to the egress proxy's intercepting port."""
+        try:
+            self.firewall.intercept(naming.bridge_name(network_id), workspace_id, subnet, port)
+        except FirewallUnavailable as exc:
+            self._failed(exc)
+            log(f"WARNING: {exc.message}; only programs that use the proxy reach the allow-list's names")
+
     def release(self, network_id: str) -> None:
         bridge = naming.bridge_name(network_id)
         self._isolated.discard(bridge)

@@ -358,14 +358,7 @@ class DockerRuntime:
         gateway = config[0].get("Gateway") or str(next(subnet.hosts()))
         gateway = gateway.split("/")[0]
         self.egress.open(spec.workspace_id, address=gateway, subnet=str(subnet), allow=spec.egress_allow)
-        self._guard().open(
-            network_id,
-            spec.workspace_id,
-            gateway,
-            tcp=(self.egress.proxy_port,),
-            udp=(self.egress.dns_port,),
-            log=log,
-        )
+        self._open_gateway(network_id, spec.workspace_id, gateway, str(subnet), log)
         direct = self._direct_networks(spec.egress_allow, log)
         if direct:
             self._guard().forward(network_id, spec.workspace_id, str(subnet), direct, log=log)
@@ -375,6 +368,22 @@ class DockerRuntime:
         return dataclasses.replace(
             spec, env={**spec.env, **proxy_env(gateway, self.egress.proxy_port)}, dns=(gateway,)
         )
+
+    def _open_gateway(
+        self, network_id: str, workspace_id: str, gateway: str, subnet: str, log: LogSink
+    ) -> None:
+        """Open the proxy's ports on the gateway to the network, and redirect its other TCP connections there."""
+        assert self.egress is not None
+        guard = self._guard()
+        guard.open(
+            network_id,
+            workspace_id,
+            gateway,
+            tcp=(self.egress.proxy_port, self.egress.intercept_port),
+            udp=(self.egress.dns_port,),
+            log=log,
+        )
+        guard.intercept(network_id, workspace_id, subnet, self.egress.intercept_port, log=log)
 
     def _direct_networks(self, allow: tuple[str, ...], log: LogSink) -> list[str]:
         """The allow-list's CIDRs (without a port) that the workspace may reach without the proxy; never one that
@@ -713,13 +722,12 @@ class DockerRuntime:
                 self._egress_refused.add(workspace_id)
                 _log.warning("cannot serve a workspace's egress", workspace=workspace_id, error=exc.message)
             return
-        self._guard().open(
+        self._open_gateway(
             str(attached.get("NetworkID", "")),
             workspace_id,
             attached["Gateway"],
-            tcp=(self.egress.proxy_port,),
-            udp=(self.egress.dns_port,),
-            log=lambda line: _log.warning(line),
+            str(subnet),
+            lambda line: _log.warning(line),
         )
 
     def managed_resources(self) -> list[ManagedResource]:
