@@ -166,6 +166,12 @@ def report(line: str) -> None:
     print(line, flush=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process (its threads included) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -345,7 +351,9 @@ def bursts(sizes: list[int], warm_networks: str, missed: list[str]) -> None:
                 await_warm_networks(client, count, network_class)
             bare = bare_parallel(size)
             report(f"{size} bare docker run -d + exec true at a concurrency of {size}: {bare:.2f} s")
+            cpu_before, load_before = cpu_seconds(pid), os.getloadavg()[0]
             wall, each, ids = ready_burst(client, size, f"burst{size}")
+            cpu, load = cpu_seconds(pid) - cpu_before, os.getloadavg()[0]
             ratio = wall / bare
             report(
                 f"{size} created at once (warm networks {warm_networks}): all ready in {wall:.2f} s, ratio to "
@@ -353,6 +361,10 @@ def bursts(sizes: list[int], warm_networks: str, missed: list[str]) -> None:
                 f"s, p95 {percentile(each, 0.95):.2f} s; server peak RSS {rss_peak_mb(pid):.0f} MB"
             )
             report(f"  build phases, mean s: {phase_means(client, ids)}")
+            # The server's own share of the host's CPU during the burst, and how loaded the host was.
+            report(
+                f"  server CPU during the burst {cpu:.1f} s; load average {load_before:.1f} before, {load:.1f} after"
+            )
             if ratio > 1.5:
                 missed.append(f"burst {size}")
             delete_all(client)
@@ -400,8 +412,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--warm-networks",
-        default="32",
-        help="the burst server's --warm-networks (default: the server's own default, 32 of each class)",
+        default="64",
+        help="the burst server's --warm-networks (default: the server's own default, 64 of each class)",
     )
     parser.add_argument(
         "--cli", action="store_true", help="also the CLI's dead time (create/stop/start against the API)"

@@ -99,7 +99,7 @@ def server(
             envvar="DOCKYARD_WARM_NETWORKS",
             help="Workspace networks made ahead of demand: N of each class, or open=N,internal=M (0: none).",
         ),
-    ] = "32",
+    ] = "64",
     access_url: Annotated[
         str,
         typer.Option(
