@@ -64,7 +64,7 @@ def server(
         typer.Option(
             "--provisioner-workers",
             envvar="DOCKYARD_PROVISIONER_WORKERS",
-            help="Build workers inside the server: auto (8 per CPU, 8 to 64), a number, or 0 when "
+            help="Build workers inside the server: auto (32 per CPU, 16 to 64), a number, or 0 when "
             "`dockyard provisioner` processes run them.",
         ),
     ] = "auto",
@@ -326,7 +326,7 @@ def provisioner(
         typer.Option(
             "--workers",
             envvar="DOCKYARD_PROVISIONER_WORKERS",
-            help="Concurrent builds: auto (8 per CPU, 8 to 64) or a number.",
+            help="Concurrent builds: auto (32 per CPU, 16 to 64) or a number.",
         ),
     ] = "auto",
     log_format: Annotated[
