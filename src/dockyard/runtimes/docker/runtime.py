@@ -70,6 +70,10 @@ STOP_TIMEOUT = 5
 # burst, while a short queue here hands networks out first come, first served and leaves the engine free for
 # the containers whose networks are made.
 NETWORK_CONCURRENCY = 2
+# Seconds one engine call may take. In a burst the engine answers each call later the more starts it runs at
+# once (the bare baseline's `docker` CLI waits as long as it takes): 50 starts at once at a load average of
+# 60-70 had their create/start calls fail after 60 s, the earlier limit, while the engine was still working.
+ENGINE_TIMEOUT = 180.0
 
 
 def engine_url() -> str:
@@ -90,7 +94,7 @@ class DockerRuntime:
         self,
         base_url: str | None = None,
         *,
-        timeout: float = 60,
+        timeout: float = ENGINE_TIMEOUT,
         build_timeout: float = 3600,
         ready_timeout: float = 60,
         stop_timeout: int = STOP_TIMEOUT,
