@@ -72,7 +72,7 @@ STOP_TIMEOUT = 5
 NETWORK_CONCURRENCY = 2
 # Seconds one engine call may take. In a burst the engine answers each call later the more starts it runs at
 # once (the bare baseline's `docker` CLI waits as long as it takes): 50 starts at once at a load average of
-# 60-70 had their create/start calls fail after 60 s, the earlier limit, while the engine was still working.
+# 60-70 had calls of their starts fail after 60 s, the earlier limit, while the engine was still working.
 ENGINE_TIMEOUT = 180.0
 
 
