@@ -53,8 +53,10 @@ class Settings:
     # The host name clients use for the SSH gateway (config-ssh, certificates); default: the listen host.
     ssh_hostname: str = ""
     # Workspace networks made ahead of demand, per class ("open" has egress, "internal" not), so that a burst
-    # of creates does not wait for the engine to make networks one at a time. See warmpool/pool.py.
-    warm_networks: dict[str, int] = field(default_factory=lambda: {"open": 4, "internal": 4})
+    # of creates does not wait for the engine to make networks one at a time. See warmpool/pool.py. 64: the
+    # most workers a process runs (provisioner/sizing.py), so a burst the workers take at once finds every
+    # network made; the subnet pool holds 4096, and an unused bridge holds no port and a few firewall rules.
+    warm_networks: dict[str, int] = field(default_factory=lambda: {"open": 64, "internal": 64})
     # Seconds between agent pings; an agent silent for two of them is dropped.
     agent_heartbeat: float = 15.0
     # The control plane's URL as workspace containers reach it (e.g. http://172.17.0.1:3000; several replicas

@@ -8,14 +8,31 @@ import pytest
 from typer.testing import CliRunner
 
 from dockyard.cli.main import app
-from dockyard.provisioner.sizing import MAX_WORKERS, MIN_WORKERS, parse_workers, worker_count
-
-
-@pytest.mark.parametrize(
-    ("cpus", "expected"), [(0, MIN_WORKERS), (1, 8), (2, 16), (4, 32), (64, MAX_WORKERS)]
+from dockyard.provisioner.sizing import (
+    IDLE_POLLS_PER_SECOND,
+    MAX_WORKERS,
+    MIN_WORKERS,
+    parse_workers,
+    poll_interval,
+    worker_count,
 )
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(0, MIN_WORKERS), (1, 32), (2, 64), (4, MAX_WORKERS)])
 def test_auto_follows_the_hosts_cores_within_bounds(cpus: int, expected: int) -> None:
     assert worker_count(None, cpus=cpus) == expected
+
+
+def test_a_burst_of_fifty_finds_a_worker_each_on_two_cores() -> None:
+    assert worker_count(None, cpus=2) >= 50
+
+
+@pytest.mark.parametrize(("workers", "seconds"), [(1, 1.0), (16, 1.0), (32, 2.0), (64, 4.0)])
+def test_idle_workers_together_poll_the_queue_at_most_sixteen_times_a_second(
+    workers: int, seconds: float
+) -> None:
+    assert poll_interval(workers) == seconds
+    assert workers / poll_interval(workers) <= max(IDLE_POLLS_PER_SECOND, workers)
 
 
 def test_a_number_is_taken_as_given_and_auto_is_none() -> None:

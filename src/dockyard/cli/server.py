@@ -64,7 +64,7 @@ def server(
         typer.Option(
             "--provisioner-workers",
             envvar="DOCKYARD_PROVISIONER_WORKERS",
-            help="Build workers inside the server: auto (8 per CPU, 8 to 64), a number, or 0 when "
+            help="Build workers inside the server: auto (32 per CPU, 16 to 64), a number, or 0 when "
             "`dockyard provisioner` processes run them.",
         ),
     ] = "auto",
@@ -99,7 +99,7 @@ def server(
             envvar="DOCKYARD_WARM_NETWORKS",
             help="Workspace networks made ahead of demand: N of each class, or open=N,internal=M (0: none).",
         ),
-    ] = "4",
+    ] = "64",
     access_url: Annotated[
         str,
         typer.Option(
@@ -338,7 +338,7 @@ def provisioner(
         typer.Option(
             "--workers",
             envvar="DOCKYARD_PROVISIONER_WORKERS",
-            help="Concurrent builds: auto (8 per CPU, 8 to 64) or a number.",
+            help="Concurrent builds: auto (32 per CPU, 16 to 64) or a number.",
         ),
     ] = "auto",
     log_format: Annotated[

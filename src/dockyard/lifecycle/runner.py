@@ -20,6 +20,7 @@ from dockyard.lifecycle import autostart, idle, reconcile, ttl
 from dockyard.lifecycle.leader import FOLLOWER_RETRY, Lease, SingleProcess
 from dockyard.provisioner import idempotency_keys, queue
 from dockyard.provisioner.instance import Instance
+from dockyard.provisioner.sizing import poll_interval
 from dockyard.provisioner.worker import Worker
 from dockyard.runtimes.base import Runtime, RuntimeFailure
 from dockyard.tunnel.door import LinkDoor
@@ -93,7 +94,10 @@ class Background:
                 name=self.instance.worker_name(name) if self.instance is not None else name,
                 agents=self.agents,
             )
-            self._spawn(f"provisioner-{index}", lambda w=worker: w.run(self.stop_event))  # type: ignore[misc]
+            self._spawn(
+                f"provisioner-{index}",
+                lambda w=worker: w.run(self.stop_event, poll_interval=poll_interval(self.workers)),  # type: ignore[misc]
+            )
         if self.lifecycle:
             self._spawn("lifecycle", self._loop)
             if self.warm_pool is not None:

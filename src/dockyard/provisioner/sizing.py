@@ -1,20 +1,26 @@
 """How many provisioner workers a process runs when the operator leaves it to Dockyard (`--provisioner-workers auto`).
 
 A worker spends a build waiting on the engine (network, volume, container create and start, the setup step), not
-on this process's CPU, and the engine does more at once than one at a time: fifty bare `docker run` + `exec` took
-32 s at a concurrency of 50 on a loaded 2-core host and 47 s at 8. Four workers queued a burst of 200 creates for
-a minute and a half. So the count follows the engine host's cores, generously; the engine's own serial part
-(networks) is gated in the runtime, not by starving every other step of workers. Not more generously: each idle
-worker polls the queue once a second, and on SQLite every claim waits for the one writer.
+on this process's CPU, and the engine takes a whole burst at once: the bare baseline of a burst of N is N
+`docker run` + `exec` at a concurrency of N. A burst queued behind too few workers waits for nothing but a
+worker: with 16 workers (8 per CPU) a burst of 50 spent 8.8 s of each build in the queue. So there are enough
+workers for a burst of 50 on a 2-core host, up to 64 (where the engine's own throughput, not the worker count,
+bounds a burst: on 2 cores 64 starts at once keep it busy, and every worker may hold a database connection).
+
+What the worker count used to cost is kept flat: claims take one process lock (`queue.py`), and idle workers
+poll the queue (for builds queued by other processes) IDLE_POLLS_PER_SECOND times a second between them, not
+once a second each. Builds queued in this process wake the workers at once either way.
 """
 
 from __future__ import annotations
 
 import os
 
-WORKERS_PER_CPU = 8
-MIN_WORKERS = 8
+WORKERS_PER_CPU = 32
+MIN_WORKERS = 16
 MAX_WORKERS = 64
+# How often a process's idle workers look at the queue, all of them together.
+IDLE_POLLS_PER_SECOND = 16
 
 
 def parse_workers(text: str) -> int | None:
@@ -33,3 +39,8 @@ def worker_count(requested: int | None, *, cpus: int | None = None) -> int:
         return requested
     count = (cpus if cpus is not None else os.cpu_count() or 1) * WORKERS_PER_CPU
     return max(MIN_WORKERS, min(MAX_WORKERS, count))
+
+
+def poll_interval(workers: int) -> float:
+    """Seconds between one idle worker's looks at the queue: at least 1, longer the more workers there are."""
+    return max(1.0, workers / IDLE_POLLS_PER_SECOND)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -123,7 +124,9 @@ class Worker:
                 log.exception("provisioner loop failed", worker=self.name)
                 worked = False
             if not worked:
-                seen = queue.wakeup.wait(poll_interval, seen)
+                # Jittered, so that many idle workers spread their looks at the queue instead of all polling
+                # in the same instant; a build queued in this process wakes them at once anyway.
+                seen = queue.wakeup.wait(poll_interval * random.uniform(0.5, 1.5), seen)
 
     def run_once(self) -> bool:
         with self.sessions() as db:

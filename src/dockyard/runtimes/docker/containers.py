@@ -137,3 +137,16 @@ def setup_failure(spec: WorkspaceSpec, exit_code: int | None, output: str) -> Ru
     return RuntimeFailure(
         f"The workspace container exited with code {exit_code} during its setup step.", detail=tail
     )
+
+
+def follow_logs(api: docker.APIClient, container_id: str, *, since: float | None) -> Any:
+    """The container's output from `since` on, followed, as a closable stream of chunks.
+
+    What `Container.logs(stream=True, follow=True)` returns, without the inspect that call makes first to
+    learn whether the container has a TTY: a workspace container never has one (`create_args`).
+    """
+    params: dict[str, Any] = {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0, "tail": "all"}
+    if since is not None:
+        params["since"] = since
+    response = api._get(api._url("/containers/{0}/logs", container_id), params=params, stream=True)
+    return docker.types.CancellableStream(api._get_result_tty(True, response, False), response)

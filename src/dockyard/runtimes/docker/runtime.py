@@ -26,11 +26,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import docker.models.containers
 import docker.types
 import docker.utils
 
@@ -67,6 +70,10 @@ STOP_TIMEOUT = 5
 # burst, while a short queue here hands networks out first come, first served and leaves the engine free for
 # the containers whose networks are made.
 NETWORK_CONCURRENCY = 2
+# Seconds one engine call may take. In a burst the engine answers each call later the more starts it runs at
+# once (the bare baseline's `docker` CLI waits as long as it takes): 50 starts at once at a load average of
+# 60-70 had calls of their starts fail after 60 s, the earlier limit, while the engine was still working.
+ENGINE_TIMEOUT = 180.0
 
 
 def engine_url() -> str:
@@ -87,11 +94,11 @@ class DockerRuntime:
         self,
         base_url: str | None = None,
         *,
-        timeout: float = 60,
+        timeout: float = ENGINE_TIMEOUT,
         build_timeout: float = 3600,
         ready_timeout: float = 60,
         stop_timeout: int = STOP_TIMEOUT,
-        max_pool_size: int = 32,
+        max_pool_size: int = 64,
         pull: bool = True,
         subnet_pool: str | None = None,
         subnet_prefix: int = 28,
@@ -114,6 +121,9 @@ class DockerRuntime:
         self._capacity: HostCapacity | None = None
         self._build_locks: dict[str, threading.Lock] = {}
         self._network_gate = threading.BoundedSemaphore(network_concurrency)
+        # Network lookups and creates run beside the rest of a start (see `_start`). Threads are made on demand
+        # and idle ones reused; one per start that is running, at most as many as the engine connections.
+        self._networking = ThreadPoolExecutor(max_pool_size, thread_name_prefix="docker-network")
         # Docker's default address pools hold ~30 bridge networks, one per workspace here; a pool of small
         # subnets (a /16 cut into /28s holds 4096) is how a host runs hundreds of workspaces.
         self.subnets = SubnetPool(subnet_pool, subnet_prefix) if subnet_pool else None
@@ -275,7 +285,9 @@ class DockerRuntime:
         # The network is independent of the volume, the image and the container lookup, and is the slow part
         # of a cold start (the engine makes networks one at a time): it is made on a thread of its own while
         # this one does the rest, and waited for only when the container needs it.
-        networking = _Timed(lambda: self._ensure_network(spec.workspace_id, internal=internal, log=log))
+        networking = self._networking.submit(
+            _timed, lambda: self._ensure_network(spec.workspace_id, internal=internal, log=log)
+        )
         try:
             limit, volume_labels = disks.home_volume(
                 self.client,
@@ -317,10 +329,9 @@ class DockerRuntime:
             lap("inspect")
         except BaseException:
             # Never leave the network's thread making things behind a build that has failed already.
-            networking.join()
+            _settle(networking)
             raise
-        network, network_id = networking.result()
-        timings["network"] = networking.seconds
+        (network, network_id), timings["network"] = networking.result()
         lap("network.wait")
         if spec.egress == Egress.ALLOWLIST:
             # The proxy's address is not in the configuration hash: it changes only with the network, and a
@@ -512,7 +523,19 @@ class DockerRuntime:
             config_hash=config_hash,
         )
         args["labels"] = {**args["labels"], naming.LABEL_DEPLOYMENT: self._owner()}
-        container = self.client.containers.create(**args)
+        # The low-level create, as `containers.create` makes it, without the inspect that call adds: what the
+        # start needs of a container made just now (its name, its state) is known without asking the engine.
+        made = self.client.api.create_container(
+            **docker.models.containers._create_container_args({**args, "version": self.client.api._version})
+        )
+        container = self.client.containers.prepare_model(
+            {
+                "Id": made["Id"],
+                "Name": f"/{name}",
+                "State": {"Status": "created"},
+                "Config": {"Labels": args["labels"]},
+            }
+        )
         files = bootstrap.archive(spec)
         if files is not None:
             container.put_archive("/", files)
@@ -532,12 +555,7 @@ class DockerRuntime:
         # Logs of earlier runs stay; only lines after the previous run ended belong to this start. Following
         # the log stream sees the ready line the moment it is written; polling would add its interval to
         # every start and load the engine with requests when many workspaces start at once.
-        since = finished_at if finished_at else None
-        stream = (
-            container.logs(stream=True, follow=True, since=since)
-            if since
-            else container.logs(stream=True, follow=True)
-        )
+        stream = containers.follow_logs(self.client.api, container.id, since=finished_at or None)
         timer = threading.Timer(self.ready_timeout, stream.close)
         timer.start()
         output = ""
@@ -811,34 +829,16 @@ def proxy_env(address: str, port: int) -> dict[str, str]:
     }
 
 
-class _Timed:
-    """Run `work` on a thread of its own; `result()` waits for it and returns (or raises) what it did."""
+def _timed(work: Callable[[], tuple[str, str]]) -> tuple[tuple[str, str], float]:
+    """What `work` returns, and the seconds it took (the build's `container.network` timing)."""
+    started = time.perf_counter()
+    value = work()
+    return value, round(time.perf_counter() - started, 4)
 
-    def __init__(self, work: Callable[[], tuple[str, str]]) -> None:
-        self._work = work
-        self._value: tuple[str, str] | None = None
-        self._error: BaseException | None = None
-        self.seconds = 0.0
-        self._thread = threading.Thread(target=self._run, name="docker-network", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        started = time.perf_counter()
-        try:
-            self._value = self._work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which re-raises it
-            self._error = exc
-        self.seconds = round(time.perf_counter() - started, 4)
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> tuple[str, str]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None
-        return self._value
+def _settle(future: Future[Any]) -> None:
+    """Wait for `future` to end without raising: its failure, if any, is not the one being raised."""
+    futures.wait([future])
 
 
 def _workspace_of(labels: dict[str, str] | None) -> str:
