@@ -312,6 +312,7 @@ def fleet_run(
     )
     wide = provision.wide_client(client)
     load = os.getloadavg()
+    cpu = cpu_seconds(pid)
     started = time.perf_counter()
 
     def one(index: int) -> None:
@@ -323,6 +324,8 @@ def fleet_run(
     with ThreadPoolExecutor(size) as pool:
         list(pool.map(one, range(size)))
     all_done = time.perf_counter() - started
+    # CPU time is what a loaded host stretches least: the server's share of the fleet, per agent.
+    server_cpu = (cpu_seconds(pid) - cpu) / size
     http.close()
     wide.close()
     accepted_all = max(fleet.accepted) if fleet.accepted else float("nan")
@@ -340,8 +343,9 @@ def fleet_run(
     )
     report(f"  where the time to ready went (means, s): {breakdown(client, fleet.ids)}")
     report(
-        f"  load average at the start {load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}; server peak RSS "
-        f"{rss_peak_mb(pid):.0f} MB; task branches on the git server: {gitserver.branches()}"
+        f"  load average at the start {load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}; server CPU per agent "
+        f"{server_cpu:.2f} s; server peak RSS {rss_peak_mb(pid):.0f} MB; task branches on the git server: "
+        f"{gitserver.branches()}"
     )
     for failure in fleet.failures[:5]:
         report(f"  failure: {failure}")
@@ -363,6 +367,12 @@ def fleet_run(
     )
     if left or any(objects.values()):
         missed.append(f"{size} agents leftovers")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def default_ttl(sizes: list[int]) -> int:
