@@ -17,7 +17,9 @@ def _past_deadline(h: Harness, workspace_id: str, *, set_minutes_ago: float, con
         row = db.get(Workspace, workspace_id)
         row.deadline = now - timedelta(minutes=set_minutes_ago) + timedelta(seconds=row.ttl_seconds)
         agent = db.get(WorkspaceAgent, workspace_id)
-        agent.connection = (m.AgentConnection.CONNECTED if connected else m.AgentConnection.DISCONNECTED).value
+        agent.connection = (
+            m.AgentConnection.CONNECTED if connected else m.AgentConnection.DISCONNECTED
+        ).value
         db.commit()
 
 
