@@ -3,7 +3,7 @@
     .venv/bin/python bench/agents.py                 # 10, 50 and 200 agents (a long run)
     .venv/bin/python bench/agents.py --quick         # 10 agents
     .venv/bin/python bench/agents.py --sizes 10,50   # chosen fleet sizes
-    .venv/bin/python bench/agents.py --ttl 1m        # each workspace's TTL (default: 2m, 5m from 200 agents)
+    .venv/bin/python bench/agents.py --ttl 1m        # each workspace's TTL (default 2m for 10, 5m for 50, 10m for 200)
 
 Needs a running Docker engine and the base image. Per fleet size N, in one run:
 - baseline: N bare `docker run -d` of the base image + `docker exec … true`, at a concurrency of N;
@@ -231,7 +231,8 @@ def breakdown(client: Client, workspace_ids: set[str]) -> str:
     steps: dict[str, list[float]] = {}
     for workspace_id in workspace_ids:
         ws = client.get_workspace(workspace_id)
-        build = client.list_builds(workspace_id)[0]
+        # The create's build (a TTL may have added a delete since).
+        build = min(client.list_builds(workspace_id), key=lambda b: b.number)
         agent = ws.agent
         if agent is None or build.started_at is None or build.completed_at is None:
             continue
@@ -379,8 +380,11 @@ def cpu_seconds(pid: int) -> float:
 
 def default_ttl(sizes: list[int]) -> int:
     """Minutes: long enough for the largest fleet to be ready and report `working` on a loaded 2-core host
-    (after that the TTL waits for the task anyway)."""
-    return 5 if max(sizes) >= 200 else 2
+    (after that the TTL waits for the task anyway). The TTL runs from the create: a workspace still queued or
+    cloning when it ends is deleted (measured: 50 agents at a load average of 40-80 were ready p50 123 s, and
+    a 2-minute TTL deleted 26 of them before they reported `working`)."""
+    largest = max(sizes)
+    return 2 if largest <= 10 else 5 if largest <= 50 else 10
 
 
 def main() -> None:
@@ -390,7 +394,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 agents only")
     parser.add_argument("--sizes", default="", help="fleet sizes, e.g. 10,50 (default 10,50,200)")
     parser.add_argument(
-        "--ttl", default="", help="workspace TTL in whole minutes, e.g. 1m (default 2m; 5m for 200)"
+        "--ttl",
+        default="",
+        help="workspace TTL in whole minutes, e.g. 1m (default 2m for 10 agents, 5m for 50, 10m for 200)",
     )
     parser.add_argument(
         "--warm-networks",
