@@ -1,4 +1,5 @@
-"""Deadlines: a workspace past its TTL gets the template's on_ttl transition (stop, or delete for sandboxes)."""
+"""Deadlines: a workspace past its TTL gets the template's on_ttl transition (stop, or delete for sandboxes),
+unless its task still reports `working` (provisioner/lifetimes.ttl_held): a TTL never stops an agent mid-task."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from sqlalchemy.orm import Session
 
 from dockyard import logs as logging
 from dockyard.errors import Conflict
-from dockyard.provisioner import builds
-from dockyard.store.models import TemplateVersion, Workspace
+from dockyard.provisioner import builds, lifetimes
+from dockyard.provisioner.plans import render_for
+from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceAgent
 from dockyard.store.types import utcnow
 from dockyard.templates import service as templates
-from dockyard_sdk.manifest import OnTtl
-from dockyard_sdk.models import BuildReason, Transition
+from dockyard_sdk.manifest import OnTtl, TemplateManifest
+from dockyard_sdk.models import AgentConnection, BuildReason, TaskState, Transition
 
 log = logging.get(__name__)
 
@@ -56,7 +58,26 @@ def _expire(db: Session, workspace_id: str) -> Transition | None:
     if workspace is None or workspace.deleted or workspace.deadline is None or workspace.deadline > utcnow():
         return None
     version = db.get(TemplateVersion, workspace.template_version_id)
-    on_ttl = templates.version_to_wire(version).manifest.lifetime.on_ttl if version else OnTtl.STOP
+    manifest = templates.version_to_wire(version).manifest if version else None
+    if _held(db, workspace, manifest):
+        db.rollback()
+        return None
+    on_ttl = manifest.lifetime.on_ttl if manifest is not None else OnTtl.STOP
     transition = Transition.DELETE if on_ttl == OnTtl.DELETE else Transition.STOP
     builds.create_build(db, workspace, transition, actor=None, reason=BuildReason.TTL)
     return transition
+
+
+def _held(db: Session, workspace: Workspace, manifest: TemplateManifest | None) -> bool:
+    if workspace.task_state != TaskState.WORKING.value:
+        return False
+    agent = db.get(WorkspaceAgent, workspace.id)
+    connected = agent is not None and agent.connection == AgentConnection.CONNECTED.value
+    max_ttl = None
+    if manifest is not None and manifest.lifetime.max_ttl:
+        owner = db.get(User, workspace.owner_id)
+        assert owner is not None
+        # `max_ttl` may name parameters, as `ttl` does: rendered for this workspace, as an extension renders it.
+        rendered = render_for(manifest, workspace.parameters, workspace=workspace, owner=owner)
+        max_ttl = lifetimes.max_ttl_seconds(rendered)
+    return lifetimes.ttl_held(workspace, utcnow(), max_ttl=max_ttl, agent_connected=connected)

@@ -68,7 +68,10 @@ def plan(workspace: Workspace, build: WorkspaceBuild, now: datetime) -> Plan | N
         last_at, last_reason = workspace.task_updated_at, "task"
     working = workspace.task_state == wire.TaskState.WORKING.value
     recent = now - last_at < MIN_IDLE
-    if working:
+    held = working and workspace.deadline is not None and workspace.deadline <= now
+    if held:
+        active, why = True, "task working (holds the TTL until it reports another state)"
+    elif working:
         active, why = True, "task working"
     elif recent and last_reason != "started":
         active, why = (
@@ -80,7 +83,9 @@ def plan(workspace: Workspace, build: WorkspaceBuild, now: datetime) -> Plan | N
     timeout = idle_after(workspace)
     # A working task holds the idle stop off entirely; the TTL still applies.
     idle_stop = last_at + timeout if timeout is not None and not working else None
-    candidates = [(at, reason) for at, reason in ((workspace.deadline, "ttl"), (idle_stop, "idle")) if at]
+    # A TTL reached while the task works waits for it (ttl_held); the stop then comes after its next report.
+    deadline = None if held else workspace.deadline
+    candidates = [(at, reason) for at, reason in ((deadline, "ttl"), (idle_stop, "idle")) if at]
     stops_at, stop_reason = min(candidates) if candidates else (None, None)
     warn_from = None
     if stops_at is not None:
@@ -96,6 +101,19 @@ def plan(workspace: Workspace, build: WorkspaceBuild, now: datetime) -> Plan | N
         stop_reason=stop_reason,
         warn_from=warn_from,
     )
+
+
+def ttl_held(workspace: Workspace, now: datetime, *, max_ttl: int | None, agent_connected: bool) -> bool:
+    """Whether a reached TTL waits: the workspace's task reports `working` and its agent is connected (a
+    workspace whose agent is gone cannot be mid-task). The wait ends with the task's next other report, or
+    `max_ttl` (the template's, seconds) after the deadline was last set: the same bound an extension has, so
+    the wait keeps no workspace longer than `dockyard extend` could."""
+    if workspace.task_state != wire.TaskState.WORKING.value or not agent_connected:
+        return False
+    if max_ttl is None or workspace.deadline is None or not workspace.ttl_seconds:
+        return True
+    set_at = workspace.deadline - timedelta(seconds=workspace.ttl_seconds)
+    return now < set_at + timedelta(seconds=max_ttl)
 
 
 def max_ttl_seconds(manifest: TemplateManifest) -> int | None:

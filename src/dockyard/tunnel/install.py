@@ -8,6 +8,8 @@ import py_compile
 from importlib import resources
 from pathlib import Path
 
+from dockyard.runtimes.plan import LAUNCHER
+
 
 def install_agent(agent_dir: Path) -> Path:
     """Put this version's agent script where workspaces find it; running agents keep the copy they read.
@@ -44,9 +46,13 @@ def install_agent(agent_dir: Path) -> Path:
     return target
 
 
-# `dockyard-agent report …` in every workspace: the agent puts this folder first on its children's PATH.
-AGENT_TOOL = """#!/bin/sh
-exec python3 -I "$(dirname "$0")/../agent.py" "$@"
+# `dockyard-agent report …` and git's credential helper in every workspace: the agent puts this folder first on
+# its children's PATH. Launched as the agent is (runtimes/plan.py), from the server's bytecode: run as a script,
+# Python compiled the whole agent at every call (0.3 s of CPU on a loaded host, paid by every task report and
+# every git request that needs a credential, in each of a fleet's workspaces at once).
+assert not set(LAUNCHER) & set('"$`\\'), "the launcher must survive the shell's double quotes"
+AGENT_TOOL = f"""#!/bin/sh
+exec python3 -I -c "{LAUNCHER}" "$(dirname "$0")/../agent.py" "$@"
 """
 
 
