@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.runtimes.base import RuntimeUnavailable
+from dockyard.store.models import WarmNetwork
 from dockyard.warmpool import pool as warmpool
 from dockyard.warmpool.pool import WarmPool, parse_sizes
 from dockyard_sdk import ApiError
@@ -140,6 +141,27 @@ def test_networks_removed_behind_the_pools_back_are_made_again(
     assert pool.fill() == 4  # two forgotten, two made
     assert wh.admin.doctor().warm_networks == {"open": 2, "internal": 1}
     assert _warm(wh, "open").isdisjoint(pruned)
+
+
+def test_a_network_still_in_the_making_is_not_claimed(wh: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The row of a network being made (or whose maker died) is written first; a create must not take it, or
+    # its build would make a second network of the same name beside the pool's.
+    making = WarmNetwork(network_class="open")
+    with wh.app.state.sessions() as db:
+        db.add(making)
+        db.commit()
+        making_id = making.id
+    wh.template(name="tmpl")
+    ws = wh.workspace(template="tmpl", name="a")
+    assert ws.status == m.WorkspaceStatus.RUNNING
+    assert ws.id != making_id
+    # Its maker died after the engine made the network: the pool removes both once the row has settled.
+    _fake(wh).networks.add(making_id)
+    _fake(wh).network_classes[making_id] = "open"
+    monkeypatch.setattr(warmpool, "LOST_AFTER", timedelta(0))
+    _pool(wh).fill()
+    assert making_id not in _fake(wh).networks
+    assert wh.admin.doctor().warm_networks == {"open": 2, "internal": 1}
 
 
 def test_an_engine_that_fails_leaves_no_row_behind(wh: Harness) -> None:

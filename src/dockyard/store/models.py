@@ -330,6 +330,9 @@ class WarmNetwork(Base):
     # "internal" or "open": which workspaces can use it (see runtimes.base.network_class).
     network_class: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The row is written before its network is made (so a network never exists without one); only a made
+    # network may be claimed, or the claiming build would make a second network of the same name.
+    ready: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
 
 class DevcontainerStep(Base):

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
@@ -84,13 +84,19 @@ class WarmPool:
         every unused network), so that the pool makes new ones instead of handing out missing ones."""
         with self.sessions() as db:
             # Young rows may belong to a network another process is making right now.
-            settled = set(
-                db.scalars(select(WarmNetwork.id).where(WarmNetwork.created_at < utcnow() - LOST_AFTER))
+            query = select(WarmNetwork.id, WarmNetwork.ready).where(
+                WarmNetwork.created_at < utcnow() - LOST_AFTER
             )
+            settled = {warm_id: ready for warm_id, ready in db.execute(query)}
             if not settled:
                 return 0
             present = {r.workspace_id for r in self.runtime.managed_resources() if r.kind == "network"}
-            lost = settled - present
+            # A settled row never marked ready is a process that died while making it: its network, if the
+            # engine finished it, is nobody's.
+            unfinished = {warm_id for warm_id, ready in settled.items() if not ready}
+            for warm_id in unfinished & present:
+                self.runtime.delete(warm_id, lambda line: None)
+            lost = (set(settled) - present) | unfinished
             if lost:
                 db.execute(delete(WarmNetwork).where(WarmNetwork.id.in_(lost)))
                 db.commit()
@@ -108,6 +114,8 @@ class WarmPool:
             db.execute(delete(WarmNetwork).where(WarmNetwork.id == warm.id))
             db.commit()
             raise
+        db.execute(update(WarmNetwork).where(WarmNetwork.id == warm.id).values(ready=True))
+        db.commit()
 
     def _shrink(self, db: Session, network_class: str) -> None:
         warm_id = claim(db, network_class)

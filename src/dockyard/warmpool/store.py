@@ -21,7 +21,7 @@ def claim(db: Session, network_class: str) -> str | None:
     """
     query = (
         select(WarmNetwork.id)
-        .where(WarmNetwork.network_class == network_class)
+        .where(WarmNetwork.network_class == network_class, WarmNetwork.ready.is_(True))
         .order_by(WarmNetwork.created_at)
         .limit(1)
     )
