@@ -55,6 +55,9 @@ class Settings:
     # Workspace networks made ahead of demand, per class ("open" has egress, "internal" not), so that a burst
     # of creates does not wait for the engine to make networks one at a time. See warmpool/pool.py.
     warm_networks: dict[str, int] = field(default_factory=lambda: {"open": 4, "internal": 4})
+    # This deployment's id (on everything the runtime makes; workspace network policies admit Dockyard's pods
+    # labelled with it). Empty: made at first start and kept in the database.
+    deployment_id: str = ""
     # Seconds between agent pings; an agent silent for two of them is dropped.
     agent_heartbeat: float = 15.0
     # The control plane's URL as workspace containers reach it (e.g. http://172.17.0.1:3000; several replicas
