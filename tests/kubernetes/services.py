@@ -1,8 +1,9 @@
 """Service addresses on the test cluster, which has no kube-proxy (scripts/kubernetes.sh runs none).
 
 `ServiceRoutes` does for a few Services what kube-proxy's iptables mode does on a real node: a DNAT from the
-Service's cluster IP and port to its ready endpoints (one chosen at random per connection), kept in step with
-the Endpoints objects. Being DNAT on the node, the client's address is kept, so the hub still sees an agent's
+Service's cluster IP and port to its ready endpoints (one chosen at random per connection, or per client address
+for `sessionAffinity: ClientIP`, by the `recent` match as kube-proxy does), kept in step with the Endpoints
+objects. Being DNAT on the node, the client's address is kept, so the hub still sees an agent's
 connection come from its own pod. The API server's Service (`kubernetes.default`, 10.254.0.1:443, what in-cluster
 clients dial) goes to a relay on docker0's address, since the API server listens on loopback only and a DNAT
 from the bridge to loopback is dropped. The rules live in one chain of their own, removed by `close`.
@@ -11,6 +12,7 @@ from the bridge to loopback is dropped. The rules live in one chain of their own
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import select
 import socket
 import subprocess
@@ -54,7 +56,11 @@ class TcpRelay:
             threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
 
     def _pipe(self, client: socket.socket) -> None:
-        with client, contextlib.suppress(OSError), socket.create_connection(self.target, timeout=10) as upstream:
+        with (
+            client,
+            contextlib.suppress(OSError),
+            socket.create_connection(self.target, timeout=10) as upstream,
+        ):
             upstream.settimeout(None)
             pair = {client: upstream, upstream: client}
             while not self._closed.is_set():
@@ -78,13 +84,19 @@ class ServiceRoutes:
     """Keeps `chain` routing the routes' cluster IPs to their ready endpoints until `close`."""
 
     def __init__(
-        self, api: kubernetes.client.ApiClient, routes: Sequence[Route], *, chain: str, api_target: tuple[str, int]
+        self,
+        api: kubernetes.client.ApiClient,
+        routes: Sequence[Route],
+        *,
+        chain: str,
+        api_target: tuple[str, int],
     ) -> None:
         self._core = kubernetes.client.CoreV1Api(api)
         self._routes = list(routes)
         self._chain = chain
         self._relay = TcpRelay((BRIDGE_ADDRESS, 0), api_target)
         self._rules: list[str] = []
+        self._endpoint_chains: set[str] = set()
         self._closed = threading.Event()
         _iptables("-N", chain)
         for address in [API_SERVICE[0], *(r.cluster_ip for r in self._routes)]:
@@ -103,31 +115,61 @@ class ServiceRoutes:
             raise
         return sorted(a.ip for subset in found.subsets or [] for a in subset.addresses or [])
 
+    def _affinity(self, route: Route) -> bool:
+        try:
+            service = self._core.read_namespaced_service(route.name, route.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return service.spec.session_affinity == "ClientIP"
+
     def _sync(self) -> None:
         ip, port = API_SERVICE
-        rules = [f"-d {ip}/32 -p tcp --dport {port} -j DNAT --to-destination {self._relay.address[0]}:"
-                 f"{self._relay.address[1]}"]  # fmt: skip
+        relay = f"{self._relay.address[0]}:{self._relay.address[1]}"
+        rules = [f"-A {self._chain} -d {ip}/32 -p tcp --dport {port} -j DNAT --to-destination {relay}"]
+        chains: set[str] = set()
         for route in self._routes:
             endpoints = self._endpoints(route)
+            sticky = self._affinity(route)
             match = f"-d {route.cluster_ip}/32 -p tcp --dport {route.port}"
-            for index, endpoint in enumerate(endpoints):
+            targets = []
+            for endpoint in endpoints:
+                # One chain per endpoint, as kube-proxy's KUBE-SEP-*: it remembers the client for affinity.
+                name = "DDT-" + hashlib.sha256(f"{route}{endpoint}".encode()).hexdigest()[:16].upper()
+                chains.add(name)
+                targets.append(name)
+                recent = f" -m recent --name {name} --mask 255.255.255.255 --rsource --set" if sticky else ""
+                rules.append(
+                    f"-A {name} -p tcp{recent} -j DNAT --to-destination {endpoint}:{route.target_port}"
+                )
+                if sticky:
+                    rules.append(
+                        f"-A {self._chain} {match} -m recent --name {name} --mask 255.255.255.255 --rsource "
+                        f"--rcheck --seconds 10800 --reap -j {name}"
+                    )
+            for index, name in enumerate(targets):
                 # kube-proxy's own spread: the n-th of k remaining endpoints takes 1/(k-n) of what reaches it.
-                left = len(endpoints) - index
+                left = len(targets) - index
                 chance = f" -m statistic --mode random --probability {1 / left:.5f}" if left > 1 else ""
-                rules.append(f"{match}{chance} -j DNAT --to-destination {endpoint}:{route.target_port}")
+                rules.append(f"-A {self._chain} {match}{chance} -j {name}")
             if not endpoints:
                 # Refused, as kube-proxy does (nothing listens on port 1), rather than routed off this machine.
-                rules.append(f"{match} -j DNAT --to-destination {BRIDGE_ADDRESS}:1")
+                rules.append(f"-A {self._chain} {match} -j DNAT --to-destination {BRIDGE_ADDRESS}:1")
         if rules == self._rules:
             return
-        # A chain declared in iptables-restore is emptied first: the new rules replace the old at once.
-        script = f"*nat\n:{self._chain} - [0:0]\n" + "".join(f"-A {self._chain} {r}\n" for r in rules) + "COMMIT\n"
+        # Chains declared in iptables-restore are emptied first: the new rules replace the old at once.
+        declared = "".join(f":{c} - [0:0]\n" for c in [self._chain, *sorted(chains)])
+        script = f"*nat\n{declared}" + "".join(f"{r}\n" for r in rules) + "COMMIT\n"
         done = subprocess.run(
             ["iptables-restore", "-w", "--noflush"], input=script, capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
             raise RuntimeError(f"iptables-restore failed: {done.stderr}")
-        self._rules = rules
+        for stale in self._endpoint_chains - chains:
+            _iptables("-F", stale)
+            _iptables("-X", stale)
+        self._rules, self._endpoint_chains = rules, chains
 
     def _loop(self) -> None:
         while not self._closed.wait(0.5):
@@ -139,8 +181,16 @@ class ServiceRoutes:
         self._thread.join(timeout=10)
         for address in [API_SERVICE[0], *(r.cluster_ip for r in self._routes)]:
             for hook in (["PREROUTING", "-i", "docker0"], ["OUTPUT"]):
-                while _iptables("-D", hook[0], *hook[1:], "-d", f"{address}/32", "-p", "tcp", "-j", self._chain).returncode == 0:
+                while (
+                    _iptables(
+                        "-D", hook[0], *hook[1:], "-d", f"{address}/32", "-p", "tcp", "-j", self._chain
+                    ).returncode
+                    == 0
+                ):
                     pass
         _iptables("-F", self._chain)
         _iptables("-X", self._chain)
+        for chain in self._endpoint_chains:
+            _iptables("-F", chain)
+            _iptables("-X", chain)
         self._relay.close()

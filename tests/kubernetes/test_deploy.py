@@ -77,7 +77,8 @@ def _overlay(folder: Path, server: str, postgres: str) -> Path:
                 "kind": "Kustomization",
                 "bases": [os.path.relpath(OVERLAY, folder)],
                 "images": [
-                    {"name": image.split(":")[0], "newTag": image.split(":")[1]} for image in (server, postgres)
+                    {"name": image.split(":")[0], "newTag": image.split(":")[1]}
+                    for image in (server, postgres)
                 ],
             }
         )
@@ -94,14 +95,18 @@ def _gone(api: kubernetes.client.ApiClient, timeout: float = 180) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployed(kubeconfig: str, api: kubernetes.client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def deployed(
+    kubeconfig: str, api: kubernetes.client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     server, postgres = _images()
     overlay = _overlay(tmp_path_factory.mktemp("deploy") / "overlay", server, postgres)
     # What an interrupted run left behind.
     kubectl(kubeconfig, "delete", "-k", str(overlay), "--ignore-not-found", "--wait=false")
     _gone(api)
     address = urlsplit(api.configuration.host)
-    routes = ServiceRoutes(api, ROUTES, chain="DOCKYARD-DEPLOY-TEST", api_target=(address.hostname or "", address.port or 443))
+    routes = ServiceRoutes(
+        api, ROUTES, chain="DOCKYARD-DEPLOY-TEST", api_target=(address.hostname or "", address.port or 443)
+    )
     try:
         kubectl(kubeconfig, "apply", "-k", str(overlay))
         yield overlay
@@ -143,7 +148,9 @@ def test_dockyard_runs_on_kubernetes_and_provisions_a_workspace(
 ) -> None:
     for kind, name in (("statefulset", "postgres"), ("deployment", "dockyard-server"),
                        ("deployment", "dockyard-provisioner")):  # fmt: skip
-        kubectl(kubeconfig, "-n", NAMESPACE, "rollout", "status", f"{kind}/{name}", "--timeout=240s", timeout=300)
+        kubectl(
+            kubeconfig, "-n", NAMESPACE, "rollout", "status", f"{kind}/{name}", "--timeout=240s", timeout=300
+        )
     servers = _ready_pods(api, "server")
     assert len(servers) == 2, [p.metadata.name for p in servers]
     assert len(_ready_pods(api, "provisioner")) == 1
@@ -160,7 +167,7 @@ def test_dockyard_runs_on_kubernetes_and_provisions_a_workspace(
     first, second = (Client(f"http://{p.status.pod_ip}:3000", token) for p in servers)
     with first, second:
         report = first.doctor()
-        assert (report.runtime, report.runtime_ok, report.runtime_error) == ("kubernetes", True, None)
+        assert (report.runtime, report.runtime_ok, report.runtime_error) == ("kubernetes", True, "")
         created = first.create_workspace(m.CreateWorkspaceRequest(template="base", name="on-k8s"))
         ws = second.get_workspace(created.id, wait="ready", timeout=240)
         assert ws.status == m.WorkspaceStatus.RUNNING, ws.status_reason
@@ -171,6 +178,15 @@ def test_dockyard_runs_on_kubernetes_and_provisions_a_workspace(
         core = kubernetes.client.CoreV1Api(api)
         pod = core.read_namespaced_pod(manifests.pod_name(ws.id), WORKSPACES)
         assert pod.status.phase == "Running"
+        # Its objects carry the configured deployment id, and its network policy admits exactly the server
+        # pods as the manifests label them.
+        assert pod.metadata.labels[manifests.LABEL_DEPLOYMENT] == "deploy-test"
+        policy = kubernetes.client.NetworkingV1Api(api).read_namespaced_network_policy(
+            manifests.policy_name(ws.id), WORKSPACES
+        )
+        admitted = policy.spec.ingress[0]._from[0].pod_selector.match_labels
+        assert admitted == {manifests.LABEL_COMPONENT: "server", manifests.LABEL_DEPLOYMENT: "deploy-test"}
+        assert all(admitted.items() <= p.metadata.labels.items() for p in servers)
         # One replica holds the agent's link; an exec through either reaches it (the other relays).
         for client in (first, second):
             ran = client.exec(ws.id, m.ExecRequest(command="id -un; echo $DOCKYARD_URL; hostname"))  # type: ignore[arg-type]
