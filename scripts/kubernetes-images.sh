@@ -54,6 +54,19 @@ fi
 
 has() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# docker_build IMAGE ARGS...: quiet (the engine's legacy-builder notice too) unless it fails.
+docker_build() {
+    local image=$1 log
+    shift
+    log=$(mktemp)
+    if ! docker build -q -t "$image" "$@" >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        rm -f "$log"
+        die "building $image failed"
+    fi
+    rm -f "$log"
+}
+
 # cached IMAGE NAME BUILD-FUNCTION: the engine's image, else the cached archive, else a build (then archived).
 cached() {
     local image=$1 archive=$CACHE/$2.tar
@@ -77,15 +90,13 @@ build_deps() {
     cp "$RECIPES/server/Dockerfile.deps" "$context/Dockerfile"
     cp "$UV" "$context/uv"
     cp /etc/ssl/certs/ca-certificates.crt "$context/"
-    docker build -q --network host --build-arg "BASE=$BASE" -t "$1" "$context" >/dev/null ||
-        die "building $1 failed"
+    docker_build "$1" --network host --build-arg "BASE=$BASE" "$context"
     rm -rf "$context"
 }
 
 build_postgres() {
     note "building $1 from Debian's postgresql-15 (a minute, once)"
-    docker build -q --network host --build-arg "BASE=$BASE" -t "$1" "$RECIPES/postgres" >/dev/null ||
-        die "building $1 failed"
+    docker_build "$1" --network host --build-arg "BASE=$BASE" "$RECIPES/postgres"
 }
 
 build_server() {
@@ -95,8 +106,7 @@ build_server() {
     "$UV" build --quiet --wheel --all-packages -o "$context/wheels" >/dev/null 2>&1 ||
         "$UV" build --wheel --all-packages -o "$context/wheels" || die "building the wheels failed"
     cp "$RECIPES/server/Dockerfile" "$context/Dockerfile"
-    docker build -q --build-arg "DEPS=$DEPS_IMAGE" --label "dockyard.deps=$deps_key" -t "$1" "$context" >/dev/null ||
-        die "building $1 failed"
+    docker_build "$1" --build-arg "DEPS=$DEPS_IMAGE" --label "dockyard.deps=$deps_key" "$context"
     rm -rf "$context"
 }
 
