@@ -25,7 +25,7 @@ from dockyard_sdk import Client
 from dockyard_sdk import models as m
 from tests.kubernetes.services import Route, ServiceRoutes
 
-pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "deploy" / "kubernetes" / "test-cluster"
@@ -149,7 +149,7 @@ def test_dockyard_runs_on_kubernetes_and_provisions_a_workspace(
     for kind, name in (("statefulset", "postgres"), ("deployment", "dockyard-server"),
                        ("deployment", "dockyard-provisioner")):  # fmt: skip
         kubectl(
-            kubeconfig, "-n", NAMESPACE, "rollout", "status", f"{kind}/{name}", "--timeout=240s", timeout=300
+            kubeconfig, "-n", NAMESPACE, "rollout", "status", f"{kind}/{name}", "--timeout=420s", timeout=480
         )
     servers = _ready_pods(api, "server")
     assert len(servers) == 2, [p.metadata.name for p in servers]
