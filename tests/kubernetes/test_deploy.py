@@ -10,6 +10,7 @@ and removes everything it applied.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "deploy" / "kubernetes" / "test-cluster"
 NAMESPACE = "dockyard-deploy-test"
 WORKSPACES = "dockyard-deploy-test-ws"
+DEPLOYMENT = "deploy-test"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:dockyard"
 KUBECTL = Path(os.environ.get("DOCKYARD_K8S_CACHE", "/var/cache/dockyard/kubernetes")) / "bin" / "kubectl"
 VOLUMES = Path("/var/lib/dockyard-volumes")
@@ -86,6 +88,18 @@ def _overlay(folder: Path, server: str, postgres: str) -> Path:
     return folder
 
 
+def _remove_volumes(api: kubernetes.client.ApiClient) -> None:
+    """The deployment's local volumes: cluster-wide and kept (Retain) when a failed run left its workspace. The
+    server is not the node's host here, so their folders on the node (this host) are removed here too."""
+    core = kubernetes.client.CoreV1Api(api)
+    for volume in core.list_persistent_volume(
+        label_selector=f"{manifests.LABEL_DEPLOYMENT}={DEPLOYMENT}"
+    ).items:
+        core.delete_persistent_volume(volume.metadata.name)
+        if volume.spec.host_path is not None:
+            shutil.rmtree(volume.spec.host_path.path, ignore_errors=True)
+
+
 def _gone(api: kubernetes.client.ApiClient, timeout: float = 180) -> None:
     core = kubernetes.client.CoreV1Api(api)
     deadline = time.monotonic() + timeout
@@ -103,6 +117,7 @@ def deployed(
     # What an interrupted run left behind.
     kubectl(kubeconfig, "delete", "-k", str(overlay), "--ignore-not-found", "--wait=false")
     _gone(api)
+    _remove_volumes(api)
     address = urlsplit(api.configuration.host)
     routes = ServiceRoutes(
         api, ROUTES, chain="DOCKYARD-DEPLOY-TEST", api_target=(address.hostname or "", address.port or 443)
@@ -114,6 +129,7 @@ def deployed(
         try:
             kubectl(kubeconfig, "delete", "-k", str(overlay), "--ignore-not-found", "--wait=false")
             _gone(api)
+            _remove_volumes(api)
         finally:
             routes.close()
 
@@ -180,12 +196,12 @@ def test_dockyard_runs_on_kubernetes_and_provisions_a_workspace(
         assert pod.status.phase == "Running"
         # Its objects carry the configured deployment id, and its network policy admits exactly the server
         # pods as the manifests label them.
-        assert pod.metadata.labels[manifests.LABEL_DEPLOYMENT] == "deploy-test"
+        assert pod.metadata.labels[manifests.LABEL_DEPLOYMENT] == DEPLOYMENT
         policy = kubernetes.client.NetworkingV1Api(api).read_namespaced_network_policy(
             manifests.policy_name(ws.id), WORKSPACES
         )
         admitted = policy.spec.ingress[0]._from[0].pod_selector.match_labels
-        assert admitted == {manifests.LABEL_COMPONENT: "server", manifests.LABEL_DEPLOYMENT: "deploy-test"}
+        assert admitted == {manifests.LABEL_COMPONENT: "server", manifests.LABEL_DEPLOYMENT: DEPLOYMENT}
         assert all(admitted.items() <= p.metadata.labels.items() for p in servers)
         # One replica holds the agent's link; an exec through either reaches it (the other relays).
         for client in (first, second):
@@ -200,7 +216,6 @@ def test_dockyard_runs_on_kubernetes_and_provisions_a_workspace(
         assert core.list_namespaced_persistent_volume_claim(WORKSPACES, label_selector=selector).items == []
         assert core.list_persistent_volume(label_selector=selector).items == []
         assert core.list_namespaced_secret(WORKSPACES, label_selector=selector).items == []
-        # The server is not the node's host here, so the home's folder on the node stays (docs/KUBERNETES.md).
-        leftover = VOLUMES / manifests.volume_name(WORKSPACES, ws.id)
-        if leftover.exists():
-            subprocess.run(["rm", "-rf", str(leftover)], check=False)
+        # The server is not the node's host here, so the home's folder on the node stays (docs/KUBERNETES.md);
+        # the fixture removes it.
+        assert (VOLUMES / manifests.volume_name(WORKSPACES, ws.id)).is_dir()
