@@ -413,7 +413,7 @@ def main() -> None:
     parser.add_argument(
         "--warm-networks",
         default="64",
-        help="the burst server's --warm-networks (default: the server's own default, 64 of each class)",
+        help="the burst server's --warm-networks (default 64 of each class: what a burst of 64 workers takes)",
     )
     parser.add_argument(
         "--cli", action="store_true", help="also the CLI's dead time (create/stop/start against the API)"

@@ -20,6 +20,8 @@
 # The workspace images of the built-in code-server and desktop templates (`dockyard images build`, from Debian's
 # mirrors, PyPI and npm; many minutes the first time, then loaded from /var/cache/dockyard/images) are built
 # in the background from the start; their browser tests (tests/web/test_ide_browser.py) wait for the build.
+# With the Kubernetes pass, the images of Dockyard on Kubernetes (scripts/kubernetes-images.sh: the server of this
+# checkout and PostgreSQL; the slow layers cached in /var/cache/dockyard/images) are built in the background too.
 # Exits non-zero when any of them fails.
 set -euo pipefail
 
@@ -116,10 +118,16 @@ if [[ $KUBERNETES == auto ]]; then
         K8S_SKIPPED="Kubernetes end-to-end tests skipped: the cluster's binaries are not cached in ${DOCKYARD_K8S_CACHE:-/var/cache/dockyard/kubernetes}; run \`bash scripts/test.sh --kubernetes\` (or DOCKYARD_KUBERNETES=1) to build them (10+ minutes) and run the tests"
     fi
 fi
+K8S_IMAGES_PID=""
 if [[ $KUBERNETES -eq 1 ]]; then
     step "Kubernetes cluster (in the background: bash scripts/kubernetes.sh up)"
     bash "$REPO/scripts/kubernetes.sh" up >"$WORK/kubernetes-up.log" 2>&1 &
     K8S_PID=$!
+    # The images of Dockyard on Kubernetes (tests/kubernetes/test_deploy.py): minutes once per uv.lock, then
+    # loaded from /var/cache/dockyard/images; the server image of this checkout on top takes seconds.
+    step "Dockyard's server and PostgreSQL images (in the background: bash scripts/kubernetes-images.sh)"
+    UV=$UV nice -n 10 bash "$REPO/scripts/kubernetes-images.sh" >"$WORK/kubernetes-images.log" 2>&1 &
+    K8S_IMAGES_PID=$!
     trap 'if [[ -n $K8S_PID ]]; then bash "$REPO/scripts/kubernetes.sh" down >/dev/null 2>&1 || true; fi; rm -rf "$WORK"' EXIT
 fi
 RESULTS=()
@@ -183,6 +191,12 @@ kubernetes_tests() {
         echo "error: bash scripts/kubernetes.sh up failed"
         return 1
     fi
+    if [[ $K8S_IMAGES_STATUS -ne 0 ]]; then
+        tail -n 30 "$WORK/kubernetes-images.log"
+        echo "error: bash scripts/kubernetes-images.sh failed"
+        return 1
+    fi
+    echo "images $(tail -n 1 "$WORK/kubernetes-images.log") (built in the background)"
     local kubeconfig
     kubeconfig=$(tail -n 1 "$WORK/kubernetes-up.log")
     DOCKYARD_KUBECONFIG=$kubeconfig DOCKYARD_REQUIRE_KUBERNETES=1 \
@@ -192,6 +206,8 @@ if [[ -n $K8S_PID ]]; then
     # Waited for here: run_check runs its command in a pipeline's subshell, which cannot wait for it.
     K8S_STATUS=0
     wait "$K8S_PID" || K8S_STATUS=$?
+    K8S_IMAGES_STATUS=0
+    wait "$K8S_IMAGES_PID" || K8S_IMAGES_STATUS=$?
     run_check "pytest on Kubernetes" kubernetes_tests
 fi
 

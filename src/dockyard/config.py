@@ -53,10 +53,14 @@ class Settings:
     # The host name clients use for the SSH gateway (config-ssh, certificates); default: the listen host.
     ssh_hostname: str = ""
     # Workspace networks made ahead of demand, per class ("open" has egress, "internal" not), so that a burst
-    # of creates does not wait for the engine to make networks one at a time. See warmpool/pool.py. 64: the
-    # most workers a process runs (provisioner/sizing.py), so a burst the workers take at once finds every
-    # network made; the subnet pool holds 4096, and an unused bridge holds no port and a few firewall rules.
-    warm_networks: dict[str, int] = field(default_factory=lambda: {"open": 64, "internal": 64})
+    # of creates does not wait for the engine to make networks one at a time. See warmpool/pool.py. 16 of each:
+    # a burst's first creates find networks made while the rest queue for workers anyway; an unused bridge
+    # costs a few firewall rules, so a bigger pool is a choice for hosts that take bursts (bench/provision.py
+    # --bursts runs with 64).
+    warm_networks: dict[str, int] = field(default_factory=lambda: {"open": 16, "internal": 16})
+    # This deployment's id (on everything the runtime makes; workspace network policies admit Dockyard's pods
+    # labelled with it). Empty: made at first start and kept in the database.
+    deployment_id: str = ""
     # Seconds between agent pings; an agent silent for two of them is dropped.
     agent_heartbeat: float = 15.0
     # The control plane's URL as workspace containers reach it (e.g. http://172.17.0.1:3000; several replicas

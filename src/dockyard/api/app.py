@@ -242,7 +242,7 @@ def create_app(
     app.state.background_tasks = set()
     with app.state.sessions() as db:
         # Everything the runtime makes carries this id, and it lists and removes nothing else.
-        runtime.bind_deployment(keys.deployment_id(db))
+        runtime.bind_deployment(keys.deployment_id(db, configured=settings.deployment_id))
         app.state.csrf_key = keys.get_or_create(db, CSRF_KEY_NAME, generate_key).encode()
         app.state.apps_key = keys.get_or_create(db, tickets.KEY_NAME, generate_key).encode()
     app.state.apps_wildcard = (

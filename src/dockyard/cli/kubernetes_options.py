@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
+
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _deployment_id(value: str) -> str:
+    value = value.strip()
+    if not _LABEL_VALUE.match(value):
+        raise typer.BadParameter(
+            "must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
 
 Kubeconfig = Annotated[
     str | None,
@@ -70,5 +84,15 @@ PoliciesEnforced = Annotated[
         envvar="DOCKYARD_KUBERNETES_POLICIES_ENFORCED",
         help="The cluster's network plugin enforces NetworkPolicies (Calico, Cilium, ...): only then are "
         "templates with egress none or allowlist accepted (Dockyard cannot check it through the API).",
+    ),
+]
+DeploymentId = Annotated[
+    str,
+    typer.Option(
+        "--deployment-id",
+        envvar="DOCKYARD_DEPLOYMENT_ID",
+        callback=_deployment_id,
+        help="This deployment's id, made at first start when not given; manifests label Dockyard's pods "
+        "with it (dockyard.dev/deployment), which workspace network policies admit.",
     ),
 ]

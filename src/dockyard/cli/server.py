@@ -99,7 +99,7 @@ def server(
             envvar="DOCKYARD_WARM_NETWORKS",
             help="Workspace networks made ahead of demand: N of each class, or open=N,internal=M (0: none).",
         ),
-    ] = "64",
+    ] = "16",
     access_url: Annotated[
         str,
         typer.Option(
@@ -199,6 +199,7 @@ def server(
     kubernetes_host_paths: kubeflags.HostPaths = False,
     kubernetes_allow_privileged: kubeflags.AllowPrivileged = False,
     kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
+    deployment_id: kubeflags.DeploymentId = "",
     devcontainer_host_binds: Annotated[
         list[str] | None,
         typer.Option(
@@ -262,6 +263,7 @@ def server(
         metrics_token=metrics_token,
         allow_open_data_dir=allow_open_data_dir,
         agent_url=agent_url.strip(),
+        deployment_id=deployment_id,
         relay_url=relay_url.strip(),
         kubeconfig=kubeconfig,
         kubernetes_namespace=namespace,
@@ -284,7 +286,13 @@ def server(
         raise typer.Exit(1) from None
     if warning is not None:
         logs.get("dockyard.server").warning(f"INSECURE: {warning}", data_dir=str(settings.data_dir))
-    app = create_app(settings)
+    from dockyard.store.keys import DeploymentIdMismatch
+
+    try:
+        app = create_app(settings)
+    except DeploymentIdMismatch as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     # Everything allocated so far lives as long as the process; freezing it keeps the collector from
     # rescanning it, and a higher first threshold trades a little memory for fewer pauses under load.
     gc.collect()
@@ -356,6 +364,7 @@ def provisioner(
     kubernetes_host_paths: kubeflags.HostPaths = False,
     kubernetes_allow_privileged: kubeflags.AllowPrivileged = False,
     kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
+    deployment_id: kubeflags.DeploymentId = "",
 ) -> None:
     """Run provisioner workers alone, against the same database as the server."""
     import signal
@@ -389,6 +398,7 @@ def provisioner(
         kubernetes_allow_privileged=kubernetes_allow_privileged,
         kubernetes_policies_enforced=kubernetes_policies_enforced,
         agent_url=agent_url.strip(),
+        deployment_id=deployment_id,
     )
     # Workspaces this process starts mount the agent from its own data dir (another host's, or a fresh one).
     install_agent(settings.agent_dir)
@@ -407,7 +417,11 @@ def provisioner(
     sessions = make_sessionmaker(engine, bus=bus)
     engine_runtime = runtime_for(settings)
     with sessions() as db:
-        engine_runtime.bind_deployment(keys.deployment_id(db))
+        try:
+            engine_runtime.bind_deployment(keys.deployment_id(db, configured=settings.deployment_id))
+        except keys.DeploymentIdMismatch as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
     # The server runs the lifecycle loops; extra provisioner processes only take builds off the queue.
     background = Background(
         sessions,

@@ -39,6 +39,21 @@ def get_or_create(db: Session, name: str, generate: Callable[[], str]) -> str:
     return value
 
 
-def deployment_id(db: Session) -> str:
-    """This deployment's id, made at first start: every resource the runtime makes on an engine carries it."""
-    return get_or_create(db, DEPLOYMENT_ID, lambda: uuid.uuid4().hex)
+class DeploymentIdMismatch(Exception):
+    """The configured deployment id is not the one this database was first started with."""
+
+
+def deployment_id(db: Session, *, configured: str = "") -> str:
+    """This deployment's id, made at first start: every resource the runtime makes on an engine carries it.
+
+    `configured` (--deployment-id) is the id to make when there is none yet, so that manifests written ahead
+    can label Dockyard's own pods with it; a database that already has another id is refused rather than
+    having its resources orphaned.
+    """
+    value = get_or_create(db, DEPLOYMENT_ID, lambda: configured or uuid.uuid4().hex)
+    if configured and value != configured:
+        raise DeploymentIdMismatch(
+            f"the deployment id is {configured!r}, but this database belongs to deployment {value!r}; "
+            f"start with --deployment-id {value} (or without the option)"
+        )
+    return value
