@@ -8,7 +8,8 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
-from dockyard.runtimes.base import RuntimeUnavailable
+from dockyard.runtimes.base import HostCapacity, RuntimeUnavailable
+from dockyard.runtimes.kubernetes.manifests import GPU_RESOURCE
 from dockyard.runtimes.kubernetes.options import LOCAL_STORAGE_CLASS, KubernetesOptions
 from dockyard.runtimes.kubernetes.watch import raw
 
@@ -89,6 +90,26 @@ def check(api: kubernetes.client.ApiClient, options: KubernetesOptions, *, addre
             f"RBAC forbids this server to {', '.join(denied)} in namespace {namespace}.",
             detail=f"API {address}",
         )
+
+
+def has_gpu(core: kubernetes.client.CoreV1Api) -> bool:
+    """Whether a node advertises GPUs (an extended resource from a device plugin; without one a pod asking for
+    a GPU never schedules). Listing nodes needs a cluster-wide grant: the caller treats a refusal as no."""
+    nodes = raw(core.list_node, _request_timeout=TIMEOUT)
+    return any(
+        int(((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, "0")) > 0
+        for node in nodes.get("items") or []
+    )
+
+
+def capacity(core: kubernetes.client.CoreV1Api) -> HostCapacity:
+    """What the nodes can run, summed over all of them."""
+    cores, memory = 0.0, 0
+    for node in raw(core.list_node, _request_timeout=TIMEOUT)["items"]:
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        cores += cpus(allocatable.get("cpu", "0"))
+        memory += size_bytes(allocatable.get("memory", "0"))
+    return HostCapacity(cpus=cores, memory_bytes=memory)
 
 
 def cpus(value: str) -> float:
