@@ -13,7 +13,7 @@ import kubernetes.stream
 import pytest
 
 from dockyard.runtimes.base import ContainerState, RuntimeFailure, RuntimeUnavailable
-from dockyard.runtimes.kubernetes import manifests
+from dockyard.runtimes.kubernetes import manifests, pods
 from dockyard.runtimes.kubernetes.options import KubernetesOptions
 from dockyard.runtimes.kubernetes.runtime import KubernetesRuntime
 from dockyard.runtimes.plan import Egress, NetworkPolicy, Resources, WorkspacePlan
@@ -110,10 +110,16 @@ def test_start_stop_start_keeps_home_and_delete_leaves_nothing(k8s: KubernetesRu
     assert not (Path(k8s.options.local_volume_root) / volume).exists()
 
 
+def _pod_uid(k8s: KubernetesRuntime, workspace_id: str) -> str:
+    pod = pods.read(k8s.core, manifests.pod_name(workspace_id), namespace=k8s.options.namespace)
+    assert pod is not None
+    return str(pod["metadata"]["uid"])
+
+
 def test_a_second_start_keeps_the_running_pod(k8s: KubernetesRuntime) -> None:
     workspace = spec()
     k8s.start(workspace, lambda line: None)
-    uid = k8s._read_pod(manifests.pod_name(workspace.workspace_id))["metadata"]["uid"]  # type: ignore[index]
+    uid = _pod_uid(k8s, workspace.workspace_id)
     log: list[str] = []
     assert k8s.start(workspace, log.append).state == ContainerState.RUNNING
     assert f"Pod {manifests.pod_name(workspace.workspace_id)} exists already" in log

@@ -282,18 +282,38 @@ def test_a_pod_deleted_behind_dockyards_back_shows_as_drift(
         time.sleep(0.5)
 
 
-def test_a_server_that_cannot_use_its_namespace_says_so(kubeconfig: str) -> None:
-    server = _server(kubeconfig, "no-such-namespace")
+@pytest.mark.parametrize("broken", ["namespace", "rbac", "api"])
+def test_a_server_that_cannot_use_its_cluster_says_which(
+    kubeconfig: str, tmp_path: Path, broken: str
+) -> None:
+    """A namespace that does not exist, RBAC that forbids pods, an API that does not answer: the server says
+    which at start, `dockyard doctor` shows it, and a build fails with that reason."""
+    config, namespace, said = kubeconfig, "default", ""
+    if broken == "namespace":
+        namespace, said = (
+            "no-such-namespace",
+            "Kubernetes namespace no-such-namespace does not exist at https://",
+        )
+    elif broken == "rbac":
+        config = str(Path(kubeconfig).with_name("limited.kubeconfig"))
+        said = "RBAC forbids this server to create pods, delete pods, get pods, list pods, watch pods, "
+    else:
+        text = Path(kubeconfig).read_text()
+        config = str(tmp_path / "dead.kubeconfig")
+        Path(config).write_text(text.replace(text.split("server: ")[1].split("\n")[0], "https://127.0.0.1:9"))
+        said = "Kubernetes API unreachable at https://127.0.0.1:9: Connection refused"
+    server = _server(config, namespace)
     try:
-        assert (
-            "the kubernetes runtime cannot be used: Kubernetes namespace no-such-namespace does not exist"
-            in server.log()
-        )
+        assert f"the kubernetes runtime cannot be used: {said}" in server.log()
         report = server.client.doctor()
-        assert report.runtime == "kubernetes"
-        assert report.runtime_ok is False
-        assert report.runtime_error.startswith(
-            "Kubernetes namespace no-such-namespace does not exist at https://"
-        )
+        assert (report.runtime, report.runtime_ok) == ("kubernetes", False)
+        assert report.runtime_error.startswith(said), report.runtime_error
+        ws = server.client.create_workspace(m.CreateWorkspaceRequest(template="base", name="broken"))
+        failed = server.client.get_workspace(ws.id, wait="ready", timeout=120)
+        assert failed.status == m.WorkspaceStatus.FAILED, failed.status
+        # The build's own words: the runtime's check, or for RBAC the API's refusal of the first call.
+        reason = failed.status_reason or ""
+        assert reason.startswith("RBAC forbids it: ") if broken == "rbac" else reason.startswith(said), reason
+        assert "forbidden" in reason or broken != "rbac", reason
     finally:
         stop_live_server(server)

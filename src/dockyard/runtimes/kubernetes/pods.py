@@ -135,13 +135,16 @@ def delete(
 
 
 def _delete_now(core: kubernetes.client.CoreV1Api, name: str, *, namespace: str, uid: str) -> None:
-    core.delete_namespaced_pod(
-        name,
-        namespace,
-        grace_period_seconds=0,
-        body=body({"preconditions": {"uid": uid}}),
-        _request_timeout=CALL_TIMEOUT,
-    )
+    # The grace period goes in the body: with a body the API ignores the query's. The first call only shortens
+    # the pending deletion's grace period to 0; the next finds it at 0 and removes the object.
+    options = body({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
+    for _ in range(2):
+        try:
+            core.delete_namespaced_pod(name, namespace, body=options, _request_timeout=CALL_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
 
 
 def ended(pod: dict[str, Any]) -> bool:
