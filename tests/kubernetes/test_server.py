@@ -282,27 +282,12 @@ def test_a_pod_deleted_behind_dockyards_back_shows_as_drift(
         time.sleep(0.5)
 
 
-@pytest.mark.parametrize("broken", ["namespace", "rbac", "api"])
-def test_a_server_that_cannot_use_its_cluster_says_which(
-    kubeconfig: str, tmp_path: Path, broken: str
-) -> None:
-    """A namespace that does not exist, RBAC that forbids pods, an API that does not answer: the server says
-    which at start, `dockyard doctor` shows it, and a build fails with that reason."""
-    config, namespace, said = kubeconfig, "default", ""
-    if broken == "namespace":
-        namespace, said = (
-            "no-such-namespace",
-            "Kubernetes namespace no-such-namespace does not exist at https://",
-        )
-    elif broken == "rbac":
-        config = str(Path(kubeconfig).with_name("limited.kubeconfig"))
-        said = "RBAC forbids this server to create pods, delete pods, get pods, list pods, watch pods, "
-    else:
-        text = Path(kubeconfig).read_text()
-        config = str(tmp_path / "dead.kubeconfig")
-        Path(config).write_text(text.replace(text.split("server: ")[1].split("\n")[0], "https://127.0.0.1:9"))
-        said = "Kubernetes API unreachable at https://127.0.0.1:9: Connection refused"
-    server = _server(config, namespace)
+def test_a_server_that_cannot_use_its_namespace_says_so(kubeconfig: str) -> None:
+    """The server says so at start, `dockyard doctor` shows it and a build fails with it. (An API that does not
+    answer and RBAC that forbids pods take the same path through the server: test_cluster.py checks their
+    messages from `ping` and from a start, which is what a build runs.)"""
+    said = "Kubernetes namespace no-such-namespace does not exist at https://"
+    server = _server(kubeconfig, "no-such-namespace")
     try:
         assert f"the kubernetes runtime cannot be used: {said}" in server.log()
         report = server.client.doctor()
@@ -311,9 +296,6 @@ def test_a_server_that_cannot_use_its_cluster_says_which(
         ws = server.client.create_workspace(m.CreateWorkspaceRequest(template="base", name="broken"))
         failed = server.client.get_workspace(ws.id, wait="ready", timeout=120)
         assert failed.status == m.WorkspaceStatus.FAILED, failed.status
-        # The build's own words: the runtime's check, or for RBAC the API's refusal of the first call.
-        reason = failed.status_reason or ""
-        assert reason.startswith("RBAC forbids it: ") if broken == "rbac" else reason.startswith(said), reason
-        assert "forbidden" in reason or broken != "rbac", reason
+        assert (failed.status_reason or "").startswith(said), failed.status_reason
     finally:
         stop_live_server(server)

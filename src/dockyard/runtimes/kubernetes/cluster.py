@@ -9,6 +9,7 @@ import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
 from dockyard.runtimes.base import HostCapacity, RuntimeUnavailable
+from dockyard.runtimes.kubernetes.errors import missing_namespace
 from dockyard.runtimes.kubernetes.manifests import GPU_RESOURCE
 from dockyard.runtimes.kubernetes.options import LOCAL_STORAGE_CLASS, KubernetesOptions
 from dockyard.runtimes.kubernetes.watch import raw
@@ -53,10 +54,7 @@ def check(api: kubernetes.client.ApiClient, options: KubernetesOptions, *, addre
         core.read_namespace(namespace, _request_timeout=TIMEOUT)
     except ApiException as exc:
         if exc.status == 404:
-            raise RuntimeUnavailable(
-                f"Kubernetes namespace {namespace} does not exist at {address}.",
-                detail="create it (kubectl create namespace) or pass --kubernetes-namespace",
-            ) from exc
+            raise missing_namespace(namespace, address) from exc
         # A role limited to its namespace may not read namespaces, and needs not.
         if exc.status != 403:
             raise
