@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes.client
@@ -36,6 +37,37 @@ def current(
         if cache.synced:
             return cache.pods.get(workspace_id)
     return read(core, manifests.pod_name(workspace_id), namespace=namespace)
+
+
+def ensure(
+    core: kubernetes.client.CoreV1Api,
+    cache: PodCache,
+    workspace_id: str,
+    wanted: dict[str, Any],
+    current: dict[str, Any] | None,
+    *,
+    image: str,
+    log: LogSink,
+    lap: Callable[[str], None],
+) -> str:
+    """Keep the pod `current` when it can serve `wanted`, else (replace it and) create `wanted`; its uid."""
+    name = wanted["metadata"]["name"]
+    namespace = wanted["metadata"]["namespace"]
+    if current is not None:
+        why = stale(workspace_id, current, wanted)
+        if not why:
+            log(f"Pod {name} exists already")
+            return str(current["metadata"]["uid"])
+        log(f"Replacing pod {name}: {why}")
+        delete(core, cache, workspace_id, namespace=namespace, log=log)
+    lap("inspect")
+    log(f"Creating pod {name} from {image}")
+    with cache.changed:
+        cache.expected.discard(workspace_id)
+        cache.gone.pop(workspace_id, None)
+    created = raw(core.create_namespaced_pod, namespace, body(wanted), _request_timeout=CALL_TIMEOUT)
+    lap("create")
+    return str(created["metadata"]["uid"])
 
 
 def stale(workspace_id: str, pod: dict[str, Any], wanted: dict[str, Any]) -> str:

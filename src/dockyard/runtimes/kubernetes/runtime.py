@@ -40,13 +40,11 @@ from dockyard.runtimes.base import (
     RuntimeUnavailable,
 )
 from dockyard.runtimes.kubernetes import cluster, home, inventory, manifests, objects, pods, states
-from dockyard.runtimes.kubernetes.cluster import body
 from dockyard.runtimes.kubernetes.delivery import AgentDelivery
 from dockyard.runtimes.kubernetes.errors import translate
-from dockyard.runtimes.kubernetes.objects import CALL_TIMEOUT
 from dockyard.runtimes.kubernetes.options import LOCAL_STORAGE_CLASS, KubernetesOptions
 from dockyard.runtimes.kubernetes.spec import AgentFolders, WorkspaceSpec, from_plan
-from dockyard.runtimes.kubernetes.watch import PodCache, raw, watch_pods
+from dockyard.runtimes.kubernetes.watch import PodCache, watch_pods
 from dockyard.runtimes.plan import Capabilities, Egress, LinkKind, WorkspacePlan
 
 _log = logs.get("dockyard.runtimes.kubernetes")
@@ -254,26 +252,16 @@ class KubernetesRuntime:
             )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from exc
-        name = wanted["metadata"]["name"]
-        current = current_read.result()
-        if current is not None:
-            stale = pods.stale(spec.workspace_id, current, wanted)
-            if not stale:
-                log(f"Pod {name} exists already")
-                uid = current["metadata"]["uid"]
-            else:
-                log(f"Replacing pod {name}: {stale}")
-                pods.delete(core, self.cache, spec.workspace_id, namespace=namespace, log=log)
-                current = None
-        lap("inspect")
-        if current is None:
-            log(f"Creating pod {name} from {spec.image}")
-            with self.cache.changed:
-                self.cache.expected.discard(spec.workspace_id)
-                self.cache.gone.pop(spec.workspace_id, None)
-            created = raw(core.create_namespaced_pod, namespace, body(wanted), _request_timeout=CALL_TIMEOUT)
-            uid = created["metadata"]["uid"]
-            lap("create")
+        uid = pods.ensure(
+            core,
+            self.cache,
+            spec.workspace_id,
+            wanted,
+            current_read.result(),
+            image=spec.image,
+            log=log,
+            lap=lap,
+        )
         observation = pods.wait_running(
             core,
             self.cache,
