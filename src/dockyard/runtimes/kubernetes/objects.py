@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dockyard.runtimes.base import LogSink, RuntimeFailure
@@ -53,7 +54,12 @@ def create_or_replace(
 
 
 def apply_policy(
-    networking: Any, policy: dict[str, Any], *, namespace: str, deployment: str, log: LogSink
+    networking: kubernetes.client.NetworkingV1Api,
+    policy: dict[str, Any],
+    *,
+    namespace: str,
+    deployment: str,
+    log: LogSink,
 ) -> None:
     created = create_or_replace(
         policy,
