@@ -13,7 +13,7 @@ import kubernetes.stream
 import pytest
 
 from dockyard.runtimes.base import ContainerState, RuntimeFailure, RuntimeUnavailable
-from dockyard.runtimes.kubernetes import manifests
+from dockyard.runtimes.kubernetes import manifests, pods
 from dockyard.runtimes.kubernetes.options import KubernetesOptions
 from dockyard.runtimes.kubernetes.runtime import KubernetesRuntime
 from dockyard.runtimes.plan import Egress, NetworkPolicy, Resources, WorkspacePlan
@@ -110,14 +110,20 @@ def test_start_stop_start_keeps_home_and_delete_leaves_nothing(k8s: KubernetesRu
     assert not (Path(k8s.options.local_volume_root) / volume).exists()
 
 
+def _pod_uid(k8s: KubernetesRuntime, workspace_id: str) -> str:
+    pod = pods.read(k8s.core, manifests.pod_name(workspace_id), namespace=k8s.options.namespace)
+    assert pod is not None
+    return str(pod["metadata"]["uid"])
+
+
 def test_a_second_start_keeps_the_running_pod(k8s: KubernetesRuntime) -> None:
     workspace = spec()
     k8s.start(workspace, lambda line: None)
-    uid = k8s._read_pod(manifests.pod_name(workspace.workspace_id))["metadata"]["uid"]  # type: ignore[index]
+    uid = _pod_uid(k8s, workspace.workspace_id)
     log: list[str] = []
     assert k8s.start(workspace, log.append).state == ContainerState.RUNNING
     assert f"Pod {manifests.pod_name(workspace.workspace_id)} exists already" in log
-    assert k8s._read_pod(manifests.pod_name(workspace.workspace_id))["metadata"]["uid"] == uid  # type: ignore[index]
+    assert _pod_uid(k8s, workspace.workspace_id) == uid
     # A changed spec replaces it.
     changed = altered(workspace, env={"NEW": "1"})
     k8s.start(changed, log.append)
@@ -209,6 +215,12 @@ def test_a_namespace_that_does_not_exist_is_named(options: KubernetesOptions) ->
     assert info.value.message.startswith(
         "Kubernetes namespace no-such-namespace does not exist at https://127.0.0.1:"
     )
+    # A build on such a server (or after the namespace went) fails with the same words, not a 404.
+    with pytest.raises(RuntimeUnavailable) as info:
+        runtime.start(spec(), lambda line: None)
+    assert info.value.message.startswith(
+        "Kubernetes namespace no-such-namespace does not exist at https://127.0.0.1:"
+    )
 
 
 def test_rbac_that_forbids_pods_is_named(options: KubernetesOptions) -> None:
@@ -240,4 +252,8 @@ def test_an_api_that_does_not_answer_is_named(tmp_path: Path, options: Kubernete
     runtime = KubernetesRuntime(dataclasses.replace(options, kubeconfig=str(dead)), deployment="d")
     with pytest.raises(RuntimeUnavailable) as info:
         runtime.ping()
+    assert info.value.message == "Kubernetes API unreachable at https://127.0.0.1:9: Connection refused"
+    # A build on such a server fails with the same words.
+    with pytest.raises(RuntimeUnavailable) as info:
+        runtime.start(spec(), lambda line: None)
     assert info.value.message == "Kubernetes API unreachable at https://127.0.0.1:9: Connection refused"

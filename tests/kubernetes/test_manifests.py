@@ -211,13 +211,15 @@ def test_a_runtime_that_offers_only_the_network_link_gets_it_whatever_the_egress
     assert link.kind == expected
 
 
-def test_claim_and_local_volume_are_bound_to_each_other() -> None:
+def test_the_local_volume_is_pre_bound_to_its_claim_by_uid() -> None:
     options = KubernetesOptions(namespace="ws")
     claim = manifests.claim(spec(disk_bytes=2**30), options, deployment=DEPLOYMENT)
-    volume = manifests.local_volume(spec(disk_bytes=2**30), options, deployment=DEPLOYMENT)
+    volume = manifests.local_volume(spec(disk_bytes=2**30), options, deployment=DEPLOYMENT, claim_uid="u-1")
     assert claim["spec"]["resources"]["requests"]["storage"] == str(2**30)
-    assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
-    assert volume["spec"]["claimRef"] == {"namespace": "ws", "name": claim["metadata"]["name"]}
+    # The claim names no volume: the controller binds a claim naming a volume it has not seen yet only at its
+    # resync, and a volume pre-bound by uid at once (home.py).
+    assert "volumeName" not in claim["spec"]
+    assert volume["spec"]["claimRef"] == {"namespace": "ws", "name": claim["metadata"]["name"], "uid": "u-1"}
     assert volume["spec"]["hostPath"]["path"].startswith("/var/lib/dockyard-volumes/dockyard-home-")
     assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
 

@@ -283,17 +283,19 @@ def test_a_pod_deleted_behind_dockyards_back_shows_as_drift(
 
 
 def test_a_server_that_cannot_use_its_namespace_says_so(kubeconfig: str) -> None:
+    """The server says so at start, `dockyard doctor` shows it and a build fails with it. (An API that does not
+    answer and RBAC that forbids pods take the same path through the server: test_cluster.py checks their
+    messages from `ping` and from a start, which is what a build runs.)"""
+    said = "Kubernetes namespace no-such-namespace does not exist at https://"
     server = _server(kubeconfig, "no-such-namespace")
     try:
-        assert (
-            "the kubernetes runtime cannot be used: Kubernetes namespace no-such-namespace does not exist"
-            in server.log()
-        )
+        assert f"the kubernetes runtime cannot be used: {said}" in server.log()
         report = server.client.doctor()
-        assert report.runtime == "kubernetes"
-        assert report.runtime_ok is False
-        assert report.runtime_error.startswith(
-            "Kubernetes namespace no-such-namespace does not exist at https://"
-        )
+        assert (report.runtime, report.runtime_ok) == ("kubernetes", False)
+        assert report.runtime_error.startswith(said), report.runtime_error
+        ws = server.client.create_workspace(m.CreateWorkspaceRequest(template="base", name="broken"))
+        failed = server.client.get_workspace(ws.id, wait="ready", timeout=120)
+        assert failed.status == m.WorkspaceStatus.FAILED, failed.status
+        assert (failed.status_reason or "").startswith(said), failed.status_reason
     finally:
         stop_live_server(server)

@@ -8,7 +8,9 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
-from dockyard.runtimes.base import RuntimeUnavailable
+from dockyard.runtimes.base import HostCapacity, RuntimeUnavailable
+from dockyard.runtimes.kubernetes.errors import missing_namespace
+from dockyard.runtimes.kubernetes.manifests import GPU_RESOURCE
 from dockyard.runtimes.kubernetes.options import LOCAL_STORAGE_CLASS, KubernetesOptions
 from dockyard.runtimes.kubernetes.watch import raw
 
@@ -52,10 +54,7 @@ def check(api: kubernetes.client.ApiClient, options: KubernetesOptions, *, addre
         core.read_namespace(namespace, _request_timeout=TIMEOUT)
     except ApiException as exc:
         if exc.status == 404:
-            raise RuntimeUnavailable(
-                f"Kubernetes namespace {namespace} does not exist at {address}.",
-                detail="create it (kubectl create namespace) or pass --kubernetes-namespace",
-            ) from exc
+            raise missing_namespace(namespace, address) from exc
         # A role limited to its namespace may not read namespaces, and needs not.
         if exc.status != 403:
             raise
@@ -89,6 +88,26 @@ def check(api: kubernetes.client.ApiClient, options: KubernetesOptions, *, addre
             f"RBAC forbids this server to {', '.join(denied)} in namespace {namespace}.",
             detail=f"API {address}",
         )
+
+
+def has_gpu(core: kubernetes.client.CoreV1Api) -> bool:
+    """Whether a node advertises GPUs (an extended resource from a device plugin; without one a pod asking for
+    a GPU never schedules). Listing nodes needs a cluster-wide grant: the caller treats a refusal as no."""
+    nodes = raw(core.list_node, _request_timeout=TIMEOUT)
+    return any(
+        int(((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, "0")) > 0
+        for node in nodes.get("items") or []
+    )
+
+
+def capacity(core: kubernetes.client.CoreV1Api) -> HostCapacity:
+    """What the nodes can run, summed over all of them."""
+    cores, memory = 0.0, 0
+    for node in raw(core.list_node, _request_timeout=TIMEOUT)["items"]:
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        cores += cpus(allocatable.get("cpu", "0"))
+        memory += size_bytes(allocatable.get("memory", "0"))
+    return HostCapacity(cpus=cores, memory_bytes=memory)
 
 
 def cpus(value: str) -> float:

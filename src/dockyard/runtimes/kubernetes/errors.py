@@ -3,6 +3,7 @@
     urllib3 connection errors, timeouts, a kubeconfig that cannot be read  -> RuntimeUnavailable (names the API)
     ApiException 401                                                     -> RuntimeUnavailable (credentials)
     ApiException 403                                                     -> RuntimeUnavailable (RBAC, the API's words)
+    ApiException 404 naming a namespace (it does not exist)              -> RuntimeUnavailable (names it)
     ApiException 409                                                     -> ContainerConflict
     ApiException 422 (an object the API refuses)                         -> RuntimeFailure 422 (the API's message)
     ApiException 5xx                                                     -> RuntimeFailure
@@ -54,6 +55,22 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def missing_namespace(namespace: str, api: str) -> RuntimeUnavailable:
+    return RuntimeUnavailable(
+        f"Kubernetes namespace {namespace} does not exist at {api}.",
+        detail="create it (kubectl create namespace) or pass --kubernetes-namespace",
+    )
+
+
+def _missing_namespace(exc: ApiException) -> str:
+    """The namespace a 404 says is missing ("" when the 404 is about something else)."""
+    try:
+        details = json.loads(exc.body or "{}").get("details") or {}
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    return str(details.get("name") or "") if details.get("kind") == "namespaces" else ""
+
+
 def unreachable(api: str, exc: BaseException) -> RuntimeUnavailable:
     return RuntimeUnavailable(f"Kubernetes API unreachable at {api}: {_reason(exc)}", detail=str(exc))
 
@@ -69,6 +86,9 @@ def translate(api: str) -> Iterator[None]:
             ) from exc
         if exc.status == 403:
             raise RuntimeUnavailable(f"RBAC forbids it: {message(exc)}", detail=f"API {api}") from exc
+        if exc.status == 404 and (namespace := _missing_namespace(exc)):
+            # Checked at start too, but the namespace may go after that: the build says so rather than 404.
+            raise missing_namespace(namespace, api) from exc
         if exc.status == 409:
             raise ContainerConflict(message(exc)) from exc
         if exc.status == 422:

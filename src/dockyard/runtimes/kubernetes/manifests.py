@@ -424,16 +424,20 @@ def claim(
             "resources": {"requests": {"storage": size}},
         },
     }
-    if options.storage_class == LOCAL_STORAGE_CLASS:
-        # Bound ahead to the volume made for it, so that no other claim of the same class can take it.
-        manifest["spec"]["volumeName"] = volume_name(options.namespace, spec.workspace_id)
+    # No volumeName, even on the local class: its volume is made after it, pre-bound by the claim's uid (home.py).
     return manifest
 
 
 def local_volume(
-    spec: WorkspaceSpec, options: KubernetesOptions, *, deployment: str, size: str | None = None
+    spec: WorkspaceSpec,
+    options: KubernetesOptions,
+    *,
+    deployment: str,
+    claim_uid: str,
+    size: str | None = None,
 ) -> dict[str, Any]:
-    """The hostPath PersistentVolume made for one claim on the local storage class (no provisioner)."""
+    """The hostPath PersistentVolume made for one claim on the local storage class (no provisioner), pre-bound to
+    that claim by its uid, as a provisioner does: no other claim can take it."""
     size = size or (str(spec.disk_bytes) if spec.disk_bytes else options.default_home_size)
     name = volume_name(options.namespace, spec.workspace_id)
     return {
@@ -446,7 +450,11 @@ def local_volume(
             # Delete would need a provisioner's recycler; the runtime removes the folder's volume itself.
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": LOCAL_STORAGE_CLASS,
-            "claimRef": {"namespace": options.namespace, "name": claim_name(spec.workspace_id)},
+            "claimRef": {
+                "namespace": options.namespace,
+                "name": claim_name(spec.workspace_id),
+                "uid": claim_uid,
+            },
             "hostPath": {
                 "path": f"{options.local_volume_root.rstrip('/')}/{name}",
                 "type": "DirectoryOrCreate",

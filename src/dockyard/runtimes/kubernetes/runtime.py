@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import kubernetes.client
 import kubernetes.config
@@ -41,17 +39,15 @@ from dockyard.runtimes.base import (
     RuntimeFailure,
     RuntimeUnavailable,
 )
-from dockyard.runtimes.kubernetes import cluster, manifests, states
-from dockyard.runtimes.kubernetes.cluster import body
+from dockyard.runtimes.kubernetes import cluster, home, inventory, manifests, objects, pods, states
+from dockyard.runtimes.kubernetes.delivery import AgentDelivery
 from dockyard.runtimes.kubernetes.errors import translate
 from dockyard.runtimes.kubernetes.options import LOCAL_STORAGE_CLASS, KubernetesOptions
 from dockyard.runtimes.kubernetes.spec import AgentFolders, WorkspaceSpec, from_plan
-from dockyard.runtimes.kubernetes.watch import PodCache, raw, watch_pods
-from dockyard.runtimes.plan import TOKEN_NAME, Capabilities, Egress, LinkKind, WorkspacePlan
+from dockyard.runtimes.kubernetes.watch import PodCache, watch_pods
+from dockyard.runtimes.plan import Capabilities, Egress, LinkKind, WorkspacePlan
 
 _log = logs.get("dockyard.runtimes.kubernetes")
-# What the runtime must be allowed to do in its namespace; `ping` checks each, so RBAC problems show at start.
-CALL_TIMEOUT = 30.0
 
 
 class KubernetesRuntime:
@@ -68,8 +64,7 @@ class KubernetesRuntime:
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self.agent_folders: AgentFolders | None = None
-        # The agent ConfigMaps known to exist (one per agent version).
-        self._agent_maps: set[str] = set()
+        self.delivery = AgentDelivery(options)
         self._gpu: bool | None = None
         if deployment is not None:
             self.bind_deployment(deployment)
@@ -116,14 +111,9 @@ class KubernetesRuntime:
         # never schedules. Asked once: listing nodes needs a cluster-wide grant the runtime may lack (then no).
         if self._gpu is None:
             try:
-                nodes = raw(self.core.list_node, _request_timeout=CALL_TIMEOUT)
+                self._gpu = cluster.has_gpu(self.core)
             except (ApiException, urllib3.exceptions.HTTPError, OSError):
                 return False
-            self._gpu = any(
-                int(((node.get("status") or {}).get("allocatable") or {}).get(manifests.GPU_RESOURCE, "0"))
-                > 0
-                for node in nodes.get("items") or []
-            )
         return self._gpu
 
     def _owner(self) -> str:
@@ -172,13 +162,7 @@ class KubernetesRuntime:
 
     def capacity(self) -> HostCapacity:
         with translate(self.address):
-            nodes = raw(self.core.list_node, _request_timeout=CALL_TIMEOUT)["items"]
-        cpus, memory = 0.0, 0
-        for node in nodes:
-            allocatable = (node.get("status") or {}).get("allocatable") or {}
-            cpus += cluster.cpus(allocatable.get("cpu", "0"))
-            memory += cluster.size_bytes(allocatable.get("memory", "0"))
-        return HostCapacity(cpus=cpus, memory_bytes=memory)
+            return cluster.capacity(self.core)
 
     # -- images -------------------------------------------------------------------------------------------
 
@@ -226,10 +210,8 @@ class KubernetesRuntime:
         spec = dataclasses.replace(
             spec, mounts=tuple(dataclasses.replace(m, source=os.path.realpath(m.source)) for m in spec.mounts)
         )
-        fresh_home = self._ensure_home(spec, log)
-        lap("volume")
-        agent = self._ensure_agent(spec, log) if spec.agent_projected else None
-        lap("agent")
+        # The home, the agent's objects, the network policy and the look at a pod left from before do not depend
+        # on each other: done at once, the start waits for the slowest of them rather than for their sum.
         try:
             policy = manifests.network_policy(
                 spec,
@@ -240,8 +222,25 @@ class KubernetesRuntime:
             )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from exc
-        self._apply_policy(policy, log)
-        lap("network")
+        core = self.core
+        agent_made = (
+            _helpers().submit(
+                self.delivery.ensure, core, spec, folders=self.agent_folders, deployment=owner, log=log
+            )
+            if spec.agent_projected and self.agent_folders is not None
+            else None
+        )
+        policy_made = _helpers().submit(
+            objects.apply_policy, self.networking, policy, namespace=namespace, deployment=owner, log=log
+        )
+        current_read = _helpers().submit(
+            pods.read, core, manifests.pod_name(spec.workspace_id), namespace=namespace
+        )
+        fresh_home = home.ensure(core, spec, self.options, deployment=owner, log=log)
+        lap("volume")
+        agent = agent_made.result() if agent_made is not None else None
+        policy_made.result()
+        lap("agent+network")
         try:
             wanted = manifests.pod(
                 spec,
@@ -253,37 +252,25 @@ class KubernetesRuntime:
             )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from exc
-        name = wanted["metadata"]["name"]
-        current = self._read_pod(name)
-        if current is not None:
-            same = (current["metadata"].get("annotations") or {}).get(manifests.ANNOTATION_CONFIG) == wanted[
-                "metadata"
-            ]["annotations"][manifests.ANNOTATION_CONFIG]
-            observation = states.observe(spec.workspace_id, current)
-            alive = observation.state == ContainerState.RUNNING or (
-                observation.state == ContainerState.STOPPED and observation.detail.startswith("pending")
-            )
-            if same and alive and not current["metadata"].get("deletionTimestamp"):
-                log(f"Pod {name} exists already")
-                uid = current["metadata"]["uid"]
-            else:
-                log(
-                    f"Replacing pod {name}: {'its configuration changed' if not same else observation.detail}"
-                )
-                self._delete_pod(spec.workspace_id, log)
-                current = None
-        lap("inspect")
-        if current is None:
-            log(f"Creating pod {name} from {spec.image}")
-            with self.cache.changed:
-                self.cache.expected.discard(spec.workspace_id)
-                self.cache.gone.pop(spec.workspace_id, None)
-            created = raw(
-                self.core.create_namespaced_pod, namespace, body(wanted), _request_timeout=CALL_TIMEOUT
-            )
-            uid = created["metadata"]["uid"]
-            lap("create")
-        observation = self._wait_running(spec.workspace_id, name, uid, log)
+        uid = pods.ensure(
+            core,
+            self.cache,
+            spec.workspace_id,
+            wanted,
+            current_read.result(),
+            image=spec.image,
+            log=log,
+            lap=lap,
+        )
+        observation = pods.wait_running(
+            core,
+            self.cache,
+            spec.workspace_id,
+            uid=uid,
+            namespace=namespace,
+            timeout=self.options.ready_timeout,
+            log=log,
+        )
         lap("start")
         return Observation(
             observation.workspace_id,
@@ -294,258 +281,18 @@ class KubernetesRuntime:
             timings=timings,
         )
 
-    def _ensure_home(self, spec: WorkspaceSpec, log: LogSink) -> bool:
-        """Make the home claim (and its local volume); True when a local home may still be root's, which the
-        pod's init container then hands to the user."""
-        owner = self._owner()
-        claim = manifests.claim(spec, self.options, deployment=owner)
-        name = claim["metadata"]["name"]
-        fresh = False
-        if self.options.storage_class == LOCAL_STORAGE_CLASS:
-            volume = manifests.local_volume(spec, self.options, deployment=owner)
-            fresh = not self._own_local_folder(volume["spec"]["hostPath"]["path"], spec.uid)
-            try:
-                self.core.create_persistent_volume(body(volume), _request_timeout=CALL_TIMEOUT)
-                log(
-                    f"Created local volume {volume['metadata']['name']} ({volume['spec']['hostPath']['path']})"
-                )
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        try:
-            self.core.create_namespaced_persistent_volume_claim(
-                self.options.namespace, body(claim), _request_timeout=CALL_TIMEOUT
-            )
-            log(f"Created home claim {name}")
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            # An existing claim's home was handed over by the pod that first used it.
-            fresh = False
-            existing = raw(
-                self.core.read_namespaced_persistent_volume_claim,
-                name,
-                self.options.namespace,
-                _request_timeout=CALL_TIMEOUT,
-            )
-            self._claim(existing["metadata"].get("labels") or {}, f"Claim {name}")
-        if self.options.storage_class == LOCAL_STORAGE_CLASS:
-            # Bound before the pod exists: the scheduler retries a pod with an unbound claim only after a
-            # back-off of up to a minute. (Other classes may bind on first use, so they are not waited for.)
-            deadline = time.monotonic() + 30
-            while True:
-                phase = (
-                    raw(
-                        self.core.read_namespaced_persistent_volume_claim,
-                        name,
-                        self.options.namespace,
-                        _request_timeout=CALL_TIMEOUT,
-                    )
-                    .get("status", {})
-                    .get("phase")
-                )
-                if phase == "Bound" or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-        return fresh
-
-    def _own_local_folder(self, path: str, uid: int) -> bool:
-        """Where the node is this host, make the local home's folder the user's here: no init container."""
-        if not self.options.host_paths or os.geteuid() != 0:
-            return False
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        if folder.stat().st_uid == 0:
-            os.chown(folder, uid, uid)
-        return True
-
-    def _ensure_agent(self, spec: WorkspaceSpec, log: LogSink) -> manifests.AgentFiles:
-        """The agent's ConfigMap (once per version) and the workspace's token Secret (at every start, since
-        each build issues a new token)."""
-        assert self.agent_folders is not None  # from_plan projects the agent only with folders bound
-        files = manifests.agent_program(_program_files(self.agent_folders.program))
-        namespace = self.options.namespace
-        if files.name not in self._agent_maps:
-            config_map = manifests.agent_config_map(files, self.options, deployment=self._owner())
-            try:
-                self.core.create_namespaced_config_map(
-                    namespace, body(config_map), _request_timeout=CALL_TIMEOUT
-                )
-                log(f"Created agent program {files.name}")
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-            self._agent_maps.add(files.name)
-        token_file = self.agent_folders.links / spec.workspace_id / TOKEN_NAME
-        try:
-            token = token_file.read_text()
-        except OSError as exc:
-            raise RuntimeFailure(
-                f"The agent's token for workspace {spec.workspace_id} is missing.", detail=str(exc)
-            ) from exc
-        secret = manifests.agent_secret(spec, token, self.options, deployment=self._owner())
-        name = secret["metadata"]["name"]
-        try:
-            self.core.create_namespaced_secret(namespace, body(secret), _request_timeout=CALL_TIMEOUT)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            existing = raw(self.core.read_namespaced_secret, name, namespace, _request_timeout=CALL_TIMEOUT)
-            self._claim(existing["metadata"].get("labels") or {}, f"Secret {name}")
-            secret["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            self.core.replace_namespaced_secret(name, namespace, body(secret), _request_timeout=CALL_TIMEOUT)
-        return files
-
-    def _apply_policy(self, policy: dict[str, Any], log: LogSink) -> None:
-        name = policy["metadata"]["name"]
-        namespace = self.options.namespace
-        try:
-            self.networking.create_namespaced_network_policy(
-                namespace, body(policy), _request_timeout=CALL_TIMEOUT
-            )
-            log(f"Created network policy {name}")
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            existing = raw(
-                self.networking.read_namespaced_network_policy, name, namespace, _request_timeout=CALL_TIMEOUT
-            )
-            self._claim(existing["metadata"].get("labels") or {}, f"Network policy {name}")
-            # Replaced with the version read, so that a concurrent change is a conflict rather than lost.
-            policy["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            self.networking.replace_namespaced_network_policy(
-                name, namespace, body(policy), _request_timeout=CALL_TIMEOUT
-            )
-
-    def _claim(self, labels: dict[str, str], what: str) -> None:
-        owner = labels.get(manifests.LABEL_DEPLOYMENT)
-        if owner != self._owner():
-            raise RuntimeFailure(
-                f"{what} belongs to another Dockyard deployment in this namespace.",
-                detail=f"deployment {owner}, this one {self.deployment}",
-            )
-
-    def _read_pod(self, name: str) -> dict[str, Any] | None:
-        try:
-            return raw(
-                self.core.read_namespaced_pod, name, self.options.namespace, _request_timeout=CALL_TIMEOUT
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def _wait_running(self, workspace_id: str, name: str, uid: str, log: LogSink) -> Observation:
-        """Wait on the watch for pod `uid` to run; fail at once with the cluster's reason when it cannot."""
-        deadline = time.monotonic() + self.options.ready_timeout
-        said = ""
-        while True:
-            with self.cache.changed:
-                synced = self.cache.synced
-                pod = self.cache.pods.get(workspace_id)
-                gone = self.cache.gone.get(workspace_id, "")
-            if not synced:
-                pod = self._read_pod(name)
-            # The cache may still hold the pod this one replaced, until the watch delivers its deletion.
-            if pod is not None and pod["metadata"].get("uid") != uid:
-                pod = None
-            if pod is not None:
-                observation = states.observe(workspace_id, pod)
-                if observation.state == ContainerState.RUNNING:
-                    log(f"Pod {name} is running on {(pod.get('spec') or {}).get('nodeName', '?')}")
-                    return observation
-                failure = states.start_failure(pod)
-                if failure:
-                    raise RuntimeFailure(f"Pod {name} cannot start: {failure}")
-                if observation.detail != said:
-                    said = observation.detail
-                    log(f"Pod {name}: {said}")
-            elif synced and gone:
-                raise RuntimeFailure(f"Pod {name} went away while starting: {gone}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeFailure(
-                    f"Pod {name} did not run within {self.options.ready_timeout:g} s ({said or 'no status'})."
-                )
-            with self.cache.changed:
-                # Woken by every watch event; the timeout also covers a watch that is reconnecting.
-                self.cache.changed.wait(min(left, 1.0))
-
     def stop(self, workspace_id: str, log: LogSink) -> None:
         with translate(self.address):
             self._delete_pod(workspace_id, log)
 
     def _delete_pod(self, workspace_id: str, log: LogSink) -> None:
-        name = manifests.pod_name(workspace_id)
-        with self.cache.changed:
-            self.cache.expected.add(workspace_id)
-        try:
-            self.core.delete_namespaced_pod(
-                name, self.options.namespace, grace_period_seconds=5, _request_timeout=CALL_TIMEOUT
-            )
-            log(f"Deleting pod {name}")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            log(f"Pod {name} does not exist; nothing to stop")
-            return
-        # The next pod has the same name: wait until this one is gone so that the create does not conflict.
-        # The kubelet removes a pod's object only at its next status sync after the clean-up (10 s and more on
-        # a busy node); once every container has ended, nothing runs on the home any more, and the object is
-        # removed at once (grace period 0, for that pod's uid only).
-        deadline = time.monotonic() + 120
-        forced = False
-        while (pod := self._current_pod(workspace_id, name)) is not None:
-            if not forced and _ended(pod):
-                forced = _deleted(
-                    lambda n: self.core.delete_namespaced_pod(
-                        n,
-                        self.options.namespace,
-                        grace_period_seconds=0,
-                        body=body({"preconditions": {"uid": pod["metadata"]["uid"]}}),
-                        _request_timeout=CALL_TIMEOUT,
-                    ),
-                    name,
-                    conflict_ok=True,
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeFailure(f"Pod {name} was not gone 120 s after its deletion.")
-            with self.cache.changed:
-                self.cache.changed.wait(0.5)
-        log(f"Pod {name} is gone")
-
-    def _current_pod(self, workspace_id: str, name: str) -> dict[str, Any] | None:
-        """The pod as the watch last saw it (read from the API while the watch is not connected)."""
-        with self.cache.changed:
-            if self.cache.synced:
-                return self.cache.pods.get(workspace_id)
-        return self._read_pod(name)
+        pods.delete(self.core, self.cache, workspace_id, namespace=self.options.namespace, log=log)
 
     def delete(self, workspace_id: str, log: LogSink) -> None:
         with translate(self.address):
             self._delete_pod(workspace_id, log)
+            inventory.remove_workspace(self.core, self.networking, self.options, workspace_id, log=log)
             namespace = self.options.namespace
-            for kind, name, remove in (
-                (
-                    "network policy",
-                    manifests.policy_name(workspace_id),
-                    lambda n: self.networking.delete_namespaced_network_policy(n, namespace),
-                ),
-                (
-                    "home claim",
-                    manifests.claim_name(workspace_id),
-                    lambda n: self.core.delete_namespaced_persistent_volume_claim(n, namespace),
-                ),
-                (
-                    "agent token",
-                    manifests.secret_name(workspace_id),
-                    lambda n: self.core.delete_namespaced_secret(n, namespace),
-                ),
-            ):
-                if _deleted(remove, name):
-                    log(f"Removed {kind} {name}")
-            if self.options.storage_class == LOCAL_STORAGE_CLASS:
-                self._remove_local_volume(manifests.volume_name(namespace, workspace_id), log)
             # Claims and volumes carry protection finalizers and go a moment after the pod: a delete that
             # returns has left nothing labelled with the workspace.
             deadline = time.monotonic() + 60
@@ -557,17 +304,7 @@ class KubernetesRuntime:
                 self.cache.gone.pop(workspace_id, None)
                 self.cache.expected.discard(workspace_id)
             if self.options.storage_class == LOCAL_STORAGE_CLASS:
-                self._remove_local_folder(manifests.volume_name(namespace, workspace_id))
-
-    def _remove_local_volume(self, name: str, log: LogSink) -> None:
-        if _deleted(lambda n: self.core.delete_persistent_volume(n), name):
-            log(f"Removed local volume {name}")
-
-    def _remove_local_folder(self, name: str) -> None:
-        # The folder is on the node; it can be removed from here only where the node is this host.
-        folder = Path(self.options.local_volume_root) / name
-        if self.options.host_paths and folder.is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
+                home.remove_local_folder(self.options, manifests.volume_name(namespace, workspace_id))
 
     def prepare_network(self, workspace_id: str, network_class: str, log: LogSink) -> None:
         """Nothing to make ahead: a network policy costs the API one call at start."""
@@ -590,29 +327,19 @@ class KubernetesRuntime:
 
     def observe(self, workspace_id: str) -> Observation:
         with translate(self.address):
-            pod = self._read_pod(manifests.pod_name(workspace_id))
+            pod = pods.read(self.core, manifests.pod_name(workspace_id), namespace=self.options.namespace)
             with self.cache.changed:
                 gone = self.cache.gone.get(workspace_id, "")
-            if pod is None and not gone and self._has_claim(workspace_id):
+            if (
+                pod is None
+                and not gone
+                and home.exists(self.core, workspace_id, namespace=self.options.namespace)
+            ):
                 # A stop deletes the pod and keeps the home claim: the workspace is down and still there.
                 return Observation(
                     workspace_id, ContainerState.STOPPED, None, "stopped: no pod, the home is kept"
                 )
         return states.observe(workspace_id, pod, gone=gone)
-
-    def _has_claim(self, workspace_id: str) -> bool:
-        try:
-            raw(
-                self.core.read_namespaced_persistent_volume_claim,
-                manifests.claim_name(workspace_id),
-                self.options.namespace,
-                _request_timeout=CALL_TIMEOUT,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
 
     def agent_addresses(self, workspace_id: str) -> frozenset[str] | None:
         # The pod's address: its agent's connections come from it where pods reach the server without NAT
@@ -622,7 +349,7 @@ class KubernetesRuntime:
             pod = self.cache.pods.get(workspace_id)
         if not synced:
             with translate(self.address):
-                pod = self._read_pod(manifests.pod_name(workspace_id))
+                pod = pods.read(self.core, manifests.pod_name(workspace_id), namespace=self.options.namespace)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
             return frozenset()
         status = pod.get("status") or {}
@@ -648,48 +375,20 @@ class KubernetesRuntime:
         return result
 
     def managed_resources(self) -> list[ManagedResource]:
-        selector = manifests.selector(self._owner())
-        namespace = self.options.namespace
-        listings: list[tuple[str, Callable[..., Any], tuple[str, ...]]] = [
-            ("pod", self.core.list_namespaced_pod, (namespace,)),
-            ("persistentvolumeclaim", self.core.list_namespaced_persistent_volume_claim, (namespace,)),
-            ("networkpolicy", self.networking.list_namespaced_network_policy, (namespace,)),
-            ("secret", self.core.list_namespaced_secret, (namespace,)),
-        ]
-        if self.options.storage_class == LOCAL_STORAGE_CLASS:
-            listings.append(("persistentvolume", self.core.list_persistent_volume, ()))
-        found = []
         with translate(self.address):
-            for kind, call, args in listings:
-                for item in raw(call, *args, label_selector=selector, _request_timeout=CALL_TIMEOUT)["items"]:
-                    claim_ref = (item.get("spec") or {}).get("claimRef") or {}
-                    if kind == "persistentvolume" and claim_ref.get("namespace", namespace) != namespace:
-                        continue
-                    metadata = item["metadata"]
-                    workspace_id = (metadata.get("labels") or {}).get(manifests.LABEL_WORKSPACE, "")
-                    found.append(ManagedResource(kind, metadata["name"], workspace_id))
-        return found
+            return inventory.managed(self.core, self.networking, self.options, deployment=self._owner())
 
     def remove_resource(self, resource: ManagedResource) -> None:
-        namespace = self.options.namespace
-        removers: dict[str, Callable[[str], object]] = {
-            "pod": lambda n: self.core.delete_namespaced_pod(n, namespace),
-            "persistentvolumeclaim": lambda n: self.core.delete_namespaced_persistent_volume_claim(
-                n, namespace
-            ),
-            "networkpolicy": lambda n: self.networking.delete_namespaced_network_policy(n, namespace),
-            "persistentvolume": lambda n: self.core.delete_persistent_volume(n),
-            "secret": lambda n: self.core.delete_namespaced_secret(n, namespace),
-        }
-        if resource.kind not in removers:
+        remove = inventory.removers(self.core, self.networking, namespace=self.options.namespace)
+        if resource.kind not in remove:
             raise ValueError(f"unknown resource kind {resource.kind!r}")
         with translate(self.address):
             # Only what still carries this deployment's label: the listing may be old.
             if resource.name not in {r.name for r in self.managed_resources() if r.kind == resource.kind}:
                 return
-            _deleted(removers[resource.kind], resource.name)
+            objects.deleted(remove[resource.kind], resource.name)
             if resource.kind == "persistentvolume":
-                self._remove_local_folder(resource.name)
+                home.remove_local_folder(self.options, resource.name)
 
     # -- isolation ----------------------------------------------------------------------------------------
 
@@ -705,39 +404,14 @@ class KubernetesRuntime:
         return self.host_isolation()
 
 
-def _program_files(folder: Path) -> dict[str, tuple[bytes, int]]:
-    """The agent's installed folder (tunnel/install.py): its files by relative path, executables 0555."""
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        # `link` is the socket link's mount point; dotfiles are another process's half-written copies.
-        if (
-            not path.is_file()
-            or relative.parts[0] == "link"
-            or any(p.startswith(".") for p in relative.parts)
-        ):
-            continue
-        files[relative.as_posix()] = (path.read_bytes(), 0o555 if os.access(path, os.X_OK) else 0o444)
-    return files
+_HELPERS: ThreadPoolExecutor | None = None
+_HELPERS_LOCK = threading.Lock()
 
 
-def _ended(pod: dict[str, Any]) -> bool:
-    """Whether every container of the pod has ended (or none ever started), as the kubelet reported."""
-    status = pod.get("status") or {}
-    if status.get("phase") in ("Succeeded", "Failed"):
-        return True
-    if not (pod.get("spec") or {}).get("nodeName"):
-        return True  # never scheduled: nothing ever ran
-    containers = status.get("containerStatuses") or []
-    return bool(containers) and all("terminated" in (c.get("state") or {}) for c in containers)
-
-
-def _deleted(remove: Callable[[str], object], name: str, *, conflict_ok: bool = False) -> bool:
-    try:
-        remove(name)
-    except ApiException as exc:
-        # 409: a precondition failed (the name already belongs to a newer pod).
-        if exc.status == 404 or (conflict_ok and exc.status == 409):
-            return False
-        raise
-    return True
+def _helpers() -> ThreadPoolExecutor:
+    """Threads for the parts of a start that run beside each other (shared: a burst of starts queues here)."""
+    global _HELPERS
+    with _HELPERS_LOCK:
+        if _HELPERS is None:
+            _HELPERS = ThreadPoolExecutor(16, thread_name_prefix="dockyard-k8s-start")
+        return _HELPERS
