@@ -79,4 +79,4 @@ def expire(db: Session, *, kept_for: timedelta = KEPT_FOR) -> int:
     """Delete keys older than `kept_for`; returns how many went."""
     result = db.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at <= utcnow() - kept_for))
     db.commit()
-    return int(result.rowcount or 0)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
