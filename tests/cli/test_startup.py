@@ -184,7 +184,7 @@ def test_the_fast_help_is_the_typer_apps_help(cli: Cli, tmp_path: Path) -> None:
 
 def test_the_help_options_are_the_apps_own() -> None:
     root = get_command(app)
-    own = [(param.opts[0], param.help) for param in root.params]
+    own = [(param.opts[0], getattr(param, "help", None)) for param in root.params]
     assert own == list(helptext.ROOT_OPTIONS[:-1])
     assert helptext.ROOT_OPTIONS[-1] == ("--help", "Show this message and exit.")
 

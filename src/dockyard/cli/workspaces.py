@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli import config, connect, listing, output, progress, render
+from dockyard.cli import config, listing, output, progress, render
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard_sdk import Client
@@ -86,6 +86,9 @@ def create(
             f"(build #{build.number})"
         )
         if wait:
+            # Only `create` waits for the agent; start, stop and the rest do not pay for the SSH modules.
+            from dockyard.cli import connect
+
             final = progress.wait(client, created, build, ref=created.name, timeout=limit)
             # The build ends when the container runs; the workspace is usable once its agent has connected
             # and run the startup script.
