@@ -154,6 +154,29 @@ def test_list_imports_only_the_standard_library(args: tuple[str, ...], tmp_path:
     assert names & (SERVER_LIBRARIES | NEEDLESS | CLI_LIBRARIES | {"dockyard_sdk.models"}) == set()
 
 
+def test_list_with_a_url_that_is_not_http(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ENTRY, "list"],
+        capture_output=True,
+        timeout=60,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "DOCKYARD_URL": "ftp://x",
+            "DOCKYARD_TOKEN": "y",
+        },
+        stdin=subprocess.DEVNULL,
+    )
+    assert (result.returncode, result.stdout, result.stderr.decode().splitlines()) == (
+        1,
+        b"",
+        [
+            "error: url must start with http:// or https://, not 'ftp://x'",
+            "hint: run `dockyard login URL` with an http:// or https:// URL",
+        ],
+    )
+
+
 def test_list_with_arguments_it_does_not_take_goes_to_typer(tmp_path: Path) -> None:
     env = {"DOCKYARD_URL": f"http://127.0.0.1:{free_port()}", "DOCKYARD_TOKEN": "dy_x_y"}
     result = subprocess.run(

@@ -219,7 +219,11 @@ def main(args: ListArgs) -> int:
 
     try:
         credentials = config.credentials()
-        with PlainClient(credentials.url, credentials.token) as client:
+        try:
+            plain = PlainClient(credentials.url, credentials.token)
+        except ValueError as exc:  # a URL that is not http(s)
+            raise CliError(str(exc), hint="run `dockyard login URL` with an http:// or https:// URL") from exc
+        with plain as client:
             try:
                 show(client, args)
             except ConnectionFailed as exc:
