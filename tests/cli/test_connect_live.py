@@ -35,10 +35,16 @@ class User:
     ssh_config: Path
 
     def run(
-        self, *args: str, input: bytes | None = None, timeout: float = 120, check: bool = False
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float = 120,
+        check: bool = False,
+        env_token: str | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
+        env = self.env if env_token is None else {**self.env, "DOCKYARD_TOKEN": env_token}
         result = subprocess.run(
-            list(args), input=input, env=self.env, capture_output=True, timeout=timeout, cwd=self.home
+            list(args), input=input, env=env, capture_output=True, timeout=timeout, cwd=self.home
         )
         if check:
             assert result.returncode == 0, (args, result.returncode, result.stderr.decode(errors="replace"))
@@ -101,6 +107,22 @@ def test_exec_unknown_workspace(user: User) -> None:
         b"",
         b"error: Workspace 'nope' not found.\n",
     )
+
+
+# --- list (the standard-library path, cli/listing.py) ------------------------------------------------------
+
+
+def test_list_over_the_standard_library_client(user: User) -> None:
+    listed = user.dockyard("list", "-o", "json", check=True)
+    assert m.WorkspaceList.model_validate_json(listed.stdout) == user.live.client.list_workspaces(owner="me")
+    table = user.dockyard("list", "--status", "running", check=True).stdout.decode().splitlines()
+    assert table[0].split() == ["NAME", "TEMPLATE", "STATUS", "TASK", "LAST", "BUILD", "TTL"]
+    assert [row.split()[:3] for row in table[1:]] == [["dev", "base", "v1"]]
+    none = user.dockyard("list", "--template", "nope")
+    assert (none.returncode, none.stdout, none.stderr) == (0, b"", b"No workspaces match.\n")
+    refused = user.dockyard("list", check=False, env_token="dy_bad_token")
+    assert (refused.returncode, refused.stdout) == (1, b"")
+    assert refused.stderr.decode().splitlines()[0] == "error: Invalid API token."
 
 
 # --- OpenSSH ---------------------------------------------------------------------------------------------------

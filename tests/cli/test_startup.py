@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.main import get_group
+from typer.main import get_command, get_group
 
+from dockyard.cli import helptext, listing
 from dockyard.cli.main import COMMANDS, app, load
+from dockyard_sdk import models as m
+from tests.cli.conftest import Cli
 from tests.live import free_port
 
 SERVER_LIBRARIES = {
@@ -64,7 +67,7 @@ def test_client_commands_import_nothing_of_the_server(args: tuple[str, ...], tmp
     env = {"DOCKYARD_URL": f"http://127.0.0.1:{free_port()}", "DOCKYARD_TOKEN": "dy_x_y"}
     names, code = imported(*args, tmp_path=tmp_path, env=env)
     assert code == (1 if args == ("list",) else 0)
-    assert "typer" in names  # the import trace was read at all
+    assert "dockyard.cli.entry" in names  # the import trace was read at all
     assert names & SERVER_LIBRARIES == set()
     assert names & NEEDLESS == set()
 
@@ -135,7 +138,101 @@ def test_help_loads_no_command_module(tmp_path: Path) -> None:
     assert code == 0
     loaded = {f"dockyard.cli.{entry.module}" for entry in COMMANDS.values()} & names
     assert loaded == set()
-    assert names & {"pydantic", "httpx", "dockyard_sdk"} == set()
+    assert "dockyard.cli.helptext" in names
+    assert names & (CLI_LIBRARIES | {"dockyard_sdk", "dataclasses", "inspect"}) == set()
+
+
+@pytest.mark.parametrize(
+    "args", [("list",), ("list", "--all", "--status", "Running", "-t", "base", "--output=json")]
+)
+def test_list_imports_only_the_standard_library(args: tuple[str, ...], tmp_path: Path) -> None:
+    # The common forms of `list` never reach Typer: the SDK's standard-library client asks the server.
+    env = {"DOCKYARD_URL": f"http://127.0.0.1:{free_port()}", "DOCKYARD_TOKEN": "dy_x_y"}
+    names, code = imported(*args, tmp_path=tmp_path, env=env)
+    assert code == 1
+    assert {"dockyard.cli.listing", "dockyard_sdk.plain"} <= names
+    assert names & (SERVER_LIBRARIES | NEEDLESS | CLI_LIBRARIES | {"dockyard_sdk.models"}) == set()
+
+
+def test_list_with_a_url_that_is_not_http(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ENTRY, "list"],
+        capture_output=True,
+        timeout=60,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "DOCKYARD_URL": "ftp://x",
+            "DOCKYARD_TOKEN": "y",
+        },
+        stdin=subprocess.DEVNULL,
+    )
+    assert (result.returncode, result.stdout, result.stderr.decode().splitlines()) == (
+        1,
+        b"",
+        [
+            "error: url must start with http:// or https://, not 'ftp://x'",
+            "hint: run `dockyard login URL` with an http:// or https:// URL",
+        ],
+    )
+
+
+def test_list_with_arguments_it_does_not_take_goes_to_typer(tmp_path: Path) -> None:
+    env = {"DOCKYARD_URL": f"http://127.0.0.1:{free_port()}", "DOCKYARD_TOKEN": "dy_x_y"}
+    result = subprocess.run(
+        [sys.executable, "-c", ENTRY, "list", "--status", "bogus"],
+        capture_output=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "COLUMNS": "200", **env},
+        stdin=subprocess.DEVNULL,
+    )
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert b"Invalid value for '--status'" in result.stderr
+
+
+def test_the_fast_help_is_the_typer_apps_help(cli: Cli, tmp_path: Path) -> None:
+    # `dockyard --help` alone prints without Typer; `dockyard` with no command prints through Typer.
+    fast = subprocess.run(
+        [sys.executable, "-c", ENTRY, "--help"],
+        capture_output=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "COLUMNS": "100", "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+    )
+    typer_help, no_command = cli("--help"), cli()
+    assert (fast.returncode, fast.stderr) == (0, b"")
+    assert (typer_help.exit_code, no_command.exit_code) == (0, 2)
+    assert fast.stdout.decode() == typer_help.output == no_command.output + "\n"
+
+
+def test_the_help_options_are_the_apps_own() -> None:
+    root = get_command(app)
+    own = [(param.opts[0], getattr(param, "help", None)) for param in root.params]
+    assert own == list(helptext.ROOT_OPTIONS[:-1])
+    assert helptext.ROOT_OPTIONS[-1] == ("--help", "Show this message and exit.")
+
+
+def test_the_list_statuses_are_the_sdks() -> None:
+    assert {status.value for status in m.WorkspaceStatus} == listing.STATUSES
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["list"], listing.ListArgs()),
+        (["list", "-a", "--status=Stopped", "--template", "base"], listing.ListArgs(True, "stopped", "base")),
+        (["list", "-t", "x", "-o", "JSON", "-t", "y"], listing.ListArgs(template="y", output="json")),
+        (["list", "--help"], None),
+        (["list", "--status", "bogus"], None),
+        (["list", "-o", "yaml"], None),
+        (["list", "--template"], None),
+        (["list", "--template", "--all"], None),
+        (["list", "extra"], None),
+        (["show", "x"], None),
+    ],
+)
+def test_list_arguments(argv: list[str], expected: listing.ListArgs | None) -> None:
+    assert listing.parse_args(argv) == expected
 
 
 def test_every_registered_command_is_in_the_table() -> None:

@@ -16,8 +16,10 @@ from sqlalchemy import select
 
 from dockyard.store.models import AgentSession, Replica
 from dockyard.tunnel import replicas
+from dockyard.warmpool.prebuild_pool import PrebuildPool
 from dockyard_sdk import Client
 from dockyard_sdk import models as m
+from tests.harness import tar_gz
 from tests.tunnel.listening import Listening, listening_harness
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
@@ -136,3 +138,41 @@ def _handshake(url: str, token: str | None) -> httpx.Response:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.get(url, headers=headers, timeout=10)
+
+
+POOLED = """
+name: pooled
+image: dockyard/base:bookworm
+env:
+  GREETING: "hello {{ owner.username }}"
+prebuilds:
+  - {parameters: {}, instances: 1}
+"""
+
+
+def test_a_claim_taken_by_the_replica_without_the_agent_reaches_it_through_the_holder(
+    pair: tuple[Listening, Listening],
+) -> None:
+    a, b = pair
+    a.harness.admin.create_template(tar_gz({"dockyard.yaml": POOLED}))
+    pool = a.harness.app.state.background.prebuild_pool
+    assert isinstance(pool, PrebuildPool)
+    deadline = time.monotonic() + 60
+    while True:
+        pool.fill()
+        [preset] = a.harness.admin.prebuilds("pooled").presets
+        if preset.ready == 1:
+            break
+        assert time.monotonic() < deadline, preset
+        time.sleep(0.2)
+    alice = b.harness.user("alice")
+    ws = alice.create_workspace(m.CreateWorkspaceRequest(template="pooled", name="mine"))
+    assert ws.latest_build.reason == m.BuildReason.CLAIM
+    assert ws.id in a.hub._agents
+    assert ws.id not in b.hub._agents
+    ready = alice.get_workspace(ws.id, wait="ready", timeout=30)
+    assert ready.agent is not None
+    assert ready.agent.lifecycle == m.AgentLifecycle.READY
+    # The owner's environment reached the agent on A when B took the claim: a session started now has it.
+    result = alice.exec(ws.id, m.ExecRequest(command='echo "$DOCKYARD_WORKSPACE_OWNER $GREETING"'))
+    assert (result.exit_code, result.stdout) == (0, "alice hello alice\n")

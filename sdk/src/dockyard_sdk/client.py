@@ -156,6 +156,13 @@ class Client:
             retry_after=response.headers.get("Retry-After"),
         )
 
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """A GET answered with the decoded JSON rather than a wire model (as `dockyard_sdk.plain` answers it)."""
+        response = self.request(
+            "GET", path, params={k: v for k, v in (params or {}).items() if v is not None}
+        )
+        return response.json()
+
     def _get(self, path: str, model: type[T], params: Mapping[str, Any] | None = None) -> T:
         response = self.request(
             "GET", path, params={k: v for k, v in (params or {}).items() if v is not None}

@@ -21,7 +21,12 @@
 
 from __future__ import annotations
 
-from dockyard_sdk.models import ValidationDetail, Workspace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Names in signatures only: the standard-library client (dockyard_sdk.plain) raises these errors without
+    # importing pydantic.
+    from dockyard_sdk.models import ValidationDetail, Workspace
 
 
 class DockyardSdkError(Exception):

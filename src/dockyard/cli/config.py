@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockyard.cli.errors import CliError, not_logged_in
+from dockyard.cli.errors import CliError, not_logged_in, unreachable
 from dockyard_sdk.credentials import (
     ENV_TOKEN,
     ENV_URL,
@@ -98,11 +98,7 @@ def connect(url: str, token: str | None) -> Iterator[Client]:
     try:
         yield client
     except ConnectionFailed as exc:
-        raise CliError(
-            f"cannot reach Dockyard at {url}",
-            detail=str(exc.__cause__ or exc),
-            hint="check the URL and that the server is running",
-        ) from exc
+        raise unreachable(url, exc) from exc
     finally:
         client.close()
 

@@ -1,8 +1,9 @@
 """The `dockyard` program's entry point: the commands that must start fast go their own way before the rest of
 the CLI is imported.
 
-`ssh --stdio` (the ProxyCommand of every `ssh dockyard.NAME`) runs on the standard library alone
-(`cli/proxy.py`); everything else goes to the Typer app in `cli/main.py`.
+`ssh --stdio` (the ProxyCommand of every `ssh dockyard.NAME`, `cli/proxy.py`), `--help` (`cli/helptext.py`) and
+`list` (`cli/listing.py`) run on the standard library alone; everything else, and any of these with arguments
+they do not take, goes to the Typer app in `cli/main.py`, which also explains a bad argument.
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ def main() -> None:
 
         if proxy.parse_args(argv) is not None:
             sys.exit(proxy.main(argv))
+    elif argv[:1] == ["list"]:
+        from dockyard.cli import listing
+
+        args = listing.parse_args(argv)
+        if args is not None:
+            sys.exit(listing.main(args))
+    elif argv == ["--help"]:
+        from dockyard.cli import helptext
+
+        helptext.show(sys.stdout)
+        # Then Click echoes the empty help its formatter got, as after Typer's own pages: one more line.
+        sys.stdout.write("\n")
+        sys.exit(0)
     from dockyard.cli.main import main as full
 
     full()

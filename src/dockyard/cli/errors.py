@@ -6,7 +6,7 @@ tell, and need not care, whether the CLI or the server rejected the input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -35,6 +35,35 @@ class CliError(Exception):
         self.detail = detail
         self.validations = validations or []
         self.hint = hint
+
+
+def error_lines(
+    message: str, *, detail: str = "", validations: Sequence[ValidationDetail] = (), hint: str = ""
+) -> list[str]:
+    """How an error prints on stderr: `error: …`, its detail, one line per field, and a hint."""
+    problems = [_problem(v) for v in validations]
+    lines = [f"error: {message}"]
+    # A 422's detail is its validations joined on one line; printing it would say everything twice.
+    if detail and detail != "; ".join(problems):
+        lines.append(f"  {detail}")
+    lines += [f"  {problem}" for problem in problems]
+    if hint:
+        lines.append(f"hint: {hint}")
+    return lines
+
+
+def _problem(v: ValidationDetail) -> str:
+    where = f"{v.file}:{v.line}: " if v.file and v.line else f"{v.file}: " if v.file else ""
+    return f"{where}{v.field}: {v.detail}"
+
+
+def unreachable(url: str, exc: BaseException) -> CliError:
+    """An unreachable server, named by its URL (the SDK's ConnectionFailed, or the OSError behind it)."""
+    return CliError(
+        f"cannot reach Dockyard at {url}",
+        detail=str(exc.__cause__ or exc),
+        hint="check the URL and that the server is running",
+    )
 
 
 def not_logged_in() -> CliError:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 import typer
 from pydantic import BaseModel
 
+from dockyard.cli.errors import error_lines
 from dockyard_sdk.models import ValidationDetail
 
 if TYPE_CHECKING:
@@ -127,20 +128,7 @@ def warning(text: str) -> None:
 def error(
     message: str, *, detail: str = "", validations: Sequence[ValidationDetail] = (), hint: str = ""
 ) -> None:
-    problems = [_problem(v) for v in validations]
-    lines = [f"error: {message}"]
-    # A 422's detail is its validations joined on one line; printing it would say everything twice.
-    if detail and detail != "; ".join(problems):
-        lines.append(f"  {detail}")
-    lines += [f"  {problem}" for problem in problems]
-    if hint:
-        lines.append(f"hint: {hint}")
-    typer.echo("\n".join(lines), err=True)
-
-
-def _problem(v: ValidationDetail) -> str:
-    where = f"{v.file}:{v.line}: " if v.file and v.line else f"{v.file}: " if v.file else ""
-    return f"{where}{v.field}: {v.detail}"
+    typer.echo("\n".join(error_lines(message, detail=detail, validations=validations, hint=hint)), err=True)
 
 
 def when(moment: datetime | None, *, never: str = "never") -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from dockyard.cli import output
+from dockyard.cli import listing, output
 from dockyard.cli.output import Column
 from dockyard_sdk import models as m
 from dockyard_sdk.units import format_duration
@@ -66,31 +66,8 @@ def _template_text(workspace: m.Workspace) -> str:
     return f"{text} (outdated)" if workspace.outdated else text
 
 
-def _span(delta: timedelta) -> str:
-    """A coarse span, such as 5m, 3h20m or 2d4h: lists are read at a glance."""
-    minutes = int(delta.total_seconds()) // 60
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days}d{hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    return f"{minutes}m"
-
-
-def _ago(moment: datetime) -> str:
-    delta = datetime.now(UTC) - _utc(moment)
-    return "just now" if delta < timedelta(minutes=1) else f"{_span(delta)} ago"
-
-
 def _ttl_text(workspace: m.Workspace) -> str:
-    if workspace.ttl_ms is None:
-        return "-"
-    text = format_duration(timedelta(milliseconds=workspace.ttl_ms))
-    if workspace.deadline is None:
-        return text
-    left = _utc(workspace.deadline) - datetime.now(UTC)
-    return f"{text} ({_span(left)} left)" if left > timedelta(0) else f"{text} (due)"
+    return listing.ttl_text(workspace.ttl_ms, workspace.deadline)
 
 
 def print_details(workspace: m.Workspace) -> None:
@@ -218,24 +195,6 @@ def changes_text(
     if ttl is not None:
         changes.append("no TTL" if ttl == "0" else f"TTL {ttl}")
     return ", ".join(changes)
-
-
-def workspace_columns(*, everyone: bool) -> list[Column[m.Workspace]]:
-    """The `list` table; OWNER only when it lists everyone's workspaces."""
-    columns: list[Column[m.Workspace]] = [Column("NAME", lambda w: w.name)]
-    if everyone:
-        columns.append(Column("OWNER", lambda w: w.owner_name))
-    columns += [
-        Column("TEMPLATE", _template_text),
-        Column("STATUS", lambda w: w.status.value),
-        Column("TASK", lambda w: w.task.state.value if w.task else "-"),
-        Column(
-            "LAST BUILD",
-            lambda w: f"{w.latest_build.transition.value}, {_ago(w.latest_build.created_at)}",
-        ),
-        Column("TTL", _ttl_text),
-    ]
-    return columns
 
 
 BUILD_COLUMNS: list[Column[m.WorkspaceBuild]] = [

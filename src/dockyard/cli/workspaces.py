@@ -15,14 +15,12 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli import config, connect, output, progress, render
+from dockyard.cli import config, listing, output, progress, render
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard_sdk import Client
 from dockyard_sdk import models as m
 from dockyard_sdk.units import parse_duration
-
-_PAGE = 500
 
 WorkspaceArg = Annotated[
     str, typer.Argument(metavar="NAME", help="Workspace: your workspace's name, owner/name, or an id.")
@@ -88,6 +86,9 @@ def create(
             f"(build #{build.number})"
         )
         if wait:
+            # Only `create` waits for the agent; start, stop and the rest do not pay for the SSH modules.
+            from dockyard.cli import connect
+
             final = progress.wait(client, created, build, ref=created.name, timeout=limit)
             # The build ends when the container runs; the workspace is usable once its agent has connected
             # and run the startup script.
@@ -323,29 +324,14 @@ def list_workspaces(
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List your workspaces (--all: everyone's)."""
-    found: list[m.Workspace] = []
-    with config.session() as client:
-        while True:
-            page = client.list_workspaces(
-                owner=None if everyone else "me",
-                template=template,
-                status=status,
-                limit=_PAGE,
-                offset=len(found),
-            )
-            found += page.workspaces
-            if not page.workspaces or len(found) >= page.count:
-                break
-    filtered = status is not None or template is not None
-    output.emit(
-        m.WorkspaceList(workspaces=found, count=len(found)),
-        output_format,
-        columns=render.workspace_columns(everyone=everyone),
-        rows=found,
-        empty="No workspaces match."
-        if filtered
-        else "No workspaces yet; create one with `dockyard create --template TEMPLATE`.",
+    args = listing.ListArgs(
+        everyone=everyone,
+        status=status.value if status is not None else None,
+        template=template,
+        output=output_format.value,
     )
+    with config.session() as client:
+        listing.show(client, args)
 
 
 def show(workspace: WorkspaceArg, output_format: OutputOption = OutputFormat.TABLE) -> None:

@@ -230,6 +230,34 @@ class AgentHub:
         await session.send(message)
         return True
 
+    async def relay_message(self, workspace_id: str, kind: str, message: dict[str, Any]) -> bool:
+        """Hand `message` to the replica that holds the workspace's agent, whose relay endpoint acts on `kind`
+        (`claim`: tunnel/claims.py); False when no live replica holds it or the holder no longer does."""
+        if not self.relay_url:
+            return False
+        holder = self._live_holder(workspace_id, self._holders)
+        if holder is None:
+            found = await asyncio.to_thread(replicas.holders, self.sessions, workspace_id)
+            holder = self._live_holder(workspace_id, found)
+        if holder is None:
+            return False
+        try:
+            stream = await self._open_relayed(holder, workspace_id, kind, {"message": message})
+        except _Unreachable as exc:
+            self._unreachable[holder.replica_id] = time.monotonic()
+            log.warning("the replica holding an agent did not answer", workspace=workspace_id, error=str(exc))
+            return False
+        except AgentUnavailable:
+            return False  # it answered, but holds the agent no more
+        try:
+            # The holder answers one byte, then closes: 1 when its agent got the message.
+            answer = await asyncio.wait_for(stream.reader.read(), self.open_timeout)
+        except (TimeoutError, ConnectionError):
+            return False
+        finally:
+            await stream.close()
+        return answer == b"1"
+
     def verify_relay(self, token: str, workspace_id: str) -> str | None:
         """The replica that signed a relay token for this workspace, or None."""
         return replicas.verify_relay_token(self._relay_key, token, workspace_id)

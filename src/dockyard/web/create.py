@@ -8,17 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from dockyard.accounts.actor import Actor
-from dockyard.api.deps import DbSession, RuntimeDep
+from dockyard.api.deps import DbSession, HubDep, RuntimeDep
 from dockyard.errors import DockyardError, Validation
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.templates import service as templates_service
+from dockyard.tunnel import claims
 from dockyard.web import session
 from dockyard.web.render import error_page, render
 from dockyard.web.session import CSRF_FIELD, page_actor
-from dockyard.workspaces import service as workspaces
 from dockyard_sdk import models as wire
 from dockyard_sdk.manifest import ParameterSpec, ParameterType
 from dockyard_sdk.models import Scope
@@ -125,7 +126,9 @@ def create_form(
 
 
 @router.post("/workspaces/new")
-async def create(request: Request, db: DbSession, runtime: RuntimeDep, actor: PageActor) -> Response:
+async def create(
+    request: Request, db: DbSession, runtime: RuntimeDep, hub: HubDep, actor: PageActor
+) -> Response:
     form = await request.form(max_files=0, max_fields=MAX_FIELDS)
     try:
         session.check_session_csrf(request, form.get(CSRF_FIELD))
@@ -155,7 +158,10 @@ async def create(request: Request, db: DbSession, runtime: RuntimeDep, actor: Pa
             status_code=422,
         )
     try:
-        loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime))
+        # As the API creates: a claimed warm pool member's agent is told before the page moves on.
+        loaded = await run_in_threadpool(
+            claims.create_workspace, db, actor, body, hub=hub, capacity=_capacity(runtime)
+        )
     except DockyardError as exc:
         return _form(
             request,

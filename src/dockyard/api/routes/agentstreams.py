@@ -18,8 +18,9 @@ from starlette.websockets import WebSocketDisconnect
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, HubDep, WorkspaceParam, scoped
 from dockyard.errors import Unauthorized, Validation, ValidationFailed
-from dockyard.tunnel import bridge
+from dockyard.tunnel import bridge, claims
 from dockyard.tunnel.frames import FrameStream
+from dockyard.tunnel.hub import AgentHub
 from dockyard_sdk.models import Scope
 
 router = APIRouter(tags=["agent"])
@@ -87,10 +88,28 @@ async def relay_stream(
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or hub.verify_relay(token.strip(), workspace_id) is None:
         raise Unauthorized("A valid relay token is required.", detail="Only replicas relay agent streams.")
+    if kind == claims.RELAY_KIND:
+        await _claim(websocket, hub, workspace_id, params)
+        return
     values = _params(kind, params)
     # Never relayed onwards: the agent is here, or the requester's view of who holds it was stale (409).
     stream = await hub.open_local(workspace_id, kind, **values)
     await _carry(websocket, stream)
+
+
+async def _claim(websocket: WebSocket, hub: AgentHub, workspace_id: str, params: str) -> None:
+    """A warm pool claim taken by another replica, for an agent held here: one byte back, 1 when told."""
+    try:
+        message = json.loads(params)["message"]
+    except (ValueError, KeyError, TypeError):
+        message = None
+    if not isinstance(message, dict):
+        raise ValidationFailed("Invalid request.", [Validation("params", "must hold the claim message")])
+    # Not relayed onwards, as streams are not.
+    told = await claims.after_claim(hub, workspace_id, message, relay=False)
+    await websocket.accept()
+    await websocket.send_bytes(b"1" if told else b"0")
+    await websocket.close()
 
 
 async def _carry(websocket: WebSocket, stream: FrameStream) -> None:

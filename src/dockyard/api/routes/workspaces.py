@@ -5,7 +5,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import anyio.from_thread
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, format_sse_event
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,10 +61,7 @@ def create_workspace(
         if earlier is not None:
             response.headers["Idempotent-Replayed"] = "true"
             return workspaces.to_wire(db, workspaces.load(db, earlier))
-    loaded = workspaces.create(db, actor, body, capacity=_capacity(runtime), idempotency=claim)
-    if loaded.claim is not None:
-        # Before answering: a client that execs right after the create must find the owner's environment.
-        anyio.from_thread.run(claims.after_claim, hub, loaded.workspace.id, loaded.claim)
+    loaded = claims.create_workspace(db, actor, body, hub=hub, capacity=_capacity(runtime), idempotency=claim)
     return workspaces.to_wire(db, loaded)
 
 
