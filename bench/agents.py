@@ -400,8 +400,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--warm-networks",
-        default="open=4,internal=4",
-        help="the server's warm networks (default as installed)",
+        default="",
+        help="the server's warm networks (default: internal networks for the largest fleet, at most 64: what "
+        "a deployment that expects bursts of agents keeps, as `--warm-networks` documents)",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
@@ -409,6 +410,8 @@ def main() -> None:
     if args.ttl and (not args.ttl.endswith("m") or not args.ttl[:-1].isdigit() or args.ttl == "0m"):
         parser.error("--ttl must be whole minutes, at least 1, e.g. 2m")
     minutes = int(args.ttl[:-1]) if args.ttl else default_ttl(sizes)
+    if not args.warm_networks:
+        args.warm_networks = f"open=0,internal={min(max(sizes), 64)}"
     try:
         warm = parse_sizes(args.warm_networks)
     except ValueError as exc:
