@@ -300,7 +300,7 @@ def _shape(lines: list[str]) -> list[str]:
     """Lines without what differs from run to run: build numbers, clock times, durations, Docker's ids."""
     shaped = []
     for line in lines:
-        line = re.sub(r"#\d+", "#N", line)
+        line = re.sub(r"(#|--build )\d+", r"\1N", line)
         line = re.sub(r"\b(sha256:)?[0-9a-f]{12,64}\b", "ID", line)
         line = re.sub(r"\b\d\d:\d\d:\d\d\b", "HH:MM:SS", line)
         shaped.append(re.sub(r"\b\d+\.\d\ds\b", "S", line))
