@@ -180,6 +180,7 @@ class _Wait:
         """Show the build's log until its end event; return the workspace then."""
         name, build_id = self.workspace["name"], self.build["id"]
         current = self.client.get_json(f"/api/v2/workspaces/{_segment(self.workspace['id'])}")
+        ended = False  # the stream's end event came: every line of the build has been shown
         if current["latest_build"]["id"] == build_id and current["latest_build"]["status"] in _ACTIVE:
             # The status as the build began: the Typer command prints it on its first look, as here.
             _message(f"{name}: {current['status']}")
@@ -192,6 +193,7 @@ class _Wait:
                     if event == "log":
                         self.show(json.loads(data))
                     elif event == "end":
+                        ended = True
                         break
             except self._timeout() as exc:
                 raise timed_out(
@@ -200,10 +202,12 @@ class _Wait:
             except self._broken() as exc:
                 _message(f"warning: cannot follow the build log: {exc}")
             current = self._ended(timeout)
-        for line in self.client.get_json(
-            f"/api/v2/workspacebuilds/{_segment(build_id)}/logs", {"after": self.cursor}
-        ):
-            self.show(line)
+        if not ended:
+            # The build ended before the first look, or the stream broke off: the lines it did not bring.
+            for line in self.client.get_json(
+                f"/api/v2/workspacebuilds/{_segment(build_id)}/logs", {"after": self.cursor}
+            ):
+                self.show(line)
         return dict(current)
 
     @staticmethod
