@@ -10,8 +10,10 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import httpx
 import pytest
 
 from dockyard_sdk import models as m
+from tests.harness import tar_gz
 from tests.live import DOCKYARD, LiveServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -262,3 +265,93 @@ def test_port_forward_to_a_server_in_the_workspace(user: User) -> None:
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0
     assert stderr.decode().endswith("Stopped forwarding.\n")
+
+
+# --- start, stop, restart: the standard-library path and the Typer one ----------------------------------------
+
+FAST_ENTRY = "import sys; from dockyard.cli.entry import main; sys.argv[0] = 'dockyard'; main()"
+_CLI_LIBRARIES = {"typer", "pydantic", "httpx", "rich"}
+
+
+def _fast(user: User, *args: str) -> tuple[int, list[str]]:
+    """`dockyard ARGS` traced by -X importtime: its exit code and stderr, after asserting that it ran on the
+    standard library alone (cli/transitions.py)."""
+    result = user.run(sys.executable, "-X", "importtime", "-c", FAST_ENTRY, *args, timeout=180)
+    assert result.stdout == b""
+    lines, loaded = [], set()
+    for line in result.stderr.decode().splitlines():
+        if line.startswith("import time:"):
+            loaded.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+        else:
+            lines.append(line)
+    assert "dockyard" in loaded
+    assert loaded & _CLI_LIBRARIES == set()
+    return result.returncode, lines
+
+
+def _typer(user: User, *args: str) -> tuple[int, list[str]]:
+    # `-o table` is the default output, and a form the standard-library path leaves to Typer.
+    result = user.dockyard(*args, "-o", "table", timeout=180)
+    assert result.stdout == b""
+    return result.returncode, result.stderr.decode().splitlines()
+
+
+def _shape(lines: list[str]) -> list[str]:
+    """Lines without what differs from run to run: build numbers, clock times, durations, Docker's ids."""
+    shaped = []
+    for line in lines:
+        line = re.sub(r"(#|--build )\d+", r"\1N", line)
+        line = re.sub(r"\b(sha256:)?[0-9a-f]{12,64}\b", "ID", line)
+        line = re.sub(r"\b\d\d:\d\d:\d\d\b", "HH:MM:SS", line)
+        shaped.append(re.sub(r"\b\d+\.\d\ds\b", "S", line))
+    return shaped
+
+
+def test_start_stop_restart_print_what_the_typer_commands_print(user: User, live: LiveServer) -> None:
+    live.workspace("dev")
+    fast_stop, fast_start = _fast(user, "stop", "dev"), _fast(user, "start", "dev")
+    typer_stop, typer_start = _typer(user, "stop", "dev"), _typer(user, "start", "dev")
+    runs = {"stop": (fast_stop, typer_stop), "start": (fast_start, typer_start)}
+    for verb, ((fast_code, fast), (typer_code, typer)) in runs.items():
+        assert (fast_code, typer_code) == (0, 0), (fast, typer)
+        assert _shape(fast) == _shape(typer), verb
+        assert fast[0].startswith(f"{'Stopping' if verb == 'stop' else 'Starting'} dev (build #")
+        assert fast[-1].startswith(f"Workspace dev is {'stopped' if verb == 'stop' else 'running'} (build #")
+    code, lines = _fast(user, "restart", "dev")
+    assert code == 0, lines
+    assert [line.split(" (")[0] for line in lines if not line.startswith(("dev:", "  ", "0", "1", "2"))] == [
+        "Stopping dev",
+        "Workspace dev is stopped",
+        "Starting dev",
+        "Workspace dev is running",
+    ], lines
+    assert live.client.get_workspace("dev").status is m.WorkspaceStatus.RUNNING
+
+
+def test_start_errors_match_the_typer_command(user: User) -> None:
+    fast, typer = _fast(user, "start", "nosuch"), _typer(user, "start", "nosuch")
+    assert fast == typer
+    assert fast[0] == 1
+    assert fast[1][0].startswith("error: "), fast
+
+
+def test_a_failing_build_exits_non_zero_with_the_builds_error(user: User, live: LiveServer) -> None:
+    live.client.create_template(
+        tar_gz(
+            {
+                "dockyard.yaml": "name: broken\nbuild: {dockerfile: Dockerfile}\n",
+                "Dockerfile": "FROM dockyard/base:bookworm\nRUN echo building-step-output && exit 3\n",
+            }
+        )
+    )
+    created = live.client.create_workspace(m.CreateWorkspaceRequest(template="broken", name="broken"))
+    assert live.client.get_workspace(created.id, wait="done", timeout=120).status is m.WorkspaceStatus.FAILED
+    (fast_code, fast), (typer_code, typer) = _fast(user, "start", "broken"), _typer(user, "start", "broken")
+    assert (fast_code, typer_code) == (1, 1)
+    assert _shape(fast) == _shape(typer)
+    errors = [line for line in fast if line.startswith("error: ")]
+    assert len(errors) == 1, fast
+    assert re.fullmatch(r"error: build #\d+ \(start\) of broken failed", errors[0]), fast
+    assert any("returned a non-zero code: 3" in line for line in fast), fast
+    assert any("building-step-output" in line for line in fast), fast
+    assert fast[-1].startswith("hint: see its whole log with `dockyard logs broken --build ")

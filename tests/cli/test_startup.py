@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.main import get_command, get_group
 
-from dockyard.cli import helptext, listing
+from dockyard.cli import helptext, listing, transitions
 from dockyard.cli.main import COMMANDS, app, load
 from dockyard_sdk import models as m
 from tests.cli.conftest import Cli
@@ -72,9 +72,67 @@ def test_client_commands_import_nothing_of_the_server(args: tuple[str, ...], tmp
     assert names & NEEDLESS == set()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("stop", "dev"),
+        ("start", "owner/dev", "--no-wait"),
+        ("restart", "dev", "--wait", "--timeout", "5m"),
+        ("start", "--timeout=90s", "dev"),
+    ],
+)
+def test_start_stop_restart_run_on_the_standard_library(args: tuple[str, ...], tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    names, code = imported(*args, tmp_path=tmp_path, env={"DOCKYARD_URL": url, "DOCKYARD_TOKEN": "dy_x_y"})
+    assert code == 1  # the server is unreachable
+    assert "dockyard.cli.transitions" in names
+    assert names & (SERVER_LIBRARIES | NEEDLESS | CLI_LIBRARIES) == set()
+
+
+@pytest.mark.parametrize(
+    ("args", "taken"),
+    [
+        (["stop", "dev"], transitions.TransitionArgs("stop", "dev")),
+        (["restart", "a/b", "--no-wait"], transitions.TransitionArgs("restart", "a/b", wait=False)),
+        (["start", "dev", "--timeout", "2m"], transitions.TransitionArgs("start", "dev", timeout=120.0)),
+        (["start", "dev", "-o", "json"], None),
+        (["start", "dev", "--help"], None),
+        (["start"], None),
+        (["start", "a", "b"], None),
+        (["start", "dev", "--timeout", "0s"], None),
+        (["start", "dev", "--timeout", "soon"], None),
+        (["stop", "dev", "--timeout"], None),
+        (["delete", "dev"], None),
+    ],
+)
+def test_transition_arguments_the_fast_path_takes(args: list[str], taken: object) -> None:
+    # Anything not taken goes to the Typer command, which parses it (and explains a bad value) itself.
+    assert transitions.parse_args(args) == taken
+
+
+def test_the_fast_path_reports_an_unreachable_server_like_the_typer_command(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DOCKYARD_URL": url, "DOCKYARD_TOKEN": "dy_x_y"}
+    results = [
+        subprocess.run(
+            [sys.executable, "-c", ENTRY, "stop", "dev", *extra],
+            capture_output=True,
+            timeout=60,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        for extra in ([], ["-o", "table"])  # the second goes to Typer
+    ]
+    fast, typer = ((r.returncode, r.stdout, r.stderr.decode().splitlines()) for r in results)
+    assert fast[:2] == typer[:2] == (1, b"")
+    assert fast[2][0] == typer[2][0] == f"error: cannot reach Dockyard at {url}"
+    assert fast[2][-1] == typer[2][-1] == "hint: check the URL and that the server is running"
+
+
 def test_waiting_commands_load_rich_only_for_a_terminal(tmp_path: Path) -> None:
+    # `-o table` is a form the standard-library path leaves to the Typer command.
     env = {"DOCKYARD_URL": f"http://127.0.0.1:{free_port()}", "DOCKYARD_TOKEN": "dy_x_y"}
-    names, code = imported("stop", "dev", tmp_path=tmp_path, env=env)
+    names, code = imported("stop", "dev", "-o", "table", tmp_path=tmp_path, env=env)
     assert code == 1
     assert "pydantic" in names
     assert names & ({"rich"} | SERVER_LIBRARIES | NEEDLESS) == set()

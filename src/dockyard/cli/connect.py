@@ -23,7 +23,8 @@ import typer
 from dockyard.cli import config, output, progress, sshconfig, sshkeys
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
-from dockyard.cli.render import log_text, seconds_text
+from dockyard.cli.render import log_text
+from dockyard.cli.transitions import seconds_text
 from dockyard_sdk import ApiError, Client, ConnectionFailed
 from dockyard_sdk import models as m
 from dockyard_sdk.lazy import load_later

@@ -1,8 +1,8 @@
 """The `dockyard` program's entry point: the commands that must start fast go their own way before the rest of
 the CLI is imported.
 
-`ssh --stdio` (the ProxyCommand of every `ssh dockyard.NAME`, `cli/proxy.py`), `--help` (`cli/helptext.py`) and
-`list` (`cli/listing.py`) run on the standard library alone; everything else, and any of these with arguments
+`ssh --stdio` (the ProxyCommand of every `ssh dockyard.NAME`, `cli/proxy.py`), `--help` (`cli/helptext.py`),
+`list` (`cli/listing.py`) and `start`, `stop`, `restart` (`cli/transitions.py`) run on the standard library alone; everything else, and any of these with arguments
 they do not take, goes to the Typer app in `cli/main.py`, which also explains a bad argument.
 """
 
@@ -24,6 +24,12 @@ def main() -> None:
         args = listing.parse_args(argv)
         if args is not None:
             sys.exit(listing.main(args))
+    elif argv[:1] in (["start"], ["stop"], ["restart"]):
+        from dockyard.cli import transitions
+
+        transition = transitions.parse_args(argv)
+        if transition is not None:
+            sys.exit(transitions.main(transition))
     elif argv == ["--help"]:
         from dockyard.cli import helptext
 

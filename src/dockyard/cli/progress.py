@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Self
 
 import typer
 
-from dockyard.cli import config, output
-from dockyard.cli.errors import CliError
-from dockyard.cli.render import log_text, seconds_text
+from dockyard.cli import config, output, transitions
+from dockyard.cli.render import log_text
 from dockyard_sdk import ApiError, Client, ConnectionFailed
 from dockyard_sdk import models as m
 from dockyard_sdk.units import format_duration
@@ -236,10 +235,8 @@ def wait(
                     log.broken = True
                 progress.change(current.status)
                 if time.monotonic() >= deadline:
-                    raise CliError(
-                        f"timed out after {format_duration(timedelta(seconds=timeout))} waiting for "
-                        f"{workspace.name} (still {current.status.value})",
-                        hint=_follow_hint(build, ref),
+                    raise transitions.timed_out(
+                        workspace.name, current.status.value, timeout=timeout, number=build.number, ref=ref
                     )
                 log.drain(seconds=min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
             log.catch_up(client, build.id)
@@ -249,25 +246,23 @@ def wait(
     finished = latest if latest.id == build.id else client.get_build(build.id)
     if finished.status is not m.BuildStatus.SUCCEEDED:
         _print_tail(client, finished, after=progress.shown)
-        verb = "was canceled" if finished.status is m.BuildStatus.CANCELED else "failed"
-        raise CliError(
-            f"build #{finished.number} ({finished.transition.value}) of {workspace.name} {verb}",
-            detail=current.status_reason or finished.error,
-            hint=f"see its whole log with `dockyard logs {ref} --build {finished.number}`",
+        raise transitions.failed(
+            workspace.name,
+            number=finished.number,
+            transition=finished.transition.value,
+            status=finished.status.value,
+            detail=current.status_reason or finished.error or "",
+            ref=ref,
         )
     took = finished.timings.get("total")
     output.message(
-        f"Workspace {workspace.name} is {current.status.value}"
-        + (f" (build #{finished.number} took {seconds_text(took)})" if took is not None else "")
+        transitions.done_text(workspace.name, current.status.value, number=finished.number, took=took)
     )
     return current
 
 
 def _follow_hint(build: m.WorkspaceBuild, ref: str) -> str:
-    return (
-        f"build #{build.number} goes on: follow it with `dockyard logs {ref} --follow`, "
-        f"or cancel it with `dockyard cancel {ref}`"
-    )
+    return transitions.follow_hint(build.number, ref)
 
 
 def _print_tail(client: Client, build: m.WorkspaceBuild, *, after: int) -> None:

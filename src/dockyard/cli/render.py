@@ -13,6 +13,7 @@ import typer
 
 from dockyard.cli import listing, output
 from dockyard.cli.output import Column
+from dockyard.cli.transitions import log_line_text, seconds_text
 from dockyard_sdk import models as m
 from dockyard_sdk.units import format_duration
 
@@ -22,8 +23,7 @@ def _utc(moment: datetime) -> datetime:
 
 
 def log_text(line: m.BuildLogLine) -> str:
-    # UTC, like every time the CLI prints, so that a log reads the same wherever it is looked at.
-    return f"{_utc(line.time):%H:%M:%S} {line.stage:<9} | {line.output}"
+    return log_line_text(line.time, line.stage, line.output)
 
 
 def value_text(value: object) -> str:
@@ -34,12 +34,6 @@ def value_text(value: object) -> str:
     if isinstance(value, list):
         return ", ".join(value_text(v) for v in value)
     return str(value)
-
-
-def seconds_text(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    return format_duration(timedelta(seconds=round(seconds)))
 
 
 def timings_text(build: m.WorkspaceBuild) -> str:

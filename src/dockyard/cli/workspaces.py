@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli import config, listing, output, progress, render
+from dockyard.cli import config, listing, output, progress, render, transitions
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard_sdk import Client
@@ -156,15 +156,13 @@ def _duration(text: str, option: str) -> float:
 
 # --- start, stop, restart, delete ------------------------------------------------------------------------------
 
-_VERBS = {m.Transition.START: "Starting", m.Transition.STOP: "Stopping", m.Transition.DELETE: "Deleting"}
-
 
 def _queue(client: Client, workspace: m.Workspace, transition: m.Transition, *, ref: str) -> m.WorkspaceBuild:
     if transition is m.Transition.DELETE:
         build = client.delete_workspace(workspace.id)
     else:
         build = client.create_build(workspace.id, m.CreateBuildRequest(transition=transition))
-    output.message(f"{_VERBS[transition]} {ref} (build #{build.number})")
+    output.message(transitions.queued_text(transition.value, ref, build.number))
     return build
 
 
@@ -174,7 +172,7 @@ def _apply(
     build = _queue(client, workspace, transition, ref=ref)
     if wait:
         return progress.wait(client, workspace, build, ref=ref, timeout=timeout)
-    output.message(f"Follow its progress with `dockyard logs {ref} --follow`")
+    output.message(transitions.follow_text(ref))
     return client.get_workspace(workspace.id)
 
 
