@@ -65,7 +65,7 @@ step "System packages"
 source "$REPO/scripts/lib/packages.sh"
 if has_apt; then
     # The OpenSSH client, sftp-server and rsync are the real clients of the SSH gateway tests.
-    install_missing postgresql openssh-client openssh-sftp-server rsync git python3 python3-venv curl ca-certificates e2fsprogs mount chromium etcd-server openssl
+    install_missing postgresql openssh-client openssh-sftp-server rsync git python3 python3-venv curl ca-certificates e2fsprogs mount chromium etcd-server openssl docker-registry
 else
     note "no apt-get here; expecting PostgreSQL's initdb, ssh and git to be installed already"
 fi

@@ -69,14 +69,13 @@ CASES = [
     ),
     (
         '{\n  "image": "dockyard/base:bookworm",\n  "features": {\n'
-        '    "ghcr.io/devcontainers/features/node:1": {}\n  }\n}',
+        '    "127.0.0.1:1/devcontainers/features/node:1": {}\n  }\n}',
         ".devcontainer/devcontainer.json asks for what Dockyard cannot honour.",
         [
             (
-                'features["ghcr.io/devcontainers/features/node:1"]',
-                "feature ghcr.io/devcontainers/features/node:1 cannot be fetched: its registry ghcr.io is not "
-                "reachable from this server; copy the feature into the repository and name it as a local "
-                "feature (./name)",
+                'features["127.0.0.1:1/devcontainers/features/node:1"]',
+                "feature 127.0.0.1:1/devcontainers/features/node:1 cannot be fetched from its registry "
+                "127.0.0.1:1: the registry is not reachable",
                 4,
             )
         ],

@@ -1,0 +1,211 @@
+"""OCI dev container features, fetched from a real registry (Debian's `docker-registry`, the CNCF distribution
+server, on loopback): pushed here with plain HTTP calls as the features distribution specification lays them out,
+then read like a local feature; and the refusals that name the feature and its registry."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dockyard.errors import ValidationFailed
+from dockyard.templates.devcontainer import layer, oci
+from dockyard.templates.devcontainer.plan import read
+
+CONFIG = ".devcontainer/devcontainer.json"
+REGISTRY = shutil.which("docker-registry")
+STORAGE: dict[str, Path] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The registry's address, `features/hello:1` pushed to it; its storage is at STORAGE[address]."""
+    if REGISTRY is None:
+        pytest.skip("docker-registry is not installed (scripts/test.sh installs it)")
+    folder = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    config = folder / "config.yml"
+    config.write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {folder}/data\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    process = subprocess.Popen(
+        [REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://{address}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("docker-registry did not start")
+            time.sleep(0.05)
+        _push(address, "features/hello", "1", _feature_tar())
+        STORAGE[address] = folder / "data"
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "features"
+    monkeypatch.setattr(oci, "_cache_dir", folder)
+    return folder
+
+
+def _feature_tar() -> bytes:
+    meta = {
+        "id": "hello",
+        "version": "1.0.0",
+        "options": {"greeting": {"type": "string", "default": "hi"}},
+        "containerEnv": {"HELLO_HOME": "/opt/hello"},
+        "installsAfter": ["./first"],
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (
+            ("devcontainer-feature.json", json.dumps(meta).encode()),
+            ("install.sh", b'#!/bin/sh\necho "$GREETING" > /opt/hello.txt\n'),
+        ):
+            info = tarfile.TarInfo(f"./{name}")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _blob(address: str, name: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    start = httpx.post(f"http://{address}/v2/{name}/blobs/uploads/")
+    assert start.status_code == 202, start.text
+    location = httpx.URL(f"http://{address}").join(start.headers["location"])
+    done = httpx.put(location.copy_merge_params({"digest": digest}), content=data)
+    assert done.status_code == 201, done.text
+    return digest
+
+
+def _push(address: str, name: str, tag: str, layer_tar: bytes, *, layer_digest: str | None = None) -> None:
+    """As `devcontainer features publish` does: an empty config and one devcontainers layer."""
+    config = b"{}"
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.devcontainers",
+            "digest": _blob(address, name, config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": oci.LAYER_TYPE,
+                "digest": layer_digest or _blob(address, name, layer_tar),
+                "size": len(layer_tar),
+                "annotations": {"org.opencontainers.image.title": "devcontainer-feature-hello.tgz"},
+            }
+        ],
+    }
+    response = httpx.put(
+        f"http://{address}/v2/{name}/manifests/{tag}",
+        content=json.dumps(manifest).encode(),
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert response.status_code == 201, response.text
+
+
+def _files(features: dict[str, Any]) -> dict[str, bytes]:
+    return {
+        CONFIG: json.dumps({"image": "x", "features": features}).encode(),
+        ".devcontainer/first/devcontainer-feature.json": b'{"id": "first"}',
+        ".devcontainer/first/install.sh": b"#!/bin/sh\n",
+    }
+
+
+def test_an_oci_feature_is_fetched_and_installed_like_a_local_one(registry: str, cache: Path) -> None:
+    ref = f"{registry}/features/hello:1"
+    files = _files({ref: {"greeting": "hello there"}, "./first": {}})
+    plan = read(files, CONFIG, workspace_name="repo")
+    # installsAfter orders it after the local feature it names, though written first.
+    assert [f.id for f in plan.features] == ["./first", ref]
+    hello = plan.features[1]
+    assert hello.env["GREETING"] == "hello there"
+    assert hello.container_env == {"HELLO_HOME": "/opt/hello"}
+    digest = "sha256-" + hashlib.sha256(_feature_tar()).hexdigest()
+    assert hello.folder == str(cache / digest)
+    assert sorted(p.name for p in (cache / digest).iterdir()) == ["devcontainer-feature.json", "install.sh"]
+
+    archive = layer.context(plan, files, base_image="sha256:abc", modes={})
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        script = tar.extractfile("features/1/install.sh").read()  # type: ignore[union-attr]
+        dockerfile = tar.extractfile(layer.DOCKERFILE).read().decode()  # type: ignore[union-attr]
+    assert script == b'#!/bin/sh\necho "$GREETING" > /opt/hello.txt\n'
+    assert "env GREETING='hello there' " in dockerfile
+    assert 'ENV HELLO_HOME="/opt/hello"' in dockerfile.splitlines()
+
+    # The second read finds the layer in the cache: same folder, same plan.
+    assert read(files, CONFIG, workspace_name="repo") == plan
+
+
+def _refusal(files: dict[str, bytes]) -> list[tuple[str, str]]:
+    with pytest.raises(ValidationFailed) as info:
+        read(files, CONFIG, workspace_name="repo")
+    return [(v.field, v.detail) for v in info.value.validations]
+
+
+def test_refusals_name_the_feature_and_its_registry(registry: str, cache: Path) -> None:
+    down = f"127.0.0.1:{_free_port()}"
+    # The registry checks a blob's digest at upload; its files are changed behind its back to serve bytes
+    # that do not match the digest the manifest names.
+    other = _feature_tar().replace(b"$GREETING", b"$GREETINX")
+    _push(registry, "features/tampered", "1", other)
+    hexdigest = hashlib.sha256(other).hexdigest()
+    stored = STORAGE[registry] / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    stored.write_bytes(_feature_tar())
+    refused = _refusal(
+        _files(
+            {
+                f"{down}/features/hello:1": {},
+                f"{registry}/features/hello:9": {},
+                f"{registry}/features/tampered:1": {},
+            }
+        )
+    )
+    assert refused == [
+        (
+            f'features["{down}/features/hello:1"]',
+            f"feature {down}/features/hello:1 cannot be fetched from its registry {down}: the registry is not "
+            "reachable",
+        ),
+        (
+            f'features["{registry}/features/hello:9"]',
+            f"feature {registry}/features/hello:9 cannot be fetched from its registry {registry}: "
+            "features/hello:9 is not in the registry",
+        ),
+        (
+            f'features["{registry}/features/tampered:1"]',
+            f"feature {registry}/features/tampered:1 cannot be fetched from its registry {registry}: "
+            f"the layer does not match its digest sha256:{hexdigest}",
+        ),
+    ]
+    assert not cache.exists() or list(cache.iterdir()) == []
