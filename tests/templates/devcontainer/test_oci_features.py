@@ -209,3 +209,47 @@ def test_refusals_name_the_feature_and_its_registry(registry: str, cache: Path) 
         ),
     ]
     assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_the_anonymous_bearer_token_flow_of_ghcr(cache: Path) -> None:
+    """ghcr.io's flow, against a fake transport (the tests reach no registry but loopback): a 401 whose
+    challenge names the token realm, an anonymous token, the same request again with it; https off loopback."""
+    tar = _feature_tar()
+    digest = "sha256:" + hashlib.sha256(tar).hexdigest()
+    manifest = {
+        "schemaVersion": 2,
+        "layers": [{"mediaType": oci.LAYER_TYPE, "digest": digest, "size": len(tar)}],
+    }
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url} {request.headers.get('authorization', '-')}")
+        if request.url.host == "auth.example":
+            return httpx.Response(200, json={"token": "anon"})
+        if request.headers.get("authorization") != "Bearer anon":
+            challenge = (
+                'Bearer realm="https://auth.example/token",service="ghcr.example",scope="repository:x:pull"'
+            )
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        if request.url.path.endswith("/manifests/1"):
+            return httpx.Response(200, json=manifest)
+        return httpx.Response(200, content=tar)
+
+    ref = oci.parse("ghcr.example/devcontainers/features/hello:1")
+    assert ref == oci.Reference("ghcr.example", "devcontainers/features/hello", "1")
+    folder = oci.fetch(ref, transport=httpx.MockTransport(handle))
+    assert (folder / "install.sh").read_bytes() == b'#!/bin/sh\necho "$GREETING" > /opt/hello.txt\n'
+    assert seen == [
+        "https://ghcr.example/v2/devcontainers/features/hello/manifests/1 -",
+        "https://auth.example/token?service=ghcr.example&scope=repository%3Ax%3Apull -",
+        "https://ghcr.example/v2/devcontainers/features/hello/manifests/1 Bearer anon",
+        f"https://ghcr.example/v2/devcontainers/features/hello/blobs/{digest} Bearer anon",
+    ]
+
+    def basic(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="private"'})
+
+    with pytest.raises(oci.FetchFailed) as info:
+        oci.fetch(oci.Reference("private.example", "f", "1"), transport=httpx.MockTransport(basic))
+    assert str(info.value) == "the registry asks for credentials; only public features can be fetched"
+    assert not cache.exists() or [p.name for p in cache.iterdir()] == [folder.name]

@@ -80,12 +80,14 @@ def registry_of(key: str) -> str:
     return ref.registry if ref is not None else "ghcr.io"
 
 
-def fetch(ref: Reference) -> Path:
-    """The folder the feature's layer is unpacked in; FetchFailed says why not."""
+def fetch(ref: Reference, *, transport: httpx.BaseTransport | None = None) -> Path:
+    """The folder the feature's layer is unpacked in; FetchFailed says why not. `transport`: for tests."""
     scheme = "http" if _loopback(ref.registry) else "https"
     base = f"{scheme}://{ref.registry}/v2/{ref.name}"
     try:
-        with httpx.Client(timeout=TIMEOUT, follow_redirects=True, max_redirects=5) as client:
+        with httpx.Client(
+            timeout=TIMEOUT, follow_redirects=True, max_redirects=5, transport=transport
+        ) as client:
             token = None
             response = _get(client, f"{base}/manifests/{ref.tag}", _MANIFEST_TYPES, None, MAX_MANIFEST_BYTES)
             if response[0] == 401:
