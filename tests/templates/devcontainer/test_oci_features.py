@@ -12,10 +12,12 @@ import socket
 import subprocess
 import tarfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
@@ -253,3 +255,28 @@ def test_the_anonymous_bearer_token_flow_of_ghcr(cache: Path) -> None:
         oci.fetch(oci.Reference("private.example", "f", "1"), transport=httpx.MockTransport(basic))
     assert str(info.value) == "the registry asks for credentials; only public features can be fetched"
     assert not cache.exists() or [p.name for p in cache.iterdir()] == [folder.name]
+
+
+@pytest.mark.docker
+@pytest.mark.engine_only
+def test_the_real_engine_runs_the_fetched_install_script(registry: str, base_image: str) -> None:
+    """The layer of an OCI feature, built by the engine over the base image: install.sh ran with its option."""
+    files = _files({f"{registry}/features/hello:1": {"greeting": "from the registry"}})
+    plan = read(files, CONFIG, workspace_name="repo")
+    archive = layer.context(plan, files, base_image=base_image, modes={})
+    client = docker.from_env()
+    tag = f"dockyard-test/oci-feature:{uuid.uuid4().hex[:8]}"
+    try:
+        client.images.build(
+            fileobj=io.BytesIO(archive),
+            custom_context=True,
+            encoding="gzip",
+            dockerfile=layer.DOCKERFILE,
+            tag=tag,
+            rm=True,
+        )
+        out = client.containers.run(tag, ["sh", "-c", "cat /opt/hello.txt; echo $HELLO_HOME"], remove=True)
+        assert out == b"from the registry\n/opt/hello\n"
+    finally:
+        client.images.remove(tag, force=True)
+        client.close()
