@@ -7,13 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
-import socket
-import subprocess
 import tarfile
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,51 +19,9 @@ import pytest
 from dockyard.errors import ValidationFailed
 from dockyard.templates.devcontainer import layer, oci
 from dockyard.templates.devcontainer.plan import read
+from tests.oci_registry import STORAGE, feature_tar, free_port, push
 
 CONFIG = ".devcontainer/devcontainer.json"
-REGISTRY = shutil.which("docker-registry")
-STORAGE: dict[str, Path] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The registry's address, `features/hello:1` pushed to it; its storage is at STORAGE[address]."""
-    if REGISTRY is None:
-        pytest.skip("docker-registry is not installed (scripts/test.sh installs it)")
-    folder = tmp_path_factory.mktemp("registry")
-    port = _free_port()
-    config = folder / "config.yml"
-    config.write_text(
-        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {folder}/data\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    process = subprocess.Popen(
-        [REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://{address}/v2/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("docker-registry did not start")
-            time.sleep(0.05)
-        _push(address, "features/hello", "1", _feature_tar())
-        STORAGE[address] = folder / "data"
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
@@ -76,64 +29,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "features"
     monkeypatch.setattr(oci, "_cache_dir", folder)
     return folder
-
-
-def _feature_tar() -> bytes:
-    meta = {
-        "id": "hello",
-        "version": "1.0.0",
-        "options": {"greeting": {"type": "string", "default": "hi"}},
-        "containerEnv": {"HELLO_HOME": "/opt/hello"},
-        "installsAfter": ["./first"],
-    }
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in (
-            ("devcontainer-feature.json", json.dumps(meta).encode()),
-            ("install.sh", b'#!/bin/sh\necho "$GREETING" > /opt/hello.txt\n'),
-        ):
-            info = tarfile.TarInfo(f"./{name}")
-            info.size, info.mode = len(data), 0o755
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _blob(address: str, name: str, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    start = httpx.post(f"http://{address}/v2/{name}/blobs/uploads/")
-    assert start.status_code == 202, start.text
-    location = httpx.URL(f"http://{address}").join(start.headers["location"])
-    done = httpx.put(location.copy_merge_params({"digest": digest}), content=data)
-    assert done.status_code == 201, done.text
-    return digest
-
-
-def _push(address: str, name: str, tag: str, layer_tar: bytes, *, layer_digest: str | None = None) -> None:
-    """As `devcontainer features publish` does: an empty config and one devcontainers layer."""
-    config = b"{}"
-    manifest: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.devcontainers",
-            "digest": _blob(address, name, config),
-            "size": len(config),
-        },
-        "layers": [
-            {
-                "mediaType": oci.LAYER_TYPE,
-                "digest": layer_digest or _blob(address, name, layer_tar),
-                "size": len(layer_tar),
-                "annotations": {"org.opencontainers.image.title": "devcontainer-feature-hello.tgz"},
-            }
-        ],
-    }
-    response = httpx.put(
-        f"http://{address}/v2/{name}/manifests/{tag}",
-        content=json.dumps(manifest).encode(),
-        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-    )
-    assert response.status_code == 201, response.text
 
 
 def _files(features: dict[str, Any]) -> dict[str, bytes]:
@@ -153,7 +48,7 @@ def test_an_oci_feature_is_fetched_and_installed_like_a_local_one(registry: str,
     hello = plan.features[1]
     assert hello.env["GREETING"] == "hello there"
     assert hello.container_env == {"HELLO_HOME": "/opt/hello"}
-    digest = "sha256-" + hashlib.sha256(_feature_tar()).hexdigest()
+    digest = "sha256-" + hashlib.sha256(feature_tar()).hexdigest()
     assert hello.folder == str(cache / digest)
     assert sorted(p.name for p in (cache / digest).iterdir()) == ["devcontainer-feature.json", "install.sh"]
 
@@ -176,14 +71,14 @@ def _refusal(files: dict[str, bytes]) -> list[tuple[str, str]]:
 
 
 def test_refusals_name_the_feature_and_its_registry(registry: str, cache: Path) -> None:
-    down = f"127.0.0.1:{_free_port()}"
+    down = f"127.0.0.1:{free_port()}"
     # The registry checks a blob's digest at upload; its files are changed behind its back to serve bytes
     # that do not match the digest the manifest names.
-    other = _feature_tar().replace(b"$GREETING", b"$GREETINX")
-    _push(registry, "features/tampered", "1", other)
+    other = feature_tar().replace(b"$GREETING", b"$GREETINX")
+    push(registry, "features/tampered", "1", other)
     hexdigest = hashlib.sha256(other).hexdigest()
     stored = STORAGE[registry] / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
-    stored.write_bytes(_feature_tar())
+    stored.write_bytes(feature_tar())
     refused = _refusal(
         _files(
             {
@@ -216,7 +111,7 @@ def test_refusals_name_the_feature_and_its_registry(registry: str, cache: Path) 
 def test_the_anonymous_bearer_token_flow_of_ghcr(cache: Path) -> None:
     """ghcr.io's flow, against a fake transport (the tests reach no registry but loopback): a 401 whose
     challenge names the token realm, an anonymous token, the same request again with it; https off loopback."""
-    tar = _feature_tar()
+    tar = feature_tar()
     digest = "sha256:" + hashlib.sha256(tar).hexdigest()
     manifest = {
         "schemaVersion": 2,
