@@ -10,6 +10,7 @@
 # Setup, skipped when already satisfied so that a second run starts at once:
 #   apt-get: postgresql (tests/pg.py starts a throwaway cluster with initdb/pg_ctl as the postgres user; the
 #   Debian package's own cluster does not need to run), openssh-client, git, python3, python3-venv, curl;
+#   docker-registry (a real OCI registry for the dev container feature tests; the tests run its binary on loopback);
 #   uv (pip, into a small tools venv) when it is not on PATH; `uv sync --frozen` into .venv/.
 # Checks, all run even when one fails: lock file current, ruff check, ruff format --check, mypy, the import
 # rules of docs/ARCHITECTURE.md (import-linter, contracts in pyproject.toml), pytest on
@@ -65,7 +66,7 @@ step "System packages"
 source "$REPO/scripts/lib/packages.sh"
 if has_apt; then
     # The OpenSSH client, sftp-server and rsync are the real clients of the SSH gateway tests.
-    install_missing postgresql openssh-client openssh-sftp-server rsync git python3 python3-venv curl ca-certificates e2fsprogs mount chromium etcd-server openssl
+    install_missing postgresql openssh-client openssh-sftp-server rsync git python3 python3-venv curl ca-certificates e2fsprogs mount chromium etcd-server openssl docker-registry
 else
     note "no apt-get here; expecting PostgreSQL's initdb, ssh and git to be installed already"
 fi

@@ -16,7 +16,7 @@ from tests import pg
 from tests.fakes import FakeRuntime
 from tests.harness import Harness, make_harness
 
-pytest_plugins = ["tests.docker_fixtures", "tests.live"]
+pytest_plugins = ["tests.docker_fixtures", "tests.live", "tests.oci_registry"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

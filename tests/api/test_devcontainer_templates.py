@@ -3,12 +3,14 @@ otherwise with the file, line and property, and nothing made."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
 from dockyard_sdk import ApiError
 from tests.harness import Harness, manifest_yaml, tar_gz
+from tests.oci_registry import feature_tar
 
 CONFIG = ".devcontainer/devcontainer.json"
 
@@ -69,14 +71,13 @@ CASES = [
     ),
     (
         '{\n  "image": "dockyard/base:bookworm",\n  "features": {\n'
-        '    "ghcr.io/devcontainers/features/node:1": {}\n  }\n}',
+        '    "127.0.0.1:1/devcontainers/features/node:1": {}\n  }\n}',
         ".devcontainer/devcontainer.json asks for what Dockyard cannot honour.",
         [
             (
-                'features["ghcr.io/devcontainers/features/node:1"]',
-                "feature ghcr.io/devcontainers/features/node:1 cannot be fetched: its registry ghcr.io is not "
-                "reachable from this server; copy the feature into the repository and name it as a local "
-                "feature (./name)",
+                'features["127.0.0.1:1/devcontainers/features/node:1"]',
+                "feature 127.0.0.1:1/devcontainers/features/node:1 cannot be fetched from its registry "
+                "127.0.0.1:1: the registry is not reachable",
                 4,
             )
         ],
@@ -153,3 +154,33 @@ def test_a_local_feature_without_its_install_script_is_refused(h: Harness) -> No
     assert [(v.field, v.detail, v.line) for v in error.validations] == [
         ('features["./tool"]', ".devcontainer/tool needs devcontainer-feature.json and install.sh", 2)
     ]
+
+
+def test_an_oci_feature_is_fetched_at_push_into_the_data_dir(h: Harness, registry: str) -> None:
+    """The server fetches the feature from its registry (a real one on loopback, tests/oci_registry.py) when the
+    template is pushed, keeps it per digest under its data dir, and reads it again when a workspace starts."""
+    ref = f"{registry}/features/hello:1"
+    config = {"image": "dockyard/base:bookworm", "features": {ref: {"greeting": "pushed"}}}
+    created = h.admin.create_template(tar_gz({"dockyard.yaml": _manifest(), CONFIG: json.dumps(config)}))
+    assert created.active_version is not None
+    digest = "sha256-" + hashlib.sha256(feature_tar()).hexdigest()
+    cached = h.data_dir / "devcontainer-features" / digest
+    assert sorted(p.name for p in cached.iterdir()) == ["devcontainer-feature.json", "install.sh"]
+    ws = h.workspace("dc", name="oci-ws")
+    assert ws.latest_build.status == "succeeded"
+
+
+def test_an_unknown_oci_feature_tag_is_refused_at_push(h: Harness, registry: str) -> None:
+    ref = f"{registry}/features/hello:2"
+    error = _refused(
+        h, {CONFIG: json.dumps({"image": "dockyard/base:bookworm", "features": {ref: {}}}, indent=1)}
+    )
+    assert error.status_code == 422
+    assert [(v.field, v.detail, v.line) for v in error.validations] == [
+        (
+            f'features["{ref}"]',
+            f"feature {ref} cannot be fetched from its registry {registry}: features/hello:2 is not in the registry",
+            4,
+        )
+    ]
+    assert not (h.data_dir / "devcontainer-features").exists()

@@ -94,14 +94,14 @@ def test_up_of_a_git_url_reads_it_here_and_clones_it_in_the_workspace(logged_in:
 
 
 def test_up_refuses_a_configuration_and_uploads_nothing(logged_in: Cli, tmp_path: Path, h: Harness) -> None:
-    repo = _repo(tmp_path / "bad", '{\n  "image": "x",\n  "features": {"ghcr.io/acme/tool:1": {}}\n}\n')
+    # Port 1 on loopback: a registry that is not running (never the internet from a test).
+    repo = _repo(tmp_path / "bad", '{\n  "image": "x",\n  "features": {"127.0.0.1:1/acme/tool:1": {}}\n}\n')
     result = logged_in("up", str(repo), "--no-wait")
     assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr == (
         "error: .devcontainer/devcontainer.json asks for what Dockyard cannot honour.\n"
-        '  .devcontainer/devcontainer.json:3: features["ghcr.io/acme/tool:1"]: feature ghcr.io/acme/tool:1 '
-        "cannot be fetched: its registry ghcr.io is not reachable from this server; copy the feature into the "
-        "repository and name it as a local feature (./name)\n"
+        '  .devcontainer/devcontainer.json:3: features["127.0.0.1:1/acme/tool:1"]: feature '
+        "127.0.0.1:1/acme/tool:1 cannot be fetched from its registry 127.0.0.1:1: the registry is not reachable\n"
     )
     assert h.admin.list_templates() == []
 

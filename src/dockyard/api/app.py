@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -54,6 +55,7 @@ from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
 from dockyard.store.migrate import migrate
 from dockyard.templates import service as templates_service
 from dockyard.templates.archive import MAX_ARCHIVE_BYTES
+from dockyard.templates.devcontainer import oci as oci_features
 from dockyard.tunnel.devcontainer import LifecycleHooks
 from dockyard.tunnel.hub import AgentHub
 from dockyard.tunnel.install import install_agent
@@ -150,6 +152,8 @@ def create_app(
 ) -> FastAPI:
     # Before the database is first opened: SQLite gives its WAL and shared-memory files the database's mode.
     datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
+    # Dev container features fetched from registries (templates/devcontainer/oci.py) are kept per digest.
+    oci_features.set_cache_dir(Path(settings.data_dir) / "devcontainer-features")
     # Every worker may hold a connection for a moment beside the request threads' 40.
     engine = engine or make_engine(
         settings.resolved_database_url, pool_size=40 + worker_count(settings.provisioner_workers)

@@ -377,6 +377,7 @@ def provisioner(
     from dockyard.runtimes.factory import runtime_for
     from dockyard.store.db import libpq_url, make_engine, make_sessionmaker
     from dockyard.store.migrate import current_revision, head_revision
+    from dockyard.templates.devcontainer import oci as oci_features
     from dockyard.tunnel.install import install_agent
     from dockyard.tunnel.links import AgentLinks
 
@@ -402,6 +403,8 @@ def provisioner(
     )
     # Workspaces this process starts mount the agent from its own data dir (another host's, or a fresh one).
     install_agent(settings.agent_dir)
+    # A workspace start reads its dev container plan again, OCI features included, as the server does.
+    oci_features.set_cache_dir(Path(settings.data_dir) / "devcontainer-features")
     engine = make_engine(settings.resolved_database_url, pool_size=count)
     if current_revision(engine) != head_revision():
         typer.echo(

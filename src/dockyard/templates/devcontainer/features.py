@@ -1,4 +1,4 @@
-"""Local dev container features: read from the template's files, their options as environment variables, and
+"""Dev container features, local (from the template's files) and OCI (fetched: oci.py): their options as environment variables, and
 their install order (`installsAfter`, `overrideFeatureInstallOrder`)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.templates.devcontainer import model
+from dockyard.templates.devcontainer import model, oci
 
 FEATURE_FILE = "devcontainer-feature.json"
 FEATURE_SCRIPT = "install.sh"
@@ -20,12 +20,12 @@ Refuse = Callable[[tuple[str | int, ...], str], None]
 
 @dataclass(frozen=True)
 class Feature:
-    """A local feature, in install order."""
+    """A feature, in install order."""
 
     id: str
     """As written in `features` (e.g. `./my-feature`)."""
     folder: str
-    """Its folder among the template's files."""
+    """Its folder among the template's files; for an OCI feature, the absolute folder it is unpacked in."""
     env: dict[str, str]
     """Options as environment variables (names upper-cased as the specification says)."""
     container_env: dict[str, str]
@@ -50,26 +50,35 @@ def read_features(
     found: dict[str, tuple[Feature, tuple[str, ...], str]] = {}
     for key, value in config.features.items():
         path = ("features", key)
+        lookup: Mapping[str, bytes] = files
         if not key.startswith(("./", "../")):
-            registry = key.split("/", 1)[0] if "/" in key else "ghcr.io"
-            if key.startswith(("http://", "https://")):
-                registry = key.split("/")[2]
-            refuse(
-                path,
-                f"feature {key} cannot be fetched: its registry {registry} is not reachable from this server; "
-                "copy the feature into the repository and name it as a local feature (./name)",
-            )
-            continue
-        folder = inside(base, key.rstrip("/"))
-        if folder is None:
-            refuse(path, f"{key} leaves the template's files")
-            continue
+            ref = oci.parse(key)
+            if ref is None:
+                refuse(
+                    path,
+                    f"feature {key} cannot be fetched: its registry {oci.registry_of(key)} is not reachable from "
+                    "this server; copy the feature into the repository and name it as a local feature (./name)",
+                )
+                continue
+            try:
+                fetched = oci.fetch(ref)
+            except oci.FetchFailed as exc:
+                refuse(path, f"feature {key} cannot be fetched from its registry {ref.registry}: {exc}")
+                continue
+            folder = str(fetched)
+            lookup = {f"{folder}/{name}": data for name, data in oci.read_folder(fetched).items()}
+        else:
+            relative = inside(base, key.rstrip("/"))
+            if relative is None:
+                refuse(path, f"{key} leaves the template's files")
+                continue
+            folder = relative
         meta_file = f"{folder}/{FEATURE_FILE}"
-        if meta_file not in files or f"{folder}/{FEATURE_SCRIPT}" not in files:
+        if meta_file not in lookup or f"{folder}/{FEATURE_SCRIPT}" not in lookup:
             refuse(path, f"{folder} needs {FEATURE_FILE} and {FEATURE_SCRIPT}")
             continue
         try:
-            meta = json.loads(files[meta_file].decode("utf-8"))
+            meta = json.loads(lookup[meta_file].decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             refuse(path, f"{meta_file} is not valid JSON: {exc}")
             continue

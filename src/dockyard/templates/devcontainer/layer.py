@@ -15,7 +15,9 @@ import posixpath
 import shlex
 import tarfile
 from collections.abc import Mapping
+from pathlib import Path
 
+from dockyard.templates.devcontainer import oci
 from dockyard.templates.devcontainer.features import FEATURE_SCRIPT
 from dockyard.templates.devcontainer.plan import Plan
 
@@ -33,6 +35,9 @@ def context(plan: Plan, files: Mapping[str, bytes], *, base_image: str, modes: M
     members: dict[str, tuple[bytes, int]] = {}
     for index, feature in enumerate(plan.features):
         staged = f"features/{index}"
+        if feature.folder.startswith("/"):  # an OCI feature, unpacked in the cache when the plan was read
+            for path, data in oci.read_folder(Path(feature.folder)).items():
+                members[f"{staged}/{path}"] = (data, 0o755 if path.endswith(".sh") else 0o644)
         prefix = feature.folder + "/"
         for path, data in files.items():
             if path.startswith(prefix):
