@@ -125,7 +125,7 @@ class Background:
         self.prebuild_pool.wakeup.set()
         if self._jobs is not None:
             self._jobs.cancel()
-        queue.wakeup.notify()
+        queue.wakeup.notify_all()
         for thread in self.threads:
             thread.join(timeout)
         if self.instance is not None:
