@@ -369,7 +369,8 @@ def bursts(sizes: list[int], warm_networks: str, missed: list[str]) -> None:
             report(f"  build phases, mean s: {phase_means(client, ids)}")
             # The server's own share of the host's CPU during the burst, and how loaded the host was.
             report(
-                f"  server CPU during the burst {cpu:.1f} s; load average {load_before:.1f} before, {load:.1f} after"
+                f"  server CPU during the burst {cpu:.1f} s ({cpu / size:.3f} s per workspace); load average "
+                f"{load_before:.1f} before, {load:.1f} after"
             )
             if ratio > 1.5:
                 missed.append(f"burst {size}")
