@@ -64,6 +64,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Labels and names of this run's baseline objects: a benchmark running next to this one has another id.
 RUN = uuid.uuid4().hex[:8]
 BASELINE = f"dockyard.bench={RUN}"
+# `--profile PATH`: the servers run under bench/profile_server.py, which writes their CPU profile there.
+PROFILE: str | None = None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -184,9 +186,12 @@ def server(workers: int | str, warm_networks: str = "0") -> Iterator[tuple[Clien
     data_dir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     port = free_port()
     log = (data_dir / "server.log").open("w")
+    program = [str(ROOT / ".venv/bin/dockyard")]
+    if PROFILE:
+        program = [sys.executable, str(ROOT / "bench/profile_server.py")]
     process = subprocess.Popen(
         [
-            str(ROOT / ".venv/bin/dockyard"),
+            *program,
             "server",
             "--listen",
             f"127.0.0.1:{port}",
@@ -205,6 +210,7 @@ def server(workers: int | str, warm_networks: str = "0") -> Iterator[tuple[Clien
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "DOCKYARD_PROFILE_OUT": PROFILE or ""},
     )
     url = f"http://127.0.0.1:{port}"
     deployment = ""
@@ -363,7 +369,8 @@ def bursts(sizes: list[int], warm_networks: str, missed: list[str]) -> None:
             report(f"  build phases, mean s: {phase_means(client, ids)}")
             # The server's own share of the host's CPU during the burst, and how loaded the host was.
             report(
-                f"  server CPU during the burst {cpu:.1f} s; load average {load_before:.1f} before, {load:.1f} after"
+                f"  server CPU during the burst {cpu:.1f} s ({cpu / size:.3f} s per workspace); load average "
+                f"{load_before:.1f} before, {load:.1f} after"
             )
             if ratio > 1.5:
                 missed.append(f"burst {size}")
@@ -418,7 +425,15 @@ def main() -> None:
     parser.add_argument(
         "--cli", action="store_true", help="also the CLI's dead time (create/stop/start against the API)"
     )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="run the server under cProfile (every thread, CPU time; bench/profile_server.py) and write the "
+        "profile to PATH when it stops",
+    )
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     if args.pool_claim:
         docker("image", "inspect", IMAGE)
         missed_claims: list[str] = []

@@ -84,6 +84,10 @@ class Background:
             with self.sessions() as db:
                 reconcile.recover_orphaned_builds(db, self.instance)
         bus = bus_of(self.sessions)
+        if bus is not None and self.instance is not None:
+            # On SQLite, a `dockyard provisioner` beside this server holds another slot of the data dir.
+            instance = self.instance
+            bus.hears_all_when(lambda: not instance.has_peers())
         if bus is not None and self.workers:
             self._jobs = bus.pubsub.subscribe(channels.JOBS, lambda _build: queue.wakeup.notify())
         for index in range(self.workers):
@@ -125,7 +129,7 @@ class Background:
         self.prebuild_pool.wakeup.set()
         if self._jobs is not None:
             self._jobs.cancel()
-        queue.wakeup.notify()
+        queue.wakeup.notify_all()
         for thread in self.threads:
             thread.join(timeout)
         if self.instance is not None:

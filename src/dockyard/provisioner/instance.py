@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class Instance:
     slot: int
     boot: str = field(default_factory=lambda: secrets.token_hex(4))
     _fd: int | None = field(default=None, repr=False)
+    _peers: tuple[float, bool] = field(default=(0.0, False), repr=False)
 
     @classmethod
     def acquire(cls, data_dir: Path) -> Instance:
@@ -97,6 +99,24 @@ class Instance:
         # Nobody holds that slot: its last holder is gone. Let go at once, so a starting process can take it.
         os.close(fd)
         return True
+
+    def has_peers(self) -> bool:
+        """Whether another live process holds a slot of this data dir (a `dockyard provisioner` beside a SQLite
+        server); the answer is kept for a second."""
+        checked, answer = self._peers
+        if time.monotonic() - checked < 1.0:
+            return answer
+        answer = False
+        for path in (self.data_dir / "instances").glob("slot-*.lock"):
+            if path.name == f"slot-{self.slot}.lock":
+                continue
+            fd = _try_lock(path)
+            if fd is None:
+                answer = True
+                break
+            os.close(fd)
+        self._peers = (time.monotonic(), answer)
+        return answer
 
     def release(self) -> None:
         if self._fd is not None:

@@ -20,6 +20,18 @@ class Wakeup:
         self._generation = 0
 
     def notify(self) -> None:
+        """One build was queued: wake one idle worker for it.
+
+        One, not all: each notify is one build, and with 64 workers waking every idle worker for each build of
+        a burst of 50 cost thousands of wake-ups and empty claims, about a fifth of the server's CPU. A woken
+        worker that finds nothing goes back to waiting; busy workers look at the queue again when they finish.
+        """
+        with self._condition:
+            self._generation += 1
+            self._condition.notify(1)
+
+    def notify_all(self) -> None:
+        """Wake every idle worker (at shutdown, so they see the stop)."""
         with self._condition:
             self._generation += 1
             self._condition.notify_all()

@@ -262,6 +262,8 @@ class HostFirewall:
             if result.returncode != 0:
                 continue
             for line in result.stdout.splitlines():
+                if prefix not in line or bridge not in line:
+                    continue
                 words = shlex.split(line)
                 spec = tuple(words[2:])
                 comment = _option(spec, "--comment") or ""
@@ -305,6 +307,9 @@ class HostFirewall:
         found = []
         prefix = f"{COMMENT_PREFIX}{self.deployment}:"
         for line in result.stdout.splitlines():
+            # Other deployments' rules share the chain on a shared engine: skip them before the (slow) split.
+            if prefix not in line:
+                continue
             words = shlex.split(line)
             if words[:2] != ["-A", CHAIN]:
                 continue
