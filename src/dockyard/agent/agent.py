@@ -74,6 +74,13 @@ READ_LIMIT = 4 << 20
 # that lost their replica together come back spread out instead of in one burst.
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 4.0
+# Until its first welcome the agent is awaited: the workspace is not ready before it connects, so it must not
+# sleep through the moment the control plane can take it. A private socket that is not there yet (the hub
+# listens when the server gets to it) is tried again every FIRST_DIAL_POLL, as a failed connect to a unix
+# socket costs one system call; a network link starts its backoff lower. Both for FIRST_DIAL_FAST at most.
+FIRST_DIAL_POLL = 0.05
+FIRST_BACKOFF_MIN = 0.1
+FIRST_DIAL_FAST = 10.0
 HELLO_TIMEOUT = 30.0
 # How long a git credential request may wait for the control plane.
 CREDENTIAL_TIMEOUT = 20.0
@@ -1658,14 +1665,17 @@ class Agent:
     # the control connection
 
     async def _control_loop(self) -> None:
-        delay = BACKOFF_MIN
+        delay = FIRST_BACKOFF_MIN
         last_problem = ("", 0.0)
+        welcomed = False
+        fast_until = time.monotonic() + FIRST_DIAL_FAST
         while True:
             try:
                 outcome, problem = await self._control_session()
             except Exception:  # noqa: BLE001 - the outermost loop: a bug in one session must not end re-dialing
                 outcome, problem = "lost", "control connection failed:\n" + traceback.format_exc()
             if outcome == "welcomed":
+                welcomed = True
                 delay = BACKOFF_MIN
             # This replica failed or lost us; another one (when there are several) gets the next attempt, so an
             # agent whose replica died goes straight to a live one.
@@ -1677,6 +1687,13 @@ class Agent:
                 # A bad token stays bad until someone fixes it; no point in hammering the control plane.
                 await asyncio.sleep(random.uniform(5.0, 10.0))
                 continue
+            awaited = not welcomed and time.monotonic() < fast_until
+            if awaited and outcome == "unreachable" and not self.link.urls:
+                await asyncio.sleep(FIRST_DIAL_POLL)
+                continue
+            if not awaited:
+                # Welcomed once, or not within FIRST_DIAL_FAST (the control plane is down, not about to take us).
+                delay = max(delay, BACKOFF_MIN)
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, BACKOFF_MAX)
 
