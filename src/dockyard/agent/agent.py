@@ -28,14 +28,11 @@ if (
 
 import abc
 import asyncio
-import base64
 import contextlib
 import errno
 import fcntl
-import hashlib
 import itertools
 import json
-import pty
 import pwd
 import random
 import signal
@@ -43,14 +40,12 @@ import socket
 import stat
 import struct
 import subprocess
-import tempfile
 import termios
 import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
 
 VERSION = "0.1.0"
 PROTOCOL = 1
@@ -236,6 +231,20 @@ async def _wait_closed(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+def private_folder(prefix: str) -> str:
+    """A new folder that only this user can enter, in $TMPDIR or /tmp: `tempfile.mkdtemp`'s promise without
+    importing `tempfile` (and `shutil`, `random`, `weakref` behind it) at every agent's start."""
+    base = os.environ.get("TMPDIR") or "/tmp"  # noqa: S108 - a fresh 0700 folder with an unguessable name
+    for _ in range(100):
+        path = os.path.join(base, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no unused temporary folder name", base)
+
+
 async def dial(path: str) -> Conn:
     reader, writer = await asyncio.open_unix_connection(path, limit=READ_LIMIT)
     return Conn(reader, writer)
@@ -291,6 +300,12 @@ async def ws_connect(
     url: str, token: str, ca_bundle: str = ""
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """The upgraded connection to `url`'s agent link; raises LinkRefused for 401/403, OSError otherwise."""
+    # Imported here, as the other modules only the network link needs: every agent's start pays for what it
+    # imports, times every workspace of a burst, on the link socket too.
+    import base64
+    import hashlib
+    from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LinkRefused(f"{url!r} is not an http:// or https:// URL")
@@ -965,6 +980,8 @@ async def spawn_pty(
     height: int,
     on_data: Callable[[bytes], None],
 ) -> Child:
+    import pty  # only a terminal needs it
+
     master, slave = pty.openpty()
     try:
         with contextlib.suppress(OSError):
@@ -1492,7 +1509,7 @@ class Agent:
     async def _serve_task_reports(self) -> asyncio.AbstractServer | None:
         """Listen where `dockyard-agent report` finds us; the folder is the workspace user's alone."""
         try:
-            folder = tempfile.mkdtemp(prefix="dockyard-agent-")
+            folder = private_folder("dockyard-agent-")
             path = os.path.join(folder, "task.sock")
             server = await asyncio.start_unix_server(self._task_client, path)
         except OSError as exc:
