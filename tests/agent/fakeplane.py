@@ -202,9 +202,20 @@ class FakePlane:
         self._attached: dict[str, asyncio.Future[FrameConn]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.AbstractServer | None = None
+        self.listening_at: float | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._accept, self.path)
+        self.listening_at = asyncio.get_running_loop().time()
+
+    def start_later(self, delay: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            await self.start()
+
+        task = asyncio.ensure_future(later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -258,12 +269,22 @@ class AgentEnv:
         self.expect_errors = False
 
     async def start(
-        self, *, token: str = TOKEN, token_file: str | None = None, wrapper: str | None = None, **welcome: Any
+        self,
+        *,
+        token: str = TOKEN,
+        token_file: str | None = None,
+        wrapper: str | None = None,
+        listen_after: float = 0.0,
+        **welcome: Any,
     ) -> FakePlane:
         """Start the plane and the agent; `wrapper` is Python code run instead, with the agent's path as argv[1].
-        With `token_file` the agent reads its token from that file (as in a workspace) instead of `--token`."""
+        With `token_file` the agent reads its token from that file (as in a workspace) instead of `--token`.
+        With `listen_after` the plane's socket appears only that many seconds after the agent started."""
         self.plane = FakePlane(os.path.join(self.socket_dir, "agent.sock"), welcome=welcome)
-        await self.plane.start()
+        if listen_after > 0:
+            self.plane.start_later(listen_after)
+        else:
+            await self.plane.start()
         env = {**os.environ, "HOME": str(self.home), "DOCKYARD_WORKSPACE_NAME": "dev"}
         env.pop("DOCKYARD_AGENT_TOKEN", None)
         with self.stderr_path.open("wb") as stderr:

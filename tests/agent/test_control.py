@@ -99,6 +99,22 @@ async def test_long_lines_are_split_at_4_kib(agent: AgentEnv) -> None:
     assert [len(line) for line in control.log_lines("startup_script")] == [4096, 4096, 1808]
 
 
+async def test_first_connect_follows_a_socket_that_appears_late_without_backing_off(agent: AgentEnv) -> None:
+    # The hub listens in a workspace's link folder when the server gets to it, which under a burst of creates
+    # can be after the container started: the agent must connect as soon as the socket is there, not sleep
+    # through a backoff (4 s at most before this) while the workspace waits for it.
+    plane = await agent.start(listen_after=2.5)
+    control = await plane.control(timeout=15)
+
+    assert plane.listening_at is not None
+    waited = asyncio.get_running_loop().time() - plane.listening_at
+    assert waited < 0.8, f"the agent connected {waited:.2f} s after the socket appeared"
+    await control.wait_state("ready")
+    assert len(plane.hellos) == 1
+    # The missing socket is said once, not once per attempt.
+    assert agent.stderr().count("cannot reach the control plane") == 1, agent.stderr()
+
+
 async def test_redial_after_the_server_drops_resends_state_without_rerunning_the_script(
     agent: AgentEnv,
 ) -> None:

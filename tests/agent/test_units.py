@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ast
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from dockyard.agent import AGENT_FILE, agent
+from tests.agent.fakeplane import AGENT_PYTHON
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -27,6 +31,31 @@ def test_the_agent_parses_as_python_3_9_and_imports_nothing_from_dockyard() -> N
     assert not {name for name in imported if name.startswith("dockyard")}
     assert agent.VERSION == "0.1.0"
     assert agent.PROTOCOL == 1
+
+
+def test_the_agents_start_imports_only_what_the_link_socket_needs() -> None:
+    # Every workspace's start pays for the agent's imports (asyncio is most of it); these are only for the
+    # network link, terminals and scripts, and are imported where those start.
+    probe = (
+        "import sys; sys.modules['ssl'] = None; sys.path.insert(0, sys.argv[1]); import agent; "
+        "print(' '.join(sorted({'tempfile', 'shutil', 'urllib.parse', 'pty', 'base64'} & set(sys.modules))))"
+    )
+    done = subprocess.run(
+        [AGENT_PYTHON, "-I", "-c", probe, str(AGENT_FILE.parent)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == ""
+
+
+def test_the_private_folder_is_new_and_the_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    first, second = agent.private_folder("dockyard-agent-"), agent.private_folder("dockyard-agent-")
+    assert first != second
+    for folder in (first, second):
+        assert Path(folder).parent == tmp_path
+        assert Path(folder).name.startswith("dockyard-agent-")
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
 
 
 def test_cgroup_v2_cpu_and_memory(tmp_path: Path) -> None:

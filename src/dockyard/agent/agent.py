@@ -28,14 +28,11 @@ if (
 
 import abc
 import asyncio
-import base64
 import contextlib
 import errno
 import fcntl
-import hashlib
 import itertools
 import json
-import pty
 import pwd
 import random
 import signal
@@ -43,14 +40,12 @@ import socket
 import stat
 import struct
 import subprocess
-import tempfile
 import termios
 import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
 
 VERSION = "0.1.0"
 PROTOCOL = 1
@@ -74,6 +69,13 @@ READ_LIMIT = 4 << 20
 # that lost their replica together come back spread out instead of in one burst.
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 4.0
+# Until its first welcome the agent is awaited: the workspace is not ready before it connects, so it must not
+# sleep through the moment the control plane can take it. A private socket that is not there yet (the hub
+# listens when the server gets to it) is tried again every FIRST_DIAL_POLL, as a failed connect to a unix
+# socket costs one system call; a network link starts its backoff lower. Both for FIRST_DIAL_FAST at most.
+FIRST_DIAL_POLL = 0.05
+FIRST_BACKOFF_MIN = 0.1
+FIRST_DIAL_FAST = 10.0
 HELLO_TIMEOUT = 30.0
 # How long a git credential request may wait for the control plane.
 CREDENTIAL_TIMEOUT = 20.0
@@ -229,6 +231,20 @@ async def _wait_closed(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+def private_folder(prefix: str) -> str:
+    """A new folder that only this user can enter, in $TMPDIR or /tmp: `tempfile.mkdtemp`'s promise without
+    importing `tempfile` (and `shutil`, `random`, `weakref` behind it) at every agent's start."""
+    base = os.environ.get("TMPDIR") or "/tmp"  # noqa: S108 - a fresh 0700 folder with an unguessable name
+    for _ in range(100):
+        path = os.path.join(base, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no unused temporary folder name", base)
+
+
 async def dial(path: str) -> Conn:
     reader, writer = await asyncio.open_unix_connection(path, limit=READ_LIMIT)
     return Conn(reader, writer)
@@ -284,6 +300,12 @@ async def ws_connect(
     url: str, token: str, ca_bundle: str = ""
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """The upgraded connection to `url`'s agent link; raises LinkRefused for 401/403, OSError otherwise."""
+    # Imported here, as the other modules only the network link needs: every agent's start pays for what it
+    # imports, times every workspace of a burst, on the link socket too.
+    import base64
+    import hashlib
+    from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LinkRefused(f"{url!r} is not an http:// or https:// URL")
@@ -958,6 +980,8 @@ async def spawn_pty(
     height: int,
     on_data: Callable[[bytes], None],
 ) -> Child:
+    import pty  # only a terminal needs it
+
     master, slave = pty.openpty()
     try:
         with contextlib.suppress(OSError):
@@ -1485,7 +1509,7 @@ class Agent:
     async def _serve_task_reports(self) -> asyncio.AbstractServer | None:
         """Listen where `dockyard-agent report` finds us; the folder is the workspace user's alone."""
         try:
-            folder = tempfile.mkdtemp(prefix="dockyard-agent-")
+            folder = private_folder("dockyard-agent-")
             path = os.path.join(folder, "task.sock")
             server = await asyncio.start_unix_server(self._task_client, path)
         except OSError as exc:
@@ -1658,14 +1682,17 @@ class Agent:
     # the control connection
 
     async def _control_loop(self) -> None:
-        delay = BACKOFF_MIN
+        delay = FIRST_BACKOFF_MIN
         last_problem = ("", 0.0)
+        welcomed = False
+        fast_until = time.monotonic() + FIRST_DIAL_FAST
         while True:
             try:
                 outcome, problem = await self._control_session()
             except Exception:  # noqa: BLE001 - the outermost loop: a bug in one session must not end re-dialing
                 outcome, problem = "lost", "control connection failed:\n" + traceback.format_exc()
             if outcome == "welcomed":
+                welcomed = True
                 delay = BACKOFF_MIN
             # This replica failed or lost us; another one (when there are several) gets the next attempt, so an
             # agent whose replica died goes straight to a live one.
@@ -1677,6 +1704,13 @@ class Agent:
                 # A bad token stays bad until someone fixes it; no point in hammering the control plane.
                 await asyncio.sleep(random.uniform(5.0, 10.0))
                 continue
+            awaited = not welcomed and time.monotonic() < fast_until
+            if awaited and outcome == "unreachable" and not self.link.urls:
+                await asyncio.sleep(FIRST_DIAL_POLL)
+                continue
+            if not awaited:
+                # Welcomed once, or not within FIRST_DIAL_FAST (the control plane is down, not about to take us).
+                delay = max(delay, BACKOFF_MIN)
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, BACKOFF_MAX)
 
