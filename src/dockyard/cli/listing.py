@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from dockyard.cli.errors import CliError, error_lines, unreachable
 from dockyard_sdk.plain import JsonSource
 from dockyard_sdk.units import format_duration
 
@@ -213,36 +212,6 @@ def ttl_text(ttl_ms: int | None, deadline: datetime | None) -> str:
 
 def main(args: ListArgs) -> int:
     """`dockyard list` before Typer is imported: exit code 0, or 1 after an `error: …` on stderr."""
-    from dockyard.cli import config
-    from dockyard_sdk.errors import ApiError, ConnectionFailed, Timeout
-    from dockyard_sdk.plain import PlainClient
+    from dockyard.cli import fastpath
 
-    try:
-        credentials = config.credentials()
-        try:
-            plain = PlainClient(credentials.url, credentials.token)
-        except ValueError as exc:  # a URL that is not http(s)
-            raise CliError(str(exc), hint="run `dockyard login URL` with an http:// or https:// URL") from exc
-        with plain as client:
-            try:
-                show(client, args)
-            except ConnectionFailed as exc:
-                raise unreachable(credentials.url, exc) from exc
-    except ApiError as exc:
-        _print(error_lines(exc.message, detail=exc.detail, validations=exc.validations, hint=exc.hint))
-        return 1
-    except (CliError, Timeout) as exc:
-        message = exc.message if isinstance(exc, CliError) else str(exc)
-        detail, hint = (exc.detail, exc.hint) if isinstance(exc, CliError) else ("", "")
-        _print(error_lines(message, detail=detail, hint=hint))
-        return 1
-    except BrokenPipeError:
-        return 0  # `dockyard list | head`: not an error
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-def _print(lines: list[str]) -> None:
-    sys.stderr.write("\n".join(lines) + "\n")
-    sys.stderr.flush()
+    return fastpath.run(lambda client: show(client, args))

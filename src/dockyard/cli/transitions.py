@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from dockyard.cli.errors import CliError, error_lines, unreachable
+from dockyard.cli.errors import CliError
 from dockyard_sdk.plain import PlainClient
 from dockyard_sdk.units import format_duration, parse_duration
 
@@ -306,34 +306,6 @@ def run(client: PlainClient, args: TransitionArgs) -> None:
 
 def main(args: TransitionArgs) -> int:
     """The command before Typer is imported: exit code 0, or 1 after an `error: …` on stderr (130: Ctrl-C)."""
-    from dockyard.cli import config
-    from dockyard_sdk.errors import ApiError, ConnectionFailed, Timeout
+    from dockyard.cli import fastpath
 
-    try:
-        credentials = config.credentials()
-        try:
-            plain = PlainClient(credentials.url, credentials.token)
-        except ValueError as exc:  # a URL that is not http(s)
-            raise CliError(str(exc), hint="run `dockyard login URL` with an http:// or https:// URL") from exc
-        with plain as client:
-            try:
-                run(client, args)
-            except ConnectionFailed as exc:
-                raise unreachable(credentials.url, exc) from exc
-    except ApiError as exc:
-        _message(
-            "\n".join(error_lines(exc.message, detail=exc.detail, validations=exc.validations, hint=exc.hint))
-        )
-        return 1
-    except (CliError, Timeout) as exc:
-        message = exc.message if isinstance(exc, CliError) else str(exc)
-        detail, hint = (exc.detail, exc.hint) if isinstance(exc, CliError) else ("", "")
-        _message(
-            "\n".join(
-                error_lines(message, detail=detail, validations=getattr(exc, "validations", []), hint=hint)
-            )
-        )
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return fastpath.run(lambda client: run(client, args))
