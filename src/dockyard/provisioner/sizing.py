@@ -9,7 +9,7 @@ bounds a burst: on 2 cores 64 starts at once keep it busy, and every worker may 
 
 What the worker count used to cost is kept flat: claims take one process lock (`queue.py`), and idle workers
 poll the queue (for builds queued by other processes) IDLE_POLLS_PER_SECOND times a second between them, not
-once a second each. Builds queued in this process wake the workers at once either way.
+once a second each. A build queued in this process wakes one idle worker at once either way.
 """
 
 from __future__ import annotations
