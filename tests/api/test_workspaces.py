@@ -330,9 +330,12 @@ def test_log_follow_is_woken_by_new_lines_and_ends_with_the_build(
 ) -> None:
     """A follower gets each line and the end as they happen: with the fallback poll at a minute, only the
     in-process wakeups can deliver them within seconds."""
+    from dockyard.events import bus
     from dockyard.provisioner import logs
 
-    monkeypatch.setattr(h.app.state.bus, "recheck", 60.0)
+    monkeypatch.setattr(bus, "RECHECK_MEMORY", 60.0)
+    monkeypatch.setattr(bus, "RECHECK_ALONE", 60.0)
+    assert h.app.state.bus.recheck == 60.0
     fake = _fake(h)
     h.template()
     fake.gate.clear()  # the build waits in its first runtime call
