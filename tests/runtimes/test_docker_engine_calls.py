@@ -70,6 +70,19 @@ def test_a_new_workspace_on_a_prepared_network_starts_in_nine_engine_calls(
     assert set(observation.timings) == {"volume", "inspect", "network", "network.wait", "create", "start"}
 
 
+def test_the_call_after_a_followed_log_gets_a_working_connection(
+    runtime: DockerRuntime, new_spec: SpecFactory, log: list[str]
+) -> None:
+    """The start follows the setup step's log and closes that stream; the pool must not hand its closed socket
+    to the next call (it did, and the next stop or start failed with EBADF)."""
+    spec = new_spec()
+    for _ in range(2):
+        assert runtime.start(spec, log.append).state is ContainerState.RUNNING
+        # The very next calls, on this thread, take the connection the followed log gave back.
+        assert runtime.observe(spec.workspace_id).state is ContainerState.RUNNING
+        runtime.stop(spec.workspace_id, log.append)
+
+
 def _id(calls: list[str], method: str) -> str:
     """The container id in the first call of `method` to /containers/<id>/…."""
     for call in calls:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import docker.types
@@ -139,7 +140,30 @@ def setup_failure(spec: WorkspaceSpec, exit_code: int | None, output: str) -> Ru
     )
 
 
-def follow_logs(api: docker.APIClient, container_id: str, *, since: float | None) -> Any:
+class LogFollow:
+    """A followed log stream that can be closed from another thread, and whose connection never goes back to
+    the engine client's pool with its socket closed.
+
+    docker-py's `CancellableStream.close` closes the socket under the pooled connection but leaves the
+    connection holding it; once released, the pool handed that connection to the next engine call, which
+    failed with EBADF ("Docker engine unreachable: Bad file descriptor") whenever the worker that had followed
+    a start's log made the next call. Closing the response as well drops the socket from the connection, so
+    the pool opens a new one.
+    """
+
+    def __init__(self, stream: docker.types.CancellableStream, response: Any) -> None:
+        self._stream = stream
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._stream)
+
+    def close(self) -> None:
+        self._stream.close()  # wakes a read blocked in another thread (the ready timeout's)
+        self._response.close()
+
+
+def follow_logs(api: docker.APIClient, container_id: str, *, since: float | None) -> LogFollow:
     """The container's output from `since` on, followed, as a closable stream of chunks.
 
     What `Container.logs(stream=True, follow=True)` returns, without the inspect that call makes first to
@@ -149,4 +173,5 @@ def follow_logs(api: docker.APIClient, container_id: str, *, since: float | None
     if since is not None:
         params["since"] = since
     response = api._get(api._url("/containers/{0}/logs", container_id), params=params, stream=True)
-    return docker.types.CancellableStream(api._get_result_tty(True, response, False), response)
+    stream = docker.types.CancellableStream(api._get_result_tty(True, response, False), response)
+    return LogFollow(stream, response)
