@@ -9,6 +9,7 @@ is printed. The top-level page lists only the command table (cli/commands.py) an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import textwrap
@@ -40,11 +41,9 @@ def width(stream: TextIO) -> int:
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
             return int(value)
-    try:
+    with contextlib.suppress(OSError, ValueError):  # no terminal behind it after all
         if stream.isatty():
             return os.get_terminal_size(stream.fileno()).columns
-    except (OSError, ValueError):
-        pass  # no terminal behind it after all
     return _DEFAULT_WIDTH
 
 

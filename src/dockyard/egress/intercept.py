@@ -29,14 +29,13 @@ from dockyard.egress.policy import Policy
 from dockyard.egress.proxy import (
     HEAD_TIMEOUT,
     Attempt,
-    BadRequest,
     Record,
     Request,
     Resolve,
     Screen,
     dial,
-    parse_head,
     pipe,
+    read_request,
     reply,
 )
 
@@ -94,14 +93,8 @@ async def serve(
                 return
         elif port == HTTP_PORT:
             protocol = "http"
-            try:
-                first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
-                return
-            try:
-                request = parse_head(first)
-            except BadRequest as exc:
-                await reply(writer, "400 Bad Request", f"Dockyard egress proxy: {exc}")
+            request = await read_request(reader, writer)
+            if request is None:
                 return
             name, first = request.host, request.head
         current = policy()

@@ -101,6 +101,20 @@ async def reply(writer: asyncio.StreamWriter, status: str, text: str) -> None:
         await writer.drain()
 
 
+async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
+    """The client's request head, parsed; None when the client went away, was too slow, or sent a head that
+    is not HTTP (then it got a 400 saying why)."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+        return None
+    try:
+        return parse_head(head)
+    except BadRequest as exc:
+        await reply(writer, "400 Bad Request", f"Dockyard egress proxy: {exc}")
+        return None
+
+
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
@@ -123,14 +137,8 @@ async def serve(
 ) -> None:
     """One client connection of the HTTP proxy."""
     try:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
-            return
-        try:
-            request = parse_head(head)
-        except BadRequest as exc:
-            await reply(writer, "400 Bad Request", f"Dockyard egress proxy: {exc}")
+        request = await read_request(reader, writer)
+        if request is None:
             return
         if not policy().allows(request.host, request.port):
             record(Attempt(request.protocol, request.host, request.port, "denied", "not in the allow-list"))
