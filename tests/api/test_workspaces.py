@@ -333,8 +333,8 @@ def test_log_follow_is_woken_by_new_lines_and_ends_with_the_build(
     from dockyard.events import bus
     from dockyard.provisioner import logs
 
-    monkeypatch.setattr(bus, "RECHECK_MEMORY", 60.0)
-    monkeypatch.setattr(bus, "RECHECK_ALONE", 60.0)
+    for name in ("RECHECK_MEMORY", "RECHECK_ALONE", "RECHECK_POSTGRES"):
+        monkeypatch.setattr(bus, name, 60.0)
     assert h.app.state.bus.recheck == 60.0
     fake = _fake(h)
     h.template()
