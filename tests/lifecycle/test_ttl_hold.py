@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from dockyard.store.models import Workspace, WorkspaceAgent
 from dockyard_sdk import models as m
+from tests.fakes import FakeRuntime
 from tests.harness import Harness
 
 
@@ -52,3 +53,25 @@ def test_a_working_task_holds_the_ttl_until_it_reports_done(h: Harness) -> None:
     h.app.state.background.tick()
     ended = h.await_build(working.id)
     assert (ended.status, ended.latest_build.reason) == (m.WorkspaceStatus.DELETED, m.BuildReason.TTL)
+
+
+def test_the_ttl_counts_from_when_the_workspace_runs(h: Harness) -> None:
+    """A workspace queued or building longer than its TTL is not deleted the moment it runs: a fleet of agents on
+    a busy host would lose every workspace that waited for a worker."""
+    h.template(name="sandbox", lifetime={"ttl": "1h", "on_ttl": "delete"})
+    fake = h.runtime
+    assert isinstance(fake, FakeRuntime)
+    fake.gate.clear()  # the build waits in its first runtime call
+    ws = h.admin.create_workspace(m.CreateWorkspaceRequest(template="sandbox", name="slow"))
+    # As if it had waited an hour and a minute: the deadline the create set has passed.
+    with h.app.state.sessions() as db:
+        row = db.get(Workspace, ws.id)
+        row.deadline = datetime.now(UTC) - timedelta(minutes=1)
+        db.commit()
+    fake.gate.set()
+    ran = h.await_build(ws.id)
+    assert ran.status == m.WorkspaceStatus.RUNNING
+    assert ran.deadline is not None
+    assert ran.deadline > datetime.now(UTC) + timedelta(minutes=59)
+    h.app.state.background.tick()
+    assert h.admin.get_workspace(ws.id).status == m.WorkspaceStatus.RUNNING

@@ -311,6 +311,12 @@ class Worker:
                 if workspace is not None:
                     workspace.deleted = True
                     workspace.deadline = None
+            elif transition == Transition.START and status == BuildStatus.SUCCEEDED:
+                # The TTL counts from when the workspace runs, as Coder's deadline does: counted from the create,
+                # 200 agents queued on a busy host lost their workspaces to a one-minute TTL before they ran.
+                workspace = db.get(Workspace, build.workspace_id)
+                if workspace is not None and workspace.ttl_seconds:
+                    workspace.deadline = now + timedelta(seconds=workspace.ttl_seconds)
             db.commit()
             workspace_id = build.workspace_id
         events.changed(self.sessions, workspace_id)
