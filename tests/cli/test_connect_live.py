@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import re
 import signal
@@ -355,3 +356,80 @@ def test_a_failing_build_exits_non_zero_with_the_builds_error(user: User, live: 
     assert any("returned a non-zero code: 3" in line for line in fast), fast
     assert any("building-step-output" in line for line in fast), fast
     assert fast[-1].startswith("hint: see its whole log with `dockyard logs broken --build ")
+
+
+# --- create: the standard-library path and the Typer one ------------------------------------------------------
+
+
+def _create(user: User, *args: str, fast: bool) -> tuple[int, list[str], str, set[str]]:
+    """`dockyard create ARGS` traced by -X importtime: exit code, stderr lines, stdout, top-level modules loaded.
+    Not `fast`: `-tbase` (a form Click takes and the standard-library path leaves to Typer) for `-t base`."""
+    if not fast:
+        args = tuple("-tbase" if arg == "--template=base" else arg for arg in args)
+    result = user.run(sys.executable, "-X", "importtime", "-c", FAST_ENTRY, "create", *args, timeout=180)
+    lines, loaded = [], set()
+    for line in result.stderr.decode().splitlines():
+        if line.startswith("import time:"):
+            loaded.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+        else:
+            lines.append(line)
+    assert "dockyard" in loaded
+    return result.returncode, lines, result.stdout.decode(), loaded
+
+
+def _same_shape(text: str, name: str) -> list[str]:
+    """Output lines without the workspace's name, its agent's passing states (when a read sees them depends
+    on timing) and what differs from run to run."""
+    kept = [line for line in text.splitlines() if not line.startswith(f"{name}: ")]
+    uuid = r"\b[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\b"
+    shaped = _shape([re.sub(uuid, "UUID", line.replace(name, "NAME")) for line in kept])
+    return [re.sub(r"\d+", "N", line) for line in shaped]
+
+
+def test_create_prints_what_the_typer_command_prints(user: User, live: LiveServer) -> None:
+    fast_code, fast, fast_out, fast_loaded = _create(user, "made-fast", "--template=base", fast=True)
+    typer_code, typer, typer_out, typer_loaded = _create(user, "made-typer", "--template=base", fast=False)
+    assert (fast_code, typer_code) == (0, 0), (fast, typer)
+    assert fast_loaded & _CLI_LIBRARIES == set()
+    assert "typer" in typer_loaded  # the comparison is with the Typer command indeed
+    assert fast[0].startswith("Creating workspace made-fast from base v")
+    assert fast[-1].startswith("Workspace made-fast is ready")
+    assert _same_shape("\n".join(fast), "made-fast") == _same_shape("\n".join(typer), "made-typer")
+    assert fast_out.startswith("NAME       made-fast\n")
+    assert "STATUS     running\n" in fast_out
+    assert _same_shape(fast_out, "made-fast") == _same_shape(typer_out, "made-typer")
+    ready = live.client.get_workspace("made-fast")
+    assert ready.agent is not None and ready.agent.lifecycle is m.AgentLifecycle.READY
+
+
+def test_create_json_without_waiting_is_the_typer_commands_json(user: User, live: LiveServer) -> None:
+    fast_code, fast, fast_out, fast_loaded = _create(
+        user, "json-fast", "--template=base", "--no-wait", "-o", "json", fast=True
+    )
+    typer_code, typer, typer_out, _ = _create(
+        user, "json-typer", "--template=base", "--no-wait", "--output=JSON", fast=False
+    )
+    assert (fast_code, typer_code) == (0, 0), (fast, typer)
+    assert fast_loaded & _CLI_LIBRARIES == set()
+    assert _same_shape("\n".join(fast), "json-fast") == _same_shape("\n".join(typer), "json-typer")
+    assert fast[-1] == "Follow its progress with `dockyard logs json-fast --follow`"
+    data = json.loads(fast_out)
+    # The API's JSON as the SDK's model reads and prints it, as the Typer command does: the same text.
+    assert json.dumps(m.Workspace.model_validate(data).model_dump(mode="json"), indent=2) + "\n" == fast_out
+    assert list(json.loads(typer_out)) == list(data)
+    assert (data["name"], data["latest_build"]["transition"]) == ("json-fast", "start")
+
+
+def test_create_refused_by_the_server_is_explained_by_the_typer_command(user: User, live: LiveServer) -> None:
+    # The server's 422 hands the arguments to the Typer command, which names the bad value after its option.
+    fast_code, fast, fast_out, fast_loaded = _create(user, "Not A Name", "--template=base", fast=True)
+    typer_code, typer, typer_out, _ = _create(user, "Not A Name", "--template=base", fast=False)
+    assert (fast_code, fast, fast_out) == (typer_code, typer, typer_out)
+    assert fast_code == 1
+    assert fast[0] == "error: Invalid request.", fast
+    assert fast[1].startswith("  NAME: "), fast
+    assert "typer" in fast_loaded
+    code, lines, _, loaded = _create(user, "--template=nosuch", fast=True)
+    assert (code, loaded & _CLI_LIBRARIES) == (1, set())
+    assert lines[0].startswith("error: "), lines
+    assert not [w for w in live.client.list_workspaces().workspaces if w.name in ("Not A Name", "nosuch")]

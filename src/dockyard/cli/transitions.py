@@ -100,7 +100,7 @@ def done_text(name: str, status: str, *, number: int, took: float | None) -> str
 def parse_args(argv: Sequence[str]) -> TransitionArgs | None:
     """`start|stop|restart NAME [--wait|--no-wait] [--timeout D]`; None for anything else (`--help`, `-o json`,
     a value Typer would refuse, a terminal), which the Typer command then parses and explains."""
-    if not argv or argv[0] not in ("start", "stop", "restart") or _terminal():
+    if not argv or argv[0] not in ("start", "stop", "restart") or terminal():
         return None
     ref, wait, timeout = None, True, _DEFAULT_TIMEOUT
     rest = list(argv[1:])
@@ -127,22 +127,22 @@ def parse_args(argv: Sequence[str]) -> TransitionArgs | None:
     return TransitionArgs(argv[0], ref, wait=wait, timeout=seconds)
 
 
-def _terminal() -> bool:
+def terminal() -> bool:
     return sys.stderr.isatty() or any(os.environ.get(name) for name in _TERMINAL_SETTINGS)
 
 
 # --- the commands -------------------------------------------------------------------------------------------
 
 
-def _segment(value: str) -> str:
+def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _time(value: str) -> datetime:
+def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _message(text: str) -> None:
+def message(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
@@ -151,8 +151,8 @@ def get_workspace(client: PlainClient, ref: str) -> dict[str, Any]:
     """A workspace by id, name or owner/name, as `Client.get_workspace` finds it."""
     if "/" in ref:
         owner, _, name = ref.partition("/")
-        ref = client.get_json(f"/api/v2/users/{_segment(owner)}/workspace/{_segment(name)}")["id"]
-    return dict(client.get_json(f"/api/v2/workspaces/{_segment(ref)}"))
+        ref = client.get_json(f"/api/v2/users/{segment(owner)}/workspace/{segment(name)}")["id"]
+    return dict(client.get_json(f"/api/v2/workspaces/{segment(ref)}"))
 
 
 class _Wait:
@@ -173,20 +173,20 @@ class _Wait:
             self.cursor = line["id"]
             # The startup script's output is the agent's, shown by whoever waits for the agent (`create`).
             if line["stage"] != _STARTUP_STAGE:
-                _message(log_line_text(_time(line["time"]), line["stage"], line["output"]))
+                message(log_line_text(parse_time(line["time"]), line["stage"], line["output"]))
                 self.shown = line["id"]
 
     def follow(self, timeout: float) -> dict[str, Any]:
         """Show the build's log until its end event; return the workspace then."""
         name, build_id = self.workspace["name"], self.build["id"]
-        current = self.client.get_json(f"/api/v2/workspaces/{_segment(self.workspace['id'])}")
+        current = self.client.get_json(f"/api/v2/workspaces/{segment(self.workspace['id'])}")
         ended = False  # the stream's end event came: every line of the build has been shown
         if current["latest_build"]["id"] == build_id and current["latest_build"]["status"] in _ACTIVE:
             # The status as the build began: the Typer command prints it on its first look, as here.
-            _message(f"{name}: {current['status']}")
+            message(f"{name}: {current['status']}")
             try:
                 for event, data in self.client.events(
-                    f"/api/v2/workspacebuilds/{_segment(build_id)}/logs",
+                    f"/api/v2/workspacebuilds/{segment(build_id)}/logs",
                     {"follow": "true", "after": self.cursor},
                     timeout=timeout,
                 ):
@@ -200,12 +200,12 @@ class _Wait:
                     name, current["status"], timeout=timeout, number=self.build["number"], ref=self.ref
                 ) from exc
             except self._broken() as exc:
-                _message(f"warning: cannot follow the build log: {exc}")
+                message(f"warning: cannot follow the build log: {exc}")
             current = self._ended(timeout)
         if not ended:
             # The build ended before the first look, or the stream broke off: the lines it did not bring.
             for line in self.client.get_json(
-                f"/api/v2/workspacebuilds/{_segment(build_id)}/logs", {"after": self.cursor}
+                f"/api/v2/workspacebuilds/{segment(build_id)}/logs", {"after": self.cursor}
             ):
                 self.show(line)
         return dict(current)
@@ -229,7 +229,7 @@ class _Wait:
         while True:
             left = deadline - time.monotonic()
             current = self.client.get_json(
-                f"/api/v2/workspaces/{_segment(self.workspace['id'])}",
+                f"/api/v2/workspaces/{segment(self.workspace['id'])}",
                 {"wait": "done", "timeout": max(1, min(_MAX_SERVER_WAIT, int(left)))},
             )
             latest = current["latest_build"]
@@ -251,16 +251,16 @@ class _Wait:
         finished = (
             latest
             if latest["id"] == build_id
-            else self.client.get_json(f"/api/v2/workspacebuilds/{_segment(build_id)}")
+            else self.client.get_json(f"/api/v2/workspacebuilds/{segment(build_id)}")
         )
         name = self.workspace["name"]
         if finished["status"] != "succeeded":
-            logs = self.client.get_json(f"/api/v2/workspacebuilds/{_segment(build_id)}/logs")
+            logs = self.client.get_json(f"/api/v2/workspacebuilds/{segment(build_id)}/logs")
             tail = [line for line in logs[-_LOG_TAIL:] if line["id"] > self.shown]
             if tail:
-                _message(f"Last lines of build #{finished['number']}'s log:")
+                message(f"Last lines of build #{finished['number']}'s log:")
                 for line in tail:
-                    _message(log_line_text(_time(line["time"]), line["stage"], line["output"]))
+                    message(log_line_text(parse_time(line["time"]), line["stage"], line["output"]))
             raise failed(
                 name,
                 number=finished["number"],
@@ -270,7 +270,7 @@ class _Wait:
                 ref=self.ref,
             )
         took = (finished.get("timings") or {}).get("total")
-        _message(done_text(name, current["status"], number=finished["number"], took=took))
+        message(done_text(name, current["status"], number=finished["number"], took=took))
         return current
 
 
@@ -279,17 +279,25 @@ def apply(
 ) -> dict[str, Any]:
     """Queue a build and (with `wait`) follow it to its end: `workspaces._apply` without the wire models."""
     build = client.post_json(
-        f"/api/v2/workspaces/{_segment(workspace['id'])}/builds", {"transition": transition}
+        f"/api/v2/workspaces/{segment(workspace['id'])}/builds", {"transition": transition}
     )
-    _message(queued_text(transition, ref, build["number"]))
+    message(queued_text(transition, ref, build["number"]))
     if not wait:
-        _message(follow_text(ref))
+        message(follow_text(ref))
         return get_workspace(client, workspace["id"])
+    return wait_build(client, workspace, build, ref=ref, timeout=timeout)
+
+
+def wait_build(
+    client: PlainClient, workspace: dict[str, Any], build: dict[str, Any], *, ref: str, timeout: float
+) -> dict[str, Any]:
+    """Follow `build` to its end event and print its outcome (`progress.wait` without the wire models); return
+    the workspace then. A failed build is a `CliError`; Ctrl-C leaves the build running."""
     waiting = _Wait(client, workspace, build, ref=ref)
     try:
         return waiting.finish(waiting.follow(timeout))
     except KeyboardInterrupt:
-        _message(f"Stopped waiting; {follow_hint(build['number'], ref)}.")
+        message(f"Stopped waiting; {follow_hint(build['number'], ref)}.")
         raise
 
 
