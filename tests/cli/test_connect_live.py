@@ -11,10 +11,12 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -399,7 +401,8 @@ def test_create_prints_what_the_typer_command_prints(user: User, live: LiveServe
     assert "STATUS     running\n" in fast_out
     assert _same_shape(fast_out, "made-fast") == _same_shape(typer_out, "made-typer")
     ready = live.client.get_workspace("made-fast")
-    assert ready.agent is not None and ready.agent.lifecycle is m.AgentLifecycle.READY
+    assert ready.agent is not None
+    assert ready.agent.lifecycle is m.AgentLifecycle.READY
 
 
 def test_create_json_without_waiting_is_the_typer_commands_json(user: User, live: LiveServer) -> None:
@@ -433,3 +436,54 @@ def test_create_refused_by_the_server_is_explained_by_the_typer_command(user: Us
     assert (code, loaded & _CLI_LIBRARIES) == (1, set())
     assert lines[0].startswith("error: "), lines
     assert not [w for w in live.client.list_workspaces().workspaces if w.name in ("Not A Name", "nosuch")]
+
+
+def _on_a_terminal(user: User, *args: str) -> tuple[int, str, set[str]]:
+    """`dockyard ARGS` with stderr on a pseudo-terminal: exit code, what the terminal got, modules loaded."""
+    controller, terminal = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    env = {**user.env, "TERM": "xterm", "COLUMNS": "100"}
+    with subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-c", FAST_ENTRY, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        cwd=user.home,
+    ) as process:
+        os.close(terminal)
+        code = process.wait(timeout=180)
+    reader.join(timeout=30)
+    os.close(controller)
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    loaded = {
+        line.rsplit("|", 1)[1].strip().split(".")[0] for line in text.splitlines() if "import time:" in line
+    }
+    return code, text, loaded
+
+
+def test_a_terminal_gets_the_standard_library_spinner(user: User, live: LiveServer) -> None:
+    live.workspace("dev")
+    code, text, loaded = _on_a_terminal(user, "restart", "dev")
+    assert code == 0, text
+    assert "dockyard" in loaded
+    assert loaded & _CLI_LIBRARIES == set()
+    assert "\x1b[?25l" in text  # the cursor hidden while the spinner turns
+    assert text.rstrip().endswith(
+        "\x1b[?25hWorkspace dev is running" + text.rstrip().rpartition("running")[2]
+    )
+    assert "dev is stopping (" in text or "dev is pending (" in text or "dev is starting (" in text
+    assert "Workspace dev is stopped (build #" in text

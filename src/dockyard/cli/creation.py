@@ -74,9 +74,9 @@ class Handover(Exception):
 
 def parse_args(argv: Sequence[str]) -> CreateArgs | None:
     """`create [NAME] --template T [-p K=V]… [--param-file F] [--ttl D] [--version V] [--wait|--no-wait]
-    [--timeout D] [-o table|json]`; None for anything else (`--help`, a value Typer would refuse, a terminal),
-    which the Typer command then parses and explains."""
-    if not argv or argv[0] != "create" or transitions.terminal():
+    [--timeout D] [-o table|json]`; None for anything else (`--help`, a value Typer would refuse, a setting
+    that makes Rich draw on a non-tty), which the Typer command then parses and explains."""
+    if not argv or argv[0] != "create" or transitions.forced_terminal():
         return None
     values: dict[str, Any] = {"params": ()}
     timeout = "30m"
@@ -231,33 +231,41 @@ def wait_ready(client: PlainClient, workspace: dict[str, Any], *, ref: str, time
         for line in client.get_json(logs_path, {"after": cursor}):
             cursor = line["id"]
             if line["stage"] in AGENT_STAGES:
-                message(_log_text(line))
+                if shown is not None:
+                    shown.add(_log_text(line))
+                else:
+                    message(_log_text(line))
 
     try:
-        while current.get("agent") is None or current["agent"]["lifecycle"] not in SETTLED:
-            if current["status"] != "running":
-                raise CliError(
-                    f"{name} is {current['status']}, not running",
-                    detail=current.get("status_reason") or "",
-                    hint=f"see its builds with `dockyard builds {ref}`",
+        # On a terminal the agent's state is the spinner's label and its lines scroll under it; elsewhere each
+        # change and line is printed.
+        with transitions.display(lambda: f"{name}: {state or WAITING}") as shown:
+            while current.get("agent") is None or current["agent"]["lifecycle"] not in SETTLED:
+                if current["status"] != "running":
+                    raise CliError(
+                        f"{name} is {current['status']}, not running",
+                        detail=current.get("status_reason") or "",
+                        hint=f"see its builds with `dockyard builds {ref}`",
+                    )
+                if agent_state(current.get("agent")) != state:
+                    state = agent_state(current.get("agent"))
+                    if shown is None:
+                        message(f"{name}: {state}")
+                show_new_lines()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CliError(
+                        f"timed out after {format_duration(timedelta(seconds=timeout))} waiting for the agent "
+                        f"of {name} ({state})",
+                        hint=f"see its log with `dockyard logs {ref}`",
+                    )
+                current = client.get_json(
+                    f"/api/v2/workspaces/{segment(workspace['id'])}",
+                    {"wait": "ready", "timeout": max(0.1, min(_READ_SECONDS, remaining))},
                 )
-            if agent_state(current.get("agent")) != state:
-                state = agent_state(current.get("agent"))
-                message(f"{name}: {state}")
-            show_new_lines()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CliError(
-                    f"timed out after {format_duration(timedelta(seconds=timeout))} waiting for the agent of {name} ({state})",
-                    hint=f"see its log with `dockyard logs {ref}`",
-                )
-            current = client.get_json(
-                f"/api/v2/workspaces/{segment(workspace['id'])}",
-                {"wait": "ready", "timeout": max(0.1, min(_READ_SECONDS, remaining))},
-            )
-        agent = current["agent"]
-        if agent["lifecycle"] == "ready":
-            show_new_lines()
+            agent = current["agent"]
+            if agent["lifecycle"] == "ready":
+                show_new_lines()
     except KeyboardInterrupt:
         message("Stopped waiting for the agent.")
         raise
