@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from dockyard_sdk import models as m
-from tests.harness import tar_gz
+from tests.harness import manifest_yaml, tar_gz
 from tests.live import DOCKYARD, LiveServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -365,9 +365,9 @@ def test_a_failing_build_exits_non_zero_with_the_builds_error(user: User, live: 
 
 def _create(user: User, *args: str, fast: bool) -> tuple[int, list[str], str, set[str]]:
     """`dockyard create ARGS` traced by -X importtime: exit code, stderr lines, stdout, top-level modules loaded.
-    Not `fast`: `-tbase` (a form Click takes and the standard-library path leaves to Typer) for `-t base`."""
+    Not `fast`: `-tT` (a form Click takes and the standard-library path leaves to Typer) for `--template=T`."""
     if not fast:
-        args = tuple("-tbase" if arg == "--template=base" else arg for arg in args)
+        args = tuple(f"-t{arg.partition('=')[2]}" if arg.startswith("--template=") else arg for arg in args)
     result = user.run(sys.executable, "-X", "importtime", "-c", FAST_ENTRY, "create", *args, timeout=180)
     lines, loaded = [], set()
     for line in result.stderr.decode().splitlines():
@@ -421,6 +421,26 @@ def test_create_json_without_waiting_is_the_typer_commands_json(user: User, live
     assert json.dumps(m.Workspace.model_validate(data).model_dump(mode="json"), indent=2) + "\n" == fast_out
     assert list(json.loads(typer_out)) == list(data)
     assert (data["name"], data["latest_build"]["transition"]) == ("json-fast", "start")
+
+
+def test_create_whose_startup_script_fails_like_the_typer_command(user: User, live: LiveServer) -> None:
+    script = "echo on-{{ parameters.branch | quote }}; exit 3"
+    live.client.create_template(
+        tar_gz({"dockyard.yaml": manifest_yaml(name="scripted", startup_script=script)})
+    )
+    args = ("--template=scripted", "-p", "branch=feature")
+    fast_code, fast, fast_out, fast_loaded = _create(user, "script-fast", *args, fast=True)
+    typer_code, typer, typer_out, _ = _create(user, "script-typer", *args, fast=False)
+    assert (fast_code, typer_code, fast_out, typer_out) == (1, 1, "", "")
+    assert fast_loaded & _CLI_LIBRARIES == set()
+    assert _same_shape("\n".join(fast), "script-fast") == _same_shape("\n".join(typer), "script-typer")
+    assert "Last lines of the startup script's output:" in fast, fast
+    assert any(line.endswith("| on-feature") for line in fast), fast
+    assert fast[-2:] == [
+        "error: the startup script of script-fast failed with exit code 3",
+        "hint: see the whole log with `dockyard logs script-fast`",
+    ]
+    assert live.client.get_workspace("script-fast").parameters["branch"] == "feature"
 
 
 def test_create_refused_by_the_server_is_explained_by_the_typer_command(user: User, live: LiveServer) -> None:
