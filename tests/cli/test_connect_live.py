@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
+import pty
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ import httpx
 import pytest
 
 from dockyard_sdk import models as m
-from tests.harness import tar_gz
+from tests.harness import manifest_yaml, tar_gz
 from tests.live import DOCKYARD, LiveServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -355,3 +358,152 @@ def test_a_failing_build_exits_non_zero_with_the_builds_error(user: User, live: 
     assert any("returned a non-zero code: 3" in line for line in fast), fast
     assert any("building-step-output" in line for line in fast), fast
     assert fast[-1].startswith("hint: see its whole log with `dockyard logs broken --build ")
+
+
+# --- create: the standard-library path and the Typer one ------------------------------------------------------
+
+
+def _create(user: User, *args: str, fast: bool) -> tuple[int, list[str], str, set[str]]:
+    """`dockyard create ARGS` traced by -X importtime: exit code, stderr lines, stdout, top-level modules loaded.
+    Not `fast`: `-tT` (a form Click takes and the standard-library path leaves to Typer) for `--template=T`."""
+    if not fast:
+        args = tuple(f"-t{arg.partition('=')[2]}" if arg.startswith("--template=") else arg for arg in args)
+    result = user.run(sys.executable, "-X", "importtime", "-c", FAST_ENTRY, "create", *args, timeout=180)
+    lines, loaded = [], set()
+    for line in result.stderr.decode().splitlines():
+        if line.startswith("import time:"):
+            loaded.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+        else:
+            lines.append(line)
+    assert "dockyard" in loaded
+    return result.returncode, lines, result.stdout.decode(), loaded
+
+
+def _same_shape(text: str, name: str) -> list[str]:
+    """Output lines without the workspace's name, its agent's passing states (when a read sees them depends
+    on timing) and what differs from run to run."""
+    kept = [line for line in text.splitlines() if not line.startswith(f"{name}: ")]
+    uuid = r"\b[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\b"
+    shaped = _shape([re.sub(uuid, "UUID", line.replace(name, "NAME")) for line in kept])
+    return [re.sub(r"\d+", "N", line) for line in shaped]
+
+
+def test_create_prints_what_the_typer_command_prints(user: User, live: LiveServer) -> None:
+    fast_code, fast, fast_out, fast_loaded = _create(user, "made-fast", "--template=base", fast=True)
+    typer_code, typer, typer_out, typer_loaded = _create(user, "made-typer", "--template=base", fast=False)
+    assert (fast_code, typer_code) == (0, 0), (fast, typer)
+    assert fast_loaded & _CLI_LIBRARIES == set()
+    assert "typer" in typer_loaded  # the comparison is with the Typer command indeed
+    assert fast[0].startswith("Creating workspace made-fast from base v")
+    assert fast[-1].startswith("Workspace made-fast is ready")
+    assert _same_shape("\n".join(fast), "made-fast") == _same_shape("\n".join(typer), "made-typer")
+    assert fast_out.startswith("NAME       made-fast\n")
+    assert "STATUS     running\n" in fast_out
+    assert _same_shape(fast_out, "made-fast") == _same_shape(typer_out, "made-typer")
+    ready = live.client.get_workspace("made-fast")
+    assert ready.agent is not None
+    assert ready.agent.lifecycle is m.AgentLifecycle.READY
+
+
+def test_create_json_without_waiting_is_the_typer_commands_json(user: User, live: LiveServer) -> None:
+    fast_code, fast, fast_out, fast_loaded = _create(
+        user, "json-fast", "--template=base", "--no-wait", "-o", "json", fast=True
+    )
+    typer_code, typer, typer_out, _ = _create(
+        user, "json-typer", "--template=base", "--no-wait", "--output=JSON", fast=False
+    )
+    assert (fast_code, typer_code) == (0, 0), (fast, typer)
+    assert fast_loaded & _CLI_LIBRARIES == set()
+    assert _same_shape("\n".join(fast), "json-fast") == _same_shape("\n".join(typer), "json-typer")
+    assert fast[-1] == "Follow its progress with `dockyard logs json-fast --follow`"
+    data = json.loads(fast_out)
+    # The API's JSON as the SDK's model reads and prints it, as the Typer command does: the same text.
+    assert json.dumps(m.Workspace.model_validate(data).model_dump(mode="json"), indent=2) + "\n" == fast_out
+    assert list(json.loads(typer_out)) == list(data)
+    assert (data["name"], data["latest_build"]["transition"]) == ("json-fast", "start")
+
+
+def test_create_whose_startup_script_fails_like_the_typer_command(user: User, live: LiveServer) -> None:
+    script = "echo on-{{ parameters.branch | quote }}; exit 3"
+    live.client.create_template(
+        tar_gz({"dockyard.yaml": manifest_yaml(name="scripted", startup_script=script)})
+    )
+    args = ("--template=scripted", "-p", "branch=feature")
+    fast_code, fast, fast_out, fast_loaded = _create(user, "script-fast", *args, fast=True)
+    typer_code, typer, typer_out, _ = _create(user, "script-typer", *args, fast=False)
+    assert (fast_code, typer_code, fast_out, typer_out) == (1, 1, "", "")
+    assert fast_loaded & _CLI_LIBRARIES == set()
+    assert _same_shape("\n".join(fast), "script-fast") == _same_shape("\n".join(typer), "script-typer")
+    assert "Last lines of the startup script's output:" in fast, fast
+    assert any(line.endswith("| on-feature") for line in fast), fast
+    assert fast[-2:] == [
+        "error: the startup script of script-fast failed with exit code 3",
+        "hint: see the whole log with `dockyard logs script-fast`",
+    ]
+    assert live.client.get_workspace("script-fast").parameters["branch"] == "feature"
+
+
+def test_create_refused_by_the_server_is_explained_by_the_typer_command(user: User, live: LiveServer) -> None:
+    # The server's 422 hands the arguments to the Typer command, which names the bad value after its option.
+    fast_code, fast, fast_out, fast_loaded = _create(user, "Not A Name", "--template=base", fast=True)
+    typer_code, typer, typer_out, _ = _create(user, "Not A Name", "--template=base", fast=False)
+    assert (fast_code, fast, fast_out) == (typer_code, typer, typer_out)
+    assert fast_code == 1
+    assert fast[0] == "error: Invalid request.", fast
+    assert fast[1].startswith("  NAME: "), fast
+    assert "typer" in fast_loaded
+    code, lines, _, loaded = _create(user, "--template=nosuch", fast=True)
+    assert (code, loaded & _CLI_LIBRARIES) == (1, set())
+    assert lines[0].startswith("error: "), lines
+    assert not [w for w in live.client.list_workspaces().workspaces if w.name in ("Not A Name", "nosuch")]
+
+
+def _on_a_terminal(user: User, *args: str) -> tuple[int, str, set[str]]:
+    """`dockyard ARGS` with stderr on a pseudo-terminal: exit code, what the terminal got, modules loaded."""
+    controller, terminal = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    env = {**user.env, "TERM": "xterm", "COLUMNS": "100"}
+    with subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-c", FAST_ENTRY, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        cwd=user.home,
+    ) as process:
+        os.close(terminal)
+        code = process.wait(timeout=180)
+    reader.join(timeout=30)
+    os.close(controller)
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    loaded = {
+        line.rsplit("|", 1)[1].strip().split(".")[0] for line in text.splitlines() if "import time:" in line
+    }
+    return code, text, loaded
+
+
+def test_a_terminal_gets_the_standard_library_spinner(user: User, live: LiveServer) -> None:
+    live.workspace("dev")
+    code, text, loaded = _on_a_terminal(user, "restart", "dev")
+    assert code == 0, text
+    assert "dockyard" in loaded
+    assert loaded & _CLI_LIBRARIES == set()
+    assert "\x1b[?25l" in text  # the cursor hidden while the spinner turns
+    assert text.rstrip().endswith(
+        "\x1b[?25hWorkspace dev is running" + text.rstrip().rpartition("running")[2]
+    )
+    assert "dev is stopping (" in text or "dev is pending (" in text or "dev is starting (" in text
+    assert "Workspace dev is stopped (build #" in text

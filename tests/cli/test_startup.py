@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.main import get_command, get_group
 
-from dockyard.cli import helptext, listing, transitions
+from dockyard.cli import creation, helptext, listing, transitions
 from dockyard.cli.main import COMMANDS, app, load
 from dockyard_sdk import models as m
 from tests.cli.conftest import Cli
@@ -108,6 +108,85 @@ def test_start_stop_restart_run_on_the_standard_library(args: tuple[str, ...], t
 def test_transition_arguments_the_fast_path_takes(args: list[str], taken: object) -> None:
     # Anything not taken goes to the Typer command, which parses it (and explains a bad value) itself.
     assert transitions.parse_args(args) == taken
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("create", "dev", "--template", "base"),
+        ("create", "-t", "base", "-p", "branch=main", "--param=size=2", "--no-wait", "-o", "json"),
+        ("create", "--template=base", "--ttl", "4h", "--version", "v2", "--wait", "--timeout=5m", "dev"),
+    ],
+)
+def test_create_runs_on_the_standard_library(args: tuple[str, ...], tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    names, code = imported(*args, tmp_path=tmp_path, env={"DOCKYARD_URL": url, "DOCKYARD_TOKEN": "dy_x_y"})
+    assert code == 1  # the server is unreachable
+    assert "dockyard.cli.creation" in names
+    assert names & (SERVER_LIBRARIES | NEEDLESS | CLI_LIBRARIES) == set()
+
+
+@pytest.mark.parametrize(
+    ("args", "taken"),
+    [
+        (["create", "-t", "base"], creation.CreateArgs("base")),
+        (
+            ["create", "dev", "--template=base", "-p", "a=1", "--param", "b= x=y", "--no-wait", "-o", "JSON"],
+            creation.CreateArgs("base", "dev", params=("a=1", "b= x=y"), wait=False, output="json"),
+        ),
+        (
+            [
+                "create",
+                "--ttl=4h",
+                "--version",
+                "v3",
+                "--timeout",
+                "90s",
+                "--param-file",
+                "p.yaml",
+                "-t",
+                "x",
+            ],
+            creation.CreateArgs("x", ttl="4h", version="v3", timeout=90.0, param_file="p.yaml"),
+        ),
+        (["create", "dev"], None),  # no --template: Typer says it is missing
+        (["create", "-tbase"], None),
+        (["create", "-t", "base", "--help"], None),
+        (["create", "-t", "base", "a", "b"], None),
+        (["create", "-t", "base", "-p", "novalue"], None),
+        (["create", "-t", "base", "-p", "=1"], None),
+        (["create", "-t", "base", "--timeout", "0s"], None),
+        (["create", "-t", "base", "-o", "yaml"], None),
+        (["create", "-t"], None),
+        (["create", "-t", "base", "--param-file", "."], None),  # a folder
+        (["start", "dev"], None),
+    ],
+)
+def test_create_arguments_the_fast_path_takes(args: list[str], taken: object) -> None:
+    assert creation.parse_args(args) == taken
+
+
+def test_create_reports_a_bad_parameter_file_like_the_typer_command(tmp_path: Path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("- a list\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DOCKYARD_URL": url, "DOCKYARD_TOKEN": "dy_x_y"}
+    fast, typer = (
+        subprocess.run(
+            [sys.executable, "-c", ENTRY, "create", *template, "--param-file", str(bad)],
+            capture_output=True,
+            timeout=60,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        for template in (["-t", "base"], ["-tbase"])  # the second goes to Typer
+    )
+    assert (fast.returncode, typer.returncode) == (1, 1)
+    assert (
+        fast.stderr.decode()
+        == typer.stderr.decode()
+        == (f"error: {bad} must map parameter names to values\nhint: e.g. `branch: main`\n")
+    )
 
 
 def test_the_fast_path_reports_an_unreachable_server_like_the_typer_command(tmp_path: Path) -> None:

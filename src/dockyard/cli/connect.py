@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dockyard.cli import config, output, progress, sshconfig, sshkeys
+from dockyard.cli import config, creation, output, progress, sshconfig, sshkeys
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard.cli.render import log_text
-from dockyard.cli.transitions import seconds_text
+from dockyard.cli.transitions import log_line_text, parse_time
 from dockyard_sdk import ApiError, Client, ConnectionFailed
 from dockyard_sdk import models as m
 from dockyard_sdk.lazy import load_later
@@ -42,12 +42,6 @@ WorkspaceArg = Annotated[
 _STARTABLE = {m.WorkspaceStatus.STOPPED, m.WorkspaceStatus.FAILED, m.WorkspaceStatus.CANCELED}
 _SETTLED = {m.AgentLifecycle.READY, m.AgentLifecycle.START_ERROR, m.AgentLifecycle.START_TIMEOUT}
 _POLL_SECONDS = 1.0
-_LOG_TAIL = 20
-_STARTUP_STAGE = "startup_script"
-# Dev container lifecycle hooks (run by the control plane) log under their own stage, the clone under `git`.
-_HOOK_STAGE = "devcontainer"
-_GIT_STAGE = "git"
-_AGENT_STAGES = (_STARTUP_STAGE, _HOOK_STAGE)
 # An editor reconnects often; renewing this early keeps its next connection from meeting an expired certificate.
 _RENEW_WITHIN = timedelta(hours=8)
 
@@ -85,7 +79,7 @@ class _AgentProgress(progress.LiveStatus):
         super().__init__(name)
 
     def label(self) -> str:
-        return f"{self.name}: {self.state or _WAITING}"
+        return f"{self.name}: {self.state or creation.WAITING}"
 
     def change(self, state: str) -> None:
         if state != self.state:
@@ -100,15 +94,8 @@ class _AgentProgress(progress.LiveStatus):
             output.message(log_text(line))
 
 
-_WAITING = "waiting for the agent"
-
-
 def _agent_state(agent: m.WorkspaceAgent | None) -> str:
-    if agent is None or agent.status is not m.AgentConnection.CONNECTED:
-        return _WAITING
-    if agent.lifecycle is m.AgentLifecycle.STARTING:
-        return "running the startup script"
-    return f"agent {agent.lifecycle.value}"
+    return creation.agent_state(agent.model_dump(mode="json") if agent is not None else None)
 
 
 def wait_ready(
@@ -141,7 +128,7 @@ def wait_ready(
                 nonlocal cursor
                 for line in client.build_logs(build_id, after=cursor):
                     cursor = line.id
-                    if line.stage in _AGENT_STAGES:
+                    if line.stage in creation.AGENT_STAGES:
                         shown.log(line)
 
             while current.agent is None or current.agent.lifecycle not in _SETTLED:
@@ -169,38 +156,18 @@ def wait_ready(
         output.message("Stopped waiting for the agent.")
         raise typer.Exit(130) from None
     agent = current.agent
+    dumped = agent.model_dump(mode="json")
     if agent.lifecycle is m.AgentLifecycle.READY:
-        took = (
-            f" (startup script took {seconds_text((agent.ready_at - agent.started_at).total_seconds())})"
-            if agent.started_at is not None and agent.ready_at is not None
-            else ""
-        )
-        output.message(f"Workspace {workspace.name} is ready{took}")
+        output.message(creation.ready_text(workspace.name, dumped))
         return current
-    problem = (
-        # The agent's own reason (a failed clone names the host and `dockyard git-auth add`) says more.
-        f"{workspace.name} did not start: {agent.error}"
-        if agent.error
-        else f"the startup script of {workspace.name} failed with exit code {agent.exit_code}"
-        if agent.lifecycle is m.AgentLifecycle.START_ERROR
-        else f"the startup script of {workspace.name} did not finish within its startup timeout"
-    )
-    stages = (_GIT_STAGE,) if agent.error else _AGENT_STAGES
-    tail = [line for line in client.build_logs(build_id) if line.stage in stages][-_LOG_TAIL:]
-    hook = next((line for line in reversed(tail) if line.stage == _HOOK_STAGE), None)
-    if hook is not None and agent.lifecycle is m.AgentLifecycle.START_ERROR and "failed" in hook.output:
-        # A dev container lifecycle hook failed, not the startup script; its own line names it.
-        problem = f"{workspace.name}: {hook.output.splitlines()[-1]}"
+    lines = [line.model_dump(mode="json") for line in client.build_logs(build_id)]
+    problem, tail = creation.not_ready(workspace.name, dumped, lines)
     if not strict:
         output.warning(problem)
     if tail:
-        output.message(
-            "Last lines of the clone's output:"
-            if agent.error
-            else "Last lines of the startup script's output:"
-        )
+        output.message(creation.tail_heading(dumped))
         for line in tail:
-            output.message(log_text(line))
+            output.message(log_line_text(parse_time(line["time"]), line["stage"], line["output"]))
     if strict:
         raise CliError(problem, hint=f"see the whole log with `dockyard logs {ref}`")
     return current

@@ -2,7 +2,8 @@
 the CLI is imported.
 
 `ssh --stdio` (the ProxyCommand of every `ssh dockyard.NAME`, `cli/proxy.py`), `--help` (`cli/helptext.py`),
-`list` (`cli/listing.py`) and `start`, `stop`, `restart` (`cli/transitions.py`) run on the standard library alone; everything else, and any of these with arguments
+`list` (`cli/listing.py`), `create` (`cli/creation.py`) and `start`, `stop`, `restart` (`cli/transitions.py`) run on
+the standard library alone; everything else, and any of these with arguments
 they do not take, goes to the Typer app in `cli/main.py`, which also explains a bad argument.
 """
 
@@ -30,6 +31,15 @@ def main() -> None:
         transition = transitions.parse_args(argv)
         if transition is not None:
             sys.exit(transitions.main(transition))
+    elif argv[:1] == ["create"]:
+        from dockyard.cli import creation
+
+        create = creation.parse_args(argv)
+        if create is not None:
+            code = creation.main(create)
+            if code is not None:
+                sys.exit(code)
+            # The server refused the request as invalid: the Typer command validates it and says why.
     elif argv == ["--help"]:
         from dockyard.cli import helptext
 

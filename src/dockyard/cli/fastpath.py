@@ -1,4 +1,4 @@
-"""How the standard-library commands (`list`, `start`, `stop`, `restart`) run before Typer is imported: one
+"""How the standard-library commands (`list`, `create`, `start`, `stop`, `restart`) run before Typer is imported: one
 connection to the logged-in server, and the same `error: …` lines and exit codes as the Typer commands."""
 
 from __future__ import annotations
@@ -29,17 +29,22 @@ def run(work: Callable[[PlainClient], None]) -> int:
     except ApiError as exc:
         _print(error_lines(exc.message, detail=exc.detail, validations=exc.validations, hint=exc.hint))
         return 1
-    except (CliError, Timeout) as exc:
-        if isinstance(exc, CliError):
-            _print(error_lines(exc.message, detail=exc.detail, validations=exc.validations, hint=exc.hint))
-        else:
-            _print(error_lines(str(exc)))
+    except CliError as exc:
+        return report(exc)
+    except Timeout as exc:
+        _print(error_lines(str(exc)))
         return 1
     except BrokenPipeError:
         return 0  # `dockyard list | head`: not an error
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def report(exc: CliError) -> int:
+    """Print a `CliError` as the Typer commands print it; exit code 1."""
+    _print(error_lines(exc.message, detail=exc.detail, validations=exc.validations, hint=exc.hint))
+    return 1
 
 
 def _print(lines: list[str]) -> None:

@@ -113,7 +113,7 @@ def show(source: JsonSource, args: ListArgs) -> None:
             else "No workspaces yet; create one with `dockyard create --template TEMPLATE`.\n"
         )
     else:
-        sys.stdout.write(table(columns(everyone=args.everyone), found, bold=_bold_header()))
+        sys.stdout.write(table(columns(everyone=args.everyone), found, bold=bold_header()))
     sys.stdout.flush()
 
 
@@ -152,7 +152,7 @@ def table(cols: Sequence[Column], rows: Sequence[dict[str, Any]], *, bold: bool 
     return "\n".join([header, *(line(values) for values in cells)]) + "\n"
 
 
-def _bold_header() -> bool:
+def bold_header() -> bool:
     # As Rich decides: a terminal that is not `dumb`, and no NO_COLOR.
     import os
 

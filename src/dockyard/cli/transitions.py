@@ -3,8 +3,8 @@
 Their builds take a tenth of a second to a second, and importing Typer, pydantic, httpx and the wire models took
 longer than that. So `dockyard.cli.entry` runs the forms `parse_args` understands here, with the SDK's
 standard-library client (`dockyard_sdk.plain`); the Typer commands (`cli/workspaces.py`, `cli/progress.py`) take
-everything else (`--help`, `-o json`, a bad value, a terminal to draw a spinner on) and print the same lines,
-built by the functions below.
+everything else (`--help`, `-o json`, a bad value) and print the same lines, built by the functions below. On a
+terminal the log scrolls under a spinner drawn on the standard library too (`cli/live.py`).
 
 The wait follows the build log's event stream, which the server wakes on the build's events and ends with the
 build's `end` event: nothing here sleeps or polls.
@@ -16,14 +16,18 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from dockyard.cli.errors import CliError
 from dockyard_sdk.plain import PlainClient
 from dockyard_sdk.units import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from dockyard.cli.live import Live
 
 VERBS = {"start": "Starting", "stop": "Stopping", "delete": "Deleting"}
 _ACTIVE = frozenset({"pending", "running", "canceling"})
@@ -99,8 +103,9 @@ def done_text(name: str, status: str, *, number: int, took: float | None) -> str
 
 def parse_args(argv: Sequence[str]) -> TransitionArgs | None:
     """`start|stop|restart NAME [--wait|--no-wait] [--timeout D]`; None for anything else (`--help`, `-o json`,
-    a value Typer would refuse, a terminal), which the Typer command then parses and explains."""
-    if not argv or argv[0] not in ("start", "stop", "restart") or _terminal():
+    a value Typer would refuse, a setting that makes Rich draw on a non-tty), which the Typer command then
+    parses and explains."""
+    if not argv or argv[0] not in ("start", "stop", "restart") or forced_terminal():
         return None
     ref, wait, timeout = None, True, _DEFAULT_TIMEOUT
     rest = list(argv[1:])
@@ -127,22 +132,31 @@ def parse_args(argv: Sequence[str]) -> TransitionArgs | None:
     return TransitionArgs(argv[0], ref, wait=wait, timeout=seconds)
 
 
-def _terminal() -> bool:
-    return sys.stderr.isatty() or any(os.environ.get(name) for name in _TERMINAL_SETTINGS)
+def forced_terminal() -> bool:
+    """A setting that makes Rich draw its spinner where no terminal is (a CI log that renders ANSI): the
+    Typer commands honour it. A real terminal gets the standard-library spinner (`cli/live.py`)."""
+    return not sys.stderr.isatty() and any(os.environ.get(name) for name in _TERMINAL_SETTINGS)
+
+
+def display(label: Callable[[], str]) -> AbstractContextManager[Live | None]:
+    """The spinner and log window on a terminal; elsewhere nothing, and every line is printed for good."""
+    from dockyard.cli import live
+
+    return live.Live(label) if live.wanted() else nullcontext()
 
 
 # --- the commands -------------------------------------------------------------------------------------------
 
 
-def _segment(value: str) -> str:
+def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _time(value: str) -> datetime:
+def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _message(text: str) -> None:
+def message(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
@@ -151,12 +165,13 @@ def get_workspace(client: PlainClient, ref: str) -> dict[str, Any]:
     """A workspace by id, name or owner/name, as `Client.get_workspace` finds it."""
     if "/" in ref:
         owner, _, name = ref.partition("/")
-        ref = client.get_json(f"/api/v2/users/{_segment(owner)}/workspace/{_segment(name)}")["id"]
-    return dict(client.get_json(f"/api/v2/workspaces/{_segment(ref)}"))
+        ref = client.get_json(f"/api/v2/users/{segment(owner)}/workspace/{segment(name)}")["id"]
+    return dict(client.get_json(f"/api/v2/workspaces/{segment(ref)}"))
 
 
 class _Wait:
-    """Following one build to its end, printing what `progress.wait` prints where no terminal watches."""
+    """Following one build to its end, printing what `progress.wait` prints: on a terminal the log lines
+    scroll under a spinner and vanish when the build ends; elsewhere every line is printed."""
 
     def __init__(
         self, client: PlainClient, workspace: dict[str, Any], build: dict[str, Any], *, ref: str
@@ -166,27 +181,47 @@ class _Wait:
         self.build = build
         self.ref = ref
         self.cursor = 0  # id of the last log line seen
-        self.shown = 0  # id of the last log line printed
+        self.shown = 0  # id of the last log line printed for good
+        self.status = ""
+        self.live: Live | None = None
+
+    def say(self, text: str) -> None:
+        if self.live is not None:
+            self.live.say(text)
+        else:
+            message(text)
 
     def show(self, line: dict[str, Any]) -> None:
         if line["id"] > self.cursor:
             self.cursor = line["id"]
             # The startup script's output is the agent's, shown by whoever waits for the agent (`create`).
             if line["stage"] != _STARTUP_STAGE:
-                _message(log_line_text(_time(line["time"]), line["stage"], line["output"]))
-                self.shown = line["id"]
+                text = log_line_text(parse_time(line["time"]), line["stage"], line["output"])
+                if self.live is not None:
+                    self.live.add(text)
+                else:
+                    message(text)
+                    self.shown = line["id"]
 
     def follow(self, timeout: float) -> dict[str, Any]:
         """Show the build's log until its end event; return the workspace then."""
+        with display(lambda: f"{self.workspace['name']} is {self.status or 'waiting'}") as self.live:
+            try:
+                return self._follow(timeout)
+            finally:
+                self.live = None
+
+    def _follow(self, timeout: float) -> dict[str, Any]:
         name, build_id = self.workspace["name"], self.build["id"]
-        current = self.client.get_json(f"/api/v2/workspaces/{_segment(self.workspace['id'])}")
+        current = self.client.get_json(f"/api/v2/workspaces/{segment(self.workspace['id'])}")
         ended = False  # the stream's end event came: every line of the build has been shown
         if current["latest_build"]["id"] == build_id and current["latest_build"]["status"] in _ACTIVE:
             # The status as the build began: the Typer command prints it on its first look, as here.
-            _message(f"{name}: {current['status']}")
+            self.status = current["status"]
+            self.say(f"{name}: {self.status}")
             try:
                 for event, data in self.client.events(
-                    f"/api/v2/workspacebuilds/{_segment(build_id)}/logs",
+                    f"/api/v2/workspacebuilds/{segment(build_id)}/logs",
                     {"follow": "true", "after": self.cursor},
                     timeout=timeout,
                 ):
@@ -200,12 +235,12 @@ class _Wait:
                     name, current["status"], timeout=timeout, number=self.build["number"], ref=self.ref
                 ) from exc
             except self._broken() as exc:
-                _message(f"warning: cannot follow the build log: {exc}")
+                self.say(f"warning: cannot follow the build log: {exc}")
             current = self._ended(timeout)
         if not ended:
             # The build ended before the first look, or the stream broke off: the lines it did not bring.
             for line in self.client.get_json(
-                f"/api/v2/workspacebuilds/{_segment(build_id)}/logs", {"after": self.cursor}
+                f"/api/v2/workspacebuilds/{segment(build_id)}/logs", {"after": self.cursor}
             ):
                 self.show(line)
         return dict(current)
@@ -229,7 +264,7 @@ class _Wait:
         while True:
             left = deadline - time.monotonic()
             current = self.client.get_json(
-                f"/api/v2/workspaces/{_segment(self.workspace['id'])}",
+                f"/api/v2/workspaces/{segment(self.workspace['id'])}",
                 {"wait": "done", "timeout": max(1, min(_MAX_SERVER_WAIT, int(left)))},
             )
             latest = current["latest_build"]
@@ -251,16 +286,16 @@ class _Wait:
         finished = (
             latest
             if latest["id"] == build_id
-            else self.client.get_json(f"/api/v2/workspacebuilds/{_segment(build_id)}")
+            else self.client.get_json(f"/api/v2/workspacebuilds/{segment(build_id)}")
         )
         name = self.workspace["name"]
         if finished["status"] != "succeeded":
-            logs = self.client.get_json(f"/api/v2/workspacebuilds/{_segment(build_id)}/logs")
+            logs = self.client.get_json(f"/api/v2/workspacebuilds/{segment(build_id)}/logs")
             tail = [line for line in logs[-_LOG_TAIL:] if line["id"] > self.shown]
             if tail:
-                _message(f"Last lines of build #{finished['number']}'s log:")
+                message(f"Last lines of build #{finished['number']}'s log:")
                 for line in tail:
-                    _message(log_line_text(_time(line["time"]), line["stage"], line["output"]))
+                    message(log_line_text(parse_time(line["time"]), line["stage"], line["output"]))
             raise failed(
                 name,
                 number=finished["number"],
@@ -270,7 +305,7 @@ class _Wait:
                 ref=self.ref,
             )
         took = (finished.get("timings") or {}).get("total")
-        _message(done_text(name, current["status"], number=finished["number"], took=took))
+        message(done_text(name, current["status"], number=finished["number"], took=took))
         return current
 
 
@@ -279,17 +314,25 @@ def apply(
 ) -> dict[str, Any]:
     """Queue a build and (with `wait`) follow it to its end: `workspaces._apply` without the wire models."""
     build = client.post_json(
-        f"/api/v2/workspaces/{_segment(workspace['id'])}/builds", {"transition": transition}
+        f"/api/v2/workspaces/{segment(workspace['id'])}/builds", {"transition": transition}
     )
-    _message(queued_text(transition, ref, build["number"]))
+    message(queued_text(transition, ref, build["number"]))
     if not wait:
-        _message(follow_text(ref))
+        message(follow_text(ref))
         return get_workspace(client, workspace["id"])
+    return wait_build(client, workspace, build, ref=ref, timeout=timeout)
+
+
+def wait_build(
+    client: PlainClient, workspace: dict[str, Any], build: dict[str, Any], *, ref: str, timeout: float
+) -> dict[str, Any]:
+    """Follow `build` to its end event and print its outcome (`progress.wait` without the wire models); return
+    the workspace then. A failed build is a `CliError`; Ctrl-C leaves the build running."""
     waiting = _Wait(client, workspace, build, ref=ref)
     try:
         return waiting.finish(waiting.follow(timeout))
     except KeyboardInterrupt:
-        _message(f"Stopped waiting; {follow_hint(build['number'], ref)}.")
+        message(f"Stopped waiting; {follow_hint(build['number'], ref)}.")
         raise
 
 

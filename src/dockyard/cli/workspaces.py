@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli import config, listing, output, progress, render, transitions
+from dockyard.cli import config, creation, listing, output, progress, render, transitions
 from dockyard.cli.errors import CliError, build_request
 from dockyard.cli.output import OutputFormat, OutputOption
 from dockyard_sdk import Client
@@ -81,10 +81,7 @@ def create(
     with config.session() as client:
         created = client.create_workspace(request)
         build = created.latest_build
-        output.message(
-            f"Creating workspace {created.name} from {created.template_name} {created.template_version_name} "
-            f"(build #{build.number})"
-        )
+        output.message(creation.creating_text(created.model_dump(mode="json")))
         if wait:
             # Only `create` waits for the agent; start, stop and the rest do not pay for the SSH modules.
             from dockyard.cli import connect
@@ -111,7 +108,7 @@ def create(
 
 def _parameters(pairs: Sequence[str] | None, file: Path | None) -> dict[str, Any]:
     """Values as strings, as a form would send them: the server coerces each to its parameter's type."""
-    values = _parameter_file(file) if file is not None else {}
+    values = creation.parameter_file(file) if file is not None else {}
     problems = []
     for pair in pairs or ():
         key, equals, value = pair.partition("=")
@@ -122,26 +119,6 @@ def _parameters(pairs: Sequence[str] | None, file: Path | None) -> dict[str, Any
     if problems:
         raise CliError("Invalid request.", validations=problems)
     return values
-
-
-def _parameter_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read {path}: {exc}") from exc
-    import yaml  # only --param-file needs it, and it costs every command its import
-
-    try:
-        # BaseLoader keeps every scalar a string, as --param does: YAML's own typing would read a branch
-        # named 1.10 as the number 1.1 before the server could type it by the parameter's declaration.
-        data = yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds only str, list, dict
-    except yaml.YAMLError as exc:
-        raise CliError(f"{path} is not valid YAML", detail=str(exc)) from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CliError(f"{path} must map parameter names to values", hint="e.g. `branch: main`")
-    return dict(data)
 
 
 def _duration(text: str, option: str) -> float:
