@@ -125,7 +125,6 @@ class WebhookSender:
             if row is None:
                 self._seen.pop(workspace_id, None)
                 return
-            current = workspaces.to_wire(db, workspaces.load(db, row))
             hooks = [
                 (hook.id, hook.url, hook.secret)
                 for hook in db.scalars(
@@ -136,6 +135,13 @@ class WebhookSender:
                     )
                 )
             ]
+            if not hooks:
+                # Nobody listens: the workspace's wire form (five queries) is not worth making. Every change
+                # of every workspace lands here, a dozen per create, and a burst of creates paid for all of
+                # them. A hook registered later hears the status it finds at the next change.
+                self._seen.pop(workspace_id, None)
+                return
+            current = workspaces.to_wire(db, workspaces.load(db, row))
         events = self._events(current)
         if current.status == wire.WorkspaceStatus.DELETED:
             self._seen.pop(workspace_id, None)
