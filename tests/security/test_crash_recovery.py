@@ -1,6 +1,6 @@
 """Truthful after a crash: `kill -9` of a real `dockyard server` in the middle of a burst of creates, then a
 restart on the same data dir. Builds the dead process held are taken back at once (not after the heartbeat
-timeout), and every workspace reaches `running` with its agent `ready`, so `?wait=ready` returns.
+timeout: the recovery's log events come within seconds of the restart), and every workspace reaches `running` with its agent `ready`, so `?wait=ready` returns.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,8 +22,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 # The issue's figure; a slower machine may ask for fewer (the property is the same).
 CREATES = int(os.environ.get("DOCKYARD_CRASH_CREATES", "30"))
-# Builds the dead server held must be running and ready this soon after the new one answers.
-RECOVERED_WITHIN = 15.0
+# The dead server's builds are taken back this soon after the new one answers: at its start, not after the
+# heartbeat timeout (`worker.stale_after`, 60 s). How long their starts then take is the host's speed, which
+# bench/provision.py measures; here they only have to get there.
+REQUEUED_WITHIN = 10.0
 
 
 @pytest.fixture
@@ -82,13 +85,11 @@ def test_kill_9_during_creates_then_restart(crashing: LiveServer) -> None:
 
     live.process = _spawn(live.data_dir, live.url, live.ssh_port, live.env)
     _await_healthy(live)
-    restarted = time.monotonic()
+    restarted, restarted_at = time.monotonic(), datetime.now(UTC)
 
     # The dead process's builds first: requeued at start, claimed before anything queued later.
     for workspace_id in orphaned:
-        left = RECOVERED_WITHIN - (time.monotonic() - restarted)
-        assert left > 0, f"{workspace_id} not recovered within {RECOVERED_WITHIN} s"
-        ws = live.client.get_workspace(workspace_id, wait="ready", timeout=left)
+        ws = live.client.get_workspace(workspace_id, wait="ready", timeout=180)
         assert ws.status == m.WorkspaceStatus.RUNNING, (ws.status, ws.status_reason)
         assert ws.agent is not None
         assert (ws.agent.status, ws.agent.lifecycle) == (m.AgentConnection.CONNECTED, m.AgentLifecycle.READY)
@@ -106,10 +107,15 @@ def test_kill_9_during_creates_then_restart(crashing: LiveServer) -> None:
     for workspace_id in list(orphaned)[:4]:
         result = live.client.exec(workspace_id, m.ExecRequest(command="echo alive"))
         assert result.stdout == "alive\n"
-    recovered = [e for e in _events(live) if e.get("event") == "recovered build"]
-    assert {e["build"] for e in recovered if e.get("why") == "its process ended"} >= set(
-        _builds(live, orphaned)
-    )
+    recovered = [
+        e
+        for e in _events(live)
+        if e.get("event") == "recovered build" and e.get("why") == "its process ended"
+    ]
+    assert {e["build"] for e in recovered} >= set(_builds(live, orphaned))
+    for event in recovered:
+        at = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+        assert (at - restarted_at).total_seconds() < REQUEUED_WITHIN, event
     print(
         f"{len(orphaned)} builds in flight at the kill; all running and ready {recovered_in:.1f} s after restart"
     )
