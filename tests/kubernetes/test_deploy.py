@@ -197,7 +197,8 @@ def test_dockyard_runs_on_kubernetes_and_provisions_a_workspace(
         while (
             pod := core.read_namespaced_pod(manifests.pod_name(ws.id), WORKSPACES)
         ).status.phase != "Running":
-            assert pod.status.phase == "Pending" and time.monotonic() < deadline, pod.status
+            assert pod.status.phase == "Pending", pod.status
+            assert time.monotonic() < deadline, pod.status
             time.sleep(0.2)
         # Its objects carry the configured deployment id, and its network policy admits exactly the server
         # pods as the manifests label them.
