@@ -125,7 +125,9 @@ class FakeRuntime:
             raise ImageNotFound(f"image {spec.image} is not available locally and could not be pulled")
         return spec.image
 
-    def start(self, plan: WorkspacePlan, log: LogSink) -> Observation:
+    def start(
+        self, plan: WorkspacePlan, log: LogSink, *, started: threading.Event | None = None
+    ) -> Observation:
         self._enter("start")
         if self.fail_start:
             log(self.fail_start)

@@ -192,8 +192,14 @@ def test_dockyard_runs_on_kubernetes_and_provisions_a_workspace(
 
         # The provisioner made the pod in the workspace namespace; its agent dialled the Service.
         core = kubernetes.client.CoreV1Api(api)
-        pod = core.read_namespaced_pod(manifests.pod_name(ws.id), WORKSPACES)
-        assert pod.status.phase == "Running"
+        # Ready comes with the agent's hello; the kubelet reports Running at its next relist, a moment later.
+        deadline = time.monotonic() + 30
+        while (
+            pod := core.read_namespaced_pod(manifests.pod_name(ws.id), WORKSPACES)
+        ).status.phase != "Running":
+            assert pod.status.phase == "Pending", pod.status
+            assert time.monotonic() < deadline, pod.status
+            time.sleep(0.2)
         # Its objects carry the configured deployment id, and its network policy admits exactly the server
         # pods as the manifests label them.
         assert pod.metadata.labels[manifests.LABEL_DEPLOYMENT] == DEPLOYMENT

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from dockyard.runtimes.base import ContainerState
-from dockyard.runtimes.kubernetes import manifests, overlay, states
+from dockyard.runtimes.base import ContainerState, RuntimeFailure
+from dockyard.runtimes.kubernetes import manifests, overlay, pods, states
 from dockyard.runtimes.kubernetes.options import KubernetesOptions
 from dockyard.runtimes.kubernetes.spec import AgentFolders, BindMount, WorkspaceSpec, from_plan
+from dockyard.runtimes.kubernetes.watch import PodCache
 from dockyard.runtimes.plan import AgentLink, AgentPlan, Egress, LinkKind, WorkspacePlan
 from dockyard.tunnel.door import LinkDoor
 
@@ -389,3 +392,44 @@ def test_overlays_that_loosen_isolation_are_refused_unless_allowed() -> None:
         "kubernetes.pod.containers[0].image",
         "kubernetes.pod.containers[1].tty",
     ]
+
+
+def _cached(pod: dict[str, Any]) -> PodCache:
+    cache = PodCache()
+    pod["metadata"] = {"name": "p", "uid": "u1", "labels": {manifests.LABEL_WORKSPACE: "w"}}
+    cache.replace([pod])
+    return cache
+
+
+def test_a_start_returns_on_its_agent_before_the_kubelet_reports_running_and_failures_still_win() -> None:
+    creating = _pod(
+        "Pending", container={"state": {"waiting": {"reason": "ContainerCreating"}}}, podIP="172.17.0.9"
+    )
+    started, lines = threading.Event(), []
+    threading.Timer(0.1, started.set).start()
+    began = time.monotonic()
+    observation = pods.wait_running(
+        cast(Any, None), _cached(creating), "w", uid="u1", namespace="n", timeout=5,
+        log=lines.append, started=started,
+    )  # fmt: skip
+    assert time.monotonic() - began < 1.0
+    assert (observation.state, observation.detail, observation.address) == (
+        ContainerState.RUNNING,
+        "running (its agent connected)",
+        "172.17.0.9",
+    )
+    assert lines[-1] == "Pod dockyard-ws-w is running on ? (its agent connected)"
+    # The cluster's reason fails the start even when an agent was heard (one from a pod being replaced).
+    pull = _pod("Pending", container={"state": {"waiting": {"reason": "ErrImagePull", "message": "denied"}}})
+    with pytest.raises(RuntimeFailure) as failed:
+        pods.wait_running(
+            cast(Any, None), _cached(pull), "w", uid="u1", namespace="n", timeout=5,
+            log=lines.append, started=started,
+        )  # fmt: skip
+    assert failed.value.message == "Pod dockyard-ws-w cannot start: ErrImagePull: denied"
+    # Without the agent's word the start waits for the kubelet's report, up to its timeout.
+    with pytest.raises(RuntimeFailure) as late:
+        pods.wait_running(
+            cast(Any, None), _cached(creating), "w", uid="u1", namespace="n", timeout=0.3, log=lines.append
+        )
+    assert late.value.message.startswith("Pod dockyard-ws-w did not run within 0.3 s")

@@ -13,7 +13,7 @@ from tests.fakes import FakeRuntime
 from tests.harness import Harness
 
 
-def _crash(plan: WorkspacePlan, log: LogSink) -> Observation:
+def _crash(plan: WorkspacePlan, log: LogSink, **_: object) -> Observation:
     log("creating the container")
     # What a bug looks like: an exception that is no Dockyard error, naming a file on the server.
     open("/var/lib/dockyard-missing/agent/agent.py").close()
@@ -57,7 +57,7 @@ def test_an_internal_error_shows_one_line_and_logs_the_traceback_server_side(h: 
 def test_a_runtime_error_keeps_its_reason_without_server_paths(h: Harness) -> None:
     assert isinstance(h.runtime, FakeRuntime)
 
-    def fail(plan: WorkspacePlan, log: LogSink) -> Observation:
+    def fail(plan: WorkspacePlan, log: LogSink, **_: object) -> Observation:
         raise RuntimeFailure(
             "Docker engine error: error mounting /var/lib/dockyard/agent to rootfs at /run/dockyard",
             detail="see /var/log/dockyard/server.log\nsecond line",

@@ -6,7 +6,8 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Protocol
 
@@ -15,16 +16,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.errors import DockyardError
+from dockyard.events import bus_of
 from dockyard.provisioner import agents, devcontainer_image, events, logs, plans, queue
 from dockyard.runtimes.base import Canceled, ImageSpec, Observation, Runtime, RuntimeFailure
 from dockyard.runtimes.plan import AgentLink, Egress, LinkKind, WorkspacePlan
-from dockyard.store.models import TemplateArchive, TemplateVersion, User, Workspace, WorkspaceBuild
+from dockyard.store.models import (
+    TemplateArchive,
+    TemplateVersion,
+    User,
+    Workspace,
+    WorkspaceAgent,
+    WorkspaceBuild,
+)
 from dockyard.store.types import utcnow
 from dockyard.templates import devcontainers
 from dockyard.templates import service as templates
 from dockyard.templates.archive import TemplateFiles
 from dockyard.templates.devcontainer.plan import Plan as DevcontainerPlan
-from dockyard_sdk.models import BuildStatus, Transition
+from dockyard_sdk.models import AgentConnection, BuildStatus, Transition
 
 log = logging.get(__name__)
 
@@ -246,12 +255,46 @@ class Worker:
         ctx.image = image
         if self.agents is not None and plan.agent is not None:
             self.agents.open(plan.workspace_id, kind=plan.agent.link.kind, uid=plan.home.uid)
-        observation = ctx.phase("container", lambda: self.runtime.start(plan, ctx.log))
+        with self._agent_heard(plan.workspace_id, ctx.build_id, linked=plan.agent is not None) as heard:
+            observation = ctx.phase("container", lambda: self.runtime.start(plan, ctx.log, started=heard))
         assert isinstance(observation, Observation)
         ctx.timings.update({f"container.{step}": seconds for step, seconds in observation.timings.items()})
         ctx.stage = "container"
         where = f" at {observation.address}" if observation.address else ""
         ctx.log(f"workspace {plan.name} is running{where}")
+
+    @contextmanager
+    def _agent_heard(
+        self, workspace_id: str, build_id: str, *, linked: bool
+    ) -> Iterator[threading.Event | None]:
+        """An event set once this build's agent has connected: proof from inside that the workspace runs,
+        which a runtime that hears of its own start late (Kubernetes) may take instead of its own report.
+
+        Woken by the workspace's events (the hub publishes a connection from any replica); None without an
+        agent or a bus, and the runtime then waits for its own report alone."""
+        bus = bus_of(self.sessions)
+        if bus is None or self.agents is None or not linked:
+            yield None
+            return
+        heard = threading.Event()
+
+        def look() -> None:
+            if heard.is_set():
+                return
+            with self.sessions() as db:
+                row = db.get(WorkspaceAgent, workspace_id)
+                if (
+                    row is not None
+                    and row.build_id == build_id
+                    and row.connection == AgentConnection.CONNECTED
+                ):
+                    heard.set()
+
+        subscription = bus.workspaces.watch(workspace_id, look)
+        try:
+            yield heard
+        finally:
+            subscription.cancel()
 
     def _devcontainer_image(
         self, ctx: BuildContext, devcontainer: DevcontainerPlan, files: TemplateFiles, *, template: str

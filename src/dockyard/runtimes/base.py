@@ -6,6 +6,7 @@ Every call is idempotent: a retried or resumed build converges on the wanted sta
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -179,9 +180,14 @@ class Runtime(Protocol):
     def ensure_image(self, spec: ImageSpec, log: LogSink) -> str:
         """Return a local image reference for the spec, pulling or building it if needed (cached by hash)."""
 
-    def start(self, plan: WorkspacePlan, log: LogSink) -> Observation:
+    def start(
+        self, plan: WorkspacePlan, log: LogSink, *, started: threading.Event | None = None
+    ) -> Observation:
         """Make (or reuse) whatever runs the plan, with its home, and start it; `plan.image` is what
-        `ensure_image` returned. A changed plan replaces what ran before, keeping the home."""
+        `ensure_image` returned. A changed plan replaces what ran before, keeping the home.
+
+        `started`, when given, is set by the caller once it has proof from inside the workspace that it runs
+        (its agent connected): a runtime that hears of its own start late may return on it."""
 
     def stop(self, workspace_id: str, log: LogSink) -> None:
         """Stop the workspace, keeping its home."""

@@ -260,7 +260,10 @@ class DockerRuntime:
 
     # -- workspaces -------------------------------------------------------------------------------------
 
-    def start(self, plan: WorkspacePlan, log: LogSink) -> Observation:
+    def start(
+        self, plan: WorkspacePlan, log: LogSink, *, started: threading.Event | None = None
+    ) -> Observation:
+        # The engine's start returns once the container runs: no outside proof is needed (`started`).
         # Asking the engine about GPUs costs a call; only a plan that wants one needs the answer.
         refusal = self._capabilities(probe_gpu=plan.resources.gpu > 0).refusal(plan)
         if refusal:

@@ -4,6 +4,7 @@ until it is gone, so that the next pod of the same name can be made."""
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,8 +97,13 @@ def wait_running(
     namespace: str,
     timeout: float,
     log: LogSink,
+    started: threading.Event | None = None,
 ) -> Observation:
-    """Wait on the watch for pod `uid` to run; fail at once with the cluster's reason when it cannot."""
+    """Wait on the watch for pod `uid` to run; fail at once with the cluster's reason when it cannot.
+
+    `started` set (the caller heard the workspace's agent) is proof that the container runs: the kubelet
+    reports it only at its next relist, up to a second later (two for a pod with limits on cgroup v1).
+    """
     name = manifests.pod_name(workspace_id)
     deadline = time.monotonic() + timeout
     said = ""
@@ -119,6 +125,16 @@ def wait_running(
             failure = states.start_failure(pod)
             if failure:
                 raise RuntimeFailure(f"Pod {name} cannot start: {failure}")
+            if started is not None and started.is_set() and not pod["metadata"].get("deletionTimestamp"):
+                log(
+                    f"Pod {name} is running on {(pod.get('spec') or {}).get('nodeName', '?')} (its agent connected)"
+                )
+                return Observation(
+                    workspace_id,
+                    ContainerState.RUNNING,
+                    detail="running (its agent connected)",
+                    address=(pod.get("status") or {}).get("podIP") or None,
+                )
             if observation.detail != said:
                 said = observation.detail
                 log(f"Pod {name}: {said}")
@@ -128,8 +144,9 @@ def wait_running(
         if left <= 0:
             raise RuntimeFailure(f"Pod {name} did not run within {timeout:g} s ({said or 'no status'}).")
         with cache.changed:
-            # Woken by every watch event; the timeout also covers a watch that is reconnecting.
-            cache.changed.wait(min(left, 1.0))
+            # Woken by every watch event; the timeout also covers a watch that is reconnecting. `started` is
+            # set on another thread without this condition: looked at every 50 ms (no call, a flag).
+            cache.changed.wait(min(left, 1.0 if started is None else 0.05))
 
 
 def delete(

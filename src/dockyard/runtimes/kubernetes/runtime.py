@@ -2,7 +2,8 @@
 
 Lifecycle: a start makes (or keeps) the home claim, the network policy and the pod, then waits until the pod
 runs or the cluster says why it cannot (unschedulable, image pull errors, a failing container) and fails the
-build with that reason. A stop deletes the pod and keeps the claim; the next start makes a new pod on the same
+build with that reason. "Runs" is the kubelet's report (phase Running), or, sooner, the agent's connection from
+inside the pod (`started`): the kubelet reports a started container only at its next once-a-second relist. A stop deletes the pod and keeps the claim; the next start makes a new pod on the same
 claim. A delete removes everything labelled with the workspace.
 
 Observation is by list+watch: one thread keeps every pod of this deployment in memory, so `observe_all` costs
@@ -181,15 +182,17 @@ class KubernetesRuntime:
 
     # -- workspaces ---------------------------------------------------------------------------------------
 
-    def start(self, plan: WorkspacePlan, log: LogSink) -> Observation:
+    def start(
+        self, plan: WorkspacePlan, log: LogSink, *, started: threading.Event | None = None
+    ) -> Observation:
         refusal = self.capabilities().refusal(plan)
         if refusal:
             raise RuntimeFailure(refusal)
         spec = from_plan(plan, self.agent_folders)
         with translate(self.address):
-            return self._start(spec, log)
+            return self._start(spec, log, started=started)
 
-    def _start(self, spec: WorkspaceSpec, log: LogSink) -> Observation:
+    def _start(self, spec: WorkspaceSpec, log: LogSink, *, started: threading.Event | None) -> Observation:
         timings: dict[str, float] = {}
         mark = time.perf_counter()
 
@@ -270,6 +273,7 @@ class KubernetesRuntime:
             namespace=namespace,
             timeout=self.options.ready_timeout,
             log=log,
+            started=started,
         )
         lap("start")
         return Observation(
