@@ -214,16 +214,14 @@ def main(quick: bool) -> int:
         ours = [dockyard_start(runtime, w) for w in workspaces[:sequential]]
         ratio = statistics.median(ours) / statistics.median(bare)
         report(
-            f"dockyard start -> Running, {sequential} sequential: p50 {statistics.median(ours):.2f} s "
-            f"(ratio {ratio:.2f}, target <= 1.5; "
+            f"runtime alone (no agent: waits for the kubelet's Running), {sequential} sequential: p50 "
+            f"{statistics.median(ours):.2f} s (ratio {ratio:.2f}; "
             f"{statistics.median(ours) / statistics.median(bare_limited):.2f} to the bare pod with limits)"
         )
         wall = at_once(parallel, lambda i: dockyard_start(runtime, workspaces[sequential + i]))
-        report(
-            f"dockyard starts, {parallel} at once: {wall:.2f} s (ratio {wall / bare_wall:.2f}, target <= 1.5)"
-        )
+        report(f"runtime alone, {parallel} at once: {wall:.2f} s (ratio {wall / bare_wall:.2f})")
         steps = ", ".join(f"{step} {statistics.median(times):.2f}" for step, times in STEPS.items())
-        report(f"dockyard start steps, p50 s: {steps}")
+        report(f"runtime start steps, p50 s: {steps}")
         stops, starts = [], []
         for _ in range(cycles):
             started = time.perf_counter()
