@@ -1,7 +1,8 @@
-"""Brokered git credentials in a real Docker workspace with no egress: the git server is a container of the
-test's own (tests/gitserver.py in the base image) joined to the workspace's network as `git.test`. The clone,
-the task branch and a push go through the credential helper, and afterwards the secret is found in no file of
-the container and in no process's environment."""
+"""Brokered git credentials in a real Docker workspace: the git server is a container of the test's own
+(tests/gitserver.py in the base image) joined, as `git.test`, to the network made ahead for the workspace (a warm
+network), so its name resolves there without a query leaving the engine. The clone, the task branch and a push
+go through the credential helper, and afterwards the secret is found in no file of the container and in no
+process's environment."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.naming import container_name, network_name
 from dockyard.store.models import Workspace
+from dockyard.warmpool import store as warmnetworks
 from dockyard_sdk import models as m
 from tests.gitauth.test_git_credentials import GIT_MANIFEST, PASSWORD, USER, git
 from tests.harness import Harness, make_harness
@@ -44,12 +46,15 @@ print(len(glob.glob('/proc/[0-9]*/environ')), hits)
 @pytest.fixture
 def dh(tmp_path: Path, database_url: str, engine: DockerRuntime, base_image: str) -> Iterator[Harness]:
     runtime = DockerRuntime(subnet_pool="10.234.0.0/16", ready_timeout=60)
-    harness = make_harness(tmp_path, database_url, runtime=runtime)
+    harness = make_harness(tmp_path, database_url, runtime=runtime, warm_networks={"open": 1, "internal": 0})
     try:
         yield harness
     finally:
         with harness.app.state.sessions() as db:
             ids = list(db.scalars(select(Workspace.id)))
+        pool = harness.app.state.background.warm_pool
+        pool.sizes = {}
+        pool.fill()
         harness.close()
         for workspace_id in ids:
             runtime.delete(workspace_id, lambda line: None)
@@ -88,27 +93,32 @@ def test_clone_push_and_no_trace_of_the_credential_in_a_docker_workspace(
     dh: Harness, git_container: tuple[Any, Path]
 ) -> None:
     container, bare = git_container
-    manifest = {**GIT_MANIFEST, "network": {"egress": "none"}, "resources": {"cpu": 1, "memory": "512Mi"}}
-    dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
     dh.admin.add_git_auth(m.CreateGitAuthRequest(host=HOST, username=USER, password=PASSWORD))
+    parameters = {"repo": f"http://{HOST}/app.git", "branch": "task-9"}
+    # No network at all: git's own message is the workspace's start error.
+    offline = {**GIT_MANIFEST, "name": "offline", "network": {"egress": "none"}}
+    dh.template({"dockyard.yaml": yaml.safe_dump(offline, sort_keys=False)})
     created = dh.admin.create_workspace(
-        m.CreateWorkspaceRequest(
-            template="gitws",
-            name="dockergit",
-            parameters={"repo": f"http://{HOST}/app.git", "branch": "task-9"},
-        )
+        m.CreateWorkspaceRequest(template="offline", name="offline", parameters=parameters)
     )
     first = dh.admin.get_workspace(created.id, wait="ready", timeout=120)
-    # Nothing answers as git.test on the workspace's network yet: git's own message says so.
     assert first.agent is not None
     assert first.agent.lifecycle == m.AgentLifecycle.START_ERROR
     assert first.agent.error is not None
     assert "Could not resolve host: git.test" in first.agent.error
 
+    pool = dh.app.state.background.warm_pool
+    pool.fill()
+    with dh.app.state.sessions() as db:
+        [warm_id] = warmnetworks.ids(db)
     client = docker.from_env()
-    client.networks.get(network_name(created.id)).connect(container, aliases=["git.test"])
-    dh.await_build(dh.admin.stop_workspace(created.id).workspace_id)
-    dh.admin.start_workspace(created.id)
+    client.networks.get(network_name(warm_id)).connect(container, aliases=["git.test"])
+    manifest = {**GIT_MANIFEST, "network": {"egress": "all"}, "resources": {"cpu": 1, "memory": "512Mi"}}
+    dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+    created = dh.admin.create_workspace(
+        m.CreateWorkspaceRequest(template="gitws", name="dockergit", parameters=parameters)
+    )
+    assert created.id == warm_id
     ws = dh.admin.get_workspace(created.id, wait="ready", timeout=120)
     assert ws.agent is not None
     assert (ws.agent.lifecycle, ws.agent.error) == (m.AgentLifecycle.READY, None)

@@ -249,16 +249,13 @@ def test_two_workspaces_cannot_reach_each_other(runtime: DockerRuntime, new_spec
 
 # Without the egress proxy an allowlist is refused (tests/runtimes/conformance: capabilities are honest); with it,
 # tests/egress/test_allowlist_docker.py.
-@pytest.mark.parametrize(("egress", "internal"), [("none", True), ("all", False)])
-def test_egress_decides_whether_the_network_is_internal(
-    runtime: DockerRuntime, new_spec: SpecFactory, egress: str, internal: bool
-) -> None:
-    spec = new_spec(egress=egress)
+def test_egress_all_gets_a_bridge_of_its_own(runtime: DockerRuntime, new_spec: SpecFactory) -> None:
+    spec = new_spec(egress="all")
 
     runtime.start(spec, lambda line: None)
 
     network = runtime.client.networks.get(network_name(spec.workspace_id))
-    assert (network.attrs["Internal"], network.attrs["Driver"]) == (internal, "bridge")
+    assert (network.attrs["Internal"], network.attrs["Driver"]) == (False, "bridge")
     assert network.attrs["Labels"] == {
         "dockyard.managed": "true",
         "dockyard.workspace.id": spec.workspace_id,
@@ -266,7 +263,28 @@ def test_egress_decides_whether_the_network_is_internal(
     }
 
 
-def test_changing_egress_recreates_the_network(runtime: DockerRuntime, new_spec: SpecFactory) -> None:
+def _interfaces(runtime: DockerRuntime, workspace_id: str) -> list[str]:
+    container = runtime.client.containers.get(container_name(workspace_id))
+    code, output = container.exec_run(["ls", "/sys/class/net"])
+    assert code == 0, output
+    return bytes(output).decode().split()
+
+
+def test_egress_none_has_loopback_only(runtime: DockerRuntime, new_spec: SpecFactory) -> None:
+    spec = new_spec(egress="none")
+
+    observation = runtime.start(spec, lambda line: None)
+
+    assert observation.state is ContainerState.RUNNING
+    host = runtime.client.api.inspect_container(container_name(spec.workspace_id))["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert _interfaces(runtime, spec.workspace_id) == ["lo"]
+    assert runtime.client.networks.list(names=[network_name(spec.workspace_id)]) == []
+
+
+def test_changing_egress_to_none_recreates_the_container_without_its_bridge(
+    runtime: DockerRuntime, new_spec: SpecFactory
+) -> None:
     spec = new_spec(egress="all")
     runtime.start(spec, lambda line: None)
     runtime.stop(spec.workspace_id, lambda line: None)
@@ -274,7 +292,14 @@ def test_changing_egress_recreates_the_network(runtime: DockerRuntime, new_spec:
     observation = runtime.start(replaced(spec, egress="none"), lambda line: None)
 
     assert observation.state is ContainerState.RUNNING
-    assert runtime.client.networks.get(network_name(spec.workspace_id)).attrs["Internal"] is True
+    assert _interfaces(runtime, spec.workspace_id) == ["lo"]
+    assert [n.name for n in runtime.client.networks.list(names=[network_name(spec.workspace_id)])] == []
+
+    runtime.stop(spec.workspace_id, lambda line: None)
+    observation = runtime.start(spec, lambda line: None)  # and back: a bridge again
+
+    assert observation.state is ContainerState.RUNNING
+    assert sorted(_interfaces(runtime, spec.workspace_id)) == ["eth0", "lo"]
 
 
 def test_a_workload_over_its_memory_limit_is_observed_as_oom_killed(

@@ -20,8 +20,9 @@ from dockyard.runtimes.base import (
     Observation,
     RuntimeFailure,
     RuntimeUnavailable,
+    network_class,
 )
-from dockyard.runtimes.docker import bootstrap, naming
+from dockyard.runtimes.docker import bootstrap, containers, naming
 from dockyard.runtimes.docker.builds import build_context
 from dockyard.runtimes.docker.errors import translate
 from dockyard.runtimes.docker.spec import AgentFolders, BindMount, WorkspaceSpec, from_plan
@@ -282,3 +283,21 @@ def test_a_plan_survives_its_json_form() -> None:
     )
     stored = json.loads(json.dumps(plan.stored()))
     assert WorkspacePlan.from_stored(stored) == plan
+
+
+def test_egress_none_takes_no_network_and_its_own_configuration_hash() -> None:
+    assert [network_class(egress) for egress in ("none", "all", "allowlist")] == [None, "open", "internal"]
+    fields = {"workspace_id": "w1", "name": "n", "owner": "o", "owner_id": "1", "template": "t"}
+    closed = from_plan(workspace_plan(**fields, build_id="b", image="i", egress="none"), None)
+    opened = from_plan(workspace_plan(**fields, build_id="b", image="i", egress="all"), None)
+
+    def args(spec: WorkspaceSpec, network: str | None) -> dict[str, object]:
+        return containers.create_args(
+            spec, network=network, volume="v", image_id="sha256:1", nano_cpus=10**9, config_hash="h"
+        )
+
+    assert (args(closed, None)["network_mode"], "network" in args(closed, None)) == ("none", False)
+    assert (args(opened, "net")["network"], "network_mode" in args(opened, "net")) == ("net", False)
+    # A container made on an internal bridge before egress "none" meant no network is made again once.
+    hashes = {containers.config_hash(spec, "sha256:1", 10**9) for spec in (closed, opened)}
+    assert len(hashes) == 2

@@ -43,7 +43,7 @@ CONTAINER_PORT = 8080
 @dataclass
 class Workspace:
     spec: WorkspacePlan
-    address: str  # the container's
+    address: str  # the container's ("" for egress none: loopback only)
     gateway: str  # its bridge's address on the host
     bridge: str
 
@@ -167,6 +167,10 @@ def new_workspace(
             **overrides,
         )
         observation = isolation_runtime.start(spec, lambda line: None)
+        if egress == "none":
+            # Loopback only: no address, no gateway, no bridge.
+            assert observation.address is None
+            return Workspace(spec, "", "", "")
         assert observation.address
         network = docker_client.networks.get(network_name(workspace_id))
         attached = docker_client.containers.get(container_name(workspace_id)).attrs["NetworkSettings"]

@@ -145,11 +145,15 @@ class EgressProxy(Protocol):
         """The workspaces this process serves now."""
 
 
-def network_class(egress: str) -> str:
+def network_class(egress: str) -> str | None:
     """Which workspaces can share a network made ahead of them: "open" has egress, "internal" has none.
 
-    An allowlist is internal: its only way out is the egress proxy on the network's gateway.
+    An allowlist is internal: its only way out is the egress proxy on the network's gateway. Egress "none"
+    takes no network at all: its container has loopback only, and the agent, apps and SSH reach it through the
+    agent's socket.
     """
+    if egress == "none":
+        return None
     return "open" if egress == "all" else "internal"
 
 

@@ -9,16 +9,19 @@ from sqlalchemy.orm import Session
 
 from dockyard.store.models import WarmNetwork
 
-# "open" networks have egress, "internal" ones none (runtimes.base.network_class).
+# "open" networks have egress, "internal" ones only the egress proxy (runtimes.base.network_class).
 CLASSES = ("open", "internal")
 CLAIM_ATTEMPTS = 3
 
 
-def claim(db: Session, network_class: str) -> str | None:
+def claim(db: Session, network_class: str | None) -> str | None:
     """Take a warm network of this class in the caller's transaction: the id the new workspace must carry.
 
-    None when the pool has none. A rollback of the caller's transaction puts the network back.
+    None when the pool has none, or the workspace takes no network (class None). A rollback of the caller's
+    transaction puts the network back.
     """
+    if network_class is None:
+        return None
     query = (
         select(WarmNetwork.id)
         .where(WarmNetwork.network_class == network_class, WarmNetwork.ready.is_(True))

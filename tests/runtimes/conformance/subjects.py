@@ -151,6 +151,8 @@ def docker_subject(request: pytest.FixtureRequest, tmp: Path) -> Iterator[Subjec
         # What the engine enforces: an internal network's bridge forwards nothing beyond itself. (Trying a
         # connection out would send traffic off this machine.)
         attrs = client.api.inspect_container(container_name(workspace_id))
+        if attrs["HostConfig"]["NetworkMode"] == "none":
+            return False  # loopback only
         networks = attrs["NetworkSettings"]["Networks"]
         assert list(networks) == [network_name(workspace_id)]
         return not client.api.inspect_network(network_name(workspace_id))["Internal"]

@@ -30,9 +30,10 @@ SUDO_CAPS = ["AUDIT_WRITE", "FSETID"]
 
 
 def create_args(
-    spec: WorkspaceSpec, *, network: str, volume: str, image_id: str, nano_cpus: int, config_hash: str
+    spec: WorkspaceSpec, *, network: str | None, volume: str, image_id: str, nano_cpus: int, config_hash: str
 ) -> dict[str, Any]:
-    """Keyword arguments of `containers.create` for the workspace's container."""
+    """Keyword arguments of `containers.create` for the workspace's container; `network` None gives it
+    loopback only."""
     labels = {
         **naming.object_labels(spec.workspace_id),
         naming.LABEL_OWNER: spec.owner,
@@ -58,7 +59,7 @@ def create_args(
         "working_dir": "/",
         "environment": dict(spec.env),
         "labels": labels,
-        "network": network,
+        **({"network": network} if network is not None else {"network_mode": "none"}),
         "dns": list(spec.dns) or None,
         "mounts": [
             docker.types.Mount(target=bootstrap.home_of(spec), source=volume, type="volume"),
@@ -110,6 +111,10 @@ def config_hash(spec: WorkspaceSpec, image_id: str, nano_cpus: int) -> str:
         "mounts": [[m.source, m.target, m.read_only] for m in spec.mounts],
         "files": sorted((path, hashlib.sha256(data).hexdigest()) for path, data in spec.files.items()),
     }
+    if spec.egress == "none":
+        # Loopback only (no network) since egress "none" stopped meaning an internal bridge: such containers
+        # made before are made again once, without their bridge.
+        config["network"] = "none"
     if spec.egress_allow:
         # Only when set, so that containers made before allow-lists keep their hash.
         config["egress_allow"] = list(spec.egress_allow)

@@ -1,7 +1,8 @@
 """`DockerRuntime`: workspaces as Docker containers, one network and one home volume each.
 
 Per workspace `w`:
-- network `dockyard-ws-w` (bridge; internal unless egress is "all"),
+- network `dockyard-ws-w` (bridge; internal for an allowlist, whose way out is the egress proxy; none for
+  egress "none", whose container has loopback only),
 - volume `dockyard-home-w` at /home/<user> (bound to a size-limited file system of its own when the template
   sets `resources.disk`, see `disks.py`),
 - container `dockyard-ws-w`: docker-init as PID 1, then the setup script of `bootstrap.py` as root, then the
@@ -284,12 +285,19 @@ class DockerRuntime:
 
         name = naming.container_name(spec.workspace_id)
         volume = naming.volume_name(spec.workspace_id)
-        internal = network_class(spec.egress) == "internal"
+        wanted = network_class(spec.egress)
         # The network is independent of the volume, the image and the container lookup, and is the slow part
         # of a cold start (the engine makes networks one at a time): it is made on a thread of its own while
-        # this one does the rest, and waited for only when the container needs it.
+        # this one does the rest, and waited for only when the container needs it. Egress "none" has none: a
+        # container with loopback only starts faster than one on any bridge (no veth, no firewall rules, no
+        # embedded DNS resolver) and has nothing to move laterally with.
         networking = self._networking.submit(
-            _timed, lambda: self._ensure_network(spec.workspace_id, internal=internal, log=log)
+            _timed,
+            lambda: (
+                self._ensure_network(spec.workspace_id, internal=wanted == "internal", log=log)
+                if wanted is not None
+                else (None, None)
+            ),
         )
         try:
             limit, volume_labels = disks.home_volume(
@@ -329,6 +337,9 @@ class DockerRuntime:
                     log(f"Removing container {name}: {'it has no deployment' if unlabelled else why}")
                     container.remove(force=True, v=True)
                     container = None
+                    if wanted is None:
+                        # Its egress became "none": the bridge it was on has nothing left to carry.
+                        self._remove_network_of(spec.workspace_id, log)
             lap("inspect")
         except BaseException:
             # Never leave the network's thread making things behind a build that has failed already.
@@ -337,11 +348,16 @@ class DockerRuntime:
         (network, network_id), timings["network"] = networking.result()
         lap("network.wait")
         if spec.egress == Egress.ALLOWLIST:
+            assert network_id is not None  # an allowlist's class is "internal"
             # The proxy's address is not in the configuration hash: it changes only with the network, and a
             # container on a replaced network is made afresh below anyway.
             spec = self._open_egress(spec, network_id, log)
             lap("network.egress")
-        attached = states.network_id(container.attrs, network) if container is not None else None
+        attached = (
+            states.network_id(container.attrs, network)
+            if container is not None and network is not None
+            else None
+        )
         if container is not None and attached not in (None, network_id):
             # Its network was removed while it was stopped; the engine cannot start it on the new one. (A
             # container that never ran has no network id yet and joins by name.)
@@ -508,7 +524,7 @@ class DockerRuntime:
     def _create_container(
         self,
         spec: WorkspaceSpec,
-        network: str,
+        network: str | None,
         volume: str,
         image_id: str,
         nano_cpus: int,
@@ -633,12 +649,15 @@ class DockerRuntime:
                 self.disks.remove(workspace_id, log)
             if self.egress is not None:
                 self.egress.close(workspace_id)
-            network_name = naming.network_name(workspace_id)
-            for network in self.client.networks.list(names=[network_name]):
-                if network.name == network_name:
-                    self._claim(network.attrs.get("Labels"), f"Network {network_name}")
-                    self._remove_network(network)
-                    log(f"Removed network {network_name}")
+            self._remove_network_of(workspace_id, log)
+
+    def _remove_network_of(self, workspace_id: str, log: LogSink) -> None:
+        network_name = naming.network_name(workspace_id)
+        for network in self.client.networks.list(names=[network_name]):
+            if network.name == network_name:
+                self._claim(network.attrs.get("Labels"), f"Network {network_name}")
+                self._remove_network(network)
+                log(f"Removed network {network_name}")
 
     def _remove_container(self, container: Any) -> None:
         try:
@@ -832,7 +851,7 @@ def proxy_env(address: str, port: int) -> dict[str, str]:
     }
 
 
-def _timed(work: Callable[[], tuple[str, str]]) -> tuple[tuple[str, str], float]:
+def _timed(work: Callable[[], tuple[str | None, str | None]]) -> tuple[tuple[str | None, str | None], float]:
     """What `work` returns, and the seconds it took (the build's `container.network` timing)."""
     started = time.perf_counter()
     value = work()
