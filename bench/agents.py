@@ -20,8 +20,8 @@ and once every TTL has run out: workspaces left and this deployment's containers
 The git host is `tests/gitserver.py` (git http-backend behind basic auth) in a process of this benchmark's own on
 loopback. The template limits pushes to the task branch (`git.push: task-branch`), so the workspaces' git goes
 through the Dockyard git proxy: the agent relays it over its control connection and the control plane forwards
-it with the brokered credential. Workspaces keep `egress: none` and nothing is attached to their networks, so a
-TTL's delete has nothing in its way. A workspace's TTL waits while its task reports `working`, so an agent that
+it with the brokered credential. Workspaces keep `egress: none`, so they have no network at all (loopback only)
+and a TTL's delete has nothing in its way. A workspace's TTL waits while its task reports `working`, so an agent that
 is late never loses its workspace mid-task; the TTL deletes it once it reports `done`. Leftovers are counted per
 workspace id. Nothing but this run's own objects and its server's deployment is touched or removed. Runs from
 the install's virtualenv (no pytest).
@@ -401,8 +401,8 @@ def main() -> None:
     parser.add_argument(
         "--warm-networks",
         default="",
-        help="the server's warm networks (default: internal networks for the largest fleet, at most 64: what "
-        "a deployment that expects bursts of agents keeps, as `--warm-networks` documents)",
+        help="the server's warm networks (default 0: the fleet's workspaces have egress none, which takes no "
+        "network at all)",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
@@ -411,7 +411,7 @@ def main() -> None:
         parser.error("--ttl must be whole minutes, at least 1, e.g. 2m")
     minutes = int(args.ttl[:-1]) if args.ttl else default_ttl(sizes)
     if not args.warm_networks:
-        args.warm_networks = f"open=0,internal={min(max(sizes), 64)}"
+        args.warm_networks = "0"
     try:
         warm = parse_sizes(args.warm_networks)
     except ValueError as exc:
