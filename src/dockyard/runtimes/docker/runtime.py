@@ -291,14 +291,15 @@ class DockerRuntime:
         # this one does the rest, and waited for only when the container needs it. Egress "none" has none: a
         # container with loopback only starts faster than one on any bridge (no veth, no firewall rules, no
         # embedded DNS resolver) and has nothing to move laterally with.
-        networking = self._networking.submit(
-            _timed,
-            lambda: (
-                self._ensure_network(spec.workspace_id, internal=wanted == "internal", log=log)
-                if wanted is not None
-                else (None, None)
-            ),
-        )
+        networking: Future[tuple[tuple[str | None, str | None], float]]
+        if wanted is None:
+            networking = Future()
+            networking.set_result(((None, None), 0.0))
+        else:
+            networking = self._networking.submit(
+                _timed,
+                lambda: self._ensure_network(spec.workspace_id, internal=wanted == "internal", log=log),
+            )
         try:
             limit, volume_labels = disks.home_volume(
                 self.client,
@@ -851,7 +852,7 @@ def proxy_env(address: str, port: int) -> dict[str, str]:
     }
 
 
-def _timed(work: Callable[[], tuple[str | None, str | None]]) -> tuple[tuple[str | None, str | None], float]:
+def _timed(work: Callable[[], tuple[str, str]]) -> tuple[tuple[str | None, str | None], float]:
     """What `work` returns, and the seconds it took (the build's `container.network` timing)."""
     started = time.perf_counter()
     value = work()
