@@ -226,9 +226,11 @@ def agent(
 def breakdown(client: Client, workspace_ids: set[str]) -> str:
     """Where each create's time to ready went, from the server's own timestamps (means, seconds): queued, the
     build (volume, network, container, until it runs), the agent's start and connection, the clone and the task
-    branch (the log's `git` stage), then the startup script; and the build's own step timings."""
+    branch (the log's `git` stage), then the startup script; and the build's own step timings. Then the same for
+    the one create that took longest: a fleet's "all ready" is its time."""
     phases: dict[str, list[float]] = {}
     steps: dict[str, list[float]] = {}
+    slowest: tuple[float, str] = (0.0, "")
     for workspace_id in workspace_ids:
         ws = client.get_workspace(workspace_id)
         # The create's build (a TTL may have added a delete since).
@@ -250,6 +252,15 @@ def breakdown(client: Client, workspace_ids: set[str]) -> str:
         }
         for name, (start, end) in marks.items():
             phases.setdefault(name, []).append((end - start).total_seconds())
+        total = (agent.ready_at - build.created_at).total_seconds()
+        if total > slowest[0]:
+            since = ", ".join(
+                f"{name} {(end - start).total_seconds():.2f}" for name, (start, end) in marks.items()
+            )
+            slowest = (
+                total,
+                f"{since}; build timings: " + ", ".join(f"{k} {v:.2f}" for k, v in build.timings.items()),
+            )
         for key, value in build.timings.items():
             steps.setdefault(key.removeprefix("container."), []).append(value)
     mean = statistics.mean
@@ -257,6 +268,7 @@ def breakdown(client: Client, workspace_ids: set[str]) -> str:
         ", ".join(f"{name} {mean(values):.2f}" for name, values in phases.items())
         + "; build timings: "
         + ", ".join(f"{name} {mean(values):.2f}" for name, values in steps.items())
+        + f"\n  the slowest ({slowest[0]:.2f} s): {slowest[1]}"
     )
 
 

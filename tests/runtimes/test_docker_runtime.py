@@ -276,10 +276,25 @@ def test_egress_none_has_loopback_only(runtime: DockerRuntime, new_spec: SpecFac
     observation = runtime.start(spec, lambda line: None)
 
     assert observation.state is ContainerState.RUNNING
-    host = runtime.client.api.inspect_container(container_name(spec.workspace_id))["HostConfig"]
-    assert host["NetworkMode"] == "none"
+    attrs = runtime.client.api.inspect_container(container_name(spec.workspace_id))
+    # Disabled as well, so the engine makes no network sandbox for it (nor runs its hook) on each start.
+    assert (attrs["HostConfig"]["NetworkMode"], attrs["Config"]["NetworkDisabled"]) == ("none", True)
     assert _interfaces(runtime, spec.workspace_id) == ["lo"]
     assert runtime.client.networks.list(names=[network_name(spec.workspace_id)]) == []
+    # The engine writes no /etc/hosts then: the setup step's lines resolve localhost and the hostname, and a
+    # server listening on loopback answers.
+    container = runtime.client.containers.get(container_name(spec.workspace_id))
+    code, output = container.exec_run(["getent", "hosts", "localhost", spec.name])
+    assert code == 0, output
+    resolved = {line.split()[1]: line.split()[0] for line in bytes(output).decode().splitlines()}
+    assert resolved[spec.name] == "127.0.1.1"
+    assert resolved["localhost"] in ("127.0.0.1", "::1")
+    serve_and_dial = (
+        "import socket; s = socket.create_server(('localhost', 0)); "
+        "socket.create_connection(('localhost', s.getsockname()[1]), timeout=5); print('answered')"
+    )
+    code, output = container.exec_run(["python3", "-c", serve_and_dial])
+    assert (code, bytes(output).strip()) == (0, b"answered")
 
 
 def test_changing_egress_to_none_recreates_the_container_without_its_bridge(

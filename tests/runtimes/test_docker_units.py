@@ -297,6 +297,15 @@ def test_egress_none_takes_no_network_and_its_own_configuration_hash() -> None:
         )
 
     assert (args(closed, None)["network_mode"], "network" in args(closed, None)) == ("none", False)
+    assert (args(closed, None)["network_disabled"], "network_disabled" in args(opened, "net")) == (
+        True,
+        False,
+    )
+    # The engine writes no /etc/hosts for a container without a network: the setup step does.
+    assert ("named localhost" in bootstrap.script(closed), "named localhost" in bootstrap.script(opened)) == (
+        True,
+        False,
+    )
     assert (args(opened, "net")["network"], "network_mode" in args(opened, "net")) == ("net", False)
     # A container made on an internal bridge before egress "none" meant no network is made again once.
     hashes = {containers.config_hash(spec, "sha256:1", 10**9) for spec in (closed, opened)}

@@ -110,6 +110,8 @@ elif [ -e /etc/sudoers.d/dockyard-workspace ]; then
     rm -f /etc/sudoers.d/dockyard-workspace
 fi
 
+__HOSTS__
+
 # Files under the home are written by the user, never by root: the user controls that tree (a symlink there
 # must not let a root write land in /etc). Files elsewhere are root's, readable by everyone.
 place_root() {
@@ -131,6 +133,22 @@ exec runuser -u "$user" -- __COMMAND__
 """
 
 
+# A container with its network disabled (loopback only) gets no /etc/hosts from the engine, and without a
+# `localhost` line there the name resolves nowhere (no DNS either). The lines a Debian install writes are added
+# when the image lacks them; the image's own lines stay.
+_HOSTS = r"""named() {
+    [ -r /etc/hosts ] || return 1
+    while read -r _ names; do
+        for name in $names; do [ "$name" = "$1" ] && return 0; done
+    done < /etc/hosts
+    return 1
+}
+named localhost || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >> /etc/hosts \
+    || failed "cannot write /etc/hosts"
+named __HOSTNAME__ || printf '127.0.1.1\t%s\n' __HOSTNAME__ >> /etc/hosts || failed "cannot write /etc/hosts"
+"""
+
+
 # The interpreter's file name usually tells its version; starting Python only to ask costs tens of milliseconds
 # of CPU per start, which adds up when many workspaces start at once.
 _PYTHON_CHECK = """too_old() { unusable "the image has no python3 3.9 or newer, which the Dockyard agent runs on"; }
@@ -144,6 +162,10 @@ esac"""
 
 def _q(value: str) -> str:
     return shlex.quote(value)
+
+
+def hostname(spec: WorkspaceSpec) -> str:
+    return spec.name[:63]
 
 
 def home_of(spec: WorkspaceSpec) -> str:
@@ -195,6 +217,7 @@ def script(spec: WorkspaceSpec) -> str:
         "__VOLUMES__": "\n".join(f"hand_over {_q(v.target)}" for v in spec.volumes if not v.read_only),
         "__COMMAND__": " ".join(_q(arg) for arg in spec.command),
         "__REQUIRE__": _require(spec.command[0]),
+        "__HOSTS__": _HOSTS.replace("__HOSTNAME__", _q(hostname(spec))) if spec.egress == "none" else "",
     }
     # One pass, so a placeholder-like string inside a file path or the command is left alone.
     return re.sub(r"__[A-Z]+__", lambda m: replacements.get(m.group(0), m.group(0)), _TEMPLATE)

@@ -50,7 +50,7 @@ def create_args(
     return {
         "image": image_id,
         "name": naming.container_name(spec.workspace_id),
-        "hostname": spec.name[:63],
+        "hostname": bootstrap.hostname(spec),
         # The setup script must run as root whatever USER and ENTRYPOINT the image declares; giving an
         # entrypoint also keeps the image's CMD from being appended to it.
         "entrypoint": bootstrap.entrypoint(spec),
@@ -59,7 +59,14 @@ def create_args(
         "working_dir": "/",
         "environment": dict(spec.env),
         "labels": labels,
-        **({"network": network} if network is not None else {"network_mode": "none"}),
+        # Loopback only: with the network disabled as well, the engine makes no network sandbox for it and runs
+        # no libnetwork hook (a re-exec of dockerd) on each start, which made a start of many such containers at
+        # once about 40 % slower. The setup step writes the /etc/hosts the engine then leaves out.
+        **(
+            {"network": network}
+            if network is not None
+            else {"network_mode": "none", "network_disabled": True}
+        ),
         "dns": list(spec.dns) or None,
         "mounts": [
             docker.types.Mount(target=bootstrap.home_of(spec), source=volume, type="volume"),
