@@ -16,8 +16,9 @@ from sqlalchemy import Engine, event, func, select, update
 from dockyard.accounts.actor import Actor
 from dockyard.store.models import User, Workspace, WorkspaceAgent, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard.tunnel import state as agent_state
 from dockyard.workspaces import service as workspaces
-from dockyard.workspaces.status import derive
+from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES, derive
 from dockyard_sdk import models as m
 from tests.harness import Harness, make_harness
 
@@ -283,3 +284,39 @@ def test_status_in_sql_agrees_with_derive(h: Harness) -> None:
             assert count == len(expected)
         # Every status occurs among the combinations, so each clause was checked against rows it must find.
         assert {derive(r.workspace, r.build)[0] for r in loaded} == set(m.WorkspaceStatus)
+
+
+def test_a_long_poll_settles_exactly_when_the_wire_form_says_so(h: Harness) -> None:
+    """`settled` (what a waiting `GET ?wait=` asks at each wakeup) against the rule it replaced, read from the
+    workspace's wire form, over every transition, build status and agent lifecycle."""
+    h.template(name="tmpl")
+    lifecycles = (None, *m.AgentLifecycle)
+    combos = list(itertools.product(m.Transition, m.BuildStatus, lifecycles))
+    ids = _seed(h, len(combos))
+    with h.app.state.sessions() as db:
+        for workspace_id, (transition, status, lifecycle) in zip(ids, combos, strict=True):
+            db.execute(
+                update(WorkspaceBuild)
+                .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.number == 2)
+                .values(transition=transition.value, status=status.value)
+            )
+            agent = db.get(WorkspaceAgent, workspace_id)
+            if lifecycle is None and agent is not None:
+                db.delete(agent)
+            elif lifecycle is not None:
+                if agent is None:
+                    agent = WorkspaceAgent(
+                        workspace_id=workspace_id, stats={}, ports=[], connection="connected"
+                    )
+                    db.add(agent)
+                agent.lifecycle = lifecycle.value
+        db.commit()
+    with h.app.state.read_sessions() as db:
+        for workspace_id in ids:
+            current = workspaces.to_wire(db, workspaces.load_id(db, workspace_id))
+            done = current.latest_build.status not in ACTIVE_BUILD_STATUSES
+            ready = done
+            if done and current.status == m.WorkspaceStatus.RUNNING:
+                ready = current.agent is not None and current.agent.lifecycle in agent_state.SETTLED
+            assert workspaces.settled(db, workspace_id, ready=False) == done, current
+            assert workspaces.settled(db, workspace_id, ready=True) == ready, current

@@ -84,6 +84,10 @@ TASK_STATES = ("working", "idle", "waiting_input", "done", "failed")
 TASK_SUMMARY_MAX = 2000
 TASK_LINKS_MAX = 10
 TASK_SOCKET_ENV = "DOCKYARD_TASK_SOCKET"
+# How long `dockyard-agent report` and the agent wait for each other on the task socket. The agent answers at
+# once (it does not wait for the control plane), so this only ends a wait on an agent that hangs; on a host
+# running 200 agents on 2 cores, a healthy agent and the report command took over 10 s to be scheduled.
+TASK_SOCKET_TIMEOUT = 60.0
 DIAL_TIMEOUT = 10.0
 SHUTDOWN_SCRIPT_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 1.0
@@ -1525,7 +1529,7 @@ class Agent:
 
     async def _task_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 10)
+            line = await asyncio.wait_for(reader.readline(), TASK_SOCKET_TIMEOUT)
             message = decode_json(line.strip()) or {}
             if message.get("kind") == "git-credential":
                 answer = await self._git_credential(message)
@@ -2526,7 +2530,7 @@ def report_main(argv: list[str]) -> int:
         return 1
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(10)
+            sock.settimeout(TASK_SOCKET_TIMEOUT)
             sock.connect(path)
             sock.sendall(encode_json(report) + b"\n")
             answer = decode_json(sock.makefile("rb").readline().strip()) or {}

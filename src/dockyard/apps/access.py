@@ -7,9 +7,10 @@ terminal. `authenticated`: any signed-in user. `public`: anyone, no login.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
@@ -56,6 +57,41 @@ def apps_of(db: Session, workspace: Workspace) -> tuple[App, ...]:
     build = _latest_start(db, workspace.id)
     if build is None:
         return ()
+    return _apps_of_build(db, workspace, build)
+
+
+def apps_of_many(db: Session, workspace_ids: Sequence[str]) -> dict[str, tuple[App, ...]]:
+    """`apps_of` for many workspaces (those with a start build), in one statement once their builds' apps are
+    known: the health checker asks for every connected workspace every second."""
+    if not workspace_ids:
+        return {}
+    latest = (
+        select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
+        .where(WorkspaceBuild.workspace_id.in_(workspace_ids), WorkspaceBuild.transition == "start")
+        .group_by(WorkspaceBuild.workspace_id)
+        .subquery()
+    )
+    builds = db.execute(
+        select(WorkspaceBuild.workspace_id, WorkspaceBuild.id).join(
+            latest,
+            and_(
+                WorkspaceBuild.workspace_id == latest.c.workspace_id, WorkspaceBuild.number == latest.c.number
+            ),
+        )
+    ).all()
+    found = {}
+    for workspace_id, build_id in builds:
+        known = _cache.get(build_id)
+        if known is None:
+            workspace, build = db.get(Workspace, workspace_id), db.get(WorkspaceBuild, build_id)
+            if workspace is None or build is None:
+                continue
+            known = _apps_of_build(db, workspace, build)
+        found[workspace_id] = known
+    return found
+
+
+def _apps_of_build(db: Session, workspace: Workspace, build: WorkspaceBuild) -> tuple[App, ...]:
     known = _cache.get(build.id)
     if known is not None:
         return known

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from dockyard import logs
 from dockyard.apps import access, upstream
 from dockyard.errors import DockyardError
-from dockyard.store.models import Workspace
 from dockyard.tunnel.hub import AgentHub
 from dockyard_sdk.manifest import App
 from dockyard_sdk.units import parse_duration
@@ -61,16 +60,9 @@ class HealthChecker:
         )
 
     def _apps(self, workspace_ids: list[str]) -> list[tuple[str, App]]:
-        found = []
         with self.sessions() as db:
-            for workspace_id in workspace_ids:
-                workspace = db.get(Workspace, workspace_id)
-                if workspace is None:
-                    continue
-                found += [
-                    (workspace_id, a) for a in access.apps_of(db, workspace) if a.healthcheck is not None
-                ]
-        return found
+            apps = access.apps_of_many(db, workspace_ids)
+        return [(w, app) for w, found in apps.items() for app in found if app.healthcheck is not None]
 
     async def _loop(self) -> None:
         while True:

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, aliased, defer, lazyload
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import NotFound
-from dockyard.provisioner import builds
-from dockyard.store.models import Template, User, Workspace, WorkspaceBuild
-from dockyard.workspaces.status import status_is
+from dockyard.provisioner import agents, builds
+from dockyard.store.models import Template, User, Workspace, WorkspaceAgent, WorkspaceBuild
+from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES, derive, status_is
 from dockyard_sdk import models as wire
 
 Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
@@ -242,6 +242,20 @@ def build_history(db: Session, workspace: Workspace) -> list[WorkspaceBuild]:
             .order_by(WorkspaceBuild.number.desc())
         )
     )
+
+
+def settled(db: Session, workspace_id: str, *, ready: bool) -> bool:
+    """Whether a long poll waiting on the workspace is done: no build in progress and, with `ready`, a running
+    workspace's agent through its startup script (or failed at it). A poll wakes at each of a dozen changes on
+    the way to ready; this is what it asks each time, in two or three small reads, and the workspace's wire
+    form (five statements and a large model) is made once, for the answer."""
+    loaded = load_id(db, workspace_id)
+    if loaded.build.status in ACTIVE_BUILD_STATUSES:
+        return False
+    if not ready or derive(loaded.workspace, loaded.build)[0] != wire.WorkspaceStatus.RUNNING:
+        return True
+    lifecycle = db.scalar(select(WorkspaceAgent.lifecycle).where(WorkspaceAgent.workspace_id == workspace_id))
+    return lifecycle is not None and wire.AgentLifecycle(lifecycle) in agents.SETTLED
 
 
 def build_status(db: Session, build_id: str) -> str:

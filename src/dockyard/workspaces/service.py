@@ -40,6 +40,7 @@ from dockyard.workspaces.queries import load as load
 from dockyard.workspaces.queries import load_id as load_id
 from dockyard.workspaces.queries import readable as readable
 from dockyard.workspaces.queries import search as search
+from dockyard.workspaces.queries import settled as settled
 from dockyard.workspaces.queries import visible as visible
 from dockyard_sdk import models as wire
 from dockyard_sdk.manifest import TemplateManifest

@@ -16,7 +16,6 @@ from dockyard.errors import Validation, ValidationFailed
 from dockyard.provisioner import builds, deadlines, events, idempotency_keys, logs, schedules, tasks
 from dockyard.runtimes.base import HostCapacity, Runtime, RuntimeFailure
 from dockyard.tunnel import claims
-from dockyard.tunnel import state as agent_state
 from dockyard.workspaces import service as workspaces
 from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES
 from dockyard_sdk import models as wire
@@ -114,14 +113,16 @@ async def get_workspace(
     # Watching starts before the first read, so a change landing between a read and the wait still wakes it.
     async with events.watching(sessions, workspace_id=workspace.id) as waiter:
         while True:
-            current = await run_in_threadpool(_load_wire, sessions, workspace.id)
-            settled = current.latest_build.status not in ACTIVE_BUILD_STATUSES
-            if wait == "ready" and settled and current.status == wire.WorkspaceStatus.RUNNING:
-                settled = current.agent is not None and current.agent.lifecycle in agent_state.SETTLED
+            settled = await run_in_threadpool(_settled, sessions, workspace.id, wait == "ready")
             remaining = deadline - asyncio.get_running_loop().time()
             if settled or remaining <= 0:
-                return current
+                return await run_in_threadpool(_load_wire, sessions, workspace.id)
             await waiter.wait(min(waiter.recheck, remaining))
+
+
+def _settled(sessions: sessionmaker[Session], workspace_id: str, ready: bool) -> bool:
+    with sessions() as db:
+        return workspaces.settled(db, workspace_id, ready=ready)
 
 
 def _load_wire(sessions: sessionmaker[Session], workspace_id: str) -> wire.Workspace:
