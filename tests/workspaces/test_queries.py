@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select, update
+from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.store.models import User, Workspace, WorkspaceAgent, WorkspaceBuild
@@ -98,6 +99,17 @@ def _seed(h: Harness, count: int, *, template: str = "tmpl", owner: str = "admin
             ids.append(workspace.id)
         db.commit()
     return ids
+
+
+def _set_latest_build(
+    db: Session, workspace_id: str, transition: m.Transition, status: m.BuildStatus
+) -> None:
+    """Make a `_seed`ed workspace's latest build (its second) this transition in this status."""
+    db.execute(
+        update(WorkspaceBuild)
+        .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.number == 2)
+        .values(transition=transition.value, status=status.value)
+    )
 
 
 def _page_statements(h: Harness, actor: Actor, **search: Any) -> tuple[int, list[m.Workspace]]:
@@ -264,11 +276,7 @@ def test_status_in_sql_agrees_with_derive(h: Harness) -> None:
     ids = _seed(h, len(combos))
     with h.app.state.sessions() as db:
         for workspace_id, (transition, status, drift) in zip(ids, combos, strict=True):
-            db.execute(
-                update(WorkspaceBuild)
-                .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.number == 2)
-                .values(transition=transition.value, status=status.value)
-            )
+            _set_latest_build(db, workspace_id, transition, status)
             db.execute(
                 update(Workspace)
                 .where(Workspace.id == workspace_id)
@@ -295,11 +303,7 @@ def test_a_long_poll_settles_exactly_when_the_wire_form_says_so(h: Harness) -> N
     ids = _seed(h, len(combos))
     with h.app.state.sessions() as db:
         for workspace_id, (transition, status, lifecycle) in zip(ids, combos, strict=True):
-            db.execute(
-                update(WorkspaceBuild)
-                .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.number == 2)
-                .values(transition=transition.value, status=status.value)
-            )
+            _set_latest_build(db, workspace_id, transition, status)
             agent = db.get(WorkspaceAgent, workspace_id)
             if lifecycle is None and agent is not None:
                 db.delete(agent)

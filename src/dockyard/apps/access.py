@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.apps.routing import Target
 from dockyard.errors import NotFound, Unauthorized
-from dockyard.provisioner import devcontainer_image
+from dockyard.provisioner import builds, devcontainer_image
 from dockyard.provisioner.plans import render_for
 from dockyard.store.models import TemplateVersion, User, Workspace, WorkspaceBuild
 from dockyard.templates import devcontainers
@@ -37,15 +37,6 @@ class Resolved:
     app: App | None
 
 
-def _latest_start(db: Session, workspace_id: str) -> WorkspaceBuild | None:
-    return db.scalar(
-        select(WorkspaceBuild)
-        .where(WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.transition == "start")
-        .order_by(WorkspaceBuild.number.desc())
-        .limit(1)
-    )
-
-
 _cache: dict[str, tuple[App, ...]] = {}
 
 
@@ -54,7 +45,7 @@ def apps_of(db: Session, workspace: Workspace) -> tuple[App, ...]:
 
     A build's rendered manifest never changes, so it is kept per build id (a bounded dictionary).
     """
-    build = _latest_start(db, workspace.id)
+    build = builds.latest_start(db, workspace.id)
     if build is None:
         return ()
     return _apps_of_build(db, workspace, build)
@@ -63,24 +54,8 @@ def apps_of(db: Session, workspace: Workspace) -> tuple[App, ...]:
 def apps_of_many(db: Session, workspace_ids: Sequence[str]) -> dict[str, tuple[App, ...]]:
     """`apps_of` for many workspaces (those with a start build), in one statement once their builds' apps are
     known: the health checker asks for every connected workspace every second."""
-    if not workspace_ids:
-        return {}
-    latest = (
-        select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
-        .where(WorkspaceBuild.workspace_id.in_(workspace_ids), WorkspaceBuild.transition == "start")
-        .group_by(WorkspaceBuild.workspace_id)
-        .subquery()
-    )
-    builds = db.execute(
-        select(WorkspaceBuild.workspace_id, WorkspaceBuild.id).join(
-            latest,
-            and_(
-                WorkspaceBuild.workspace_id == latest.c.workspace_id, WorkspaceBuild.number == latest.c.number
-            ),
-        )
-    ).all()
     found = {}
-    for workspace_id, build_id in builds:
+    for workspace_id, build_id in builds.latest_start_ids(db, workspace_ids).items():
         known = _cache.get(build_id)
         if known is None:
             workspace, build = db.get(Workspace, workspace_id), db.get(WorkspaceBuild, build_id)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
@@ -25,6 +26,43 @@ def latest_or_none(db: Session, workspace: Workspace) -> WorkspaceBuild | None:
         .order_by(WorkspaceBuild.number.desc())
         .limit(1)
     )
+
+
+def latest_start(db: Session, workspace_id: str) -> WorkspaceBuild | None:
+    """The workspace's newest start build: what it runs, or ran last (its plan, apps and parameters)."""
+    return db.scalar(
+        select(WorkspaceBuild)
+        .where(
+            WorkspaceBuild.workspace_id == workspace_id, WorkspaceBuild.transition == Transition.START.value
+        )
+        .order_by(WorkspaceBuild.number.desc())
+        .limit(1)
+    )
+
+
+def latest_start_ids(db: Session, workspace_ids: Sequence[str]) -> dict[str, str]:
+    """`latest_start` for many workspaces in one statement, ids only (workspace id -> build id); a workspace
+    without a start build is left out."""
+    if not workspace_ids:
+        return {}
+    newest = (
+        select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
+        .where(
+            WorkspaceBuild.workspace_id.in_(workspace_ids),
+            WorkspaceBuild.transition == Transition.START.value,
+        )
+        .group_by(WorkspaceBuild.workspace_id)
+        .subquery()
+    )
+    rows = db.execute(
+        select(WorkspaceBuild.workspace_id, WorkspaceBuild.id).join(
+            newest,
+            and_(
+                WorkspaceBuild.workspace_id == newest.c.workspace_id, WorkspaceBuild.number == newest.c.number
+            ),
+        )
+    )
+    return {workspace_id: build_id for workspace_id, build_id in rows}
 
 
 def latest(db: Session, workspace: Workspace) -> WorkspaceBuild:

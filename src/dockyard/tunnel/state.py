@@ -11,7 +11,7 @@ from dockyard.accounts.actor import Actor
 from dockyard.gitauth import broker
 from dockyard.gitauth.pktline import RefUpdate
 from dockyard.gitauth.proxy import Upstream
-from dockyard.provisioner import logs, metrics, tasks
+from dockyard.provisioner import builds, logs, metrics, tasks
 from dockyard.provisioner.agents import SETTLED, STALE_AFTER, limits_reason, reset, to_wire
 from dockyard.provisioner.lifetimes import ACTIVITY_EVERY, ACTIVITY_HEARTBEAT
 from dockyard.runtimes.plan import AgentPlan, WorkspacePlan
@@ -57,12 +57,7 @@ def welcome(sessions: sessionmaker[Session], workspace_id: str) -> dict[str, Any
 
 
 def _latest_plan(db: Session, workspace: Workspace) -> WorkspacePlan | None:
-    build = db.scalar(
-        select(WorkspaceBuild)
-        .where(WorkspaceBuild.workspace_id == workspace.id, WorkspaceBuild.transition == "start")
-        .order_by(WorkspaceBuild.number.desc())
-        .limit(1)
-    )
+    build = builds.latest_start(db, workspace.id)
     return WorkspacePlan.from_stored(build.plan) if build is not None and build.plan else None
 
 
