@@ -140,6 +140,8 @@ def stop_live_server(server: LiveServer) -> None:
                 server.client.delete_workspace(ws.id)
         for ws in server.client.list_workspaces().workspaces:
             server.client.get_workspace(ws.id, wait="done", timeout=60)
+        # The deployment bridge outlives its workspaces (it is the deployment's); unused now, it is pruned.
+        server.client.prune()
     finally:
         server.client.close()
         server.process.terminate()

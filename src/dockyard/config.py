@@ -43,6 +43,9 @@ class Settings:
     # Docker hands out ~30 bridge networks from its default pools; workspaces get /28s from this range instead.
     # Empty leaves it to Docker's pools.
     workspace_subnets: str = "10.213.0.0/16"
+    # Egress-"all" workspaces on one deployment bridge with veths the runtime plugs in ("shared"), on a network
+    # each ("own"), or shared where this process can (root on the engine's host): see runtimes/docker/bridge.py.
+    workspace_bridge: str = "auto"
     # Provisioner workers inside the server; 0 when builds run in separate `dockyard provisioner` processes;
     # None sizes them to the host (provisioner/sizing.py).
     provisioner_workers: int | None = None

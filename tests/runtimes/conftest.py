@@ -5,6 +5,7 @@ Tests marked `docker` skip, with the reason, when no engine answers at DOCKER_HO
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import uuid
@@ -44,9 +45,9 @@ def log() -> list[str]:
     return []
 
 
-@pytest.fixture
-def new_spec(runtime: DockerRuntime, base_image: str) -> Iterator[SpecFactory]:
-    """Make a WorkspacePlan with a fresh workspace id; every workspace made here is deleted afterwards."""
+@contextlib.contextmanager
+def spec_factory(runtime: DockerRuntime, base_image: str) -> Iterator[SpecFactory]:
+    """Make WorkspacePlans with fresh workspace ids; every workspace made is deleted from `runtime` at the end."""
     made: list[str] = []
 
     def make(**overrides: Any) -> WorkspacePlan:
@@ -67,6 +68,15 @@ def new_spec(runtime: DockerRuntime, base_image: str) -> Iterator[SpecFactory]:
         values.update(overrides)
         return workspace_plan(**values)
 
-    yield make
-    for workspace_id in made:
-        runtime.delete(workspace_id, lambda line: None)
+    try:
+        yield make
+    finally:
+        for workspace_id in made:
+            runtime.delete(workspace_id, lambda line: None)
+
+
+@pytest.fixture
+def new_spec(runtime: DockerRuntime, base_image: str) -> Iterator[SpecFactory]:
+    """Make a WorkspacePlan with a fresh workspace id; every workspace made here is deleted afterwards."""
+    with spec_factory(runtime, base_image) as make:
+        yield make

@@ -143,6 +143,25 @@ def isolation_runtime(
 WorkspaceFactory = Callable[..., Workspace]
 
 
+def isolation_plan(image: str, egress: str, *, kind: str = "sec", **overrides: Any) -> WorkspacePlan:
+    """A small workspace with this egress and a fresh id (`kind` goes into the id and the name)."""
+    workspace_id = f"{SESSION_PREFIX}-{kind}-{uuid.uuid4().hex[:8]}"
+    return workspace_plan(
+        workspace_id=workspace_id,
+        name=f"{kind}-{egress}",
+        owner="alice",
+        owner_id="user-1",
+        template="sec",
+        build_id="build-1",
+        image=image,
+        cpu=0.5,
+        memory_bytes=256 * 2**20,
+        pids=128,
+        egress=egress,
+        **overrides,
+    )
+
+
 @pytest.fixture(scope="module")
 def new_workspace(
     isolation_runtime: DockerRuntime, base_image: str, docker_client: docker.DockerClient
@@ -150,30 +169,16 @@ def new_workspace(
     made: list[str] = []
 
     def make(egress: str, **overrides: Any) -> Workspace:
-        workspace_id = f"{SESSION_PREFIX}-sec-{uuid.uuid4().hex[:8]}"
-        made.append(workspace_id)
-        spec = workspace_plan(
-            workspace_id=workspace_id,
-            name=f"sec-{egress}",
-            owner="alice",
-            owner_id="user-1",
-            template="sec",
-            build_id="build-1",
-            image=base_image,
-            cpu=0.5,
-            memory_bytes=256 * 2**20,
-            pids=128,
-            egress=egress,
-            **overrides,
-        )
+        spec = isolation_plan(base_image, egress, **overrides)
+        made.append(spec.workspace_id)
         observation = isolation_runtime.start(spec, lambda line: None)
         if egress == "none":
             # Loopback only: no address, no gateway, no bridge.
             assert observation.address is None
             return Workspace(spec, "", "", "")
         assert observation.address
-        network = docker_client.networks.get(network_name(workspace_id))
-        attached = docker_client.containers.get(container_name(workspace_id)).attrs["NetworkSettings"]
+        network = docker_client.networks.get(network_name(spec.workspace_id))
+        attached = docker_client.containers.get(container_name(spec.workspace_id)).attrs["NetworkSettings"]
         gateway = attached["Networks"][network.name]["Gateway"]
         return Workspace(spec, observation.address, gateway, bridge_name(network.id))
 

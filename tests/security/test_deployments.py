@@ -16,7 +16,7 @@ import pytest
 
 from dockyard.runtimes.base import ContainerConflict, ManagedResource
 from dockyard.runtimes.docker import DockerRuntime
-from dockyard.runtimes.docker.naming import container_name, network_name, volume_name
+from dockyard.runtimes.docker.naming import bridge_network_name, container_name, network_name, volume_name
 from dockyard.runtimes.plan import WorkspacePlan
 from dockyard_sdk import models as m
 from tests.docker_fixtures import SESSION_PREFIX
@@ -49,12 +49,15 @@ def _running(server: LiveServer, name: str) -> m.Workspace:
     return workspace
 
 
-def _objects(client: docker.DockerClient, workspace_id: str) -> dict[str, dict[str, str]]:
-    """The workspace's container, volume and network, by kind: their labels."""
+def _objects(server: LiveServer, client: docker.DockerClient, workspace_id: str) -> dict[str, dict[str, str]]:
+    """The workspace's container, volume and network (its own, or the deployment bridge it is plugged into), by
+    kind: their labels."""
+    report = server.client.doctor()
+    network = bridge_network_name(report.deployment) if report.shared_bridge else network_name(workspace_id)
     return {
         "container": client.containers.get(container_name(workspace_id)).labels,
         "volume": client.volumes.get(volume_name(workspace_id)).attrs["Labels"],
-        "network": client.networks.get(network_name(workspace_id)).attrs["Labels"],
+        "network": client.networks.get(network).attrs["Labels"],
     }
 
 
@@ -68,9 +71,10 @@ def test_pruning_one_deployment_leaves_the_others_alone(
     assert second_id
     assert first_id != second_id
     assert {
-        kind: labels["dockyard.deployment"] for kind, labels in _objects(docker_client, mine.id).items()
+        kind: labels["dockyard.deployment"]
+        for kind, labels in _objects(first, docker_client, mine.id).items()
     } == (dict.fromkeys(["container", "volume", "network"], first_id))
-    before = _objects(docker_client, theirs.id)
+    before = _objects(second, docker_client, theirs.id)
     assert {labels["dockyard.deployment"] for labels in before.values()} == {second_id}
     # Something the first deployment really left behind, and something from before deployment labels.
     orphan_id, legacy_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -81,7 +85,8 @@ def test_pruning_one_deployment_leaves_the_others_alone(
             "dockyard.workspace.id": orphan_id,
             "dockyard.deployment": first_id,
         },
-        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.224.255.240/28")]),
+        # Outside both servers' pools, so that no network of theirs can hold it already.
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.228.255.240/28")]),
     )
     legacy = docker_client.volumes.create(
         volume_name(legacy_id), labels={"dockyard.managed": "true", "dockyard.workspace.id": legacy_id}
@@ -96,13 +101,15 @@ def test_pruning_one_deployment_leaves_the_others_alone(
         assert [(o.kind, o.name) for o in pruned.removed] == [("network", network_name(orphan_id))]
         assert docker_client.networks.list(names=[network_name(orphan_id)]) == []
         # The second deployment's workspace is whole and still running; its host rules are in place.
-        assert _objects(docker_client, theirs.id) == before
+        assert _objects(second, docker_client, theirs.id) == before
         assert docker_client.containers.get(container_name(theirs.id)).status == "running"
         assert second.client.get_workspace(theirs.id).status == m.WorkspaceStatus.RUNNING
         result = second.client.exec(theirs.id, m.ExecRequest(command="echo still here"))
         assert (result.exit_code, result.stdout) == (0, "still here\n")
         assert second.client.doctor().host_firewall == m.HostFirewallReport(ok=True)
-        assert any(f"dockyard:{second_id}:{theirs.id}" in rule for rule in chain_rules())
+        # On the deployment bridge the rule names the bridge rather than the workspace.
+        named = "bridge" if second.client.doctor().shared_bridge else theirs.id
+        assert any(f"dockyard:{second_id}:{named}" in rule for rule in chain_rules())
         # Unlabelled objects belong to no deployment: listed by none, pruned by none.
         assert docker_client.volumes.get(legacy.name).name == legacy.name
         assert first.client.doctor().orphans == []

@@ -1141,6 +1141,11 @@ class DoctorReport(Model):
     host_firewall: HostFirewallReport | None = Field(
         None, description="The host firewall's state; absent when the runtime did not answer."
     )
+    shared_bridge: bool = Field(
+        False,
+        description="Whether egress-`all` workspaces share the deployment bridge (ports the server plugs in) "
+        "rather than a network each; such workspaces take no warm networks.",
+    )
     repaired: HostFirewallReport | None = Field(
         None, description="What a prune found missing or stale in the host firewall and put right."
     )

@@ -59,6 +59,15 @@ def server(
             help="Address range cut into one small subnet per workspace network ('' for Docker's own pools).",
         ),
     ] = "10.213.0.0/16",
+    workspace_bridge: Annotated[
+        str,
+        typer.Option(
+            "--workspace-bridge",
+            envvar="DOCKYARD_WORKSPACE_BRIDGE",
+            help="Egress-all workspaces: shared (one bridge, veths plugged in by the server; needs root on the "
+            "engine's host), own (a Docker network each), or auto (shared where possible).",
+        ),
+    ] = "auto",
     provisioner_workers: Annotated[
         str,
         typer.Option(
@@ -224,6 +233,7 @@ def server(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--warm-networks") from None
     workers = _workers(provisioner_workers, "--provisioner-workers")
+    _bridge_mode(workspace_bridge)
     origins = [o for value in allowed_origins or [] for o in value.split(",") if o.strip()]
     for value, hint in [(access_url, "--access-url"), *((o, "--allowed-origin") for o in origins)]:
         if value and parse_origin(value.strip()) is None:
@@ -255,6 +265,7 @@ def server(
         runtime=runtime,
         provisioner_workers=workers,
         workspace_subnets=workspace_subnets,
+        workspace_bridge=workspace_bridge,
         ssh_listen=ssh_listen,
         ssh_hostname=ssh_hostname,
         warm_networks=warm_sizes,
@@ -341,6 +352,10 @@ def provisioner(
         str,
         typer.Option("--workspace-subnets", envvar="DOCKYARD_WORKSPACE_SUBNETS", help="As for the server."),
     ] = "10.213.0.0/16",
+    workspace_bridge: Annotated[
+        str,
+        typer.Option("--workspace-bridge", envvar="DOCKYARD_WORKSPACE_BRIDGE", help="As for the server."),
+    ] = "auto",
     workers: Annotated[
         str,
         typer.Option(
@@ -382,6 +397,7 @@ def provisioner(
     from dockyard.tunnel.links import AgentLinks
 
     count = worker_count(_workers(workers, "--workers"))
+    _bridge_mode(workspace_bridge)
     if count < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--workers")
     logs.configure(log_format)
@@ -390,6 +406,7 @@ def provisioner(
         database_url=database_url,
         runtime=runtime,
         workspace_subnets=workspace_subnets,
+        workspace_bridge=workspace_bridge,
         kubeconfig=kubeconfig,
         kubernetes_namespace=namespace,
         kubernetes_storage_class=storage_class,
@@ -554,6 +571,15 @@ async def _serve_gateway(settings: Settings, sessions: sessionmaker[Session], ur
     finally:
         await gateway.close()
         await hub.close()
+
+
+def _bridge_mode(value: str) -> None:
+    from dockyard.runtimes.docker.bridge import MODES
+
+    if value not in MODES:
+        raise typer.BadParameter(
+            f"{value!r} is not one of {', '.join(MODES)}", param_hint="--workspace-bridge"
+        )
 
 
 def _workers(text: str, option: str) -> int | None:

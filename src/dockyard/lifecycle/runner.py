@@ -60,7 +60,11 @@ class Background:
         # Signs the builds this process claims, so a restart recovers them at once (provisioner/instance.py).
         self.instance = Instance.acquire(data_dir) if data_dir is not None else None
         self.warm_pool: WarmPool | None = None
-        if warm_networks and runtime.capabilities().prepared_networks:
+        capabilities = runtime.capabilities()
+        if warm_networks and capabilities.bridged_egress:
+            # Egress "all" workspaces join the deployment bridge: there is no network to make ahead for them.
+            warm_networks = {**warm_networks, "open": 0}
+        if warm_networks and capabilities.prepared_networks:
             self.warm_pool = WarmPool(sessions, runtime, sizes=warm_networks)
         elif warm_networks:
             log.warning("this runtime makes no networks ahead of workspaces: --warm-networks is ignored")

@@ -16,6 +16,7 @@ def make_runtime(
     name: str,
     *,
     workspace_subnets: str | None = None,
+    workspace_bridge: str = "auto",
     disks_dir: Path | None = None,
     host_ports: tuple[int, ...] = (),
     kubernetes: KubernetesOptions | None = None,
@@ -28,6 +29,7 @@ def make_runtime(
 
         return KubernetesRuntime(kubernetes or KubernetesOptions())
     if name == "docker":
+        from dockyard.runtimes.docker.bridge import MODES
         from dockyard.runtimes.docker.runtime import DockerRuntime
 
         if disks_dir is not None and os.geteuid() != 0:
@@ -37,8 +39,16 @@ def make_runtime(
             )
             disks_dir = None
 
+        if workspace_bridge not in MODES:
+            raise BadRequest(
+                f"Unknown workspace bridge mode {workspace_bridge!r}.",
+                detail=f"Available: {', '.join(MODES)}.",
+            )
         return DockerRuntime(
-            subnet_pool=workspace_subnets or None, disks_dir=disks_dir, host_ports=host_ports
+            subnet_pool=workspace_subnets or None,
+            disks_dir=disks_dir,
+            host_ports=host_ports,
+            workspace_bridge=workspace_bridge,
         )
     raise BadRequest(f"Unknown runtime {name!r}.", detail="Available: docker, kubernetes.")
 
@@ -61,6 +71,7 @@ def runtime_for(settings: Settings) -> Runtime:
     return make_runtime(
         settings.runtime,
         workspace_subnets=settings.workspace_subnets,
+        workspace_bridge=settings.workspace_bridge,
         disks_dir=settings.disks_dir,
         host_ports=settings.agent_url_ports,
         kubernetes=kubernetes_options(settings),

@@ -254,6 +254,8 @@ class Capabilities(_Frozen):
     host_isolation: bool = False
     # `prepare_network` makes a network ahead of a workspace (the warm-network pool).
     prepared_networks: bool = False
+    # Egress "all" workspaces share one bridge network: the warm-network pool makes none ahead for them.
+    bridged_egress: bool = False
     # `WorkspacePlan.mounts`: extra named volumes and allowed host folders.
     extra_mounts: bool = False
 

@@ -54,6 +54,7 @@ def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
         drifted=drifted,
         warm_networks=warm,
         host_firewall=_firewall(isolation),
+        shared_bridge=runtime.capabilities().bridged_egress,
     )
 
 

@@ -21,6 +21,7 @@ import re
 import shlex
 import tarfile
 
+from dockyard.runtimes.docker import bridge
 from dockyard.runtimes.docker.spec import WorkspaceSpec
 
 STAGING = "/.dockyard"
@@ -111,6 +112,7 @@ elif [ -e /etc/sudoers.d/dockyard-workspace ]; then
 fi
 
 __HOSTS__
+__NETWORK__
 
 # Files under the home are written by the user, never by root: the user controls that tree (a symlink there
 # must not let a root write land in /etc). Files elsewhere are root's, readable by everyone.
@@ -146,6 +148,41 @@ _HOSTS = r"""named() {
 named localhost || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >> /etc/hosts \
     || failed "cannot write /etc/hosts"
 named __HOSTNAME__ || printf '127.0.1.1\t%s\n' __HOSTNAME__ >> /etc/hosts || failed "cannot write /etc/hosts"
+"""
+
+
+# A container on the deployment bridge starts without a network: the runtime plugs its interface in right after
+# the start. Nothing after this step may need the network before it is there (the workspace command, the
+# startup script). The shell's own `read` looks for the default route, so the wait forks only `sleep`.
+_NETWORK = r"""routed() {
+    while read -r iface destination _; do
+        [ "$iface" = __INSIDE__ ] && [ "$destination" = 00000000 ] && return 0
+    done < /proc/net/route
+    return 1
+}
+waited=0
+tick=1
+until routed; do
+    [ "$waited" -lt __WAIT__ ] || failed "the workspace's network interface did not arrive within __SECONDS__ s"
+    if [ "$tick" = 1 ]; then sleep 0.01 2>/dev/null || tick=100; fi
+    [ "$tick" = 100 ] && sleep 1
+    waited=$((waited + tick))
+done
+# A symlink (systemd-resolved's stub) would point where nothing is: the file replaces it.
+rm -f /etc/resolv.conf && printf 'nameserver %s\n' __SERVERS__ > /etc/resolv.conf \
+    || failed "cannot write /etc/resolv.conf"
+# The container's name resolves to its address, as on Docker's networks (`hostname -i`). The MAC carries the
+# address (02:42 and its four bytes, `bridge.mac_of`); a start may plug in another one, so the line is written
+# again on every start.
+IFS=: read -r _ _ a b c d < /sys/class/net/__INSIDE__/address
+address=$((0x$a)).$((0x$b)).$((0x$c)).$((0x$d))
+{
+    while IFS= read -r line; do
+        case "$line" in *"	"__HOSTNAME__) ;; *) printf '%s\n' "$line" ;; esac
+    done < /etc/hosts
+    printf '%s\t%s\n' "$address" __HOSTNAME__
+} > /etc/hosts.dockyard && cat /etc/hosts.dockyard > /etc/hosts && rm -f /etc/hosts.dockyard \
+    || failed "cannot write /etc/hosts"
 """
 
 
@@ -217,10 +254,24 @@ def script(spec: WorkspaceSpec) -> str:
         "__VOLUMES__": "\n".join(f"hand_over {_q(v.target)}" for v in spec.volumes if not v.read_only),
         "__COMMAND__": " ".join(_q(arg) for arg in spec.command),
         "__REQUIRE__": _require(spec.command[0]),
-        "__HOSTS__": _HOSTS.replace("__HOSTNAME__", _q(hostname(spec))) if spec.egress == "none" else "",
+        "__HOSTS__": _HOSTS.replace("__HOSTNAME__", _q(hostname(spec)))
+        if spec.egress == "none" or spec.bridged
+        else "",
+        "__NETWORK__": _network(spec) if spec.bridged else "",
     }
     # One pass, so a placeholder-like string inside a file path or the command is left alone.
     return re.sub(r"__[A-Z]+__", lambda m: replacements.get(m.group(0), m.group(0)), _TEMPLATE)
+
+
+def _network(spec: WorkspaceSpec) -> str:
+    # Ticks of 10 ms, or of a second where `sleep` takes no fractions.
+    return (
+        _NETWORK.replace("__INSIDE__", bridge.INSIDE)
+        .replace("__WAIT__", str(bridge.WAIT_SECONDS * 100))
+        .replace("__SECONDS__", str(bridge.WAIT_SECONDS))
+        .replace("__SERVERS__", " ".join(_q(server) for server in spec.dns))
+        .replace("__HOSTNAME__", _q(hostname(spec)))
+    )
 
 
 def entrypoint(spec: WorkspaceSpec) -> list[str]:

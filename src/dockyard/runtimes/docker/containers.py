@@ -41,6 +41,9 @@ def create_args(
         naming.LABEL_BUILD: spec.build_id,
         naming.LABEL_CONFIG: config_hash,
     }
+    if spec.bridged:
+        # How `observe` knows to ask the kernel for its address: the engine does not know it.
+        labels[naming.LABEL_NETWORK] = naming.NETWORK_BRIDGED
     if spec.egress == "allowlist":
         # What the egress proxy enforces, so that a restarted server serves the running workspace again.
         labels[naming.LABEL_EGRESS_ALLOW] = json.dumps(list(spec.egress_allow))
@@ -61,13 +64,20 @@ def create_args(
         "labels": labels,
         # Loopback only: with the network disabled as well, the engine makes no network sandbox for it and runs
         # no libnetwork hook (a re-exec of dockerd) on each start, which made a start of many such containers at
-        # once about 40 % slower. The setup step writes the /etc/hosts the engine then leaves out.
+        # once about 40 % slower. The setup step writes the /etc/hosts the engine then leaves out. A container
+        # on the deployment bridge is made the same way and gets its interface after its start.
         **(
             {"network": network}
             if network is not None
             else {"network_mode": "none", "network_disabled": True}
         ),
-        "dns": list(spec.dns) or None,
+        # IPv6 off, as the engine has it for its own networks: the bridge has a link-local address, and the host
+        # firewall's rules are IPv4 only. Set before the interface arrives, so it never gets an IPv6 address.
+        "sysctls": {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+        if spec.bridged
+        else None,
+        # The engine writes no resolv.conf for a container without a network; the setup step does.
+        "dns": (list(spec.dns) or None) if not spec.bridged else None,
         "mounts": [
             docker.types.Mount(target=bootstrap.home_of(spec), source=volume, type="volume"),
             *(
@@ -122,6 +132,8 @@ def config_hash(spec: WorkspaceSpec, image_id: str, nano_cpus: int) -> str:
         # Loopback only (no network) since egress "none" stopped meaning an internal bridge: such containers
         # made before are made again once, without their bridge.
         config["network"] = "none"
+    if spec.bridged:
+        config["network"] = "bridged"
     if spec.egress_allow:
         # Only when set, so that containers made before allow-lists keep their hash.
         config["egress_allow"] = list(spec.egress_allow)

@@ -16,6 +16,13 @@ LABEL_BUILD = "dockyard.build"
 LABEL_CONFIG = "dockyard.config-hash"
 # An allowlist workspace's entries (JSON), read back to serve it again after a restart.
 LABEL_EGRESS_ALLOW = "dockyard.egress.allow"
+# "bridged" on a container plugged into the deployment bridge (`bridge.py`).
+LABEL_NETWORK = "dockyard.network"
+NETWORK_BRIDGED = "bridged"
+# What a deployment-wide object is for ("workspace-bridge"); such objects belong to no workspace.
+LABEL_ROLE = "dockyard.role"
+# What the deployment bridge's host firewall rules name in place of a workspace.
+BRIDGE_WORKSPACE = "bridge"
 # The deployment (one database) that made the object; a deployment lists and removes only its own objects.
 LABEL_DEPLOYMENT = "dockyard.deployment"
 
@@ -36,6 +43,11 @@ def container_name(workspace_id: str) -> str:
 
 def network_name(workspace_id: str) -> str:
     return f"dockyard-ws-{_checked(workspace_id)}"
+
+
+def bridge_network_name(deployment: str) -> str:
+    """The deployment bridge's network: one per deployment, shared by its egress-"all" workspaces."""
+    return "dockyard-bridge-" + re.sub(r"[^a-zA-Z0-9_.-]", "-", deployment)[:80]
 
 
 def volume_name(workspace_id: str) -> str:

@@ -1,8 +1,10 @@
 """`DockerRuntime`: workspaces as Docker containers, one network and one home volume each.
 
 Per workspace `w`:
-- network `dockyard-ws-w` (bridge; internal for an allowlist, whose way out is the egress proxy; none for
-  egress "none", whose container has loopback only),
+- network: for egress "all", a port on the deployment bridge `dockyard-bridge-<deployment>` plugged in by the
+  runtime (`bridge.py`), or with `workspace_bridge="own"` a network `dockyard-ws-w` of its own; for an
+  allowlist an internal network `dockyard-ws-w` whose way out is the egress proxy; none for egress "none",
+  whose container has loopback only,
 - volume `dockyard-home-w` at /home/<user> (bound to a size-limited file system of its own when the template
   sets `resources.disk`, see `disks.py`),
 - container `dockyard-ws-w`: docker-init as PID 1, then the setup script of `bootstrap.py` as root, then the
@@ -52,7 +54,7 @@ from dockyard.runtimes.base import (
     RuntimeFailure,
     network_class,
 )
-from dockyard.runtimes.docker import bootstrap, builds, containers, disks, naming, states
+from dockyard.runtimes.docker import bootstrap, bridge, builds, containers, disks, naming, states
 from dockyard.runtimes.docker.errors import explanation, translate
 from dockyard.runtimes.docker.isolation import BridgeIsolation, Networks
 from dockyard.runtimes.docker.spec import AgentFolders, WorkspaceSpec, from_plan
@@ -108,6 +110,7 @@ class DockerRuntime:
         iptables: str = "iptables",
         disks_dir: Path | None = None,
         network_concurrency: int = NETWORK_CONCURRENCY,
+        workspace_bridge: str = "own",
     ) -> None:
         self.base_url = base_url or engine_url()
         self._explicit_url = base_url is not None
@@ -131,6 +134,14 @@ class DockerRuntime:
         # TCP ports on the host that workspaces may reach (what Dockyard serves them over the network).
         self.host_ports = tuple(host_ports)
         self.iptables = iptables
+        if workspace_bridge not in bridge.MODES:
+            raise ValueError(
+                f"workspace_bridge must be one of {', '.join(bridge.MODES)}, not {workspace_bridge!r}"
+            )
+        self.workspace_bridge = workspace_bridge
+        self.plugs: bridge.DeploymentBridge | None = None
+        self._bridge: bridge.Bridge | None = None
+        self._bridge_lock = threading.Lock()
         self.deployment: str | None = None
         self.isolation: BridgeIsolation | None = None
         if deployment is not None:
@@ -154,6 +165,18 @@ class DockerRuntime:
                 deployment, allowed_ports=self.host_ports, iptables=self.iptables
             )
             self.isolation.probe()
+            self._choose_bridge(deployment)
+
+    def _choose_bridge(self, deployment: str) -> None:
+        if self.workspace_bridge == "own":
+            return
+        reason = bridge.unusable_reason(self.base_url)
+        if reason is None:
+            self.plugs = bridge.DeploymentBridge(deployment)
+        elif self.workspace_bridge == "shared":
+            raise RuntimeFailure(f"Workspaces cannot share the deployment bridge: {reason}.")
+        else:
+            _log.info("egress-all workspaces get a network each", reason=reason)
 
     def bind_agent(self, program_dir: Path, links_dir: Path) -> None:
         self.agent_folders = AgentFolders(program_dir, links_dir)
@@ -178,6 +201,7 @@ class DockerRuntime:
             resume_keeps_root=True,
             host_isolation=self.isolation is not None and self.isolation.available,
             prepared_networks=True,
+            bridged_egress=self.plugs is not None,
             extra_mounts=True,
         )
 
@@ -285,14 +309,23 @@ class DockerRuntime:
 
         name = naming.container_name(spec.workspace_id)
         volume = naming.volume_name(spec.workspace_id)
-        wanted = network_class(spec.egress)
+        if spec.egress == Egress.ALL and self.plugs is not None:
+            spec = dataclasses.replace(spec, bridged=True, dns=bridge.nameservers())
+        wanted = None if spec.bridged else network_class(spec.egress)
         # The network is independent of the volume, the image and the container lookup, and is the slow part
         # of a cold start (the engine makes networks one at a time): it is made on a thread of its own while
         # this one does the rest, and waited for only when the container needs it. Egress "none" has none: a
         # container with loopback only starts faster than one on any bridge (no veth, no firewall rules, no
         # embedded DNS resolver) and has nothing to move laterally with.
         networking: Future[tuple[tuple[str | None, str | None], float]]
-        if wanted is None:
+        if spec.bridged:
+
+            def shared() -> tuple[None, None]:
+                self._ensure_bridge(log)  # made once per deployment, looked up once per process
+                return None, None
+
+            networking = self._networking.submit(_timed, shared)
+        elif wanted is None:
             networking = Future()
             networking.set_result(((None, None), 0.0))
         else:
@@ -339,7 +372,8 @@ class DockerRuntime:
                     container.remove(force=True, v=True)
                     container = None
                     if wanted is None:
-                        # Its egress became "none": the bridge it was on has nothing left to carry.
+                        # Its egress became "none" (or it moved to the deployment bridge): the network it was
+                        # on has nothing left to carry.
                         self._remove_network_of(spec.workspace_id, log)
             lap("inspect")
         except BaseException:
@@ -375,9 +409,84 @@ class DockerRuntime:
             self._start_and_wait(container, spec, log)
         else:
             log(f"Container {name} is already running")
+            pid = int(container.attrs["State"]["Pid"])
+            if spec.bridged and not bridge.routed(pid):
+                # The server stopped between the container's start and the end of its plug; its setup step
+                # waits for the interface. Whatever the plug left goes, and it is plugged in afresh.
+                assert self.plugs is not None
+                self.plugs.release(spec.workspace_id)
+                self._plug(container.id, spec.workspace_id, pid, log)
         lap("start")
         observation = self._observe(spec.workspace_id)
         return dataclasses.replace(observation, timings=timings)
+
+    def _ensure_bridge(self, log: LogSink) -> bridge.Bridge:
+        """The deployment bridge's network, made on the first start that needs it, and again after a prune
+        (or `docker network prune`) removed it: a bridge whose device is gone is looked up afresh."""
+        with self._bridge_lock:
+            if self._bridge is None or not Path(f"/sys/class/net/{self._bridge.device}").exists():
+                self._bridge = self._find_or_make_bridge(log)
+            return self._bridge
+
+    def _find_or_make_bridge(self, log: LogSink) -> bridge.Bridge:
+        name = naming.bridge_network_name(self._owner())
+        found = [n for n in self.client.api.networks(filters={"name": name}) if n["Name"] == name]
+        if not found:
+            log(f"Creating network {name} (the deployment bridge)")
+            labels = {
+                naming.LABEL_MANAGED: "true",
+                naming.LABEL_DEPLOYMENT: self._owner(),
+                naming.LABEL_ROLE: bridge.ROLE,
+            }
+
+            def create(subnet: str | None) -> None:
+                self._create_network(name, labels, subnet, options=bridge.OPTIONS)
+
+            try:
+                if self.subnets is None:
+                    create(None)
+                else:
+                    # A block of the workspace pool big enough for a host's workspaces (a /22 of a /16).
+                    pool = self.subnets.pool
+                    prefix = min(max(22, pool.prefixlen + 1), pool.max_prefixlen - 2)
+                    SubnetPool(str(pool), prefix).create_in_pool(self.client, name, create)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: another process made it first
+                    raise
+            found = [n for n in self.client.api.networks(filters={"name": name}) if n["Name"] == name]
+        if not found:
+            raise RuntimeFailure(f"The deployment bridge {name} went away while it was being made.")
+        network = self.client.api.inspect_network(found[0]["Id"])
+        self._claim(network.get("Labels"), f"Network {name}")
+        config = ((network.get("IPAM") or {}).get("Config") or [{}])[0]
+        subnet = ipaddress.IPv4Network(config["Subnet"])
+        gateway = ipaddress.IPv4Address((config.get("Gateway") or str(next(subnet.hosts()))).split("/")[0])
+        device = naming.bridge_name(str(network["Id"]))
+        if not Path(f"/sys/class/net/{device}").exists():
+            raise RuntimeFailure(
+                f"The deployment bridge {device} is not in this server's network namespace.",
+                detail="Run the server in the engine's network namespace, or with --workspace-bridge own.",
+            )
+        self._guard().isolate(str(network["Id"]), naming.BRIDGE_WORKSPACE, log)
+        return bridge.Bridge(str(network["Id"]), device, subnet, gateway)
+
+    def _plug(self, container_id: str, workspace_id: str, pid: int, log: LogSink) -> None:
+        assert self.plugs is not None
+        shared = self._ensure_bridge(log)
+        address = self.plugs.attach(shared, workspace_id, container_id, pid)
+        log(f"Plugged into the deployment bridge at {address}")
+
+    def _address(self, workspace_id: str) -> str | None:
+        """The address of a container on the deployment bridge (the engine does not know it)."""
+        if self.plugs is None:
+            return None
+        try:
+            # Running bridged containers mean the bridge exists: this finds it (once per process).
+            shared = self._ensure_bridge(lambda line: None)
+        except RuntimeFailure as exc:
+            _log.warning("cannot find the deployment bridge", error=exc.message)
+            return None
+        return self.plugs.address_of(workspace_id, shared)
 
     def _open_egress(self, spec: WorkspaceSpec, network_id: str, log: LogSink) -> WorkspaceSpec:
         """Serve the workspace from the egress proxy on its network's gateway, and point it there."""
@@ -484,22 +593,8 @@ class DockerRuntime:
         created: list[str] = []
 
         def create(subnet: str | None) -> None:
-            ipam = (
-                docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
-                if subnet
-                else None
-            )
-            # The low-level call: the high-level one inspects the network it made, one more engine call.
-            with self._network_gate:
-                network = self.client.api.create_network(
-                    name,
-                    driver="bridge",
-                    internal=internal,
-                    check_duplicate=True,
-                    labels=naming.owned_labels(workspace_id, self._owner()),
-                    ipam=ipam,
-                )
-            created.append(str(network["Id"]))
+            labels = naming.owned_labels(workspace_id, self._owner())
+            created.append(self._create_network(name, labels, subnet, internal=internal))
 
         try:
             if self.subnets is None:
@@ -521,6 +616,32 @@ class DockerRuntime:
             raise
         self._guard().isolate(created[0], workspace_id, log, fresh=True)
         return name, created[0]
+
+    def _create_network(
+        self,
+        name: str,
+        labels: dict[str, str],
+        subnet: str | None,
+        *,
+        internal: bool = False,
+        options: dict[str, str] | None = None,
+    ) -> str:
+        """Make a bridge network (in `subnet`, or one of the engine's pools); returns its id."""
+        ipam = (
+            docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)]) if subnet else None
+        )
+        # The low-level call: the high-level one inspects the network it made, one more engine call.
+        with self._network_gate:
+            network = self.client.api.create_network(
+                name,
+                driver="bridge",
+                internal=internal,
+                check_duplicate=True,
+                labels=labels,
+                ipam=ipam,
+                options=options,
+            )
+        return str(network["Id"])
 
     def _create_container(
         self,
@@ -572,6 +693,15 @@ class DockerRuntime:
             if not exc.is_client_error():
                 raise
             raise RuntimeFailure(f"Starting container {container.name} failed: {explanation(exc)}") from exc
+        if spec.bridged:
+            pid = int(self.client.api.inspect_container(container.id)["State"]["Pid"])
+            try:
+                self._plug(container.id, spec.workspace_id, pid, log)
+            except RuntimeFailure:
+                # Its setup step would wait for the interface; the start has failed already.
+                with contextlib.suppress(docker.errors.APIError):
+                    container.kill()
+                raise
         # Logs of earlier runs stay; only lines after the previous run ended belong to this start. Following
         # the log stream sees the ready line the moment it is written; polling would add its interval to
         # every start and load the engine with requests when many workspaces start at once.
@@ -694,7 +824,10 @@ class DockerRuntime:
             attrs = self.client.api.inspect_container(naming.container_name(workspace_id))
         except docker.errors.NotFound:
             return Observation(workspace_id, ContainerState.MISSING, detail="no container")
-        return states.from_inspect(workspace_id, attrs)
+        observation = states.from_inspect(workspace_id, attrs)
+        if _bridged(attrs.get("Config", {}).get("Labels")) and observation.state == ContainerState.RUNNING:
+            observation = dataclasses.replace(observation, address=self._address(workspace_id))
+        return observation
 
     def agent_addresses(self, workspace_id: str) -> frozenset[str] | None:
         # The container's address on its own workspace network: packets it sends to the control plane (on any
@@ -737,6 +870,8 @@ class DockerRuntime:
                     continue
                 networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
                 address = states.network_address(networks, naming.network_name(workspace_id))
+                if state == "running" and _bridged(summary["Labels"]):
+                    address = self._address(workspace_id)
                 if state == "running" and naming.LABEL_EGRESS_ALLOW in summary["Labels"]:
                     self._serve_again(workspace_id, summary["Labels"], networks)
                 result[workspace_id] = states.from_state(
@@ -775,10 +910,14 @@ class DockerRuntime:
         """This deployment's objects; those without a deployment label belong to none and are never listed."""
         selector = {"label": [f"{naming.LABEL_MANAGED}=true", f"{naming.LABEL_DEPLOYMENT}={self._owner()}"]}
         with translate(self.base_url):
+            found = self.client.api.containers(all=True, filters=selector)
             resources = [
                 ManagedResource("container", c["Names"][0].lstrip("/"), _workspace_of(c.get("Labels")))
-                for c in self.client.api.containers(all=True, filters=selector)
+                for c in found
             ]
+            # The deployment bridge belongs to no workspace: it is left over (and pruned) only once no
+            # container of the deployment is made for it.
+            bridge_used = any(_bridged(c.get("Labels")) for c in found)
             volumes = self.client.api.volumes(filters=selector).get("Volumes") or []
             resources += [
                 ManagedResource("volume", v["Name"], _workspace_of(v.get("Labels"))) for v in volumes
@@ -786,6 +925,7 @@ class DockerRuntime:
             resources += [
                 ManagedResource("network", n["Name"], _workspace_of(n.get("Labels")))
                 for n in self.client.api.networks(filters=selector)
+                if not (bridge_used and (n.get("Labels") or {}).get(naming.LABEL_ROLE) == bridge.ROLE)
             ]
         return resources
 
@@ -829,7 +969,10 @@ class DockerRuntime:
         """This deployment's bridge networks: bridge -> (name, workspace id)."""
         selector = {"label": f"{naming.LABEL_DEPLOYMENT}={self._owner()}", "driver": "bridge"}
         return {
-            naming.bridge_name(n["Id"]): (n["Name"], _workspace_of(n.get("Labels")))
+            naming.bridge_name(n["Id"]): (
+                n["Name"],
+                _workspace_of(n.get("Labels")) or naming.BRIDGE_WORKSPACE,
+            )
             for n in self.client.api.networks(filters=selector)
         }
 
@@ -852,7 +995,7 @@ def proxy_env(address: str, port: int) -> dict[str, str]:
     }
 
 
-def _timed(work: Callable[[], tuple[str, str]]) -> tuple[tuple[str | None, str | None], float]:
+def _timed(work: Callable[[], tuple[str | None, str | None]]) -> tuple[tuple[str | None, str | None], float]:
     """What `work` returns, and the seconds it took (the build's `container.network` timing)."""
     started = time.perf_counter()
     value = work()
@@ -862,6 +1005,10 @@ def _timed(work: Callable[[], tuple[str, str]]) -> tuple[tuple[str | None, str |
 def _settle(future: Future[Any]) -> None:
     """Wait for `future` to end without raising: its failure, if any, is not the one being raised."""
     futures.wait([future])
+
+
+def _bridged(labels: dict[str, str] | None) -> bool:
+    return (labels or {}).get(naming.LABEL_NETWORK) == naming.NETWORK_BRIDGED
 
 
 def _workspace_of(labels: dict[str, str] | None) -> str:

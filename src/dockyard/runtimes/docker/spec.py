@@ -55,6 +55,9 @@ class WorkspaceSpec:
     # allowlist: the entries, and the resolver the container is given (the egress proxy's DNS).
     egress_allow: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
+    # Egress "all" on the deployment bridge (`bridge.py`): made with its network disabled, its interface plugged
+    # in by the runtime after the start, its resolvers (`dns`) written by the setup step.
+    bridged: bool = False
     env: dict[str, str] = field(default_factory=dict)
     # Command run as the workspace user once the container is set up: the agent, or `sleep infinity`.
     command: list[str] = field(default_factory=lambda: ["sleep", "infinity"])
