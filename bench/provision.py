@@ -13,6 +13,8 @@ Needs a running Docker engine and the base image (`dockyard images build-base`).
 - 50 workspaces created at once until all run (wall time, ratio to 50 parallel bare runs, server peak RSS):
   cold (every network made on demand) once, and with 50 warm networks (`--warm-networks open=50`, made before)
   in three rounds, each against 50 bare runs made just before it (the target is judged on the median round);
+  where the server puts egress-all workspaces on the deployment bridge there is no network to make or warm,
+  and the lines say so;
 - stop and start of one workspace (p50 of each).
 Targets (issue 3): p50 <= 1.0 s and ratio <= 2.5; parallel ratio <= 1.5.
 
@@ -22,9 +24,10 @@ until the workspace's agent is ready (client wall time, and the server's own `re
 of the same template with other values for comparison. Target: claim to ready p50 <= 50 ms.
 
 `--bursts 50,200` measures instead, per size N, N bare runs at a concurrency of N and then N creates sent at once
-to one server as installed (workers auto, default warm networks), each waited for until ready (agent connected,
-startup script done): the wall time until all are, its ratio to the bare runs (issue 15 target <= 1.5), time to
-ready p50/p95, the mean of each build phase the workers timed (where the time went), and the server's peak RSS.
+to one server as installed (workers auto, the deployment bridge or warm networks), each waited for until ready
+(agent connected, startup script done): the wall time until all are, its ratio to the bare runs (issue 15 target
+<= 1.5), time to ready p50/p95, the mean of each build phase the workers timed (where the time went), and the
+server's peak RSS.
 `--cli` adds `dockyard create/stop/start` against the API's own time (bench/cli.py's figure; target <= 0.3 s).
 
 Each figure is printed as soon as it is measured, before anything is cleaned up. The benchmark removes only
@@ -547,8 +550,11 @@ def run(sequential: int, parallel: int, cycles: int, missed: list[str]) -> None:
         round_ratios = [w / b for w, b in zip(warm_rounds, bare_rounds, strict=True)]
         warm_ratio = statistics.median(round_ratios)
         warm_parallel = statistics.median(warm_rounds)
+        networks = (
+            "on the deployment bridge" if client.doctor().shared_bridge else f"{parallel} warm networks"
+        )
         report(
-            f"{parallel} created at once, {parallel} warm networks ({ROUNDS} rounds, each against bare runs just "
+            f"{parallel} created at once, {networks} ({ROUNDS} rounds, each against bare runs just "
             f"before it): median {warm_parallel:.2f} s, ratio to {parallel} bare runs median {warm_ratio:.2f} "
             f"(target <= 1.5), to the issue's container {warm_parallel / spec_parallel:.2f}; server peak RSS "
             f"{rss_peak_mb(pid):.0f} MB"

@@ -572,6 +572,7 @@ def test_doctor_reports_and_prunes_orphans(logged_in: Cli, h: Harness) -> None:
         "RUNTIME        fake: ok\n"
         "DRIFTED        none\n"
         "ORPHANS        1\n"
+        "EGRESS ALL     a network each\n"
         "WARM NETWORKS  open 0, internal 0\n"
         "HOST FIREWALL  ok\n"
         f"DEPLOYMENT     {deployment}\n"

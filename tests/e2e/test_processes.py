@@ -71,6 +71,8 @@ def processes(tmp_path: Path, database_url: str, engine: DockerRuntime, base_ima
         for workspace in client.list_workspaces().workspaces:
             client.delete_workspace(workspace.id)
             client.get_workspace(workspace.id, wait="done", timeout=60)
+        # The deployment bridge outlives its workspaces (it is the deployment's); unused now, it is pruned.
+        client.prune()
         client.close()
     finally:
         for process in (provisioner, server):

@@ -293,3 +293,5 @@ def _delete_everything(client: Client) -> None:
     with ThreadPoolExecutor(max(1, len(found))) as pool:
         done = list(pool.map(delete, found))
     assert {ws.status for ws in done} <= {m.WorkspaceStatus.DELETED}, [(ws.name, ws.status) for ws in done]
+    # The deployment bridge outlives its workspaces (it is the deployment's); unused now, it is pruned.
+    client.prune()

@@ -74,6 +74,8 @@ def _print(report: m.DoctorReport) -> None:
                 ("RUNTIME", runtime),
                 ("DRIFTED", ", ".join(report.drifted) or "none"),
                 ("ORPHANS", str(len(report.orphans)) if report.orphans else "none"),
+                # Where egress-all workspaces are: on the deployment bridge, or on a network each.
+                ("EGRESS ALL", "deployment bridge" if report.shared_bridge else "a network each"),
                 ("WARM NETWORKS", ", ".join(f"{c} {n}" for c, n in report.warm_networks.items()) or "none"),
                 ("HOST FIREWALL", _firewall(report.host_firewall)),
                 ("DEPLOYMENT", report.deployment or "unknown"),
