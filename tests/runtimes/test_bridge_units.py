@@ -134,7 +134,13 @@ def test_the_address_of_a_workspace_is_read_back_from_the_interface_alias(tmp_pa
     (interface / "ifalias").write_text("ws-7\n")
     (tmp_path / "eth0").mkdir()
 
+    other = tmp_path / plugs.interface(3)
+    other.mkdir()
+    (other / "ifalias").write_text("ws-3\n")
+
     assert plugs.address_of("ws-7", BRIDGE) == "10.9.0.9"
+    # Learnt in the same pass: known without the bridge's listing.
+    assert plugs.address_of("ws-3", None) == "10.9.0.5"
     assert plugs.address_of("ws-8", BRIDGE) is None
     # A name used again by another workspace is noticed: the alias is checked, not the remembered answer.
     (interface / "ifalias").write_text("ws-9\n")

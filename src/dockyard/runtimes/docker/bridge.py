@@ -209,14 +209,16 @@ class DeploymentBridge:
             return known[1]
         if bridge is None:
             return None
+        # One pass learns every workspace's port: a restarted server asks for each running workspace in turn.
+        found: dict[str, tuple[str, str]] = {}
         for interface in sorted(self._taken()):
             index = self._index(interface)
-            if index is not None and self._alias(interface) == workspace_id:
-                address = str(bridge.address(index))
-                with self._lock:
-                    self._addresses[workspace_id] = (interface, address)
-                return address
-        return None
+            alias = self._alias(interface) if index is not None else None
+            if index is not None and alias:
+                found[alias] = (interface, str(bridge.address(index)))
+        with self._lock:
+            self._addresses = found
+        return found[workspace_id][1] if workspace_id in found else None
 
     def _alias(self, interface: str) -> str | None:
         try:
