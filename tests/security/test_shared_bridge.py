@@ -93,8 +93,9 @@ def test_no_workspace_on_the_bridge_reaches_another_the_host_or_a_neighbouring_c
         start_listener(docker_client, workspace_id)
     targets = {"open_b": _address(shared, open_b), "plain": plain_container.address}
     for address in targets.values():
-        with socket.create_connection((address, CONTAINER_PORT), timeout=3):
-            pass  # the control: reachable from the host
+        # The control: reachable from the host, so a blocked probe below is the fence, not a dead listener.
+        with socket.create_connection((address, CONTAINER_PORT), timeout=3) as connection:
+            assert connection.getpeername()[0] == address
     network = docker_client.networks.get(bridge_network_name(str(shared.runtime.deployment)))
     gateway = str(next(ipaddress.ip_network(network.attrs["IPAM"]["Config"][0]["Subnet"]).hosts()))
 
