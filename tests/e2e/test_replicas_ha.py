@@ -232,12 +232,14 @@ def test_either_replica_serves_the_agent_and_the_survivor_takes_it_over(
             while not any(f.done() for i, k, f in sent if (i, k) == (dead, "create")):
                 assert time.monotonic() < first_answered, "no create answered in 30 s"
                 time.sleep(0.02)
+            # Read before the kill: an agent re-dials within its jittered backoff (from a few ms), so a read
+            # after it can already find the agent on the survivor.
+            orphans = _held_by(cluster.database_url, cluster.urls[dead])
+            assert created.id in orphans
             cluster.running[f"server{dead}"].kill()
             killed = time.monotonic()
             sent += [(survivor, "exec", submit(run, survivor, i)) for i in range(LOAD // 2, LOAD)]
             cluster.running[f"server{dead}"].wait()
-            orphans = _held_by(cluster.database_url, cluster.urls[dead])
-            assert created.id in orphans
             while moved := orphans & _held_by(cluster.database_url, cluster.urls[dead]):
                 assert time.monotonic() - killed < 10, (moved, cluster.log(f"server{survivor}"))
                 time.sleep(0.1)
