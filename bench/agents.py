@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -328,6 +329,8 @@ def fleet_run(
     wide = provision.wide_client(client)
     load = os.getloadavg()
     cpu = cpu_seconds(pid)
+    if provision.PROFILE:
+        os.kill(pid, signal.SIGUSR1)  # the profile is the fleet's alone
     started = time.perf_counter()
 
     def one(index: int) -> None:
@@ -339,6 +342,8 @@ def fleet_run(
     with ThreadPoolExecutor(size) as pool:
         list(pool.map(one, range(size)))
     all_done = time.perf_counter() - started
+    if provision.PROFILE:
+        os.kill(pid, signal.SIGUSR2)
     # CPU time is what a loaded host stretches least: the server's share of the fleet, per agent.
     server_cpu = (cpu_seconds(pid) - cpu) / size
     http.close()
@@ -416,8 +421,20 @@ def main() -> None:
         help="the server's warm networks (default 0: the fleet's workspaces have egress none, which takes no "
         "network at all)",
     )
+    parser.add_argument(
+        "--workers",
+        default="auto",
+        help="the server's --provisioner-workers (default auto, as a deployment runs)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="run the server under bench/profile_server.py (every thread's CPU time, sampled) and write each "
+        "profile to PATH.txt and PATH.folded once a fleet's five steps are done (the next fleet's replaces it)",
+    )
     args = parser.parse_args()
+    provision.PROFILE = args.profile
     sizes = [int(s) for s in (args.sizes or ("10" if args.quick else "10,50,200")).split(",")]
     if args.ttl and (not args.ttl.endswith("m") or not args.ttl[:-1].isdigit() or args.ttl == "0m"):
         parser.error("--ttl must be whole minutes, at least 1, e.g. 2m")
@@ -433,7 +450,7 @@ def main() -> None:
     missed: list[str] = []
     gitserver = GitServer(work)
     try:
-        with server(workers="auto", warm_networks=args.warm_networks) as (client, pid):
+        with server(workers=args.workers, warm_networks=args.warm_networks) as (client, pid):
             deployment = client.doctor().deployment
             client.create_template(provision_template())
             client.add_git_auth(

@@ -436,7 +436,7 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="PATH",
-        help="run the server under cProfile (every thread, CPU time; bench/profile_server.py) and write the "
+        help="run the server under bench/profile_server.py (every thread's CPU time, sampled) and write the "
         "profile to PATH when it stops",
     )
     args = parser.parse_args()

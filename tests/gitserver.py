@@ -66,6 +66,8 @@ class _Quiet(WSGIRequestHandler):
 
 class _Threaded(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # socketserver's default listen queue is 5: a fleet of 200 cloning at once overflowed it (dropped SYNs).
+    request_queue_size = 256
 
 
 def serve(root: str, *, host: str, port: int, user: str, password: str) -> tuple[WSGIServer, GitApp]:

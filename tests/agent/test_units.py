@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from dockyard.agent import AGENT_FILE, agent
+from dockyard.runtimes.plan import LAUNCHER
+from dockyard.tunnel.install import install_agent
 from tests.agent.fakeplane import AGENT_PYTHON
 
 pytestmark = pytest.mark.timeout(30)
@@ -44,6 +46,24 @@ def test_the_agents_start_imports_only_what_the_link_socket_needs() -> None:
         [AGENT_PYTHON, "-I", "-c", probe, str(AGENT_FILE.parent)], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == ""
+
+
+def test_the_workspace_tools_exit_before_the_agents_own_imports(tmp_path: Path) -> None:
+    # `dockyard-agent report` runs twice per task in every workspace of a fleet: it must cost a bare
+    # interpreter's start, not the agent's (asyncio alone is 20-30 ms of CPU).
+    install_agent(tmp_path)
+    for args in (["report", "--help"], ["report", "working"], ["git-credential", "store"]):
+        done = subprocess.run(
+            [AGENT_PYTHON, "-I", "-X", "importtime", "-c", LAUNCHER, str(tmp_path / "agent.py"), *args],
+            capture_output=True,
+            text=True,
+            input="",
+            env={"PATH": os.environ["PATH"]},
+        )
+        imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if "|" in line}
+        assert "json" in imported, done.stderr
+        assert not imported & {"asyncio", "subprocess", "signal", "termios"}, (args, sorted(imported))
+        assert done.returncode == (0 if args != ["report", "working"] else 1), done.stderr
 
 
 def test_the_private_folder_is_new_and_the_users_alone(

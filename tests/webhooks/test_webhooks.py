@@ -229,3 +229,36 @@ def test_a_token_s_webhook_hears_only_of_the_workspaces_that_token_created(
     with pytest.raises(NotFound):
         with_own.remove_webhook(hook.id)
     assert len(h.admin.list_webhooks()) == 3
+
+
+def test_changes_queued_together_are_examined_together(
+    h: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's own sender would hear these changes one by one; this one finds them all queued at its start.
+    h.app.state.webhooks.stop()
+    mine = [h.workspace(name=f"mine-{i}") for i in range(3)]
+    bob = h.user("bob")
+    theirs = h.await_build(bob.create_workspace(m.CreateWorkspaceRequest(template="tmpl", name="theirs")).id)
+    h.admin.add_webhook(m.CreateWebhookRequest(url=receiver.url))
+    sender = WebhookSender(h.app.state.sessions, None, backoff=0.05)
+    for ws in [*mine, theirs, *mine]:
+        sender._changed.put(ws.id)
+    sender._changed.put("no-such-workspace")
+    batches: list[list[str]] = []
+    examine = sender._examine
+
+    def recorded(workspace_ids: list[str]) -> None:
+        batches.append(workspace_ids)
+        examine(workspace_ids)
+
+    monkeypatch.setattr(sender, "_examine", recorded)
+    sender.start()
+    try:
+        _until(lambda: len(receiver.events("workspace.status")) >= 3)
+        time.sleep(0.5)
+    finally:
+        sender.stop()
+    # One event per workspace of the hook's owner, however often it was queued; none for bob's.
+    statuses = sorted((e["workspace"]["name"], e["workspace"]["status"]) for e in receiver.events())
+    assert statuses == [(f"mine-{i}", "running") for i in range(3)]
+    assert batches == [[*(ws.id for ws in mine), theirs.id, "no-such-workspace"]]

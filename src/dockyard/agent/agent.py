@@ -13,8 +13,160 @@ output is paused while a peer is slow, so one busy stream cannot stall the other
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sys
+from typing import Any
+
+# How long a git credential request may wait for the control plane.
+CREDENTIAL_TIMEOUT = 20.0
+# A coding task's states, as `dockyard-agent report` takes them and the API shows them.
+TASK_STATES = ("working", "idle", "waiting_input", "done", "failed")
+TASK_SUMMARY_MAX = 2000
+TASK_LINKS_MAX = 10
+TASK_SOCKET_ENV = "DOCKYARD_TASK_SOCKET"
+# How long `dockyard-agent report` and the agent wait for each other on the task socket. The agent answers at
+# once (it does not wait for the control plane), so this only ends a wait on an agent that hangs; on a host
+# running 200 agents on 2 cores, a healthy agent and the report command took over 10 s to be scheduled.
+TASK_SOCKET_TIMEOUT = 60.0
+
+
+def encode_json(obj: Any) -> bytes:
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        # A file name that is not UTF-8 decodes to lone surrogates; ASCII escapes keep it round-trippable.
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode_json(payload: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def check_task_report(message: dict[str, Any]) -> dict[str, Any] | str:
+    """The task report to forward, or what is wrong with it."""
+    state = message.get("state")
+    if state not in TASK_STATES:
+        return f"state must be one of {', '.join(TASK_STATES)}, not {state!r}"
+    summary = message.get("summary", "")
+    if not isinstance(summary, str) or len(summary) > TASK_SUMMARY_MAX:
+        return f"summary must be text of at most {TASK_SUMMARY_MAX} characters"
+    links = message.get("links", [])
+    if not isinstance(links, list) or len(links) > TASK_LINKS_MAX:
+        return f"at most {TASK_LINKS_MAX} links"
+    for link in links:
+        name = link.get("name") if isinstance(link, dict) else None
+        url = link.get("url") if isinstance(link, dict) else None
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            return "each link needs a name of 1 to 64 characters"
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
+            return f"link {name!r}: the URL must start with http:// or https://"
+    return {"state": state, "summary": summary, "links": links}
+
+
+def ask_agent(path: str, message: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    """One question to this workspace's agent on its task socket; None (and why, on stderr) if unreachable."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(encode_json(message) + b"\n")
+            return decode_json(sock.makefile("rb").readline().strip()) or {}
+    except OSError as exc:
+        print(f"dockyard-agent: cannot reach the workspace agent at {path}: {exc}", file=sys.stderr)
+        return None
+
+
+def git_credential_main(argv: list[str]) -> int:
+    """`dockyard-agent git-credential get`: git's credential helper protocol, answered by the control plane
+    through this workspace's agent. `store` and `erase` do nothing: there is nothing here to store."""
+    fields: dict[str, str] = {}
+    for line in sys.stdin:
+        line = line.rstrip("\n")
+        if not line:
+            break
+        key, _, value = line.partition("=")
+        fields[key] = value
+    if argv[:1] != ["get"]:
+        return 0
+    path = os.environ.get(TASK_SOCKET_ENV, "")
+    if not path:
+        print(f"dockyard-agent: ${TASK_SOCKET_ENV} is not set: no Dockyard agent to ask", file=sys.stderr)
+        return 1
+    ask = {"kind": "git-credential", "protocol": fields.get("protocol", ""), "host": fields.get("host", "")}
+    answer = ask_agent(path, ask, CREDENTIAL_TIMEOUT + 10)
+    if answer is None:
+        return 1
+    if not answer.get("ok"):
+        # Git goes on without a credential and fails with its own message after this one.
+        print(f"dockyard-agent: {answer.get('error', 'no credential')}", file=sys.stderr)
+        return 0
+    sys.stdout.write(f"username={answer.get('username', '')}\npassword={answer.get('password', '')}\n")
+    return 0
+
+
+REPORT_USAGE = """usage: dockyard-agent report STATE [SUMMARY] [--link NAME=URL]...
+
+Tell Dockyard (and whoever waits on this workspace) what the coding task is doing.
+STATE is one of: working, idle, waiting_input, done, failed.
+Example: dockyard-agent report done "Fixed the flaky test" --link pr=https://git.example/org/app/pull/7"""
+
+
+def report_main(argv: list[str]) -> int:
+    """`dockyard-agent report ...`: hand a task state to this workspace's agent."""
+    positional: list[str] = []
+    links: list[dict[str, str]] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            print(REPORT_USAGE)
+            return 0
+        if arg == "--link" or arg.startswith("--link="):
+            value = arg[len("--link=") :] if arg.startswith("--link=") else next(args, "")
+            name, equals, url = value.partition("=")
+            if not equals:
+                print(f"dockyard-agent: --link takes NAME=URL, not {value!r}", file=sys.stderr)
+                return 2
+            links.append({"name": name, "url": url})
+        else:
+            positional.append(arg)
+    if not 1 <= len(positional) <= 2:
+        print(REPORT_USAGE, file=sys.stderr)
+        return 2
+    report = check_task_report(
+        {"state": positional[0], "summary": positional[1] if len(positional) > 1 else "", "links": links}
+    )
+    if isinstance(report, str):
+        print(f"dockyard-agent: {report}", file=sys.stderr)
+        return 2
+    path = os.environ.get(TASK_SOCKET_ENV, "")
+    if not path:
+        print(
+            f"dockyard-agent: ${TASK_SOCKET_ENV} is not set: run this inside a Dockyard workspace",
+            file=sys.stderr,
+        )
+        return 1
+    answer = ask_agent(path, report, TASK_SOCKET_TIMEOUT)
+    if answer is None:
+        return 1
+    if not answer.get("ok"):
+        print(f"dockyard-agent: {answer.get('error', 'the agent refused the report')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# `dockyard-agent report` and git's credential helper are this file too (one file to ship), but each call is a
+# short process: started here, before the agent's own imports (asyncio alone is 20-30 ms of CPU), a report costs
+# a bare interpreter's start. A fleet's agents report twice per task, all on the same 2 cores.
+if __name__ == "__main__" and sys.argv[1:2] == ["report"]:
+    sys.exit(report_main(sys.argv[2:]))
+if __name__ == "__main__" and sys.argv[1:2] == ["git-credential"]:
+    sys.exit(git_credential_main(sys.argv[2:]))
 
 if (
     __name__ == "__main__"
@@ -32,11 +184,9 @@ import contextlib
 import errno
 import fcntl
 import itertools
-import json
 import pwd
 import random
 import signal
-import socket
 import stat
 import struct
 import subprocess
@@ -45,7 +195,6 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 
 VERSION = "0.1.0"
 PROTOCOL = 1
@@ -77,17 +226,6 @@ FIRST_DIAL_POLL = 0.05
 FIRST_BACKOFF_MIN = 0.1
 FIRST_DIAL_FAST = 10.0
 HELLO_TIMEOUT = 30.0
-# How long a git credential request may wait for the control plane.
-CREDENTIAL_TIMEOUT = 20.0
-# A coding task's states, as `dockyard-agent report` takes them and the API shows them.
-TASK_STATES = ("working", "idle", "waiting_input", "done", "failed")
-TASK_SUMMARY_MAX = 2000
-TASK_LINKS_MAX = 10
-TASK_SOCKET_ENV = "DOCKYARD_TASK_SOCKET"
-# How long `dockyard-agent report` and the agent wait for each other on the task socket. The agent answers at
-# once (it does not wait for the control plane), so this only ends a wait on an agent that hangs; on a host
-# running 200 agents on 2 cores, a healthy agent and the report command took over 10 s to be scheduled.
-TASK_SOCKET_TIMEOUT = 60.0
 DIAL_TIMEOUT = 10.0
 SHUTDOWN_SCRIPT_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 1.0
@@ -140,22 +278,6 @@ def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> Non
     if isinstance(exc, BaseException):
         text += "\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     log(text)
-
-
-def encode_json(obj: Any) -> bytes:
-    try:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        # A file name that is not UTF-8 decodes to lone surrogates; ASCII escapes keep it round-trippable.
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def decode_json(payload: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(payload)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # --- connections -------------------------------------------------------------------------------------------
@@ -2358,27 +2480,6 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> b
     return True
 
 
-def check_task_report(message: dict[str, Any]) -> dict[str, Any] | str:
-    """The task report to forward, or what is wrong with it."""
-    state = message.get("state")
-    if state not in TASK_STATES:
-        return f"state must be one of {', '.join(TASK_STATES)}, not {state!r}"
-    summary = message.get("summary", "")
-    if not isinstance(summary, str) or len(summary) > TASK_SUMMARY_MAX:
-        return f"summary must be text of at most {TASK_SUMMARY_MAX} characters"
-    links = message.get("links", [])
-    if not isinstance(links, list) or len(links) > TASK_LINKS_MAX:
-        return f"at most {TASK_LINKS_MAX} links"
-    for link in links:
-        name = link.get("name") if isinstance(link, dict) else None
-        url = link.get("url") if isinstance(link, dict) else None
-        if not isinstance(name, str) or not 0 < len(name) <= 64:
-            return "each link needs a name of 1 to 64 characters"
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
-            return f"link {name!r}: the URL must start with http:// or https://"
-    return {"state": state, "summary": summary, "links": links}
-
-
 # Clone the repository (unless a previous start did) and check out the task branch: the one the repository
 # already has, or a new one from the default branch the clone checked out. Values arrive in the environment,
 # never in the script's text.
@@ -2451,96 +2552,6 @@ def git_proxy_env(proxy: str, repo: str, environ: Any = None) -> dict[str, str]:
         f"GIT_CONFIG_KEY_{index}": f"url.{proxy}.insteadOf",
         f"GIT_CONFIG_VALUE_{index}": repo,
     }
-
-
-def git_credential_main(argv: list[str]) -> int:
-    """`dockyard-agent git-credential get`: git's credential helper protocol, answered by the control plane
-    through this workspace's agent. `store` and `erase` do nothing: there is nothing here to store."""
-    fields: dict[str, str] = {}
-    for line in sys.stdin:
-        line = line.rstrip("\n")
-        if not line:
-            break
-        key, _, value = line.partition("=")
-        fields[key] = value
-    if argv[:1] != ["get"]:
-        return 0
-    path = os.environ.get(TASK_SOCKET_ENV, "")
-    if not path:
-        print(f"dockyard-agent: ${TASK_SOCKET_ENV} is not set: no Dockyard agent to ask", file=sys.stderr)
-        return 1
-    ask = {"kind": "git-credential", "protocol": fields.get("protocol", ""), "host": fields.get("host", "")}
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(CREDENTIAL_TIMEOUT + 10)
-            sock.connect(path)
-            sock.sendall(encode_json(ask) + b"\n")
-            answer = decode_json(sock.makefile("rb").readline().strip()) or {}
-    except OSError as exc:
-        print(f"dockyard-agent: cannot reach the workspace agent at {path}: {exc}", file=sys.stderr)
-        return 1
-    if not answer.get("ok"):
-        # Git goes on without a credential and fails with its own message after this one.
-        print(f"dockyard-agent: {answer.get('error', 'no credential')}", file=sys.stderr)
-        return 0
-    sys.stdout.write(f"username={answer.get('username', '')}\npassword={answer.get('password', '')}\n")
-    return 0
-
-
-REPORT_USAGE = """usage: dockyard-agent report STATE [SUMMARY] [--link NAME=URL]...
-
-Tell Dockyard (and whoever waits on this workspace) what the coding task is doing.
-STATE is one of: working, idle, waiting_input, done, failed.
-Example: dockyard-agent report done "Fixed the flaky test" --link pr=https://git.example/org/app/pull/7"""
-
-
-def report_main(argv: list[str]) -> int:
-    """`dockyard-agent report ...`: hand a task state to this workspace's agent."""
-    positional: list[str] = []
-    links: list[dict[str, str]] = []
-    args = iter(argv)
-    for arg in args:
-        if arg in ("-h", "--help"):
-            print(REPORT_USAGE)
-            return 0
-        if arg == "--link" or arg.startswith("--link="):
-            value = arg[len("--link=") :] if arg.startswith("--link=") else next(args, "")
-            name, equals, url = value.partition("=")
-            if not equals:
-                print(f"dockyard-agent: --link takes NAME=URL, not {value!r}", file=sys.stderr)
-                return 2
-            links.append({"name": name, "url": url})
-        else:
-            positional.append(arg)
-    if not 1 <= len(positional) <= 2:
-        print(REPORT_USAGE, file=sys.stderr)
-        return 2
-    report = check_task_report(
-        {"state": positional[0], "summary": positional[1] if len(positional) > 1 else "", "links": links}
-    )
-    if isinstance(report, str):
-        print(f"dockyard-agent: {report}", file=sys.stderr)
-        return 2
-    path = os.environ.get(TASK_SOCKET_ENV, "")
-    if not path:
-        print(
-            f"dockyard-agent: ${TASK_SOCKET_ENV} is not set: run this inside a Dockyard workspace",
-            file=sys.stderr,
-        )
-        return 1
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(TASK_SOCKET_TIMEOUT)
-            sock.connect(path)
-            sock.sendall(encode_json(report) + b"\n")
-            answer = decode_json(sock.makefile("rb").readline().strip()) or {}
-    except OSError as exc:
-        print(f"dockyard-agent: cannot reach the workspace agent at {path}: {exc}", file=sys.stderr)
-        return 1
-    if not answer.get("ok"):
-        print(f"dockyard-agent: {answer.get('error', 'the agent refused the report')}", file=sys.stderr)
-        return 1
-    return 0
 
 
 USAGE = (

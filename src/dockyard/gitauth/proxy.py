@@ -29,6 +29,9 @@ SERVICES = ("git-upload-pack", "git-receive-pack")
 MAX_HEAD = 64 << 10
 # A fetch may wait long for the server to compute a pack; connecting may not.
 UPSTREAM_TIMEOUT = httpx.Timeout(300.0, connect=15.0)
+# Connects that fail are tried again (nothing was sent yet, so any request may be): a git host whose listen
+# queue overflows when a fleet clones at once drops connects, and one dropped clone is a failed workspace.
+UPSTREAM_CONNECT_RETRIES = 2
 _PASSED_UP = ("content-type", "accept", "git-protocol", "user-agent", "accept-encoding", "content-encoding")
 _PASSED_DOWN = ("content-type", "cache-control", "expires", "pragma", "content-encoding")
 
@@ -100,7 +103,10 @@ async def serve(
     """Answer HTTP/1.1 requests from the stream until it closes (git keeps connections alive)."""
     # A client per connection (no cookie or connection of one workspace's git reaches another's), sharing the
     # TLS context.
-    async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT, follow_redirects=False, verify=_tls()) as client:
+    transport = httpx.AsyncHTTPTransport(verify=_tls(), retries=UPSTREAM_CONNECT_RETRIES)
+    async with httpx.AsyncClient(
+        timeout=UPSTREAM_TIMEOUT, follow_redirects=False, transport=transport
+    ) as client:
         while True:
             request = await _read_request(reader)
             if request is None:
@@ -224,6 +230,8 @@ async def _handle(
             client.build_request(request.method, url, headers=headers, content=content), stream=True
         )
     except httpx.HTTPError as exc:
+        # git shows only the status of a refused POST, so the reason is in the server's log too.
+        log.warning("git proxy: cannot reach the git host", host=upstream.host, error=repr(exc))
         _refuse(writer, path, service, f"dockyard: cannot reach {upstream.host}: {exc}")
         return
     try:

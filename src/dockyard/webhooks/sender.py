@@ -38,6 +38,8 @@ from dockyard_sdk import models as wire
 log = logging.get(__name__)
 
 SIGNATURE_HEADER = "X-Dockyard-Signature"
+# Workspaces examined in one read at most (the ids are bound parameters of one statement).
+EXAMINE_BATCH = 500
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -113,41 +115,62 @@ class WebhookSender:
     # --- deciding what happened ------------------------------------------------------------------------------
 
     def _examine_loop(self) -> None:
-        while (workspace_id := self._changed.get()) is not None:
+        while (first := self._changed.get()) is not None:
+            # Every change already queued is examined with it: a burst of creates queues a dozen changes per
+            # workspace, and one read for all of them (or one per workspace changed twice) costs less than a
+            # session and two statements per change. The state read is the current one either way.
+            pending = dict.fromkeys([first])
+            stopping = False
+            while len(pending) < EXAMINE_BATCH:
+                try:
+                    more = self._changed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                pending[more] = None
             try:
-                self._examine(workspace_id)
+                self._examine(list(pending))
             except SQLAlchemyError:
-                log.exception("webhooks: reading a workspace failed", workspace=workspace_id)
+                log.exception("webhooks: reading workspaces failed", workspaces=len(pending))
+            if stopping:
+                return
 
-    def _examine(self, workspace_id: str) -> None:
+    def _examine(self, workspace_ids: list[str]) -> None:
         with self.sessions() as db:
-            row = db.get(Workspace, workspace_id)
-            if row is None:
-                self._seen.pop(workspace_id, None)
-                return
-            hooks = [
-                (hook.id, hook.url, hook.secret)
-                for hook in db.scalars(
-                    select(Webhook).where(
-                        Webhook.user_id == row.owner_id,
-                        # A token's webhook hears only of the workspaces that token created.
-                        Webhook.token_id.is_(None) | (Webhook.token_id == row.created_by_token_id),
-                    )
-                )
-            ]
-            if not hooks:
-                # Nobody listens: the workspace's wire form (five queries) is not worth making. Every change
-                # of every workspace lands here, a dozen per create, and a burst of creates paid for all of
-                # them. A hook registered later hears the status it finds at the next change.
-                self._seen.pop(workspace_id, None)
-                return
-            current = workspaces.to_wire(db, workspaces.load(db, row))
-        events = self._events(current)
-        if current.status == wire.WorkspaceStatus.DELETED:
-            self._seen.pop(workspace_id, None)
-        for hook_id, url, secret in hooks:
-            for event in events:
-                self._outbox(hook_id).put((event, url, secret))
+            rows = {
+                row.id: row for row in db.scalars(select(Workspace).where(Workspace.id.in_(workspace_ids)))
+            }
+            for gone in set(workspace_ids) - rows.keys():
+                self._seen.pop(gone, None)
+            hooks_of: dict[str, list[Webhook]] = {}
+            for hook in db.scalars(
+                select(Webhook).where(Webhook.user_id.in_({r.owner_id for r in rows.values()}))
+            ):
+                hooks_of.setdefault(hook.user_id, []).append(hook)
+            for workspace_id in workspace_ids:
+                row = rows.get(workspace_id)
+                if row is None:
+                    continue
+                hooks = [
+                    (hook.id, hook.url, hook.secret)
+                    for hook in hooks_of.get(row.owner_id, [])
+                    # A token's webhook hears only of the workspaces that token created.
+                    if hook.token_id is None or hook.token_id == row.created_by_token_id
+                ]
+                if not hooks:
+                    # Nobody listens: the workspace's wire form (five queries) is not worth making. A hook
+                    # registered later hears the status it finds at the next change.
+                    self._seen.pop(workspace_id, None)
+                    continue
+                current = workspaces.to_wire(db, workspaces.load(db, row))
+                events = self._events(current)
+                if current.status == wire.WorkspaceStatus.DELETED:
+                    self._seen.pop(workspace_id, None)
+                for hook_id, url, secret in hooks:
+                    for event in events:
+                        self._outbox(hook_id).put((event, url, secret))
 
     def _events(self, workspace: wire.Workspace) -> list[Event]:
         before = self._seen.get(workspace.id)
