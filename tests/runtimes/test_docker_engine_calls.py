@@ -90,3 +90,10 @@ def _id(calls: list[str], method: str) -> str:
         if found:
             return found.group(1)
     return "<none>"
+
+
+def test_the_engine_client_looks_for_no_proxy_or_netrc_on_a_unix_socket(runtime: DockerRuntime) -> None:
+    # requests looks up proxies and ~/.netrc at every call unless told not to; a burst makes thousands of calls.
+    assert runtime.base_url.startswith("unix://")
+    assert runtime.client.api.trust_env is False
+    assert runtime.client.ping()

@@ -240,6 +240,9 @@ class DockerRuntime:
                     self._client = docker.DockerClient(
                         **params, timeout=self.timeout, max_pool_size=self.max_pool_size
                     )
+                if self.base_url.startswith("unix://"):
+                    # No proxy or ~/.netrc applies to a unix socket, and requests looks for both at every call.
+                    self._client.api.trust_env = False
             return self._client
 
     def close(self) -> None:
