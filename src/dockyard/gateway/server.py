@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -136,11 +137,12 @@ class Gateway:
     async def serve_socket(
         self, sock: socket.socket, *, workspace_id: str | None = None, source: str = ""
     ) -> None:
-        """Run one SSH connection on `sock` until it ends. With `workspace_id` that workspace is the target,
-        whatever the SSH user name (the WebSocket route already chose it); `source` is the address of the
-        client behind the socket, for the abuse limits."""
+        """Run one SSH connection on `sock` until it ends, and let go of `sock` (its caller must not close it).
+        With `workspace_id` that workspace is the target, whatever the SSH user name (the WebSocket route
+        already chose it); `source` is the address of the client behind the socket, for the abuse limits."""
         if self._options is None:
             raise RuntimeError("the SSH gateway has not been started")
+        inode = os.fstat(sock.fileno()).st_ino
         try:
             conn = await asyncssh.run_server(
                 sock, options=self._options, server_factory=self._factory(workspace_id, source)
@@ -148,7 +150,10 @@ class Gateway:
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             log.info("ssh connection ended before login", error=str(exc) or exc.__class__.__name__)
             return
-        await conn.wait_closed()
+        else:
+            await conn.wait_closed()
+        finally:
+            let_go(sock, inode)
 
     async def close(self) -> None:
         if self._acceptor is not None:
@@ -460,3 +465,27 @@ class _Connection(asyncssh.SSHServer):
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         # Remote forwarding would listen inside the workspace; the agent protocol has no such stream.
         return False
+
+
+def let_go(sock: socket.socket, inode: int) -> None:
+    """Close a socket handed to the event loop, unless the loop already closed its descriptor.
+
+    uvloop (uvicorn's loop) closes the descriptor of a transport made from a socket object and then detaches
+    the object, except when the connection fails right after it was made: asyncssh writes its version line
+    in `connection_made`, and a client that hung up already makes that write fail. The object then still
+    holds the number, and its finalizer would close it again later, whatever it has become by then (the
+    SQLite database: "disk I/O error"; a connection to the engine: "Bad file descriptor"). Whether the number
+    is still this socket tells the cases apart: the loop runs on this thread, so nothing reused it between
+    the loop's close and this check unless the inode differs. tests/gateway/test_hangups.py holds to it.
+    """
+    fd = sock.fileno()
+    if fd < 0:
+        return
+    try:
+        ours = os.fstat(fd).st_ino == inode
+    except OSError:
+        ours = False
+    if ours:
+        sock.close()
+    else:
+        sock.detach()

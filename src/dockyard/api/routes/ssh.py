@@ -107,11 +107,11 @@ async def ssh_over_websocket(
             asyncio.shield(serving),
         )
     finally:
-        # Closing our end ends the SSH connection (its sessions close their agent streams).
+        # Closing our end ends the SSH connection (its sessions close their agent streams). The gateway lets
+        # go of its end itself: the event loop may have closed it already.
         writer.close()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(serving, CLOSE_GRACE)
-        theirs.close()
     # The client may have closed first.
     with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await websocket.close()
