@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from dockyard import logs as logging
@@ -19,6 +19,7 @@ from dockyard.provisioner import builds, events, lifetimes
 from dockyard.provisioner.builds import latest_or_none
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
+from dockyard.workspaces.status import LATEST, ON_LATEST
 from dockyard_sdk.models import BuildReason, Transition
 
 log = logging.get(__name__)
@@ -31,32 +32,19 @@ def enforce_idle(db: Session) -> dict[str, str]:
     statements per workspace were a fleet's largest share of the server's SQL. Each workspace found is then
     its own transaction, as in ttl.py: one that fails is logged and retried next pass.
     """
-    lived = and_(
-        Workspace.deleted.is_(False),
-        or_(Workspace.idle_timeout_seconds.is_not(None), Workspace.deadline.is_not(None)),
-    )
-    newest = (
-        select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
-        .join(Workspace, Workspace.id == WorkspaceBuild.workspace_id)
-        .where(lived)
-        .group_by(WorkspaceBuild.workspace_id)
-        .subquery()
-    )
+    build = LATEST
     now = utcnow()
     due = [
         (workspace.id, workspace.name)
-        for workspace, build in db.execute(
-            select(Workspace, WorkspaceBuild)
-            .join(newest, newest.c.workspace_id == Workspace.id)
-            .join(
-                WorkspaceBuild,
-                and_(
-                    WorkspaceBuild.workspace_id == newest.c.workspace_id,
-                    WorkspaceBuild.number == newest.c.number,
-                ),
+        for workspace, latest in db.execute(
+            select(Workspace, build)
+            .join(build, ON_LATEST)
+            .where(
+                Workspace.deleted.is_(False),
+                or_(Workspace.idle_timeout_seconds.is_not(None), Workspace.deadline.is_not(None)),
             )
         ).tuples()
-        if _worth_a_look(workspace, build, now)
+        if _worth_a_look(workspace, latest, now)
     ]
     db.rollback()
     acted: dict[str, str] = {}

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard import logs as logging
@@ -22,6 +22,7 @@ from dockyard.runtimes.base import ContainerState, ManagedResource, Observation,
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard.store.types import utcnow
 from dockyard.warmpool import store as warmnetworks
+from dockyard.workspaces.status import LATEST, ON_LATEST
 from dockyard_sdk.models import BuildStatus, Transition
 
 log = logging.get(__name__)
@@ -140,24 +141,16 @@ def _recover(build: WorkspaceBuild) -> None:
 
 def _running_workspaces(db: Session, *, finished_before: datetime) -> list[Workspace]:
     """Workspaces whose latest build is a start that succeeded before `finished_before`."""
-    newest = (
-        select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
-        .group_by(WorkspaceBuild.workspace_id)
-        .subquery()
-    )
+    build = LATEST
     return list(
         db.scalars(
             select(Workspace)
-            .join(newest, newest.c.workspace_id == Workspace.id)
-            .join(
-                WorkspaceBuild,
-                (WorkspaceBuild.workspace_id == Workspace.id) & (WorkspaceBuild.number == newest.c.number),
-            )
+            .join(build, ON_LATEST)
             .where(
                 Workspace.deleted.is_(False),
-                WorkspaceBuild.transition == Transition.START,
-                WorkspaceBuild.status == BuildStatus.SUCCEEDED,
-                WorkspaceBuild.completed_at < finished_before,
+                build.transition == Transition.START,
+                build.status == BuildStatus.SUCCEEDED,
+                build.completed_at < finished_before,
             )
         )
     )

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Forbidden, TooManyRequests, Validation
 from dockyard.store import audit
-from dockyard.store.models import ApiToken, Quota, User, Workspace, WorkspaceBuild
+from dockyard.store.models import ApiToken, Quota, User, Workspace
 from dockyard.store.types import utcnow
+from dockyard.workspaces.status import LATEST, ON_LATEST
 from dockyard_sdk import models as wire
 from dockyard_sdk.units import parse_size
 
@@ -43,20 +44,14 @@ class Usage:
 
 
 def _usage(db: Session, condition: ColumnElement[bool], *, excluding: str | None = None) -> Usage:
-    newest = (
-        select(WorkspaceBuild.workspace_id, func.max(WorkspaceBuild.number).label("number"))
-        .group_by(WorkspaceBuild.workspace_id)
-        .subquery()
-    )
-    build = aliased(WorkspaceBuild)
+    build = LATEST
     query = (
         select(
             func.count(Workspace.id),
             func.coalesce(func.sum(Workspace.cpu_millis), 0),
             func.coalesce(func.sum(Workspace.memory_bytes), 0),
         )
-        .join(newest, newest.c.workspace_id == Workspace.id)
-        .join(build, (build.workspace_id == Workspace.id) & (build.number == newest.c.number))
+        .join(build, ON_LATEST)
         .where(
             condition,
             Workspace.deleted.is_(False),

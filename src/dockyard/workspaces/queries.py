@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true
-from sqlalchemy.orm import Session, aliased, defer, lazyload
+from sqlalchemy.orm import Session, defer, lazyload
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import NotFound
 from dockyard.provisioner import agents, builds
 from dockyard.store.models import Template, User, Workspace, WorkspaceAgent, WorkspaceBuild
-from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES, status_is
+from dockyard.workspaces.status import ACTIVE_BUILD_STATUSES, LATEST, ON_LATEST, status_is
 from dockyard_sdk import models as wire
 
 Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
@@ -74,23 +74,6 @@ def readable(actor: Actor) -> ColumnElement[bool]:
 def visible(db: Session, actor: Actor, workspace_id: str) -> bool:
     """Whether `actor` may read the workspace: `readable` for one row."""
     return db.scalar(select(Workspace.id).where(Workspace.id == workspace_id, readable(actor))) is not None
-
-
-def _latest_build() -> tuple[type[WorkspaceBuild], ColumnElement[bool]]:
-    """An alias of the builds table and the join condition that picks each workspace's latest build (the
-    unique (workspace_id, number) index answers the correlated max)."""
-    build = aliased(WorkspaceBuild, name="latest_build")
-    newest = (
-        select(func.max(WorkspaceBuild.number))
-        .where(WorkspaceBuild.workspace_id == Workspace.id)
-        .correlate(Workspace)
-        .scalar_subquery()
-    )
-    return build, and_(build.workspace_id == Workspace.id, build.number == newest)
-
-
-# Made once: an alias copies every column of the table, which cost a list more than its own statements.
-_LATEST, _ON_LATEST = _latest_build()
 
 
 def get(db: Session, actor: Actor, ref: str) -> Workspace:
@@ -175,7 +158,7 @@ def search(
     filters = Filters(
         owner=owner, template=template, status=status, name=name, include_deleted=include_deleted
     )
-    build, on_latest = _LATEST, _ON_LATEST
+    build, on_latest = LATEST, ON_LATEST
 
     def matching(*columns: Any) -> Select[Any]:
         query = select(*columns).select_from(Workspace)
@@ -249,16 +232,11 @@ def settled(db: Session, workspace_id: str, *, ready: bool) -> bool:
     workspace's agent through its startup script (or failed at it). A poll wakes at each of a dozen changes on
     the way to ready; this is what it asks each time, in one statement (the status rule in SQL, `status_is`),
     and the workspace's wire form (five statements and a large model) is made once, for the answer."""
-    build = aliased(WorkspaceBuild)
-    newest = (
-        select(func.max(WorkspaceBuild.number))
-        .where(WorkspaceBuild.workspace_id == workspace_id)
-        .scalar_subquery()
-    )
+    build = LATEST
     found = db.execute(
         select(build.status, status_is(wire.WorkspaceStatus.RUNNING, build), WorkspaceAgent.lifecycle)
         .select_from(Workspace)
-        .join(build, and_(build.workspace_id == Workspace.id, build.number == newest))
+        .join(build, ON_LATEST)
         .outerjoin(WorkspaceAgent, WorkspaceAgent.workspace_id == Workspace.id)
         .where(Workspace.id == workspace_id)
     ).first()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, not_, or_
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy.orm import aliased
 
 from dockyard.store.models import Workspace, WorkspaceBuild
 from dockyard_sdk.models import BuildStatus, Transition, WorkspaceStatus
@@ -20,6 +21,23 @@ _DONE = {
     Transition.DELETE: WorkspaceStatus.DELETED,
 }
 ACTIVE_BUILD_STATUSES = (BuildStatus.PENDING, BuildStatus.RUNNING, BuildStatus.CANCELING)
+
+
+def _latest_build() -> tuple[type[WorkspaceBuild], ColumnElement[bool]]:
+    """An alias of the builds table and the join condition that picks each workspace's latest build (the
+    unique (workspace_id, number) index answers the correlated max)."""
+    build = aliased(WorkspaceBuild, name="latest_build")
+    newest = (
+        select(func.max(WorkspaceBuild.number))
+        .where(WorkspaceBuild.workspace_id == Workspace.id)
+        .correlate(Workspace)
+        .scalar_subquery()
+    )
+    return build, and_(build.workspace_id == Workspace.id, build.number == newest)
+
+
+# Made once: an alias copies every column of the table, which cost a list more than its own statements.
+LATEST, ON_LATEST = _latest_build()
 
 
 def derive(workspace: Workspace, build: WorkspaceBuild) -> tuple[WorkspaceStatus, str]:
