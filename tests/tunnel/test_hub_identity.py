@@ -210,3 +210,28 @@ def test_a_link_made_by_another_process_is_listened_on(h: Harness) -> None:
     reply = peer.hello(_token(h, ws.id))
     assert reply is not None
     assert reply["type"] == "welcome"
+
+
+def test_threads_preparing_one_link_at_once_each_leave_a_whole_token(tmp_path: Path) -> None:
+    links = AgentLinks(tmp_path / "agents")
+    tokens = [f"dya_ws1_{n:02d}" + "x" * 200 for n in range(16)]
+    failures: list[BaseException] = []
+    start = threading.Barrier(len(tokens))
+
+    def prepare(token: str) -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                links.prepare("ws1", token=token, uid=1000)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    threads = [threading.Thread(target=prepare, args=(token,)) for token in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    folder = links.folder("ws1")
+    assert sorted(p.name for p in folder.iterdir()) == ["token"]
+    assert (folder / "token").read_text().strip() in tokens

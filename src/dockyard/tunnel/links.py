@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -91,9 +92,10 @@ class AgentLinks:
         folder = self.folder(workspace_id)
         folder.mkdir(exist_ok=True)
         owned = os.geteuid() == 0
-        # Written beside and renamed, so an agent never reads half a token.
-        staging = folder / f".{TOKEN_NAME}.{os.getpid()}"
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        # Written beside and renamed, so an agent never reads half a token. The staging name is unique per call:
+        # named by pid alone, two of one server's threads preparing one workspace truncated each other's file.
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{TOKEN_NAME}.")
+        staging = Path(name)
         with os.fdopen(fd, "w") as handle:
             handle.write(token + "\n")
         if owned:
