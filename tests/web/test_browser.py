@@ -281,7 +281,9 @@ def test_keyboard_only_login_and_dark_mode(wh: Harness, served: str, chromium: A
     context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
     page = context.new_page()
     page.goto(f"{served}/templates")
-    # The username field has focus; Tab moves to the password; Enter submits.
+    # The username field has focus; Tab moves to the password; Enter submits. Chromium applies `autofocus` at a
+    # rendering update that may come after the load event: typed before it, the first key was lost ("lice").
+    expect(page.get_by_label("Username")).to_be_focused()
     page.keyboard.type("alice")
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
