@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
@@ -439,10 +440,12 @@ def _websocket_relay(h: Harness, path: str, token: str) -> Iterator[int]:
         with conn, h.http().websocket_connect(path, headers={"Authorization": f"Bearer {token}"}) as ws:
 
             def upstream() -> None:
-                with contextlib.suppress(OSError):
+                # The route may close the WebSocket first (the session ended); the relay below then leaves the
+                # `with` and closes the test client's streams under this thread.
+                with contextlib.suppress(OSError, anyio.ClosedResourceError, WebSocketDisconnect):
                     while data := conn.recv(65536):
                         ws.send_bytes(data)
-                ws.close()
+                    ws.close()
 
             threading.Thread(target=upstream, daemon=True).start()
             with contextlib.suppress(WebSocketDisconnect, OSError):
