@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -209,51 +210,57 @@ def test_a_workload_killed_for_memory_is_observed_as_oom(k8s: KubernetesRuntime)
 
 
 def test_a_namespace_that_does_not_exist_is_named(options: KubernetesOptions) -> None:
-    runtime = KubernetesRuntime(dataclasses.replace(options, namespace="no-such-namespace"), deployment="d")
-    with pytest.raises(RuntimeUnavailable) as info:
-        runtime.ping()
-    assert info.value.message.startswith(
-        "Kubernetes namespace no-such-namespace does not exist at https://127.0.0.1:"
-    )
-    # A build on such a server (or after the namespace went) fails with the same words, not a 404.
-    with pytest.raises(RuntimeUnavailable) as info:
-        runtime.start(spec(), lambda line: None)
-    assert info.value.message.startswith(
-        "Kubernetes namespace no-such-namespace does not exist at https://127.0.0.1:"
-    )
+    with closing(
+        KubernetesRuntime(dataclasses.replace(options, namespace="no-such-namespace"), deployment="d")
+    ) as runtime:
+        with pytest.raises(RuntimeUnavailable) as info:
+            runtime.ping()
+        assert info.value.message.startswith(
+            "Kubernetes namespace no-such-namespace does not exist at https://127.0.0.1:"
+        )
+        # A build on such a server (or after the namespace went) fails with the same words, not a 404.
+        with pytest.raises(RuntimeUnavailable) as info:
+            runtime.start(spec(), lambda line: None)
+        assert info.value.message.startswith(
+            "Kubernetes namespace no-such-namespace does not exist at https://127.0.0.1:"
+        )
 
 
 def test_rbac_that_forbids_pods_is_named(options: KubernetesOptions) -> None:
     limited = str(Path(options.kubeconfig or "").with_name("limited.kubeconfig"))
     if not Path(limited).is_file():
         pytest.skip("the cluster has no identity without permissions (scripts/kubernetes.sh makes one)")
-    runtime = KubernetesRuntime(dataclasses.replace(options, kubeconfig=limited), deployment="d")
-    with pytest.raises(RuntimeUnavailable) as info:
-        runtime.ping()
-    assert info.value.message == (
-        "RBAC forbids this server to create pods, delete pods, get pods, list pods, watch pods, "
-        "create persistentvolumeclaims, delete persistentvolumeclaims, get persistentvolumeclaims, "
-        "list persistentvolumeclaims, create secrets, delete secrets, get secrets, list secrets, update secrets, "
-        "create configmaps, create networkpolicies, delete networkpolicies, get networkpolicies, "
-        "list networkpolicies, update networkpolicies, create persistentvolumes, delete persistentvolumes, "
-        f"get persistentvolumes, list persistentvolumes in namespace {options.namespace}."
-    )
-    # A build on such a server fails with the API's own words.
-    with pytest.raises(RuntimeUnavailable) as info:
-        runtime.start(spec(), lambda line: None)
-    assert info.value.message.startswith("RBAC forbids it: ")
-    assert "forbidden" in info.value.message
+    with closing(
+        KubernetesRuntime(dataclasses.replace(options, kubeconfig=limited), deployment="d")
+    ) as runtime:
+        with pytest.raises(RuntimeUnavailable) as info:
+            runtime.ping()
+        assert info.value.message == (
+            "RBAC forbids this server to create pods, delete pods, get pods, list pods, watch pods, "
+            "create persistentvolumeclaims, delete persistentvolumeclaims, get persistentvolumeclaims, "
+            "list persistentvolumeclaims, create secrets, delete secrets, get secrets, list secrets, update secrets, "
+            "create configmaps, create networkpolicies, delete networkpolicies, get networkpolicies, "
+            "list networkpolicies, update networkpolicies, create persistentvolumes, delete persistentvolumes, "
+            f"get persistentvolumes, list persistentvolumes in namespace {options.namespace}."
+        )
+        # A build on such a server fails with the API's own words.
+        with pytest.raises(RuntimeUnavailable) as info:
+            runtime.start(spec(), lambda line: None)
+        assert info.value.message.startswith("RBAC forbids it: ")
+        assert "forbidden" in info.value.message
 
 
 def test_an_api_that_does_not_answer_is_named(tmp_path: Path, options: KubernetesOptions) -> None:
     text = Path(options.kubeconfig or "").read_text()
     dead = tmp_path / "dead.kubeconfig"
     dead.write_text(text.replace(text.split("server: ")[1].split("\n")[0], "https://127.0.0.1:9"))
-    runtime = KubernetesRuntime(dataclasses.replace(options, kubeconfig=str(dead)), deployment="d")
-    with pytest.raises(RuntimeUnavailable) as info:
-        runtime.ping()
-    assert info.value.message == "Kubernetes API unreachable at https://127.0.0.1:9: Connection refused"
-    # A build on such a server fails with the same words.
-    with pytest.raises(RuntimeUnavailable) as info:
-        runtime.start(spec(), lambda line: None)
-    assert info.value.message == "Kubernetes API unreachable at https://127.0.0.1:9: Connection refused"
+    with closing(
+        KubernetesRuntime(dataclasses.replace(options, kubeconfig=str(dead)), deployment="d")
+    ) as runtime:
+        with pytest.raises(RuntimeUnavailable) as info:
+            runtime.ping()
+        assert info.value.message == "Kubernetes API unreachable at https://127.0.0.1:9: Connection refused"
+        # A build on such a server fails with the same words.
+        with pytest.raises(RuntimeUnavailable) as info:
+            runtime.start(spec(), lambda line: None)
+        assert info.value.message == "Kubernetes API unreachable at https://127.0.0.1:9: Connection refused"

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 
+from dockyard.lifecycle import reconcile
 from dockyard.runtimes.base import ContainerState, RuntimeFailure
 from dockyard.runtimes.kubernetes import manifests, overlay, pods, states
 from dockyard.runtimes.kubernetes.options import KubernetesOptions
@@ -297,6 +298,24 @@ def test_observations_of_pods() -> None:
     )
     gone = states.observe("w", None, gone="the pod was deleted outside Dockyard")
     assert (gone.state, gone.detail) == (ContainerState.MISSING, "the pod was deleted outside Dockyard")
+    # Pending is on its way (the kubelet may not have reported a started pod yet); Unknown is not running.
+    creating = states.observe(
+        "w", _pod("Pending", container={"state": {"waiting": {"reason": "ContainerCreating"}}})
+    )
+    assert (creating.state, creating.detail) == (ContainerState.STARTING, "pending: Pending")
+    lost = states.observe("w", _pod("Unknown"))
+    assert (lost.state, lost.detail) == (ContainerState.STOPPED, "Unknown: not running")
+
+
+def test_a_started_pod_the_kubelet_still_reports_pending_has_not_drifted() -> None:
+    """The agent's hello ends a start before the kubelet's next relist reports the pod running: a reconciler
+    pass in that window once failed a ready workspace (as "stopped outside Dockyard") until its next pass."""
+    creating = _pod("Pending", container={"state": {"waiting": {"reason": "ContainerCreating"}}})
+    assert reconcile.drift_reason(states.observe("w", creating)) is None
+    assert (
+        reconcile.drift_reason(states.observe("w", _pod("Unknown")))
+        == "the container was stopped outside Dockyard"
+    )
 
 
 def test_unschedulable_and_image_errors_are_final_with_the_clusters_reason() -> None:

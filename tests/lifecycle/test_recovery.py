@@ -29,9 +29,10 @@ from tests.harness import Harness
         (ContainerState.EXITED, 1, "the container exited with code 1: exited with code 1"),
         (ContainerState.OOM_KILLED, 137, "the container was killed for running out of memory"),
         (ContainerState.MISSING, None, "the container was removed outside Dockyard"),
+        (ContainerState.STARTING, None, None),
     ],
 )
-def test_drift_reasons_name_the_signal(state_: ContainerState, code: int | None, reason: str) -> None:
+def test_drift_reasons_name_the_signal(state_: ContainerState, code: int | None, reason: str | None) -> None:
     detail = f"exited with code {code}" if state_ == ContainerState.EXITED else ""
     assert drift_reason(Observation("w", state_, code, detail)) == reason
 

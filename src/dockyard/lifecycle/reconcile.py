@@ -48,7 +48,9 @@ def killed_by(exit_code: int | None) -> str | None:
 
 
 def drift_reason(observation: Observation) -> str | None:
-    if observation.state == ContainerState.RUNNING:
+    # A succeeded start whose pod still reads pending is the kubelet's report lagging behind the agent's
+    # hello (phases never go back to pending), not a workspace that stopped.
+    if observation.state in (ContainerState.RUNNING, ContainerState.STARTING):
         return None
     killed = killed_by(observation.exit_code)
     if observation.state == ContainerState.EXITED and observation.exit_code is None:

@@ -80,6 +80,9 @@ class ImageSpec:
 
 class ContainerState(StrEnum):
     RUNNING = "running"
+    # Created and on its way, but not reported running yet. A Kubernetes pod reads so until the kubelet's next
+    # relist, which may come after its agent has already said hello and the start has succeeded.
+    STARTING = "starting"
     STOPPED = "stopped"  # exited after a stop Dockyard asked for, or created and never started
     EXITED = "exited"  # exited on its own
     OOM_KILLED = "oom_killed"

@@ -80,9 +80,7 @@ def stale(workspace_id: str, pod: dict[str, Any], wanted: dict[str, Any]) -> str
     ]:
         return "its configuration changed"
     observation = states.observe(workspace_id, pod)
-    alive = observation.state == ContainerState.RUNNING or (
-        observation.state == ContainerState.STOPPED and observation.detail.startswith("pending")
-    )
+    alive = observation.state in (ContainerState.RUNNING, ContainerState.STARTING)
     if not alive or pod["metadata"].get("deletionTimestamp"):
         return observation.detail or "it is being deleted"
     return ""

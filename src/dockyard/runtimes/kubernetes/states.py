@@ -63,8 +63,15 @@ def observe(workspace_id: str, pod: Mapping[str, Any] | None, *, gone: str = "")
         return Observation(
             workspace_id, ContainerState.EXITED, detail=status.get("message") or reason or "failed"
         )
-    # Pending: scheduled or not, pulling, initialising; not running yet, and not a failure by itself.
-    return Observation(workspace_id, ContainerState.STOPPED, detail=f"pending: {start_problem(pod) or phase}")
+    if phase in ("Pending", ""):
+        # Scheduled or not, pulling, initialising: not running yet, and not a failure by itself.
+        return Observation(
+            workspace_id,
+            ContainerState.STARTING,
+            detail=f"pending: {start_problem(pod) or phase or 'created'}",
+        )
+    # Unknown (its node stopped reporting), or a container between states that the kubelet has not explained.
+    return Observation(workspace_id, ContainerState.STOPPED, detail=f"{phase or 'no phase'}: not running")
 
 
 def start_problem(pod: Mapping[str, Any]) -> str:
