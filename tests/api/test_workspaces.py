@@ -383,6 +383,31 @@ def test_doctor_reports_and_prunes_orphans(h: Harness) -> None:
     assert _error(member.doctor).status_code == 403
 
 
+def test_doctor_reports_the_databases_connections(h: Harness) -> None:
+    """On PostgreSQL (the suite's second pass) the figures are the server's own settings and activity."""
+    from sqlalchemy import text
+
+    from dockyard.provisioner.sizing import worker_count
+    from dockyard.store.db import MAX_OVERFLOW
+
+    database = h.admin.doctor().database
+    assert database is not None
+    # The pool holds the request threads' 40 and one per worker, and may overflow by MAX_OVERFLOW.
+    assert database.pool_limit == 40 + worker_count(h.settings.provisioner_workers) + MAX_OVERFLOW
+    if database.backend == "sqlite":
+        assert (database.admitted, database.in_use, database.warning) == (None, None, "")
+        return
+    assert database.backend == "postgresql"
+    with h.app.state.sessions() as db:
+        most = int(db.scalar(text("SHOW max_connections")))
+        reserved = int(db.scalar(text("SHOW superuser_reserved_connections")))
+    assert database.admitted == most - reserved
+    assert database.in_use is not None
+    assert 1 <= database.in_use <= database.admitted
+    if database.pool_limit > database.admitted:
+        assert database.warning.startswith(f"one server process may open {database.pool_limit} connections")
+
+
 def test_build_left_running_by_a_dead_worker_is_resumed(h: Harness) -> None:
     """A build whose worker stopped heartbeating goes back on the queue and finishes."""
     from datetime import UTC, datetime, timedelta

@@ -1118,6 +1118,26 @@ class HostFirewallReport(Model):
     )
 
 
+class DatabaseReport(Model):
+    """The database's connections as the answering server process sees them."""
+
+    backend: str = Field(description="`sqlite` or `postgresql`.")
+    pool_limit: int | None = Field(
+        None, description="The most connections this server process's pool may open (none: one per use)."
+    )
+    admitted: int | None = Field(
+        None,
+        description="PostgreSQL: the connections it admits, `max_connections` less those reserved for "
+        "superusers.",
+    )
+    in_use: int | None = Field(None, description="PostgreSQL: connections open now, by every client.")
+    warning: str = Field(
+        "",
+        description="Set when one process's pool may open more than PostgreSQL admits, or when nine in ten "
+        "of those are open; empty otherwise.",
+    )
+
+
 class DoctorReport(Model):
     """The runtime's health and how far it agrees with Dockyard's records."""
 
@@ -1148,6 +1168,9 @@ class DoctorReport(Model):
     )
     repaired: HostFirewallReport | None = Field(
         None, description="What a prune found missing or stale in the host firewall and put right."
+    )
+    database: DatabaseReport | None = Field(
+        None, description="The database's connections; absent from servers before this field."
     )
 
 

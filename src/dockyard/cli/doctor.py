@@ -1,4 +1,5 @@
-"""`dockyard doctor [--prune]`: the runtime's health, the host firewall, drifted workspaces and orphans."""
+"""`dockyard doctor [--prune]`: the runtime's health, the host firewall, drifted workspaces, orphans and the
+database's connections."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def doctor(
         _print(report)
     if not report.runtime_ok:
         raise CliError(f"the {report.runtime} runtime is unavailable", detail=report.runtime_error)
+    if report.database is not None and report.database.warning:
+        output.message(f"Database: {report.database.warning}")
     if report.orphans and not prune:
         output.message(f"Found {_count(report.orphans)}; remove them with `dockyard doctor --prune`")
     firewall = report.host_firewall
@@ -78,6 +81,7 @@ def _print(report: m.DoctorReport) -> None:
                 ("EGRESS ALL", "deployment bridge" if report.shared_bridge else "a network each"),
                 ("WARM NETWORKS", ", ".join(f"{c} {n}" for c, n in report.warm_networks.items()) or "none"),
                 ("HOST FIREWALL", _firewall(report.host_firewall)),
+                ("DATABASE", _database(report.database)),
                 ("DEPLOYMENT", report.deployment or "unknown"),
             ]
         )
@@ -95,3 +99,14 @@ def _firewall(firewall: m.HostFirewallReport | None) -> str:
     problems = [f"{len(firewall.missing)} missing"] if firewall.missing else []
     problems += [f"{len(firewall.stale)} stale"] if firewall.stale else []
     return "ok" if not problems else ", ".join(problems)
+
+
+def _database(database: m.DatabaseReport | None) -> str:
+    if database is None:
+        return "unknown"
+    said = [database.backend]
+    if database.admitted is not None:
+        said.append(f"{database.in_use} of {database.admitted} connections open")
+    if database.pool_limit is not None:
+        said.append(f"this server's pool up to {database.pool_limit}")
+    return ", ".join(said)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from dockyard.events.bus import INFO_KEY, Bus
+
+# Connections a pool opens beyond its size at its busiest, closed again when they are returned.
+MAX_OVERFLOW = 10
 
 
 def normalize_url(url: str) -> str:
@@ -44,13 +48,64 @@ def make_engine(url: str, *, pool_size: int = 40) -> Engine:
             engine = create_engine(url, poolclass=NullPool)
         else:
             engine = create_engine(
-                url, pool_size=pool_size, max_overflow=10, connect_args={"check_same_thread": False}
+                url, pool_size=pool_size, max_overflow=MAX_OVERFLOW, connect_args={"check_same_thread": False}
             )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # No pre-ping: it costs every request a round trip. A connection broken by a database restart fails one
     # request and is then discarded by the pool (pool_recycle also retires connections after an hour).
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=3600)
+    return create_engine(url, pool_size=pool_size, max_overflow=MAX_OVERFLOW, pool_recycle=3600)
+
+
+@dataclass(frozen=True)
+class Connections:
+    """The database's connections as one server process sees them: the most its pool may open, and on
+    PostgreSQL how many the server admits (`max_connections` less those reserved for superusers) and how many
+    are open now, by every client (each replica, provisioner and gateway process has a pool of its own)."""
+
+    backend: str
+    pool_limit: int | None  # None: a connection per use (no pool)
+    admitted: int | None = None
+    in_use: int | None = None
+
+    @property
+    def warning(self) -> str:
+        if self.admitted is None:
+            return ""
+        if self.pool_limit is not None and self.pool_limit > self.admitted:
+            return (
+                f"one server process may open {self.pool_limit} connections and PostgreSQL admits "
+                f"{self.admitted}: raise its max_connections or lower DOCKYARD_PROVISIONER_WORKERS "
+                "(every replica's pool counts)"
+            )
+        if self.in_use is not None and self.in_use * 10 >= self.admitted * 9:
+            return f"{self.in_use} of the {self.admitted} connections PostgreSQL admits are open"
+        return ""
+
+
+def connections(db: Session) -> Connections:
+    bind = db.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    pool = engine.pool
+    limit = pool.size() + MAX_OVERFLOW if isinstance(pool, QueuePool) else None
+    backend = engine.dialect.name
+    if backend != "postgresql":
+        return Connections(backend, limit)
+    # `reserved_connections` (PostgreSQL 16) is held back for roles with pg_use_reserved_connections.
+    settings: dict[str, int] = dict(
+        db.execute(
+            text(
+                "SELECT name, CAST(setting AS integer) FROM pg_settings WHERE name IN "
+                "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+            )
+        )
+        .tuples()
+        .all()
+    )
+    admitted = settings["max_connections"] - settings.get("superuser_reserved_connections", 0)
+    admitted -= settings.get("reserved_connections", 0)
+    in_use = db.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+    return Connections(backend, limit, admitted, int(in_use or 0))
 
 
 def libpq_url(url: str) -> str | None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter
@@ -10,6 +11,7 @@ from dockyard.api.deps import DbSession, RuntimeDep, scoped
 from dockyard.lifecycle import reconcile
 from dockyard.runtimes.base import HostIsolation, Runtime, RuntimeFailure
 from dockyard.store import audit
+from dockyard.store import db as store
 from dockyard.warmpool import store as warmnetworks
 from dockyard_sdk import models as wire
 from dockyard_sdk.models import Scope
@@ -26,8 +28,14 @@ def _firewall(isolation: HostIsolation) -> wire.HostFirewallReport:
     )
 
 
+def _database(db: Session) -> wire.DatabaseReport:
+    seen = store.connections(db)
+    return wire.DatabaseReport(**dataclasses.asdict(seen), warning=seen.warning)
+
+
 def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
     warm = warmnetworks.counts(db)
+    database = _database(db)
     deployment = runtime.deployment or ""
     try:
         runtime.ping()
@@ -43,6 +51,7 @@ def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
             orphans=[],
             drifted=[],
             warm_networks=warm,
+            database=database,
         )
     return wire.DoctorReport(
         runtime=runtime.name,
@@ -55,6 +64,7 @@ def _report(db: Session, runtime: Runtime) -> wire.DoctorReport:
         warm_networks=warm,
         host_firewall=_firewall(isolation),
         shared_bridge=runtime.capabilities().bridged_egress,
+        database=database,
     )
 
 
