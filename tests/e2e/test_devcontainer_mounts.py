@@ -6,6 +6,7 @@ uid, so the home and the volume are writable."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +23,16 @@ pytestmark = [pytest.mark.docker, pytest.mark.engine_only, pytest.mark.timeout(6
 
 
 @pytest.fixture(scope="module")
-def allowed() -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="dy-binds-"))
+def allowed() -> Iterator[Path]:
+    # One path every run: it is in the template's devcontainer.json, so a path of its own each run would build
+    # (and leave behind) new images each run instead of reusing them.
+    folder = Path(tempfile.gettempdir()) / "dockyard-test-binds"
+    folder.mkdir(mode=0o755, exist_ok=True)
     folder.chmod(0o755)
     (folder / "hello").write_text("from the host\n")
     (folder / "hello").chmod(0o644)
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -208,9 +208,14 @@ def _vsix() -> bytes:
     )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("extension.vsixmanifest", manifest)
-        archive.writestr("[Content_Types].xml", types)
-        archive.writestr("extension/package.json", json.dumps(package))
+        for name, text in (
+            ("extension.vsixmanifest", manifest),
+            ("[Content_Types].xml", types),
+            ("extension/package.json", json.dumps(package)),
+        ):
+            # A fixed date: the same bytes every run, so the template's image is built once per engine and
+            # reused, not built (1 GB) and left behind by each run.
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), text)
     return buffer.getvalue()
 
 
