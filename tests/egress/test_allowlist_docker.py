@@ -14,6 +14,7 @@ containers' addresses with its static host entries (`--egress-host`), the way an
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -264,3 +265,53 @@ def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attemp
     assert [e.id for e in first.events + second.events] == ids[:4]
     assert first.count == len(ids)
     assert json.loads(page.model_dump_json())["events"][0]["id"] == ids[0]
+
+
+def _rules_of(workspace_id: str) -> list[tuple[str, str, list[str]]]:
+    """(table, chain, spec) of this workspace's rules in the chains its egress uses."""
+    found = []
+    for table, chain in (("filter", "DOCKYARD-INPUT"), ("nat", "PREROUTING")):
+        listed = subprocess.run(
+            ["iptables", "-w", "-t", table, "-S", chain], capture_output=True, text=True, check=True
+        )
+        for line in listed.stdout.splitlines():
+            if workspace_id in line and line.startswith("-A "):
+                found.append((table, chain, shlex.split(line)[2:]))
+    return found
+
+
+def test_egress_rules_a_firewall_reload_took_away_are_put_back(dh: Harness, servers: dict[str, str]) -> None:
+    manifest = {
+        **BASE_MANIFEST,
+        "name": "refenced",
+        "resources": {"cpu": 1, "memory": "512Mi"},
+        "network": {"egress": "allowlist", "allow": ["allowed.test"]},
+    }
+    dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+    created = dh.admin.create_workspace(m.CreateWorkspaceRequest(template="refenced", name="refenced"))
+    ws = dh.admin.get_workspace(created.id, wait="ready", timeout=120)
+    assert ws.latest_build.status == m.BuildStatus.SUCCEEDED, dh.admin.build_logs(ws.latest_build.id)
+
+    def fetch() -> str:
+        command = "curl -sS -m 5 http://allowed.test:8080/"
+        result = dh.admin.exec(ws.id, m.ExecRequest(command=command, timeout=30))
+        return (result.stdout + result.stderr).strip()
+
+    assert fetch() == "allowed.test"
+    before = _rules_of(ws.id)
+    # As a firewall reload would, for this workspace's rules only: the proxy's openings (before the REJECT)
+    # and the REDIRECT go. The workspace is cut off, not let out.
+    taken = [(t, c, spec) for t, c, spec in before if "REJECT" not in spec]
+    assert {c for _, c, _ in taken} == {"DOCKYARD-INPUT", "PREROUTING"}, before
+    for table, chain, spec in taken:
+        subprocess.run(["iptables", "-w", "-t", table, "-D", chain, *spec], check=True)
+    assert fetch() != "allowed.test"
+
+    runtime = dh.runtime
+    assert isinstance(runtime, DockerRuntime)
+    assert runtime.isolation is not None
+    runtime.isolation._next_resync = 0.0  # the resync is due (every FIREWALL_RESYNC seconds)
+    runtime.observe_all()
+
+    assert sorted(map(str, _rules_of(ws.id))) == sorted(map(str, before))
+    assert fetch() == "allowed.test"

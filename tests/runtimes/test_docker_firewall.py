@@ -10,6 +10,7 @@ import pytest
 
 from dockyard.runtimes.base import RuntimeFailure
 from dockyard.runtimes.docker.firewall import CHAIN, FirewallUnavailable, HostFirewall
+from dockyard.runtimes.docker.isolation import BridgeIsolation
 
 REJECT = ["-j", "REJECT", "--reject-with", "icmp-port-unreachable"]
 
@@ -205,3 +206,47 @@ def test_an_allowlist_bridge_is_redirected_to_the_intercepting_port_until_releas
     assert firewall.release("br-aaa") == 1
     assert iptables.chains["nat/PREROUTING"] == iptables.chains["DOCKER-USER"] == []
     assert iptables.chains["nat/POSTROUTING"] == []
+
+
+def test_a_flushed_input_chain_leaves_every_bridge_open_until_repaired() -> None:
+    iptables = FakeIptables()
+    isolation = BridgeIsolation("dep1")
+    isolation.firewall = HostFirewall("dep1", runner=iptables)
+    isolation.isolate("net-a", "ws-a", lambda line: None)
+    networks = {"br-net-a": ("dockyard-net-ws-a", "ws-a")}
+    assert isolation.report(networks)[0].ok
+    # `iptables -F` on INPUT alone: this deployment's rules are all still in the chain, and do nothing.
+    iptables.chains["INPUT"] = []
+    iptables.chains[CHAIN].pop(0)  # and the rule for replies, as a flush of the chain's first rule would
+
+    assert isolation.report(networks)[0].missing == ("dockyard-net-ws-a",)
+
+    assert isolation.repair(networks).missing == ("dockyard-net-ws-a",)
+    assert iptables.chains["INPUT"] == [["-j", CHAIN]]
+    assert iptables.chains[CHAIN][0] == [
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "RETURN",
+    ]
+    assert isolation.report(networks)[0].ok
+
+
+def test_an_allowlist_bridge_is_served_only_with_its_opening_and_its_redirect() -> None:
+    iptables = FakeIptables()
+    isolation = BridgeIsolation("dep1")
+    isolation.firewall = firewall = HostFirewall("dep1", runner=iptables)
+    for bridge, workspace in (("br-aaa", "ws-a"), ("br-bbb", "ws-b")):
+        firewall.isolate(bridge, workspace)
+        firewall.open(bridge, workspace, "10.238.0.1", tcp=(3128, 3129), udp=(53,))
+        firewall.intercept(bridge, workspace, "10.238.0.0/24", 3129)
+    assert isolation.unserved({"br-aaa", "br-bbb"}) == set()
+
+    iptables.chains["nat/PREROUTING"] = [r for r in iptables.chains["nat/PREROUTING"] if "br-aaa" not in r]
+    iptables.chains[CHAIN] = [r for r in iptables.chains[CHAIN] if "br-bbb" not in r or "-d" not in r]
+
+    assert isolation.unserved({"br-aaa", "br-bbb"}) == {"br-aaa", "br-bbb"}
+    firewall.open("br-bbb", "ws-b", "10.238.0.1", tcp=(3128, 3129), udp=(53,))
+    assert isolation.unserved({"br-aaa", "br-bbb"}) == {"br-aaa"}

@@ -127,6 +127,11 @@ class HostFirewall:
         """Raise FirewallUnavailable unless this process can read and change the host's rules."""
         self._ensure_chain(force=True)
 
+    def hooked(self) -> bool:
+        """Whether INPUT jumps to the chain and the chain lets replies through. A flush of the whole filter
+        table (`iptables -F`) keeps the chain but empties INPUT: rules in the chain then do nothing."""
+        return self._check("INPUT", "-j", CHAIN) and self._check(CHAIN, *_ESTABLISHED)
+
     def _ensure_chain(self, *, force: bool = False) -> None:
         with self._lock:
             if self._chain_ready and not force:
@@ -323,6 +328,22 @@ class HostFirewall:
     def isolated_bridges(self) -> dict[str, str]:
         """Bridge -> workspace id, for the bridges whose refusal rule is in place."""
         return {rule.bridge: rule.workspace_id for rule in self.rules() if "REJECT" in rule.spec}
+
+    def served_bridges(self) -> set[str]:
+        """The bridges whose egress proxy is reachable and intercepting: an opening to an address of the host
+        in the chain, and the REDIRECT in nat PREROUTING."""
+        opened = {rule.bridge for rule in self.rules() if "-d" in rule.spec}
+        result = self._call("-t", "nat", "-S", "PREROUTING")
+        if result.returncode != 0:
+            raise self._failure(("-t", "nat", "-S", "PREROUTING"), result)
+        prefix = f"{COMMENT_PREFIX}{self.deployment}:"
+        redirected = set()
+        for line in result.stdout.splitlines():
+            if prefix in line and "REDIRECT" in line:
+                bridge = _option(tuple(shlex.split(line)), "-i")
+                if bridge:
+                    redirected.add(bridge)
+        return opened & redirected
 
 
 def _option(spec: Sequence[str], name: str) -> str | None:

@@ -10,7 +10,7 @@ that makes a network, and `doctor` reports it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from dockyard import logs as logging
 from dockyard.runtimes.base import HostIsolation, LogSink, RuntimeFailure
@@ -124,11 +124,15 @@ class BridgeIsolation:
         """The state of the rules for these networks, and the missing ones."""
         try:
             isolated = self.firewall.isolated_bridges()
+            hooked = self.firewall.hooked()
         except FirewallUnavailable as exc:
             self._failed(exc)
             names = tuple(sorted(name for name, _ in networks.values()))
             return HostIsolation(False, exc.message, missing=names), {}
         self._error = ""
+        if not hooked:
+            # The rules are there but INPUT no longer reaches them: every bridge is open to the host.
+            isolated = {}
         self._isolated = set(isolated) & set(networks)
         missing = {bridge: found for bridge, found in networks.items() if bridge not in isolated}
         stale = tuple(sorted(bridge for bridge in isolated if bridge not in networks))
@@ -139,12 +143,23 @@ class BridgeIsolation:
         """Add the missing rules and remove the stale ones; returns what was missing or stale."""
         report, missing = self.report(networks)
         if report.enforced:
+            if missing:
+                self.firewall.probe()  # puts back INPUT's jump and the rule for replies, if a flush took them
             for bridge, (_, workspace_id) in missing.items():
                 self.firewall.isolate(bridge, workspace_id)
                 self._isolated.add(bridge)
             for bridge in report.stale:
                 self.firewall.release(bridge)
         return report
+
+    def unserved(self, bridges: Collection[str]) -> set[str]:
+        """Those of these bridges (of allowlist workspaces) whose egress proxy rules are missing."""
+        try:
+            served = self.firewall.served_bridges()
+        except FirewallUnavailable as exc:
+            self._failed(exc)
+            return set()
+        return set(bridges) - served
 
     def resync_due(self) -> bool:
         if time.monotonic() < self._next_resync:

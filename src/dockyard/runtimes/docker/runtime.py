@@ -847,15 +847,17 @@ class DockerRuntime:
         code other than 143 (a normal stop) is inspected as well; running and stopped ones never are.
         """
         with translate(self.base_url):
-            if self._guard().resync_due():
+            resync = self._guard().resync_due()
+            if resync:
                 # Puts back rules a firewall reload or a reboot took away (the server's reconciler calls this).
                 self._guard().resync(self._networks())
             if self.disks is not None and not self._disks_mounted:
                 # The first pass after the server starts: mounts are gone after a host reboot.
-                self.disks.mount_all(lambda line: _log.warning(line))
+                self.disks.mount_all(_warn)
                 self._disks_mounted = True
             summaries = self.client.api.containers(all=True, filters={"label": naming.LABEL_WORKSPACE})
             result: dict[str, Observation] = {}
+            fenced: list[EgressRoute] = []
             for summary in summaries:
                 # Containers made before deployment labels are observed too: a running one stays running
                 # until its next start, and only this deployment's database knows its workspace id.
@@ -875,39 +877,50 @@ class DockerRuntime:
                 address = states.network_address(networks, naming.network_name(workspace_id))
                 if state == "running" and _bridged(summary["Labels"]):
                     address = self._address(workspace_id)
-                if state == "running" and naming.LABEL_EGRESS_ALLOW in summary["Labels"]:
-                    self._serve_again(workspace_id, summary["Labels"], networks)
+                route = _egress_route(workspace_id, summary["Labels"], networks)
+                if state == "running" and route is not None:
+                    self._serve_again(route)
+                    fenced.append(route)
                 result[workspace_id] = states.from_state(
                     workspace_id, state, 143 if match else None, False, "", address
                 )
+            if resync and fenced:
+                self._reopen_egress(fenced)
             return result
 
-    def _serve_again(self, workspace_id: str, labels: dict[str, str], networks: dict[str, Any]) -> None:
+    def _serve_again(self, route: EgressRoute) -> None:
         """Serve a running allowlist workspace this process does not serve (the server restarted)."""
-        if self.egress is None or workspace_id in self.egress.serving():
+        if self.egress is None or route.workspace_id in self.egress.serving():
             return
-        attached = networks.get(naming.network_name(workspace_id)) or {}
-        if not attached.get("Gateway") or not attached.get("IPAddress"):
-            return
-        subnet = ipaddress.IPv4Interface(
-            f"{attached['IPAddress']}/{attached.get('IPPrefixLen') or 32}"
-        ).network
-        allow = tuple(json.loads(labels[naming.LABEL_EGRESS_ALLOW]))
         try:
-            self.egress.open(workspace_id, address=attached["Gateway"], subnet=str(subnet), allow=allow)
+            self.egress.open(
+                route.workspace_id, address=route.gateway, subnet=route.subnet, allow=route.allow
+            )
         except RuntimeFailure as exc:
             # Once per workspace: each reconcile pass would say it again.
-            if workspace_id not in self._egress_refused:
-                self._egress_refused.add(workspace_id)
-                _log.warning("cannot serve a workspace's egress", workspace=workspace_id, error=exc.message)
+            if route.workspace_id not in self._egress_refused:
+                self._egress_refused.add(route.workspace_id)
+                _log.warning(
+                    "cannot serve a workspace's egress", workspace=route.workspace_id, error=exc.message
+                )
             return
-        self._open_gateway(
-            str(attached.get("NetworkID", "")),
-            workspace_id,
-            attached["Gateway"],
-            str(subnet),
-            lambda line: _log.warning(line),
-        )
+        self._open_gateway(route.network_id, route.workspace_id, route.gateway, route.subnet, _warn)
+
+    def _reopen_egress(self, routes: list[EgressRoute]) -> None:
+        """Put back the egress rules of running allowlist workspaces that a firewall reload took away. Without
+        them such a workspace is cut off, not let out: its network is internal, so the engine drops what the
+        REDIRECT no longer sends to the proxy, and the REJECT refuses the proxy's ports."""
+        if self.egress is None:
+            return
+        unserved = self._guard().unserved({naming.bridge_name(route.network_id) for route in routes})
+        for route in routes:
+            if naming.bridge_name(route.network_id) not in unserved:
+                continue
+            _log.warning("egress rules repaired", workspace=route.workspace_id)
+            self._open_gateway(route.network_id, route.workspace_id, route.gateway, route.subnet, _warn)
+            direct = self._direct_networks(route.allow, _warn)
+            if direct:
+                self._guard().forward(route.network_id, route.workspace_id, route.subnet, direct, log=_warn)
 
     def managed_resources(self) -> list[ManagedResource]:
         """This deployment's objects; those without a deployment label belong to none and are never listed."""
@@ -981,7 +994,50 @@ class DockerRuntime:
 
     def repair_host_isolation(self) -> HostIsolation:
         with translate(self.base_url):
-            return self._guard().repair(self._networks())
+            report = self._guard().repair(self._networks())
+            selector = {"label": [naming.LABEL_EGRESS_ALLOW, f"{naming.LABEL_DEPLOYMENT}={self._owner()}"]}
+            routes = [
+                _egress_route(
+                    c["Labels"][naming.LABEL_WORKSPACE],
+                    c["Labels"],
+                    (c.get("NetworkSettings") or {}).get("Networks") or {},
+                )
+                for c in self.client.api.containers(filters=selector)
+            ]
+            self._reopen_egress([route for route in routes if route is not None])
+            return report
+
+
+def _warn(line: str) -> None:
+    """A build log's line said in the server's log, for work done outside any build."""
+    _log.warning(line)
+
+
+@dataclasses.dataclass(frozen=True)
+class EgressRoute:
+    """Where a running allowlist workspace's egress proxy serves it, read from its container."""
+
+    workspace_id: str
+    network_id: str
+    gateway: str
+    subnet: str
+    allow: tuple[str, ...]
+
+
+def _egress_route(workspace_id: str, labels: dict[str, str], networks: dict[str, Any]) -> EgressRoute | None:
+    if naming.LABEL_EGRESS_ALLOW not in labels:
+        return None
+    attached = networks.get(naming.network_name(workspace_id)) or {}
+    if not attached.get("Gateway") or not attached.get("IPAddress"):
+        return None
+    subnet = ipaddress.IPv4Interface(f"{attached['IPAddress']}/{attached.get('IPPrefixLen') or 32}").network
+    return EgressRoute(
+        workspace_id,
+        str(attached.get("NetworkID", "")),
+        attached["Gateway"],
+        str(subnet),
+        tuple(json.loads(labels[naming.LABEL_EGRESS_ALLOW])),
+    )
 
 
 def proxy_env(address: str, port: int) -> dict[str, str]:
