@@ -315,3 +315,10 @@ def test_egress_rules_a_firewall_reload_took_away_are_put_back(dh: Harness, serv
 
     assert sorted(map(str, _rules_of(ws.id))) == sorted(map(str, before))
     assert fetch() == "allowed.test"
+
+    # `dockyard doctor --prune` puts them back as well, without waiting for the resync.
+    for table, chain, spec in taken:
+        subprocess.run(["iptables", "-w", "-t", table, "-D", chain, *spec], check=True)
+    runtime.repair_host_isolation()
+    assert sorted(map(str, _rules_of(ws.id))) == sorted(map(str, before))
+    assert fetch() == "allowed.test"

@@ -51,6 +51,8 @@ class FakeIptables:
             return done(1, err="iptables: Bad rule (does a matching rule exist in that chain?).")
         rules = self.chains[chain]
         if op == "-C":
+            if rest[-2:] == ["-j", CHAIN] and CHAIN not in self.chains:
+                return done(2, err=f"iptables v1.8.9 (nf_tables): Chain '{CHAIN}' does not exist")
             return done(0 if rest in rules else 1)
         if op == "-A":
             rules.append(rest)
@@ -208,20 +210,28 @@ def test_an_allowlist_bridge_is_redirected_to_the_intercepting_port_until_releas
     assert iptables.chains["nat/POSTROUTING"] == []
 
 
-def test_a_flushed_input_chain_leaves_every_bridge_open_until_repaired() -> None:
+NETWORKS = {"br-net-a": ("dockyard-net-ws-a", "ws-a")}
+
+
+def _isolated_bridge() -> tuple[FakeIptables, BridgeIsolation]:
+    """One deployment's isolation with the bridge of NETWORKS isolated."""
     iptables = FakeIptables()
     isolation = BridgeIsolation("dep1")
     isolation.firewall = HostFirewall("dep1", runner=iptables)
     isolation.isolate("net-a", "ws-a", lambda line: None)
-    networks = {"br-net-a": ("dockyard-net-ws-a", "ws-a")}
-    assert isolation.report(networks)[0].ok
+    return iptables, isolation
+
+
+def test_a_flushed_input_chain_leaves_every_bridge_open_until_repaired() -> None:
+    iptables, isolation = _isolated_bridge()
+    assert isolation.report(NETWORKS)[0].ok
     # `iptables -F` on INPUT alone: this deployment's rules are all still in the chain, and do nothing.
     iptables.chains["INPUT"] = []
     iptables.chains[CHAIN].pop(0)  # and the rule for replies, as a flush of the chain's first rule would
 
-    assert isolation.report(networks)[0].missing == ("dockyard-net-ws-a",)
+    assert isolation.report(NETWORKS)[0].missing == ("dockyard-net-ws-a",)
 
-    assert isolation.repair(networks).missing == ("dockyard-net-ws-a",)
+    assert isolation.repair(NETWORKS).missing == ("dockyard-net-ws-a",)
     assert iptables.chains["INPUT"] == [["-j", CHAIN]]
     assert iptables.chains[CHAIN][0] == [
         "-m",
@@ -231,7 +241,7 @@ def test_a_flushed_input_chain_leaves_every_bridge_open_until_repaired() -> None
         "-j",
         "RETURN",
     ]
-    assert isolation.report(networks)[0].ok
+    assert isolation.report(NETWORKS)[0].ok
 
 
 def test_an_allowlist_bridge_is_served_only_with_its_opening_and_its_redirect() -> None:
@@ -250,3 +260,16 @@ def test_an_allowlist_bridge_is_served_only_with_its_opening_and_its_redirect() 
     assert isolation.unserved({"br-aaa", "br-bbb"}) == {"br-aaa", "br-bbb"}
     firewall.open("br-bbb", "ws-b", "10.238.0.1", tcp=(3128, 3129), udp=(53,))
     assert isolation.unserved({"br-aaa", "br-bbb"}) == {"br-aaa"}
+
+
+def test_a_deleted_chain_is_reported_missing_and_made_again() -> None:
+    iptables, isolation = _isolated_bridge()
+    # A reload that restores a saved rule set without the chain (and so without INPUT's jump to it).
+    del iptables.chains[CHAIN]
+    iptables.chains["INPUT"] = []
+
+    assert isolation.report(NETWORKS)[0].missing == ("dockyard-net-ws-a",)
+
+    isolation.repair(NETWORKS)
+    assert iptables.chains["INPUT"] == [["-j", CHAIN]]
+    assert isolation.report(NETWORKS)[0].ok

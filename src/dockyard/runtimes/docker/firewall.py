@@ -128,9 +128,10 @@ class HostFirewall:
         self._ensure_chain(force=True)
 
     def hooked(self) -> bool:
-        """Whether INPUT jumps to the chain and the chain lets replies through. A flush of the whole filter
-        table (`iptables -F`) keeps the chain but empties INPUT: rules in the chain then do nothing."""
-        return self._check("INPUT", "-j", CHAIN) and self._check(CHAIN, *_ESTABLISHED)
+        """Whether the chain lets replies through and INPUT jumps to it. A flush of INPUT alone (a firewall
+        tool reloading its own rules) keeps the chain and every rule in it, and they then do nothing."""
+        # The chain first: a check of a jump to a chain that does not exist is an error (2), not a "no".
+        return self._check(CHAIN, *_ESTABLISHED) and self._check("INPUT", "-j", CHAIN)
 
     def _ensure_chain(self, *, force: bool = False) -> None:
         with self._lock:
