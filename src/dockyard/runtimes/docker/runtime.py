@@ -912,15 +912,28 @@ class DockerRuntime:
         REDIRECT no longer sends to the proxy, and the REJECT refuses the proxy's ports."""
         if self.egress is None:
             return
-        unserved = self._guard().unserved({naming.bridge_name(route.network_id) for route in routes})
+        # A failing iptables costs this repair, never the reconciler's observation it runs inside.
+        try:
+            unserved = self._guard().unserved({naming.bridge_name(route.network_id) for route in routes})
+        except RuntimeFailure as exc:
+            _log.warning("cannot check the egress rules", error=exc.message)
+            return
         for route in routes:
             if naming.bridge_name(route.network_id) not in unserved:
                 continue
+            try:
+                self._open_gateway(route.network_id, route.workspace_id, route.gateway, route.subnet, _warn)
+                direct = self._direct_networks(route.allow, _warn)
+                if direct:
+                    self._guard().forward(
+                        route.network_id, route.workspace_id, route.subnet, direct, log=_warn
+                    )
+            except RuntimeFailure as exc:
+                _log.warning(
+                    "cannot repair the egress rules", workspace=route.workspace_id, error=exc.message
+                )
+                continue
             _log.warning("egress rules repaired", workspace=route.workspace_id)
-            self._open_gateway(route.network_id, route.workspace_id, route.gateway, route.subnet, _warn)
-            direct = self._direct_networks(route.allow, _warn)
-            if direct:
-                self._guard().forward(route.network_id, route.workspace_id, route.subnet, direct, log=_warn)
 
     def managed_resources(self) -> list[ManagedResource]:
         """This deployment's objects; those without a deployment label belong to none and are never listed."""
