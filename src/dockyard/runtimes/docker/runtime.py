@@ -877,7 +877,7 @@ class DockerRuntime:
                 address = states.network_address(networks, naming.network_name(workspace_id))
                 if state == "running" and _bridged(summary["Labels"]):
                     address = self._address(workspace_id)
-                route = _egress_route(workspace_id, summary["Labels"], networks)
+                route = _egress_route(summary)
                 if state == "running" and route is not None:
                     self._serve_again(route)
                     fenced.append(route)
@@ -1009,14 +1009,7 @@ class DockerRuntime:
         with translate(self.base_url):
             report = self._guard().repair(self._networks())
             selector = {"label": [naming.LABEL_EGRESS_ALLOW, f"{naming.LABEL_DEPLOYMENT}={self._owner()}"]}
-            routes = [
-                _egress_route(
-                    c["Labels"][naming.LABEL_WORKSPACE],
-                    c["Labels"],
-                    (c.get("NetworkSettings") or {}).get("Networks") or {},
-                )
-                for c in self.client.api.containers(filters=selector)
-            ]
+            routes = [_egress_route(c) for c in self.client.api.containers(filters=selector)]
             self._reopen_egress([route for route in routes if route is not None])
             return report
 
@@ -1037,9 +1030,13 @@ class EgressRoute:
     allow: tuple[str, ...]
 
 
-def _egress_route(workspace_id: str, labels: dict[str, str], networks: dict[str, Any]) -> EgressRoute | None:
-    if naming.LABEL_EGRESS_ALLOW not in labels:
+def _egress_route(summary: dict[str, Any]) -> EgressRoute | None:
+    """From a container's summary in the engine's list; None unless it is an allowlist workspace's."""
+    labels = summary.get("Labels") or {}
+    workspace_id = labels.get(naming.LABEL_WORKSPACE)
+    if naming.LABEL_EGRESS_ALLOW not in labels or not workspace_id:
         return None
+    networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
     attached = networks.get(naming.network_name(workspace_id)) or {}
     if not attached.get("Gateway") or not attached.get("IPAddress"):
         return None
