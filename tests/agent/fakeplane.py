@@ -285,7 +285,13 @@ class AgentEnv:
             self.plane.start_later(listen_after)
         else:
             await self.plane.start()
-        env = {**os.environ, "HOME": str(self.home), "DOCKYARD_WORKSPACE_NAME": "dev"}
+        # TMPDIR: the agent's task socket folder is removed with the test's, even after a SIGKILL.
+        env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "DOCKYARD_WORKSPACE_NAME": "dev",
+            "TMPDIR": self.socket_dir,
+        }
         env.pop("DOCKYARD_AGENT_TOKEN", None)
         with self.stderr_path.open("wb") as stderr:
             self.process = await asyncio.create_subprocess_exec(

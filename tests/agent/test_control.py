@@ -216,6 +216,17 @@ async def test_sigterm_runs_the_shutdown_script_and_exits_zero(agent: AgentEnv) 
     assert bye < off
 
 
+async def test_the_task_socket_folder_is_removed_at_shutdown(agent: AgentEnv) -> None:
+    control = await agent.connect()
+    await control.wait_state("ready")
+    [folder] = Path(agent.socket_dir).glob("dockyard-agent-*")
+    assert (folder / "task.sock").is_socket()
+
+    assert await agent.stop(signal.SIGTERM) == 0
+
+    assert not folder.exists()
+
+
 async def test_sigint_also_shuts_down_cleanly(agent: AgentEnv) -> None:
     control = await agent.connect()
     await control.wait_state("ready")

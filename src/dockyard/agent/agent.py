@@ -1621,6 +1621,11 @@ class Agent:
         await self._shutdown()
         if task_server is not None:
             task_server.close()
+            # The workspace's /tmp outlives the agent (a stopped container keeps it, an agent on a host shares
+            # it), and every start makes a new folder.
+            with contextlib.suppress(OSError):
+                os.unlink(os.environ[TASK_SOCKET_ENV])
+                os.rmdir(os.path.dirname(os.environ[TASK_SOCKET_ENV]))
         control.cancel()
         if self.control is not None:
             self.control.close()
