@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,3 +131,5 @@ def stop_live_server(server: LiveServer) -> None:
             server.process.wait(30)
         except subprocess.TimeoutExpired:
             server.process.kill()
+            server.process.wait()
+        shutil.rmtree(server.data_dir, ignore_errors=True)

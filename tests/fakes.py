@@ -151,12 +151,14 @@ class FakeRuntime:
         self._end_agent(plan.workspace_id)
         program, links = self.agent_folders
         link = links / plan.workspace_id
-        home = self.homes.setdefault(plan.workspace_id, tempfile.mkdtemp(prefix="dy-home-"))
+        home = self._home(plan.workspace_id)
         # The host's paths where a container would see LINK_MOUNT and the agent's folder.
         env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG")},
             **plan.env,
             "HOME": home,
+            # The agent's task socket folder goes with the home, even after a kill.
+            "TMPDIR": home,
             "DOCKYARD_AGENT_TOKEN_FILE": str(link / "token"),
         }
         assert plan.agent is not None
@@ -172,9 +174,15 @@ class FakeRuntime:
 
     def _run_command(self, plan: WorkspacePlan) -> None:
         self._end_agent(plan.workspace_id)
-        home = self.homes.setdefault(plan.workspace_id, tempfile.mkdtemp(prefix="dy-home-"))
+        home = self._home(plan.workspace_id)
         env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}, **plan.env, "HOME": home}
         self.processes[plan.workspace_id] = subprocess.Popen(list(plan.workload()), env=env, cwd=home)
+
+    def _home(self, workspace_id: str) -> str:
+        # Not setdefault: its default is made (a folder) even when the workspace has its home.
+        if workspace_id not in self.homes:
+            self.homes[workspace_id] = tempfile.mkdtemp(prefix="dy-home-")
+        return self.homes[workspace_id]
 
     def _end_agent(self, workspace_id: str) -> None:
         process = self.processes.pop(workspace_id, None)

@@ -9,6 +9,7 @@ def test_x(live: LiveServer) -> None:
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -149,6 +150,8 @@ def stop_live_server(server: LiveServer) -> None:
             server.process.wait(30)
         except subprocess.TimeoutExpired:
             server.process.kill()
+            server.process.wait()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ replica that died.)
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -105,6 +106,8 @@ class Processes:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture
