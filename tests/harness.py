@@ -161,6 +161,7 @@ def make_harness(
     egress_hosts: dict[str, str] | None = None,
     egress_proxy_port: int = 3128,
     egress_intercept_port: int = 3129,
+    outbound_deny: list[str] | None = None,
 ) -> Harness:
     """A server on `database_url` with a fake runtime unless one is given; the lifecycle loop is slow by
     default so tests drive it with `h.app.state.background.tick()`."""
@@ -188,6 +189,7 @@ def make_harness(
         egress_hosts=egress_hosts or {},
         egress_proxy_port=egress_proxy_port,
         egress_intercept_port=egress_intercept_port,
+        outbound_deny=outbound_deny or [],
     )
     runtime = runtime or FakeRuntime()
     app = create_app(settings, runtime=runtime)

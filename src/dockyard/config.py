@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dockyard.outbound import OutboundPolicy
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "dockyard"
@@ -38,6 +40,9 @@ class Settings:
     kubernetes_allow_privileged: bool = False
     # Host folders (and what is under them) that dev container `mounts` may bind; none by default.
     devcontainer_host_binds: list[str] = field(default_factory=list)
+    # Address ranges the server does not connect to for its users (webhooks, the git proxy), beside the ones it
+    # never does (dockyard/outbound.py).
+    outbound_deny: list[str] = field(default_factory=list)
     # The operator's word that the cluster's network plugin enforces NetworkPolicies (egress none/allowlist).
     kubernetes_policies_enforced: bool = False
     # Docker hands out ~30 bridge networks from its default pools; workspaces get /28s from this range instead.
@@ -106,6 +111,10 @@ class Settings:
     def disks_dir(self) -> Path:
         """The workspaces' size-limited home disks (sparse images, so this file system bounds their sum)."""
         return self.data_dir / "disks"
+
+    @property
+    def outbound(self) -> OutboundPolicy:
+        return OutboundPolicy.with_denied(self.outbound_deny)
 
     @property
     def resolved_database_url(self) -> str:

@@ -108,3 +108,11 @@ def test_a_bad_warm_network_size_stops_the_server_naming_the_option(cli: Cli, tm
     assert result.exit_code == 2
     assert "--warm-networks" in result.stderr
     assert "unknown network class 'egress'" in " ".join(result.stderr.split())
+
+
+def test_a_bad_outbound_range_stops_the_server_naming_the_option(cli: Cli, tmp_path: Path) -> None:
+    result = cli("server", "--data-dir", str(tmp_path), "--outbound-deny", "127.0.0.0/8,intranet")
+
+    assert result.exit_code == 2
+    assert "--outbound-deny" in result.stderr
+    assert "'intranet' is not an address range such as 127.0.0.0/8" in " ".join(result.stderr.split())

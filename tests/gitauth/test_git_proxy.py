@@ -16,6 +16,7 @@ import pytest
 
 from dockyard.gitauth import proxy
 from dockyard.gitauth.pktline import Commands, PktError, pkt, read_commands
+from dockyard.outbound import OutboundPolicy
 from tests.gitauth.test_git_credentials import PASSWORD, USER
 from tests.gitserver import GitApp
 
@@ -25,7 +26,8 @@ OID = "a" * 40
 
 @pytest.fixture
 def proxies(origin: tuple[str, Path, GitApp]) -> Iterator[dict[str, int]]:
-    """Ports of two proxies for `origin`'s repository: `ok` holds the credential, `nocred` has none."""
+    """Ports of proxies for `origin`'s repository: `ok` holds the credential, `nocred` has none, `denied`
+    holds it but may not connect to loopback, where the git host is."""
     host, _bare, _app = origin
     upstreams = {
         "ok": proxy.Upstream(
@@ -35,15 +37,22 @@ def proxies(origin: tuple[str, Path, GitApp]) -> Iterator[dict[str, int]]:
     }
     loop = asyncio.new_event_loop()
 
-    async def start(upstream: proxy.Upstream) -> int:
+    async def start(upstream: proxy.Upstream, outbound: OutboundPolicy) -> int:
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await proxy.serve(reader, writer, upstream)
+            await proxy.serve(reader, writer, upstream, outbound=outbound)
             writer.close()
 
         server = await asyncio.start_server(client, "127.0.0.1", 0)
         return int(server.sockets[0].getsockname()[1])
 
-    ports = {name: loop.run_until_complete(start(upstream)) for name, upstream in upstreams.items()}
+    ports = {
+        name: loop.run_until_complete(start(upstream, OutboundPolicy()))
+        for name, upstream in upstreams.items()
+    }
+    # An operator who denies loopback (`--outbound-deny 127.0.0.0/8`): the git host is on it.
+    ports["denied"] = loop.run_until_complete(
+        start(upstreams["ok"], OutboundPolicy.with_denied(["127.0.0.0/8"]))
+    )
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield ports
@@ -51,18 +60,22 @@ def proxies(origin: tuple[str, Path, GitApp]) -> Iterator[dict[str, int]]:
     thread.join(5)
 
 
-def test_a_missing_credential_is_git_s_remote_error_and_only_smart_http_is_served(
-    proxies: dict[str, int], origin: tuple[str, Path, GitApp]
-) -> None:
-    host, _bare, app = origin
+def _ls_remote(port: int) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1"}
-    listed = subprocess.run(
-        ["git", "ls-remote", f"http://127.0.0.1:{proxies['nocred']}/"],
+    return subprocess.run(
+        ["git", "ls-remote", f"http://127.0.0.1:{port}/"],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_a_missing_credential_is_git_s_remote_error_and_only_smart_http_is_served(
+    proxies: dict[str, int], origin: tuple[str, Path, GitApp]
+) -> None:
+    host, _bare, app = origin
+    listed = _ls_remote(proxies["nocred"])
     assert (listed.returncode, listed.stdout) == (128, "")
     assert listed.stderr == f"fatal: remote error: dockyard: alice has no git credential for {host}\n"
     assert app.requests == []
@@ -74,6 +87,24 @@ def test_a_missing_credential_is_git_s_remote_error_and_only_smart_http_is_serve
     assert answer.endswith(b"\r\n\r\ndockyard: only git's smart HTTP protocol is served here\n")
     # Dumb HTTP would read the repository's files one by one: never forwarded.
     assert app.requests == []
+
+
+def test_a_git_host_in_a_denied_range_is_never_reached_and_git_says_why(
+    proxies: dict[str, int], origin: tuple[str, Path, GitApp]
+) -> None:
+    host, _bare, app = origin
+    listed = _ls_remote(proxies["denied"])
+
+    assert (listed.returncode, listed.stdout) == (128, "")
+    assert listed.stderr == (
+        f"fatal: remote error: dockyard: cannot reach {host}: 127.0.0.1 is in 127.0.0.0/8, "
+        "a range this server does not connect to for its users\n"
+    )
+    assert app.requests == []
+    # The same proxy without the rule reaches it.
+    allowed = _ls_remote(proxies["ok"])
+    assert (allowed.returncode, allowed.stderr) == (0, "")
+    assert "refs/heads/main" in allowed.stdout
 
 
 def test_the_commands_of_a_push_are_read_whatever_the_chunks_and_anything_else_is_refused() -> None:

@@ -16,7 +16,7 @@ from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
 from tests.gitauth.test_git_credentials import GIT_MANIFEST, PASSWORD, USER, _descendants, git
 from tests.gitserver import GitApp
-from tests.harness import Harness
+from tests.harness import Harness, make_harness
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,3 +134,35 @@ def test_a_token_limited_to_task_branches_limits_the_workspaces_it_creates(
     assert main.exit_code == 1
     assert f"({REFUSED})" in main.stderr
     assert _refs(bare) == before
+
+
+def test_a_git_host_the_operator_denies_fails_the_clone_and_nothing_reaches_it(
+    tmp_path: Path, database_url: str, origin: tuple[str, Path, GitApp]
+) -> None:
+    host, _bare, app = origin
+    # `--outbound-deny 127.0.0.0/8`: the git host listens on loopback.
+    h = make_harness(tmp_path, database_url, runtime=FakeRuntime(agents=True), outbound_deny=["127.0.0.0/8"])
+    try:
+        manifest = {**GIT_MANIFEST, "name": "limited", "git": {**GIT_MANIFEST["git"], "push": "task-branch"}}
+        h.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+        h.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+        created = h.admin.create_workspace(
+            m.CreateWorkspaceRequest(
+                template="limited",
+                name="denied",
+                parameters={"repo": f"http://{host}/app.git", "branch": "t"},
+            )
+        )
+        ws = h.admin.get_workspace(created.id, wait="ready", timeout=60)
+
+        assert ws.agent is not None
+        assert ws.agent.lifecycle == m.AgentLifecycle.START_ERROR
+        assert ws.agent.error is not None
+        assert (
+            f"dockyard: cannot reach {host}: 127.0.0.1 is in 127.0.0.0/8, a range this server does not connect "
+            "to for its users"
+        ) in ws.agent.error
+        assert app.requests == []
+    finally:
+        h.close()
+        h.app.state.engine.dispose()

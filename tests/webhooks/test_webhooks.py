@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from dockyard.webhooks.sender import WebhookSender
 from dockyard_sdk import Forbidden, NotFound, ValidationError
 from dockyard_sdk import models as m
-from tests.harness import Harness
+from tests.harness import Harness, make_harness
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -154,6 +155,54 @@ def test_an_endpoint_that_keeps_failing_is_marked_failing_and_never_blocks_build
     receiver.fail_first = 0
     h.admin.report_task(ws.id, m.TaskReport(state=m.TaskState.FAILED))
     _until(lambda: h.admin.list_webhooks()[0].status == m.WebhookStatus.ACTIVE, timeout=30)
+
+
+def test_a_webhook_to_a_link_local_address_is_refused_when_registered(h: Harness) -> None:
+    # Nothing is sent anywhere: an address is checked before it is stored.
+    for url, address, network in [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254", "169.254.0.0/16"),
+        ("http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254", "169.254.0.0/16"),
+        ("http://[fe80::1]:8080/hook", "fe80::1", "fe80::/10"),
+        ("http://0.0.0.0:3000/hook", "0.0.0.0", "0.0.0.0/8"),
+    ]:
+        with pytest.raises(ValidationError) as refused:
+            h.admin.add_webhook(m.CreateWebhookRequest(url=url))
+        assert refused.value.status_code == 422
+        assert refused.value.validations[0].field == "url"
+        assert refused.value.validations[0].detail == (
+            f"{address} is in {network}, a range this server does not connect to for its users"
+        )
+    assert h.admin.list_webhooks() == []
+
+
+def test_a_webhook_whose_name_resolves_into_a_denied_range_is_never_posted(
+    tmp_path: Path, database_url: str, receiver: Receiver
+) -> None:
+    # The operator denies loopback (`--outbound-deny 127.0.0.0/8`), where the receiver listens.
+    h = make_harness(tmp_path, database_url, outbound_deny=["127.0.0.0/8"])
+    try:
+        _fast(h)
+        with pytest.raises(ValidationError) as refused:
+            h.admin.add_webhook(m.CreateWebhookRequest(url=receiver.url))
+        assert refused.value.validations[0].field == "url"
+        # A name is accepted (it may resolve elsewhere by the time of a delivery) and checked at each one.
+        by_name = receiver.url.replace("127.0.0.1", "localhost")
+        h.admin.add_webhook(m.CreateWebhookRequest(url=by_name))
+
+        for n in range(3):
+            ws = h.workspace(name=f"denied-{n}")
+            h.admin.report_task(ws.id, m.TaskReport(state=m.TaskState.DONE))
+
+        _until(lambda: h.admin.list_webhooks()[0].status == m.WebhookStatus.FAILING)
+        hook = h.admin.list_webhooks()[0]
+        assert hook.last_error == (
+            "OutboundDenied: localhost: 127.0.0.1 is in 127.0.0.0/8, a range this server does not connect to "
+            "for its users"
+        )
+        assert receiver.seen == 0
+    finally:
+        h.close()
+        h.app.state.engine.dispose()
 
 
 def test_webhooks_belong_to_their_user(h: Harness, receiver: Receiver) -> None:

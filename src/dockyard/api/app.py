@@ -172,6 +172,7 @@ def create_app(
             heartbeat=settings.agent_heartbeat,
             locate=runtime.agent_addresses,
             relay_url=settings.resolved_relay_url if settings.replicas else "",
+            outbound=settings.outbound,
         )
         hub.on_ready = LifecycleHooks(hub, app.state.sessions).agent_ready
         await hub.start()
@@ -201,7 +202,7 @@ def create_app(
         )
         background.start()
         app.state.background = background
-        sender = WebhookSender(app.state.sessions, events_bus)
+        sender = WebhookSender(app.state.sessions, events_bus, outbound=settings.outbound)
         sender.start()
         app.state.webhooks = sender
         app.state.mcp = mcp.session_manager(app.state.sessions)

@@ -218,6 +218,17 @@ def server(
             "Binds from the host are refused by default.",
         ),
     ] = None,
+    outbound_deny: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--outbound-deny",
+            envvar="DOCKYARD_OUTBOUND_DENY",
+            help="An address range (CIDR) that webhooks and the git proxy must not connect to, e.g. loopback "
+            "or your private networks (repeatable, or comma-separated). Link-local ranges (cloud metadata) "
+            "are always denied.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
@@ -226,6 +237,7 @@ def server(
     from dockyard.api.app import create_app
     from dockyard.api.origins import parse_origin
     from dockyard.apps.routing import Wildcard
+    from dockyard.outbound import parse_networks
     from dockyard.warmpool.pool import parse_sizes
 
     try:
@@ -243,6 +255,11 @@ def server(
             Wildcard.parse(wildcard_access_url)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--wildcard-access-url") from None
+    denied = [e for value in outbound_deny or [] for e in value.split(",") if e.strip()]
+    try:
+        parse_networks(denied)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--outbound-deny") from None
     hosts: dict[str, str] = {}
     for entry in (e.strip() for value in egress_hosts or [] for e in value.split(",")):
         name, _, address = entry.partition("=")
@@ -285,6 +302,7 @@ def server(
         kubernetes_allow_privileged=kubernetes_allow_privileged,
         kubernetes_policies_enforced=kubernetes_policies_enforced,
         devcontainer_host_binds=[p for v in devcontainer_host_binds or [] for p in v.split(",") if p],
+        outbound_deny=denied,
     )
     try:
         host, port = settings.host_port

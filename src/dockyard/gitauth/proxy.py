@@ -22,6 +22,7 @@ import httpx
 from dockyard import logs as logging
 from dockyard.gitauth import pktline
 from dockyard.gitauth.pktline import RefUpdate
+from dockyard.outbound import AsyncGuardedTransport, OutboundPolicy
 
 log = logging.get(__name__)
 
@@ -99,11 +100,14 @@ async def serve(
     upstream: Upstream,
     *,
     on_push: OnPush | None = None,
+    outbound: OutboundPolicy,
 ) -> None:
     """Answer HTTP/1.1 requests from the stream until it closes (git keeps connections alive)."""
     # A client per connection (no cookie or connection of one workspace's git reaches another's), sharing the
     # TLS context.
-    transport = httpx.AsyncHTTPTransport(verify=_tls(), retries=UPSTREAM_CONNECT_RETRIES)
+    transport = AsyncGuardedTransport(
+        outbound, httpx.AsyncHTTPTransport(verify=_tls(), retries=UPSTREAM_CONNECT_RETRIES)
+    )
     async with httpx.AsyncClient(
         timeout=UPSTREAM_TIMEOUT, follow_redirects=False, transport=transport
     ) as client:

@@ -35,6 +35,7 @@ from dockyard import logs as logging
 from dockyard.errors import Conflict
 from dockyard.gitauth import proxy as gitproxy
 from dockyard.gitauth.pktline import RefUpdate
+from dockyard.outbound import OutboundPolicy
 from dockyard.provisioner import events
 from dockyard.tunnel import frames, relay, replicas, state, tokens
 from dockyard.tunnel.frames import FrameStream, ProtocolError
@@ -132,12 +133,15 @@ class AgentHub:
         probe_timeout: float = PROBE_TIMEOUT,
         locate: Locate | None = None,
         relay_url: str = "",
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self.locate = locate
         # This process among the replicas; without a relay URL it neither registers nor relays (one process).
         self.replica_id = replicas.new_replica_id()
         self.relay_url = relay_url
+        # Where the git proxy may connect with a user's credential.
+        self.outbound = outbound or OutboundPolicy()
         self._holders: dict[str, replicas.Holder] = {}
         # Replicas a relay could not reach lately (dead before their heartbeat went stale): not relayed to.
         self._unreachable: dict[str, float] = {}
@@ -617,7 +621,9 @@ class AgentHub:
             async def on_push(updates: tuple[RefUpdate, ...], refused: dict[str, str]) -> None:
                 await asyncio.to_thread(state.git_push, self.sessions, workspace_id, updates, refused)
 
-            await gitproxy.serve(stream.reader, stream.writer, upstream, on_push=on_push)
+            await gitproxy.serve(
+                stream.reader, stream.writer, upstream, on_push=on_push, outbound=self.outbound
+            )
         except (EOFError, ConnectionError, ProtocolError, ValueError) as exc:
             log.info(
                 "git proxy connection ended", workspace=workspace_id, error=str(exc) or type(exc).__name__

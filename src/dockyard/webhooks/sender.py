@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard import logs as logging
 from dockyard.events import Bus, Subscription, channels
+from dockyard.outbound import GuardedTransport, OutboundPolicy
 from dockyard.store.models import Webhook, Workspace
 from dockyard.store.types import utcnow
 from dockyard.workspaces import service as workspaces
@@ -71,6 +72,7 @@ class WebhookSender:
         max_backoff: float = 60.0,
         failing_after: int = 3,
         timeout: float = 10.0,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self.bus = bus
@@ -79,6 +81,7 @@ class WebhookSender:
         self.max_backoff = max_backoff
         self.failing_after = failing_after
         self.timeout = timeout
+        self.outbound = outbound or OutboundPolicy()
         self._changed: queue.Queue[str | None] = queue.Queue()
         self._seen: dict[str, _Seen] = {}
         self._outboxes: dict[str, queue.Queue[tuple[Event, str, str] | None]] = {}
@@ -196,7 +199,9 @@ class WebhookSender:
             return outbox
 
     def _deliver_loop(self, hook_id: str, outbox: queue.Queue[tuple[Event, str, str] | None]) -> None:
-        with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
+        with httpx.Client(
+            timeout=self.timeout, follow_redirects=False, transport=GuardedTransport(self.outbound)
+        ) as client:
             while (item := outbox.get()) is not None:
                 event, url, secret = item
                 error = self._deliver(client, event, url, secret)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.orm import Session
 
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Forbidden, NotFound, Validation, ValidationFailed
+from dockyard.outbound import OutboundPolicy
 from dockyard.store import audit
 from dockyard.store.models import ApiToken, User, Webhook
 from dockyard_sdk import models as wire
@@ -37,9 +39,15 @@ def _require_manage(actor: Actor, user: User, scope: Scope) -> None:
         raise Forbidden("Only an owner can manage another user's webhooks.")
 
 
-def add(db: Session, actor: Actor, user: User, request: wire.CreateWebhookRequest) -> tuple[Webhook, str]:
+def add(
+    db: Session, actor: Actor, user: User, request: wire.CreateWebhookRequest, outbound: OutboundPolicy
+) -> tuple[Webhook, str]:
     """A new webhook and its signing secret (made here unless given)."""
     _require_manage(actor, user, Scope.USER_WRITE)
+    # An address is refused now; a name is checked at each delivery (it may resolve elsewhere by then).
+    refusal = outbound.literal_refusal(urlsplit(request.url).hostname or "")
+    if refusal is not None:
+        raise ValidationFailed("Invalid webhook.", [Validation("url", refusal)])
     count = len(list(db.scalars(select(Webhook.id).where(Webhook.user_id == user.id))))
     if count >= MAX_PER_USER:
         raise Forbidden(f"A user can have at most {MAX_PER_USER} webhooks; remove one first.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 
 from dockyard.accounts.actor import Actor
 from dockyard.api.deps import DbSession, UserParam, scoped
@@ -30,10 +30,12 @@ def add_webhook(
     user: UserParam,
     db: DbSession,
     actor: Annotated[Actor, scoped(Scope.USER_WRITE)],
+    request: Request,
 ) -> wire.CreatedWebhook:
     """Post task and workspace status changes of the user's workspaces to a URL, signed with HMAC-SHA256.
-    The secret is shown only in this response."""
-    row, secret = service.add(db, actor, user, body)
+    The secret is shown only in this response. The server does not post to link-local addresses (cloud
+    metadata) or to the ranges its operator denies (`--outbound-deny`)."""
+    row, secret = service.add(db, actor, user, body, request.app.state.settings.outbound)
     return wire.CreatedWebhook(**service.to_wire(row).model_dump(), secret=secret)
 
 
