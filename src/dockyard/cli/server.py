@@ -246,7 +246,7 @@ def server(
         raise typer.BadParameter(str(exc), param_hint="--warm-networks") from None
     workers = _workers(provisioner_workers, "--provisioner-workers")
     _bridge_mode(workspace_bridge)
-    origins = [o for value in allowed_origins or [] for o in value.split(",") if o.strip()]
+    origins = _entries(allowed_origins)
     for value, hint in [(access_url, "--access-url"), *((o, "--allowed-origin") for o in origins)]:
         if value and parse_origin(value.strip()) is None:
             raise typer.BadParameter(f"{value!r} is not scheme://host[:port]", param_hint=hint)
@@ -255,13 +255,13 @@ def server(
             Wildcard.parse(wildcard_access_url)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--wildcard-access-url") from None
-    denied = [e for value in outbound_deny or [] for e in value.split(",") if e.strip()]
+    denied = _entries(outbound_deny)
     try:
         parse_networks(denied)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--outbound-deny") from None
     hosts: dict[str, str] = {}
-    for entry in (e.strip() for value in egress_hosts or [] for e in value.split(",")):
+    for entry in _entries(egress_hosts):
         name, _, address = entry.partition("=")
         try:
             hosts[name.strip().lower()] = str(ipaddress.IPv4Address(address.strip()))
@@ -287,7 +287,7 @@ def server(
         ssh_hostname=ssh_hostname,
         warm_networks=warm_sizes,
         access_url=access_url.strip(),
-        allowed_origins=[o.strip() for o in origins],
+        allowed_origins=origins,
         metrics_token=metrics_token,
         allow_open_data_dir=allow_open_data_dir,
         agent_url=agent_url.strip(),
@@ -297,11 +297,11 @@ def server(
         kubernetes_namespace=namespace,
         kubernetes_storage_class=storage_class,
         kubernetes_runtime_class=runtime_class,
-        kubernetes_image_pull_secrets=[s for v in image_pull_secrets or [] for s in v.split(",") if s],
+        kubernetes_image_pull_secrets=_entries(image_pull_secrets),
         kubernetes_host_paths=kubernetes_host_paths,
         kubernetes_allow_privileged=kubernetes_allow_privileged,
         kubernetes_policies_enforced=kubernetes_policies_enforced,
-        devcontainer_host_binds=[p for v in devcontainer_host_binds or [] for p in v.split(",") if p],
+        devcontainer_host_binds=_entries(devcontainer_host_binds),
         outbound_deny=denied,
     )
     try:
@@ -429,7 +429,7 @@ def provisioner(
         kubernetes_namespace=namespace,
         kubernetes_storage_class=storage_class,
         kubernetes_runtime_class=runtime_class,
-        kubernetes_image_pull_secrets=[s for v in image_pull_secrets or [] for s in v.split(",") if s],
+        kubernetes_image_pull_secrets=_entries(image_pull_secrets),
         kubernetes_host_paths=kubernetes_host_paths,
         kubernetes_allow_privileged=kubernetes_allow_privileged,
         kubernetes_policies_enforced=kubernetes_policies_enforced,
@@ -598,6 +598,11 @@ def _bridge_mode(value: str) -> None:
         raise typer.BadParameter(
             f"{value!r} is not one of {', '.join(MODES)}", param_hint="--workspace-bridge"
         )
+
+
+def _entries(values: list[str] | None) -> list[str]:
+    """A repeatable option's values, each of which may also list several, comma-separated."""
+    return [entry.strip() for value in values or [] for entry in value.split(",") if entry.strip()]
 
 
 def _workers(text: str, option: str) -> int | None:
