@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from dockyard.web import pages
 from dockyard_sdk import models as m
+from tests.fakes import FakeRuntime
 from tests.harness import Harness
 from tests.web.conftest import PASSWORD
 
@@ -296,3 +300,41 @@ def test_keyboard_only_login_and_dark_mode(wh: Harness, served: str, chromium: A
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     context.close()
+
+
+def test_the_workspace_page_never_keeps_a_status_rendered_before_the_latest_change(
+    wh: Harness, served: str, chromium: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop's two changes (stopping, then stopped) ask for the page's detail twice. htmx drops a request
+    while another is in flight; when the one in flight was rendered at `stopping`, the page kept it."""
+    browser: Browser = chromium
+    alice = wh.user("alice")
+    wh.template(name="py", parameters=PARAMETERS)
+    created = alice.create_workspace(m.CreateWorkspaceRequest(template="py", name="demo"))
+    wh.await_build(created.id, client=alice)
+    runtime = wh.runtime
+    assert isinstance(runtime, FakeRuntime)
+    load = pages._load
+    held: list[str] = []
+
+    def slow_at_stopping(*args: Any, **kwargs: Any) -> m.Workspace:
+        found = load(*args, **kwargs)
+        if found.status == m.WorkspaceStatus.STOPPING and not held:
+            # Rendered at `stopping`: the stop now finishes (a second change) while this answer is on its way.
+            held.append(found.id)
+            runtime.gate.set()
+            wh.await_build(created.id, client=alice)
+            time.sleep(1)
+        return found
+
+    monkeypatch.setattr(pages, "_load", slow_at_stopping)
+    page = browser.new_context().new_page()
+    page.goto(f"{served}/workspaces/{created.id}")
+    _login(page, served, "alice", PASSWORD)
+    expect(page.locator("#ws-status")).to_have_text("running")
+
+    runtime.gate.clear()  # the stop holds at the runtime until the page has asked at `stopping`
+    alice.stop_workspace(created.id)
+
+    expect(page.locator("#ws-status")).to_have_text("stopped", timeout=15_000)
+    assert held == [created.id]

@@ -29,15 +29,35 @@ function listen(url, onWorkspace) {
   return source;
 }
 
+// A refresh of part of the page that never loses the latest change. htmx drops a request while another from
+// the same source is in flight (hx-sync's default), and the one in flight may have been rendered before the
+// change that asked for this one: ask once more when it is done.
+function refresher(url, options) {
+  let inFlight = false;
+  let stale = false;
+  const refresh = () => {
+    if (inFlight) {
+      stale = true;
+      return;
+    }
+    inFlight = true;
+    stale = false;
+    htmx.ajax("GET", url, options).finally(() => {
+      inFlight = false;
+      if (stale) refresh();
+    });
+  };
+  return refresh;
+}
+
 function watchList(table) {
   const state = document.getElementById("live-state");
+  const refreshRows = refresher(window.location.href, { target: "#rows", select: "#rows", swap: "outerHTML" });
   listen(table.dataset.events, (row) => {
     const tr = document.getElementById("ws-" + row.id);
     if (!tr) {
       // A workspace created since the page loaded: fetch the rows again rather than render one here.
-      if (row.status !== "deleted") {
-        htmx.ajax("GET", window.location.href, { target: "#rows", select: "#rows", swap: "outerHTML" });
-      }
+      if (row.status !== "deleted") refreshRows();
       return;
     }
     const status = tr.querySelector('[data-field="status"]');
@@ -89,8 +109,9 @@ function followLog(pre, buildId) {
 function watchWorkspace(box) {
   const pre = document.getElementById("build-log");
   if (pre) followLog(pre, pre.dataset.build);
+  const refreshDetail = refresher(box.dataset.detail, { target: "#detail", swap: "outerHTML" });
   listen(box.dataset.watch, (workspace, source) => {
-    htmx.ajax("GET", box.dataset.detail, { target: "#detail", swap: "outerHTML" });
+    refreshDetail();
     if (pre && workspace.latest_build.id !== pre.dataset.build) followLog(pre, workspace.latest_build.id);
     if (workspace.status === "deleted") source.close();
   });
