@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from dockyard.accounts import tokens
+from dockyard.outbound import DEFAULT_POLICY
 from dockyard.store.db import make_engine, normalize_url
 from dockyard.store.migrate import migrate
 from dockyard.templates import service
+from dockyard.templates.devcontainer import oci
 from tests import pg
 from tests.fakes import FakeRuntime
 from tests.harness import Harness, make_harness
@@ -74,6 +76,13 @@ def _fresh_caches() -> Iterator[None]:
     service.catalog.invalidate()
     yield
     tokens.cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _oci_outbound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each server sets the ranges its feature fetches keep out of for the whole process (as it sets their
+    cache): a test's server that denies loopback must not refuse the next test's fetch from a loopback registry."""
+    monkeypatch.setattr(oci, "_outbound", DEFAULT_POLICY)
 
 
 @pytest.fixture

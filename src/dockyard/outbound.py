@@ -1,7 +1,8 @@
-"""The control plane's connections to addresses its users choose: webhook URLs, and the repositories that the git
-proxy reaches with a brokered credential. Both are made from the server's own place in the network, so a user
-who names `http://169.254.169.254/…` (a cloud's instance metadata, with its credentials) or a service that only
-the server's network can reach would have the server fetch it for them.
+"""The control plane's connections to addresses its users choose: webhook URLs, the repositories that the git
+proxy reaches with a brokered credential, and what a template names to fetch at push (a dev container
+repository, OCI features). All are made from the server's own place in the network, so a user who names
+`http://169.254.169.254/…` (a cloud's instance metadata, with its credentials) or a service that only the
+server's network can reach would have the server fetch it for them.
 
 Addresses in the denied ranges are refused after the name is resolved, and the connection is made to the very
 address that was checked: a name that resolves to a denied address, or changes to one between a check and the
@@ -93,12 +94,26 @@ class OutboundPolicy:
         return None if addresses else f"{host} has no address"
 
 
-def _checked_addresses(policy: OutboundPolicy, request: httpx.Request, infos: Iterable[Info]) -> list[str]:
+# A server's without `--outbound-deny`: "this host" and the link-local ranges only.
+DEFAULT_POLICY = OutboundPolicy()
+
+
+def _checked_addresses(
+    policy: OutboundPolicy, host: str, infos: Iterable[Info], request: httpx.Request | None = None
+) -> list[str]:
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    reason = policy.names_refusal(request.url.host, addresses)
+    reason = policy.names_refusal(host, addresses)
     if reason is not None:
         raise OutboundDenied(reason, request=request)
     return addresses
+
+
+def resolve_checked(policy: OutboundPolicy, host: str, port: int) -> list[str]:
+    """The addresses a connection to `host` may use, for a program that connects by itself (git), to be pinned
+    to them. OutboundDenied when any is in a denied range; OSError when the name does not resolve."""
+    return _checked_addresses(
+        policy, host, socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=RESOLVE)
+    )
 
 
 def _attempts(request: httpx.Request, addresses: list[str]) -> Iterator[httpx.Request]:
@@ -113,30 +128,46 @@ def _attempts(request: httpx.Request, addresses: list[str]) -> Iterator[httpx.Re
 
 
 class GuardedTransport(httpx.BaseTransport):
-    """A transport that refuses denied destinations and connects to the addresses it checked. It pools
-    connections by address, so a client with it talks to one host (a webhook, a repository's host)."""
+    """A transport that refuses denied destinations and connects to the addresses it checked.
+
+    A pool keys its connections by address, and two names may share one (a CDN's): a connection whose TLS was
+    checked for one name must not carry another's requests. So without `inner` each name gets a pool of its own,
+    and a client may follow redirects to other hosts (a registry's blobs); an `inner` given is used for every
+    host, for a client that talks to one (a webhook)."""
 
     def __init__(self, policy: OutboundPolicy, inner: httpx.BaseTransport | None = None) -> None:
         self.policy = policy
-        self.inner = inner or httpx.HTTPTransport()
+        self.inner = inner
+        self._pools: dict[tuple[str, str, int | None], httpx.BaseTransport] = {}
+
+    def _pool(self, request: httpx.Request) -> httpx.BaseTransport:
+        if self.inner is not None:
+            return self.inner
+        key = (request.url.scheme, request.url.host, request.url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = httpx.HTTPTransport()
+        return pool
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        pool = self._pool(request)
         host = request.url.host
         try:
             infos = socket.getaddrinfo(host, request.url.port or 0, type=socket.SOCK_STREAM, flags=RESOLVE)
         except OSError as exc:
             raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
         failed: httpx.ConnectError | None = None
-        for attempt in _attempts(request, _checked_addresses(self.policy, request, infos)):
+        for attempt in _attempts(request, _checked_addresses(self.policy, host, infos, request)):
             try:
-                return self.inner.handle_request(attempt)
+                return pool.handle_request(attempt)
             except httpx.ConnectError as exc:  # nothing was sent: the next address may answer
                 failed = exc
         assert failed is not None
         raise failed
 
     def close(self) -> None:
-        self.inner.close()
+        for pool in [*self._pools.values(), *([self.inner] if self.inner is not None else [])]:
+            pool.close()
 
 
 class AsyncGuardedTransport(httpx.AsyncBaseTransport):
@@ -155,7 +186,7 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         except OSError as exc:
             raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
         failed: httpx.ConnectError | None = None
-        for attempt in _attempts(request, _checked_addresses(self.policy, request, infos)):
+        for attempt in _attempts(request, _checked_addresses(self.policy, host, infos, request)):
             try:
                 return await self.inner.handle_async_request(attempt)
             except httpx.ConnectError as exc:  # nothing was sent: the next address may answer

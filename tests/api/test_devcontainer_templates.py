@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
 from dockyard_sdk import ApiError
-from tests.harness import Harness, manifest_yaml, tar_gz
+from tests.harness import Harness, make_harness, manifest_yaml, tar_gz
 from tests.oci_registry import feature_tar
 
 CONFIG = ".devcontainer/devcontainer.json"
@@ -184,3 +185,28 @@ def test_an_unknown_oci_feature_tag_is_refused_at_push(h: Harness, registry: str
         )
     ]
     assert not (h.data_dir / "devcontainer-features").exists()
+
+
+def test_an_oci_feature_in_a_denied_range_is_refused_at_push(
+    tmp_path: Path, database_url: str, registry: str
+) -> None:
+    # The operator denies loopback (`--outbound-deny`), where the registry listens; so is a registry that
+    # redirects there (tests/security/test_outbound.py).
+    h = make_harness(tmp_path, database_url, outbound_deny=["127.0.0.0/8", "::1"])
+    try:
+        ref = f"{registry}/features/hello:1"
+        error = _refused(
+            h, {CONFIG: json.dumps({"image": "dockyard/base:bookworm", "features": {ref: {}}}, indent=1)}
+        )
+        assert error.status_code == 422
+        assert [(v.field, v.detail) for v in error.validations] == [
+            (
+                f'features["{ref}"]',
+                f"feature {ref} cannot be fetched from its registry {registry}: 127.0.0.1 is in 127.0.0.0/8, a "
+                "range this server does not connect to for its users",
+            )
+        ]
+        assert not (h.data_dir / "devcontainer-features").exists()
+    finally:
+        h.close()
+        h.app.state.engine.dispose()

@@ -110,8 +110,12 @@ def test_a_bad_warm_network_size_stops_the_server_naming_the_option(cli: Cli, tm
     assert "unknown network class 'egress'" in " ".join(result.stderr.split())
 
 
-def test_a_bad_outbound_range_stops_the_server_naming_the_option(cli: Cli, tmp_path: Path) -> None:
-    result = cli("server", "--data-dir", str(tmp_path), "--outbound-deny", "127.0.0.0/8,intranet")
+@pytest.mark.parametrize("command", ["server", "provisioner"])
+def test_a_bad_outbound_range_stops_the_server_naming_the_option(
+    cli: Cli, tmp_path: Path, command: str
+) -> None:
+    # The provisioner reads dev container plans again at start, OCI features included.
+    result = cli(command, "--data-dir", str(tmp_path), "--outbound-deny", "127.0.0.0/8,intranet")
 
     assert result.exit_code == 2
     assert "--outbound-deny" in result.stderr

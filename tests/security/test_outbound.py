@@ -1,15 +1,19 @@
-"""The outbound ranges (dockyard/outbound.py) on their own: which addresses a webhook or the git proxy may
-reach, how a name's addresses are judged, and that a checked request goes to the address that was checked. The
-real deliveries and clones: tests/webhooks/test_webhooks.py, tests/gitauth/test_git_proxy.py."""
+"""The outbound ranges (dockyard/outbound.py) on their own: which addresses a webhook, the git proxy or a template
+fetch may reach, how a name's addresses are judged, that a checked request goes to the address that was checked,
+and that redirects are checked too. The real deliveries, clones and fetches: tests/webhooks/test_webhooks.py,
+tests/gitauth/test_git_proxy.py, tests/templates/test_devcontainer_repo.py, tests/api/test_devcontainer_templates.py."""
 
 from __future__ import annotations
 
 import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from dockyard.outbound import GuardedTransport, OutboundDenied, OutboundPolicy
+from dockyard.outbound import GuardedTransport, OutboundDenied, OutboundPolicy, resolve_checked
 
 
 def test_this_host_and_link_local_are_always_denied_and_operators_add_ranges() -> None:
@@ -98,3 +102,75 @@ def test_each_checked_address_is_tried_until_one_connects(monkeypatch: pytest.Mo
     with httpx.Client(transport=GuardedTransport(OutboundPolicy(), FirstFails())) as client:
         assert client.get("https://git.example/app.git/info/refs").status_code == 204
     assert tried == ["2001:db8::7", "192.0.2.7"]
+
+
+class _Origin:
+    """An HTTP/1.1 server on a loopback address that answers each request with `answer(path)` and notes the
+    connection (client port) each request came on."""
+
+    def __init__(self, address: str, answer: Callable[[str], tuple[int, dict[str, str]]]) -> None:
+        seen: list[tuple[int, str]] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                seen.append((self.client_address[1], self.path))
+                status, headers = answer(self.path)
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": "0"}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((address, 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_redirect_is_checked_like_the_first_request() -> None:
+    # A registry's blob redirect (tests send nothing beyond loopback: 127.0.0.2 plays the denied service).
+    hidden = _Origin("127.0.0.2", lambda path: (200, {}))
+    public = _Origin(
+        "127.0.0.1", lambda path: (307, {"Location": f"http://127.0.0.2:{hidden.port}/latest/meta-data"})
+    )
+    try:
+        transport = GuardedTransport(OutboundPolicy.with_denied(["127.0.0.2/32"]))
+        with (
+            httpx.Client(transport=transport, follow_redirects=True) as client,
+            pytest.raises(OutboundDenied, match=r"^127\.0\.0\.2 is in 127\.0\.0\.2/32, "),
+        ):
+            client.get(f"http://127.0.0.1:{public.port}/v2/blob")
+        assert [path for _port, path in public.seen] == ["/v2/blob"]
+        assert hidden.seen == []
+    finally:
+        public.close()
+        hidden.close()
+
+
+def test_each_name_has_connections_of_its_own() -> None:
+    # Two names of one address (a CDN's): a connection made, and its TLS checked, for one name never carries the
+    # other's requests, though both are sent to the same checked address.
+    origin = _Origin("127.0.0.1", lambda path: (204, {}))
+    try:
+        with httpx.Client(transport=GuardedTransport(OutboundPolicy())) as client:
+            for url in ("http://localhost:{}/a", "http://127.0.0.1:{}/b", "http://localhost:{}/c"):
+                assert client.get(url.format(origin.port)).status_code == 204
+        by_path = dict((path, port) for port, path in origin.seen)
+        assert by_path["/a"] == by_path["/c"] != by_path["/b"]
+    finally:
+        origin.close()
+
+
+def test_a_program_that_connects_by_itself_gets_the_checked_addresses() -> None:
+    # What git is pinned to when it fetches a template's repository (templates/devcontainer_repo.py).
+    assert "127.0.0.1" in resolve_checked(OutboundPolicy(), "localhost", 80)
+    with pytest.raises(OutboundDenied, match=r"^localhost: 127\.0\.0\.1 is in 127\.0\.0\.0/8, "):
+        resolve_checked(OutboundPolicy.with_denied(["127.0.0.0/8", "::1"]), "localhost", 80)

@@ -6,8 +6,10 @@ folder. The real engine builds such a workspace in tests/e2e/test_devcontainer_u
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,7 @@ from dockyard_sdk import models as m
 from dockyard_sdk.manifest import GitSpec
 from tests.gitauth.test_git_credentials import PASSWORD, USER, git
 from tests.gitserver import GitApp, serve
-from tests.harness import Harness, tar_gz
+from tests.harness import Harness, make_harness, tar_gz
 from tests.live import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -209,3 +211,56 @@ def test_a_repository_that_cannot_be_used_is_refused_at_push_naming_the_field(
     with pytest.raises(NotFound):
         h.admin.get_template("fromrepo")
     assert [e.action for e in h.admin.audit(resource_type="template").audit_logs] == []
+
+
+def test_the_fetch_goes_to_the_address_the_server_checked(
+    h: Harness, private: tuple[str, Path, Path, GitApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `git.test` resolves only in the server's own check (.test never resolves anywhere else): git, a program of
+    # its own with its own resolver, reaches the repository only through the address it was pinned to.
+    url, bare, _seed, app = private
+    port = url.split("/")[2].split(":")[1]
+    resolve = socket.getaddrinfo
+
+    def checked(host: str, *args: Any, **kwargs: Any) -> Any:
+        return resolve("127.0.0.1" if host == "git.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", checked)
+    by_name = f"http://git.test:{port}/app.git"
+    h.admin.add_git_auth(m.CreateGitAuthRequest(host=f"git.test:{port}", username=USER, password=PASSWORD))
+
+    version = _push(h, {"repo": by_name})
+
+    assert version.manifest.devcontainer is not None
+    assert version.manifest.model_dump(mode="json")["devcontainer"]["commit"] == git(
+        "--git-dir", str(bare), "rev-parse", "main"
+    )
+    assert any(authorized for _method, _path, authorized in app.requests)
+
+
+def test_a_repository_in_a_denied_range_is_refused_before_anything_is_sent(
+    tmp_path: Path, database_url: str, private: tuple[str, Path, Path, GitApp]
+) -> None:
+    # The operator denies loopback (`--outbound-deny`), where the repository's host listens.
+    url, _bare, _seed, app = private
+    h = make_harness(tmp_path, database_url, outbound_deny=["127.0.0.0/8", "::1"])
+    try:
+        assert _refused(h, {"repo": url}) == [
+            (
+                "devcontainer.repo",
+                f"cannot fetch {url}: 127.0.0.1 is in 127.0.0.0/8, a range this server does not connect to "
+                "for its users",
+            )
+        ]
+        by_name = url.replace("127.0.0.1", "localhost")
+        [(field, detail)] = _refused(h, {"repo": by_name})
+        assert (field, detail.startswith(f"cannot fetch {by_name}: localhost: ")) == (
+            "devcontainer.repo",
+            True,
+        )
+        assert app.requests == []
+        with pytest.raises(NotFound):
+            h.admin.get_template("fromrepo")
+    finally:
+        h.close()
+        h.app.state.engine.dispose()

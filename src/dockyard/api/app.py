@@ -154,6 +154,7 @@ def create_app(
     datadir.protect(settings.data_dir, database_url=settings.resolved_database_url)
     # Dev container features fetched from registries (templates/devcontainer/oci.py) are kept per digest.
     oci_features.set_cache_dir(Path(settings.data_dir) / "devcontainer-features")
+    oci_features.set_outbound(settings.outbound)
     # Every worker may hold a connection for a moment beside the request threads' 40.
     engine = engine or make_engine(
         settings.resolved_database_url, pool_size=40 + worker_count(settings.provisioner_workers)

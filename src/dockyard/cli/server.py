@@ -26,6 +26,17 @@ DatabaseUrl = Annotated[
         help="SQLAlchemy URL; default: SQLite in the data dir. Use postgresql://… in production.",
     ),
 ]
+OutboundDeny = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--outbound-deny",
+        envvar="DOCKYARD_OUTBOUND_DENY",
+        help="An address range (CIDR) that webhooks, the git proxy and template fetches (dev container "
+        "repositories, OCI features) must not connect to, e.g. loopback or your private networks "
+        "(repeatable, or comma-separated). Link-local ranges (cloud metadata) are always denied.",
+        show_default=False,
+    ),
+]
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
@@ -218,17 +229,7 @@ def server(
             "Binds from the host are refused by default.",
         ),
     ] = None,
-    outbound_deny: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--outbound-deny",
-            envvar="DOCKYARD_OUTBOUND_DENY",
-            help="An address range (CIDR) that webhooks and the git proxy must not connect to, e.g. loopback "
-            "or your private networks (repeatable, or comma-separated). Link-local ranges (cloud metadata) "
-            "are always denied.",
-            show_default=False,
-        ),
-    ] = None,
+    outbound_deny: OutboundDeny = None,
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
@@ -237,7 +238,6 @@ def server(
     from dockyard.api.app import create_app
     from dockyard.api.origins import parse_origin
     from dockyard.apps.routing import Wildcard
-    from dockyard.outbound import parse_networks
     from dockyard.warmpool.pool import parse_sizes
 
     try:
@@ -255,11 +255,7 @@ def server(
             Wildcard.parse(wildcard_access_url)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--wildcard-access-url") from None
-    denied = _entries(outbound_deny)
-    try:
-        parse_networks(denied)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--outbound-deny") from None
+    denied = _outbound_deny(outbound_deny)
     hosts: dict[str, str] = {}
     for entry in _entries(egress_hosts):
         name, _, address = entry.partition("=")
@@ -398,6 +394,7 @@ def provisioner(
     kubernetes_allow_privileged: kubeflags.AllowPrivileged = False,
     kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
     deployment_id: kubeflags.DeploymentId = "",
+    outbound_deny: OutboundDeny = None,
 ) -> None:
     """Run provisioner workers alone, against the same database as the server."""
     import signal
@@ -416,6 +413,7 @@ def provisioner(
 
     count = worker_count(_workers(workers, "--workers"))
     _bridge_mode(workspace_bridge)
+    denied = _outbound_deny(outbound_deny)
     if count < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--workers")
     logs.configure(log_format)
@@ -435,11 +433,13 @@ def provisioner(
         kubernetes_policies_enforced=kubernetes_policies_enforced,
         agent_url=agent_url.strip(),
         deployment_id=deployment_id,
+        outbound_deny=denied,
     )
     # Workspaces this process starts mount the agent from its own data dir (another host's, or a fresh one).
     install_agent(settings.agent_dir)
     # A workspace start reads its dev container plan again, OCI features included, as the server does.
     oci_features.set_cache_dir(Path(settings.data_dir) / "devcontainer-features")
+    oci_features.set_outbound(settings.outbound)
     engine = make_engine(settings.resolved_database_url, pool_size=count)
     if current_revision(engine) != head_revision():
         typer.echo(
@@ -598,6 +598,17 @@ def _bridge_mode(value: str) -> None:
         raise typer.BadParameter(
             f"{value!r} is not one of {', '.join(MODES)}", param_hint="--workspace-bridge"
         )
+
+
+def _outbound_deny(values: list[str] | None) -> list[str]:
+    from dockyard.outbound import parse_networks
+
+    denied = _entries(values)
+    try:
+        parse_networks(denied)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--outbound-deny") from None
+    return denied
 
 
 def _entries(values: list[str] | None) -> list[str]:

@@ -5,7 +5,8 @@ for its host (`dockyard git-auth add HOST`; the credential is never stored in th
 configuration in the specification's order, and stores the files a build needs (the configuration's folder,
 the Dockerfile's context, local features) in the version with the commit they came from. A refusal names
 `devcontainer.repo`, `devcontainer.path` or `devcontainer.ref` and stores nothing. Pushing again fetches again:
-a new commit makes a new version (the commit is among the stored files, in `dockyard.source.json`).
+a new commit makes a new version (the commit is among the stored files, in `dockyard.source.json`). The fetch
+keeps out of the ranges the server does not connect to for its users: git is pinned to the addresses checked.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -25,6 +27,7 @@ from dockyard.accounts.actor import Actor
 from dockyard.errors import DockyardError, Validation, ValidationFailed
 from dockyard.gitauth.broker import repo_origin
 from dockyard.gitauth.credentials import hint, secret_for
+from dockyard.outbound import OutboundDenied, OutboundPolicy, resolve_checked
 from dockyard.templates import archive
 from dockyard.templates.archive import MANIFEST, TemplateFile, TemplateFiles
 from dockyard.templates.devcontainer import discovery
@@ -45,7 +48,13 @@ _REF = re.compile(r"^[A-Za-z0-9._/@+-]+$")
 
 
 def fetch(
-    db: Session, actor: Actor, files: TemplateFiles, parsed: TemplateManifest, *, host_binds: Sequence[str]
+    db: Session,
+    actor: Actor,
+    files: TemplateFiles,
+    parsed: TemplateManifest,
+    *,
+    host_binds: Sequence[str],
+    outbound: OutboundPolicy,
 ) -> tuple[TemplateFiles, TemplateManifest]:
     """The version's files (the template's own plus the repository's configuration files and `SOURCE_FILE`)
     and its manifest (with the commit, the configuration's path and, unless the template has one, a `git:`
@@ -60,7 +69,7 @@ def fetch(
     credential = secret_for(db, actor.user_id, host) if actor.user_id else None
     with tempfile.TemporaryDirectory(prefix="dockyard-devcontainer-") as scratch:
         checkout = os.path.join(scratch, "repo")
-        commit = _fetch(source, checkout, host=host, credential=credential, text=text)
+        commit = _fetch(source, checkout, host=host, credential=credential, text=text, outbound=outbound)
         config_file = _find(checkout, source.path, text=text)
         tree = _Checkout(checkout)
         plan = plans.read(tree, config_file, workspace_name=parsed.name, env={}, host_binds=host_binds)
@@ -116,7 +125,13 @@ def _check(source: DevcontainerRepo, text: str) -> None:
 
 
 def _fetch(
-    source: DevcontainerRepo, checkout: str, *, host: str, credential: tuple[str, str] | None, text: str
+    source: DevcontainerRepo,
+    checkout: str,
+    *,
+    host: str,
+    credential: tuple[str, str] | None,
+    text: str,
+    outbound: OutboundPolicy,
 ) -> str:
     """Fetch `source.ref` (or the default branch) one commit deep into `checkout`; the commit's sha."""
     config = {
@@ -126,6 +141,8 @@ def _fetch(
         "protocol.https.allow": "always",
         "credential.helper": "",
         "http.followRedirects": "false",
+        # Only where the check below allowed: a name re-pointed after it (DNS rebinding) is not asked again.
+        "http.curloptResolve": _pinned(source, text=text, outbound=outbound),
     }
     if credential is not None:
         # A header rather than the URL or a helper: the secret is in no argument list and no file.
@@ -162,6 +179,24 @@ def _fetch(
             raise _fetch_error(source, done.stderr, host=host, credential=credential, text=text)
     assert done is not None
     return done.stdout.strip()
+
+
+def _pinned(source: DevcontainerRepo, *, text: str, outbound: OutboundPolicy) -> str:
+    """libcurl's `HOST:PORT:ADDRESS,…` for the repository's host: the addresses it resolves to now, each
+    outside the denied ranges; refused naming `devcontainer.repo` otherwise."""
+    url = urlsplit(source.repo)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        addresses = resolve_checked(outbound, host, port)
+        if host in addresses:
+            return ""  # an address: nothing to pin, and libcurl takes no IPv6 one as a HOST
+
+    except OutboundDenied as exc:
+        raise _refused(text, "devcontainer.repo", f"cannot fetch {source.repo}: {exc}") from None
+    except OSError as exc:
+        raise _refused(text, "devcontainer.repo", f"cannot resolve {host}: {exc.strerror or exc}") from None
+    return f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
 
 
 def _fetch_error(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from dockyard.accounts.actor import Actor
 from dockyard.errors import Conflict, NotFound, Validation, ValidationFailed
 from dockyard.events import bus_of, channels
+from dockyard.outbound import DEFAULT_POLICY, OutboundPolicy
 from dockyard.store import audit
 from dockyard.store.models import Template as Template
 from dockyard.store.models import TemplateArchive, TemplateVersion, Workspace
@@ -210,13 +211,19 @@ def _new_version(
 
 
 def _load(
-    db: Session, actor: Actor, files: TemplateFiles, *, allow_privileged: bool, host_binds: Sequence[str]
+    db: Session,
+    actor: Actor,
+    files: TemplateFiles,
+    *,
+    allow_privileged: bool,
+    host_binds: Sequence[str],
+    outbound: OutboundPolicy,
 ) -> tuple[TemplateFiles, TemplateManifest]:
     """The files and manifest a version stores: as pushed, plus, for a configuration in a repository, the
     configuration's files fetched now with the pusher's git credential (before anything is written)."""
     parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
     if isinstance(parsed.devcontainer, DevcontainerRepo):
-        return devcontainer_repo.fetch(db, actor, files, parsed, host_binds=host_binds)
+        return devcontainer_repo.fetch(db, actor, files, parsed, host_binds=host_binds, outbound=outbound)
     return files, parsed
 
 
@@ -237,8 +244,11 @@ def create(
     message: str = "",
     allow_privileged: bool = False,
     host_binds: Sequence[str] = (),
+    outbound: OutboundPolicy = DEFAULT_POLICY,
 ) -> Template:
-    files, parsed = _load(db, actor, files, allow_privileged=allow_privileged, host_binds=host_binds)
+    files, parsed = _load(
+        db, actor, files, allow_privileged=allow_privileged, host_binds=host_binds, outbound=outbound
+    )
     name = name or parsed.name
     if db.scalar(
         select(Template.id).where(Template.organization_id == actor.organization_id, Template.name == name)
@@ -289,13 +299,17 @@ def create_version(
     activate: bool = True,
     allow_privileged: bool = False,
     host_binds: Sequence[str] = (),
+    outbound: OutboundPolicy = DEFAULT_POLICY,
 ) -> tuple[TemplateVersion, bool]:
     """Push files as a new version. Identical content returns the existing version (created=False).
 
     `allow_privileged`: the admin lets Kubernetes pod overlays loosen isolation (`--kubernetes-allow-privileged`);
-    `host_binds`: the host folders dev container bind mounts may use (`--devcontainer-allow-host-bind`).
+    `host_binds`: the host folders dev container bind mounts may use (`--devcontainer-allow-host-bind`);
+    `outbound`: the ranges a repository's fetch keeps out of (`--outbound-deny`).
     """
-    files, parsed = _load(db, actor, files, allow_privileged=allow_privileged, host_binds=host_binds)
+    files, parsed = _load(
+        db, actor, files, allow_privileged=allow_privileged, host_binds=host_binds, outbound=outbound
+    )
     content_hash = files.content_hash
     version = db.scalar(
         select(TemplateVersion).where(

@@ -137,12 +137,20 @@ async def create_template(
     files = await read_upload(request)
     privileged = request.app.state.settings.kubernetes_allow_privileged
     binds = request.app.state.settings.devcontainer_host_binds
+    outbound = request.app.state.settings.outbound
 
     def work() -> wire.Template:
         return service.to_wire(
             db,
             service.create(
-                db, actor, files, name=name, message=message, allow_privileged=privileged, host_binds=binds
+                db,
+                actor,
+                files,
+                name=name,
+                message=message,
+                allow_privileged=privileged,
+                host_binds=binds,
+                outbound=outbound,
             ),
         )
 
@@ -198,6 +206,7 @@ async def create_version(
     files = await read_upload(request)
     privileged = request.app.state.settings.kubernetes_allow_privileged
     binds = request.app.state.settings.devcontainer_host_binds
+    outbound = request.app.state.settings.outbound
 
     def work() -> wire.TemplateVersion:
         version, created = service.create_version(
@@ -209,6 +218,7 @@ async def create_version(
             activate=activate,
             allow_privileged=privileged,
             host_binds=binds,
+            outbound=outbound,
         )
         if not created:
             response.status_code = status.HTTP_200_OK

@@ -5,7 +5,9 @@
 The fetch is an outbound request from wherever the plan is read (the server at push and at start, the CLI for
 `dockyard up --dry-run`), bounded by timeouts and a size limit. Blobs are checked against their sha256 digest and
 unpacked into a cache folder per digest, so that a version's features are fetched once; a tag is resolved again
-each time (it may move), which needs the registry reachable then too.
+each time (it may move), which needs the registry reachable then too. Every request, redirects and the token
+service included, keeps out of the ranges the server does not connect to for its users (dockyard/outbound.py):
+a template's author chooses the registry.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from dockyard.outbound import DEFAULT_POLICY, GuardedTransport, OutboundDenied, OutboundPolicy
+
 LAYER_TYPE = "application/vnd.devcontainers.layer.v1+tar"
 _MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
@@ -36,6 +40,7 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 _cache_dir: Path | None = None
+_outbound = DEFAULT_POLICY
 
 
 class FetchFailed(Exception):
@@ -54,6 +59,12 @@ def set_cache_dir(path: Path) -> None:
     """Where fetched features are kept (the server: under its data dir). Unset: the user's cache folder."""
     global _cache_dir
     _cache_dir = path
+
+
+def set_outbound(policy: OutboundPolicy) -> None:
+    """The ranges fetches keep out of (the server: its `--outbound-deny`). Unset: the link-local ones."""
+    global _outbound
+    _outbound = policy
 
 
 def cache_dir() -> Path:
@@ -86,7 +97,10 @@ def fetch(ref: Reference, *, transport: httpx.BaseTransport | None = None) -> Pa
     base = f"{scheme}://{ref.registry}/v2/{ref.name}"
     try:
         with httpx.Client(
-            timeout=TIMEOUT, follow_redirects=True, max_redirects=5, transport=transport
+            timeout=TIMEOUT,
+            follow_redirects=True,
+            max_redirects=5,
+            transport=transport or GuardedTransport(_outbound),
         ) as client:
             token = None
             response = _get(client, f"{base}/manifests/{ref.tag}", _MANIFEST_TYPES, None, MAX_MANIFEST_BYTES)
@@ -107,6 +121,8 @@ def fetch(ref: Reference, *, transport: httpx.BaseTransport | None = None) -> Pa
             status, _headers, blob = _get(client, f"{base}/blobs/{digest}", "*/*", token, MAX_BLOB_BYTES)
             if status != 200:
                 raise FetchFailed(f"the registry answered {status} for the layer {digest}")
+    except OutboundDenied as exc:
+        raise FetchFailed(str(exc)) from None
     except httpx.ConnectError:
         raise FetchFailed("the registry is not reachable") from None
     except httpx.TimeoutException:
