@@ -13,7 +13,8 @@ Needs a running Docker engine and the base image. Per fleet size N, in one run:
   ready; (3) report the task `working`, edit a file and run the project's tests through exec; (4) commit and push
   the branch, then `dockyard-agent report done` with a link; (5) the TTL deletes the workspace.
 Prints creates/s, time to ready p50/p95 and all ready against the baseline (issue 12 target <= 1.5), where the
-time to ready went (the server's own timestamps), exec (tests) and push p50, failures, the server's peak RSS,
+time to ready went (the server's own timestamps), exec (tests) and push p50, failures, the host's CPU time per
+agent against a bare run's (on a saturated host the fleet's time follows it), the server's CPU and peak RSS,
 and once every TTL has run out: workspaces left and this deployment's containers, volumes and networks left
 (target 0 each).
 
@@ -50,7 +51,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import provision  # noqa: E402
-from provision import IMAGE, bare_parallel, docker, percentile, remove_baseline, report, rss_peak_mb, server  # noqa: E402
+from provision import (  # noqa: E402
+    IMAGE,
+    bare_parallel_cpu,
+    cpu_seconds,
+    docker,
+    host_cpu_seconds,
+    percentile,
+    remove_baseline,
+    report,
+    rss_peak_mb,
+    server,
+)
 
 from dockyard.warmpool.pool import parse_sizes  # noqa: E402
 from dockyard_sdk import Client  # noqa: E402
@@ -316,8 +328,11 @@ def fleet_run(
     missed: list[str],
 ) -> None:
     await_pool(client, warm)
-    bare = bare_parallel(size)
-    report(f"{size} bare docker run -d + exec true at a concurrency of {size}: {bare:.2f} s")
+    bare, bare_cpu = bare_parallel_cpu(size)
+    report(
+        f"{size} bare docker run -d + exec true at a concurrency of {size}: {bare:.2f} s; host CPU per run "
+        f"{bare_cpu / size:.2f} s"
+    )
     run = uuid.uuid4().hex[:6]
     fleet = Fleet()
     http = httpx.Client(
@@ -329,6 +344,7 @@ def fleet_run(
     wide = provision.wide_client(client)
     load = os.getloadavg()
     cpu = cpu_seconds(pid)
+    host_cpu = host_cpu_seconds()
     if provision.PROFILE:
         os.kill(pid, signal.SIGUSR1)  # the profile is the fleet's alone
     started = time.perf_counter()
@@ -346,6 +362,9 @@ def fleet_run(
         os.kill(pid, signal.SIGUSR2)
     # CPU time is what a loaded host stretches least: the server's share of the fleet, per agent.
     server_cpu = (cpu_seconds(pid) - cpu) / size
+    # Everything the fleet cost the host (workspaces, engine, server, git host, this benchmark), per agent: with
+    # both cores busy from the first create to the last push, "all ready" follows it.
+    fleet_cpu = (host_cpu_seconds() - host_cpu) / size
     http.close()
     wide.close()
     accepted_all = max(fleet.accepted) if fleet.accepted else float("nan")
@@ -363,7 +382,8 @@ def fleet_run(
     )
     report(f"  where the time to ready went (means, s): {breakdown(client, fleet.ids)}")
     report(
-        f"  load average at the start {load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}; server CPU per agent "
+        f"  load average at the start {load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}; host CPU per agent "
+        f"(all five steps) {fleet_cpu:.2f} s, {fleet_cpu / (bare_cpu / size):.1f}x a bare run's; server CPU per agent "
         f"{server_cpu:.2f} s; server peak RSS {rss_peak_mb(pid):.0f} MB; task branches on the git server: "
         f"{gitserver.branches()}"
     )
@@ -387,12 +407,6 @@ def fleet_run(
     )
     if left or any(objects.values()):
         missed.append(f"{size} agents leftovers")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def default_ttl(sizes: list[int]) -> int:

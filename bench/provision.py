@@ -177,6 +177,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def host_cpu_seconds() -> float:
+    """CPU time the whole host has been busy so far, over all cores (/proc/stat: all but idle and I/O wait).
+    On a saturated host a fleet's wall time follows it, whichever process spent it."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system, irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def rss_peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -291,12 +299,20 @@ def burst(client: Client, count: int, prefix: str) -> float:
 
 
 def bare_parallel(count: int) -> float:
+    return bare_parallel_cpu(count)[0]
+
+
+def bare_parallel_cpu(count: int) -> tuple[float, float]:
+    """`count` bare runs at once: the wall time until all answered `exec true`, and the host's CPU time in it
+    (before their removal)."""
+    cpu = host_cpu_seconds()
     started = time.perf_counter()
     with ThreadPoolExecutor(count) as pool:
         list(pool.map(lambda _: bare_run(), range(count)))
     elapsed = time.perf_counter() - started
+    cpu = host_cpu_seconds() - cpu
     remove_baseline()
-    return elapsed
+    return elapsed, cpu
 
 
 def wide_client(client: Client) -> Client:
