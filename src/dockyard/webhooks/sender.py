@@ -142,6 +142,12 @@ class WebhookSender:
 
     def _examine(self, workspace_ids: list[str]) -> None:
         with self.sessions() as db:
+            if db.scalar(select(Webhook.id).limit(1)) is None:
+                # No webhook anywhere (most deployments, and every fleet until one is added): the workspaces'
+                # rows are not worth reading. A hook added later hears the status it finds at the next change.
+                for workspace_id in workspace_ids:
+                    self._seen.pop(workspace_id, None)
+                return
             rows = {
                 row.id: row for row in db.scalars(select(Workspace).where(Workspace.id.in_(workspace_ids)))
             }
