@@ -166,12 +166,14 @@ class GuardedTransport(httpx.BaseTransport):
         raise failed
 
     def close(self) -> None:
-        for pool in [*self._pools.values(), *([self.inner] if self.inner is not None else [])]:
+        for pool in self._pools.values():
             pool.close()
+        if self.inner is not None:
+            self.inner.close()
 
 
 class AsyncGuardedTransport(httpx.AsyncBaseTransport):
-    """GuardedTransport for asyncio."""
+    """GuardedTransport for asyncio, with one transport for every host (the git proxy's client talks to one)."""
 
     def __init__(self, policy: OutboundPolicy, inner: httpx.AsyncBaseTransport | None = None) -> None:
         self.policy = policy

@@ -141,7 +141,7 @@ def _fetch(
         "protocol.https.allow": "always",
         "credential.helper": "",
         "http.followRedirects": "false",
-        # Only where the check below allowed: a name re-pointed after it (DNS rebinding) is not asked again.
+        # To the addresses checked now only: a name re-pointed afterwards (DNS rebinding) is not looked up again.
         "http.curloptResolve": _pinned(source, text=text, outbound=outbound),
     }
     if credential is not None:
@@ -189,13 +189,12 @@ def _pinned(source: DevcontainerRepo, *, text: str, outbound: OutboundPolicy) ->
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         addresses = resolve_checked(outbound, host, port)
-        if host in addresses:
-            return ""  # an address: nothing to pin, and libcurl takes no IPv6 one as a HOST
-
     except OutboundDenied as exc:
         raise _refused(text, "devcontainer.repo", f"cannot fetch {source.repo}: {exc}") from None
     except OSError as exc:
         raise _refused(text, "devcontainer.repo", f"cannot resolve {host}: {exc.strerror or exc}") from None
+    if host in addresses:
+        return ""  # an address: nothing to pin (and libcurl takes no IPv6 address as a HOST)
     return f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
 
 
