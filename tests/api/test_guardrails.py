@@ -244,8 +244,9 @@ def test_what_a_token_does_inside_a_workspace_is_audited(ah: Harness) -> None:
     created = _create(bot, "audited")
     ws = bot.get_workspace(created.id, wait="ready", timeout=30)
     bot.exec(ws.id, m.ExecRequest(command=["true"]))
-    bot.write_file(ws.id, "/tmp/x.txt", b"hi")
-    assert bot.read_file(ws.id, "/tmp/x.txt") == b"hi"
+    # In the workspace's home: this harness's agents are processes on the test host, whose /tmp is not ours.
+    bot.write_file(ws.id, "x.txt", b"hi")
+    assert bot.read_file(ws.id, "x.txt") == b"hi"
     rows = ah.admin.audit(resource=ws.id).audit_logs
     seen = sorted(
         (r.action, r.username, r.detail.get("token")) for r in rows if r.action.startswith("workspace.")
