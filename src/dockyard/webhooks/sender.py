@@ -142,17 +142,20 @@ class WebhookSender:
 
     def _examine(self, workspace_ids: list[str]) -> None:
         with self.sessions() as db:
-            if db.scalar(select(Webhook.id).limit(1)) is None:
-                # No webhook anywhere (most deployments, and every fleet until one is added): the workspaces'
-                # rows are not worth reading. A hook added later hears the status it finds at the next change.
-                for workspace_id in workspace_ids:
-                    self._seen.pop(workspace_id, None)
-                return
+            # Only the workspaces of users with a webhook: in a fleet nobody listens to, or that one user of
+            # many listens to, the others' rows are not worth reading.
+            listened = select(Webhook.user_id)
             rows = {
-                row.id: row for row in db.scalars(select(Workspace).where(Workspace.id.in_(workspace_ids)))
+                row.id: row
+                for row in db.scalars(
+                    select(Workspace).where(Workspace.id.in_(workspace_ids), Workspace.owner_id.in_(listened))
+                )
             }
-            for gone in set(workspace_ids) - rows.keys():
-                self._seen.pop(gone, None)
+            # Gone, or nobody listens: a hook registered later hears the status it finds at the next change.
+            for unheard in set(workspace_ids) - rows.keys():
+                self._seen.pop(unheard, None)
+            if not rows:
+                return
             hooks_of: dict[str, list[Webhook]] = {}
             for hook in db.scalars(
                 select(Webhook).where(Webhook.user_id.in_({r.owner_id for r in rows.values()}))
