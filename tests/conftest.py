@@ -90,7 +90,6 @@ def h(tmp_path: Path, database_url: str) -> Iterator[Harness]:
     harness = make_harness(tmp_path, database_url)
     yield harness
     harness.close()
-    harness.app.state.engine.dispose()
 
 
 @pytest.fixture
@@ -99,4 +98,3 @@ def ah(tmp_path: Path, database_url: str) -> Iterator[Harness]:
     harness = make_harness(tmp_path, database_url, runtime=FakeRuntime(agents=True))
     yield harness
     harness.close()
-    harness.app.state.engine.dispose()

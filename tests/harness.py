@@ -135,6 +135,8 @@ class Harness:
         self.lifespan.__exit__(None, None, None)
         if isinstance(self.runtime, FakeRuntime):
             self.runtime.close()
+        # The app's own engine: its pooled connections (PostgreSQL's count against max_connections) go with it.
+        self.app.state.engine.dispose()
         self.data_dir.unlink(missing_ok=True)
 
 

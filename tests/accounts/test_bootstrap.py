@@ -16,7 +16,6 @@ def test_first_start_then_restart(tmp_path: Path, database_url: str) -> None:
     ]
     assert [u.username for u in first.admin.list_users().users] == ["admin"]
     first.close()
-    first.app.state.engine.dispose()
 
     again = make_harness(tmp_path, database_url, builtin_templates=True)
     assert (again.data_dir / "admin-token").read_text() == token
@@ -28,4 +27,3 @@ def test_first_start_then_restart(tmp_path: Path, database_url: str) -> None:
     ]
     assert [v.number for v in again.admin.list_template_versions("base")] == [1]
     again.close()
-    again.app.state.engine.dispose()

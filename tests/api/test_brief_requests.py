@@ -49,7 +49,6 @@ def bh(tmp_path: Path, database_url: str) -> Iterator[Harness]:
     harness = make_harness(tmp_path, database_url, builtin_templates=True)
     yield harness
     harness.close()
-    harness.app.state.engine.dispose()
 
 
 @pytest.fixture

@@ -209,4 +209,3 @@ def test_an_oci_feature_in_a_denied_range_is_refused_at_push(
         assert not (h.data_dir / "devcontainer-features").exists()
     finally:
         h.close()
-        h.app.state.engine.dispose()

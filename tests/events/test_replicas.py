@@ -35,7 +35,6 @@ def replicas(tmp_path: Path, database_url: str, db_kind: str) -> Iterator[tuple[
     yield a, b
     for harness in (a, b):
         harness.close()
-        harness.app.state.engine.dispose()
 
 
 def test_a_wait_on_one_replica_wakes_when_another_replica_finishes_the_build(

@@ -165,4 +165,3 @@ def test_a_git_host_the_operator_denies_fails_the_clone_and_nothing_reaches_it(
         assert app.requests == []
     finally:
         h.close()
-        h.app.state.engine.dispose()

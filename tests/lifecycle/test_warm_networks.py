@@ -24,7 +24,6 @@ def wh(tmp_path: Path, database_url: str) -> Iterator[Harness]:
     harness = make_harness(tmp_path, database_url, warm_networks={"open": 2, "internal": 1})
     yield harness
     harness.close()
-    harness.app.state.engine.dispose()
 
 
 def _pool(h: Harness) -> WarmPool:
@@ -91,7 +90,6 @@ def test_creates_arriving_together_each_take_a_different_warm_network(
             harness.await_build(workspace_id)
     finally:
         harness.close()
-        harness.app.state.engine.dispose()
 
 
 def test_a_refused_create_takes_nothing_from_the_pool(wh: Harness) -> None:

@@ -263,4 +263,3 @@ def test_a_repository_in_a_denied_range_is_refused_before_anything_is_sent(
             h.admin.get_template("fromrepo")
     finally:
         h.close()
-        h.app.state.engine.dispose()

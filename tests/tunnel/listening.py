@@ -32,7 +32,6 @@ class Listening:
         self.server.should_exit = True
         time.sleep(0.3)
         self.harness.close()
-        self.harness.app.state.engine.dispose()
 
 
 def listening_harness(

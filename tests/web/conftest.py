@@ -35,7 +35,6 @@ def wh(tmp_path: Path, database_url: str) -> Iterator[Harness]:
     harness = make_harness(tmp_path, database_url)
     yield harness
     harness.close()
-    harness.app.state.engine.dispose()
 
 
 @pytest.fixture

@@ -202,7 +202,6 @@ def test_a_webhook_whose_name_resolves_into_a_denied_range_is_never_posted(
         assert receiver.seen == 0
     finally:
         h.close()
-        h.app.state.engine.dispose()
 
 
 def test_webhooks_belong_to_their_user(h: Harness, receiver: Receiver) -> None:

@@ -31,7 +31,6 @@ def h(tmp_path: Path, database_url: str) -> Iterator[Harness]:
     harness = make_harness(tmp_path, database_url, workers=0)
     yield harness
     harness.close()
-    harness.app.state.engine.dispose()
 
 
 @contextmanager
