@@ -4,16 +4,23 @@ otherwise with the file, line and property, and nothing made."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
 
+from dockyard.outbound import OutboundPolicy
+from dockyard.runtimes.base import ImageSpec, LogSink
+from dockyard.templates.devcontainer import oci
 from dockyard_sdk import ApiError
+from tests.fakes import FakeRuntime
 from tests.harness import Harness, make_harness, manifest_yaml, tar_gz
-from tests.oci_registry import feature_tar
+from tests.oci_registry import feature_tar, push
 
 CONFIG = ".devcontainer/devcontainer.json"
+LOCKFILE = ".devcontainer/devcontainer-lock.json"
 
 
 def _manifest() -> str:
@@ -169,6 +176,57 @@ def test_an_oci_feature_is_fetched_at_push_into_the_data_dir(h: Harness, registr
     assert sorted(p.name for p in cached.iterdir()) == ["devcontainer-feature.json", "install.sh"]
     ws = h.workspace("dc", name="oci-ws")
     assert ws.latest_build.status == "succeeded"
+
+
+def test_a_version_starts_with_the_features_it_was_pushed_with(h: Harness, registry: str) -> None:
+    """The push writes the lockfile of what the feature's tag resolved to into the version's files (as the
+    devcontainer CLI writes it into the repository). The tag is then pushed again with other contents and the
+    registry becomes unreachable: a workspace of the version still starts, with the feature as it was pushed."""
+    push(registry, "features/pinned", "1", feature_tar())
+    ref = f"{registry}/features/pinned:1"
+    files = {
+        "dockyard.yaml": _manifest(),
+        CONFIG: json.dumps({"image": "dockyard/base:bookworm", "features": {ref: {"greeting": "pushed"}}}),
+    }
+    created = h.admin.create_template(tar_gz(files))
+    assert created.active_version is not None
+    version = str(created.active_version.number)
+    lock = json.loads(h.admin.get_template_file("dc", version, LOCKFILE))
+    pin = lock["features"][ref]
+    assert pin["version"] == "1.0.0"
+    assert pin["resolved"] == f"{registry}/features/pinned@{pin['integrity']}"
+    # The same files pushed again resolve to the same lockfile: the same version, not a new one.
+    assert h.admin.create_template_version("dc", tar_gz(files)).number == created.active_version.number
+
+    push(registry, "features/pinned", "1", feature_tar().replace(b"$GREETING", b"moved"))
+    oci.set_outbound(OutboundPolicy.with_denied(["127.0.0.0/8"]))
+    contexts: list[bytes] = []
+    runtime = h.runtime
+    assert isinstance(runtime, FakeRuntime)
+    ensure_image = runtime.ensure_image
+
+    def recorded(spec: ImageSpec, log: LogSink) -> str:
+        if spec.archive is not None and spec.template.endswith("-devcontainer"):
+            contexts.append(spec.archive)
+        return ensure_image(spec, log)
+
+    runtime.ensure_image = recorded  # type: ignore[method-assign]
+    ws = h.workspace("dc", name="pinned-ws")
+    assert ws.latest_build.status == "succeeded"
+    assert len(contexts) == 1
+    with tarfile.open(fileobj=io.BytesIO(contexts[0]), mode="r:gz") as tar:
+        script = tar.extractfile("features/0/install.sh").read()  # type: ignore[union-attr]
+    assert script == b'#!/bin/sh\necho "$GREETING" > /opt/hello.txt\n'
+
+    # Without the lockfile the moved tag is what a push resolves, and here the registry is out of reach.
+    error = _refused_version(h, files)
+    assert [v.field for v in error.validations] == [f'features["{ref}"]']
+
+
+def _refused_version(h: Harness, files: dict[str, str]) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        h.admin.create_template_version("dc", tar_gz(files))
+    return info.value
 
 
 def test_an_unknown_oci_feature_tag_is_refused_at_push(h: Harness, registry: str) -> None:

@@ -30,8 +30,9 @@ from dockyard.gitauth.credentials import hint, secret_for
 from dockyard.outbound import OutboundDenied, OutboundPolicy, resolve_checked
 from dockyard.templates import archive
 from dockyard.templates.archive import MANIFEST, TemplateFile, TemplateFiles
-from dockyard.templates.devcontainer import discovery
+from dockyard.templates.devcontainer import discovery, lockfile
 from dockyard.templates.devcontainer import plan as plans
+from dockyard.templates.manifest import pinned
 from dockyard_sdk.manifest import DevcontainerRepo, GitSpec, TemplateManifest
 
 SOURCE_FILE = "dockyard.source.json"
@@ -94,7 +95,7 @@ def fetch(
         raise _refused(
             text, "devcontainer.repo", f"its configuration files are too large: {exc.message}"
         ) from exc
-    result = TemplateFiles(stored)
+    result = pinned(TemplateFiles(stored), plan)
     git = parsed.git
     if git is None:
         # The workspace works on the repository its configuration came from, cloned into the workspace folder;
@@ -243,6 +244,8 @@ def _needed(tree: _Checkout, plan: plans.Plan) -> list[str]:
         folders.append(plan.context)
     folders += [feature.folder for feature in plan.features]
     wanted = {plan.config_file}
+    if lockfile.path_for(plan.config_file) in tree:
+        wanted.add(lockfile.path_for(plan.config_file))
     for folder in folders:
         if folder is None:
             continue  # `.devcontainer.json` at the top: its folder is the whole repository

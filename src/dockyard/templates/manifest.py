@@ -12,7 +12,8 @@ from dockyard import yamlload
 from dockyard.errors import Validation, ValidationFailed
 from dockyard.runtimes.kubernetes import overlay
 from dockyard.templates import parameters, render
-from dockyard.templates.archive import MANIFEST, TemplateFiles
+from dockyard.templates.archive import MANIFEST, TemplateFile, TemplateFiles
+from dockyard.templates.devcontainer import lockfile
 from dockyard.templates.devcontainer import plan as devcontainer_plan
 from dockyard.templates.errors import pydantic_validations
 from dockyard_sdk.manifest import TemplateManifest, unsupported
@@ -123,6 +124,31 @@ def load(
     files: TemplateFiles, *, allow_privileged: bool = False, host_binds: Sequence[str] = ()
 ) -> TemplateManifest:
     """The manifest of a template's files, checked against the files it names."""
+    return _checked(files, allow_privileged=allow_privileged, host_binds=host_binds)[0]
+
+
+def load_pinned(
+    files: TemplateFiles, *, allow_privileged: bool = False, host_binds: Sequence[str] = ()
+) -> tuple[TemplateFiles, TemplateManifest]:
+    """As `load`, and the files a version stores: with a dev container configuration's OCI features pinned by
+    its lockfile (written, or brought up to date, with what they resolved to now)."""
+    parsed, plan = _checked(files, allow_privileged=allow_privileged, host_binds=host_binds)
+    return (files if plan is None else pinned(files, plan)), parsed
+
+
+def pinned(files: TemplateFiles, plan: devcontainer_plan.Plan) -> TemplateFiles:
+    """`files` with the lockfile `plan`'s features resolved to, unless they hold it already."""
+    data = {path: f.data for path, f in files.files.items() if f.link is None}
+    written = lockfile.current(data, plan.config_file, plan.pins)
+    if written is None:
+        return files
+    path = lockfile.path_for(plan.config_file)
+    return TemplateFiles({**files.files, path: TemplateFile(path, 0o644, written)})
+
+
+def _checked(
+    files: TemplateFiles, *, allow_privileged: bool, host_binds: Sequence[str]
+) -> tuple[TemplateManifest, devcontainer_plan.Plan | None]:
     try:
         text = files.text(MANIFEST)
     except KeyError:
@@ -151,10 +177,11 @@ def load(
                 [Validation(field, f"file {path!r} is not in the template") for field, path in missing], node
             ),
         )
-    if isinstance(manifest.devcontainer, str):
-        # Everything the configuration asks for is checked now, so that no workspace fails on it later.
-        data = {path: f.data for path, f in files.files.items() if f.link is None}
-        devcontainer_plan.read(
-            data, manifest.devcontainer, workspace_name=manifest.name, env={}, host_binds=host_binds
-        )
-    return manifest
+    if not isinstance(manifest.devcontainer, str):
+        return manifest, None
+    # Everything the configuration asks for is checked now, so that no workspace fails on it later.
+    data = {path: f.data for path, f in files.files.items() if f.link is None}
+    plan = devcontainer_plan.read(
+        data, manifest.devcontainer, workspace_name=manifest.name, env={}, host_binds=host_binds
+    )
+    return manifest, plan

@@ -220,8 +220,9 @@ def _load(
     outbound: OutboundPolicy,
 ) -> tuple[TemplateFiles, TemplateManifest]:
     """The files and manifest a version stores: as pushed, plus, for a configuration in a repository, the
-    configuration's files fetched now with the pusher's git credential (before anything is written)."""
-    parsed = manifest.load(files, allow_privileged=allow_privileged, host_binds=host_binds)
+    configuration's files fetched now with the pusher's git credential (before anything is written), plus the
+    lockfile that pins the configuration's OCI features to what they resolved to at this push."""
+    files, parsed = manifest.load_pinned(files, allow_privileged=allow_privileged, host_binds=host_binds)
     if isinstance(parsed.devcontainer, DevcontainerRepo):
         return devcontainer_repo.fetch(db, actor, files, parsed, host_binds=host_binds, outbound=outbound)
     return files, parsed

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from dockyard.errors import ValidationFailed
-from dockyard.templates.devcontainer import layer, oci
+from dockyard.outbound import OutboundPolicy
+from dockyard.templates.devcontainer import layer, lockfile, oci
 from dockyard.templates.devcontainer.plan import read
 from tests.oci_registry import STORAGE, feature_tar, free_port, push
 
@@ -129,12 +130,14 @@ def test_the_anonymous_bearer_token_flow_of_ghcr(cache: Path) -> None:
             )
             return httpx.Response(401, headers={"WWW-Authenticate": challenge})
         if request.url.path.endswith("/manifests/1"):
-            return httpx.Response(200, json=manifest)
+            return httpx.Response(200, content=json.dumps(manifest).encode())
         return httpx.Response(200, content=tar)
 
     ref = oci.parse("ghcr.example/devcontainers/features/hello:1")
     assert ref == oci.Reference("ghcr.example", "devcontainers/features/hello", "1")
-    folder = oci.fetch(ref, transport=httpx.MockTransport(handle))
+    fetched = oci.fetch(ref, transport=httpx.MockTransport(handle))
+    folder = fetched.folder
+    assert fetched.manifest_digest == "sha256:" + hashlib.sha256(json.dumps(manifest).encode()).hexdigest()
     assert (folder / "install.sh").read_bytes() == b'#!/bin/sh\necho "$GREETING" > /opt/hello.txt\n'
     assert seen == [
         "https://ghcr.example/v2/devcontainers/features/hello/manifests/1 -",
@@ -149,7 +152,120 @@ def test_the_anonymous_bearer_token_flow_of_ghcr(cache: Path) -> None:
     with pytest.raises(oci.FetchFailed) as info:
         oci.fetch(oci.Reference("private.example", "f", "1"), transport=httpx.MockTransport(basic))
     assert str(info.value) == "the registry asks for credentials; only public features can be fetched"
-    assert not cache.exists() or [p.name for p in cache.iterdir()] == [folder.name]
+    # Nothing kept of the refused fetch: the cache holds the first feature and its manifest only.
+    assert sorted(p.name for p in cache.iterdir()) == ["manifests", folder.name]
+    assert [p.name for p in (cache / "manifests").iterdir()] == [fetched.manifest_digest.replace(":", "-")]
+
+
+def _manifest_digest(registry: str, name: str, tag: str) -> str:
+    response = httpx.get(
+        f"http://{registry}/v2/{name}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert response.status_code == 200
+    return "sha256:" + hashlib.sha256(response.content).hexdigest()
+
+
+def _locked(files: dict[str, bytes], pins: dict[str, Any]) -> dict[str, bytes]:
+    return {**files, LOCKFILE: lockfile.render(pins)}
+
+
+LOCKFILE = ".devcontainer/devcontainer-lock.json"
+
+
+def test_a_read_records_what_each_oci_feature_resolved_to(registry: str) -> None:
+    ref = f"{registry}/features/hello:1"
+    plan = read(_files({ref: {}, "./first": {}}), CONFIG, workspace_name="repo")
+    digest = _manifest_digest(registry, "features/hello", "1")
+    # The devcontainer CLI's entry: the version the feature declares, the reference by digest, the digest.
+    assert {key: pin.to_json() for key, pin in plan.pins.items()} == {
+        ref: {"version": "1.0.0", "resolved": f"{registry}/features/hello@{digest}", "integrity": digest}
+    }
+    assert json.loads(lockfile.render(plan.pins)) == {
+        "features": {
+            ref: {"version": "1.0.0", "resolved": f"{registry}/features/hello@{digest}", "integrity": digest}
+        }
+    }
+    assert lockfile.path_for(CONFIG) == LOCKFILE
+    assert lockfile.path_for(".devcontainer.json") == ".devcontainer-lock.json"
+
+
+def test_a_lockfile_pins_a_feature_whose_tag_moved(registry: str, cache: Path) -> None:
+    """A pinned read fetches the manifest by its digest: a tag pushed again since changes nothing, and once
+    the feature is cached the read asks no registry at all."""
+    ref = f"{registry}/features/moving:1"
+    push(registry, "features/moving", "1", feature_tar())
+    first = read(_files({ref: {}}), CONFIG, workspace_name="repo")
+    moved = feature_tar().replace(b"$GREETING", b"moved")
+    push(registry, "features/moving", "1", moved)
+
+    pinned = _locked(_files({ref: {}}), first.pins)
+    again = read(pinned, CONFIG, workspace_name="repo")
+    assert again.features == first.features
+    assert (Path(again.features[0].folder) / "install.sh").read_bytes().count(b"$GREETING") == 1
+    unpinned = read(_files({ref: {}}), CONFIG, workspace_name="repo")
+    assert unpinned.features[0].folder != first.features[0].folder
+    assert (Path(unpinned.features[0].folder) / "install.sh").read_bytes().count(b"moved") == 1
+
+    # No registry: every connection is refused (loopback denied), and the pinned read still works from the cache.
+    oci.set_outbound(OutboundPolicy.with_denied(["127.0.0.0/8"]))
+    assert read(pinned, CONFIG, workspace_name="repo").features == first.features
+    assert "127.0.0.0/8" in _refusal(_files({ref: {}}))[0][1]
+
+
+def test_a_pinned_feature_missing_from_the_cache_is_fetched_by_digest(registry: str, cache: Path) -> None:
+    ref = f"{registry}/features/hello:1"
+    digest = _manifest_digest(registry, "features/hello", "1")
+    pin = lockfile.Pin(version="1.0.0", resolved=f"{registry}/features/hello@{digest}", integrity=digest)
+    plan = read(_locked(_files({ref: {}}), {ref: pin}), CONFIG, workspace_name="repo")
+    assert plan.pins == {ref: pin}
+    layer_folder = "sha256-" + hashlib.sha256(feature_tar()).hexdigest()
+    assert plan.features[0].folder == str(cache / layer_folder)
+    assert (cache / "manifests" / digest.replace(":", "-")).is_file()
+
+
+def test_a_lockfile_that_cannot_be_honoured_is_refused(registry: str) -> None:
+    ref = f"{registry}/features/hello:1"
+    digest = _manifest_digest(registry, "features/hello", "1")
+    absent = "sha256:" + "0" * 64
+    files = _files({ref: {}})
+
+    def refused(lock: bytes) -> list[tuple[str, str, str | None]]:
+        with pytest.raises(ValidationFailed) as info:
+            read({**files, LOCKFILE: lock}, CONFIG, workspace_name="repo")
+        return [(v.field, v.detail, v.file) for v in info.value.validations]
+
+    assert refused(b"{not json") == [
+        (
+            "(file)",
+            "not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+            LOCKFILE,
+        )
+    ]
+    assert refused(b"[]") == [("features", "the lockfile needs an object of features", LOCKFILE)]
+    other = json.dumps({"features": {ref: {"resolved": f"{registry}/features/other@{digest}"}}}).encode()
+    assert refused(other) == [
+        (
+            f'features["{ref}"]',
+            f"`resolved` names another feature: {registry}/features/other@{digest}",
+            LOCKFILE,
+        )
+    ]
+    mismatch = json.dumps(
+        {"features": {ref: {"resolved": f"{registry}/features/hello@{digest}", "integrity": absent}}}
+    ).encode()
+    assert refused(mismatch) == [
+        (f'features["{ref}"]', f"`integrity` {absent} is not the digest `resolved` names", LOCKFILE)
+    ]
+    gone = json.dumps({"features": {ref: {"resolved": f"{registry}/features/hello@{absent}"}}}).encode()
+    assert refused(gone) == [
+        (
+            f'features["{ref}"]',
+            f"feature {ref} cannot be fetched from its registry {registry}: features/hello@{absent} is not in the "
+            "registry",
+            CONFIG,
+        )
+    ]
 
 
 @pytest.mark.docker

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.templates.devcontainer import model, oci
+from dockyard.templates.devcontainer.lockfile import Pin
 
 FEATURE_FILE = "devcontainer-feature.json"
 FEATURE_SCRIPT = "install.sh"
@@ -29,6 +30,8 @@ class Feature:
     env: dict[str, str]
     """Options as environment variables (names upper-cased as the specification says)."""
     container_env: dict[str, str]
+    pin: Pin | None = None
+    """An OCI feature's lockfile entry: what it resolved to."""
 
 
 def inside(base: str, relative: str) -> str | None:
@@ -45,12 +48,20 @@ def option_env_name(option: str) -> str:
 
 
 def read_features(
-    files: Mapping[str, bytes], base: str, config: model.DevContainer, refuse: Refuse, *, user: str
+    files: Mapping[str, bytes],
+    base: str,
+    config: model.DevContainer,
+    refuse: Refuse,
+    *,
+    user: str,
+    pins: Mapping[str, str],
 ) -> tuple[Feature, ...]:
+    """`pins`: the lockfile's manifest digest per feature key (lockfile.read)."""
     found: dict[str, tuple[Feature, tuple[str, ...], str]] = {}
     for key, value in config.features.items():
         path = ("features", key)
         lookup: Mapping[str, bytes] = files
+        resolved: tuple[oci.Reference, str] | None = None
         if not key.startswith(("./", "../")):
             ref = oci.parse(key)
             if ref is None:
@@ -61,12 +72,13 @@ def read_features(
                 )
                 continue
             try:
-                fetched = oci.fetch(ref)
+                fetched = oci.fetch(ref, pinned=pins.get(key))
             except oci.FetchFailed as exc:
                 refuse(path, f"feature {key} cannot be fetched from its registry {ref.registry}: {exc}")
                 continue
-            folder = str(fetched)
-            lookup = {f"{folder}/{name}": data for name, data in oci.read_folder(fetched).items()}
+            folder = str(fetched.folder)
+            lookup = {f"{folder}/{name}": data for name, data in oci.read_folder(fetched.folder).items()}
+            resolved = (ref, fetched.manifest_digest)
         else:
             relative = inside(base, key.rstrip("/"))
             if relative is None:
@@ -118,8 +130,9 @@ def read_features(
             if not _ENV_NAME.match(str(name)):
                 refuse(path, f"the feature's containerEnv name {name!r} is not a variable name")
         after: list[Any] = meta["installsAfter"] if isinstance(meta.get("installsAfter"), list) else []
+        pin = None if resolved is None else Pin.of(*resolved, version=str(meta.get("version", "")))
         found[key] = (
-            Feature(key, folder, env, {str(k): str(v) for k, v in container_env.items()}),
+            Feature(key, folder, env, {str(k): str(v) for k, v in container_env.items()}, pin),
             tuple(str(a) for a in after),
             str(meta.get("id", "")),
         )

@@ -4,10 +4,12 @@
 
 The fetch is an outbound request from wherever the plan is read (the server at push and at start, the CLI for
 `dockyard up --dry-run`), bounded by timeouts and a size limit. Blobs are checked against their sha256 digest and
-unpacked into a cache folder per digest, so that a version's features are fetched once; a tag is resolved again
-each time (it may move), which needs the registry reachable then too. Every request, redirects and the token
-service included, keeps out of the ranges the server does not connect to for its users (dockyard/outbound.py):
-a template's author chooses the registry.
+unpacked into a cache folder per digest, so that a version's features are fetched once. A tag is resolved
+to its manifest's digest, which a lockfile (lockfile.py) then pins: a pinned fetch asks the registry for that
+manifest only when the cache does not hold it and its layer, so a pinned feature needs no registry to start a
+workspace and never changes under it. Every request, redirects and the token service included, keeps out of the
+ranges the server does not connect to for its users (dockyard/outbound.py): a template's author chooses the
+registry.
 """
 
 from __future__ import annotations
@@ -91,10 +93,26 @@ def registry_of(key: str) -> str:
     return ref.registry if ref is not None else "ghcr.io"
 
 
-def fetch(ref: Reference, *, transport: httpx.BaseTransport | None = None) -> Path:
-    """The folder the feature's layer is unpacked in; FetchFailed says why not. `transport`: for tests."""
+@dataclass(frozen=True)
+class Fetched:
+    folder: Path
+    """Where the feature's layer is unpacked."""
+    manifest_digest: str
+    """`sha256:…` of the manifest the tag named (or the pin asked for): what a lockfile pins."""
+
+
+def fetch(
+    ref: Reference, *, pinned: str | None = None, transport: httpx.BaseTransport | None = None
+) -> Fetched:
+    """The feature's layer, unpacked; FetchFailed says why not. `pinned`: the manifest digest a lockfile holds
+    for this reference, fetched in place of the tag. `transport`: for tests."""
+    if pinned is not None:
+        cached = _cached(pinned)
+        if cached is not None:
+            return cached
     scheme = "http" if _loopback(ref.registry) else "https"
     base = f"{scheme}://{ref.registry}/v2/{ref.name}"
+    wanted = pinned or ref.tag
     try:
         with httpx.Client(
             timeout=TIMEOUT,
@@ -103,21 +121,26 @@ def fetch(ref: Reference, *, transport: httpx.BaseTransport | None = None) -> Pa
             transport=transport or GuardedTransport(_outbound),
         ) as client:
             token = None
-            response = _get(client, f"{base}/manifests/{ref.tag}", _MANIFEST_TYPES, None, MAX_MANIFEST_BYTES)
+            response = _get(client, f"{base}/manifests/{wanted}", _MANIFEST_TYPES, None, MAX_MANIFEST_BYTES)
             if response[0] == 401:
                 token = _token(client, response[1])
                 response = _get(
-                    client, f"{base}/manifests/{ref.tag}", _MANIFEST_TYPES, token, MAX_MANIFEST_BYTES
+                    client, f"{base}/manifests/{wanted}", _MANIFEST_TYPES, token, MAX_MANIFEST_BYTES
                 )
             status, _headers, body = response
+            shown = f"{ref.name}@{pinned}" if pinned else f"{ref.name}:{ref.tag}"
             if status == 404:
-                raise FetchFailed(f"{ref.name}:{ref.tag} is not in the registry")
+                raise FetchFailed(f"{shown} is not in the registry")
             if status != 200:
-                raise FetchFailed(f"the registry answered {status} for the manifest of {ref.name}:{ref.tag}")
+                raise FetchFailed(f"the registry answered {status} for the manifest of {shown}")
+            manifest_digest = _sha256(body)
+            if pinned is not None and manifest_digest != pinned:
+                raise FetchFailed(f"the registry's manifest does not match the pinned digest {pinned}")
             digest = _layer_digest(body)
             folder = cache_dir() / digest.replace(":", "-")
             if (folder / "install.sh").is_file():
-                return folder
+                _keep_manifest(manifest_digest, body)
+                return Fetched(folder, manifest_digest)
             status, _headers, blob = _get(client, f"{base}/blobs/{digest}", "*/*", token, MAX_BLOB_BYTES)
             if status != 200:
                 raise FetchFailed(f"the registry answered {status} for the layer {digest}")
@@ -131,12 +154,51 @@ def fetch(ref: Reference, *, transport: httpx.BaseTransport | None = None) -> Pa
         raise FetchFailed(f"the request to the registry failed: {exc}") from None
     check_digest(blob, digest)
     _unpack(blob, folder)
-    return folder
+    _keep_manifest(manifest_digest, body)
+    return Fetched(folder, manifest_digest)
 
 
 def check_digest(blob: bytes, digest: str) -> None:
-    if "sha256:" + hashlib.sha256(blob).hexdigest() != digest:
+    if _sha256(blob) != digest:
         raise FetchFailed(f"the layer does not match its digest {digest}")
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _manifest_file(digest: str) -> Path:
+    return cache_dir() / "manifests" / digest.replace(":", "-")
+
+
+def _cached(pinned: str) -> Fetched | None:
+    """A pinned feature from the cache alone: its manifest (checked against the pin again, as the cache is a
+    folder on disk) and its unpacked layer."""
+    if not _DIGEST.match(pinned):
+        return None
+    try:
+        body = _manifest_file(pinned).read_bytes()
+    except OSError:
+        return None
+    if _sha256(body) != pinned:
+        return None
+    try:
+        folder = cache_dir() / _layer_digest(body).replace(":", "-")
+    except FetchFailed:
+        return None
+    return Fetched(folder, pinned) if (folder / "install.sh").is_file() else None
+
+
+def _keep_manifest(digest: str, body: bytes) -> None:
+    """Written whole or not at all: a reader checks what it finds against the digest anyway."""
+    target = _manifest_file(digest)
+    if target.is_file():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+    with os.fdopen(handle, "wb") as out:
+        out.write(body)
+    os.replace(staging, target)
 
 
 def _loopback(registry: str) -> bool:

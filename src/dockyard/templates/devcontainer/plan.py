@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dockyard.errors import Validation, ValidationFailed
-from dockyard.templates.devcontainer import jsonc, model
+from dockyard.templates.devcontainer import jsonc, lockfile, model
 from dockyard.templates.devcontainer.discovery import ConfigLocation
 from dockyard.templates.devcontainer.features import Feature, Refuse, inside, read_features
 from dockyard.templates.devcontainer.reader import _field, resolve
@@ -116,6 +116,11 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def pins(self) -> dict[str, lockfile.Pin]:
+        """The lockfile's entries: what each OCI feature resolved to."""
+        return {feature.id: feature.pin for feature in self.features if feature.pin is not None}
+
 
 def read(
     files: Mapping[str, bytes],
@@ -213,7 +218,9 @@ def read(
             refuse((prop,), "workspaces run as an unprivileged user; name a non-root user or leave it out")
         elif not _USER.match(user):
             refuse((prop,), f"{user!r} is not a user name Dockyard can create")
-    features = read_features(files, base, config, refuse, user=user or "")
+    pins, lock_problems = lockfile.read(files, config_file)
+    problems += lock_problems
+    features = read_features(files, base, config, refuse, user=user or "", pins=pins)
     for name, value in config.remote_env.items():
         if value is None:
             refuse(("remoteEnv", name), "unsetting a variable is not supported")
