@@ -236,21 +236,32 @@ def server(workers: int | str, warm_networks: str = "0") -> Iterator[tuple[Clien
         yield client, process.pid
         client.close()
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-        # Warm networks outlive their server on purpose; a benchmark server's must not outlive the benchmark.
-        # Only its own deployment's objects: other servers on this engine keep theirs.
+        failed = sys.exc_info()[0] is not None
+        # Each step runs whatever the one before raised (a server slow to stop, a closed stderr): the data dir
+        # is this benchmark's to remove, and its deployment's objects too.
         try:
-            remove_deployment(deployment)
-        except subprocess.CalledProcessError as exc:
-            print(f"cleanup of deployment {deployment} failed: {exc.stderr.strip()}", file=sys.stderr)
-        if sys.exc_info()[0] is not None:
-            # The figures are printed; the server's side of a failure is in its log, kept for reading.
-            kept = Path(tempfile.mkdtemp(prefix="dockyard-bench-log-")) / "server.log"
-            shutil.copy(data_dir / "server.log", kept)
-            print(f"the server's log is kept at {kept}", file=sys.stderr)
-        shutil.rmtree(data_dir, ignore_errors=True)
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+        finally:
+            try:
+                # Warm networks outlive their server on purpose; a benchmark server's must not outlive the
+                # benchmark. Only its own deployment's objects: other servers on this engine keep theirs.
+                try:
+                    remove_deployment(deployment)
+                except subprocess.CalledProcessError as exc:
+                    print(f"cleanup of deployment {deployment} failed: {exc.stderr.strip()}", file=sys.stderr)
+                if failed:
+                    # The figures are printed; the server's side of a failure is in its log, kept for reading.
+                    kept = Path(tempfile.mkdtemp(prefix="dockyard-bench-log-")) / "server.log"
+                    shutil.copy(data_dir / "server.log", kept)
+                    print(f"the server's log is kept at {kept}", file=sys.stderr)
+            finally:
+                shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _healthy(url: str) -> bool:
