@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from dockyard.cli.templates import _source
+from dockyard.templates.devcontainer import oci
+from dockyard.templates.devcontainer.plan import read
 from dockyard_sdk import NotFound, ValidationError
 from dockyard_sdk import models as m
 from dockyard_sdk.manifest import GitSpec
@@ -21,6 +23,7 @@ from tests.gitauth.test_git_credentials import PASSWORD, USER, git
 from tests.gitserver import GitApp, serve
 from tests.harness import Harness, make_harness, tar_gz
 from tests.live import free_port
+from tests.oci_registry import feature_tar, push
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -263,3 +266,52 @@ def test_a_repository_in_a_denied_range_is_refused_before_anything_is_sent(
             h.admin.get_template("fromrepo")
     finally:
         h.close()
+
+
+def test_a_repositorys_lockfile_pins_its_oci_features(h: Harness, registry: str, tmp_path: Path) -> None:
+    """The repository's own `.devcontainer-lock.json` (next to a top-level `.devcontainer.json`) is stored
+    with the version as written and pins the feature: a tag pushed again since is not what the version gets.
+    A repository without one gets the lockfile of what its tags resolved to now."""
+    push(registry, "features/repo-pinned", "1", feature_tar())
+    ref = f"{registry}/features/repo-pinned:1"
+    digest = oci.fetch(oci.parse(ref)).manifest_digest  # type: ignore[arg-type]
+    push(registry, "features/repo-pinned", "1", feature_tar().replace(b"$GREETING", b"moved"))
+    root = tmp_path / "srv"
+    bare = root / "pinned.git"
+    git("init", "--bare", "--initial-branch=main", str(bare))
+    seed = tmp_path / "seed"
+    git("clone", str(bare), str(seed))
+    lock = json.dumps(
+        {"features": {ref: {"version": "1.0.0", "resolved": f"{registry}/features/repo-pinned@{digest}"}}}
+    )
+    (seed / ".devcontainer.json").write_text(
+        json.dumps({"image": "dockyard/base:bookworm", "features": {ref: {}}})
+    )
+    (seed / ".devcontainer-lock.json").write_text(lock)
+    git("add", "-A", cwd=seed)
+    git("commit", "-qm", "first", cwd=seed)
+    git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    port = free_port()
+    server, _app = serve(str(root), host="127.0.0.1", port=port, user=USER, password=PASSWORD)
+    try:
+        url = f"http://127.0.0.1:{port}/pinned.git"
+        h.admin.add_git_auth(
+            m.CreateGitAuthRequest(host=f"127.0.0.1:{port}", username=USER, password=PASSWORD)
+        )
+        version = _push(h, {"repo": url}, name="pinned")
+        assert h.admin.get_template_file("pinned", version.id, ".devcontainer-lock.json").decode() == lock
+        plan = read(
+            {f.path: h.admin.get_template_file("pinned", version.id, f.path) for f in version.files},
+            ".devcontainer.json",
+            workspace_name="pinned",
+        )
+        assert (Path(plan.features[0].folder) / "install.sh").read_bytes().count(b"$GREETING") == 1
+
+        git("rm", "-q", ".devcontainer-lock.json", cwd=seed)
+        git("commit", "-qm", "unpinned", cwd=seed)
+        git("push", "-q", "origin", "HEAD:main", cwd=seed)
+        unpinned = _push(h, {"repo": url}, name="pinned")
+        written = json.loads(h.admin.get_template_file("pinned", unpinned.id, ".devcontainer-lock.json"))
+        assert written["features"][ref]["integrity"] != digest
+    finally:
+        server.shutdown()
