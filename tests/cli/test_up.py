@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.templates.devcontainer import oci
 from dockyard_sdk import models as m
 from tests.cli.conftest import Cli
 from tests.gitserver import serve
@@ -69,6 +70,17 @@ def test_up_dry_run_prints_the_plan_and_makes_nothing(logged_in: Cli, tmp_path: 
         [{"hook": "postCreateCommand", "command": "make"}],
     )
     assert h.admin.list_templates() == []
+
+
+def test_up_dry_run_shows_what_each_oci_feature_resolved_to(
+    logged_in: Cli, tmp_path: Path, registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(oci, "_cache_dir", tmp_path / "features")
+    ref = f"{registry}/features/hello:1"
+    repo = _repo(tmp_path / "demo", json.dumps({"image": "dockyard/base:bookworm", "features": {ref: {}}}))
+    digest = oci.fetch(oci.parse(ref)).manifest_digest  # type: ignore[arg-type]
+    lines = logged_in.ok("up", str(repo), "--dry-run").stdout.splitlines()
+    assert f"  feature: {ref} (GREETING=hi) = {registry}/features/hello@{digest}" in lines
 
 
 def test_up_of_a_git_url_reads_it_here_and_clones_it_in_the_workspace(logged_in: Cli, tmp_path: Path) -> None:

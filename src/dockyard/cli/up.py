@@ -240,9 +240,10 @@ def _print_plan(
     else:
         say(f"  image: {plan.image}")
     for feature in plan.features:
-        say(
-            f"  feature: {feature.id} ({', '.join(f'{k}={v}' for k, v in feature.env.items() if not k.startswith('_'))})"
-        )
+        options = ", ".join(f"{k}={v}" for k, v in feature.env.items() if not k.startswith("_"))
+        # What the tag resolved to, as the version's lockfile will pin it (or the repository's lockfile does).
+        pinned = f" = {feature.pin.resolved}" if feature.pin is not None else ""
+        say(f"  feature: {feature.id} ({options}){pinned}")
     say(f"  user: {plan.user or 'dev'}; workspace folder: {plan.workspace_folder}")
     if url:
         say(f"  clone: {url} into {plan.workspace_folder} (by the agent, with your brokered git credential)")
