@@ -6,7 +6,8 @@
 #   bash scripts/kubernetes-images.sh --tags    # only print that line (nothing is built)
 #
 # dockyard/server:<tag>   this checkout's dockyard and dockyard-sdk wheels on dockyard/server-deps:<key>, a
-#                         virtualenv with uv.lock's locked dependencies; <tag> is a digest of the sources.
+#                         virtualenv with uv.lock's locked dependencies; <tag> is a digest of the sources. A new
+#                         one replaces the checkout's older ones that no container uses.
 # dockyard/postgres:<tag> Debian's postgresql-15 with a first-start entrypoint (deploy/images/postgres).
 #
 # The slow images (the dependencies, keyed by uv.lock, and PostgreSQL) are kept as `docker save` archives in
@@ -42,6 +43,7 @@ server_key=$(
         find src sdk/src -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum
     } | digest
 )
+checkout_key=$(echo "$REPO" | digest)
 postgres_key=$(cat "$RECIPES/postgres/Dockerfile" "$RECIPES/postgres/entrypoint.sh" <(echo "$base_key") | digest)
 DEPS_IMAGE=dockyard/server-deps:$deps_key
 SERVER_IMAGE=dockyard/server:$server_key
@@ -106,8 +108,20 @@ build_server() {
     "$UV" build --quiet --wheel --all-packages -o "$context/wheels" >/dev/null 2>&1 ||
         "$UV" build --wheel --all-packages -o "$context/wheels" || die "building the wheels failed"
     cp "$RECIPES/server/Dockerfile" "$context/Dockerfile"
-    docker_build "$1" --build-arg "DEPS=$DEPS_IMAGE" --label "dockyard.deps=$deps_key" "$context"
+    docker_build "$1" --build-arg "DEPS=$DEPS_IMAGE" --label "dockyard.deps=$deps_key" \
+        --label "dockyard.checkout=$checkout_key" "$context"
     rm -rf "$context"
+    drop_older_servers "$1"
+}
+
+# The server images this checkout built before (one per change of its sources), unless a container still uses
+# one (`docker image rm` without force refuses): other checkouts' images on this engine are theirs to keep.
+drop_older_servers() {
+    local image
+    for image in $(docker image ls --filter "label=dockyard.checkout=$checkout_key" \
+        --format '{{.Repository}}:{{.Tag}}' dockyard/server); do
+        [[ $image == "$1" ]] || docker image rm "$image" >/dev/null 2>&1 || true
+    done
 }
 
 mkdir -p "$CACHE"
