@@ -6,13 +6,17 @@
     .venv/bin/python bench/agents.py --ttl 1m        # each workspace's TTL (default 2m for 10, 5m for 50, 10m for 200)
 
 Needs a running Docker engine and the base image. Per fleet size N, in one run:
-- baseline: N bare `docker run -d` of the base image + `docker exec … true`, at a concurrency of N;
+- baseline: N bare `docker run -d` of the base image + `docker exec … true`, at a concurrency of N (the issue's);
+- the same task by hand: N bare containers of the image, each cloning, branching, editing, testing, committing
+  and pushing through `docker exec` against the same git host, at a concurrency of N: what the fleet's work
+  costs without Dockyard (no agent, reports, brokered credential or git proxy);
 - N agents at once, each: (1) create a workspace as the brief prints it (`curl -d '{…}'`: a JSON body with curl's
   default form content type, `rich_parameters` with `repo`, `branch` and a TTL as a string) from a template with a
   `git:` section, so that (2) the agent clones the repository and makes the task branch before the workspace is
   ready; (3) report the task `working`, edit a file and run the project's tests through exec; (4) commit and push
   the branch, then `dockyard-agent report done` with a link; (5) the TTL deletes the workspace.
-Prints creates/s, time to ready p50/p95 and all ready against the baseline (issue 12 target <= 1.5), where the
+Prints creates/s, time to ready p50/p95 and all ready against the baseline (issue 12 target <= 1.5), and
+against the same task by hand (all ready against all cloned, all five steps against all pushed, host CPU), where the
 time to ready went (the server's own timestamps), exec (tests) and push p50, failures, the host's CPU time per
 agent against a bare run's (on a saturated host the fleet's time follows it), the server's CPU and peak RSS,
 and once every TTL has run out: workspaces left and this deployment's containers, volumes and networks left
@@ -52,6 +56,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import provision  # noqa: E402
 from provision import (  # noqa: E402
+    BASELINE,
     IMAGE,
     bare_parallel_cpu,
     cpu_seconds,
@@ -188,6 +193,34 @@ class Fleet:
     failures: list[str] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     done_at: list[float] = field(default_factory=list)
+
+
+def bare_task(gitserver: GitServer, index: int, run: str) -> tuple[float, float]:
+    """One agent's task by hand, for the second baseline: a bare container of the same image, then the same
+    steps through `docker exec` (clone and branch, edit and test, commit and push to the same git host); its
+    times to cloned and to pushed. What Dockyard adds is left out: no agent, no task reports, no brokered
+    credential (it is in the clone's URL), no git proxy, no workspace network (the host's, to reach the git host
+    on loopback: a start without a network namespace to make, cheaper than the first baseline's bridge)."""
+    started = time.perf_counter()
+    container = docker("run", "-d", "--label", BASELINE, "--network", "host", IMAGE, "sleep", "infinity")
+    url = gitserver.repo.replace("http://", f"http://{GIT_USER}:{GIT_PASSWORD}@")
+    clone = f"git clone -q {url} ~/project && cd ~/project && git checkout -q -b bare-{run}-{index}"
+    docker("exec", container, "sh", "-c", clone)
+    cloned = time.perf_counter() - started
+    for command in (EDIT_AND_TEST, COMMIT_AND_PUSH):
+        docker("exec", container, "sh", "-c", command)
+    return cloned, time.perf_counter() - started
+
+
+def bare_tasks(gitserver: GitServer, size: int, run: str) -> tuple[float, float, float]:
+    """`size` bare tasks at once: the wall times until all were cloned and all pushed, and the host's CPU time
+    per task (before their removal)."""
+    cpu = host_cpu_seconds()
+    with ThreadPoolExecutor(size) as pool:
+        times = list(pool.map(lambda index: bare_task(gitserver, index, run), range(size)))
+    cpu = host_cpu_seconds() - cpu
+    remove_baseline()
+    return max(t[0] for t in times), max(t[1] for t in times), cpu / size
 
 
 def brief_create(http: httpx.Client, index: int, run: str, repo: str, ttl_minutes: str) -> str:
@@ -334,6 +367,13 @@ def fleet_run(
         f"{bare_cpu / size:.2f} s"
     )
     run = uuid.uuid4().hex[:6]
+    task_cloned, task_pushed, task_cpu = bare_tasks(gitserver, size, run)
+    report(
+        f"{size} bare docker run + the same task by docker exec (clone and branch, edit and test, commit and "
+        f"push; the host's network, the credential in the URL) at a concurrency of {size}: all cloned "
+        f"{task_cloned:.2f} s, all pushed {task_pushed:.2f} s; "
+        f"host CPU per task {task_cpu:.2f} s"
+    )
     fleet = Fleet()
     http = httpx.Client(
         base_url=client.url,
@@ -387,6 +427,13 @@ def fleet_run(
         f"{server_cpu:.2f} s; server peak RSS {rss_peak_mb(pid):.0f} MB; task branches on the git server: "
         f"{gitserver.branches()}"
     )
+    if fleet.ready and fleet.pushes:
+        # Not the issue's target: how Dockyard compares with the same work done by hand in bare containers.
+        report(
+            f"  against the same task by hand: all ready {all_ready / task_cloned:.2f}x all cloned, all five "
+            f"steps {all_done / task_pushed:.2f}x all pushed, host CPU per agent {fleet_cpu / task_cpu:.2f}x "
+            "per task"
+        )
     for failure in fleet.failures[:5]:
         report(f"  failure: {failure}")
     if fleet.failures or ratio > 1.5:
