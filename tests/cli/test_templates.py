@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dockyard.cli import config
+from dockyard.cli.errors import CliError
+from dockyard.cli.templates import _extract
 from dockyard_sdk import ApiError
 from dockyard_sdk import models as m
 from tests.cli.conftest import Cli, Golden
@@ -238,6 +242,93 @@ def test_push_needs_an_existing_folder(logged_in: Cli, tmp_path: Path) -> None:
 
 
 # --- list / show / versions ---------------------------------------------------------------------------------
+
+
+# --- pull ---------------------------------------------------------------------------------------------------
+
+
+def test_pull_writes_the_versions_files(logged_in: Cli, folder: Path, h: Harness, tmp_path: Path) -> None:
+    (folder / "setup.sh").write_text("#!/bin/sh\necho hi\n")
+    (folder / "setup.sh").chmod(0o755)
+    (folder / "conf").mkdir()
+    (folder / "conf/app.ini").write_text("[app]\n")
+    logged_in.ok("templates", "push", str(folder))
+    logged_in.ok("templates", "push", str(_folder(tmp_path / "second", description="second")))
+
+    active = logged_in.ok("templates", "pull", "tmpl", str(tmp_path / "out"))
+    assert active.stderr == f"Pulled tmpl v2 into {tmp_path / 'out'} (1 files)\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dockyard.yaml"]
+    assert "second" in (tmp_path / "out/dockyard.yaml").read_text()
+
+    first = logged_in.ok("templates", "pull", "tmpl", str(tmp_path / "v1"), "--version", "v1")
+    assert first.stderr == f"Pulled tmpl v1 into {tmp_path / 'v1'} (3 files)\n"
+    assert (tmp_path / "v1/setup.sh").read_text() == "#!/bin/sh\necho hi\n"
+    assert (tmp_path / "v1/setup.sh").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "v1/conf/app.ini").read_text() == "[app]\n"
+    assert "second" not in (tmp_path / "v1/dockyard.yaml").read_text()
+
+
+def test_pull_never_writes_into_a_folder_that_is_not_empty_unless_told(
+    logged_in: Cli, folder: Path, tmp_path: Path
+) -> None:
+    logged_in.ok("templates", "push", str(folder))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    refused = logged_in("templates", "pull", "tmpl", str(out))
+    assert (refused.exit_code, refused.stdout) == (1, "")
+    assert (
+        refused.stderr
+        == f"error: {out} is not empty.\nhint: pull into a new folder, or pass --force to write into it\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    logged_in.ok("templates", "pull", "tmpl", str(out), "--force")
+    assert sorted(p.name for p in out.iterdir()) == ["dockyard.yaml", "mine.txt"]
+    missing = logged_in("templates", "pull", "nope", str(tmp_path / "x"))
+    assert (missing.exit_code, missing.stderr.splitlines()[0]) == (1, "error: Template 'nope' not found.")
+    assert not (tmp_path / "x").exists()
+
+
+def test_pull_writes_the_lockfile_the_push_pinned_oci_features_in(
+    logged_in: Cli, h: Harness, registry: str, tmp_path: Path
+) -> None:
+    """The lockfile the server wrote at push comes down with the files: commit it, and the repository pins
+    the same features for the devcontainer CLI and for the next push."""
+    ref = f"{registry}/features/hello:1"
+    config_json = json.dumps({"image": "dockyard/base:bookworm", "features": {ref: {}}})
+    manifest = manifest_yaml(name="dc", image=None, devcontainer=".devcontainer/devcontainer.json")
+    h.admin.create_template(
+        tar_gz({"dockyard.yaml": manifest, ".devcontainer/devcontainer.json": config_json})
+    )
+    logged_in.ok("templates", "pull", "dc", str(tmp_path / "dc"))
+    lock = json.loads((tmp_path / "dc/.devcontainer/devcontainer-lock.json").read_text())
+    assert list(lock["features"]) == [ref]
+    assert lock["features"][ref]["resolved"].startswith(f"{registry}/features/hello@sha256:")
+    # Pushed back as pulled: the same content, the same version.
+    again = logged_in.ok("templates", "push", str(tmp_path / "dc"))
+    assert again.stderr == "Template dc unchanged, already v1\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "link"),
+    [
+        ("../evil", tarfile.REGTYPE, ""),
+        ("/etc/evil", tarfile.REGTYPE, ""),
+        ("ok", tarfile.SYMTYPE, "../../x"),
+    ],
+)
+def test_pull_writes_nothing_outside_the_folder_whatever_the_archive_holds(
+    tmp_path: Path, name: str, kind: bytes, link: str
+) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(CliError) as refused:
+        _extract(buffer.getvalue(), tmp_path / "out" / "in")
+    assert "stopped there" in refused.value.message
+    assert [p.name for p in (tmp_path / "out").rglob("*")] == ["in"]
 
 
 def test_list_table(logged_in: Cli, h: Harness, golden: Golden) -> None:

@@ -1,13 +1,17 @@
-"""`dockyard templates push | list | show | versions`."""
+"""`dockyard templates push | pull | list | show | versions`."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import posixpath
+import tarfile
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 import typer
 
 from dockyard.cli import config, output
+from dockyard.cli.errors import CliError
 from dockyard.cli.output import Column, OutputFormat, OutputOption
 from dockyard_sdk import ApiError, Client
 from dockyard_sdk import models as m
@@ -82,6 +86,85 @@ def _push_summary(
     if activate:
         return f"{template.name}: content matches {version.name}, which is now the active version"
     return f"{template.name}: content matches {version.name}; the active version is still {active}"
+
+
+@app.command("pull")
+def pull(
+    template: TemplateArg,
+    destination: Annotated[
+        Path | None, typer.Argument(metavar="[DIR]", help="Where to write the files; default: ./NAME.")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="A version (v3, or its id); default: the active one.")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Write into a folder that is not empty (the version's files replace theirs)."
+        ),
+    ] = False,
+) -> None:
+    """Write a version's files into a folder, as the server stores them: the dev container lockfile that
+    pins its features included, and for a configuration fetched from a repository, that configuration."""
+    with config.session() as client:
+        found = client.get_template(template)
+        ref = version or found.active_version_id
+        if not ref:
+            raise CliError(f"Template {found.name} has no active version.", hint="name one with --version")
+        chosen = client.get_template_version(found.id, ref)
+        data = client.get_template_archive(found.id, chosen.id)
+    target = destination or Path(found.name)
+    if target.exists() and not target.is_dir():
+        raise CliError(f"{target} is not a folder.")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise CliError(
+            f"{target} is not empty.", hint="pull into a new folder, or pass --force to write into it"
+        )
+    count = _extract(data, target)
+    output.message(f"Pulled {found.name} {chosen.name} into {target} ({count} files)")
+
+
+def _extract(data: bytes, target: Path) -> int:
+    """The archive's files and links under `target`; nothing outside it, whatever the archive holds (the
+    server checked it at push, but a pull trusts no archive) or the folder already holds (a link, with
+    --force). Returns how many were written."""
+    target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
+    count = 0
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        for member in tar:
+            parts = PurePosixPath(member.name).parts
+            if not parts or member.name.startswith("/") or ".." in parts:
+                raise CliError(
+                    f"The archive holds a path outside the template: {member.name!r}; stopped there."
+                )
+            path = target.joinpath(*parts)
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.resolve().is_relative_to(root):
+                raise CliError(f"{path.parent} leads outside {target}; stopped there.")
+            if path.is_symlink():
+                path.unlink()
+            if member.issym():
+                inside = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+                if member.linkname.startswith("/") or inside == ".." or inside.startswith("../"):
+                    raise CliError(
+                        f"The archive's link {member.name!r} leads outside the template; stopped there."
+                    )
+                path.unlink(missing_ok=True)
+                path.symlink_to(member.linkname)
+            elif member.isreg():
+                handle = tar.extractfile(member)
+                path.write_bytes(handle.read() if handle is not None else b"")
+                path.chmod(0o755 if member.mode & 0o111 else 0o644)
+            else:
+                raise CliError(
+                    f"The archive holds {member.name!r}, neither a file nor a link; stopped there."
+                )
+            count += 1
+    return count
 
 
 @app.command("list")
