@@ -331,6 +331,25 @@ def test_pull_writes_nothing_outside_the_folder_whatever_the_archive_holds(
     assert [p.name for p in (tmp_path / "out").rglob("*")] == ["in"]
 
 
+def test_pull_follows_no_link_the_folder_already_holds(tmp_path: Path) -> None:
+    """Under --force the folder may hold a link to elsewhere: a path through it is refused before any folder
+    is made through it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "sub").symlink_to(outside)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("sub/new/x")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(CliError) as refused:
+        _extract(buffer.getvalue(), target)
+    assert refused.value.message == f"{target / 'sub/new'} leads outside {target}; stopped there."
+    assert list(outside.iterdir()) == []
+
+
 def test_list_table(logged_in: Cli, h: Harness, golden: Golden) -> None:
     h.template(name="python", description="Python 3.12 with uv")
     h.template(name="go", description="Go [1.23] toolchain")  # brackets must not be read as markup

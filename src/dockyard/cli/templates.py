@@ -139,12 +139,12 @@ def _extract(data: bytes, target: Path) -> int:
                     f"The archive holds a path outside the template: {member.name!r}; stopped there."
                 )
             path = target.joinpath(*parts)
+            folder = path if member.isdir() else path.parent
+            if not _lands_inside(folder, root):
+                raise CliError(f"{folder} leads outside {target}; stopped there.")
+            folder.mkdir(parents=True, exist_ok=True)
             if member.isdir():
-                path.mkdir(parents=True, exist_ok=True)
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.parent.resolve().is_relative_to(root):
-                raise CliError(f"{path.parent} leads outside {target}; stopped there.")
             if path.is_symlink():
                 path.unlink()
             if member.issym():
@@ -165,6 +165,15 @@ def _extract(data: bytes, target: Path) -> int:
                 )
             count += 1
     return count
+
+
+def _lands_inside(folder: Path, root: Path) -> bool:
+    """Whether making `folder` (and writing in it) stays under `root`: the deepest part of it that exists
+    already, a link included, decides where the rest would land."""
+    existing = folder
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    return existing.resolve().is_relative_to(root)
 
 
 @app.command("list")
