@@ -7,14 +7,14 @@
 
 Needs a running Docker engine and the base image. Per fleet size N, in one run:
 - baseline: N bare `docker run -d` of the base image + `docker exec … true`, at a concurrency of N (the issue's);
-- the same task by hand: N bare containers of the image, each cloning, branching, editing, testing, committing
-  and pushing through `docker exec` against the same git host, at a concurrency of N: what the fleet's work
-  costs without Dockyard (no agent, reports, brokered credential or git proxy);
 - N agents at once, each: (1) create a workspace as the brief prints it (`curl -d '{…}'`: a JSON body with curl's
   default form content type, `rich_parameters` with `repo`, `branch` and a TTL as a string) from a template with a
   `git:` section, so that (2) the agent clones the repository and makes the task branch before the workspace is
   ready; (3) report the task `working`, edit a file and run the project's tests through exec; (4) commit and push
-  the branch, then `dockyard-agent report done` with a link; (5) the TTL deletes the workspace.
+  the branch, then `dockyard-agent report done` with a link; (5) the TTL deletes the workspace;
+- once the TTLs have run out, the same task by hand: N bare containers of the image, each cloning, branching,
+  editing, testing, committing and pushing through `docker exec` against the same git host, at a concurrency
+  of N: what the fleet's work costs without Dockyard (no agent, reports, brokered credential or git proxy).
 Prints creates/s, time to ready p50/p95 and all ready against the baseline (issue 12 target <= 1.5), and
 against the same task by hand (all ready against all cloned, all five steps against all pushed, host CPU), where the
 time to ready went (the server's own timestamps), exec (tests) and push p50, failures, the host's CPU time per
@@ -144,9 +144,12 @@ class GitServer:
         git("commit", "-qm", "project", cwd=seed)
         git("push", "-q", "origin", "HEAD:main", cwd=seed)
         self.bare = bare
+        # The same project for the tasks done by hand: their branches never reach the fleet's clones.
+        git("clone", "-q", "--bare", str(bare), str(root / "by-hand.git"))
         port = provision.free_port()
         self.host = f"127.0.0.1:{port}"
         self.repo = f"http://{self.host}/app.git"
+        self.by_hand = f"http://{GIT_USER}:{GIT_PASSWORD}@{self.host}/by-hand.git"
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -197,14 +200,16 @@ class Fleet:
 
 def bare_task(gitserver: GitServer, index: int, run: str) -> tuple[float, float]:
     """One agent's task by hand, for the second baseline: a bare container of the same image, then the same
-    steps through `docker exec` (clone and branch, edit and test, commit and push to the same git host); its
-    times to cloned and to pushed. What Dockyard adds is left out: no agent, no task reports, no brokered
-    credential (it is in the clone's URL), no git proxy, no workspace network (the host's, to reach the git host
-    on loopback: a start without a network namespace to make, cheaper than the first baseline's bridge)."""
+    steps through `docker exec` (clone and branch, edit and test, commit and push to the same git host, to a
+    copy of the repository whose branches the fleet's clones never see); its times to cloned and to pushed.
+    What Dockyard adds is left out: no agent, no task reports, no brokered credential (it is in the clone's
+    URL), no git proxy, no workspace network (the host's, to reach the git host on loopback: a start without a
+    network namespace to make, cheaper than the first baseline's bridge)."""
     started = time.perf_counter()
     container = docker("run", "-d", "--label", BASELINE, "--network", "host", IMAGE, "sleep", "infinity")
-    url = gitserver.repo.replace("http://", f"http://{GIT_USER}:{GIT_PASSWORD}@")
-    clone = f"git clone -q {url} ~/project && cd ~/project && git checkout -q -b bare-{run}-{index}"
+    clone = (
+        f"git clone -q {gitserver.by_hand} ~/project && cd ~/project && git checkout -q -b bare-{run}-{index}"
+    )
     docker("exec", container, "sh", "-c", clone)
     cloned = time.perf_counter() - started
     for command in (EDIT_AND_TEST, COMMIT_AND_PUSH):
@@ -367,13 +372,6 @@ def fleet_run(
         f"{bare_cpu / size:.2f} s"
     )
     run = uuid.uuid4().hex[:6]
-    task_cloned, task_pushed, task_cpu = bare_tasks(gitserver, size, run)
-    report(
-        f"{size} bare docker run + the same task by docker exec (clone and branch, edit and test, commit and "
-        f"push; the host's network, the credential in the URL) at a concurrency of {size}: all cloned "
-        f"{task_cloned:.2f} s, all pushed {task_pushed:.2f} s; "
-        f"host CPU per task {task_cpu:.2f} s"
-    )
     fleet = Fleet()
     http = httpx.Client(
         base_url=client.url,
@@ -427,13 +425,6 @@ def fleet_run(
         f"{server_cpu:.2f} s; server peak RSS {rss_peak_mb(pid):.0f} MB; task branches on the git server: "
         f"{gitserver.branches()}"
     )
-    if fleet.ready and fleet.pushes:
-        # Not the issue's target: how Dockyard compares with the same work done by hand in bare containers.
-        report(
-            f"  against the same task by hand: all ready {all_ready / task_cloned:.2f}x all cloned, all five "
-            f"steps {all_done / task_pushed:.2f}x all pushed, host CPU per agent {fleet_cpu / task_cpu:.2f}x "
-            "per task"
-        )
     for failure in fleet.failures[:5]:
         report(f"  failure: {failure}")
     if fleet.failures or ratio > 1.5:
@@ -454,6 +445,20 @@ def fleet_run(
     )
     if left or any(objects.values()):
         missed.append(f"{size} agents leftovers")
+    # Not the issue's target: the same work done by hand in bare containers. Run last, on a host the fleet has
+    # left, so that neither run starts in the other's wake.
+    task_cloned, task_pushed, task_cpu = bare_tasks(gitserver, size, run)
+    report(
+        f"{size} bare docker run + the same task by docker exec (clone and branch, edit and test, commit and "
+        f"push; the host's network, the credential in the URL) at a concurrency of {size}: all cloned "
+        f"{task_cloned:.2f} s, all pushed {task_pushed:.2f} s; host CPU per task {task_cpu:.2f} s"
+    )
+    if fleet.ready and fleet.pushes:
+        report(
+            f"  {size} agents against the same task by hand: all ready {all_ready / task_cloned:.2f}x all "
+            f"cloned, all five steps {all_done / task_pushed:.2f}x all pushed, host CPU per agent "
+            f"{fleet_cpu / task_cpu:.2f}x per task"
+        )
 
 
 def default_ttl(sizes: list[int]) -> int:
