@@ -244,8 +244,9 @@ def _needed(tree: _Checkout, plan: plans.Plan) -> list[str]:
         folders.append(plan.context)
     folders += [feature.folder for feature in plan.features]
     wanted = {plan.config_file}
-    if lockfile.path_for(plan.config_file) in tree:
-        wanted.add(lockfile.path_for(plan.config_file))
+    lock = lockfile.path_for(plan.config_file)
+    if lock in tree:
+        wanted.add(lock)
     for folder in folders:
         if folder is None:
             continue  # `.devcontainer.json` at the top: its folder is the whole repository

@@ -100,15 +100,9 @@ def render(pins: Mapping[str, Pin]) -> bytes:
 
 def current(files: Mapping[str, bytes], config_file: str, pins: Mapping[str, Pin]) -> bytes | None:
     """The lockfile the configuration's files should hold, or None when they hold it already (or need none).
-    Entries are compared, not bytes: a repository's own lockfile is kept as written while it pins the same."""
-    path = path_for(config_file)
-    data = files.get(path)
-    if data is None:
+    Pins are compared, not bytes: a repository's own lockfile is kept as written while it pins the same."""
+    if path_for(config_file) not in files:
         return render(pins) if pins else None
-    try:
-        document = json.loads(data.decode("utf-8"))
-        entries = document["features"]
-        held = {key: entries[key]["resolved"] for key in entries if oci.parse(key) is not None}
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-        held = None
-    return None if held == {key: pin.resolved for key, pin in pins.items()} else render(pins)
+    held, problems = read(files, config_file)
+    wanted = {key: pin.integrity for key, pin in pins.items()}
+    return None if not problems and held == wanted else render(pins)
