@@ -92,6 +92,8 @@ TEMPLATE = {
         "branch": "{{ parameters.branch }}",
         "path": "project",
         "push": "task-branch",
+        # One fetch by the server for many starts, as a fleet on one repository wants (gitauth/mirrors.py).
+        "mirror": True,
     },
     "startup_script": "test -d ~/project/.git",
     "lifetime": {"ttl": "{{ parameters.ttl_minutes }}m", "on_ttl": "delete"},

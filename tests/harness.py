@@ -12,6 +12,8 @@ import hashlib
 import io
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,13 @@ from typing import Any
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from dockyard.api.app import create_app
 from dockyard.config import Settings
 from dockyard.runtimes.base import Runtime
+from dockyard.runtimes.docker import DockerRuntime
+from dockyard.store.models import Workspace
 from dockyard_sdk import ApiError, Client
 from dockyard_sdk import models as m
 from tests.fakes import FakeRuntime
@@ -164,6 +169,7 @@ def make_harness(
     egress_proxy_port: int = 3128,
     egress_intercept_port: int = 3129,
     outbound_deny: list[str] | None = None,
+    git_mirrors: bool = True,
 ) -> Harness:
     """A server on `database_url` with a fake runtime unless one is given; the lifecycle loop is slow by
     default so tests drive it with `h.app.state.background.tick()`."""
@@ -192,6 +198,7 @@ def make_harness(
         egress_proxy_port=egress_proxy_port,
         egress_intercept_port=egress_intercept_port,
         outbound_deny=outbound_deny or [],
+        git_mirrors=git_mirrors,
     )
     runtime = runtime or FakeRuntime()
     app = create_app(settings, runtime=runtime)
@@ -203,3 +210,22 @@ def make_harness(
     return Harness(
         app=app, settings=settings, data_dir=data_dir, admin=admin, runtime=runtime, lifespan=lifespan
     )
+
+
+@contextmanager
+def docker_harness(
+    tmp_path: Path, database_url: str, *, subnet_pool: str, ready_timeout: float = 60, **options: Any
+) -> Iterator[Harness]:
+    """`make_harness(**options)` whose workspaces run on the real Docker engine, networks from `subnet_pool` (one
+    of the test's own); every workspace it made is deleted afterwards."""
+    runtime = DockerRuntime(subnet_pool=subnet_pool, ready_timeout=ready_timeout)
+    harness = make_harness(tmp_path, database_url, runtime=runtime, **options)
+    try:
+        yield harness
+    finally:
+        with harness.app.state.sessions() as db:
+            ids = list(db.scalars(select(Workspace.id)))
+        harness.close()
+        for workspace_id in ids:
+            runtime.delete(workspace_id, lambda line: None)
+        runtime.close()

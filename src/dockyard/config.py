@@ -96,6 +96,8 @@ class Settings:
     metrics_token: str = ""
     # Start even when the data dir is open to other local users (loudly warned about at every start).
     allow_open_data_dir: bool = False
+    # Workspaces clone their repository from a mirror this process fetches (gitauth/mirrors.py).
+    git_mirrors: bool = True
 
     @property
     def agent_dir(self) -> Path:
@@ -111,6 +113,11 @@ class Settings:
     def disks_dir(self) -> Path:
         """The workspaces' size-limited home disks (sparse images, so this file system bounds their sum)."""
         return self.data_dir / "disks"
+
+    @property
+    def git_mirrors_dir(self) -> Path:
+        """The git mirrors of this process's workspaces, one folder per owner and repository."""
+        return self.data_dir / "git-mirrors"
 
     @property
     def outbound(self) -> OutboundPolicy:

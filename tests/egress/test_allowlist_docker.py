@@ -24,13 +24,11 @@ from typing import Any
 import docker
 import pytest
 import yaml
-from sqlalchemy import select
 
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.naming import bridge_name, container_name, network_name
-from dockyard.store.models import Workspace
 from dockyard_sdk import models as m
-from tests.harness import BASE_MANIFEST, Harness, make_harness
+from tests.harness import BASE_MANIFEST, Harness, docker_harness
 from tests.security.conftest import chain_rules
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(240)]
@@ -125,17 +123,8 @@ def servers(base_image: str, tmp_path: Path) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def dh(tmp_path: Path, database_url: str, servers: dict[str, str]) -> Iterator[Harness]:
-    runtime = DockerRuntime(subnet_pool="10.238.0.0/16", ready_timeout=60)
-    harness = make_harness(tmp_path, database_url, runtime=runtime, egress_hosts=servers)
-    try:
+    with docker_harness(tmp_path, database_url, subnet_pool="10.238.0.0/16", egress_hosts=servers) as harness:
         yield harness
-    finally:
-        with harness.app.state.sessions() as db:
-            ids = list(db.scalars(select(Workspace.id)))
-        harness.close()
-        for workspace_id in ids:
-            runtime.delete(workspace_id, lambda line: None)
-        runtime.close()
 
 
 def test_an_allowlist_workspace_goes_out_only_through_the_proxy_and_every_attempt_is_logged(

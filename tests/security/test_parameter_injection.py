@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from dockyard.runtimes.docker import DockerRuntime
-from dockyard.store.models import Workspace
 from dockyard.templates import builtin, manifest, render
 from dockyard.templates.archive import from_directory
 from dockyard_sdk import ApiError
 from dockyard_sdk import models as m
-from tests.harness import Harness, make_harness
+from tests.harness import Harness, docker_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -47,17 +45,10 @@ HOSTILE = [
 @pytest.fixture
 def sh(tmp_path: Path, database_url: str, engine: DockerRuntime, base_image: str) -> Iterator[Harness]:
     """A harness with the built-in templates whose workspaces run on the real Docker engine."""
-    runtime = DockerRuntime(subnet_pool="10.231.0.0/16", ready_timeout=30)
-    harness = make_harness(tmp_path, database_url, runtime=runtime, builtin_templates=True)
-    try:
+    with docker_harness(
+        tmp_path, database_url, subnet_pool="10.231.0.0/16", ready_timeout=30, builtin_templates=True
+    ) as harness:
         yield harness
-    finally:
-        with harness.app.state.sessions() as db:
-            ids = list(db.scalars(select(Workspace.id)))
-        harness.close()
-        for workspace_id in ids:
-            runtime.delete(workspace_id, lambda line: None)
-        runtime.close()
 
 
 def _started(h: Harness, template: str, name: str, parameters: dict[str, Any]) -> m.Workspace:

@@ -386,6 +386,11 @@ class GitSpec(_Strict):
     push: GitPush = GitPush.ANY
     """`task-branch`: the credential never enters the workspace; its git goes through Dockyard's git proxy,
     which refuses pushes to any ref but `refs/heads/<branch>`."""
+    mirror: bool = False
+    """Clone an http(s) repository from a mirror that the server fetches once for many starts (with the owner's
+    credential) instead of over the network, for fleets of agents on one repository. Each start still sees the
+    repository as it is then. Pushes and later fetches go to the repository itself. Docker runtime only:
+    elsewhere, or when the server cannot fetch it, the workspace clones over the network."""
 
 
 class DevcontainerRepo(_Strict):

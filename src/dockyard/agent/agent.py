@@ -208,6 +208,8 @@ EOF = 5
 
 _HEADER = struct.Struct(">BI")
 MAX_FRAME = 1 << 20
+# The longest a clone waits for the server's fetch of its repository's mirror before it clones over the network.
+GIT_MIRROR_WAIT = 120.0
 CHUNK = 256 * 1024
 # Outbound bytes a connection may hold before the sender waits for the peer to read.
 HIGH_WATER = 1 << 20
@@ -2011,6 +2013,9 @@ class Agent:
             # Without a terminal git would wait for a password forever; the helper is the only way in.
             "GIT_TERMINAL_PROMPT": "0",
         }
+        mirror = await self._git_mirror(git, os.path.join(self.home, env["DOCKYARD_GIT_PATH"]), timeout)
+        if mirror:
+            env["DOCKYARD_GIT_MIRROR"] = mirror
         code = await self._run_script("git", CLONE_SCRIPT, timeout, env=env, tee=output.append)
         if code == 0:
             return None
@@ -2018,6 +2023,36 @@ class Agent:
             return None, "cloning the repository timed out"
         lines = [line for line in output if line.strip() and not line.startswith("+ ")]
         return code, clone_error(lines, str(git.get("repo", "")))
+
+    async def _git_mirror(self, git: dict[str, Any], path: str, timeout: float) -> str:
+        """The server's mirror of the repository to clone from, once the fetch this start asked for has worked;
+        "" to clone over the network (no mirror, a failed or late fetch, a repository cloned before)."""
+        folder, after = git.get("mirror"), _number(git.get("mirror_after"), 0)
+        if (
+            not isinstance(folder, str)
+            or not folder
+            or not after
+            or os.path.exists(os.path.join(path, ".git"))
+        ):
+            return ""
+        wait = min(GIT_MIRROR_WAIT, timeout) if timeout > 0 else GIT_MIRROR_WAIT
+        deadline = time.monotonic() + wait
+        while os.path.isdir(folder):
+            try:
+                with open(os.path.join(folder, "state.json"), "rb") as file:
+                    state = decode_json(file.read()) or {}
+            except OSError:
+                state = {}
+            if _number(state.get("began"), 0) >= after:
+                if state.get("ok") is True:
+                    return os.path.join(folder, "repo.git")
+                self.warn(f"the server could not fetch its mirror of the repository: {state.get('error')}")
+                return ""
+            if time.monotonic() >= deadline:
+                self.warn(f"the server's mirror of the repository was not fetched within {wait:.0f} s")
+                return ""
+            await asyncio.sleep(0.05)
+        return ""
 
     async def _run_script(
         self,
@@ -2489,6 +2524,30 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> b
 # already has, or a new one from the default branch the clone checked out. Values arrive in the environment,
 # never in the script's text.
 CLONE_SCRIPT = r"""set -e
+# git clone [OPTIONS] -- REPOSITORY WHERE, from the server's mirror of the repository when the agent found it
+# fetched for this start (then pointed at the repository itself), else over the network.
+clone() {
+  where="$1"
+  shift
+  if [ -n "${DOCKYARD_GIT_MIRROR:-}" ]; then
+    # The mirror belongs to the server's user: git reads another user's repository only where the global
+    # configuration says it is safe (GIT_CONFIG_GLOBAL, for this one command; the user's own is included).
+    config="$(mktemp)"
+    printf '[include]\n\tpath = ~/.gitconfig\n[safe]\n\tdirectory = %s\n' "$DOCKYARD_GIT_MIRROR" > "$config"
+    if GIT_CONFIG_GLOBAL="$config" git clone --quiet --no-hardlinks "$@" -- "$DOCKYARD_GIT_MIRROR" "$where" \
+        2>"$config.err"; then
+      rm -f "$config" "$config.err"
+      git -C "$where" remote set-url origin "$DOCKYARD_GIT_REPO"
+      echo "cloned $DOCKYARD_GIT_REPO from the server's mirror"
+      return 0
+    fi
+    # Prefixed, so that a start error quotes the network clone's own words, not these.
+    sed 's/^/mirror: /' "$config.err"
+    rm -f "$config" "$config.err"
+    echo "cloning from the server's mirror failed: cloning $DOCKYARD_GIT_REPO"
+  fi
+  git clone "$@" -- "$DOCKYARD_GIT_REPO" "$where"
+}
 case "$DOCKYARD_GIT_PATH" in
   /*) dir="$DOCKYARD_GIT_PATH" ;;
   *) dir="$HOME/$DOCKYARD_GIT_PATH" ;;
@@ -2498,12 +2557,12 @@ if [ ! -e "$dir/.git" ]; then
     # A folder the image already filled (a dev container's workspace folder): clone beside it, move the
     # repository in and check it out over the files, which the repository's own versions replace.
     tmp="$(mktemp -d)"
-    git clone --no-checkout -- "$DOCKYARD_GIT_REPO" "$tmp/clone"
+    clone "$tmp/clone" --no-checkout
     mv "$tmp/clone/.git" "$dir/.git"
     rm -rf "$tmp"
     git -C "$dir" reset --quiet --hard
   else
-    git clone -- "$DOCKYARD_GIT_REPO" "$dir"
+    clone "$dir"
   fi
 fi
 cd "$dir"

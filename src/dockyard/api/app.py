@@ -45,6 +45,7 @@ from dockyard.config import Settings
 from dockyard.egress import service as egress_service
 from dockyard.events import Bus, Subscription, channels, make_pubsub
 from dockyard.gateway.server import Gateway
+from dockyard.gitauth import mirrors
 from dockyard.lifecycle.leader import make_lease
 from dockyard.lifecycle.runner import Background
 from dockyard.provisioner.sizing import worker_count
@@ -200,6 +201,7 @@ def create_app(
             warm_networks=settings.warm_networks,
             agent_url=settings.agent_url,
             egress=egress_service.start(app.state.sessions, settings),
+            mirrors=mirrors.of(settings),
         )
         background.start()
         app.state.background = background

@@ -37,6 +37,16 @@ OutboundDeny = Annotated[
         show_default=False,
     ),
 ]
+GitMirrors = Annotated[
+    bool,
+    typer.Option(
+        "--git-mirrors/--no-git-mirrors",
+        envvar="DOCKYARD_GIT_MIRRORS",
+        help="Let templates with `git.mirror: true` clone their repository from a mirror this process fetches "
+        "once for many starts (Docker runtime; in the data dir, one per owner and repository). Off: every "
+        "workspace clones over the network.",
+    ),
+]
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
@@ -230,6 +240,7 @@ def server(
         ),
     ] = None,
     outbound_deny: OutboundDeny = None,
+    git_mirrors: GitMirrors = True,
 ) -> None:
     """Run the Dockyard control plane (API server)."""
     import uvicorn
@@ -299,6 +310,7 @@ def server(
         kubernetes_policies_enforced=kubernetes_policies_enforced,
         devcontainer_host_binds=_entries(devcontainer_host_binds),
         outbound_deny=denied,
+        git_mirrors=git_mirrors,
     )
     try:
         host, port = settings.host_port
@@ -395,6 +407,7 @@ def provisioner(
     kubernetes_policies_enforced: kubeflags.PoliciesEnforced = False,
     deployment_id: kubeflags.DeploymentId = "",
     outbound_deny: OutboundDeny = None,
+    git_mirrors: GitMirrors = True,
 ) -> None:
     """Run provisioner workers alone, against the same database as the server."""
     import signal
@@ -402,6 +415,7 @@ def provisioner(
 
     from dockyard import logs
     from dockyard.events import Bus, make_pubsub
+    from dockyard.gitauth import mirrors
     from dockyard.lifecycle.runner import Background
     from dockyard.provisioner.sizing import worker_count
     from dockyard.runtimes.factory import runtime_for
@@ -434,6 +448,7 @@ def provisioner(
         agent_url=agent_url.strip(),
         deployment_id=deployment_id,
         outbound_deny=denied,
+        git_mirrors=git_mirrors,
     )
     # Workspaces this process starts mount the agent from its own data dir (another host's, or a fresh one).
     install_agent(settings.agent_dir)
@@ -471,6 +486,7 @@ def provisioner(
         data_dir=settings.data_dir,
         agent_url=settings.agent_url,
         egress=egress_service.start(sessions, settings),
+        mirrors=mirrors.of(settings),
     )
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

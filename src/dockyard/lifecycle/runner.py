@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dockyard import logs as logging
 from dockyard.egress.service import Egress
 from dockyard.events import Subscription, bus_of, channels
+from dockyard.gitauth.mirrors import Mirrors
 from dockyard.lifecycle import autostart, idle, reconcile, ttl
 from dockyard.lifecycle.leader import FOLLOWER_RETRY, Lease, SingleProcess
 from dockyard.provisioner import idempotency_keys, queue
@@ -47,6 +48,7 @@ class Background:
         lease: Lease | None = None,
         agent_url: str = "",
         egress: Egress | None = None,
+        mirrors: Mirrors | None = None,
     ) -> None:
         # `allowlist` workspaces go out through this process's egress proxy.
         self.egress = egress
@@ -72,6 +74,7 @@ class Background:
         self.prebuild_pool = PrebuildPool(sessions)
         self.sessions = sessions
         self.runtime = runtime
+        self.mirrors = mirrors
         self.workers = workers
         self.reconcile_interval = reconcile_interval
         self.lifecycle = lifecycle
@@ -101,6 +104,7 @@ class Background:
                 self.runtime,
                 name=self.instance.worker_name(name) if self.instance is not None else name,
                 agents=self.agents,
+                mirrors=self.mirrors,
             )
             self._spawn(
                 f"provisioner-{index}",

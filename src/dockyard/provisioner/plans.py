@@ -53,6 +53,7 @@ def git_plan(spec: GitSpec | None, *, workspace: Workspace) -> GitPlan | None:
             branch=formats.git_ref(spec.branch),
             path=spec.path,
             push=(GitPush.TASK_BRANCH if limited else GitPush.ANY).value,
+            mirror=spec.mirror,
         )
     except ValueError as exc:
         return GitPlan(error=f"git: {exc}")

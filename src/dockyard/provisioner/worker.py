@@ -17,9 +17,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from dockyard import logs as logging
 from dockyard.errors import DockyardError
 from dockyard.events import bus_of
+from dockyard.gitauth.broker import repo_origin
+from dockyard.gitauth.credentials import secret_for
+from dockyard.gitauth.mirrors import Mirrors
 from dockyard.provisioner import agents, devcontainer_image, events, logs, plans, queue
 from dockyard.runtimes.base import Canceled, ImageSpec, Observation, Runtime, RuntimeFailure
-from dockyard.runtimes.plan import AgentLink, Egress, LinkKind, WorkspacePlan
+from dockyard.runtimes.plan import (
+    GIT_MIRROR_MOUNT,
+    AgentLink,
+    Egress,
+    ExtraMount,
+    LinkKind,
+    WorkspacePlan,
+)
 from dockyard.store.models import (
     TemplateArchive,
     TemplateVersion,
@@ -110,11 +120,14 @@ class Worker:
         *,
         name: str | None = None,
         agents: AgentDoor | None = None,
+        mirrors: Mirrors | None = None,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
         # None only where no agent can run (unit tests with a fake runtime): the workspace then just sleeps.
         self.agents = agents
+        # None: every workspace clones its repository over the network.
+        self.mirrors = mirrors
         self.name = name or f"{socket.gethostname()}:{threading.get_ident()}"
         self._current: str | None = None
 
@@ -228,6 +241,8 @@ class Worker:
             else:
                 ctx.stage = "render"
                 plan = self._render(db, build, capabilities.agent_links)
+                if capabilities.git_mirrors:
+                    plan = self._ask_mirror(db, build, plan)
                 build.plan = plan.stored()
                 db.commit()
             archive = b""
@@ -239,6 +254,10 @@ class Worker:
                 stored = db.get(TemplateArchive, plan.content_hash)
                 archive = stored.data if stored is not None else b""
             agents.reset(db, plan.workspace_id, build.id)
+            mirrored = self._mirror_host(plan) if capabilities.git_mirrors else None
+            credential = secret_for(db, plan.owner_id, mirrored) if mirrored else None
+        if mirrored:
+            plan = self._mirror(plan, credential)
         refusal = capabilities.refusal(plan)
         if refusal:
             raise RuntimeFailure(refusal)
@@ -295,6 +314,40 @@ class Worker:
             yield heard
         finally:
             subscription.cancel()
+
+    def _ask_mirror(self, db: Session, build: WorkspaceBuild, plan: WorkspacePlan) -> WorkspacePlan:
+        """The plan with its clone asking for the server's mirror of the repository, where one can serve it."""
+        git = plan.agent.git if plan.agent is not None else None
+        workspace = db.get(Workspace, build.workspace_id)
+        if (
+            self.mirrors is None
+            or git is None
+            or not git.mirror
+            or git.error
+            or repo_origin(git.repo) is None
+            # A warm pool member clones after its claim, with its owner's credential (tunnel/claims.py).
+            or (workspace is not None and workspace.prebuild_preset is not None)
+        ):
+            return plan
+        assert plan.agent is not None
+        git = git.model_copy(update={"mirror_after": time.time()})
+        return plan.model_copy(update={"agent": plan.agent.model_copy(update={"git": git})})
+
+    def _mirror_host(self, plan: WorkspacePlan) -> str | None:
+        """The repository's host when the plan's clone asks for a mirror this worker keeps."""
+        git = plan.agent.git if plan.agent is not None else None
+        origin = repo_origin(git.repo) if git is not None and git.mirror_after else None
+        return origin[1] if origin is not None and self.mirrors is not None else None
+
+    def _mirror(self, plan: WorkspacePlan, credential: tuple[str, str] | None) -> WorkspacePlan:
+        """Start the mirror's fetch for this start and mount the mirror; the agent waits for the fetch."""
+        assert self.mirrors is not None
+        git = plan.agent.git if plan.agent is not None else None
+        assert git is not None
+        folder = self.mirrors.folder(plan.owner_id, git.repo)
+        self.mirrors.refresh(folder, git.repo, after=git.mirror_after, credential=credential)
+        mount = ExtraMount(target=GIT_MIRROR_MOUNT, host_path=str(folder), read_only=True)
+        return plan.model_copy(update={"mounts": (*plan.mounts, mount)})
 
     def _devcontainer_image(
         self, ctx: BuildContext, devcontainer: DevcontainerPlan, files: TemplateFiles, *, template: str

@@ -23,6 +23,8 @@ from dockyard_sdk.egress import EntryKind, parse_entry
 # `unix_socket` link finds its private link folder (the hub's socket and the agent's token).
 AGENT_MOUNT = "/run/dockyard"
 LINK_MOUNT = f"{AGENT_MOUNT}/link"
+# Where a workspace finds the server's mirror of its repository (gitauth/mirrors.py), read-only.
+GIT_MIRROR_MOUNT = "/run/dockyard-git-mirror"
 SOCKET_NAME = "hub.sock"
 TOKEN_NAME = "token"  # noqa: S105 - a file name
 # How a workspace runs the agent (the folder is mounted read-only at /run/dockyard): as a module, so that Python
@@ -127,6 +129,11 @@ class GitPlan(_Frozen):
     # which holds the credential and refuses pushes to any other ref (gitauth/proxy.py).
     push: str = "any"
     error: str = ""
+    # The template asks for a clone from the server's mirror of the repository (gitauth/mirrors.py).
+    mirror: bool = False
+    # When the start asked the server to fetch its mirror (a time.time()); 0 when it did not. The agent clones
+    # from the mirror once a fetch that began at or after it has worked.
+    mirror_after: float = 0.0
 
     @property
     def proxied(self) -> bool:
@@ -135,7 +142,8 @@ class GitPlan(_Frozen):
     def welcome(self) -> dict[str, Any]:
         if self.error:
             return {"error": self.error}
-        return {"repo": self.repo, "branch": self.branch, "path": self.path, "proxy": self.proxied}
+        mirror = {"mirror": GIT_MIRROR_MOUNT, "mirror_after": self.mirror_after} if self.mirror_after else {}
+        return {"repo": self.repo, "branch": self.branch, "path": self.path, "proxy": self.proxied, **mirror}
 
 
 class AgentPlan(_Frozen):
@@ -258,6 +266,8 @@ class Capabilities(_Frozen):
     bridged_egress: bool = False
     # `WorkspacePlan.mounts`: extra named volumes and allowed host folders.
     extra_mounts: bool = False
+    # A host folder of the server's data dir can be mounted into a workspace: git mirrors (gitauth/mirrors.py).
+    git_mirrors: bool = False
 
     def refusal(self, plan: WorkspacePlan) -> str:
         """Why this runtime cannot run `plan` as written, or "" when it can."""

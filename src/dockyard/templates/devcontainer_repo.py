@@ -11,7 +11,6 @@ keeps out of the ranges the server does not connect to for its users: git is pin
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -25,9 +24,10 @@ from sqlalchemy.orm import Session
 from dockyard import yamlload
 from dockyard.accounts.actor import Actor
 from dockyard.errors import DockyardError, Validation, ValidationFailed
+from dockyard.gitauth import fetching
 from dockyard.gitauth.broker import repo_origin
 from dockyard.gitauth.credentials import hint, secret_for
-from dockyard.outbound import OutboundDenied, OutboundPolicy, resolve_checked
+from dockyard.outbound import OutboundDenied, OutboundPolicy
 from dockyard.templates import archive
 from dockyard.templates.archive import MANIFEST, TemplateFile, TemplateFiles
 from dockyard.templates.devcontainer import discovery, lockfile
@@ -135,30 +135,11 @@ def _fetch(
     outbound: OutboundPolicy,
 ) -> str:
     """Fetch `source.ref` (or the default branch) one commit deep into `checkout`; the commit's sha."""
-    config = {
-        # Only the repository's own protocol: no file://, ssh or ext:: through a crafted ref or submodule.
-        "protocol.allow": "never",
-        "protocol.http.allow": "always",
-        "protocol.https.allow": "always",
-        "credential.helper": "",
-        "http.followRedirects": "false",
-        # To the addresses checked now only: a name re-pointed afterwards (DNS rebinding) is not looked up again.
-        "http.curloptResolve": _pinned(source, text=text, outbound=outbound),
-    }
-    if credential is not None:
-        # A header rather than the URL or a helper: the secret is in no argument list and no file.
-        token = base64.b64encode(f"{credential[0]}:{credential[1]}".encode()).decode()
-        config["http.extraHeader"] = f"Authorization: Basic {token}"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.path.dirname(checkout),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_COUNT": str(len(config)),
-        **{f"GIT_CONFIG_KEY_{i}": key for i, key in enumerate(config)},
-        **{f"GIT_CONFIG_VALUE_{i}": value for i, value in enumerate(config.values())},
-    }
+    env = fetching.git_env(
+        home=os.path.dirname(checkout),
+        pinned=_pinned(source, text=text, outbound=outbound),
+        credential=credential,
+    )
     ref = source.ref or "HEAD"
     steps = [
         ["git", "init", "--quiet", checkout],
@@ -183,20 +164,14 @@ def _fetch(
 
 
 def _pinned(source: DevcontainerRepo, *, text: str, outbound: OutboundPolicy) -> str:
-    """libcurl's `HOST:PORT:ADDRESS,…` for the repository's host: the addresses it resolves to now, each
-    outside the denied ranges; refused naming `devcontainer.repo` otherwise."""
-    url = urlsplit(source.repo)
-    host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """The repository's checked addresses for libcurl; refused naming `devcontainer.repo` otherwise."""
     try:
-        addresses = resolve_checked(outbound, host, port)
+        return fetching.destination(source.repo, outbound).curl_resolve()
     except OutboundDenied as exc:
         raise _refused(text, "devcontainer.repo", f"cannot fetch {source.repo}: {exc}") from None
     except OSError as exc:
+        host = urlsplit(source.repo).hostname or ""
         raise _refused(text, "devcontainer.repo", f"cannot resolve {host}: {exc.strerror or exc}") from None
-    if host in addresses:
-        return ""  # an address: nothing to pin (and libcurl takes no IPv6 address as a HOST)
-    return f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
 
 
 def _fetch_error(

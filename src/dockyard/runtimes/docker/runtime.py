@@ -203,6 +203,8 @@ class DockerRuntime:
             prepared_networks=True,
             bridged_egress=self.plugs is not None,
             extra_mounts=True,
+            # Like the agent's folders: a folder of the server's data dir, mounted from this host.
+            git_mirrors=self.agent_folders is not None,
         )
 
     def _has_gpu(self) -> bool:

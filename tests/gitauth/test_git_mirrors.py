@@ -1,0 +1,351 @@
+"""Git mirrors (gitauth/mirrors.py): the server fetches a repository once for many workspace starts, and the
+workspaces clone it from a read-only mount. Against a real git HTTP server (git http-backend behind basic auth,
+on loopback) and, for the workspaces, real Docker."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+
+from dockyard.gitauth.mirrors import REPO, STATE, Mirrors
+from dockyard.outbound import OutboundPolicy
+from dockyard.runtimes.docker import DockerRuntime
+from dockyard.runtimes.docker.naming import container_name
+from dockyard_sdk import models as m
+from tests.gitauth.test_git_credentials import GIT_MANIFEST, PASSWORD, USER, git
+from tests.gitserver import GitApp
+from tests.harness import Harness, docker_harness
+
+pytestmark = pytest.mark.timeout(300)
+
+CREDENTIAL = (USER, PASSWORD)
+
+
+def _fetches(app: GitApp) -> int:
+    """Fetches (and clones) the git server answered: one ref advertisement each."""
+    return sum(1 for method, path, _ in app.requests if method == "GET" and path.endswith("/info/refs"))
+
+
+def _state(folder: Path, after: float, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = json.loads((folder / STATE).read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("began", 0) >= after:
+            return state
+        time.sleep(0.02)
+    raise AssertionError(f"no fetch began after {after} within {timeout} s")
+
+
+def _push_upstream(bare: Path, work: Path, message: str, *refspecs: str) -> None:
+    """A commit `message` on main, pushed straight into the served repository (with `refspecs` too)."""
+    git("clone", str(bare), str(work))
+    (work / message).write_text(f"{message}\n")
+    git("add", message, cwd=work)
+    git("commit", "-m", message, cwd=work)
+    git("push", "origin", "HEAD:main", *refspecs, cwd=work)
+
+
+def test_a_mirror_is_fetched_once_for_many_requests_and_again_for_a_later_one(
+    tmp_path: Path, origin: tuple[str, Path, GitApp]
+) -> None:
+    host, bare, app = origin
+    repo = f"http://{host}/app.git"
+    mirrors = Mirrors(tmp_path / "mirrors", OutboundPolicy.with_denied([]))
+    folder = mirrors.folder("owner-1", repo)
+    after = time.time()
+    threads = [
+        threading.Thread(
+            target=mirrors.refresh, args=(folder, repo), kwargs={"after": after, "credential": CREDENTIAL}
+        )
+        for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    state = _state(folder, after)
+    assert state["ok"] is True, state
+    assert _fetches(app) == 1
+    mirror = str(folder / REPO)
+    assert git("--git-dir", mirror, "rev-parse", "main") == git("--git-dir", str(bare), "rev-parse", "main")
+    assert (
+        git("--git-dir", mirror, "for-each-ref", "--format=%(refname)")
+        == "refs/heads/existing\nrefs/heads/main"
+    )
+    assert git("--git-dir", mirror, "symbolic-ref", "HEAD") == "refs/heads/main"
+    # Readable by any user (a workspace's), and no credential anywhere in it.
+    assert oct(folder.stat().st_mode & 0o777) == "0o755"
+    assert all(p.stat().st_mode & 0o004 for p in folder.rglob("*"))
+    assert not [p for p in folder.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+
+    # A request already served by a fetch that began after it makes none.
+    mirrors.refresh(folder, repo, after=after, credential=CREDENTIAL)
+    time.sleep(0.3)
+    assert _fetches(app) == 1
+    # A push upstream, then a later request: fetched again, pruned branches gone.
+    work = tmp_path / "work"
+    _push_upstream(bare, work, "second", ":existing")
+    later = time.time()
+    mirrors.refresh(folder, repo, after=later, credential=CREDENTIAL)
+    assert _state(folder, later)["ok"] is True
+    assert _fetches(app) == 2
+    assert git("--git-dir", mirror, "log", "-1", "--format=%s", "main") == "second"
+    assert git("--git-dir", mirror, "for-each-ref", "--format=%(refname)") == "refs/heads/main"
+    assert git("--git-dir", mirror, "config", "gc.auto") == "0"
+
+
+def test_a_failed_fetch_says_why_and_a_denied_host_is_never_contacted(
+    tmp_path: Path, origin: tuple[str, Path, GitApp]
+) -> None:
+    host, _bare, app = origin
+    repo = f"http://{host}/app.git"
+    mirrors = Mirrors(tmp_path / "mirrors", OutboundPolicy.with_denied([]))
+    folder = mirrors.folder("owner-1", repo)
+    after = time.time()
+    mirrors.refresh(folder, repo, after=after, credential=(USER, "wrong"))
+    state = _state(folder, after)
+    assert state["ok"] is False
+    assert "could not read Username" in state["error"], state  # git, after the 401
+    assert not (folder / REPO).exists()
+    assert [p.name for p in folder.iterdir()] == [STATE]
+
+    asked = len(app.requests)
+    denied = Mirrors(tmp_path / "denied", OutboundPolicy.with_denied(["127.0.0.0/8"]))
+    folder = denied.folder("owner-1", repo)
+    after = time.time()
+    denied.refresh(folder, repo, after=after, credential=CREDENTIAL)
+    state = _state(folder, after)
+    assert state["ok"] is False
+    assert "a range this server does not connect to" in state["error"], state
+    assert len(app.requests) == asked
+
+
+def test_a_mirror_unused_for_a_week_is_removed_and_one_in_use_is_kept(
+    tmp_path: Path, origin: tuple[str, Path, GitApp]
+) -> None:
+    host, _bare, _app = origin
+    mirrors = Mirrors(tmp_path / "mirrors", OutboundPolicy.with_denied([]))
+    old = mirrors.folder("owner-1", f"http://{host}/app.git")
+    fresh = mirrors.folder("owner-2", f"http://{host}/app.git")
+    after = time.time()
+    mirrors.refresh(old, f"http://{host}/app.git", after=after, credential=CREDENTIAL)
+    assert _state(old, after)["ok"] is True
+    week = time.time() - 8 * 24 * 3600
+    os.utime(old, (week, week))
+    busy = mirrors.folder("owner-3", f"http://{host}/app.git")
+    os.utime(busy, (week, week))
+    with open(busy.parent / f"{busy.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a fetch under way in a process beside this one
+        assert mirrors.prune() == [old]
+    assert not old.exists()
+    assert fresh.is_dir()
+    assert busy.is_dir()
+    # Used again: made again, and fetched as new.
+    again = mirrors.folder("owner-1", f"http://{host}/app.git")
+    later = time.time()
+    mirrors.refresh(again, f"http://{host}/app.git", after=later, credential=CREDENTIAL)
+    assert _state(again, later)["ok"] is True
+    assert (again / REPO / "HEAD").exists()
+
+
+# --- through real Docker ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dh(tmp_path: Path, database_url: str, engine: DockerRuntime, base_image: str) -> Iterator[Harness]:
+    with docker_harness(tmp_path, database_url, subnet_pool="10.235.0.0/16", workers=4) as harness:
+        yield harness
+
+
+def _limited_template(dh: Harness, *, mirror: bool = True) -> None:
+    manifest = {
+        **GIT_MANIFEST,
+        "git": {**GIT_MANIFEST["git"], "push": "task-branch", "mirror": mirror},
+        "network": {"egress": "none"},
+        "resources": {"cpu": 1, "memory": "512Mi"},
+    }
+    dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+
+
+def _start(client: Any, name: str, repo: str, branch: str) -> m.Workspace:
+    return client.create_workspace(
+        m.CreateWorkspaceRequest(template="gitws", name=name, parameters={"repo": repo, "branch": branch})
+    )
+
+
+def _ready(client: Any, workspace_id: str) -> m.Workspace:
+    ws = client.get_workspace(workspace_id, wait="ready", timeout=120)
+    assert ws.agent is not None
+    assert (ws.agent.lifecycle, ws.agent.error) == (m.AgentLifecycle.READY, None)
+    return ws
+
+
+def _log(client: Any, ws: m.Workspace) -> str:
+    assert ws.latest_build is not None
+    return "\n".join(line.output for line in client.build_logs(ws.latest_build.id))
+
+
+@pytest.mark.docker
+def test_workspaces_clone_from_the_mirror_and_push_through_the_proxy(
+    dh: Harness, origin: tuple[str, Path, GitApp], tmp_path: Path
+) -> None:
+    host, bare, app = origin
+    repo = f"http://{host}/app.git"
+    _limited_template(dh)
+    dh.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+    ids = [_start(dh.admin, f"agent-{i}", repo, f"task-{i}").id for i in range(3)]
+    workspaces = [_ready(dh.admin, workspace_id) for workspace_id in ids]
+    for ws in workspaces:
+        assert f"cloned {repo} from the server's mirror" in _log(dh.admin, ws)
+    # No workspace reached the repository to clone: the proxy, which its git would have gone through, released
+    # the credential to none of them.
+    assert dh.admin.audit(action="gitauth.release").audit_logs == []
+    assert 1 <= _fetches(app) <= 3
+
+    ws = workspaces[0]
+
+    def sh(command: str) -> m.ExecResult:
+        return dh.admin.exec(ws.id, m.ExecRequest(command=command, timeout=60))
+
+    # A clone of its own: on the task branch, `origin` the repository (not the mirror), every branch known.
+    assert sh("git -C project rev-parse --abbrev-ref HEAD").stdout.strip() == "task-0"
+    assert sh("git -C project config remote.origin.url").stdout.strip() == repo
+    assert "origin/existing" in sh("git -C project branch -r").stdout
+    assert sh("git -C project fsck --no-progress 2>&1 && echo ok").stdout.strip().endswith("ok")
+    assert sh("test -e project/.git/objects/info/alternates").exit_code == 1
+    # The mirror is read-only in the workspace, and the push goes through the proxy, limited to the branch.
+    assert sh("touch /run/dockyard-git-mirror/x").exit_code != 0
+    commit = "git -c user.name=a -c user.email=a@example.com commit -qm"
+    pushed = sh(f"cd project && echo x > X && git add X && {commit} from-mirror && git push -q origin task-0")
+    assert pushed.exit_code == 0, pushed.stderr
+    assert git("--git-dir", str(bare), "log", "-1", "--format=%s", "task-0") == "from-mirror"
+    assert sh("cd project && git push origin HEAD:main").exit_code == 1
+    # Fetching later reaches the repository itself (through the proxy): the pushed branch is there.
+    fetched = sh("cd project && git fetch -q origin && git rev-parse origin/task-0")
+    assert fetched.exit_code == 0, fetched.stderr
+    assert {e.resource_id for e in dh.admin.audit(action="gitauth.release").audit_logs} == {ws.id}
+    container = docker.from_env().containers.get(container_name(ws.id))
+    found = container.exec_run(["grep", "-rlsF", PASSWORD, "/run/dockyard-git-mirror", "/home"], user="root")
+    assert (found.exit_code, found.output) == (1, b"")
+
+    # A commit pushed upstream after those starts reaches a workspace started after it.
+    work = tmp_path / "upstream"
+    _push_upstream(bare, work, "later")
+    late = _ready(dh.admin, _start(dh.admin, "late", repo, "task-late").id)
+    assert f"cloned {repo} from the server's mirror" in _log(dh.admin, late)
+    done = dh.admin.exec(late.id, m.ExecRequest(command="git -C project log -1 --format=%s", timeout=60))
+    assert done.stdout.strip() == "later"
+
+
+@pytest.mark.docker
+def test_each_owner_has_a_mirror_of_their_own(dh: Harness, origin: tuple[str, Path, GitApp]) -> None:
+    host, _bare, _app = origin
+    repo = f"http://{host}/app.git"
+    _limited_template(dh)
+    bob = dh.user("bob")
+    for client in (dh.admin, bob):
+        client.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+    mine = _ready(dh.admin, _start(dh.admin, "mine", repo, "t1").id)
+    theirs = _ready(bob, _start(bob, "theirs", repo, "t2").id)
+    engine = docker.from_env()
+    sources = []
+    for ws in (mine, theirs):
+        mounts = engine.containers.get(container_name(ws.id)).attrs["Mounts"]
+        [mount] = [x for x in mounts if x["Destination"] == "/run/dockyard-git-mirror"]
+        assert mount["RW"] is False
+        sources.append(mount["Source"])
+    assert sources[0] != sources[1]
+    assert Path(sources[0]).parent.name == mine.owner_id
+    assert Path(sources[1]).parent.name == theirs.owner_id
+
+
+@pytest.mark.docker
+def test_a_failed_mirror_fetch_falls_back_to_the_network_clone(
+    dh: Harness, origin: tuple[str, Path, GitApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, _bare, _app = origin
+    repo = f"http://{host}/app.git"
+    # The server's own fetch fails (as when it cannot reach a host that the workspace can): the agent is told
+    # at once and clones through the git proxy, as without a mirror.
+    monkeypatch.setattr(Mirrors, "_fetch", lambda self, folder, repo, credential: "simulated failure")
+    _limited_template(dh)
+    dh.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+    started = time.monotonic()
+    ws = _ready(dh.admin, _start(dh.admin, "fallback", repo, "task-f").id)
+    assert time.monotonic() - started < 60
+    log = _log(dh.admin, ws)
+    assert "the server could not fetch its mirror of the repository: simulated failure" in log
+    assert "cloned " not in log
+    done = dh.admin.exec(
+        ws.id, m.ExecRequest(command="git -C project rev-parse --abbrev-ref HEAD", timeout=60)
+    )
+    assert done.stdout.strip() == "task-f"
+
+
+@pytest.mark.docker
+def test_a_template_that_asks_for_no_mirror_gets_none(dh: Harness, origin: tuple[str, Path, GitApp]) -> None:
+    host, _bare, _app = origin
+    _limited_template(dh, mirror=False)
+    dh.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+    ws = _ready(dh.admin, _start(dh.admin, "plain", f"http://{host}/app.git", "t").id)
+    assert "from the server's mirror" not in _log(dh.admin, ws)
+    mounts = docker.from_env().containers.get(container_name(ws.id)).attrs["Mounts"]
+    assert "/run/dockyard-git-mirror" not in [x["Destination"] for x in mounts]
+    assert not (Path(dh.settings.data_dir) / "git-mirrors").exists()
+
+
+@pytest.mark.docker
+def test_a_server_without_mirrors_mounts_none(
+    tmp_path: Path,
+    database_url: str,
+    engine: DockerRuntime,
+    base_image: str,
+    origin: tuple[str, Path, GitApp],
+) -> None:
+    host, _bare, _app = origin
+    with docker_harness(tmp_path, database_url, subnet_pool="10.235.0.0/16", git_mirrors=False) as harness:
+        _limited_template(harness)
+        harness.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+        ws = _ready(harness.admin, _start(harness.admin, "plain", f"http://{host}/app.git", "t").id)
+        assert "from the server's mirror" not in _log(harness.admin, ws)
+        mounts = docker.from_env().containers.get(container_name(ws.id)).attrs["Mounts"]
+        assert "/run/dockyard-git-mirror" not in [x["Destination"] for x in mounts]
+        assert not (Path(harness.settings.data_dir) / "git-mirrors").exists()
+
+
+@pytest.mark.docker
+def test_a_folder_the_image_filled_is_taken_over_from_the_mirror(
+    dh: Harness, origin: tuple[str, Path, GitApp]
+) -> None:
+    """The clone into a folder that already holds files (a dev container's workspace folder; here the home
+    with its dotfiles) goes beside it and moves in, from the mirror as from the network."""
+    host, _bare, _app = origin
+    repo = f"http://{host}/app.git"
+    manifest = {
+        **GIT_MANIFEST,
+        "git": {**GIT_MANIFEST["git"], "path": "/home/dev", "push": "task-branch", "mirror": True},
+        "startup_script": "test -f ~/README",
+        "network": {"egress": "none"},
+        "resources": {"cpu": 1, "memory": "512Mi"},
+    }
+    dh.template({"dockyard.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+    dh.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+    ws = _ready(dh.admin, _start(dh.admin, "filled", repo, "task-h").id)
+    assert f"cloned {repo} from the server's mirror" in _log(dh.admin, ws)
+    done = dh.admin.exec(
+        ws.id, m.ExecRequest(command="git -C ~ rev-parse --abbrev-ref HEAD && test -f ~/.bashrc", timeout=60)
+    )
+    assert (done.exit_code, done.stdout.strip()) == (0, "task-h")
