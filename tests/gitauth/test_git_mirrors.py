@@ -4,6 +4,7 @@ on loopback) and, for the workspaces, real Docker."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -131,6 +132,41 @@ def test_a_failed_fetch_says_why_and_a_denied_host_is_never_contacted(
     assert state["ok"] is False
     assert "a range this server does not connect to" in state["error"], state
     assert len(app.requests) == asked
+
+
+def test_two_processes_on_one_data_dir_take_turns_and_the_state_never_goes_back(
+    tmp_path: Path, origin: tuple[str, Path, GitApp]
+) -> None:
+    """The server and a `dockyard provisioner` beside it share the data dir: two `Mirrors` on one folder."""
+    host, _bare, app = origin
+    repo = f"http://{host}/app.git"
+    processes = [Mirrors(tmp_path / "mirrors", OutboundPolicy.with_denied([])) for _ in range(2)]
+    folder = processes[0].folder("owner-1", repo)
+    seen: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with contextlib.suppress(OSError, ValueError):  # not written yet, or being replaced
+                seen.append(json.loads((folder / STATE).read_text())["began"])
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(3):
+            after = time.time()
+            for mirrors in processes:
+                mirrors.refresh(folder, repo, after=after, credential=CREDENTIAL)
+            assert _state(folder, after)["ok"] is True
+            while any(m._mirrors[folder].running for m in processes):
+                time.sleep(0.01)
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == sorted(seen)
+    assert _fetches(app) == 6
+    assert json.loads((folder / STATE).read_text())["ok"] is True
 
 
 def test_a_mirror_unused_for_a_week_is_removed_and_one_in_use_is_kept(

@@ -145,16 +145,26 @@ class Mirrors:
                 if mirror.began >= mirror.wanted:
                     mirror.running = False
                     return
-                began = mirror.began = time.time()
                 credential = mirror.credential
-            try:
-                error = self._fetch(folder, repo, credential)
-            except Exception as exc:  # a mirror is a cache: whatever breaks it, workspaces clone as before
-                log.exception("git mirror fetch failed", repo=repo)
-                error = f"{type(exc).__name__}: {exc}"
-            if error:
-                log.warning("git mirror fetch failed", repo=repo, error=error)
-            _write_state(folder, {"began": began, "ok": not error, "error": error})
+            # Outside the mounted folder, which any of the owner's workspaces could lock.
+            with open(folder.parent / f"{folder.name}.lock", "a") as lock:
+                # A `dockyard provisioner` process beside the server shares the data dir: its fetches and this
+                # one's take turns, each stamped with when it really began and its state written before the
+                # next one begins, so that `state.json` never goes back in time.
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                began = time.time()
+                try:
+                    error = self._fetch(folder, repo, credential)
+                except (
+                    Exception
+                ) as exc:  # a mirror is a cache: whatever breaks it, workspaces clone as before
+                    log.exception("git mirror fetch failed", repo=repo)
+                    error = f"{type(exc).__name__}: {exc}"
+                if error:
+                    log.warning("git mirror fetch failed", repo=repo, error=error)
+                _write_state(folder, {"began": began, "ok": not error, "error": error})
+            with mirror.lock:
+                mirror.began = began
 
     def _fetch(self, folder: Path, repo: str, credential: tuple[str, str] | None) -> str:
         """Fetch `repo` into the mirror (cloned bare the first time); "" or why it failed."""
@@ -167,25 +177,19 @@ class Mirrors:
         if not where.reachable(CONNECT_TIMEOUT):
             return f"cannot connect to {where.host} port {where.port} within {CONNECT_TIMEOUT:.0f} s"
         env = fetching.git_env(home=str(folder), pinned=where.curl_resolve(), credential=credential)
-        # Outside the mounted folder, which any of the owner's workspaces could lock.
-        with open(folder.parent / f"{folder.name}.lock", "a") as lock:
-            # A `dockyard provisioner` process beside the server shares the data dir.
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            bare = folder / REPO
-            if (bare / "HEAD").exists():
-                return _run(
-                    ["git", "-C", str(bare), "fetch", "--quiet", "--prune", "--", repo, *_REFSPECS], env
-                )
-            for leftover in folder.glob(f".{REPO}.*"):
-                shutil.rmtree(leftover, ignore_errors=True)
-            # Cloned beside and renamed, so that a workspace never sees half a repository.
-            partial = folder / f".{REPO}.{uuid.uuid4().hex[:8]}"
-            settings = [f"--config={key}={value}" for key, value in _MIRROR_CONFIG.items()]
-            error = _run(["git", "clone", "--quiet", "--bare", *settings, "--", repo, str(partial)], env)
-            if not error:
-                os.rename(partial, bare)
-            shutil.rmtree(partial, ignore_errors=True)
-            return error
+        bare = folder / REPO
+        if (bare / "HEAD").exists():
+            return _run(["git", "-C", str(bare), "fetch", "--quiet", "--prune", "--", repo, *_REFSPECS], env)
+        for leftover in folder.glob(f".{REPO}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        # Cloned beside and renamed, so that a workspace never sees half a repository.
+        partial = folder / f".{REPO}.{uuid.uuid4().hex[:8]}"
+        settings = [f"--config={key}={value}" for key, value in _MIRROR_CONFIG.items()]
+        error = _run(["git", "clone", "--quiet", "--bare", *settings, "--", repo, str(partial)], env)
+        if not error:
+            os.rename(partial, bare)
+        shutil.rmtree(partial, ignore_errors=True)
+        return error
 
 
 def _run(argv: list[str], env: dict[str, str]) -> str:
