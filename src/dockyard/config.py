@@ -96,7 +96,7 @@ class Settings:
     metrics_token: str = ""
     # Start even when the data dir is open to other local users (loudly warned about at every start).
     allow_open_data_dir: bool = False
-    # Workspaces clone their repository from a mirror this process fetches (gitauth/mirrors.py).
+    # Templates with `git.mirror: true` clone from a mirror this process fetches (gitauth/mirrors.py).
     git_mirrors: bool = True
 
     @property
