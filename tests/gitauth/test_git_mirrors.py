@@ -331,16 +331,21 @@ def test_a_failed_mirror_fetch_falls_back_to_the_network_clone(
     assert done.stdout.strip() == "task-f"
 
 
-@pytest.mark.docker
-def test_a_template_that_asks_for_no_mirror_gets_none(dh: Harness, origin: tuple[str, Path, GitApp]) -> None:
-    host, _bare, _app = origin
-    _limited_template(dh, mirror=False)
-    dh.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
-    ws = _ready(dh.admin, _start(dh.admin, "plain", f"http://{host}/app.git", "t").id)
-    assert "from the server's mirror" not in _log(dh.admin, ws)
+def _clones_without_a_mirror(h: Harness, host: str, *, mirror: bool) -> None:
+    """A workspace of the limited template (asking for a mirror or not) clones over the network: no mount, no
+    mirror folder on the server."""
+    _limited_template(h, mirror=mirror)
+    h.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
+    ws = _ready(h.admin, _start(h.admin, "plain", f"http://{host}/app.git", "t").id)
+    assert "from the server's mirror" not in _log(h.admin, ws)
     mounts = docker.from_env().containers.get(container_name(ws.id)).attrs["Mounts"]
     assert "/run/dockyard-git-mirror" not in [x["Destination"] for x in mounts]
-    assert not (Path(dh.settings.data_dir) / "git-mirrors").exists()
+    assert not (Path(h.settings.data_dir) / "git-mirrors").exists()
+
+
+@pytest.mark.docker
+def test_a_template_that_asks_for_no_mirror_gets_none(dh: Harness, origin: tuple[str, Path, GitApp]) -> None:
+    _clones_without_a_mirror(dh, origin[0], mirror=False)
 
 
 @pytest.mark.docker
@@ -351,15 +356,8 @@ def test_a_server_without_mirrors_mounts_none(
     base_image: str,
     origin: tuple[str, Path, GitApp],
 ) -> None:
-    host, _bare, _app = origin
     with docker_harness(tmp_path, database_url, subnet_pool="10.235.0.0/16", git_mirrors=False) as harness:
-        _limited_template(harness)
-        harness.admin.add_git_auth(m.CreateGitAuthRequest(host=host, username=USER, password=PASSWORD))
-        ws = _ready(harness.admin, _start(harness.admin, "plain", f"http://{host}/app.git", "t").id)
-        assert "from the server's mirror" not in _log(harness.admin, ws)
-        mounts = docker.from_env().containers.get(container_name(ws.id)).attrs["Mounts"]
-        assert "/run/dockyard-git-mirror" not in [x["Destination"] for x in mounts]
-        assert not (Path(harness.settings.data_dir) / "git-mirrors").exists()
+        _clones_without_a_mirror(harness, origin[0], mirror=True)
 
 
 @pytest.mark.docker
