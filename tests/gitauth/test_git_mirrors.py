@@ -4,10 +4,14 @@ on loopback) and, for the workspaces, real Docker."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +22,8 @@ import docker
 import pytest
 import yaml
 
-from dockyard.gitauth.mirrors import REPO, STATE, Mirrors
+from dockyard.agent import agent
+from dockyard.gitauth.mirrors import CLONES_LOCK, MAX_PACKS, REPO, STATE, Mirrors
 from dockyard.outbound import OutboundPolicy
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.runtimes.docker.naming import container_name
@@ -59,13 +64,18 @@ def _push_upstream(bare: Path, work: Path, message: str, *refspecs: str) -> None
     git("push", "origin", "HEAD:main", *refspecs, cwd=work)
 
 
+def _owner_mirror(tmp_path: Path, host: str) -> tuple[str, Mirrors, Path]:
+    """The test repository's URL, a process's mirrors and owner-1's mirror folder of it."""
+    repo = f"http://{host}/app.git"
+    mirrors = Mirrors(tmp_path / "mirrors", OutboundPolicy.with_denied([]))
+    return repo, mirrors, mirrors.folder("owner-1", repo)
+
+
 def test_a_mirror_is_fetched_once_for_many_requests_and_again_for_a_later_one(
     tmp_path: Path, origin: tuple[str, Path, GitApp]
 ) -> None:
     host, bare, app = origin
-    repo = f"http://{host}/app.git"
-    mirrors = Mirrors(tmp_path / "mirrors", OutboundPolicy.with_denied([]))
-    folder = mirrors.folder("owner-1", repo)
+    repo, mirrors, folder = _owner_mirror(tmp_path, host)
     after = time.time()
     threads = [
         threading.Thread(
@@ -112,16 +122,14 @@ def test_a_failed_fetch_says_why_and_a_denied_host_is_never_contacted(
     tmp_path: Path, origin: tuple[str, Path, GitApp]
 ) -> None:
     host, _bare, app = origin
-    repo = f"http://{host}/app.git"
-    mirrors = Mirrors(tmp_path / "mirrors", OutboundPolicy.with_denied([]))
-    folder = mirrors.folder("owner-1", repo)
+    repo, mirrors, folder = _owner_mirror(tmp_path, host)
     after = time.time()
     mirrors.refresh(folder, repo, after=after, credential=(USER, "wrong"))
     state = _state(folder, after)
     assert state["ok"] is False
     assert "could not read Username" in state["error"], state  # git, after the 401
     assert not (folder / REPO).exists()
-    assert [p.name for p in folder.iterdir()] == [STATE]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CLONES_LOCK, STATE])
 
     asked = len(app.requests)
     denied = Mirrors(tmp_path / "denied", OutboundPolicy.with_denied(["127.0.0.0/8"]))
@@ -195,6 +203,125 @@ def test_a_mirror_unused_for_a_week_is_removed_and_one_in_use_is_kept(
     mirrors.refresh(again, f"http://{host}/app.git", after=later, credential=CREDENTIAL)
     assert _state(again, later)["ok"] is True
     assert (again / REPO / "HEAD").exists()
+
+
+# POSIX locks never conflict within one process: a workspace's agent and the server are two.
+_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR if sys.argv[2] == "write" else os.O_RDONLY)
+fcntl.lockf(fd, fcntl.LOCK_EX if sys.argv[2] == "write" else fcntl.LOCK_SH)
+print("held", flush=True)
+sys.stdin.read()
+"""
+_TRY_WRITE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError:
+    sys.exit(1)
+"""
+
+
+@contextlib.contextmanager
+def _locked(folder: Path, kind: str) -> Iterator[None]:
+    """`clones.lock` held by another process: "read" as an agent cloning, "write" as the server's roll-up."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LOCK, str(folder / CLONES_LOCK), kind],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+
+
+def _packs(folder: Path) -> int:
+    return len(list((folder / REPO / "objects" / "pack").glob("*.pack")))
+
+
+def test_fetches_add_packs_that_are_rolled_up_only_while_no_clone_reads_the_mirror(
+    tmp_path: Path, origin: tuple[str, Path, GitApp]
+) -> None:
+    host, bare, _app = origin
+    repo, mirrors, folder = _owner_mirror(tmp_path, host)
+    mirror = str(folder / REPO)
+
+    def fetch() -> None:
+        after = time.time()
+        mirrors.refresh(folder, repo, after=after, credential=CREDENTIAL)
+        assert _state(folder, after)["ok"] is True
+        while mirrors._mirrors[folder].running:
+            time.sleep(0.01)
+
+    fetch()
+    work = tmp_path / "work"
+    git("clone", str(bare), str(work))
+    with _locked(folder, "read"):
+        for n in range(MAX_PACKS + 2):
+            (work / f"file-{n}").write_text(f"{n}\n")
+            git("add", "-A", cwd=work)
+            git("commit", "-m", f"commit {n}", cwd=work)
+            git("push", "origin", "HEAD:main", cwd=work)
+            fetch()
+        # A pack for each fetch, even of one commit, and none rolled up under a clone's read lock.
+        assert _packs(folder) == MAX_PACKS + 3
+    fetch()  # nothing new to fetch; the roll-up runs now that nobody reads the mirror
+    assert _packs(folder) <= 2
+    assert not list((folder / REPO / "objects").glob("[0-9a-f][0-9a-f]/*"))
+    git("--git-dir", mirror, "fsck", "--no-progress")
+    assert git("--git-dir", mirror, "rev-parse", "main") == git("rev-parse", "HEAD", cwd=work)
+    assert git("--git-dir", mirror, "rev-list", "--count", "main") == git(
+        "rev-list", "--count", "HEAD", cwd=work
+    )
+    rolled = sorted(p.name for p in (folder / REPO / "objects" / "pack").iterdir())
+    fetch()
+    assert sorted(p.name for p in (folder / REPO / "objects" / "pack").iterdir()) == rolled  # nothing to do
+
+
+def test_an_agent_clones_under_a_read_lock_that_a_workspace_cannot_make_a_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "mirror"
+    (folder / REPO).mkdir(parents=True)
+    (folder / CLONES_LOCK).touch()
+    (folder / STATE).write_text(json.dumps({"began": 100.0, "ok": True, "error": ""}))
+    # A workspace opens the file through its read-only mount: no write lock, so it cannot stall its owner's
+    # other starts (flock(2) would allow it).
+    fd = os.open(folder / CLONES_LOCK, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match="Bad file descriptor") as refused:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert refused.value.errno == errno.EBADF
+    finally:
+        os.close(fd)
+
+    offline = agent.Agent("/nonexistent.sock", "token")
+    plan = {"mirror": str(folder), "mirror_after": 99.0}
+    path, held = asyncio.run(offline._git_mirror(plan, str(tmp_path / "project"), 30))
+    assert path == str(folder / REPO)
+    assert held is not None
+    try:  # the server's roll-up cannot begin while the agent clones
+        assert subprocess.run([sys.executable, "-c", _TRY_WRITE, str(folder / CLONES_LOCK)]).returncode == 1
+    finally:
+        os.close(held)
+    assert subprocess.run([sys.executable, "-c", _TRY_WRITE, str(folder / CLONES_LOCK)]).returncode == 0
+
+    # A roll-up that outlasts the agent's wait: the clone goes over the network, and the log says why.
+    monkeypatch.setattr(agent, "GIT_MIRROR_LOCK_WAIT", 0.3)
+    with _locked(folder, "write"):
+        assert asyncio.run(offline._git_mirror(plan, str(tmp_path / "project"), 30)) == ("", None)
+    logged = [line for message in offline.outbox if message["type"] == "log" for line in message["lines"]]
+    assert "its packs being rolled up" in "\n".join([*logged, *offline.batchers["agent"].lines])
+    # A mirror made by a server without clone locks is cloned without one.
+    (folder / CLONES_LOCK).unlink()
+    assert asyncio.run(offline._git_mirror(plan, str(tmp_path / "project"), 30)) == (str(folder / REPO), None)
 
 
 # --- through real Docker ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import sys
-from typing import Any
+from typing import Any, Literal
 
 # How long a git credential request may wait for the control plane.
 CREDENTIAL_TIMEOUT = 20.0
@@ -210,6 +210,8 @@ _HEADER = struct.Struct(">BI")
 MAX_FRAME = 1 << 20
 # The longest a clone waits for the server's fetch of its repository's mirror before it clones over the network.
 GIT_MIRROR_WAIT = 120.0
+# A roll-up of the mirror's packs takes moments; past this the clone goes over the network instead.
+GIT_MIRROR_LOCK_WAIT = 10.0
 CHUNK = 256 * 1024
 # Outbound bytes a connection may hold before the sender waits for the peer to read.
 HIGH_WATER = 1 << 20
@@ -2013,10 +2015,14 @@ class Agent:
             # Without a terminal git would wait for a password forever; the helper is the only way in.
             "GIT_TERMINAL_PROMPT": "0",
         }
-        mirror = await self._git_mirror(git, os.path.join(self.home, env["DOCKYARD_GIT_PATH"]), timeout)
+        mirror, held = await self._git_mirror(git, os.path.join(self.home, env["DOCKYARD_GIT_PATH"]), timeout)
         if mirror:
             env["DOCKYARD_GIT_MIRROR"] = mirror
-        code = await self._run_script("git", CLONE_SCRIPT, timeout, env=env, tee=output.append)
+        try:
+            code = await self._run_script("git", CLONE_SCRIPT, timeout, env=env, tee=output.append)
+        finally:
+            if held is not None:
+                os.close(held)
         if code == 0:
             return None
         if code is None:
@@ -2024,9 +2030,11 @@ class Agent:
         lines = [line for line in output if line.strip() and not line.startswith("+ ")]
         return code, clone_error(lines, str(git.get("repo", "")))
 
-    async def _git_mirror(self, git: dict[str, Any], path: str, timeout: float) -> str:
-        """The server's mirror of the repository to clone from, once the fetch this start asked for has worked;
-        "" to clone over the network (no mirror, a failed or late fetch, a repository cloned before)."""
+    async def _git_mirror(self, git: dict[str, Any], path: str, timeout: float) -> tuple[str, int | None]:
+        """The server's mirror of the repository to clone from, once the fetch this start asked for has worked,
+        and the descriptor holding its clone lock (for the clone's length: the server rolls the mirror's packs
+        up only while nobody holds it); "" to clone over the network (no mirror, a failed or late fetch, a
+        repository cloned before)."""
         folder, after = git.get("mirror"), _number(git.get("mirror_after"), 0)
         if (
             not isinstance(folder, str)
@@ -2034,7 +2042,7 @@ class Agent:
             or not after
             or os.path.exists(os.path.join(path, ".git"))
         ):
-            return ""
+            return "", None
         wait = min(GIT_MIRROR_WAIT, timeout) if timeout > 0 else GIT_MIRROR_WAIT
         deadline = time.monotonic() + wait
         while os.path.isdir(folder):
@@ -2044,15 +2052,44 @@ class Agent:
             except OSError:
                 state = {}
             if _number(state.get("began"), 0) >= after:
-                if state.get("ok") is True:
-                    return os.path.join(folder, "repo.git")
-                self.warn(f"the server could not fetch its mirror of the repository: {state.get('error')}")
-                return ""
+                if state.get("ok") is not True:
+                    self.warn(
+                        f"the server could not fetch its mirror of the repository: {state.get('error')}"
+                    )
+                    return "", None
+                held = await self._clone_lock(folder, deadline)
+                if held is False:
+                    self.warn("the server's mirror of the repository was busy (its packs being rolled up)")
+                    return "", None
+                return os.path.join(folder, "repo.git"), held
             if time.monotonic() >= deadline:
                 self.warn(f"the server's mirror of the repository was not fetched within {wait:.0f} s")
-                return ""
+                return "", None
             await asyncio.sleep(0.05)
-        return ""
+        return "", None
+
+    @staticmethod
+    async def _clone_lock(folder: str, deadline: float) -> int | Literal[False] | None:
+        """A read lock on the mirror's `clones.lock` (None when the server made none); False when the server's
+        roll-up held it for GIT_MIRROR_LOCK_WAIT or until `deadline`."""
+        try:
+            held = os.open(os.path.join(folder, "clones.lock"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        deadline = min(deadline, time.monotonic() + GIT_MIRROR_LOCK_WAIT)
+        while True:
+            try:
+                fcntl.lockf(held, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return held
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    # A filesystem without locks: the clone's fallback covers a roll-up beside it.
+                    os.close(held)
+                    return None
+            if time.monotonic() >= deadline:
+                os.close(held)
+                return False
+            await asyncio.sleep(0.05)
 
     async def _run_script(
         self,

@@ -13,13 +13,17 @@ Requests that arrive while a fetch runs are served by the next one, so a burst o
 not N. After each fetch `state.json` says when it began and whether it worked; the agent waits for one that began
 at or after its request, and clones over the network, as without a mirror, when it failed or does not come.
 
-Nothing ever deletes objects from a mirror (no gc, no repack): a clone reads the refs first and copies the
-objects after, so an object that a ref read by a clone names is always still there. A mirror that no start has
-used for a week is removed whole.
+A clone reads the refs first and copies the objects after, so a fetch beside it never leaves it a ref without
+its objects. Each fetch adds a pack; once there are many, the small ones are rolled into one (`git repack
+--geometric`), which deletes them, so it runs only while no clone reads the mirror: each agent holds a read
+lock on `clones.lock` in the mounted folder while it clones, and the roll-up, between a fetch and its state,
+takes the write lock or leaves the packs to a later fetch. Nothing else deletes objects (no gc, no prune). A
+mirror that no start has used for a week is removed whole.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -41,6 +45,9 @@ log = logging.get(__name__)
 
 REPO = "repo.git"
 STATE = "state.json"
+CLONES_LOCK = "clones.lock"
+# Each fetch with anything new adds a pack: past this many, the small ones are rolled together.
+MAX_PACKS = 16
 FETCH_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 5.0
 # A mirror no start has used for a week is removed (looked for at most once an hour).
@@ -48,7 +55,7 @@ UNUSED_FOR = 7 * 24 * 3600.0
 PRUNE_EVERY = 3600.0
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 _MIRROR_CONFIG = {
-    # Objects are never removed from a mirror (see above).
+    # Objects are removed only by the roll-up, while no clone reads the mirror (see above).
     "gc.auto": "0",
     "maintenance.auto": "false",
     # Workspaces read the mirror as their own user, whatever the server's umask.
@@ -88,6 +95,10 @@ class Mirrors:
         folder.mkdir(parents=True, exist_ok=True)
         # Inside a workspace the mount is the folder alone: the data dir above it may stay private.
         os.chmod(folder, 0o755)  # noqa: S103 - workspaces read the mirror as their own user
+        clones = folder / CLONES_LOCK
+        if not clones.exists():
+            clones.touch(0o644)
+            os.chmod(clones, 0o644)  # whatever the umask: each workspace's agent opens it to take its lock
         # Marked as used now, so that a prune (in this process or one beside it) leaves it alone.
         os.utime(folder)
         return folder
@@ -109,7 +120,14 @@ class Mirrors:
                 # The lock file stays: another process may be waiting on it.
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
+                self._forget(folder)
         return removed
+
+    def _forget(self, folder: Path) -> None:
+        with self._lock:
+            mirror = self._mirrors.get(folder)
+            if mirror is not None and not mirror.running:
+                del self._mirrors[folder]
 
     def _prune_now_and_then(self) -> None:
         with self._lock:
@@ -162,6 +180,9 @@ class Mirrors:
                     error = f"{type(exc).__name__}: {exc}"
                 if error:
                     log.warning("git mirror fetch failed", repo=repo, error=error)
+                # Before the state: the starts waiting for this fetch are not cloning yet.
+                if not error:
+                    self._roll_up(folder)
                 _write_state(folder, {"began": began, "ok": not error, "error": error})
             with mirror.lock:
                 mirror.began = began
@@ -179,7 +200,10 @@ class Mirrors:
         env = fetching.git_env(home=str(folder), pinned=where.curl_resolve(), credential=credential)
         bare = folder / REPO
         if (bare / "HEAD").exists():
-            return _run(["git", "-C", str(bare), "fetch", "--quiet", "--prune", "--", repo, *_REFSPECS], env)
+            # A pack even for a few objects (git unpacks fewer than 100 into files of their own): the roll-up
+            # then counts packs alone, and a clone copies a few files rather than thousands.
+            fetch = ["git", "-C", str(bare), "-c", "fetch.unpackLimit=1", "fetch", "--quiet", "--prune"]
+            return _run([*fetch, "--", repo, *_REFSPECS], env)
         for leftover in folder.glob(f".{REPO}.*"):
             shutil.rmtree(leftover, ignore_errors=True)
         # Cloned beside and renamed, so that a workspace never sees half a repository.
@@ -190,6 +214,33 @@ class Mirrors:
             os.rename(partial, bare)
         shutil.rmtree(partial, ignore_errors=True)
         return error
+
+    def _roll_up(self, folder: Path) -> bool:
+        """Roll the mirror's small packs (and any loose objects) into one once fetches have added many; only
+        while no clone reads the mirror, since it deletes what it rolled up. Whether it ran."""
+        objects = folder / REPO / "objects"
+        try:
+            packs = len(list((objects / "pack").glob("*.pack")))
+            loose = any(any(fanout.iterdir()) for fanout in objects.glob("[0-9a-f][0-9a-f]"))
+            if packs <= MAX_PACKS and not loose:
+                return False
+            # A POSIX lock, not flock(2): a write lock needs the file open for writing, which the workspaces'
+            # read-only mount cannot give them, so the most one can do is hold up its own owner's roll-ups.
+            with open(folder / CLONES_LOCK, "r+b") as clones:
+                try:
+                    fcntl.lockf(clones, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno in (errno.EACCES, errno.EAGAIN):
+                        return False  # a workspace is cloning: a later fetch rolls them up
+                    raise
+                # `--geometric` leaves the big pack as it is: each roll-up rewrites little.
+                repack = ["git", "-C", str(folder / REPO), "repack", "--geometric=2", "-d", "--quiet"]
+                error = _run(repack, fetching.git_env(home=str(folder), pinned="", credential=None))
+        except OSError as exc:
+            error = str(exc)
+        if error:
+            log.warning("git mirror roll-up failed", folder=str(folder), error=error)
+        return not error
 
 
 def _run(argv: list[str], env: dict[str, str]) -> str:
