@@ -187,6 +187,8 @@ def test_a_mirror_unused_for_a_week_is_removed_and_one_in_use_is_kept(
     after = time.time()
     mirrors.refresh(old, f"http://{host}/app.git", after=after, credential=CREDENTIAL)
     assert _state(old, after)["ok"] is True
+    while mirrors._mirrors[old].running:
+        time.sleep(0.01)
     week = time.time() - 8 * 24 * 3600
     os.utime(old, (week, week))
     busy = mirrors.folder("owner-3", f"http://{host}/app.git")
@@ -195,6 +197,7 @@ def test_a_mirror_unused_for_a_week_is_removed_and_one_in_use_is_kept(
         fcntl.flock(lock, fcntl.LOCK_EX)  # a fetch under way in a process beside this one
         assert mirrors.prune() == [old]
     assert not old.exists()
+    assert old not in mirrors._mirrors  # nor kept in memory
     assert fresh.is_dir()
     assert busy.is_dir()
     # Used again: made again, and fetched as new.
