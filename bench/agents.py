@@ -11,11 +11,15 @@ Needs a running Docker engine and the base image. Per fleet size N, in one run:
   default form content type, `rich_parameters` with `repo`, `branch` and a TTL as a string) from a template with a
   `git:` section, so that (2) the agent clones the repository and makes the task branch before the workspace is
   ready; (3) report the task `working`, edit a file and run the project's tests through exec; (4) commit and push
-  the branch, then `dockyard-agent report done` with a link; (5) the TTL deletes the workspace;
+  the branch, then `dockyard-agent report done` with a link; (5) the TTL deletes the workspace. Each task (3-4)
+  begins once the whole fleet is ready, so that the time to ready is the provisioning alone (the clone
+  included), as the baseline's is; `--tasks at-ready` begins each as soon as its own workspace is ready, as an
+  orchestrator would, and the first agents' tests and pushes then share the host with the last ones' starts;
 - once the TTLs have run out, the same task by hand: N bare containers of the image, each cloning, branching,
   editing, testing, committing and pushing through `docker exec` against the same git host, at a concurrency
   of N: what the fleet's work costs without Dockyard (no agent, reports, brokered credential or git proxy).
-Prints creates/s, time to ready p50/p95 and all ready against the baseline (issue 12 target <= 1.5), and
+Prints creates/s, time to ready p50/p95 and all ready against the baseline (issue 12 target <= 1.5, for the
+provisioning alone: with `--tasks at-ready` the ratio is printed and not held to it), and
 against the same task by hand (all ready against all cloned, all five steps against all pushed, host CPU), where the
 time to ready went (the server's own timestamps), exec (tests) and push p50, failures, the host's CPU time per
 agent against a bare run's (on a saturated host the fleet's time follows it), the server's CPU and peak RSS,
@@ -451,11 +455,14 @@ def fleet_run(
     ratio = all_ready / bare
     p = statistics.median
     # Every figure is printed before anything is waited for or cleaned up: a failure later loses none of them.
-    when = " (each task begun once all were ready)" if tasks_after_all_ready else ""
+    when = "" if tasks_after_all_ready else " (each task begun as soon as its workspace was ready)"
+    # The issue's target compares provisioning with provisioning: with the tasks beside the later starts the
+    # fleet also does work that `exec true` never does.
+    target = "target <= 1.5" if tasks_after_all_ready else "not held to the target: the tasks share the host"
     report(
         f"{size} agents{when}: creates {len(fleet.accepted) / accepted_all:.1f}/s; ready p50 {p(fleet.ready):.2f} s, "
         f"p95 {percentile(fleet.ready, 0.95):.2f} s, all {all_ready:.2f} s, ratio to {size} bare runs "
-        f"{ratio:.2f} (target <= 1.5); exec report working p50 {p(fleet.reports):.2f} s, tests p50 {p(fleet.tests):.2f} s; push p50 {p(fleet.pushes):.2f} s; "
+        f"{ratio:.2f} ({target}); exec report working p50 {p(fleet.reports):.2f} s, tests p50 {p(fleet.tests):.2f} s; push p50 {p(fleet.pushes):.2f} s; "
         f"all five steps {all_done:.2f} s; failures {len(fleet.failures)}"
         if fleet.ready and fleet.tests and fleet.pushes
         else f"{size} agents: failures {len(fleet.failures)}"
@@ -470,7 +477,7 @@ def fleet_run(
     )
     for failure in fleet.failures[:5]:
         report(f"  failure: {failure}")
-    if fleet.failures or ratio > 1.5:
+    if fleet.failures or (tasks_after_all_ready and ratio > 1.5):
         missed.append(f"{size} agents")
     # The TTL runs from each create and waits for a task still `working`: the last deletes are due a reconcile
     # pass or two after the later of the two, then the delete builds queue behind each other.
@@ -537,11 +544,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--tasks",
-        choices=("at-ready", "after-all-ready"),
-        default="at-ready",
-        help="when each agent begins its task: as soon as its workspace is ready, as an orchestrator would "
-        "(default), or once the whole fleet is ready, so that its time to ready is the provisioning alone, "
-        "as the bare runs' is",
+        choices=("after-all-ready", "at-ready"),
+        default="after-all-ready",
+        help="when each agent begins its task: once the whole fleet is ready (default: its time to ready is the "
+        "provisioning alone, as the bare runs' is, and held to the target), or as soon as its own workspace is "
+        "ready, as an orchestrator would (the ratio printed, not held to the target)",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
