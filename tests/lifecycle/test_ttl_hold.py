@@ -1,5 +1,6 @@
 """A TTL never stops an agent mid-task: a reached deadline waits while the task reports `working` and its agent
-is connected, up to the template's `max_ttl`; then the TTL acts as usual."""
+is connected, up to the template's `max_ttl` (a day past the deadline without one); then the TTL acts as
+usual."""
 
 from __future__ import annotations
 
@@ -52,6 +53,23 @@ def test_a_working_task_holds_the_ttl_until_it_reports_done(h: Harness) -> None:
     h.admin.report_task(working.id, m.TaskReport(state=m.TaskState.DONE, summary="pushed"))
     h.app.state.background.tick()
     ended = h.await_build(working.id)
+    assert (ended.status, ended.latest_build.reason) == (m.WorkspaceStatus.DELETED, m.BuildReason.TTL)
+
+
+def test_without_max_ttl_a_working_task_holds_the_ttl_for_a_day_at_most(h: Harness) -> None:
+    """A coding agent that died after reporting `working` (its Dockyard agent still connected) does not keep its
+    workspace for ever."""
+    h.template(name="open", lifetime={"ttl": "1h", "on_ttl": "delete"})
+    working, stuck = (h.workspace(template="open", name=name) for name in ("working", "stuck"))
+    for ws in (working, stuck):
+        h.admin.report_task(ws.id, m.TaskReport(state=m.TaskState.WORKING, summary="running the tests"))
+    _past_deadline(h, working.id, set_minutes_ago=60 + 23 * 60)  # 23 hours past the deadline
+    _past_deadline(h, stuck.id, set_minutes_ago=60 + 24 * 60 + 1)
+    h.app.state.background.tick()
+
+    held = h.admin.get_workspace(working.id)
+    assert (held.status, held.latest_build.reason) == (m.WorkspaceStatus.RUNNING, m.BuildReason.INITIATOR)
+    ended = h.await_build(stuck.id)
     assert (ended.status, ended.latest_build.reason) == (m.WorkspaceStatus.DELETED, m.BuildReason.TTL)
 
 

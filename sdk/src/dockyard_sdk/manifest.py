@@ -307,7 +307,9 @@ class Lifetime(_Strict):
         "reporting `working`), e.g. 30m.",
     )
     max_ttl: str | None = Field(
-        None, description="The longest TTL a workspace may be given or extended to, e.g. 24h."
+        None,
+        description="The longest TTL a workspace may be given or extended to, e.g. 24h; also how long after its "
+        "TTL was set a task reporting `working` may hold it off (without max_ttl: a day past the deadline).",
     )
 
     @field_validator("ttl", "idle_timeout", "max_ttl")

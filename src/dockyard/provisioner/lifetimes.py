@@ -29,6 +29,10 @@ ACTIVITY_HEARTBEAT = 5.0
 MIN_IDLE = timedelta(seconds=3 * ACTIVITY_HEARTBEAT)
 # Warn this long before an automatic stop, or a quarter of the timeout when that is shorter.
 WARN_BEFORE = timedelta(minutes=5)
+# How long past its deadline a task reporting `working` holds the TTL of a template without `max_ttl`: a coding
+# agent that died after its `working` report (its Dockyard agent still connected) would otherwise keep the
+# workspace for ever, which a fleet's TTL is there to prevent.
+TASK_HOLD_MAX = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -107,13 +111,16 @@ def ttl_held(workspace: Workspace, now: datetime, *, max_ttl: int | None, agent_
     """Whether a reached TTL waits: the workspace's task reports `working` and its agent is connected (a
     workspace whose agent is gone cannot be mid-task). The wait ends with the task's next other report, or
     `max_ttl` (the template's, seconds) after the deadline was last set: the same bound an extension has, so
-    the wait keeps no workspace longer than `dockyard extend` could."""
+    the wait keeps no workspace longer than `dockyard extend` could. Without `max_ttl`, TASK_HOLD_MAX after
+    the deadline."""
     if workspace.task_state != wire.TaskState.WORKING.value or not agent_connected:
         return False
-    if max_ttl is None or workspace.deadline is None or not workspace.ttl_seconds:
+    if workspace.deadline is None:
         return True
-    set_at = workspace.deadline - timedelta(seconds=workspace.ttl_seconds)
-    return now < set_at + timedelta(seconds=max_ttl)
+    if max_ttl is not None and workspace.ttl_seconds:
+        set_at = workspace.deadline - timedelta(seconds=workspace.ttl_seconds)
+        return now < set_at + timedelta(seconds=max_ttl)
+    return now < workspace.deadline + TASK_HOLD_MAX
 
 
 def max_ttl_seconds(manifest: TemplateManifest) -> int | None:
