@@ -55,6 +55,15 @@ def _state(folder: Path, after: float, timeout: float = 30.0) -> dict[str, Any]:
     raise AssertionError(f"no fetch began after {after} within {timeout} s")
 
 
+def _fetched(mirrors: Mirrors, folder: Path, repo: str) -> None:
+    """A fetch asked for now has worked and its thread is done (so a prune or a roll-up sees it settled)."""
+    after = time.time()
+    mirrors.refresh(folder, repo, after=after, credential=CREDENTIAL)
+    assert _state(folder, after)["ok"] is True
+    while mirrors._mirrors[folder].running:
+        time.sleep(0.01)
+
+
 def _push_upstream(bare: Path, work: Path, message: str, *refspecs: str) -> None:
     """A commit `message` on main, pushed straight into the served repository (with `refspecs` too)."""
     git("clone", str(bare), str(work))
@@ -184,11 +193,7 @@ def test_a_mirror_unused_for_a_week_is_removed_and_one_in_use_is_kept(
     mirrors = Mirrors(tmp_path / "mirrors", OutboundPolicy.with_denied([]))
     old = mirrors.folder("owner-1", f"http://{host}/app.git")
     fresh = mirrors.folder("owner-2", f"http://{host}/app.git")
-    after = time.time()
-    mirrors.refresh(old, f"http://{host}/app.git", after=after, credential=CREDENTIAL)
-    assert _state(old, after)["ok"] is True
-    while mirrors._mirrors[old].running:
-        time.sleep(0.01)
+    _fetched(mirrors, old, f"http://{host}/app.git")
     week = time.time() - 8 * 24 * 3600
     os.utime(old, (week, week))
     busy = mirrors.folder("owner-3", f"http://{host}/app.git")
@@ -256,14 +261,7 @@ def test_fetches_add_packs_that_are_rolled_up_only_while_no_clone_reads_the_mirr
     repo, mirrors, folder = _owner_mirror(tmp_path, host)
     mirror = str(folder / REPO)
 
-    def fetch() -> None:
-        after = time.time()
-        mirrors.refresh(folder, repo, after=after, credential=CREDENTIAL)
-        assert _state(folder, after)["ok"] is True
-        while mirrors._mirrors[folder].running:
-            time.sleep(0.01)
-
-    fetch()
+    _fetched(mirrors, folder, repo)
     work = tmp_path / "work"
     git("clone", str(bare), str(work))
     with _locked(folder, "read"):
@@ -272,10 +270,10 @@ def test_fetches_add_packs_that_are_rolled_up_only_while_no_clone_reads_the_mirr
             git("add", "-A", cwd=work)
             git("commit", "-m", f"commit {n}", cwd=work)
             git("push", "origin", "HEAD:main", cwd=work)
-            fetch()
+            _fetched(mirrors, folder, repo)
         # A pack for each fetch, even of one commit, and none rolled up under a clone's read lock.
         assert _packs(folder) == MAX_PACKS + 3
-    fetch()  # nothing new to fetch; the roll-up runs now that nobody reads the mirror
+    _fetched(mirrors, folder, repo)  # nothing new to fetch; the roll-up runs now that nobody reads the mirror
     assert _packs(folder) <= 2
     assert not list((folder / REPO / "objects").glob("[0-9a-f][0-9a-f]/*"))
     git("--git-dir", mirror, "fsck", "--no-progress")
@@ -284,7 +282,7 @@ def test_fetches_add_packs_that_are_rolled_up_only_while_no_clone_reads_the_mirr
         "rev-list", "--count", "HEAD", cwd=work
     )
     rolled = sorted(p.name for p in (folder / REPO / "objects" / "pack").iterdir())
-    fetch()
+    _fetched(mirrors, folder, repo)
     assert sorted(p.name for p in (folder / REPO / "objects" / "pack").iterdir()) == rolled  # nothing to do
 
 
